@@ -1,0 +1,93 @@
+/**
+ * The platform-neutral driver interface. A driver knows one engine (Docker, LXD, vSphere) and
+ * speaks only in targets, streams and metadata: no dockerode, LXD or vSphere type crosses it.
+ *
+ * Contract:
+ * - `backup` writes every stream of the target through `sink.writeStream`, in order, and returns
+ *   the metadata needed to rebuild the target. Whatever it stops, pauses or snapshots it releases
+ *   before it returns or throws: a workload running before a backup is running after it.
+ * - `restore` rebuilds a target from the manifest's metadata and streams under `options.name`.
+ *   It refuses (NameTaken) to overwrite anything that exists unless `options.inPlace`; on failure
+ *   it removes what it created, so a retry starts clean, and never touches the original.
+ * - Errors: TargetNotFound, NameTaken, DriverError, TransientError (functions/shared/errors).
+ */
+import type { Readable } from 'node:stream';
+import type { Logger } from '../../functions/shared/logger';
+
+export interface DiscoveredTarget {
+  /** `platform:name`. */
+  target: string;
+  platform: string;
+  name: string;
+  /** Engine-specific state in one word (running, exited, stopped...). */
+  state: string;
+  /** A few human facts (image, volumes...) for `stowage targets`. */
+  details?: Record<string, string>;
+}
+
+export interface StreamInfo {
+  /** Unique within a recovery point; a driver's own naming, e.g. `image`, `volume/data`. */
+  name: string;
+  /** What the bytes are: `docker-image-tar`, `volume-tar`, `disk`, `file`... */
+  kind: string;
+}
+
+export interface StoredStream extends StreamInfo {
+  size: number;
+  sha256: string;
+}
+
+export interface BackupSink {
+  /** Consumes `data` to its end and stores it. Resolves once the bytes are durable. */
+  writeStream(info: StreamInfo, data: Readable): Promise<StoredStream>;
+}
+
+export interface RestoreSource {
+  /** The streams of the recovery point, in the order the backup wrote them. */
+  readonly streams: readonly StoredStream[];
+  /** Opens one stream's bytes; rejects with an integrity error rather than yield wrong bytes. */
+  openStream(name: string): Promise<Readable>;
+}
+
+export interface DriverContext {
+  log: Logger;
+  /** Set when the job is being abandoned (heartbeat lost, agent draining). */
+  signal: AbortSignal;
+  /** Free-text phase for progress (`committing image`, `volume data`...). */
+  phase(text: string): void;
+}
+
+export interface BackupOutcome {
+  /** Everything needed to rebuild the target; stored in the manifest as JSON. */
+  metadata: Record<string, unknown>;
+  /** A few scalar facts for the catalog listing. */
+  summary: Record<string, string | number | boolean>;
+}
+
+export interface RestoreOptions {
+  /** The name of what the restore creates (or replaces, with inPlace). */
+  name: string;
+  inPlace: boolean;
+}
+
+export interface RestoreOutcome {
+  /** `platform:name` of what now exists. */
+  restoredTarget: string;
+}
+
+export interface Driver {
+  readonly platform: string;
+  /** Every target this driver can see right now. */
+  listTargets(): Promise<DiscoveredTarget[]>;
+  /** Whether a target of this name exists (restores use it to refuse clobbering). */
+  exists(name: string): Promise<boolean>;
+  backup(name: string, sink: BackupSink, ctx: DriverContext): Promise<BackupOutcome>;
+  restore(
+    metadata: Record<string, unknown>,
+    source: RestoreSource,
+    options: RestoreOptions,
+    ctx: DriverContext,
+  ): Promise<RestoreOutcome>;
+  /** Calls `onChange` soon after targets appear or vanish; returns the unsubscribe. Optional. */
+  watch?(onChange: () => void): () => void;
+}

@@ -1,0 +1,81 @@
+/**
+ * Publishes what this agent sees to the catalog, where the API checks targets before it starts
+ * a workflow: at start, on every engine change the drivers signal, and every `intervalMs`.
+ * Publishing is serialized and coalesced: a change during a publish causes one more publish.
+ */
+import type { Driver } from '../core/driver';
+import type { Catalog } from '../../functions/core/catalog';
+import type { InventoryTarget } from '../../functions/core/model';
+import type { Logger } from '../../functions/shared/logger';
+import { LogEvent } from '../../functions/shared/logger';
+
+export class InventoryPublisher {
+  private timer?: NodeJS.Timeout;
+  private unwatch: Array<() => void> = [];
+  private running?: Promise<void>;
+  private again = false;
+
+  constructor(
+    private readonly agent: string,
+    private readonly drivers: ReadonlyMap<string, Driver>,
+    private readonly catalog: Catalog,
+    private readonly log: Logger,
+    private readonly version: string,
+    private readonly intervalMs = 30_000,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.publish();
+    for (const driver of this.drivers.values()) {
+      if (driver.watch) this.unwatch.push(driver.watch(() => void this.publish()));
+    }
+    this.timer = setInterval(() => void this.publish(), this.intervalMs);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    for (const off of this.unwatch) off();
+    this.unwatch = [];
+  }
+
+  /** Publishes now (or right after the publish under way); resolves when it is written. */
+  publish(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.publishOnce();
+      } while (this.again);
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async publishOnce(): Promise<void> {
+    const targets: InventoryTarget[] = [];
+    for (const driver of this.drivers.values()) {
+      try {
+        targets.push(...(await driver.listTargets()));
+      } catch (err) {
+        this.log.warn('agent.inventory.driver_failed', { platform: driver.platform, error: err });
+      }
+    }
+    try {
+      await this.catalog.putAgent({
+        agent: this.agent,
+        platforms: [...this.drivers.keys()],
+        targets,
+        seenAt: new Date().toISOString(),
+        version: this.version,
+      });
+      this.log.debug(LogEvent.inventoryPublished, { targets: targets.length });
+    } catch (err) {
+      this.log.warn('agent.inventory.publish_failed', { error: err });
+    }
+  }
+}

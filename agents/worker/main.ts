@@ -1,0 +1,107 @@
+/**
+ * The agent's composition root: reads its configuration once, builds the AWS clients, the store,
+ * the catalog and the drivers this host has, and runs the queue worker and the inventory.
+ *
+ * In AWS the configuration comes from the environment (STOWAGE_SITE, STOWAGE_QUEUE_URL,
+ * STOWAGE_TABLE, STOWAGE_BUCKET and the usual AWS credentials). In local mode the control plane
+ * passes it directly, or a standalone `stowage agent` asks the local API for it.
+ */
+import { existsSync } from 'node:fs';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { S3Client } from '@aws-sdk/client-s3';
+import { SFNClient } from '@aws-sdk/client-sfn';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
+import type { Logger } from '../../functions/shared/logger';
+import type { Driver } from '../core/driver';
+import { createDockerDriver } from '../drivers/docker';
+import { s3ClientConfig, S3Store } from '../store/s3-store';
+import { InventoryPublisher } from './inventory';
+import { AgentWorker } from './worker';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentConfig {
+  site: string;
+  queueUrl: string;
+  tableName: string;
+  bucket: string;
+  /** Explicit endpoints and credentials (local mode); the SDK's defaults otherwise. */
+  aws?: {
+    region: string;
+    credentials?: { accessKeyId: string; secretAccessKey: string };
+    endpoints?: { dynamodb?: string; s3?: string; sqs?: string; sfn?: string };
+  };
+  dockerSocket?: string;
+  heartbeatMs?: number;
+  waitTimeSeconds?: number;
+  inventoryIntervalMs?: number;
+}
+
+export interface RunningAgent {
+  site: string;
+  platforms: string[];
+  /** Publishes the inventory now (tests use it to avoid waiting for the engine's events). */
+  refresh(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The drivers whose engines this host has. */
+export function detectDrivers(config: Pick<AgentConfig, 'dockerSocket'>, log: Logger): Map<string, Driver> {
+  const drivers = new Map<string, Driver>();
+  const dockerSocket = config.dockerSocket ?? '/var/run/docker.sock';
+  if (existsSync(dockerSocket)) {
+    drivers.set('docker', createDockerDriver({ socketPath: dockerSocket, log }));
+  }
+  return drivers;
+}
+
+export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
+  const base = config.aws
+    ? { region: config.aws.region, ...(config.aws.credentials ? { credentials: config.aws.credentials } : {}) }
+    : {};
+  const ep = config.aws?.endpoints ?? {};
+  const sqs = new SQSClient({ ...base, ...(ep.sqs ? { endpoint: ep.sqs } : {}) });
+  const sfn = new SFNClient({ ...base, ...(ep.sfn ? { endpoint: ep.sfn } : {}) });
+  const s3 = new S3Client(s3ClientConfig({ ...base, ...(ep.s3 ? { endpoint: ep.s3 } : {}) }));
+  const ddb = new DynamoDBClient({ ...base, ...(ep.dynamodb ? { endpoint: ep.dynamodb } : {}) });
+  const catalog = new DynamoDbCatalog(config.tableName, ddb);
+  const agentLog = log.child({ agent: config.site });
+  const drivers = detectDrivers(config, agentLog);
+  if (drivers.size === 0) {
+    agentLog.warn('agent.no_drivers', {
+      hint: 'no engine found on this host (looked for the Docker socket); this agent can run no task',
+    });
+  }
+  const inventory = new InventoryPublisher(
+    config.site,
+    drivers,
+    catalog,
+    agentLog,
+    AGENT_VERSION,
+    config.inventoryIntervalMs,
+  );
+  await inventory.start();
+  const worker = new AgentWorker({
+    queueUrl: config.queueUrl,
+    sqs,
+    sfn,
+    catalog,
+    runner: { agent: config.site, drivers, store: new S3Store(config.bucket, s3), log: agentLog },
+    log: agentLog,
+    ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
+    ...(config.waitTimeSeconds ? { waitTimeSeconds: config.waitTimeSeconds } : {}),
+    afterTask: () => inventory.publish(),
+  });
+  worker.start();
+  return {
+    site: config.site,
+    platforms: [...drivers.keys()],
+    refresh: () => inventory.publish(),
+    async stop() {
+      inventory.stop();
+      await worker.stop();
+      for (const client of [sqs, sfn, s3, ddb]) client.destroy();
+    },
+  };
+}

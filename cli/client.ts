@@ -1,0 +1,86 @@
+/**
+ * The CLI's only way to Stowage: the HTTP API at STOWAGE_API (default the local port). Requests
+ * to API Gateway (`*.execute-api.*`) are signed with SigV4 from the usual AWS credentials.
+ */
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { defaultProvider } from '@aws-sdk/credential-provider-node';
+import { SignatureV4 } from '@smithy/signature-v4';
+
+export const DEFAULT_PORT = 4780;
+export const DEFAULT_API = `http://127.0.0.1:${DEFAULT_PORT}`;
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = code;
+  }
+}
+
+export class Unreachable extends Error {
+  override readonly name = 'Unreachable';
+}
+
+export class ApiClient {
+  constructor(readonly baseUrl: string) {}
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+
+  post<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('POST', path, body);
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = new URL(path.replace(/^\//, ''), this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    let headers: Record<string, string> = {
+      accept: 'application/json',
+      ...(payload ? { 'content-type': 'application/json' } : {}),
+    };
+    if (/\.execute-api\.[a-z0-9-]+\.amazonaws\.com$/.test(url.hostname)) {
+      headers = await sign(url, method, headers, payload);
+    }
+    let res: Response;
+    try {
+      res = await fetch(url, { method, headers, ...(payload ? { body: payload } : {}) });
+    } catch (err) {
+      throw new Unreachable(
+        `cannot reach the Stowage API at ${this.baseUrl} (${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}); is \`stowage start\` running, or is STOWAGE_API set?`,
+      );
+    }
+    const text = await res.text();
+    let data: unknown;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      data = { message: text };
+    }
+    if (!res.ok) {
+      const { error, message } = (data ?? {}) as { error?: string; message?: string };
+      throw new ApiError(res.status, error ?? `HTTP${res.status}`, message ?? `HTTP ${res.status}`);
+    }
+    return data as T;
+  }
+}
+
+async function sign(url: URL, method: string, headers: Record<string, string>, body?: string) {
+  const region = /\.execute-api\.([a-z0-9-]+)\./.exec(url.hostname)![1]!;
+  const signer = new SignatureV4({ service: 'execute-api', region, credentials: defaultProvider(), sha256: Sha256 });
+  const query: Record<string, string> = {};
+  url.searchParams.forEach((v, k) => (query[k] = v));
+  const signed = await signer.sign({
+    method,
+    protocol: url.protocol,
+    hostname: url.hostname,
+    path: url.pathname,
+    query,
+    headers: { ...headers, host: url.hostname },
+    ...(body ? { body } : {}),
+  });
+  return signed.headers as Record<string, string>;
+}

@@ -1,0 +1,74 @@
+/** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
+import type { Job, RecoveryPoint } from '../functions/core/model';
+
+export function bytes(n: number | undefined): string {
+  if (n === undefined) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows
+    .map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  '))
+    .join('\n');
+}
+
+export function progressLine(job: Job): string {
+  const p = job.progress;
+  if (!p) return `${job.status.toLowerCase()}`;
+  const rate = p.rate > 0 ? `, ${bytes(p.rate)}/s` : '';
+  return `${job.status.toLowerCase()}: ${p.phase}, ${bytes(p.bytesDone)}${rate}`;
+}
+
+export function jobsTable(jobs: Job[]): string {
+  return table([
+    ['JOB', 'KIND', 'TARGET', 'STATUS', 'CREATED', 'PROGRESS'],
+    ...jobs.map((j) => [
+      j.jobId,
+      j.kind.toLowerCase(),
+      j.target,
+      j.status,
+      j.createdAt,
+      j.error ? `${j.error.name}: ${j.error.message}` : j.progress ? `${j.progress.phase} ${bytes(j.progress.bytesDone)}` : '',
+    ]),
+  ]);
+}
+
+export function pointsTable(points: RecoveryPoint[]): string {
+  return table([
+    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'SIZE', 'STREAMS'],
+    ...points.map((p) => [
+      p.recoveryPointId,
+      p.target,
+      p.createdAt,
+      p.status,
+      bytes(p.bytesRead),
+      String(p.streams.length),
+    ]),
+  ]);
+}
+
+export function jobDetail(job: Job): string {
+  const lines = [
+    `job        ${job.jobId}`,
+    `kind       ${job.kind.toLowerCase()}`,
+    `target     ${job.target}${job.source ? ` (from ${job.source})` : ''}`,
+    `agent      ${job.agent}`,
+    `status     ${job.status}`,
+    `point      ${job.recoveryPointId}`,
+    `created    ${job.createdAt}`,
+  ];
+  if (job.startedAt) lines.push(`started    ${job.startedAt}`);
+  if (job.endedAt) lines.push(`ended      ${job.endedAt}`);
+  if (job.progress) lines.push(`progress   ${progressLine(job)}`);
+  if (job.error) lines.push(`error      ${job.error.name}: ${job.error.message}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,256 @@
+/**
+ * `stowage`: the command line. Every command but `start` and `agent` is a client of the HTTP API.
+ * Exit codes: 0 done; 1 the job failed; 2 the request was refused (bad input, not found, taken);
+ * 3 the API could not be reached.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import type { AgentRecord, Job, RecoveryPoint } from '../functions/core/model';
+import type { JobAccepted } from '../functions/core/requests';
+import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
+import { bytes, jobDetail, jobsTable, pointsTable, progressLine, table } from './format';
+
+const TERMINAL = ['SUCCEEDED', 'FAILED', 'PARTIALLY_FAILED', 'CANCELLED'];
+
+interface Globals {
+  json?: boolean;
+  api?: string;
+}
+
+function client(cmd: Command): ApiClient {
+  const g = cmd.optsWithGlobals<Globals>();
+  return new ApiClient(g.api ?? process.env.STOWAGE_API ?? DEFAULT_API);
+}
+
+const isJson = (cmd: Command) => Boolean(cmd.optsWithGlobals<Globals>().json);
+
+function print(cmd: Command, value: unknown, human: () => string): void {
+  process.stdout.write(isJson(cmd) ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+}
+
+class JobFailed extends Error {}
+
+async function waitForJob(cmd: Command, api: ApiClient, jobId: string, follow: boolean): Promise<Job> {
+  let last = '';
+  for (;;) {
+    const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
+    if (follow && !isJson(cmd)) {
+      const line = progressLine(job);
+      if (line !== last) {
+        process.stderr.write(`${jobId} ${line}\n`);
+        last = line;
+      }
+    }
+    if (TERMINAL.includes(job.status)) return job;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): void {
+  const out = {
+    jobId: job.jobId,
+    kind: job.kind,
+    target: job.target,
+    status: job.status,
+    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED' ? { recoveryPointId: job.recoveryPointId } : {}),
+    ...(job.error ? { error: job.error } : {}),
+    ...extra,
+  };
+  print(cmd, out, () =>
+    job.status === 'SUCCEEDED'
+      ? job.kind === 'BACKUP'
+        ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
+        : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
+      : `${job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
+  );
+  if (job.status !== 'SUCCEEDED') throw new JobFailed();
+}
+
+const program = new Command('stowage')
+  .description('Backup and restore for Docker, LXD and vSphere')
+  .option('--json', 'print one JSON document on stdout')
+  .option('--api <url>', `the Stowage HTTP API (default $STOWAGE_API or ${DEFAULT_API})`)
+  .showHelpAfterError();
+
+program
+  .command('start')
+  .description('local mode: control plane, API and an agent for the engines on this host')
+  .option('--data-dir <dir>', 'where all state lives', process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'))
+  .addOption(new Option('--port <n>', 'API port; the emulators use the next four').default(DEFAULT_PORT).argParser(Number))
+  .option('--no-agent', 'do not run an agent in this process')
+  .option('--site <name>', 'site name of the embedded agent', 'local')
+  .action(async (opts: { dataDir: string; port: number; agent: boolean; site: string }) => {
+    const { startControlPlane } = await import('../local/control-plane');
+    const plane = await startControlPlane({ dataDir: opts.dataDir, port: opts.port, agent: opts.agent, site: opts.site });
+    process.stdout.write(
+      `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  agent:    ${
+        plane.agent ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})` : 'none'
+      }\nStop with Ctrl-C.\n`,
+    );
+    await untilSignal();
+    await plane.close();
+  });
+
+program
+  .command('agent')
+  .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
+  .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
+  .action(async (opts: { site: string }, cmd: Command) => {
+    const { startAgent } = await import('../agents/worker/main');
+    const { createLogger } = await import('../functions/shared/logger');
+    const log = createLogger({ service: 'stowage-agent' });
+    let config;
+    if (process.env.STOWAGE_QUEUE_URL) {
+      config = {
+        site: opts.site,
+        queueUrl: process.env.STOWAGE_QUEUE_URL,
+        tableName: required('STOWAGE_TABLE'),
+        bucket: required('STOWAGE_BUCKET'),
+      };
+    } else {
+      const local = await client(cmd).get<{
+        region: string;
+        endpoints: { dynamodb: string; s3: string; sqs: string; sfn: string };
+        tableName: string;
+        bucket: string;
+        queueUrl: string;
+      }>(`/local/config?site=${encodeURIComponent(opts.site)}`);
+      config = {
+        site: opts.site,
+        queueUrl: local.queueUrl,
+        tableName: local.tableName,
+        bucket: local.bucket,
+        aws: { region: local.region, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, endpoints: local.endpoints },
+      };
+    }
+    const agent = await startAgent(config, log);
+    process.stderr.write(`agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`);
+    await untilSignal();
+    await agent.stop();
+  });
+
+program
+  .command('targets')
+  .description('what the agents can see')
+  .option('--platform <p>', 'only this platform (docker, lxd, vsphere, ...)')
+  .action(async (opts: { platform?: string }, cmd: Command) => {
+    const q = opts.platform ? `?platform=${encodeURIComponent(opts.platform)}` : '';
+    const targets = await client(cmd).get<Array<{ target: string; state: string; agent: string; details?: Record<string, string> }>>(`/targets${q}`);
+    print(cmd, targets, () =>
+      targets.length === 0
+        ? 'no targets: no agent has reported any (is an agent running?)'
+        : table([
+            ['TARGET', 'STATE', 'AGENT', 'DETAILS'],
+            ...targets.map((t) => [t.target, t.state, t.agent, Object.entries(t.details ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')]),
+          ]),
+    );
+  });
+
+program
+  .command('agents')
+  .description('the agents that have reported, and when')
+  .action(async (_opts: unknown, cmd: Command) => {
+    const agents = await client(cmd).get<AgentRecord[]>('/agents');
+    print(cmd, agents, () =>
+      table([['AGENT', 'PLATFORMS', 'TARGETS', 'SEEN'], ...agents.map((a) => [a.agent, a.platforms.join(','), String(a.targets.length), a.seenAt])]),
+    );
+  });
+
+program
+  .command('backup <target>')
+  .description('start a backup of PLATFORM:NAME[@AGENT]; prints the job id')
+  .option('--wait', 'wait for the job and print the recovery point')
+  .action(async (target: string, opts: { wait?: boolean }, cmd: Command) => {
+    const api = client(cmd);
+    const job = await api.post<JobAccepted>('/backups', { target });
+    if (!opts.wait) {
+      print(cmd, { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent }, () => `${job.jobId}`);
+      return;
+    }
+    if (!isJson(cmd)) process.stderr.write(`backup of ${job.target} started as ${job.jobId}\n`);
+    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+  });
+
+program
+  .command('points [target]')
+  .description('recovery points, newest first (of one target, or all)')
+  .action(async (target: string | undefined, _opts: unknown, cmd: Command) => {
+    const q = target ? `?target=${encodeURIComponent(target.replace(/@[^@]*$/, ''))}` : '';
+    const points = await client(cmd).get<RecoveryPoint[]>(`/points${q}`);
+    print(cmd, points, () => (points.length === 0 ? 'no recovery points' : pointsTable(points)));
+  });
+
+program
+  .command('restore <point>')
+  .description('restore a recovery point under a new name, or in place')
+  .option('--name <new>', 'restore beside the original under this name')
+  .option('--in-place', 'replace the original')
+  .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
+  .option('--wait', 'wait for the job to finish')
+  .action(async (point: string, opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean }, cmd: Command) => {
+    const api = client(cmd);
+    const job = await api.post<JobAccepted>('/restores', {
+      recoveryPointId: point,
+      ...(opts.name ? { name: opts.name } : {}),
+      ...(opts.inPlace ? { inPlace: true } : {}),
+      ...(opts.to ? { to: opts.to } : {}),
+    });
+    if (!opts.wait) {
+      print(cmd, { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent }, () => `${job.jobId}`);
+      return;
+    }
+    if (!isJson(cmd)) process.stderr.write(`restore of ${point} to ${job.target} started as ${job.jobId}\n`);
+    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+  });
+
+program
+  .command('jobs')
+  .description('jobs, newest first, with status and progress')
+  .option('--limit <n>', 'at most this many', '50')
+  .action(async (opts: { limit: string }, cmd: Command) => {
+    const jobs = await client(cmd).get<Job[]>(`/jobs?limit=${encodeURIComponent(opts.limit)}`);
+    print(cmd, jobs, () => (jobs.length === 0 ? 'no jobs' : jobsTable(jobs)));
+  });
+
+program
+  .command('job <id>')
+  .description('one job; --follow waits until it ends, showing progress')
+  .option('--follow', 'follow progress until the job ends')
+  .action(async (id: string, opts: { follow?: boolean }, cmd: Command) => {
+    const api = client(cmd);
+    const job = opts.follow ? await waitForJob(cmd, api, id, true) : await api.get<Job>(`/jobs/${encodeURIComponent(id)}`);
+    print(cmd, job, () => jobDetail(job));
+    if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed();
+  });
+
+function required(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} must be set when STOWAGE_QUEUE_URL is (AWS mode)`);
+  return v;
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const json = Boolean(program.opts<Globals>().json);
+  if (err instanceof JobFailed) {
+    process.exitCode = 1;
+  } else if (err instanceof ApiError || err instanceof Unreachable) {
+    const code = err instanceof Unreachable ? 3 : 2;
+    if (json) process.stdout.write(`${JSON.stringify({ error: err.name, message: err.message }, null, 2)}\n`);
+    process.stderr.write(`stowage: ${err.message}\n`);
+    process.exitCode = code;
+  } else {
+    process.stderr.write(`stowage: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+  }
+}

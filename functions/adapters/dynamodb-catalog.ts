@@ -1,0 +1,263 @@
+/**
+ * The Catalog port on DynamoDB: the one module that knows the table's key schema.
+ *
+ *   item        pk                 sk       gsi1pk    gsi1sk             gsi2pk           gsi2sk
+ *   job         JOB#<jobId>        JOB      JOBS      <createdAt>#<id>
+ *   point       POINT#<pointId>    POINT    POINTS    <createdAt>#<id>   TARGET#<target>  <createdAt>#<id>
+ *   agent       AGENT#<name>       AGENT    AGENTS    <name>
+ *
+ * IAM for agents limits them to the JOB# and AGENT# partitions (dynamodb:LeadingKeys).
+ */
+import { DynamoDBClient, ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import {
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+  type QueryCommandInput,
+} from '@aws-sdk/lib-dynamodb';
+import type { Catalog, JobUpdate } from '../core/catalog';
+import type { AgentRecord, Job, RecoveryPoint } from '../core/model';
+import { ConflictError, TransientError } from '../shared/errors';
+import { CATALOG_TABLE } from '../shared/resources';
+import type { JobStatus } from '../../statemachines/contracts';
+
+const KEYS = ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'] as const;
+
+const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });
+const pointKey = (id: string) => ({ pk: `POINT#${id}`, sk: 'POINT' });
+const agentKey = (name: string) => ({ pk: `AGENT#${name}`, sk: 'AGENT' });
+
+function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
+  if (!item) return undefined;
+  const copy = { ...item };
+  for (const k of KEYS) delete copy[k];
+  return copy as T;
+}
+
+/** Throttling and server faults are worth a retry; everything else is rethrown as is. */
+function translate(err: unknown): never {
+  const name = (err as { name?: string }).name ?? '';
+  if (
+    name === 'ProvisionedThroughputExceededException' ||
+    name === 'ThrottlingException' ||
+    name === 'RequestLimitExceeded' ||
+    name === 'InternalServerError' ||
+    name === 'ServiceUnavailable' ||
+    (err as { code?: string }).code === 'ECONNREFUSED'
+  ) {
+    throw new TransientError(`catalog unavailable: ${(err as Error).message}`, { cause: err });
+  }
+  throw err;
+}
+
+export class DynamoDbCatalog implements Catalog {
+  private readonly doc: DynamoDBDocumentClient;
+  constructor(
+    private readonly tableName: string,
+    client: DynamoDBClient = new DynamoDBClient({}),
+  ) {
+    this.doc = DynamoDBDocumentClient.from(client, {
+      marshallOptions: { removeUndefinedValues: true },
+    });
+  }
+
+  async createJob(job: Job): Promise<void> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: {
+            ...jobKey(job.jobId),
+            gsi1pk: 'JOBS',
+            gsi1sk: `${job.createdAt}#${job.jobId}`,
+            ...job,
+          },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(`job ${job.jobId} exists already`, { cause: err });
+      }
+      translate(err);
+    }
+  }
+
+  async getJob(jobId: string): Promise<Job | undefined> {
+    const out = await this.doc
+      .send(new GetCommand({ TableName: this.tableName, Key: jobKey(jobId), ConsistentRead: true }))
+      .catch(translate);
+    return strip<Job>(out.Item);
+  }
+
+  async listJobs(options: { limit?: number } = {}): Promise<Job[]> {
+    return this.queryIndex<Job>('gsi1', 'gsi1pk', 'JOBS', options.limit ?? 100);
+  }
+
+  async updateJob(
+    jobId: string,
+    update: JobUpdate,
+    whenStatus: readonly JobStatus[],
+  ): Promise<Job | undefined> {
+    const names: Record<string, string> = { '#status': 'status' };
+    const values: Record<string, unknown> = {};
+    const sets: string[] = [];
+    for (const [field, value] of Object.entries(update)) {
+      if (value === undefined) continue;
+      names[`#${field}`] = field;
+      values[`:${field}`] = value;
+      sets.push(`#${field} = :${field}`);
+    }
+    const allowed = whenStatus.map((s, i) => {
+      values[`:when${i}`] = s;
+      return `:when${i}`;
+    });
+    if (sets.length === 0) return this.getJob(jobId);
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: jobKey(jobId),
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: `attribute_exists(pk) AND #status IN (${allowed.join(', ')})`,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return strip<Job>(out.Attributes);
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return undefined;
+      translate(err);
+    }
+  }
+
+  async putPoint(point: RecoveryPoint): Promise<void> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: {
+            ...pointKey(point.recoveryPointId),
+            gsi1pk: 'POINTS',
+            gsi1sk: `${point.createdAt}#${point.recoveryPointId}`,
+            gsi2pk: `TARGET#${point.target}`,
+            gsi2sk: `${point.createdAt}#${point.recoveryPointId}`,
+            ...point,
+          },
+          // A retried commit of the same job rewrites its own point; another job's never.
+          ConditionExpression: 'attribute_not_exists(pk) OR jobId = :jobId',
+          ExpressionAttributeValues: { ':jobId': point.jobId },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(
+          `recovery point ${point.recoveryPointId} belongs to another job`,
+          { cause: err },
+        );
+      }
+      translate(err);
+    }
+  }
+
+  async getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined> {
+    const out = await this.doc
+      .send(
+        new GetCommand({
+          TableName: this.tableName,
+          Key: pointKey(recoveryPointId),
+          ConsistentRead: true,
+        }),
+      )
+      .catch(translate);
+    return strip<RecoveryPoint>(out.Item);
+  }
+
+  async listPoints(options: { target?: string; limit?: number } = {}): Promise<RecoveryPoint[]> {
+    const limit = options.limit ?? 100;
+    return options.target
+      ? this.queryIndex<RecoveryPoint>('gsi2', 'gsi2pk', `TARGET#${options.target}`, limit)
+      : this.queryIndex<RecoveryPoint>('gsi1', 'gsi1pk', 'POINTS', limit);
+  }
+
+  async putAgent(agent: AgentRecord): Promise<void> {
+    await this.doc
+      .send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...agentKey(agent.agent), gsi1pk: 'AGENTS', gsi1sk: agent.agent, ...agent },
+        }),
+      )
+      .catch(translate);
+  }
+
+  async getAgent(agent: string): Promise<AgentRecord | undefined> {
+    const out = await this.doc
+      .send(new GetCommand({ TableName: this.tableName, Key: agentKey(agent) }))
+      .catch(translate);
+    return strip<AgentRecord>(out.Item);
+  }
+
+  async listAgents(): Promise<AgentRecord[]> {
+    return this.queryIndex<AgentRecord>('gsi1', 'gsi1pk', 'AGENTS', 1000, true);
+  }
+
+  private async queryIndex<T>(
+    index: string,
+    keyName: string,
+    keyValue: string,
+    limit: number,
+    ascending = false,
+  ): Promise<T[]> {
+    const items: T[] = [];
+    let start: QueryCommandInput['ExclusiveStartKey'];
+    do {
+      const out = await this.doc
+        .send(
+          new QueryCommand({
+            TableName: this.tableName,
+            IndexName: index,
+            KeyConditionExpression: '#k = :v',
+            ExpressionAttributeNames: { '#k': keyName },
+            ExpressionAttributeValues: { ':v': keyValue },
+            ScanIndexForward: ascending,
+            Limit: Math.min(limit - items.length, 100),
+            ExclusiveStartKey: start,
+          }),
+        )
+        .catch(translate);
+      for (const item of out.Items ?? []) items.push(strip<T>(item) as T);
+      start = out.LastEvaluatedKey;
+    } while (start && items.length < limit);
+    return items;
+  }
+}
+
+/** The CreateTable input for the catalog, from the shared definition (local mode uses it). */
+export function catalogTableInput(tableName: string) {
+  const { partitionKey, sortKey, globalIndexes } = CATALOG_TABLE;
+  const attrs = [partitionKey, sortKey, ...globalIndexes.flatMap((ix) => [`${ix}pk`, `${ix}sk`])];
+  return {
+    TableName: tableName,
+    BillingMode: 'PAY_PER_REQUEST' as const,
+    AttributeDefinitions: attrs.map((AttributeName) => ({
+      AttributeName,
+      AttributeType: 'S' as const,
+    })),
+    KeySchema: [
+      { AttributeName: partitionKey, KeyType: 'HASH' as const },
+      { AttributeName: sortKey, KeyType: 'RANGE' as const },
+    ],
+    GlobalSecondaryIndexes: globalIndexes.map((ix) => ({
+      IndexName: ix,
+      KeySchema: [
+        { AttributeName: `${ix}pk`, KeyType: 'HASH' as const },
+        { AttributeName: `${ix}sk`, KeyType: 'RANGE' as const },
+      ],
+      Projection: { ProjectionType: 'ALL' as const },
+    })),
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * The API Gateway (REST, IAM auth) proxy handler. Local mode calls it with the same event shape.
+ */
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { SfnWorkflows } from '../adapters/sfn-workflows';
+import type { RequestDeps } from '../core/requests';
+import { siteQueueName } from '../shared/resources';
+import { requireEnv } from '../shared/env';
+import { newId, systemClock } from '../shared/ids';
+import { createLogger, LogEvent } from '../shared/logger';
+import { StowageError } from '../shared/errors';
+import { route } from './routes';
+
+const log = createLogger({ service: 'stowage-api' });
+let deps: RequestDeps | undefined;
+
+function wire(): RequestDeps {
+  const prefix = requireEnv('SITE_QUEUE_URL_PREFIX');
+  return {
+    catalog: new DynamoDbCatalog(requireEnv('TABLE_NAME')),
+    workflows: new SfnWorkflows({
+      backup: requireEnv('BACKUP_STATE_MACHINE_ARN'),
+      restore: requireEnv('RESTORE_STATE_MACHINE_ARN'),
+    }),
+    clock: systemClock,
+    newId,
+    queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
+  };
+}
+
+export async function handler(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
+  deps ??= wire();
+  const started = Date.now();
+  const query: Record<string, string | undefined> = { ...(event.queryStringParameters ?? {}) };
+  const body =
+    event.body && event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString() : event.body;
+  try {
+    const res = await route(deps, { method: event.httpMethod, path: event.path, query, body });
+    log.info(LogEvent.apiRequest, {
+      method: event.httpMethod,
+      path: event.path,
+      status: res.status,
+      ms: Date.now() - started,
+    });
+    return json(res.status, res.body);
+  } catch (err) {
+    const status = err instanceof StowageError ? err.status : 500;
+    log.error(LogEvent.apiError, { method: event.httpMethod, path: event.path, status, error: err });
+    const name = err instanceof Error ? err.name : 'InternalError';
+    const message = status === 500 ? 'internal error; see the API logs' : (err as Error).message;
+    return json(status, { error: name, message });
+  }
+}
+
+function json(statusCode: number, body: unknown): APIGatewayProxyResult {
+  return {
+    statusCode,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  };
+}

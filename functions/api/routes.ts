@@ -1,0 +1,116 @@
+/**
+ * The HTTP API's routes (described by functions/api/openapi.json). Pure routing over the core
+ * functions; the handler adapts API Gateway events to `ApiRequest` and back.
+ */
+import type { Catalog } from '../core/catalog';
+import { requestBackup, requestRestore, type RequestDeps } from '../core/requests';
+import { isPlatform, PLATFORMS } from '../core/targets';
+import { NotFoundError, StowageError, ValidationError } from '../shared/errors';
+
+export interface ApiRequest {
+  method: string;
+  path: string;
+  query: Record<string, string | undefined>;
+  body: string | null;
+}
+
+export interface ApiResponse {
+  status: number;
+  body: unknown;
+}
+
+type Route = (deps: RequestDeps, req: ApiRequest, params: string[]) => Promise<ApiResponse>;
+
+const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
+
+function parseBody(req: ApiRequest): Record<string, unknown> {
+  if (!req.body) return {};
+  try {
+    const value: unknown = JSON.parse(req.body);
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      return value as Record<string, unknown>;
+    }
+  } catch {
+    // fall through
+  }
+  throw new ValidationError('request body must be a JSON object');
+}
+
+function limitOf(req: ApiRequest): number {
+  const raw = req.query.limit;
+  if (raw === undefined) return 100;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) {
+    throw new ValidationError('limit must be a whole number from 1 to 1000');
+  }
+  return n;
+}
+
+async function listTargets(catalog: Catalog, platform: string | undefined) {
+  if (platform !== undefined && !isPlatform(platform)) {
+    throw new ValidationError(`unknown platform "${platform}"; use one of: ${PLATFORMS.join(', ')}`);
+  }
+  const agents = await catalog.listAgents();
+  return agents.flatMap((a) =>
+    a.targets
+      .filter((t) => platform === undefined || t.platform === platform)
+      .map((t) => ({ ...t, agent: a.agent, seenAt: a.seenAt })),
+  );
+}
+
+const ROUTES: Array<[string, RegExp, Route]> = [
+  ['GET', /^\/targets$/, async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
+  ['GET', /^\/agents$/, async (d) => ok(await d.catalog.listAgents())],
+  ['POST', /^\/backups$/, async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
+  ['POST', /^\/restores$/, async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
+  [
+    'GET',
+    /^\/points$/,
+    async (d, r) => {
+      const target = r.query.target;
+      return ok(await d.catalog.listPoints({ limit: limitOf(r), ...(target ? { target } : {}) }));
+    },
+  ],
+  [
+    'GET',
+    /^\/points\/([^/]+)$/,
+    async (d, _r, [id]) => {
+      const point = await d.catalog.getPoint(id!);
+      if (!point) throw new NotFoundError(`recovery point ${id} does not exist`);
+      return ok(point);
+    },
+  ],
+  ['GET', /^\/jobs$/, async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
+  [
+    'GET',
+    /^\/jobs\/([^/]+)$/,
+    async (d, _r, [id]) => {
+      const job = await d.catalog.getJob(id!);
+      if (!job) throw new NotFoundError(`job ${id} does not exist; \`stowage jobs\` lists them`);
+      return ok(job);
+    },
+  ],
+];
+
+/** Routes one request; errors with a status become that status with `{ error, message }`. */
+export async function route(deps: RequestDeps, req: ApiRequest): Promise<ApiResponse> {
+  const path = req.path.replace(/\/+$/, '') || '/';
+  try {
+    let pathMatched = false;
+    for (const [method, pattern, fn] of ROUTES) {
+      const m = pattern.exec(path);
+      if (!m) continue;
+      pathMatched = true;
+      if (method !== req.method) continue;
+      return await fn(deps, req, m.slice(1).map(decodeURIComponent));
+    }
+    return pathMatched
+      ? { status: 405, body: { error: 'MethodNotAllowed', message: `${req.method} ${path} is not allowed` } }
+      : { status: 404, body: { error: 'NotFound', message: `no such endpoint: ${path}` } };
+  } catch (err) {
+    if (err instanceof StowageError && err.status < 500) {
+      return { status: err.status, body: { error: err.name, message: err.message } };
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * Lambda task of the backup workflow: after the agent's SendTaskSuccess, checks that the manifest
+ * the agent reports is in the bucket, then writes the COMPLETED recovery point.
+ */
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { commitRecoveryPoint } from '../core/jobs';
+import { manifestKey } from '../core/object-layout';
+import { requireEnv } from '../shared/env';
+import { systemClock } from '../shared/ids';
+import { createLogger, LogEvent } from '../shared/logger';
+import type { CommitPointEvent, CommitPointOutput } from '../../statemachines/contracts';
+
+const log = createLogger({ service: 'stowage-commit-point' });
+let deps:
+  | { catalog: DynamoDbCatalog; clock: typeof systemClock; s3: S3Client; bucket: string }
+  | undefined;
+
+export async function handler(event: CommitPointEvent): Promise<CommitPointOutput> {
+  deps ??= {
+    catalog: new DynamoDbCatalog(requireEnv('TABLE_NAME')),
+    clock: systemClock,
+    s3: new S3Client({ forcePathStyle: true }),
+    bucket: requireEnv('BUCKET_NAME'),
+  };
+  // A point is only committed over a manifest that exists: the agent writes it last.
+  const key = manifestKey(event.recoveryPointId);
+  if (event.result.manifestKey !== key) {
+    throw new Error(`agent reported manifest ${event.result.manifestKey}, expected ${key}`);
+  }
+  await deps.s3.send(new HeadObjectCommand({ Bucket: deps.bucket, Key: key }));
+  const out = await commitRecoveryPoint(deps, event);
+  log.info(LogEvent.pointCommitted, {
+    jobId: event.jobId,
+    recoveryPointId: out.recoveryPointId,
+    target: event.target,
+  });
+  return out;
+}

@@ -1,0 +1,36 @@
+/**
+ * The catalog port. Every write is a single-item conditional write that is safe to retry (the
+ * local DynamoDB has no transactions, and Step Functions retries Lambda tasks).
+ */
+import type { AgentRecord, Job, JobProgress, RecoveryPoint } from './model';
+import type { JobStatus } from '../../statemachines/contracts';
+
+export interface JobUpdate {
+  status?: JobStatus;
+  startedAt?: string;
+  endedAt?: string;
+  executionArn?: string;
+  error?: Job['error'];
+  progress?: JobProgress;
+}
+
+export interface Catalog {
+  /** Creates the job; ConflictError if the id exists. */
+  createJob(job: Job): Promise<void>;
+  getJob(jobId: string): Promise<Job | undefined>;
+  /** Newest first. */
+  listJobs(options?: { limit?: number }): Promise<Job[]>;
+  /**
+   * Applies `update` only while the job's status is one of `whenStatus`; returns the job after
+   * the write, or undefined when the condition did not hold (the caller decides if that is fine).
+   */
+  updateJob(jobId: string, update: JobUpdate, whenStatus: readonly JobStatus[]): Promise<Job | undefined>;
+  /** Writes the point unless a point of that id from another job exists (ConflictError). */
+  putPoint(point: RecoveryPoint): Promise<void>;
+  getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined>;
+  /** Newest first; all targets when `target` is absent. */
+  listPoints(options?: { target?: string; limit?: number }): Promise<RecoveryPoint[]>;
+  putAgent(agent: AgentRecord): Promise<void>;
+  getAgent(agent: string): Promise<AgentRecord | undefined>;
+  listAgents(): Promise<AgentRecord[]>;
+}

@@ -1,0 +1,71 @@
+/**
+ * The catalog's records as the domain sees them. Only functions/adapters/dynamodb-catalog.ts
+ * knows how they are keyed and stored.
+ */
+import type { ErrorRecord } from '../shared/errors';
+import type { JobKind, JobStatus, StreamSummary } from '../../statemachines/contracts';
+
+export interface JobProgress {
+  /** What the agent is doing, in words (`saving image`, `volume data`...). */
+  phase: string;
+  /** Bytes read from the source (backup) or written to the target (restore) so far. */
+  bytesDone: number;
+  /** Bytes per second over the last reporting interval. */
+  rate: number;
+  updatedAt: string;
+}
+
+export interface Job {
+  jobId: string;
+  kind: JobKind;
+  /** The target backed up, or for a restore the target it produces. */
+  target: string;
+  agent: string;
+  status: JobStatus;
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  executionArn?: string;
+  /** The point a backup produces, or the point a restore reads. */
+  recoveryPointId: string;
+  /** For a restore: the target the point was taken of. */
+  source?: string;
+  progress?: JobProgress;
+  error?: ErrorRecord;
+}
+
+export type PointStatus = 'COMPLETED';
+
+export interface RecoveryPoint {
+  recoveryPointId: string;
+  target: string;
+  platform: string;
+  agent: string;
+  jobId: string;
+  status: PointStatus;
+  createdAt: string;
+  completedAt: string;
+  durationMs: number;
+  bytesRead: number;
+  bytesStored: number;
+  streams: StreamSummary[];
+  manifestKey: string;
+  summary: Record<string, string | number | boolean>;
+}
+
+export interface InventoryTarget {
+  target: string;
+  platform: string;
+  name: string;
+  state: string;
+  details?: Record<string, string>;
+}
+
+/** What an agent last reported about itself and what it sees. */
+export interface AgentRecord {
+  agent: string;
+  platforms: string[];
+  targets: InventoryTarget[];
+  seenAt: string;
+  version: string;
+}

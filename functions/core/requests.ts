@@ -1,0 +1,228 @@
+/**
+ * What the HTTP API does for a backup or restore request: validate it against the catalog and
+ * the agents' inventory, record a PENDING job, start the workflow. Everything that can be
+ * refused is refused here, before an execution exists, so bad input never leaves one running.
+ */
+import type { Catalog } from './catalog';
+import type { AgentRecord, Job } from './model';
+import { formatTarget, parseTarget, targetKey, type TargetRef } from './targets';
+import {
+  AgentUnavailable,
+  NameTaken,
+  PointNotFound,
+  TargetNotFound,
+  ValidationError,
+} from '../shared/errors';
+import type { BackupExecutionInput, RestoreExecutionInput } from '../../statemachines/contracts';
+import type { Clock } from './jobs';
+
+/** Port to Step Functions: starts an execution named after the job, returns its ARN. */
+export interface Workflows {
+  startBackup(input: BackupExecutionInput): Promise<string>;
+  startRestore(input: RestoreExecutionInput): Promise<string>;
+}
+
+export interface RequestDeps {
+  catalog: Catalog;
+  workflows: Workflows;
+  clock: Clock;
+  newId(prefix: 'job' | 'rp'): string;
+  queueUrlFor(agent: string): string;
+}
+
+export interface JobAccepted {
+  jobId: string;
+  kind: Job['kind'];
+  status: Job['status'];
+  target: string;
+  agent: string;
+  recoveryPointId: string;
+  executionArn: string;
+}
+
+function seenFor(agent: AgentRecord, now: string): string {
+  const seconds = Math.max(0, Math.round((Date.parse(now) - Date.parse(agent.seenAt)) / 1000));
+  return `agent ${agent.agent}, last report ${seconds}s ago`;
+}
+
+/** Finds the one agent that sees `ref` (or checks the one named with @AGENT). */
+async function agentSeeing(catalog: Catalog, ref: TargetRef, now: string): Promise<AgentRecord> {
+  const key = targetKey(ref);
+  if (ref.agent) {
+    const agent = await catalog.getAgent(ref.agent);
+    if (!agent) {
+      throw new AgentUnavailable(
+        `no agent named "${ref.agent}" has reported to this Stowage; start one with \`stowage agent --site ${ref.agent}\``,
+      );
+    }
+    if (!agent.targets.some((t) => t.target === key)) {
+      throw new TargetNotFound(
+        `${key} is not among the targets ${seenFor(agent, now)} sees; \`stowage targets\` lists them`,
+      );
+    }
+    return agent;
+  }
+  const agents = await catalog.listAgents();
+  const serving = agents.filter((a) => a.platforms.includes(ref.platform));
+  if (serving.length === 0) {
+    throw new AgentUnavailable(
+      `no agent serves platform "${ref.platform}"; start an agent on a host that runs it`,
+    );
+  }
+  const seeing = serving.filter((a) => a.targets.some((t) => t.target === key));
+  if (seeing.length === 0) {
+    throw new TargetNotFound(
+      `${key} does not exist: it is not among the targets the agents see (${serving
+        .map((a) => seenFor(a, now))
+        .join('; ')}); \`stowage targets\` lists them`,
+    );
+  }
+  if (seeing.length > 1) {
+    throw new ValidationError(
+      `${key} is seen by several agents (${seeing.map((a) => a.agent).join(', ')}); name one as ${key}@AGENT`,
+    );
+  }
+  return seeing[0]!;
+}
+
+export async function requestBackup(
+  deps: RequestDeps,
+  body: { target?: unknown },
+): Promise<JobAccepted> {
+  if (typeof body.target !== 'string') {
+    throw new ValidationError('body must be {"target": "PLATFORM:NAME"}, e.g. {"target": "docker:web"}');
+  }
+  const ref = parseTarget(body.target);
+  const now = deps.clock.now();
+  const agent = await agentSeeing(deps.catalog, ref, now);
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'BACKUP',
+    target: targetKey(ref),
+    agent: agent.agent,
+    status: 'PENDING',
+    createdAt: now,
+    recoveryPointId: deps.newId('rp'),
+  };
+  await deps.catalog.createJob(job);
+  const executionArn = await startOrFail(deps, job, () =>
+    deps.workflows.startBackup({
+      jobId: job.jobId,
+      recoveryPointId: job.recoveryPointId,
+      target: job.target,
+      agent: job.agent,
+      queueUrl: deps.queueUrlFor(job.agent),
+    }),
+  );
+  return accepted(job, executionArn);
+}
+
+export interface RestoreRequest {
+  recoveryPointId?: unknown;
+  name?: unknown;
+  inPlace?: unknown;
+  to?: unknown;
+}
+
+export async function requestRestore(deps: RequestDeps, body: RestoreRequest): Promise<JobAccepted> {
+  if (typeof body.recoveryPointId !== 'string' || body.recoveryPointId === '') {
+    throw new ValidationError('body must name the point: {"recoveryPointId": "rp-...", "name": "NEW"}');
+  }
+  if (body.name !== undefined && (typeof body.name !== 'string' || body.name === '')) {
+    throw new ValidationError('"name" must be a non-empty string');
+  }
+  if (body.to !== undefined && typeof body.to !== 'string') {
+    throw new ValidationError('"to" must be a target such as docker:web2@site');
+  }
+  const inPlace = body.inPlace === true;
+  const point = await deps.catalog.getPoint(body.recoveryPointId);
+  if (!point) {
+    throw new PointNotFound(
+      `recovery point ${body.recoveryPointId} does not exist; \`stowage points\` lists them`,
+    );
+  }
+  const source = parseTarget(point.target);
+  const to = typeof body.to === 'string' ? parseTarget(body.to) : undefined;
+  if (to && to.platform !== source.platform) {
+    throw new ValidationError(
+      `cannot restore a ${source.platform} point to ${formatTarget(to)}: the platforms differ`,
+    );
+  }
+  let name = typeof body.name === 'string' ? body.name : to?.name;
+  if (to && typeof body.name === 'string' && body.name !== to.name) {
+    throw new ValidationError(`--name ${body.name} and --to ${formatTarget(to)} name different targets`);
+  }
+  if (inPlace && name && name !== source.name && !to?.agent) {
+    throw new ValidationError('--in-place restores over the original; do not give another --name with it');
+  }
+  if (inPlace) name ??= source.name;
+  if (!name) {
+    throw new ValidationError(
+      `say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`,
+    );
+  }
+  const destination = { platform: source.platform, name };
+  const agentName = to?.agent ?? point.agent;
+  const agent = await deps.catalog.getAgent(agentName);
+  if (!agent) {
+    throw new AgentUnavailable(`agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\``);
+  }
+  const exists = agent.targets.some((t) => t.target === targetKey(destination));
+  if (exists && !inPlace) {
+    throw new NameTaken(
+      `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
+    );
+  }
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'RESTORE',
+    target: targetKey(destination),
+    source: point.target,
+    agent: agentName,
+    status: 'PENDING',
+    createdAt: deps.clock.now(),
+    recoveryPointId: point.recoveryPointId,
+  };
+  await deps.catalog.createJob(job);
+  const executionArn = await startOrFail(deps, job, () =>
+    deps.workflows.startRestore({
+      jobId: job.jobId,
+      recoveryPointId: point.recoveryPointId,
+      source: point.target,
+      target: job.target,
+      agent: agentName,
+      queueUrl: deps.queueUrlFor(agentName),
+      inPlace,
+    }),
+  );
+  return accepted(job, executionArn);
+}
+
+async function startOrFail(deps: RequestDeps, job: Job, start: () => Promise<string>): Promise<string> {
+  try {
+    return await start();
+  } catch (err) {
+    await deps.catalog.updateJob(
+      job.jobId,
+      {
+        status: 'FAILED',
+        endedAt: deps.clock.now(),
+        error: { name: 'WorkflowNotStarted', message: (err as Error).message },
+      },
+      ['PENDING'],
+    );
+    throw err;
+  }
+}
+
+function accepted(job: Job, executionArn: string): JobAccepted {
+  return {
+    jobId: job.jobId,
+    kind: job.kind,
+    status: job.status,
+    target: job.target,
+    agent: job.agent,
+    recoveryPointId: job.recoveryPointId,
+    executionArn,
+  };
+}

@@ -1,0 +1,77 @@
+import { ValidationError } from '../shared/errors';
+
+/**
+ * A target is written `PLATFORM:NAME[@AGENT]` (docs: DESIGN "The user's interface").
+ * Platforms are listed here even before their drivers exist, so a target for a platform the
+ * agents do not serve yet is reported as "no agent serves it" rather than "unknown platform".
+ */
+export const PLATFORMS = [
+  'docker',
+  'docker-compose',
+  'lxd',
+  'lxd-volume',
+  'lxd-server',
+  'vsphere',
+  'vapp',
+  'path',
+] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
+export interface TargetRef {
+  platform: Platform;
+  name: string;
+  /** The agent (site) that sees the target; absent when the caller lets Stowage find it. */
+  agent?: string;
+}
+
+const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function isPlatform(value: string): value is Platform {
+  return (PLATFORMS as readonly string[]).includes(value);
+}
+
+export function parseTarget(text: string): TargetRef {
+  const raw = text.trim();
+  const colon = raw.indexOf(':');
+  if (colon <= 0) {
+    throw new ValidationError(
+      `target "${text}" is not of the form PLATFORM:NAME (for example docker:web); platforms: ${PLATFORMS.join(', ')}`,
+    );
+  }
+  const platform = raw.slice(0, colon);
+  if (!isPlatform(platform)) {
+    throw new ValidationError(
+      `unknown platform "${platform}" in target "${text}"; use one of: ${PLATFORMS.join(', ')}`,
+    );
+  }
+  let name = raw.slice(colon + 1);
+  let agent: string | undefined;
+  const at = name.lastIndexOf('@');
+  if (at >= 0) {
+    agent = name.slice(at + 1);
+    name = name.slice(0, at);
+    if (!AGENT_NAME.test(agent)) {
+      throw new ValidationError(
+        `agent "${agent}" in target "${text}" is not a valid agent name (letters, digits, . _ -)`,
+      );
+    }
+  }
+  if (name.length === 0) {
+    throw new ValidationError(`target "${text}" has no name after "${platform}:"`);
+  }
+  return agent === undefined ? { platform, name } : { platform, name, agent };
+}
+
+/** The canonical text of a target, without the agent: the key recovery points are listed by. */
+export function targetKey(ref: Pick<TargetRef, 'platform' | 'name'>): string {
+  return `${ref.platform}:${ref.name}`;
+}
+
+export function formatTarget(ref: TargetRef): string {
+  return ref.agent ? `${targetKey(ref)}@${ref.agent}` : targetKey(ref);
+}
+
+/** The platform part of a canonical `platform:name` target. */
+export function platformOf(target: string): Platform {
+  return parseTarget(target).platform;
+}

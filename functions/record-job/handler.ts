@@ -1,0 +1,35 @@
+/** Lambda task of both workflows: moves a job through RUNNING, SUCCEEDED (restore) or FAILED. */
+import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { errorFromStates, markJobFailed, markJobStarted, markRestoreSucceeded } from '../core/jobs';
+import { requireEnv } from '../shared/env';
+import { systemClock } from '../shared/ids';
+import { createLogger, LogEvent } from '../shared/logger';
+import type { RecordJobEvent } from '../../statemachines/contracts';
+
+const log = createLogger({ service: 'stowage-record-job' });
+let deps: { catalog: DynamoDbCatalog; clock: typeof systemClock } | undefined;
+
+export async function handler(event: RecordJobEvent): Promise<{ jobId: string; status: string }> {
+  deps ??= { catalog: new DynamoDbCatalog(requireEnv('TABLE_NAME')), clock: systemClock };
+  const jobLog = log.child({ jobId: event.jobId });
+  switch (event.action) {
+    case 'start': {
+      const job = await markJobStarted(deps, event.jobId, event.executionArn);
+      jobLog.info(LogEvent.jobRecorded, { status: job.status, executionArn: event.executionArn });
+      return { jobId: job.jobId, status: job.status };
+    }
+    case 'succeed': {
+      const job = await markRestoreSucceeded(deps, event.jobId, event.result);
+      jobLog.info(LogEvent.jobRecorded, { status: job.status });
+      return { jobId: job.jobId, status: job.status };
+    }
+    case 'fail': {
+      const error = errorFromStates(event.error);
+      const job = await markJobFailed(deps, event.jobId, error);
+      jobLog.warn(LogEvent.jobFailed, { status: job.status, error });
+      return { jobId: job.jobId, status: job.status };
+    }
+    default:
+      throw new Error(`unknown record-job action: ${JSON.stringify(event)}`);
+  }
+}

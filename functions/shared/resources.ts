@@ -1,0 +1,62 @@
+/**
+ * The definitions of the catalog table, the backup bucket and the site queues, as plain data.
+ * The CDK stack builds the AWS resources from these, and local mode creates the same table and
+ * queues in its emulators from them, so the two cannot drift. No SDK and no CDK imports here.
+ */
+
+export const CATALOG_TABLE = {
+  /** Name used in local mode; in AWS the stack lets CloudFormation name the table. */
+  localName: 'stowage-catalog',
+  partitionKey: 'pk',
+  sortKey: 'sk',
+  /** Every GSI has string keys named `<index>pk` / `<index>sk`, projected ALL. */
+  globalIndexes: ['gsi1', 'gsi2'] as const,
+} as const;
+
+export const BACKUP_BUCKET = {
+  localName: 'stowage-backups',
+  /** Incomplete multipart uploads of an interrupted stream are useless after a week. */
+  abortIncompleteMultipartUploadDays: 7,
+} as const;
+
+export const SITE_QUEUE = {
+  namePrefix: 'stowage-site-',
+  /**
+   * A task message stays invisible while its agent works; the agent extends it with every
+   * heartbeat, so this only has to outlast one heartbeat interval with margin.
+   */
+  visibilityTimeoutSeconds: 120,
+  receiveWaitTimeSeconds: 20,
+  retentionSeconds: 4 * 24 * 3600,
+  /** A message that made this many agents fail to even start it goes to the site's DLQ. */
+  maxReceiveCount: 5,
+  dlqSuffix: '-dlq',
+} as const;
+
+export const DEFAULT_SITE = 'local';
+
+export function siteQueueName(site: string): string {
+  return `${SITE_QUEUE.namePrefix}${site}`;
+}
+
+/** The state machines, by the ASL file each is defined in (under statemachines/). */
+export const WORKFLOWS = {
+  backup: { file: 'backup.asl.json', localName: 'stowage-backup' },
+  restore: { file: 'restore.asl.json', localName: 'stowage-restore' },
+} as const;
+
+/** The Lambda functions, by the folder of their handler (functions/<folder>/handler.ts). */
+export const FUNCTIONS = {
+  api: 'api',
+  recordJob: 'record-job',
+  commitPoint: 'commit-point',
+} as const;
+
+/**
+ * The `${...}` placeholders in the ASL files. CDK passes them as definitionSubstitutions; local
+ * mode replaces them before loading the file.
+ */
+export const ASL_SUBSTITUTIONS = {
+  recordJobFunction: 'RecordJobFunctionArn',
+  commitPointFunction: 'CommitPointFunctionArn',
+} as const;

@@ -1,0 +1,205 @@
+/**
+ * Local mode: the whole control plane on one machine. Each AWS service is replaced by a local
+ * server that speaks its wire protocol (local/emulators.ts, local/sfn), the Lambda handlers run
+ * in-process unchanged (they read the same environment variables they get in AWS, with
+ * AWS_ENDPOINT_URL_* pointing at the local servers), the HTTP API is served in front of the API
+ * handler, and an agent runs beside them for the engines this host has.
+ *
+ * Ports: the API on `port`, then DynamoDB, S3, SQS and Step Functions on port+1 … port+4
+ * (all on 127.0.0.1). Port 0 picks free ports (tests).
+ */
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import type { StateMachineDefinition } from 'aws-local-stepfunctions';
+import { DynamoDbCatalog } from '../functions/adapters/dynamodb-catalog';
+import { markJobFailed } from '../functions/core/jobs';
+import { createLogger, LogEvent, type Logger } from '../functions/shared/logger';
+import { systemClock } from '../functions/shared/ids';
+import {
+  ASL_SUBSTITUTIONS,
+  DEFAULT_SITE,
+  FUNCTIONS,
+  WORKFLOWS,
+} from '../functions/shared/resources';
+import { startAgent, type AgentConfig, type RunningAgent } from '../agents/worker/main';
+import { startApiServer } from './api-server';
+import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
+import { LocalStepFunctions } from './sfn/engine';
+import { startSfnServer } from './sfn/server';
+
+const STATEMACHINES_DIR = fileURLToPath(new URL('../statemachines/', import.meta.url));
+
+export interface ControlPlaneOptions {
+  dataDir: string;
+  /** API port; emulators take the next four. 0: any free ports. */
+  port: number;
+  /** Run an agent in this process for the engines found here (default true). */
+  agent?: boolean;
+  site?: string;
+  log?: Logger;
+  /** Replaces a workflow's ASL before it is registered (tests shorten heartbeats with it). */
+  adjustDefinition?: (workflow: keyof typeof WORKFLOWS, definition: StateMachineDefinition) => void;
+  agentOptions?: Partial<AgentConfig>;
+}
+
+export interface ControlPlane {
+  apiUrl: string;
+  endpoints: Emulators['endpoints'] & { sfn: string };
+  localConfig: LocalConfig;
+  sfn: LocalStepFunctions;
+  agent?: RunningAgent;
+  close(): Promise<void>;
+}
+
+/** What a standalone local agent needs to join (served at GET /local/config). */
+export interface LocalConfig {
+  region: string;
+  endpoints: { dynamodb: string; s3: string; sqs: string; sfn: string };
+  tableName: string;
+  bucket: string;
+  queueUrlPrefix: string;
+  /** The queue of the site asked for with ?site= (created if new). */
+  queueUrl?: string;
+}
+
+/** Loads an ASL file with its `${...}` placeholders replaced, as CloudFormation would. */
+export function loadDefinition(file: string, substitutions: Record<string, string>): StateMachineDefinition {
+  let text = readFileSync(join(STATEMACHINES_DIR, file), 'utf8');
+  text = text.replace(/\$\{([A-Za-z0-9_]+)\}/g, (whole, key: string) => {
+    const value = substitutions[key];
+    if (value === undefined) throw new Error(`${file}: no value for placeholder ${whole}`);
+    return value;
+  });
+  return JSON.parse(text) as StateMachineDefinition;
+}
+
+const portOf = (server: Server) => (server.address() as AddressInfo).port;
+const plus = (port: number, n: number) => (port === 0 ? 0 : port + n);
+
+export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  const log = options.log ?? createLogger({ service: 'stowage-local' });
+  const site = options.site ?? DEFAULT_SITE;
+  const emulators = await startEmulators(options.dataDir, {
+    dynamodb: plus(options.port, 1),
+    s3: plus(options.port, 2),
+    sqs: plus(options.port, 3),
+  });
+  const closers: Array<() => Promise<void>> = [() => emulators.close()];
+  try {
+    const sqs = new SQSClient({ ...LOCAL_AWS, endpoint: emulators.endpoints.sqs });
+    await emulators.ensureSiteQueue(site);
+
+    // The handlers' own clients find everything through the environment, as in AWS.
+    const sfn = new LocalStepFunctions({
+      dataDir: join(options.dataDir, 'stepfunctions'),
+      sqs,
+      log,
+    });
+    const sfnServer = await startSfnServer(sfn, plus(options.port, 4));
+    closers.unshift(async () => {
+      await sfn.close();
+      await new Promise((r) => sfnServer.close(r));
+      sqs.destroy();
+    });
+    const endpoints = { ...emulators.endpoints, sfn: `http://127.0.0.1:${portOf(sfnServer)}` };
+
+    const backupArn = sfn.stateMachineArn(WORKFLOWS.backup.localName);
+    const restoreArn = sfn.stateMachineArn(WORKFLOWS.restore.localName);
+    Object.assign(process.env, {
+      AWS_REGION: LOCAL_AWS.region,
+      AWS_ACCESS_KEY_ID: LOCAL_AWS.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: LOCAL_AWS.credentials.secretAccessKey,
+      AWS_ENDPOINT_URL_DYNAMODB: endpoints.dynamodb,
+      AWS_ENDPOINT_URL_S3: endpoints.s3,
+      AWS_ENDPOINT_URL_SQS: endpoints.sqs,
+      AWS_ENDPOINT_URL_SFN: endpoints.sfn,
+      AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_REQUIRED',
+      AWS_RESPONSE_CHECKSUM_VALIDATION: 'WHEN_REQUIRED',
+      TABLE_NAME: emulators.tableName,
+      BUCKET_NAME: emulators.bucket,
+      BACKUP_STATE_MACHINE_ARN: backupArn,
+      RESTORE_STATE_MACHINE_ARN: restoreArn,
+      SITE_QUEUE_URL_PREFIX: emulators.queueUrlPrefix,
+    });
+    const api = await import('../functions/api/handler');
+    const recordJob = await import('../functions/record-job/handler');
+    const commitPoint = await import('../functions/commit-point/handler');
+    const functionName = (folder: string) => `stowage-${folder}`;
+    sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.recordJob)), (p) =>
+      recordJob.handler(p as never),
+    );
+    sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.commitPoint)), (p) =>
+      commitPoint.handler(p as never),
+    );
+
+    const substitutions = {
+      [ASL_SUBSTITUTIONS.recordJobFunction]: sfn.functionArn(functionName(FUNCTIONS.recordJob)),
+      [ASL_SUBSTITUTIONS.commitPointFunction]: sfn.functionArn(functionName(FUNCTIONS.commitPoint)),
+    };
+    for (const key of Object.keys(WORKFLOWS) as Array<keyof typeof WORKFLOWS>) {
+      const definition = loadDefinition(WORKFLOWS[key].file, substitutions);
+      options.adjustDefinition?.(key, definition);
+      sfn.register(WORKFLOWS[key].localName, definition);
+    }
+
+    // Jobs whose execution died with the previous process can never finish: say so.
+    const catalog = new DynamoDbCatalog(emulators.tableName);
+    for (const orphan of sfn.orphans) {
+      const { jobId } = JSON.parse(orphan.input) as { jobId?: string };
+      if (!jobId) continue;
+      await markJobFailed({ catalog, clock: systemClock }, jobId, {
+        name: 'Interrupted',
+        message: 'the local control plane stopped while this job ran; run it again',
+      }).catch(() => undefined);
+    }
+
+    const localConfig: LocalConfig = {
+      region: LOCAL_AWS.region,
+      endpoints,
+      tableName: emulators.tableName,
+      bucket: emulators.bucket,
+      queueUrlPrefix: emulators.queueUrlPrefix,
+    };
+    const serveConfig = async (url: URL): Promise<LocalConfig> => {
+      const asked = url.searchParams.get('site');
+      return asked ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) } : localConfig;
+    };
+    const apiServer = await startApiServer(api.handler, serveConfig, options.port);
+    closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
+    const apiUrl = `http://127.0.0.1:${portOf(apiServer)}`;
+
+    let agent: RunningAgent | undefined;
+    if (options.agent !== false) {
+      agent = await startAgent(
+        {
+          site,
+          queueUrl: await emulators.ensureSiteQueue(site),
+          tableName: emulators.tableName,
+          bucket: emulators.bucket,
+          aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
+          ...options.agentOptions,
+        },
+        log,
+      );
+      closers.unshift(() => agent!.stop());
+    }
+    log.info(LogEvent.localReady, { api: apiUrl, dataDir: options.dataDir, agent: agent?.site, platforms: agent?.platforms });
+    return {
+      apiUrl,
+      endpoints,
+      localConfig,
+      sfn,
+      ...(agent ? { agent } : {}),
+      async close() {
+        for (const close of closers) await close().catch(() => undefined);
+      },
+    };
+  } catch (err) {
+    for (const close of closers) await close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * The local stand-ins for DynamoDB, S3 and SQS, each speaking its service's wire protocol on a
+ * loopback port, with state under one data directory:
+ *
+ *   <dataDir>/dynamodb/   dynalite's LevelDB (catalog)
+ *   <dataDir>/s3/         s3rver's files (recovery points)
+ *
+ * SQS messages are held in memory (local-aws-sqs): a task in flight belongs to an execution
+ * that does not survive a restart anyway. Tables and queues are created here from the same
+ * definitions the CDK stack uses (functions/shared/resources.ts).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { CreateTableCommand, DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
+import dynalite from 'dynalite';
+import { createSqsServer } from 'local-aws-sqs';
+import { catalogTableInput } from '../functions/adapters/dynamodb-catalog';
+import { BACKUP_BUCKET, CATALOG_TABLE, SITE_QUEUE, siteQueueName } from '../functions/shared/resources';
+
+export interface EmulatorPorts {
+  dynamodb: number;
+  s3: number;
+  sqs: number;
+}
+
+export interface Emulators {
+  endpoints: { dynamodb: string; s3: string; sqs: string };
+  tableName: string;
+  bucket: string;
+  /** Queue URL of a site's queue (created by `ensureSiteQueue`). */
+  queueUrlPrefix: string;
+  ensureSiteQueue(site: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Credentials and region the SDK clients need; the emulators check neither. */
+export const LOCAL_AWS = {
+  region: 'us-east-1',
+  credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+} as const;
+
+const listen = (server: Server, port: number) =>
+  new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+  });
+
+async function startS3(port: number, directory: string, bucket: string): Promise<{ child: ChildProcess; port: number }> {
+  mkdirSync(directory, { recursive: true });
+  const entry = fileURLToPath(new URL('./s3-server.ts', import.meta.url));
+  const child = spawn(
+    process.execPath,
+    ['--openssl-legacy-provider', '--import', 'tsx', entry, String(port), directory, bucket],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const lines = createInterface({ input: child.stdout! });
+  const actual = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('local S3 server did not start within 20 s')), 20_000);
+    child.once('exit', (code) => reject(new Error(`local S3 server exited with code ${code}`)));
+    lines.on('line', (line) => {
+      const m = /^ready (\d+)$/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+  });
+  return { child, port: actual };
+}
+
+export async function startEmulators(dataDir: string, ports: EmulatorPorts): Promise<Emulators> {
+  const tableName = CATALOG_TABLE.localName;
+  const bucket = BACKUP_BUCKET.localName;
+
+  const dynamoDir = join(dataDir, 'dynamodb');
+  mkdirSync(dynamoDir, { recursive: true });
+  const dynamo = dynalite({ path: dynamoDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const dynamoPort = await listen(dynamo, ports.dynamodb);
+
+  const sqsServer = await createSqsServer({
+    port: ports.sqs,
+    hostname: '127.0.0.1',
+    emulateQueueCreationLifecycle: false,
+  } as never);
+  const sqsPort = (sqsServer.address() as AddressInfo).port;
+
+  let s3: { child: ChildProcess; port: number };
+  try {
+    s3 = await startS3(ports.s3, join(dataDir, 's3'), bucket);
+  } catch (err) {
+    dynamo.close();
+    sqsServer.close();
+    throw err;
+  }
+
+  const endpoints = {
+    dynamodb: `http://127.0.0.1:${dynamoPort}`,
+    s3: `http://127.0.0.1:${s3.port}`,
+    sqs: `http://127.0.0.1:${sqsPort}`,
+  };
+
+  const ddb = new DynamoDBClient({ ...LOCAL_AWS, endpoint: endpoints.dynamodb });
+  try {
+    await ddb.send(new CreateTableCommand(catalogTableInput(tableName)));
+  } catch (err) {
+    if (!(err instanceof ResourceInUseException)) throw err;
+  }
+
+  const sqs = new SQSClient({ ...LOCAL_AWS, endpoint: endpoints.sqs });
+  const queues = new Map<string, string>();
+  const ensureSiteQueue = async (site: string): Promise<string> => {
+    const known = queues.get(site);
+    if (known) return known;
+    const name = siteQueueName(site);
+    const dlq = await sqs.send(
+      new CreateQueueCommand({ QueueName: `${name}${SITE_QUEUE.dlqSuffix}` }),
+    );
+    const dlqArn = `arn:aws:sqs:${LOCAL_AWS.region}:123456789012:${name}${SITE_QUEUE.dlqSuffix}`;
+    const out = await sqs.send(
+      new CreateQueueCommand({
+        QueueName: name,
+        Attributes: {
+          VisibilityTimeout: String(SITE_QUEUE.visibilityTimeoutSeconds),
+          MessageRetentionPeriod: String(SITE_QUEUE.retentionSeconds),
+          RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: SITE_QUEUE.maxReceiveCount }),
+        },
+      }),
+    );
+    void dlq;
+    queues.set(site, out.QueueUrl!);
+    return out.QueueUrl!;
+  };
+
+  return {
+    endpoints,
+    tableName,
+    bucket,
+    queueUrlPrefix: `${endpoints.sqs}/123456789012/`,
+    ensureSiteQueue,
+    async close() {
+      s3.child.kill('SIGTERM');
+      await Promise.all([
+        new Promise((r) => dynamo.close(r)),
+        new Promise((r) => sqsServer.close(r)),
+        new Promise((r) => (s3.child.exitCode !== null ? r(null) : s3.child.once('exit', r))),
+      ]);
+    },
+  };
+}

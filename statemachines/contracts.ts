@@ -1,0 +1,123 @@
+/**
+ * Every payload that crosses a state of the backup and restore state machines, and the message
+ * an agent receives. Handlers, the agent and local mode import these; the ASL files must agree
+ * with them (test/statemachines checks the round trip).
+ */
+import type { ErrorRecord } from '../functions/shared/errors';
+
+export type JobKind = 'BACKUP' | 'RESTORE';
+export type JobStatus =
+  | 'PENDING'
+  | 'RUNNING'
+  | 'SUCCEEDED'
+  | 'FAILED'
+  | 'PARTIALLY_FAILED'
+  | 'CANCELLED';
+export const TERMINAL_STATUSES: readonly JobStatus[] = [
+  'SUCCEEDED',
+  'FAILED',
+  'PARTIALLY_FAILED',
+  'CANCELLED',
+];
+
+/** Execution input of backup.asl.json (written by the API handler). */
+export interface BackupExecutionInput {
+  jobId: string;
+  recoveryPointId: string;
+  /** `platform:name`, without the agent. */
+  target: string;
+  agent: string;
+  queueUrl: string;
+}
+
+/** Execution input of restore.asl.json. */
+export interface RestoreExecutionInput {
+  jobId: string;
+  recoveryPointId: string;
+  /** The target the point was taken of. */
+  source: string;
+  /** What the restore produces: `platform:name`. */
+  target: string;
+  agent: string;
+  queueUrl: string;
+  inPlace: boolean;
+}
+
+/** Payload of the record-job Lambda. */
+export type RecordJobEvent =
+  | { action: 'start'; jobId: string; executionArn: string }
+  | { action: 'succeed'; jobId: string; result: RestoreResult }
+  | { action: 'fail'; jobId: string; error: StatesError };
+
+/** What Step Functions puts at a Catch's ResultPath. */
+export interface StatesError {
+  Error: string;
+  Cause?: string;
+}
+
+/** Payload of the commit-point Lambda. */
+export interface CommitPointEvent {
+  jobId: string;
+  recoveryPointId: string;
+  target: string;
+  agent: string;
+  result: BackupResult;
+}
+
+export interface CommitPointOutput {
+  recoveryPointId: string;
+  status: 'COMPLETED';
+}
+
+/** The SQS message body of a dispatched task (MessageBody of the waitForTaskToken states). */
+export interface AgentTaskMessage {
+  taskToken: string;
+  task: AgentTask;
+}
+
+export type AgentTask = BackupTask | RestoreTask;
+
+export interface BackupTask {
+  kind: 'BACKUP';
+  jobId: string;
+  recoveryPointId: string;
+  target: string;
+}
+
+export interface RestoreTask {
+  kind: 'RESTORE';
+  jobId: string;
+  recoveryPointId: string;
+  source: string;
+  target: string;
+  inPlace: boolean;
+}
+
+export interface StreamSummary {
+  name: string;
+  kind: string;
+  size: number;
+}
+
+/** SendTaskSuccess output of a backup task. */
+export interface BackupResult {
+  recoveryPointId: string;
+  manifestKey: string;
+  startedAt: string;
+  completedAt: string;
+  bytesRead: number;
+  bytesStored: number;
+  streams: StreamSummary[];
+  /** A small, catalog-sized summary of the target's metadata (the full one is in the manifest). */
+  summary: Record<string, string | number | boolean>;
+}
+
+/** SendTaskSuccess output of a restore task. */
+export interface RestoreResult {
+  restoredTarget: string;
+  startedAt: string;
+  completedAt: string;
+  bytesWritten: number;
+}
+
+export type { ErrorRecord };
