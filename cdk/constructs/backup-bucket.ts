@@ -1,0 +1,45 @@
+/**
+ * The store: recovery point manifests and stream data (key layout: functions/core/object-layout.ts).
+ * Agents write to it directly over HTTPS; nothing in it is ever public. Encryption is S3-managed
+ * until the KMS envelope work lands; versioning stays off because every key is written once, by
+ * the job that owns it, and retention is the catalog's job, not S3's.
+ */
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { BlockPublicAccess, Bucket, BucketEncryption } from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { BACKUP_BUCKET } from '../../functions/shared/resources';
+
+export class BackupBucket extends Construct {
+  readonly bucket: Bucket;
+
+  constructor(scope: Construct, id: string) {
+    super(scope, id);
+
+    this.bucket = new Bucket(this, 'Bucket', {
+      blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      encryption: BucketEncryption.S3_MANAGED,
+      versioned: false,
+      lifecycleRules: [
+        {
+          id: 'abort-incomplete-multipart-uploads',
+          abortIncompleteMultipartUploadAfter: Duration.days(
+            BACKUP_BUCKET.abortIncompleteMultipartUploadDays,
+          ),
+        },
+      ],
+      // Backups must outlive the stack that made them.
+      removalPolicy: RemovalPolicy.RETAIN,
+      autoDeleteObjects: false,
+    });
+
+    Validations.of(this.bucket).acknowledge({
+      id: 'AwsSolutions-S1',
+      reason:
+        'No server access log bucket yet: only roles of this stack (agent role, commit-point) ' +
+        'can reach the bucket, and CloudTrail S3 data events can audit them per object; access ' +
+        'logging is to be decided together with the KMS and Object Lock work.',
+    });
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * The Stowage control plane in one stack: catalog table, backup bucket, site queues, the three
+ * functions, the backup/restore state machines, the HTTP API, the agents' access, and alarms.
+ * Every table, bucket and queue setting comes from functions/shared/resources.ts, which local mode
+ * reads too, so AWS and local mode cannot drift.
+ *
+ * Sites come from the `stowage:sites` context (cdk.json, or `-c stowage:sites=a,b`), one queue
+ * each; without it, the single DEFAULT_SITE.
+ */
+import { Aws, CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
+import type { Construct } from 'constructs';
+import { DEFAULT_SITE, FUNCTIONS } from '../functions/shared/resources';
+import { AGENT_POLICY_NAME, AgentAccess } from './constructs/agent-access';
+import { HttpApi } from './constructs/api';
+import { BackupBucket } from './constructs/backup-bucket';
+import { CatalogTable } from './constructs/catalog-table';
+import { Monitoring } from './constructs/monitoring';
+import { NodeFunction } from './constructs/node-function';
+import { SiteQueues } from './constructs/site-queues';
+import { Workflows } from './constructs/workflows';
+import { acknowledge, nagAttr } from './nag';
+
+export const SITES_CONTEXT_KEY = 'stowage:sites';
+
+/** Where recovery points live (functions/core/object-layout.ts); commit-point checks manifests. */
+const POINT_MANIFEST_PREFIX = 'points/';
+
+/** The ARNs of every execution of `machine` (Step Functions names them by machine name). */
+function executionsOf(machine: StateMachine): string {
+  return `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${machine.stateMachineName}:*`;
+}
+
+export interface StowageStackProps extends StackProps {
+  /** Overrides the `stowage:sites` context. */
+  readonly sites?: readonly string[];
+}
+
+export class StowageStack extends Stack {
+  // The parts, for tests and for whatever later stacks or aspects need to reach.
+  readonly catalog: CatalogTable;
+  readonly store: BackupBucket;
+  readonly siteQueues: SiteQueues;
+  readonly functions: Readonly<Record<keyof typeof FUNCTIONS, NodeFunction>>;
+  readonly workflows: Workflows;
+  readonly httpApi: HttpApi;
+  readonly agentAccess: AgentAccess;
+
+  constructor(scope: Construct, id: string, props: StowageStackProps = {}) {
+    super(scope, id, {
+      description: 'Stowage: serverless backup and restore control plane',
+      ...props,
+    });
+    const sites = props.sites ?? sitesFromContext(this);
+
+    const catalog = new CatalogTable(this, 'Catalog');
+    const store = new BackupBucket(this, 'Store');
+    const queues = new SiteQueues(this, 'SiteQueues', { sites });
+    const { table } = catalog;
+    const { bucket } = store;
+
+    const recordJob = new NodeFunction(this, 'RecordJob', {
+      folder: FUNCTIONS.recordJob,
+      description: 'Stowage: records a job starting, succeeding or failing in the catalog',
+      environment: { TABLE_NAME: table.tableName },
+    });
+    catalog.grantReadWriteData(recordJob.fn);
+
+    const commitPoint = new NodeFunction(this, 'CommitPoint', {
+      folder: FUNCTIONS.commitPoint,
+      description: "Stowage: commits a recovery point from the agent's manifest",
+      environment: { TABLE_NAME: table.tableName, BUCKET_NAME: bucket.bucketName },
+    });
+    catalog.grantReadWriteData(commitPoint.fn);
+    commitPoint.fn.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['s3:GetObject'],
+        resources: [bucket.arnForObjects(`${POINT_MANIFEST_PREFIX}*`)],
+      }),
+    );
+    acknowledge(
+      commitPoint,
+      'AwsSolutions-IAM5',
+      'Checks (HeadObject needs s3:GetObject) the manifest of the point it commits, which lives ' +
+        'under points/<recoveryPointId>/; the id is minted per job.',
+      `Resource::${nagAttr(bucket, 'Arn')}/${POINT_MANIFEST_PREFIX}*`,
+    );
+
+    const workflows = new Workflows(this, 'Workflows', {
+      recordJob: recordJob.fn,
+      commitPoint: commitPoint.fn,
+      siteQueues: queues.queues,
+    });
+    const { backup, restore } = workflows.machines;
+
+    const api = new NodeFunction(this, 'Api', {
+      folder: FUNCTIONS.api,
+      description: 'Stowage: the HTTP API behind API Gateway',
+      environment: {
+        TABLE_NAME: table.tableName,
+        BUCKET_NAME: bucket.bucketName,
+        BACKUP_STATE_MACHINE_ARN: backup.stateMachineArn,
+        RESTORE_STATE_MACHINE_ARN: restore.stateMachineArn,
+        // A site's queue URL is this prefix + siteQueueName(site): queue names are fixed.
+        SITE_QUEUE_URL_PREFIX: `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`,
+      },
+    });
+    catalog.grantReadWriteData(api.fn);
+    for (const machine of [backup, restore]) {
+      machine.grantStartExecution(api.fn);
+      api.fn.addToRolePolicy(
+        new PolicyStatement({
+          actions: ['states:DescribeExecution', 'states:StopExecution'],
+          resources: [executionsOf(machine)],
+        }),
+      );
+      acknowledge(
+        api,
+        'AwsSolutions-IAM5',
+        'Execution ARNs end in the execution name, chosen per job at StartExecution time; this ' +
+          'covers the executions of this one state machine only.',
+        `Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${nagAttr(machine, 'Name')}:*`,
+      );
+    }
+
+    const httpApi = new HttpApi(this, 'HttpApi', { handler: api.fn });
+
+    const agents = new AgentAccess(this, 'AgentAccess', {
+      siteQueues: queues.queues,
+      bucket,
+      table,
+    });
+
+    new Monitoring(this, 'Monitoring', {
+      stateMachines: workflows.machines,
+      deadLetterQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.deadLetterQueue])),
+    });
+
+    new CfnOutput(this, 'ApiUrl', { value: httpApi.url, description: 'STOWAGE_API for the CLI' });
+    new CfnOutput(this, 'TableName', { value: table.tableName });
+    new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
+    for (const { site, queue } of queues.sites) {
+      new CfnOutput(this, `SiteQueueUrl-${site}`, {
+        value: queue.queueUrl,
+        description: `Task queue of site ${site}`,
+      });
+    }
+    new CfnOutput(this, 'AgentRoleArn', {
+      value: agents.role.roleArn,
+      description: `Role for on-prem agents (managed policy ${AGENT_POLICY_NAME})`,
+    });
+
+    this.catalog = catalog;
+    this.store = store;
+    this.siteQueues = queues;
+    this.functions = { api, recordJob, commitPoint };
+    this.workflows = workflows;
+    this.httpApi = httpApi;
+    this.agentAccess = agents;
+  }
+}
+
+/**
+ * `stowage:sites` as cdk.json gives it (a JSON array) or as `-c stowage:sites=a,b` gives it (a
+ * string); absent means the single DEFAULT_SITE.
+ */
+export function sitesFromContext(scope: Construct): string[] {
+  const value: unknown = scope.node.tryGetContext(SITES_CONTEXT_KEY);
+  if (value === undefined || value === null) return [DEFAULT_SITE];
+  if (typeof value === 'string') {
+    return value
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
+  }
+  if (Array.isArray(value) && value.every((s) => typeof s === 'string')) return value;
+  throw new Error(
+    `${SITES_CONTEXT_KEY} must be a list of site names, got ${JSON.stringify(value)}`,
+  );
+}

@@ -1,0 +1,572 @@
+/**
+ * The Stowage stack, asserted on what matters (never a whole-template snapshot). The app gets the
+ * context of cdk.json (so feature flags match a real synth) plus `aws:cdk:bundling-stacks: []`,
+ * so no function is bundled; one test at the end runs the real `cdk synth`, bundling included.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { App, CfnElement, Validations } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../cdk/project';
+import { SITES_CONTEXT_KEY, StowageStack } from '../../cdk/stack';
+import {
+  ASL_SUBSTITUTIONS,
+  BACKUP_BUCKET,
+  SITE_QUEUE,
+  WORKFLOWS,
+  siteQueueName,
+} from '../../functions/shared/resources';
+
+const SITES = ['local', 'lab'];
+
+type Json = Record<string, unknown>;
+interface Statement {
+  Action: string | string[];
+  Resource: unknown;
+  Effect: string;
+  Condition?: Json;
+}
+
+function cdkJsonContext(): Json {
+  const cdkJson = JSON.parse(readFileSync(join(REPO_ROOT, 'cdk.json'), 'utf8')) as {
+    context: Json;
+  };
+  return cdkJson.context;
+}
+
+function makeApp(context: Json = {}, outdir?: string): App {
+  return new App({
+    ...(outdir ? { outdir } : {}),
+    context: { ...cdkJsonContext(), 'aws:cdk:bundling-stacks': [], ...context },
+  });
+}
+
+function makeStack(context: Json = {}): { app: App; stack: StowageStack } {
+  const app = makeApp({ [SITES_CONTEXT_KEY]: SITES, ...context });
+  return { app, stack: new StowageStack(app, 'Stowage') };
+}
+
+function logicalId(stack: StowageStack, construct: IConstruct): string {
+  const element = construct instanceof CfnElement ? construct : construct.node.defaultChild;
+  return stack.resolve((element as CfnElement).logicalId) as string;
+}
+
+const asArray = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+
+/** Every statement of the IAM::Policy attached to `roleId`. */
+function statementsOfRole(template: Template, roleId: string): Statement[] {
+  return Object.values(template.findResources('AWS::IAM::Policy'))
+    .filter((policy) =>
+      asArray((policy.Properties as Json).Roles).some(
+        (role) => JSON.stringify(role) === JSON.stringify({ Ref: roleId }),
+      ),
+    )
+    .flatMap(
+      (policy) =>
+        ((policy.Properties as Json).PolicyDocument as { Statement: Statement[] }).Statement,
+    );
+}
+
+const allows = (statement: Statement, action: string) =>
+  statement.Effect === 'Allow' && asArray(statement.Action).includes(action);
+
+describe('Stowage stack', () => {
+  let app: App;
+  let stack: StowageStack;
+  let template: Template;
+
+  beforeAll(() => {
+    ({ app, stack } = makeStack());
+    template = Template.fromStack(stack);
+  });
+
+  describe('catalog table', () => {
+    it('has string pk/sk keys, two ALL-projected GSIs, on-demand billing and PITR', () => {
+      template.resourceCountIs('AWS::DynamoDB::Table', 1);
+      template.hasResourceProperties('AWS::DynamoDB::Table', {
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        AttributeDefinitions: Match.arrayWith(
+          ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'].map((name) => ({
+            AttributeName: name,
+            AttributeType: 'S',
+          })),
+        ),
+        BillingMode: 'PAY_PER_REQUEST',
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        GlobalSecondaryIndexes: ['gsi1', 'gsi2'].map((index) => ({
+          IndexName: index,
+          KeySchema: [
+            { AttributeName: `${index}pk`, KeyType: 'HASH' },
+            { AttributeName: `${index}sk`, KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        })),
+      });
+    });
+
+    it('is retained when the stack is deleted', () => {
+      template.hasResource('AWS::DynamoDB::Table', {
+        DeletionPolicy: 'Retain',
+        UpdateReplacePolicy: 'Retain',
+      });
+    });
+  });
+
+  describe('backup bucket', () => {
+    it('blocks public access, is S3-encrypted, unversioned and aborts stale multipart uploads', () => {
+      template.resourceCountIs('AWS::S3::Bucket', 1);
+      template.hasResourceProperties('AWS::S3::Bucket', {
+        PublicAccessBlockConfiguration: {
+          BlockPublicAcls: true,
+          BlockPublicPolicy: true,
+          IgnorePublicAcls: true,
+          RestrictPublicBuckets: true,
+        },
+        BucketEncryption: {
+          ServerSideEncryptionConfiguration: [
+            { ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } },
+          ],
+        },
+        VersioningConfiguration: Match.absent(),
+        LifecycleConfiguration: {
+          Rules: Match.arrayWith([
+            Match.objectLike({
+              Status: 'Enabled',
+              AbortIncompleteMultipartUpload: {
+                DaysAfterInitiation: BACKUP_BUCKET.abortIncompleteMultipartUploadDays,
+              },
+            }),
+          ]),
+        },
+      });
+      template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Retain' });
+    });
+
+    it('denies requests without TLS and has no auto-delete custom resource', () => {
+      template.hasResourceProperties('AWS::S3::BucketPolicy', {
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: 'Deny',
+              Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+            }),
+          ]),
+        },
+      });
+      template.resourceCountIs('Custom::S3AutoDeleteObjects', 0);
+    });
+  });
+
+  describe('site queues', () => {
+    it('has one queue and one DLQ per site', () => {
+      template.resourceCountIs('AWS::SQS::Queue', SITES.length * 2);
+    });
+
+    it.each(SITES)('sends the poisoned tasks of site %s to its own DLQ', (site) => {
+      const { queue, deadLetterQueue } = stack.siteQueues.sites.find((s) => s.site === site)!;
+      template.hasResourceProperties('AWS::SQS::Queue', {
+        QueueName: `${siteQueueName(site)}${SITE_QUEUE.dlqSuffix}`,
+        SqsManagedSseEnabled: true,
+      });
+      expect(template.toJSON().Resources[logicalId(stack, queue)].Properties).toMatchObject({
+        QueueName: siteQueueName(site),
+        VisibilityTimeout: SITE_QUEUE.visibilityTimeoutSeconds,
+        ReceiveMessageWaitTimeSeconds: SITE_QUEUE.receiveWaitTimeSeconds,
+        MessageRetentionPeriod: SITE_QUEUE.retentionSeconds,
+        SqsManagedSseEnabled: true,
+        RedrivePolicy: {
+          deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(stack, deadLetterQueue), 'Arn'] },
+          maxReceiveCount: SITE_QUEUE.maxReceiveCount,
+        },
+      });
+    });
+
+    it('denies non-TLS access to every queue', () => {
+      const policies = template.findResources('AWS::SQS::QueuePolicy', {
+        Properties: {
+          PolicyDocument: {
+            Statement: Match.arrayWith([
+              Match.objectLike({
+                Effect: 'Deny',
+                Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+              }),
+            ]),
+          },
+        },
+      });
+      expect(Object.keys(policies)).toHaveLength(SITES.length * 2);
+    });
+  });
+
+  describe('state machines', () => {
+    const assemblyDir = () => app.synth().directory;
+
+    it.each(Object.keys(WORKFLOWS) as (keyof typeof WORKFLOWS)[])(
+      'builds the %s machine from its ASL file with every placeholder substituted',
+      (name) => {
+        const machine = stack.workflows.machines[name];
+        const props = template.toJSON().Resources[logicalId(stack, machine)].Properties as {
+          DefinitionS3Location: { Key: string };
+          DefinitionSubstitutions: Record<string, unknown>;
+          StateMachineType: string;
+        };
+        expect(props.StateMachineType).toBe('STANDARD');
+
+        // The definition is the ASL file itself, staged as an asset (DefinitionBody.fromFile).
+        const staged = readFileSync(
+          join(assemblyDir(), `asset.${props.DefinitionS3Location.Key}`),
+          'utf8',
+        );
+        expect(staged).toBe(
+          readFileSync(join(REPO_ROOT, 'statemachines', WORKFLOWS[name].file), 'utf8'),
+        );
+        expect(JSON.parse(staged).States).toHaveProperty(`Run ${name} on agent`);
+
+        // CloudFormation substitutes at deploy time; doing the same here leaves no `${`.
+        const arnOf = (fn: IConstruct) => ({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] });
+        const expected: Record<string, unknown> = {
+          [ASL_SUBSTITUTIONS.recordJobFunction]: arnOf(stack.functions.recordJob.fn),
+          [ASL_SUBSTITUTIONS.commitPointFunction]: arnOf(stack.functions.commitPoint.fn),
+        };
+        let substituted = staged;
+        for (const [key, value] of Object.entries(props.DefinitionSubstitutions)) {
+          expect(value).toEqual(expected[key]);
+          const [id] = (value as { 'Fn::GetAtt': [string, string] })['Fn::GetAtt'];
+          substituted = substituted.replaceAll(`\${${key}}`, `arn-of-${id}`);
+        }
+        expect(substituted).not.toContain('${');
+        const states = JSON.parse(substituted).States;
+        expect(states['Record job started'].Parameters.FunctionName).toBe(
+          `arn-of-${logicalId(stack, stack.functions.recordJob.fn)}`,
+        );
+      },
+    );
+
+    it('logs ALL events to a log group and traces', () => {
+      for (const machine of Object.values(stack.workflows.machines)) {
+        expect(template.toJSON().Resources[logicalId(stack, machine)].Properties).toMatchObject({
+          LoggingConfiguration: {
+            Level: 'ALL',
+            Destinations: [{ CloudWatchLogsLogGroup: { LogGroupArn: expect.anything() } }],
+          },
+          TracingConfiguration: { Enabled: true },
+        });
+      }
+    });
+
+    it('lets the machines invoke only their functions and send only to the site queues', () => {
+      const functionArns = new Set(
+        [stack.functions.recordJob.fn, stack.functions.commitPoint.fn].map((fn) =>
+          JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] }),
+        ),
+      );
+      const queueArns = new Set(
+        stack.siteQueues.queues.map((q) =>
+          JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, q), 'Arn'] }),
+        ),
+      );
+      for (const machine of Object.values(stack.workflows.machines)) {
+        const statements = statementsOfRole(template, logicalId(stack, machine.role));
+        const resourcesOf = (action: string) =>
+          statements
+            .filter((s) => allows(s, action))
+            .flatMap((s) => asArray(s.Resource).map((r) => JSON.stringify(r)));
+        expect(resourcesOf('lambda:InvokeFunction').every((r) => functionArns.has(r))).toBe(true);
+        expect(new Set(resourcesOf('sqs:SendMessage'))).toEqual(queueArns);
+        expect(
+          statements.flatMap((s) => asArray(s.Action)).filter((a) => a.startsWith('sqs:')),
+        ).toEqual(['sqs:SendMessage']);
+        expect(
+          statements.some((s) =>
+            asArray(s.Action).some((a) => a.startsWith('lambda:') && a !== 'lambda:InvokeFunction'),
+          ),
+        ).toBe(false);
+      }
+    });
+  });
+
+  describe('functions', () => {
+    it('run Node.js 22 on arm64 with 256 MB, 30 s and their own log group', () => {
+      template.resourceCountIs('AWS::Lambda::Function', 3);
+      for (const fn of Object.values(stack.functions)) {
+        expect(template.toJSON().Resources[logicalId(stack, fn.fn)].Properties).toMatchObject({
+          Runtime: 'nodejs22.x',
+          Architectures: ['arm64'],
+          MemorySize: 256,
+          Timeout: 30,
+          LoggingConfig: { LogGroup: { Ref: logicalId(stack, fn.logGroup) } },
+        });
+      }
+      template.allResourcesProperties('AWS::Logs::LogGroup', {
+        RetentionInDays: Match.anyValue(),
+      });
+    });
+
+    it('get the environment their handlers read', () => {
+      const envOf = (fn: IConstruct) =>
+        Object.keys(
+          template.toJSON().Resources[logicalId(stack, fn)].Properties.Environment.Variables,
+        ).filter((name) => name !== 'NODE_OPTIONS');
+      expect(envOf(stack.functions.api.fn).sort()).toEqual([
+        'BACKUP_STATE_MACHINE_ARN',
+        'BUCKET_NAME',
+        'RESTORE_STATE_MACHINE_ARN',
+        'SITE_QUEUE_URL_PREFIX',
+        'TABLE_NAME',
+      ]);
+      expect(envOf(stack.functions.recordJob.fn)).toEqual(['TABLE_NAME']);
+      expect(envOf(stack.functions.commitPoint.fn).sort()).toEqual(['BUCKET_NAME', 'TABLE_NAME']);
+    });
+
+    it('lets the api function start only the two state machines', () => {
+      const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
+      const startResources = statements
+        .filter((s) => allows(s, 'states:StartExecution'))
+        .flatMap((s) => asArray(s.Resource));
+      expect(startResources).toHaveLength(2);
+      expect(startResources).toEqual(
+        expect.arrayContaining(
+          Object.values(stack.workflows.machines).map((m) => ({ Ref: logicalId(stack, m) })),
+        ),
+      );
+      expect(statements.some((s) => asArray(s.Action).some((a) => a === 'states:*'))).toBe(false);
+    });
+
+    it('gives record-job the table and nothing else, and commit-point only points/* of the bucket', () => {
+      const servicesOf = (role: IConstruct) =>
+        new Set(
+          statementsOfRole(template, logicalId(stack, role)).flatMap((s) =>
+            asArray(s.Action).map((a) => a.split(':')[0]),
+          ),
+        );
+      expect(servicesOf(stack.functions.recordJob.role)).toEqual(
+        new Set(['logs', 'xray', 'dynamodb']),
+      );
+      const s3 = statementsOfRole(
+        template,
+        logicalId(stack, stack.functions.commitPoint.role),
+      ).filter((s) => asArray(s.Action).some((a) => a.startsWith('s3:')));
+      expect(s3).toEqual([
+        {
+          Effect: 'Allow',
+          Action: 's3:GetObject',
+          Resource: {
+            'Fn::Join': [
+              '',
+              [{ 'Fn::GetAtt': [logicalId(stack, stack.store.bucket), 'Arn'] }, '/points/*'],
+            ],
+          },
+        },
+      ]);
+    });
+  });
+
+  describe('HTTP API', () => {
+    it('requires IAM auth on every method, root and {proxy+}', () => {
+      const methods = Object.values(template.findResources('AWS::ApiGateway::Method'));
+      expect(methods).toHaveLength(2);
+      for (const method of methods) {
+        expect(method.Properties).toMatchObject({
+          AuthorizationType: 'AWS_IAM',
+          HttpMethod: 'ANY',
+          Integration: { Type: 'AWS_PROXY' },
+        });
+      }
+      template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: '{proxy+}' });
+    });
+
+    it('logs access and throttles the stage', () => {
+      template.hasResourceProperties('AWS::ApiGateway::Stage', {
+        AccessLogSetting: { DestinationArn: Match.anyValue(), Format: Match.anyValue() },
+        MethodSettings: Match.arrayWith([
+          Match.objectLike({
+            HttpMethod: '*',
+            ResourcePath: '/*',
+            ThrottlingRateLimit: Match.anyValue(),
+            ThrottlingBurstLimit: Match.anyValue(),
+          }),
+        ]),
+      });
+    });
+  });
+
+  describe('agent access', () => {
+    const agentPolicy = () =>
+      template.toJSON().Resources[logicalId(stack, stack.agentAccess.policy)].Properties as {
+        ManagedPolicyName: string;
+        PolicyDocument: { Statement: Statement[] };
+      };
+
+    it('limits catalog writes to the JOB# and AGENT# partitions', () => {
+      const policy = agentPolicy();
+      expect(policy.ManagedPolicyName).toBe('StowageAgentPolicy');
+      const dynamo = policy.PolicyDocument.Statement.filter((s) =>
+        asArray(s.Action).some((a) => a.startsWith('dynamodb:')),
+      );
+      expect(dynamo).toHaveLength(1);
+      expect(dynamo[0]).toMatchObject({
+        Action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
+        Resource: { 'Fn::GetAtt': [logicalId(stack, stack.catalog.table), 'Arn'] },
+        Condition: {
+          'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*', 'AGENT#*'] },
+        },
+      });
+    });
+
+    it('polls the site queues only and answers tasks with Resource "*"', () => {
+      const statements = agentPolicy().PolicyDocument.Statement;
+      const sqs = statements.find((s) => allows(s, 'sqs:ReceiveMessage'))!;
+      const sorted = (values: unknown[]) => values.map((v) => JSON.stringify(v)).sort();
+      expect(sorted(asArray(sqs.Resource))).toEqual(
+        sorted(
+          stack.siteQueues.queues.map((q) => ({ 'Fn::GetAtt': [logicalId(stack, q), 'Arn'] })),
+        ),
+      );
+      const answer = statements.find((s) => allows(s, 'states:SendTaskSuccess'))!;
+      expect(answer.Resource).toBe('*');
+      expect(asArray(answer.Action).sort()).toEqual([
+        'states:SendTaskFailure',
+        'states:SendTaskHeartbeat',
+        'states:SendTaskSuccess',
+      ]);
+    });
+
+    it('is a role the account can assume, carrying the policy', () => {
+      expect(
+        template.toJSON().Resources[logicalId(stack, stack.agentAccess.role)].Properties,
+      ).toMatchObject({
+        AssumeRolePolicyDocument: {
+          Statement: [
+            {
+              Action: 'sts:AssumeRole',
+              Principal: { AWS: expect.anything() },
+            },
+          ],
+        },
+        ManagedPolicyArns: [{ Ref: logicalId(stack, stack.agentAccess.policy) }],
+      });
+    });
+  });
+
+  describe('monitoring and outputs', () => {
+    it('alarms on failed executions of each machine and on each non-empty DLQ', () => {
+      for (const machine of Object.values(stack.workflows.machines)) {
+        template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+          Namespace: 'AWS/States',
+          MetricName: 'ExecutionsFailed',
+          Dimensions: [{ Name: 'StateMachineArn', Value: { Ref: logicalId(stack, machine) } }],
+        });
+      }
+      for (const { deadLetterQueue } of stack.siteQueues.sites) {
+        template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+          Namespace: 'AWS/SQS',
+          MetricName: 'ApproximateNumberOfMessagesVisible',
+          Threshold: 0,
+          ComparisonOperator: 'GreaterThanThreshold',
+          Dimensions: [
+            {
+              Name: 'QueueName',
+              Value: { 'Fn::GetAtt': [logicalId(stack, deadLetterQueue), 'QueueName'] },
+            },
+          ],
+        });
+      }
+    });
+
+    it('outputs the API URL, table, bucket, each site queue URL and the agent role', () => {
+      const outputs = Object.keys(template.toJSON().Outputs).sort();
+      expect(outputs).toEqual(
+        [
+          'AgentRoleArn',
+          'ApiUrl',
+          'BucketName',
+          'TableName',
+          'SiteQueueUrllab',
+          'SiteQueueUrllocal',
+        ].sort(),
+      );
+    });
+  });
+});
+
+describe('sites', () => {
+  it('defaults to the single DEFAULT_SITE without stowage:sites context', () => {
+    const context = cdkJsonContext();
+    delete context[SITES_CONTEXT_KEY];
+    const app = new App({ context: { ...context, 'aws:cdk:bundling-stacks': [] } });
+    const template = Template.fromStack(new StowageStack(app, 'Stowage'));
+    template.resourceCountIs('AWS::SQS::Queue', 2);
+    template.hasResourceProperties('AWS::SQS::Queue', { QueueName: 'stowage-site-local' });
+  });
+
+  it('takes a comma-separated list from the command line', () => {
+    const app = makeApp({ [SITES_CONTEXT_KEY]: 'paris, berlin' });
+    const template = Template.fromStack(new StowageStack(app, 'Stowage'));
+    for (const site of ['paris', 'berlin']) {
+      template.hasResourceProperties('AWS::SQS::Queue', { QueueName: siteQueueName(site) });
+    }
+  });
+
+  it.each(['', 'has space', 'x'.repeat(64)])('rejects the site name %j', (site) => {
+    const app = makeApp();
+    expect(() => new StowageStack(app, 'Stowage', { sites: [site] })).toThrow(/site/);
+  });
+});
+
+describe('cdk-nag AwsSolutions', () => {
+  it('finds nothing that is not acknowledged with a reason', () => {
+    const outdir = mkdtempSync(join(tmpdir(), 'stowage-nag-'));
+    try {
+      const app = makeApp({ [SITES_CONTEXT_KEY]: SITES }, outdir);
+      new StowageStack(app, 'Stowage');
+      Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+      expect(() => app.synth()).not.toThrow();
+      const report = JSON.parse(readFileSync(join(outdir, 'validation-report.json'), 'utf8')) as {
+        pluginReports: { pluginName: string; violations: unknown[] }[];
+      };
+      const nag = report.pluginReports.find((r) => r.pluginName === 'AwsSolutions');
+      // Warnings do not fail synth; they must be acknowledged all the same.
+      expect(nag?.violations).toEqual([]);
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cdk synth', () => {
+  it('synthesizes offline, bundling the functions with the local esbuild', async () => {
+    const outdir = mkdtempSync(join(tmpdir(), 'stowage-synth-'));
+    try {
+      await promisify(execFile)(
+        'npx',
+        ['cdk', 'synth', '--quiet', '--no-notices', '--output', outdir],
+        {
+          cwd: REPO_ROOT,
+          env: {
+            ...process.env,
+            CDK_DISABLE_VERSION_CHECK: '1',
+            CDK_DISABLE_CLI_TELEMETRY: 'true',
+          },
+          maxBuffer: 16 * 1024 * 1024,
+        },
+      );
+      const templates = readdirSync(outdir).filter((f) => f.endsWith('.template.json'));
+      expect(templates).toEqual(['Stowage.template.json']);
+      const bundles = readdirSync(outdir).filter(
+        (f) => f.startsWith('asset.') && existsSync(join(outdir, f, 'index.mjs')),
+      );
+      expect(bundles).toHaveLength(3);
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
