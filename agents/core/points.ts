@@ -14,6 +14,12 @@ import type { ObjectStore } from '../store/store';
 import type { BackupSink, RestoreSource, StoredStream, StreamInfo } from './driver';
 import { MeteredStream } from './streams';
 import { manifestKey, pointPrefix, streamKey } from '../../functions/core/object-layout';
+import { IntegrityError } from '../../functions/shared/errors';
+
+/** Readers of points catch this one; it is the shared error class. */
+export { IntegrityError };
+
+
 
 export const MANIFEST_VERSION = 1;
 
@@ -31,10 +37,6 @@ export interface Manifest {
   completedAt: string;
   streams: ManifestStream[];
   metadata: Record<string, unknown>;
-}
-
-export class IntegrityError extends Error {
-  override readonly name = 'IntegrityError';
 }
 
 export class PointWriter implements BackupSink {

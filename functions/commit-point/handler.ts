@@ -7,6 +7,7 @@ import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
 import { commitRecoveryPoint } from '../core/jobs';
 import { manifestKey } from '../core/object-layout';
 import { requireEnv } from '../shared/env';
+import { IntegrityError } from '../shared/errors';
 import { systemClock } from '../shared/ids';
 import { createLogger, LogEvent } from '../shared/logger';
 import type { CommitPointEvent, CommitPointOutput } from '../../statemachines/contracts';
@@ -28,7 +29,15 @@ export async function handler(event: CommitPointEvent): Promise<CommitPointOutpu
   if (event.result.manifestKey !== key) {
     throw new Error(`agent reported manifest ${event.result.manifestKey}, expected ${key}`);
   }
-  await deps.s3.send(new HeadObjectCommand({ Bucket: deps.bucket, Key: key }));
+  try {
+    await deps.s3.send(new HeadObjectCommand({ Bucket: deps.bucket, Key: key }));
+  } catch (err) {
+    if ((err as Error).name !== 'NotFound') throw err;
+    throw new IntegrityError(
+      `the agent reported recovery point ${event.recoveryPointId} complete, but its manifest ${key} is not in the bucket`,
+      { cause: err },
+    );
+  }
   const out = await commitRecoveryPoint(deps, event);
   log.info(LogEvent.pointCommitted, {
     jobId: event.jobId,

@@ -13,6 +13,7 @@ export type ErrorName =
   | 'TransientError'
   | 'DriverError'
   | 'AgentUnavailable'
+  | 'IntegrityError'
   | 'InternalError';
 
 export class StowageError extends Error {
@@ -80,6 +81,13 @@ export class DriverError extends StowageError {
 export class AgentUnavailable extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('AgentUnavailable', 503, message, options);
+  }
+}
+
+/** Stored bytes are missing or differ from what was recorded: never hand them on. */
+export class IntegrityError extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('IntegrityError', 500, message, options);
   }
 }
 

@@ -1,0 +1,266 @@
+/**
+ * The backup and restore ASL files, executed by the local Step Functions endpoint with the real
+ * Lambda handlers and catalog, and a scripted agent on the site's queue in place of a real one.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  DescribeExecutionCommand,
+  GetExecutionHistoryCommand,
+  SendTaskFailureCommand,
+  SendTaskHeartbeatCommand,
+  SendTaskSuccessCommand,
+  SFNClient,
+  StopExecutionCommand,
+} from '@aws-sdk/client-sfn';
+import { DeleteMessageCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { ControlPlane } from '../../local/control-plane';
+import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
+import { manifestKey } from '../../functions/core/object-layout';
+import { LOCAL_AWS } from '../../local/emulators';
+import type { AgentTaskMessage, BackupResult, RestoreResult } from '../../statemachines/contracts';
+import type { JobAccepted } from '../../functions/core/requests';
+import { eventually, removeDir, startTestPlane, tempDir } from '../fixtures/local-plane';
+
+const SITE = 'sm-site';
+let dataDir: string;
+let plane: ControlPlane;
+let sqs: SQSClient;
+let sfn: SFNClient;
+let s3: S3Client;
+let catalog: DynamoDbCatalog;
+let queueUrl: string;
+
+async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(`${plane.apiUrl}${path}`, {
+    method,
+    headers: { 'content-type': 'application/json' },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+/** Receives the next task message, as an agent would. */
+async function nextTask(): Promise<AgentTaskMessage> {
+  return eventually(async () => {
+    const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MaxNumberOfMessages: 1 }));
+    const m = out.Messages?.[0];
+    if (!m) return undefined;
+    await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }));
+    return JSON.parse(m.Body!) as AgentTaskMessage;
+  }, 'a task on the site queue');
+}
+
+async function executionOf(jobId: string) {
+  const arn = `arn:aws:states:us-east-1:000000000000:execution:stowage-backup:${jobId}`;
+  return eventually(async () => {
+    const e = await sfn.send(new DescribeExecutionCommand({ executionArn: arn })).catch(() => undefined);
+    return e && e.status !== 'RUNNING' ? e : undefined;
+  }, `execution ${jobId} to end`);
+}
+
+async function jobWhenDone(jobId: string) {
+  return eventually(async () => {
+    const job = await catalog.getJob(jobId);
+    return job && !['PENDING', 'RUNNING'].includes(job.status) ? job : undefined;
+  }, `job ${jobId} to end`);
+}
+
+function backupResultFor(task: AgentTaskMessage['task']): BackupResult {
+  return {
+    recoveryPointId: task.recoveryPointId,
+    manifestKey: manifestKey(task.recoveryPointId),
+    startedAt: '2026-01-01T00:00:00.000Z',
+    completedAt: '2026-01-01T00:00:02.500Z',
+    bytesRead: 4096,
+    bytesStored: 4096,
+    streams: [{ name: 'image', kind: 'docker-image-tar', size: 4096 }],
+    summary: { image: 'busybox' },
+  };
+}
+
+async function startBackup(target = 'docker:web'): Promise<JobAccepted> {
+  const res = await api<JobAccepted>('POST', '/backups', { target: `${target}@${SITE}` });
+  expect(res.status).toBe(202);
+  return res.body;
+}
+
+beforeAll(async () => {
+  dataDir = tempDir();
+  plane = await startTestPlane({
+    dataDir,
+    agent: false,
+    site: SITE,
+    adjustDefinition: (_name, definition) => {
+      // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
+      for (const state of Object.values(definition.States) as unknown as Array<Record<string, unknown>>) {
+        if (state.HeartbeatSeconds) state.HeartbeatSeconds = 1;
+        for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? []) retry.IntervalSeconds = 0;
+      }
+    },
+  });
+  const clientConfig = { ...LOCAL_AWS, credentials: { ...LOCAL_AWS.credentials } };
+  sqs = new SQSClient({ ...clientConfig, endpoint: plane.endpoints.sqs });
+  sfn = new SFNClient({ ...clientConfig, endpoint: plane.endpoints.sfn });
+  s3 = new S3Client({ ...clientConfig, endpoint: plane.endpoints.s3, forcePathStyle: true });
+  catalog = new DynamoDbCatalog(plane.localConfig.tableName, undefined);
+  queueUrl = `${plane.localConfig.queueUrlPrefix}stowage-site-${SITE}`;
+});
+
+beforeEach(async () => {
+  // Leftovers of an earlier test would be taken for this test's task.
+  for (;;) {
+    const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }));
+    if (!out.Messages?.length) break;
+    for (const m of out.Messages) {
+      await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }));
+    }
+  }
+  await catalog.putAgent({
+    agent: SITE,
+    platforms: ['docker'],
+    targets: [
+      { target: 'docker:web', platform: 'docker', name: 'web', state: 'running' },
+      { target: 'docker:taken', platform: 'docker', name: 'taken', state: 'running' },
+    ],
+    seenAt: new Date().toISOString(),
+    version: 'test',
+  });
+});
+
+afterAll(async () => {
+  await plane?.close();
+  removeDir(dataDir);
+});
+
+describe('backup workflow', () => {
+  it('dispatches one task with a token, commits the point the agent stored, and ends SUCCEEDED', async () => {
+    const job = await startBackup();
+    const message = await nextTask();
+    expect(message.taskToken).toMatch(/^[A-Za-z0-9_-]{32,}$/);
+    expect(message.task).toEqual({
+      kind: 'BACKUP',
+      jobId: job.jobId,
+      recoveryPointId: job.recoveryPointId,
+      target: 'docker:web',
+    });
+    expect((await catalog.getJob(job.jobId))?.status).toBe('RUNNING');
+
+    await sfn.send(new SendTaskHeartbeatCommand({ taskToken: message.taskToken }));
+    await s3.send(new PutObjectCommand({ Bucket: plane.localConfig.bucket, Key: manifestKey(job.recoveryPointId), Body: '{}' }));
+    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(backupResultFor(message.task)) }));
+
+    const execution = await executionOf(job.jobId);
+    expect(execution.status).toBe('SUCCEEDED');
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('SUCCEEDED');
+    const point = await catalog.getPoint(job.recoveryPointId);
+    expect(point).toMatchObject({ status: 'COMPLETED', target: 'docker:web', agent: SITE, jobId: job.jobId, durationMs: 2500, bytesRead: 4096 });
+    const listed = await catalog.listPoints({ target: 'docker:web' });
+    expect(listed.map((p) => p.recoveryPointId)).toContain(job.recoveryPointId);
+
+    const history = await sfn.send(new GetExecutionHistoryCommand({ executionArn: execution.executionArn }));
+    const entered = (history.events ?? []).filter((e) => e.type === 'TaskStateEntered').map((e) => e.stateEnteredEventDetails?.name);
+    expect(entered).toEqual(['Record job started', 'Run backup on agent', 'Commit recovery point']);
+  });
+
+  it('marks the job FAILED with the agent error and commits no point when the agent reports failure', async () => {
+    const job = await startBackup();
+    const message = await nextTask();
+    await sfn.send(
+      new SendTaskFailureCommand({ taskToken: message.taskToken, error: 'TargetNotFound', cause: 'container web vanished' }),
+    );
+
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('FAILED');
+    expect(done.error).toEqual({ name: 'TargetNotFound', message: 'container web vanished' });
+    expect((await executionOf(job.jobId)).status).toBe('FAILED');
+    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+  });
+
+  it('retries a task whose agent stops heartbeating, then fails the job with States.HeartbeatTimeout', async () => {
+    const job = await startBackup();
+    const first = await nextTask();
+    const second = await nextTask();
+    const third = await nextTask();
+    expect(new Set([first.taskToken, second.taskToken, third.taskToken]).size).toBe(3);
+
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('FAILED');
+    expect(done.error?.name).toBe('States.HeartbeatTimeout');
+    expect(done.error?.message).toMatch(/no heartbeat/);
+    // An answer on an expired token is refused, as Step Functions does.
+    await expect(
+      sfn.send(new SendTaskSuccessCommand({ taskToken: first.taskToken, output: '{}' })),
+    ).rejects.toMatchObject({ name: 'TaskTimedOut' });
+    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+  });
+
+  it('fails the job instead of committing when the agent reports a point whose manifest is not stored', async () => {
+    const job = await startBackup();
+    const message = await nextTask();
+    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(backupResultFor(message.task)) }));
+
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('FAILED');
+    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+  });
+
+  it('closes the open task when the execution is stopped', async () => {
+    const job = await startBackup();
+    const message = await nextTask();
+    await sfn.send(new StopExecutionCommand({ executionArn: job.executionArn, error: 'Cancelled', cause: 'test' }));
+
+    expect((await executionOf(job.jobId)).status).toBe('ABORTED');
+    await expect(
+      sfn.send(new SendTaskHeartbeatCommand({ taskToken: message.taskToken })),
+    ).rejects.toMatchObject({ name: 'TaskTimedOut' });
+  });
+});
+
+describe('restore workflow', () => {
+  it('dispatches a restore task to the point agent and records the result', async () => {
+    const backup = await startBackup();
+    const b = await nextTask();
+    await s3.send(new PutObjectCommand({ Bucket: plane.localConfig.bucket, Key: manifestKey(backup.recoveryPointId), Body: '{}' }));
+    await sfn.send(new SendTaskSuccessCommand({ taskToken: b.taskToken, output: JSON.stringify(backupResultFor(b.task)) }));
+    await jobWhenDone(backup.jobId);
+
+    const res = await api<JobAccepted>('POST', '/restores', { recoveryPointId: backup.recoveryPointId, name: 'web2' });
+    expect(res.status).toBe(202);
+    const message = await nextTask();
+    expect(message.task).toEqual({
+      kind: 'RESTORE',
+      jobId: res.body.jobId,
+      recoveryPointId: backup.recoveryPointId,
+      source: 'docker:web',
+      target: 'docker:web2',
+      inPlace: false,
+    });
+    const result: RestoreResult = { restoredTarget: 'docker:web2', startedAt: 'a', completedAt: 'b', bytesWritten: 10 };
+    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(result) }));
+
+    const done = await jobWhenDone(res.body.jobId);
+    expect(done).toMatchObject({ status: 'SUCCEEDED', kind: 'RESTORE', target: 'docker:web2', source: 'docker:web' });
+  });
+
+  it('refuses a restore onto a name the agent sees, before any execution starts', async () => {
+    const backup = await startBackup();
+    const b = await nextTask();
+    await sfn.send(new SendTaskFailureCommand({ taskToken: b.taskToken, error: 'X', cause: 'y' }));
+    await jobWhenDone(backup.jobId);
+    await catalog.putPoint({
+      recoveryPointId: 'rp-fixed', target: 'docker:web', platform: 'docker', agent: SITE, jobId: 'job-fixed',
+      status: 'COMPLETED', createdAt: '2026-01-01T00:00:00Z', completedAt: '2026-01-01T00:00:01Z', durationMs: 1000,
+      bytesRead: 1, bytesStored: 1, streams: [], manifestKey: manifestKey('rp-fixed'), summary: {},
+    });
+    const before = (await catalog.listJobs()).length;
+
+    const res = await api<{ error: string; message: string }>('POST', '/restores', { recoveryPointId: 'rp-fixed', name: 'taken' });
+
+    expect(res.status).toBe(409);
+    expect(res.body.error).toBe('NameTaken');
+    expect(res.body.message).toContain('docker:taken');
+    expect((await catalog.listJobs()).length).toBe(before);
+  });
+});
