@@ -7,7 +7,8 @@ import { register } from 'tsx/esm/api';
 const emitWarning = process.emitWarning.bind(process);
 process.emitWarning = (warning, ...rest) => {
   const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
-  if (type === 'NodeVersionSupportWarning' || String(warning).includes('NodeVersionSupportWarning')) return;
+  if (type === 'NodeVersionSupportWarning' || String(warning).includes('NodeVersionSupportWarning'))
+    return;
   return emitWarning(warning, ...rest);
 };
 

@@ -36,7 +36,10 @@ export class ApiClient {
   }
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = new URL(path.replace(/^\//, ''), this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`);
+    const url = new URL(
+      path.replace(/^\//, ''),
+      this.baseUrl.endsWith('/') ? this.baseUrl : `${this.baseUrl}/`,
+    );
     const payload = body === undefined ? undefined : JSON.stringify(body);
     let headers: Record<string, string> = {
       accept: 'application/json',
@@ -70,7 +73,12 @@ export class ApiClient {
 
 async function sign(url: URL, method: string, headers: Record<string, string>, body?: string) {
   const region = /\.execute-api\.([a-z0-9-]+)\./.exec(url.hostname)![1]!;
-  const signer = new SignatureV4({ service: 'execute-api', region, credentials: defaultProvider(), sha256: Sha256 });
+  const signer = new SignatureV4({
+    service: 'execute-api',
+    region,
+    credentials: defaultProvider(),
+    sha256: Sha256,
+  });
   const query: Record<string, string> = {};
   url.searchParams.forEach((v, k) => (query[k] = v));
   const signed = await signer.sign({

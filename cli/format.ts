@@ -17,7 +17,9 @@ export function table(rows: string[][]): string {
   if (rows.length === 0) return '';
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
   return rows
-    .map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  '))
+    .map((r) =>
+      r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  '),
+    )
     .join('\n');
 }
 
@@ -37,7 +39,11 @@ export function jobsTable(jobs: Job[]): string {
       j.target,
       j.status,
       j.createdAt,
-      j.error ? `${j.error.name}: ${j.error.message}` : j.progress ? `${j.progress.phase} ${bytes(j.progress.bytesDone)}` : '',
+      j.error
+        ? `${j.error.name}: ${j.error.message}`
+        : j.progress
+          ? `${j.progress.phase} ${bytes(j.progress.bytesDone)}`
+          : '',
     ]),
   ]);
 }

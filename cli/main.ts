@@ -31,7 +31,12 @@ function print(cmd: Command, value: unknown, human: () => string): void {
 
 class JobFailed extends Error {}
 
-async function waitForJob(cmd: Command, api: ApiClient, jobId: string, follow: boolean): Promise<Job> {
+async function waitForJob(
+  cmd: Command,
+  api: ApiClient,
+  jobId: string,
+  follow: boolean,
+): Promise<Job> {
   let last = '';
   for (;;) {
     const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
@@ -53,7 +58,9 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
     kind: job.kind,
     target: job.target,
     status: job.status,
-    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED' ? { recoveryPointId: job.recoveryPointId } : {}),
+    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED'
+      ? { recoveryPointId: job.recoveryPointId }
+      : {}),
     ...(job.error ? { error: job.error } : {}),
     ...extra,
   };
@@ -76,16 +83,31 @@ const program = new Command('stowage')
 program
   .command('start')
   .description('local mode: control plane, API and an agent for the engines on this host')
-  .option('--data-dir <dir>', 'where all state lives', process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'))
-  .addOption(new Option('--port <n>', 'API port; the emulators use the next four').default(DEFAULT_PORT).argParser(Number))
+  .option(
+    '--data-dir <dir>',
+    'where all state lives',
+    process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
+  )
+  .addOption(
+    new Option('--port <n>', 'API port; the emulators use the next four')
+      .default(DEFAULT_PORT)
+      .argParser(Number),
+  )
   .option('--no-agent', 'do not run an agent in this process')
   .option('--site <name>', 'site name of the embedded agent', 'local')
   .action(async (opts: { dataDir: string; port: number; agent: boolean; site: string }) => {
     const { startControlPlane } = await import('../local/control-plane');
-    const plane = await startControlPlane({ dataDir: opts.dataDir, port: opts.port, agent: opts.agent, site: opts.site });
+    const plane = await startControlPlane({
+      dataDir: opts.dataDir,
+      port: opts.port,
+      agent: opts.agent,
+      site: opts.site,
+    });
     process.stdout.write(
       `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  agent:    ${
-        plane.agent ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})` : 'none'
+        plane.agent
+          ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
+          : 'none'
       }\nStop with Ctrl-C.\n`,
     );
     await untilSignal();
@@ -121,11 +143,17 @@ program
         queueUrl: local.queueUrl,
         tableName: local.tableName,
         bucket: local.bucket,
-        aws: { region: local.region, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, endpoints: local.endpoints },
+        aws: {
+          region: local.region,
+          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+          endpoints: local.endpoints,
+        },
       };
     }
     const agent = await startAgent(config, log);
-    process.stderr.write(`agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`);
+    process.stderr.write(
+      `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
+    );
     await untilSignal();
     await agent.stop();
   });
@@ -136,13 +164,22 @@ program
   .option('--platform <p>', 'only this platform (docker, lxd, vsphere, ...)')
   .action(async (opts: { platform?: string }, cmd: Command) => {
     const q = opts.platform ? `?platform=${encodeURIComponent(opts.platform)}` : '';
-    const targets = await client(cmd).get<Array<{ target: string; state: string; agent: string; details?: Record<string, string> }>>(`/targets${q}`);
+    const targets = await client(cmd).get<
+      Array<{ target: string; state: string; agent: string; details?: Record<string, string> }>
+    >(`/targets${q}`);
     print(cmd, targets, () =>
       targets.length === 0
         ? 'no targets: no agent has reported any (is an agent running?)'
         : table([
             ['TARGET', 'STATE', 'AGENT', 'DETAILS'],
-            ...targets.map((t) => [t.target, t.state, t.agent, Object.entries(t.details ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')]),
+            ...targets.map((t) => [
+              t.target,
+              t.state,
+              t.agent,
+              Object.entries(t.details ?? {})
+                .map(([k, v]) => `${k}=${v}`)
+                .join(' '),
+            ]),
           ]),
     );
   });
@@ -153,7 +190,10 @@ program
   .action(async (_opts: unknown, cmd: Command) => {
     const agents = await client(cmd).get<AgentRecord[]>('/agents');
     print(cmd, agents, () =>
-      table([['AGENT', 'PLATFORMS', 'TARGETS', 'SEEN'], ...agents.map((a) => [a.agent, a.platforms.join(','), String(a.targets.length), a.seenAt])]),
+      table([
+        ['AGENT', 'PLATFORMS', 'TARGETS', 'SEEN'],
+        ...agents.map((a) => [a.agent, a.platforms.join(','), String(a.targets.length), a.seenAt]),
+      ]),
     );
   });
 
@@ -165,7 +205,11 @@ program
     const api = client(cmd);
     const job = await api.post<JobAccepted>('/backups', { target });
     if (!opts.wait) {
-      print(cmd, { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent }, () => `${job.jobId}`);
+      print(
+        cmd,
+        { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
+        () => `${job.jobId}`,
+      );
       return;
     }
     if (!isJson(cmd)) process.stderr.write(`backup of ${job.target} started as ${job.jobId}\n`);
@@ -188,21 +232,32 @@ program
   .option('--in-place', 'replace the original')
   .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
   .option('--wait', 'wait for the job to finish')
-  .action(async (point: string, opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean }, cmd: Command) => {
-    const api = client(cmd);
-    const job = await api.post<JobAccepted>('/restores', {
-      recoveryPointId: point,
-      ...(opts.name ? { name: opts.name } : {}),
-      ...(opts.inPlace ? { inPlace: true } : {}),
-      ...(opts.to ? { to: opts.to } : {}),
-    });
-    if (!opts.wait) {
-      print(cmd, { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent }, () => `${job.jobId}`);
-      return;
-    }
-    if (!isJson(cmd)) process.stderr.write(`restore of ${point} to ${job.target} started as ${job.jobId}\n`);
-    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
-  });
+  .action(
+    async (
+      point: string,
+      opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean },
+      cmd: Command,
+    ) => {
+      const api = client(cmd);
+      const job = await api.post<JobAccepted>('/restores', {
+        recoveryPointId: point,
+        ...(opts.name ? { name: opts.name } : {}),
+        ...(opts.inPlace ? { inPlace: true } : {}),
+        ...(opts.to ? { to: opts.to } : {}),
+      });
+      if (!opts.wait) {
+        print(
+          cmd,
+          { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
+          () => `${job.jobId}`,
+        );
+        return;
+      }
+      if (!isJson(cmd))
+        process.stderr.write(`restore of ${point} to ${job.target} started as ${job.jobId}\n`);
+      finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+    },
+  );
 
 program
   .command('jobs')
@@ -219,7 +274,9 @@ program
   .option('--follow', 'follow progress until the job ends')
   .action(async (id: string, opts: { follow?: boolean }, cmd: Command) => {
     const api = client(cmd);
-    const job = opts.follow ? await waitForJob(cmd, api, id, true) : await api.get<Job>(`/jobs/${encodeURIComponent(id)}`);
+    const job = opts.follow
+      ? await waitForJob(cmd, api, id, true)
+      : await api.get<Job>(`/jobs/${encodeURIComponent(id)}`);
     print(cmd, job, () => jobDetail(job));
     if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed();
   });
@@ -246,7 +303,10 @@ try {
     process.exitCode = 1;
   } else if (err instanceof ApiError || err instanceof Unreachable) {
     const code = err instanceof Unreachable ? 3 : 2;
-    if (json) process.stdout.write(`${JSON.stringify({ error: err.name, message: err.message }, null, 2)}\n`);
+    if (json)
+      process.stdout.write(
+        `${JSON.stringify({ error: err.name, message: err.message }, null, 2)}\n`,
+      );
     process.stderr.write(`stowage: ${err.message}\n`);
     process.exitCode = code;
   } else {

@@ -67,7 +67,10 @@ export interface LocalConfig {
 }
 
 /** Loads an ASL file with its `${...}` placeholders replaced, as CloudFormation would. */
-export function loadDefinition(file: string, substitutions: Record<string, string>): StateMachineDefinition {
+export function loadDefinition(
+  file: string,
+  substitutions: Record<string, string>,
+): StateMachineDefinition {
   let text = readFileSync(join(STATEMACHINES_DIR, file), 'utf8');
   text = text.replace(/\$\{([A-Za-z0-9_]+)\}/g, (whole, key: string) => {
     const value = substitutions[key];
@@ -166,7 +169,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     };
     const serveConfig = async (url: URL): Promise<LocalConfig> => {
       const asked = url.searchParams.get('site');
-      return asked ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) } : localConfig;
+      return asked
+        ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) }
+        : localConfig;
     };
     const apiServer = await startApiServer(api.handler, serveConfig, options.port);
     closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
@@ -187,7 +192,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       );
       closers.unshift(() => agent!.stop());
     }
-    log.info(LogEvent.localReady, { api: apiUrl, dataDir: options.dataDir, agent: agent?.site, platforms: agent?.platforms });
+    log.info(LogEvent.localReady, {
+      api: apiUrl,
+      dataDir: options.dataDir,
+      agent: agent?.site,
+      platforms: agent?.platforms,
+    });
     return {
       apiUrl,
       endpoints,

@@ -16,12 +16,21 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { CreateTableCommand, DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
+import {
+  CreateTableCommand,
+  DynamoDBClient,
+  ResourceInUseException,
+} from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import dynalite from 'dynalite';
 import { createSqsServer } from 'local-aws-sqs';
 import { catalogTableInput } from '../functions/adapters/dynamodb-catalog';
-import { BACKUP_BUCKET, CATALOG_TABLE, SITE_QUEUE, siteQueueName } from '../functions/shared/resources';
+import {
+  BACKUP_BUCKET,
+  CATALOG_TABLE,
+  SITE_QUEUE,
+  siteQueueName,
+} from '../functions/shared/resources';
 
 export interface EmulatorPorts {
   dynamodb: number;
@@ -51,7 +60,11 @@ const listen = (server: Server, port: number) =>
     server.listen(port, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
   });
 
-async function startS3(port: number, directory: string, bucket: string): Promise<{ child: ChildProcess; port: number }> {
+async function startS3(
+  port: number,
+  directory: string,
+  bucket: string,
+): Promise<{ child: ChildProcess; port: number }> {
   mkdirSync(directory, { recursive: true });
   const entry = fileURLToPath(new URL('./s3-server.ts', import.meta.url));
   const child = spawn(
@@ -61,7 +74,10 @@ async function startS3(port: number, directory: string, bucket: string): Promise
   );
   const lines = createInterface({ input: child.stdout! });
   const actual = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('local S3 server did not start within 20 s')), 20_000);
+    const timer = setTimeout(
+      () => reject(new Error('local S3 server did not start within 20 s')),
+      20_000,
+    );
     child.once('exit', (code) => reject(new Error(`local S3 server exited with code ${code}`)));
     lines.on('line', (line) => {
       const m = /^ready (\d+)$/.exec(line);
@@ -80,7 +96,12 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
 
   const dynamoDir = join(dataDir, 'dynamodb');
   mkdirSync(dynamoDir, { recursive: true });
-  const dynamo = dynalite({ path: dynamoDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const dynamo = dynalite({
+    path: dynamoDir,
+    createTableMs: 0,
+    deleteTableMs: 0,
+    updateTableMs: 0,
+  });
   const dynamoPort = await listen(dynamo, ports.dynamodb);
 
   const sqsServer = await createSqsServer({
@@ -128,7 +149,10 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
         Attributes: {
           VisibilityTimeout: String(SITE_QUEUE.visibilityTimeoutSeconds),
           MessageRetentionPeriod: String(SITE_QUEUE.retentionSeconds),
-          RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: SITE_QUEUE.maxReceiveCount }),
+          RedrivePolicy: JSON.stringify({
+            deadLetterTargetArn: dlqArn,
+            maxReceiveCount: SITE_QUEUE.maxReceiveCount,
+          }),
         },
       }),
     );

@@ -7,12 +7,7 @@ import type { ErrorRecord } from '../functions/shared/errors';
 
 export type JobKind = 'BACKUP' | 'RESTORE';
 export type JobStatus =
-  | 'PENDING'
-  | 'RUNNING'
-  | 'SUCCEEDED'
-  | 'FAILED'
-  | 'PARTIALLY_FAILED'
-  | 'CANCELLED';
+  'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'PARTIALLY_FAILED' | 'CANCELLED';
 export const TERMINAL_STATUSES: readonly JobStatus[] = [
   'SUCCEEDED',
   'FAILED',

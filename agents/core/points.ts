@@ -19,8 +19,6 @@ import { IntegrityError } from '../../functions/shared/errors';
 /** Readers of points catch this one; it is the shared error class. */
 export { IntegrityError };
 
-
-
 export const MANIFEST_VERSION = 1;
 
 export interface ManifestStream extends StoredStream {
@@ -63,7 +61,9 @@ export class PointWriter implements BackupSink {
     return { name: stored.name, kind: stored.kind, size: stored.size, sha256: stored.sha256 };
   }
 
-  async commit(manifest: Omit<Manifest, 'version' | 'streams' | 'recoveryPointId'>): Promise<string> {
+  async commit(
+    manifest: Omit<Manifest, 'version' | 'streams' | 'recoveryPointId'>,
+  ): Promise<string> {
     const key = manifestKey(this.recoveryPointId);
     const full: Manifest = {
       version: MANIFEST_VERSION,
@@ -87,7 +87,9 @@ export async function readManifest(store: ObjectStore, recoveryPointId: string):
   for await (const chunk of body) chunks.push(chunk as Buffer);
   const manifest = JSON.parse(Buffer.concat(chunks).toString()) as Manifest;
   if (manifest.version !== MANIFEST_VERSION || manifest.recoveryPointId !== recoveryPointId) {
-    throw new IntegrityError(`manifest of ${recoveryPointId} is not a version ${MANIFEST_VERSION} manifest of that point`);
+    throw new IntegrityError(
+      `manifest of ${recoveryPointId} is not a version ${MANIFEST_VERSION} manifest of that point`,
+    );
   }
   return manifest;
 }
@@ -118,7 +120,9 @@ class VerifyingStream extends Transform {
       return;
     }
     const digest = this.hash.digest('hex');
-    done(digest === this.expected.sha256 ? null : this.fail('SHA-256 differs from the recorded one'));
+    done(
+      digest === this.expected.sha256 ? null : this.fail('SHA-256 differs from the recorded one'),
+    );
   }
   private fail(why: string): IntegrityError {
     return new IntegrityError(
@@ -141,7 +145,9 @@ export class PointReader implements RestoreSource {
   async openStream(name: string): Promise<Readable> {
     const stream = this.manifest.streams.find((s) => s.name === name);
     if (!stream) {
-      throw new IntegrityError(`recovery point ${this.manifest.recoveryPointId} has no stream ${name}`);
+      throw new IntegrityError(
+        `recovery point ${this.manifest.recoveryPointId} has no stream ${name}`,
+      );
     }
     const body = await this.store.get(stream.key);
     const verify = new VerifyingStream(this.manifest.recoveryPointId, stream, this.onBytes);

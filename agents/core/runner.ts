@@ -12,7 +12,12 @@ import { parseTarget } from '../../functions/core/targets';
 import { DriverError, PointNotFound } from '../../functions/shared/errors';
 import type { Logger } from '../../functions/shared/logger';
 import { LogEvent } from '../../functions/shared/logger';
-import type { BackupResult, BackupTask, RestoreResult, RestoreTask } from '../../statemachines/contracts';
+import type {
+  BackupResult,
+  BackupTask,
+  RestoreResult,
+  RestoreTask,
+} from '../../statemachines/contracts';
 import { ObjectNotFound } from '../store/store';
 
 export interface RunnerDeps {
@@ -49,8 +54,16 @@ function context(deps: RunnerDeps, run: TaskRun, log: Logger): DriverContext {
   };
 }
 
-export async function runBackup(deps: RunnerDeps, task: BackupTask, run: TaskRun): Promise<BackupResult> {
-  const log = deps.log.child({ jobId: task.jobId, target: task.target, recoveryPointId: task.recoveryPointId });
+export async function runBackup(
+  deps: RunnerDeps,
+  task: BackupTask,
+  run: TaskRun,
+): Promise<BackupResult> {
+  const log = deps.log.child({
+    jobId: task.jobId,
+    target: task.target,
+    recoveryPointId: task.recoveryPointId,
+  });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
   const writer = new PointWriter(deps.store, task.recoveryPointId, (n) => run.progress.addBytes(n));
@@ -77,15 +90,25 @@ export async function runBackup(deps: RunnerDeps, task: BackupTask, run: TaskRun
       summary: outcome.summary,
     };
   } catch (err) {
-    await writer.discard().catch((cleanupErr: unknown) =>
-      log.warn('agent.point.discard_failed', { error: cleanupErr }),
-    );
+    await writer
+      .discard()
+      .catch((cleanupErr: unknown) =>
+        log.warn('agent.point.discard_failed', { error: cleanupErr }),
+      );
     throw err;
   }
 }
 
-export async function runRestore(deps: RunnerDeps, task: RestoreTask, run: TaskRun): Promise<RestoreResult> {
-  const log = deps.log.child({ jobId: task.jobId, target: task.target, recoveryPointId: task.recoveryPointId });
+export async function runRestore(
+  deps: RunnerDeps,
+  task: RestoreTask,
+  run: TaskRun,
+): Promise<RestoreResult> {
+  const log = deps.log.child({
+    jobId: task.jobId,
+    target: task.target,
+    recoveryPointId: task.recoveryPointId,
+  });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
   run.progress.setPhase('reading manifest');
@@ -94,7 +117,10 @@ export async function runRestore(deps: RunnerDeps, task: RestoreTask, run: TaskR
     manifest = await readManifest(deps.store, task.recoveryPointId);
   } catch (err) {
     if (err instanceof ObjectNotFound) {
-      throw new PointNotFound(`recovery point ${task.recoveryPointId} has no manifest in the store`, { cause: err });
+      throw new PointNotFound(
+        `recovery point ${task.recoveryPointId} has no manifest in the store`,
+        { cause: err },
+      );
     }
     throw err;
   }

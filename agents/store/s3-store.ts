@@ -52,7 +52,8 @@ export class S3Store implements ObjectStore {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
       return out.Body as Readable;
     } catch (err) {
-      if (err instanceof NoSuchKey || (err as Error).name === 'NoSuchKey') throw new ObjectNotFound(key);
+      if (err instanceof NoSuchKey || (err as Error).name === 'NoSuchKey')
+        throw new ObjectNotFound(key);
       throw err;
     }
   }

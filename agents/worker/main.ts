@@ -47,7 +47,10 @@ export interface RunningAgent {
 }
 
 /** The drivers whose engines this host has. */
-export function detectDrivers(config: Pick<AgentConfig, 'dockerSocket'>, log: Logger): Map<string, Driver> {
+export function detectDrivers(
+  config: Pick<AgentConfig, 'dockerSocket'>,
+  log: Logger,
+): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
   const dockerSocket = config.dockerSocket ?? '/var/run/docker.sock';
   if (existsSync(dockerSocket)) {
@@ -58,7 +61,10 @@ export function detectDrivers(config: Pick<AgentConfig, 'dockerSocket'>, log: Lo
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
   const base = config.aws
-    ? { region: config.aws.region, ...(config.aws.credentials ? { credentials: config.aws.credentials } : {}) }
+    ? {
+        region: config.aws.region,
+        ...(config.aws.credentials ? { credentials: config.aws.credentials } : {}),
+      }
     : {};
   const ep = config.aws?.endpoints ?? {};
   const sqs = new SQSClient({ ...base, ...(ep.sqs ? { endpoint: ep.sqs } : {}) });

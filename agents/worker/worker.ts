@@ -189,7 +189,10 @@ export class AgentWorker {
   private async deleteMessage(message: Message): Promise<void> {
     try {
       await this.options.sqs.send(
-        new DeleteMessageCommand({ QueueUrl: this.options.queueUrl, ReceiptHandle: message.ReceiptHandle }),
+        new DeleteMessageCommand({
+          QueueUrl: this.options.queueUrl,
+          ReceiptHandle: message.ReceiptHandle,
+        }),
       );
     } catch (err) {
       this.log.warn('agent.message.delete_failed', { error: err });

@@ -154,10 +154,9 @@ export class DynamoDbCatalog implements Catalog {
       );
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) {
-        throw new ConflictError(
-          `recovery point ${point.recoveryPointId} belongs to another job`,
-          { cause: err },
-        );
+        throw new ConflictError(`recovery point ${point.recoveryPointId} belongs to another job`, {
+          cause: err,
+        });
       }
       translate(err);
     }

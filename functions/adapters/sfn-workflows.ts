@@ -29,9 +29,12 @@ export class SfnWorkflows implements Workflows {
       }
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status === undefined || status >= 500 || (err as Error).name === 'ThrottlingException') {
-        throw new TransientError(`Step Functions did not start the job: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new TransientError(
+          `Step Functions did not start the job: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
       }
       throw err;
     }

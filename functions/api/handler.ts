@@ -46,7 +46,12 @@ export async function handler(event: APIGatewayProxyEvent): Promise<APIGatewayPr
     return json(res.status, res.body);
   } catch (err) {
     const status = err instanceof StowageError ? err.status : 500;
-    log.error(LogEvent.apiError, { method: event.httpMethod, path: event.path, status, error: err });
+    log.error(LogEvent.apiError, {
+      method: event.httpMethod,
+      path: event.path,
+      status,
+      error: err,
+    });
     const name = err instanceof Error ? err.name : 'InternalError';
     const message = status === 500 ? 'internal error; see the API logs' : (err as Error).message;
     return json(status, { error: name, message });

@@ -48,7 +48,9 @@ function limitOf(req: ApiRequest): number {
 
 async function listTargets(catalog: Catalog, platform: string | undefined) {
   if (platform !== undefined && !isPlatform(platform)) {
-    throw new ValidationError(`unknown platform "${platform}"; use one of: ${PLATFORMS.join(', ')}`);
+    throw new ValidationError(
+      `unknown platform "${platform}"; use one of: ${PLATFORMS.join(', ')}`,
+    );
   }
   const agents = await catalog.listAgents();
   return agents.flatMap((a) =>
@@ -58,14 +60,15 @@ async function listTargets(catalog: Catalog, platform: string | undefined) {
   );
 }
 
-const ROUTES: Array<[string, RegExp, Route]> = [
-  ['GET', /^\/targets$/, async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
-  ['GET', /^\/agents$/, async (d) => ok(await d.catalog.listAgents())],
-  ['POST', /^\/backups$/, async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
-  ['POST', /^\/restores$/, async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
+/** Method, path template (as in openapi.json) and what answers it. */
+export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
+  ['GET', '/targets', async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
+  ['GET', '/agents', async (d) => ok(await d.catalog.listAgents())],
+  ['POST', '/backups', async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
+  ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
   [
     'GET',
-    /^\/points$/,
+    '/points',
     async (d, r) => {
       const target = r.query.target;
       return ok(await d.catalog.listPoints({ limit: limitOf(r), ...(target ? { target } : {}) }));
@@ -73,17 +76,17 @@ const ROUTES: Array<[string, RegExp, Route]> = [
   ],
   [
     'GET',
-    /^\/points\/([^/]+)$/,
+    '/points/{id}',
     async (d, _r, [id]) => {
       const point = await d.catalog.getPoint(id!);
       if (!point) throw new NotFoundError(`recovery point ${id} does not exist`);
       return ok(point);
     },
   ],
-  ['GET', /^\/jobs$/, async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
+  ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
   [
     'GET',
-    /^\/jobs\/([^/]+)$/,
+    '/jobs/{id}',
     async (d, _r, [id]) => {
       const job = await d.catalog.getJob(id!);
       if (!job) throw new NotFoundError(`job ${id} does not exist; \`stowage jobs\` lists them`);
@@ -92,12 +95,17 @@ const ROUTES: Array<[string, RegExp, Route]> = [
   ],
 ];
 
+const MATCHERS = ROUTES.map(
+  ([method, template, fn]) =>
+    [method, new RegExp(`^${template.replace(/\{[^}]+\}/g, '([^/]+)')}$`), fn] as const,
+);
+
 /** Routes one request; errors with a status become that status with `{ error, message }`. */
 export async function route(deps: RequestDeps, req: ApiRequest): Promise<ApiResponse> {
   const path = req.path.replace(/\/+$/, '') || '/';
   try {
     let pathMatched = false;
-    for (const [method, pattern, fn] of ROUTES) {
+    for (const [method, pattern, fn] of MATCHERS) {
       const m = pattern.exec(path);
       if (!m) continue;
       pathMatched = true;
@@ -105,7 +113,10 @@ export async function route(deps: RequestDeps, req: ApiRequest): Promise<ApiResp
       return await fn(deps, req, m.slice(1).map(decodeURIComponent));
     }
     return pathMatched
-      ? { status: 405, body: { error: 'MethodNotAllowed', message: `${req.method} ${path} is not allowed` } }
+      ? {
+          status: 405,
+          body: { error: 'MethodNotAllowed', message: `${req.method} ${path} is not allowed` },
+        }
       : { status: 404, body: { error: 'NotFound', message: `no such endpoint: ${path}` } };
   } catch (err) {
     if (err instanceof StowageError && err.status < 500) {

@@ -14,8 +14,7 @@ import type { CommitPointEvent, CommitPointOutput } from '../../statemachines/co
 
 const log = createLogger({ service: 'stowage-commit-point' });
 let deps:
-  | { catalog: DynamoDbCatalog; clock: typeof systemClock; s3: S3Client; bucket: string }
-  | undefined;
+  { catalog: DynamoDbCatalog; clock: typeof systemClock; s3: S3Client; bucket: string } | undefined;
 
 export async function handler(event: CommitPointEvent): Promise<CommitPointOutput> {
   deps ??= {

@@ -24,7 +24,11 @@ export interface Catalog {
    * Applies `update` only while the job's status is one of `whenStatus`; returns the job after
    * the write, or undefined when the condition did not hold (the caller decides if that is fine).
    */
-  updateJob(jobId: string, update: JobUpdate, whenStatus: readonly JobStatus[]): Promise<Job | undefined>;
+  updateJob(
+    jobId: string,
+    update: JobUpdate,
+    whenStatus: readonly JobStatus[],
+  ): Promise<Job | undefined>;
   /** Writes the point unless a point of that id from another job exists (ConflictError). */
   putPoint(point: RecoveryPoint): Promise<void>;
   getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined>;

@@ -47,7 +47,11 @@ export async function markRestoreSucceeded(
 ): Promise<Job> {
   const updated = await deps.catalog.updateJob(
     jobId,
-    { status: 'SUCCEEDED', endedAt: deps.clock.now(), progress: finalProgress(result.bytesWritten, deps.clock) },
+    {
+      status: 'SUCCEEDED',
+      endedAt: deps.clock.now(),
+      progress: finalProgress(result.bytesWritten, deps.clock),
+    },
     ACTIVE,
   );
   return updated ?? mustGet(deps.catalog, jobId);
@@ -73,7 +77,13 @@ export async function markJobFailed(
  */
 export async function commitRecoveryPoint(
   deps: { catalog: Catalog; clock: Clock },
-  input: { jobId: string; recoveryPointId: string; target: string; agent: string; result: BackupResult },
+  input: {
+    jobId: string;
+    recoveryPointId: string;
+    target: string;
+    agent: string;
+    result: BackupResult;
+  },
 ): Promise<CommitPointOutput> {
   const { result } = input;
   if (result.recoveryPointId !== input.recoveryPointId) {
@@ -100,7 +110,11 @@ export async function commitRecoveryPoint(
   await deps.catalog.putPoint(point);
   await deps.catalog.updateJob(
     input.jobId,
-    { status: 'SUCCEEDED', endedAt: deps.clock.now(), progress: finalProgress(result.bytesRead, deps.clock) },
+    {
+      status: 'SUCCEEDED',
+      endedAt: deps.clock.now(),
+      progress: finalProgress(result.bytesRead, deps.clock),
+    },
     ACTIVE,
   );
   return { recoveryPointId: point.recoveryPointId, status: 'COMPLETED' };

@@ -90,7 +90,9 @@ export async function requestBackup(
   body: { target?: unknown },
 ): Promise<JobAccepted> {
   if (typeof body.target !== 'string') {
-    throw new ValidationError('body must be {"target": "PLATFORM:NAME"}, e.g. {"target": "docker:web"}');
+    throw new ValidationError(
+      'body must be {"target": "PLATFORM:NAME"}, e.g. {"target": "docker:web"}',
+    );
   }
   const ref = parseTarget(body.target);
   const now = deps.clock.now();
@@ -124,9 +126,14 @@ export interface RestoreRequest {
   to?: unknown;
 }
 
-export async function requestRestore(deps: RequestDeps, body: RestoreRequest): Promise<JobAccepted> {
+export async function requestRestore(
+  deps: RequestDeps,
+  body: RestoreRequest,
+): Promise<JobAccepted> {
   if (typeof body.recoveryPointId !== 'string' || body.recoveryPointId === '') {
-    throw new ValidationError('body must name the point: {"recoveryPointId": "rp-...", "name": "NEW"}');
+    throw new ValidationError(
+      'body must name the point: {"recoveryPointId": "rp-...", "name": "NEW"}',
+    );
   }
   if (body.name !== undefined && (typeof body.name !== 'string' || body.name === '')) {
     throw new ValidationError('"name" must be a non-empty string');
@@ -150,10 +157,14 @@ export async function requestRestore(deps: RequestDeps, body: RestoreRequest): P
   }
   let name = typeof body.name === 'string' ? body.name : to?.name;
   if (to && typeof body.name === 'string' && body.name !== to.name) {
-    throw new ValidationError(`--name ${body.name} and --to ${formatTarget(to)} name different targets`);
+    throw new ValidationError(
+      `--name ${body.name} and --to ${formatTarget(to)} name different targets`,
+    );
   }
   if (inPlace && name && name !== source.name && !to?.agent) {
-    throw new ValidationError('--in-place restores over the original; do not give another --name with it');
+    throw new ValidationError(
+      '--in-place restores over the original; do not give another --name with it',
+    );
   }
   if (inPlace) name ??= source.name;
   if (!name) {
@@ -165,7 +176,9 @@ export async function requestRestore(deps: RequestDeps, body: RestoreRequest): P
   const agentName = to?.agent ?? point.agent;
   const agent = await deps.catalog.getAgent(agentName);
   if (!agent) {
-    throw new AgentUnavailable(`agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\``);
+    throw new AgentUnavailable(
+      `agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\``,
+    );
   }
   const exists = agent.targets.some((t) => t.target === targetKey(destination));
   if (exists && !inPlace) {
@@ -198,7 +211,11 @@ export async function requestRestore(deps: RequestDeps, body: RestoreRequest): P
   return accepted(job, executionArn);
 }
 
-async function startOrFail(deps: RequestDeps, job: Job, start: () => Promise<string>): Promise<string> {
+async function startOrFail(
+  deps: RequestDeps,
+  job: Job,
+  start: () => Promise<string>,
+): Promise<string> {
   try {
     return await start();
   } catch (err) {

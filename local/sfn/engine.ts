@@ -152,7 +152,10 @@ export class LocalStepFunctions {
   } {
     const machine = this.machines.get(req.stateMachineArn);
     if (!machine) {
-      throw new SfnServiceError('StateMachineDoesNotExist', `State Machine Does Not Exist: '${req.stateMachineArn}'`);
+      throw new SfnServiceError(
+        'StateMachineDoesNotExist',
+        `State Machine Does Not Exist: '${req.stateMachineArn}'`,
+      );
     }
     const name = req.name ?? randomUUID();
     if (!/^[A-Za-z0-9_-]{1,80}$/.test(name)) {
@@ -160,14 +163,20 @@ export class LocalStepFunctions {
     }
     const executionArn = `arn:aws:states:${this.region}:${this.accountId}:execution:${machine.name}:${name}`;
     if (this.executions.has(executionArn)) {
-      throw new SfnServiceError('ExecutionAlreadyExists', `Execution Already Exists: '${executionArn}'`);
+      throw new SfnServiceError(
+        'ExecutionAlreadyExists',
+        `Execution Already Exists: '${executionArn}'`,
+      );
     }
     const inputText = req.input ?? '{}';
     let input: unknown;
     try {
       input = JSON.parse(inputText);
     } catch {
-      throw new SfnServiceError('InvalidExecutionInput', 'Invalid State Machine Execution Input: not JSON');
+      throw new SfnServiceError(
+        'InvalidExecutionInput',
+        'Invalid State Machine Execution Input: not JSON',
+      );
     }
     const startDate = new Date().toISOString();
     const record: ExecutionRecord = {
@@ -189,12 +198,18 @@ export class LocalStepFunctions {
   describeExecution(executionArn: string): ExecutionRecord {
     const record = this.executions.get(executionArn);
     if (!record) {
-      throw new SfnServiceError('ExecutionDoesNotExist', `Execution Does Not Exist: '${executionArn}'`);
+      throw new SfnServiceError(
+        'ExecutionDoesNotExist',
+        `Execution Does Not Exist: '${executionArn}'`,
+      );
     }
     return record;
   }
 
-  listExecutions(req: { stateMachineArn?: string; statusFilter?: ExecutionStatus }): ExecutionRecord[] {
+  listExecutions(req: {
+    stateMachineArn?: string;
+    statusFilter?: ExecutionStatus;
+  }): ExecutionRecord[] {
     return [...this.executions.values()]
       .filter((e) => !req.stateMachineArn || e.stateMachineArn === req.stateMachineArn)
       .filter((e) => !req.statusFilter || e.status === req.statusFilter)
@@ -313,7 +328,10 @@ export class LocalStepFunctions {
       return { Payload: result ?? null, StatusCode: 200, ExecutedVersion: '$LATEST' };
     } catch (err) {
       const e = err as Error;
-      throw namedError(e.name || 'Error', JSON.stringify({ errorType: e.name, errorMessage: e.message }));
+      throw namedError(
+        e.name || 'Error',
+        JSON.stringify({ errorType: e.name, errorMessage: e.message }),
+      );
     }
   }
 
@@ -329,11 +347,14 @@ export class LocalStepFunctions {
       [k: string]: unknown;
     };
     const token = randomBytes(48).toString('base64url');
-    const body = (typeof MessageBody === 'string' ? MessageBody : JSON.stringify(MessageBody)).split(
-      TOKEN_PLACEHOLDER,
-    );
+    const body = (
+      typeof MessageBody === 'string' ? MessageBody : JSON.stringify(MessageBody)
+    ).split(TOKEN_PLACEHOLDER);
     if (body.length < 2) {
-      throw namedError('States.Runtime', `state "${stateName}" does not pass $$.Task.Token in its message`);
+      throw namedError(
+        'States.Runtime',
+        `state "${stateName}" does not pass $$.Task.Token in its message`,
+      );
     }
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
     const task: OpenTask = {
@@ -342,7 +363,9 @@ export class LocalStepFunctions {
       stateName,
       resolve,
       reject,
-      ...(typeof state.HeartbeatSeconds === 'number' ? { heartbeatSeconds: state.HeartbeatSeconds } : {}),
+      ...(typeof state.HeartbeatSeconds === 'number'
+        ? { heartbeatSeconds: state.HeartbeatSeconds }
+        : {}),
     };
     this.tasks.set(token, task);
     try {
@@ -371,7 +394,9 @@ export class LocalStepFunctions {
     clearTimeout(task.heartbeatTimer);
     task.heartbeatTimer = setTimeout(() => {
       this.closeTask(task);
-      task.reject(namedError('States.HeartbeatTimeout', `no heartbeat for ${task.heartbeatSeconds}s`));
+      task.reject(
+        namedError('States.HeartbeatTimeout', `no heartbeat for ${task.heartbeatSeconds}s`),
+      );
     }, task.heartbeatSeconds * 1000);
     task.heartbeatTimer.unref?.();
   }
@@ -379,7 +404,10 @@ export class LocalStepFunctions {
   private openTask(token: string): OpenTask {
     const task = this.tasks.get(token);
     if (!task) {
-      throw new SfnServiceError('TaskTimedOut', 'Task Timed Out: the task token is unknown, answered or expired');
+      throw new SfnServiceError(
+        'TaskTimedOut',
+        'Task Timed Out: the task token is unknown, answered or expired',
+      );
     }
     return task;
   }
@@ -404,22 +432,42 @@ export class LocalStepFunctions {
 
   private recordLibraryEvent(
     record: ExecutionRecord,
-    event: { type: string; state?: { name: string; type: string; input?: unknown; output?: unknown }; Error?: string; Cause?: unknown; retry?: { attempt: number } },
+    event: {
+      type: string;
+      state?: { name: string; type: string; input?: unknown; output?: unknown };
+      Error?: string;
+      Cause?: unknown;
+      retry?: { attempt: number };
+    },
   ): void {
     const state = event.state;
     if (!state) return;
     switch (event.type) {
       case 'StateEntered':
-        this.addEvent(record, `${state.type}StateEntered`, { name: state.name, input: JSON.stringify(state.input ?? null) });
+        this.addEvent(record, `${state.type}StateEntered`, {
+          name: state.name,
+          input: JSON.stringify(state.input ?? null),
+        });
         break;
       case 'StateExited':
-        this.addEvent(record, `${state.type}StateExited`, { name: state.name, output: JSON.stringify(state.output ?? null) });
+        this.addEvent(record, `${state.type}StateExited`, {
+          name: state.name,
+          output: JSON.stringify(state.output ?? null),
+        });
         break;
       case 'StateFailed':
-        this.addEvent(record, 'TaskFailed', { resourceType: state.type, resource: state.name, error: event.Error, cause: String(event.Cause ?? '') });
+        this.addEvent(record, 'TaskFailed', {
+          resourceType: state.type,
+          resource: state.name,
+          error: event.Error,
+          cause: String(event.Cause ?? ''),
+        });
         break;
       case 'StateRetried':
-        this.addEvent(record, 'TaskStateRetried', { name: state.name, attempt: event.retry?.attempt });
+        this.addEvent(record, 'TaskStateRetried', {
+          name: state.name,
+          attempt: event.retry?.attempt,
+        });
         break;
       case 'StateCaught':
         this.addEvent(record, 'TaskStateCaught', { name: state.name });
@@ -429,7 +477,13 @@ export class LocalStepFunctions {
 
   private addEvent(record: ExecutionRecord, type: string, details?: Record<string, unknown>): void {
     const id = record.events.length + 1;
-    record.events.push({ id, previousEventId: id - 1, timestamp: new Date().toISOString(), type, ...(details ? { details } : {}) });
+    record.events.push({
+      id,
+      previousEventId: id - 1,
+      timestamp: new Date().toISOString(),
+      type,
+      ...(details ? { details } : {}),
+    });
     this.save();
   }
 
@@ -477,13 +531,20 @@ function isSqsCallback(resource: string): boolean {
 }
 
 /** Every Task state, including those inside Map and Parallel states. */
-function taskStates(def: { States: Record<string, unknown> }): Array<[string, Record<string, unknown>]> {
+function taskStates(def: {
+  States: Record<string, unknown>;
+}): Array<[string, Record<string, unknown>]> {
   const found: Array<[string, Record<string, unknown>]> = [];
   for (const [name, raw] of Object.entries(def.States)) {
     const state = raw as Record<string, unknown>;
     if (state.Type === 'Task') found.push([name, state]);
-    for (const inner of [state.Iterator, state.ItemProcessor, ...((state.Branches as unknown[]) ?? [])]) {
-      if (inner && typeof inner === 'object') found.push(...taskStates(inner as { States: Record<string, unknown> }));
+    for (const inner of [
+      state.Iterator,
+      state.ItemProcessor,
+      ...((state.Branches as unknown[]) ?? []),
+    ]) {
+      if (inner && typeof inner === 'object')
+        found.push(...taskStates(inner as { States: Record<string, unknown> }));
     }
   }
   return found;

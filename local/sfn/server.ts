@@ -32,7 +32,9 @@ function page<T>(items: T[], body: Body): { items: T[]; nextToken?: string } {
   const max = typeof body.maxResults === 'number' && body.maxResults > 0 ? body.maxResults : 100;
   const start = str(body, 'nextToken') ? Number(str(body, 'nextToken')) : 0;
   const slice = items.slice(start, start + max);
-  return start + max < items.length ? { items: slice, nextToken: String(start + max) } : { items: slice };
+  return start + max < items.length
+    ? { items: slice, nextToken: String(start + max) }
+    : { items: slice };
 }
 
 export function handleSfnOperation(sfn: LocalStepFunctions, op: string, body: Body): unknown {
@@ -89,13 +91,18 @@ export function handleSfnOperation(sfn: LocalStepFunctions, op: string, body: Bo
       sfn.sendTaskHeartbeat(required(body, 'taskToken'));
       return {};
     default:
-      throw new SfnServiceError('UnknownOperationException', `operation ${op} is not supported locally`);
+      throw new SfnServiceError(
+        'UnknownOperationException',
+        `operation ${op} is not supported locally`,
+      );
   }
 }
 
 /** `TaskStateEntered` → `stateEnteredEventDetails`, `ExecutionFailed` → `executionFailedEventDetails`. */
 function detailsKey(type: string): string {
-  const m = /^(?:Task|Pass|Choice|Wait|Succeed|Fail|Map|Parallel)(State(?:Entered|Exited))$/.exec(type);
+  const m = /^(?:Task|Pass|Choice|Wait|Succeed|Fail|Map|Parallel)(State(?:Entered|Exited))$/.exec(
+    type,
+  );
   const base = m ? m[1]! : type;
   return `${base[0]!.toLowerCase()}${base.slice(1)}EventDetails`;
 }
@@ -110,7 +117,9 @@ export async function startSfnServer(
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const target = String(req.headers['x-amz-target'] ?? '');
-      const op = target.startsWith('AWSStepFunctions.') ? target.slice('AWSStepFunctions.'.length) : '';
+      const op = target.startsWith('AWSStepFunctions.')
+        ? target.slice('AWSStepFunctions.'.length)
+        : '';
       let status = 200;
       let payload: unknown;
       try {

@@ -31,7 +31,11 @@ let s3: S3Client;
 let catalog: DynamoDbCatalog;
 let queueUrl: string;
 
-async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+async function api<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
   const res = await fetch(`${plane.apiUrl}${path}`, {
     method,
     headers: { 'content-type': 'application/json' },
@@ -43,10 +47,14 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<{ s
 /** Receives the next task message, as an agent would. */
 async function nextTask(): Promise<AgentTaskMessage> {
   return eventually(async () => {
-    const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MaxNumberOfMessages: 1 }));
+    const out = await sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MaxNumberOfMessages: 1 }),
+    );
     const m = out.Messages?.[0];
     if (!m) return undefined;
-    await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }));
+    await sqs.send(
+      new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }),
+    );
     return JSON.parse(m.Body!) as AgentTaskMessage;
   }, 'a task on the site queue');
 }
@@ -54,7 +62,9 @@ async function nextTask(): Promise<AgentTaskMessage> {
 async function executionOf(jobId: string) {
   const arn = `arn:aws:states:us-east-1:000000000000:execution:stowage-backup:${jobId}`;
   return eventually(async () => {
-    const e = await sfn.send(new DescribeExecutionCommand({ executionArn: arn })).catch(() => undefined);
+    const e = await sfn
+      .send(new DescribeExecutionCommand({ executionArn: arn }))
+      .catch(() => undefined);
     return e && e.status !== 'RUNNING' ? e : undefined;
   }, `execution ${jobId} to end`);
 }
@@ -93,9 +103,12 @@ beforeAll(async () => {
     site: SITE,
     adjustDefinition: (_name, definition) => {
       // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
-      for (const state of Object.values(definition.States) as unknown as Array<Record<string, unknown>>) {
+      for (const state of Object.values(definition.States) as unknown as Array<
+        Record<string, unknown>
+      >) {
         if (state.HeartbeatSeconds) state.HeartbeatSeconds = 1;
-        for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? []) retry.IntervalSeconds = 0;
+        for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? [])
+          retry.IntervalSeconds = 0;
       }
     },
   });
@@ -110,10 +123,14 @@ beforeAll(async () => {
 beforeEach(async () => {
   // Leftovers of an earlier test would be taken for this test's task.
   for (;;) {
-    const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }));
+    const out = await sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }),
+    );
     if (!out.Messages?.length) break;
     for (const m of out.Messages) {
-      await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }));
+      await sqs.send(
+        new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }),
+      );
     }
   }
   await catalog.putAgent({
@@ -147,20 +164,42 @@ describe('backup workflow', () => {
     expect((await catalog.getJob(job.jobId))?.status).toBe('RUNNING');
 
     await sfn.send(new SendTaskHeartbeatCommand({ taskToken: message.taskToken }));
-    await s3.send(new PutObjectCommand({ Bucket: plane.localConfig.bucket, Key: manifestKey(job.recoveryPointId), Body: '{}' }));
-    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(backupResultFor(message.task)) }));
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: plane.localConfig.bucket,
+        Key: manifestKey(job.recoveryPointId),
+        Body: '{}',
+      }),
+    );
+    await sfn.send(
+      new SendTaskSuccessCommand({
+        taskToken: message.taskToken,
+        output: JSON.stringify(backupResultFor(message.task)),
+      }),
+    );
 
     const execution = await executionOf(job.jobId);
     expect(execution.status).toBe('SUCCEEDED');
     const done = await jobWhenDone(job.jobId);
     expect(done.status).toBe('SUCCEEDED');
     const point = await catalog.getPoint(job.recoveryPointId);
-    expect(point).toMatchObject({ status: 'COMPLETED', target: 'docker:web', agent: SITE, jobId: job.jobId, durationMs: 2500, bytesRead: 4096 });
+    expect(point).toMatchObject({
+      status: 'COMPLETED',
+      target: 'docker:web',
+      agent: SITE,
+      jobId: job.jobId,
+      durationMs: 2500,
+      bytesRead: 4096,
+    });
     const listed = await catalog.listPoints({ target: 'docker:web' });
     expect(listed.map((p) => p.recoveryPointId)).toContain(job.recoveryPointId);
 
-    const history = await sfn.send(new GetExecutionHistoryCommand({ executionArn: execution.executionArn }));
-    const entered = (history.events ?? []).filter((e) => e.type === 'TaskStateEntered').map((e) => e.stateEnteredEventDetails?.name);
+    const history = await sfn.send(
+      new GetExecutionHistoryCommand({ executionArn: execution.executionArn }),
+    );
+    const entered = (history.events ?? [])
+      .filter((e) => e.type === 'TaskStateEntered')
+      .map((e) => e.stateEnteredEventDetails?.name);
     expect(entered).toEqual(['Record job started', 'Run backup on agent', 'Commit recovery point']);
   });
 
@@ -168,7 +207,11 @@ describe('backup workflow', () => {
     const job = await startBackup();
     const message = await nextTask();
     await sfn.send(
-      new SendTaskFailureCommand({ taskToken: message.taskToken, error: 'TargetNotFound', cause: 'container web vanished' }),
+      new SendTaskFailureCommand({
+        taskToken: message.taskToken,
+        error: 'TargetNotFound',
+        cause: 'container web vanished',
+      }),
     );
 
     const done = await jobWhenDone(job.jobId);
@@ -199,7 +242,12 @@ describe('backup workflow', () => {
   it('fails the job instead of committing when the agent reports a point whose manifest is not stored', async () => {
     const job = await startBackup();
     const message = await nextTask();
-    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(backupResultFor(message.task)) }));
+    await sfn.send(
+      new SendTaskSuccessCommand({
+        taskToken: message.taskToken,
+        output: JSON.stringify(backupResultFor(message.task)),
+      }),
+    );
 
     const done = await jobWhenDone(job.jobId);
     expect(done.status).toBe('FAILED');
@@ -209,7 +257,13 @@ describe('backup workflow', () => {
   it('closes the open task when the execution is stopped', async () => {
     const job = await startBackup();
     const message = await nextTask();
-    await sfn.send(new StopExecutionCommand({ executionArn: job.executionArn, error: 'Cancelled', cause: 'test' }));
+    await sfn.send(
+      new StopExecutionCommand({
+        executionArn: job.executionArn,
+        error: 'Cancelled',
+        cause: 'test',
+      }),
+    );
 
     expect((await executionOf(job.jobId)).status).toBe('ABORTED');
     await expect(
@@ -222,11 +276,25 @@ describe('restore workflow', () => {
   it('dispatches a restore task to the point agent and records the result', async () => {
     const backup = await startBackup();
     const b = await nextTask();
-    await s3.send(new PutObjectCommand({ Bucket: plane.localConfig.bucket, Key: manifestKey(backup.recoveryPointId), Body: '{}' }));
-    await sfn.send(new SendTaskSuccessCommand({ taskToken: b.taskToken, output: JSON.stringify(backupResultFor(b.task)) }));
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: plane.localConfig.bucket,
+        Key: manifestKey(backup.recoveryPointId),
+        Body: '{}',
+      }),
+    );
+    await sfn.send(
+      new SendTaskSuccessCommand({
+        taskToken: b.taskToken,
+        output: JSON.stringify(backupResultFor(b.task)),
+      }),
+    );
     await jobWhenDone(backup.jobId);
 
-    const res = await api<JobAccepted>('POST', '/restores', { recoveryPointId: backup.recoveryPointId, name: 'web2' });
+    const res = await api<JobAccepted>('POST', '/restores', {
+      recoveryPointId: backup.recoveryPointId,
+      name: 'web2',
+    });
     expect(res.status).toBe(202);
     const message = await nextTask();
     expect(message.task).toEqual({
@@ -237,11 +305,23 @@ describe('restore workflow', () => {
       target: 'docker:web2',
       inPlace: false,
     });
-    const result: RestoreResult = { restoredTarget: 'docker:web2', startedAt: 'a', completedAt: 'b', bytesWritten: 10 };
-    await sfn.send(new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(result) }));
+    const result: RestoreResult = {
+      restoredTarget: 'docker:web2',
+      startedAt: 'a',
+      completedAt: 'b',
+      bytesWritten: 10,
+    };
+    await sfn.send(
+      new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(result) }),
+    );
 
     const done = await jobWhenDone(res.body.jobId);
-    expect(done).toMatchObject({ status: 'SUCCEEDED', kind: 'RESTORE', target: 'docker:web2', source: 'docker:web' });
+    expect(done).toMatchObject({
+      status: 'SUCCEEDED',
+      kind: 'RESTORE',
+      target: 'docker:web2',
+      source: 'docker:web',
+    });
   });
 
   it('refuses a restore onto a name the agent sees, before any execution starts', async () => {
@@ -250,13 +330,27 @@ describe('restore workflow', () => {
     await sfn.send(new SendTaskFailureCommand({ taskToken: b.taskToken, error: 'X', cause: 'y' }));
     await jobWhenDone(backup.jobId);
     await catalog.putPoint({
-      recoveryPointId: 'rp-fixed', target: 'docker:web', platform: 'docker', agent: SITE, jobId: 'job-fixed',
-      status: 'COMPLETED', createdAt: '2026-01-01T00:00:00Z', completedAt: '2026-01-01T00:00:01Z', durationMs: 1000,
-      bytesRead: 1, bytesStored: 1, streams: [], manifestKey: manifestKey('rp-fixed'), summary: {},
+      recoveryPointId: 'rp-fixed',
+      target: 'docker:web',
+      platform: 'docker',
+      agent: SITE,
+      jobId: 'job-fixed',
+      status: 'COMPLETED',
+      createdAt: '2026-01-01T00:00:00Z',
+      completedAt: '2026-01-01T00:00:01Z',
+      durationMs: 1000,
+      bytesRead: 1,
+      bytesStored: 1,
+      streams: [],
+      manifestKey: manifestKey('rp-fixed'),
+      summary: {},
     });
     const before = (await catalog.listJobs()).length;
 
-    const res = await api<{ error: string; message: string }>('POST', '/restores', { recoveryPointId: 'rp-fixed', name: 'taken' });
+    const res = await api<{ error: string; message: string }>('POST', '/restores', {
+      recoveryPointId: 'rp-fixed',
+      name: 'taken',
+    });
 
     expect(res.status).toBe(409);
     expect(res.body.error).toBe('NameTaken');
