@@ -1,0 +1,139 @@
+/**
+ * What the backup and restore halves of the docker driver share: the dockerd connection, name
+ * rules, lookups that tell "absent" from "failed", and the hand-over of a dockerd stream to the
+ * sink with abort and clean-up wired in.
+ */
+import type { Readable } from 'node:stream';
+import type Docker from 'dockerode';
+import { StowageError, TransientError } from '../../../functions/shared/errors';
+import { LogEvent } from '../../../functions/shared/logger';
+import type { BackupSink, DriverContext, StoredStream, StreamInfo } from '../../core/driver';
+import type { InspectJson } from './config';
+import { statusOf, translate } from './errors';
+import type { HelperImage } from './helper';
+
+export interface Engine {
+  docker: Docker;
+  socketPath: string;
+  helperImage: HelperImage;
+}
+
+/** dockerd's rule for container (and volume) names. */
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export function isValidName(name: string): boolean {
+  return NAME_RE.test(name);
+}
+
+/**
+ * The container named exactly `name`, or undefined. dockerd resolves `GET /containers/X/json` by
+ * name, then by id, then by id prefix; only an exact name match counts here, so `exists('abc')`
+ * is not fooled by a container whose id starts with abc.
+ */
+export async function inspectByName(
+  engine: Engine,
+  name: string,
+): Promise<InspectJson | undefined> {
+  if (!isValidName(name)) return undefined;
+  try {
+    const inspect = (await engine.docker.getContainer(name).inspect()) as unknown as InspectJson;
+    return inspect.Name === `/${name}` ? inspect : undefined;
+  } catch (err) {
+    if (statusOf(err) === 404) return undefined;
+    throw translate(err, `inspecting container ${name}`, engine.socketPath);
+  }
+}
+
+export async function volumeExists(engine: Engine, name: string): Promise<boolean> {
+  try {
+    await engine.docker.getVolume(name).inspect();
+    return true;
+  } catch (err) {
+    if (statusOf(err) === 404) return false;
+    throw translate(err, `inspecting volume ${name}`, engine.socketPath);
+  }
+}
+
+export async function imageExists(engine: Engine, ref: string): Promise<boolean> {
+  try {
+    await engine.docker.getImage(ref).inspect();
+    return true;
+  } catch (err) {
+    if (statusOf(err) === 404) return false;
+    throw translate(err, `inspecting image ${ref}`, engine.socketPath);
+  }
+}
+
+/**
+ * Removes an image reference (the tag; the image too when nothing else refers to it). An image
+ * still used by a container (409) or already gone (404) is left alone: both are fine outcomes.
+ */
+export async function removeImageRef(
+  engine: Engine,
+  ref: string,
+  ctx: DriverContext,
+): Promise<void> {
+  try {
+    await engine.docker.getImage(ref).remove();
+  } catch (err) {
+    const status = statusOf(err);
+    if (status === 409 || status === 404) return;
+    ctx.log.warn(LogEvent.driverStep, {
+      step: 'remove image',
+      image: ref,
+      error: translate(err, `removing image ${ref}`, engine.socketPath),
+    });
+  }
+}
+
+/** Throws if the job is being abandoned; called between steps. */
+export function checkAborted(ctx: DriverContext, what: string): void {
+  if (!ctx.signal.aborted) return;
+  const reason: unknown = ctx.signal.reason;
+  if (reason instanceof StowageError) throw reason;
+  const message = `${what} stopped: the job was abandoned (heartbeat lost or agent draining)`;
+  throw new TransientError(message, { cause: reason });
+}
+
+/**
+ * Runs `consume(stream)` with the stream destroyed if the job is abandoned meanwhile, and always
+ * destroyed afterwards, so a sink that gives up early never leaves a dockerd request hanging.
+ * A failure is reported as what caused it: the abandonment, or the stream's own StowageError
+ * (an integrity error from the store), not as whatever dockerd made of a cut-off request.
+ */
+export async function consumeStream<T>(
+  stream: Readable,
+  ctx: DriverContext,
+  what: string,
+  consume: (stream: Readable) => Promise<T>,
+): Promise<T> {
+  const onAbort = () => stream.destroy(new Error(`${what}: the job was abandoned`));
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await consume(stream);
+  } catch (err) {
+    checkAborted(ctx, what);
+    const broke = stream.errored;
+    if (broke instanceof StowageError) throw broke;
+    if (broke && !(err instanceof StowageError)) {
+      // A connection dropped mid-stream (dockerd restarted, store unreachable): worth a retry.
+      throw new TransientError(`${what}: the stream broke off midway (${broke.message}); retry`, {
+        cause: broke,
+      });
+    }
+    throw err;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+    if (!stream.destroyed) stream.destroy();
+  }
+}
+
+export function writeToSink(
+  sink: BackupSink,
+  info: StreamInfo,
+  stream: Readable,
+  ctx: DriverContext,
+  what: string,
+): Promise<StoredStream> {
+  return consumeStream(stream, ctx, what, (s) => sink.writeStream(info, s));
+}
