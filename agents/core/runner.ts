@@ -8,7 +8,7 @@ import type { Driver, DriverContext } from './driver';
 import { PointReader, PointWriter, readManifest } from './points';
 import type { ProgressReporter } from './progress';
 import type { ObjectStore } from '../store/store';
-import { parseTarget } from '../../functions/core/targets';
+import { parseTargetKey } from '../../functions/core/targets';
 import { DriverError, PointNotFound } from '../../functions/shared/errors';
 import type { Logger } from '../../functions/shared/logger';
 import { LogEvent } from '../../functions/shared/logger';
@@ -33,7 +33,7 @@ export interface TaskRun {
 }
 
 function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: string } {
-  const ref = parseTarget(target);
+  const ref = parseTargetKey(target);
   const driver = deps.drivers.get(ref.platform);
   if (!driver) {
     throw new DriverError(

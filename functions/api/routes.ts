@@ -100,6 +100,14 @@ const MATCHERS = ROUTES.map(
     [method, new RegExp(`^${template.replace(/\{[^}]+\}/g, '([^/]+)')}$`), fn] as const,
 );
 
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new ValidationError(`malformed percent-escape in the path: ${part}`);
+  }
+}
+
 /** Routes one request; errors with a status become that status with `{ error, message }`. */
 export async function route(deps: RequestDeps, req: ApiRequest): Promise<ApiResponse> {
   const path = req.path.replace(/\/+$/, '') || '/';
@@ -110,7 +118,7 @@ export async function route(deps: RequestDeps, req: ApiRequest): Promise<ApiResp
       if (!m) continue;
       pathMatched = true;
       if (method !== req.method) continue;
-      return await fn(deps, req, m.slice(1).map(decodeURIComponent));
+      return await fn(deps, req, m.slice(1).map(decodePart));
     }
     return pathMatched
       ? {

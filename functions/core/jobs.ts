@@ -6,7 +6,7 @@
 import type { Catalog } from './catalog';
 import type { Job, RecoveryPoint } from './model';
 import { platformOf } from './targets';
-import { NotFoundError, type ErrorRecord } from '../shared/errors';
+import { ConflictError, NotFoundError, type ErrorRecord } from '../shared/errors';
 import type {
   BackupResult,
   CommitPointOutput,
@@ -89,6 +89,13 @@ export async function commitRecoveryPoint(
   if (result.recoveryPointId !== input.recoveryPointId) {
     throw new Error(
       `agent reported point ${result.recoveryPointId} for job ${input.jobId}, expected ${input.recoveryPointId}`,
+    );
+  }
+  // A job that already ended otherwise (failed, cancelled) must not gain a point afterwards.
+  const job = await mustGet(deps.catalog, input.jobId);
+  if (!ACTIVE.includes(job.status) && job.status !== 'SUCCEEDED') {
+    throw new ConflictError(
+      `job ${input.jobId} is ${job.status}; recovery point ${input.recoveryPointId} is not committed`,
     );
   }
   const point: RecoveryPoint = {

@@ -5,7 +5,7 @@
  */
 import type { Catalog } from './catalog';
 import type { AgentRecord, Job } from './model';
-import { formatTarget, parseTarget, targetKey, type TargetRef } from './targets';
+import { formatTarget, parseTarget, parseTargetKey, targetKey, type TargetRef } from './targets';
 import {
   AgentUnavailable,
   NameTaken,
@@ -148,7 +148,7 @@ export async function requestRestore(
       `recovery point ${body.recoveryPointId} does not exist; \`stowage points\` lists them`,
     );
   }
-  const source = parseTarget(point.target);
+  const source = parseTargetKey(point.target);
   const to = typeof body.to === 'string' ? parseTarget(body.to) : undefined;
   if (to && to.platform !== source.platform) {
     throw new ValidationError(

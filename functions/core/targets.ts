@@ -71,7 +71,21 @@ export function formatTarget(ref: TargetRef): string {
   return ref.agent ? `${targetKey(ref)}@${ref.agent}` : targetKey(ref);
 }
 
+/**
+ * Reads back a canonical key (`platform:name`, as the catalog and the workflows carry it). Unlike
+ * `parseTarget` it never splits off an agent, so a name may itself contain `@`
+ * (`path:/home/ann@corp/docs`).
+ */
+export function parseTargetKey(key: string): TargetRef {
+  const colon = key.indexOf(':');
+  const platform = key.slice(0, colon);
+  if (colon <= 0 || !isPlatform(platform) || colon === key.length - 1) {
+    throw new ValidationError(`"${key}" is not a target key of the form PLATFORM:NAME`);
+  }
+  return { platform, name: key.slice(colon + 1) };
+}
+
 /** The platform part of a canonical `platform:name` target. */
 export function platformOf(target: string): Platform {
-  return parseTarget(target).platform;
+  return parseTargetKey(target).platform;
 }

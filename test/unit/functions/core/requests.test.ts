@@ -1,0 +1,400 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import {
+  requestBackup,
+  requestRestore,
+  type RequestDeps,
+} from '../../../../functions/core/requests';
+import {
+  AgentUnavailable,
+  NameTaken,
+  PointNotFound,
+  TargetNotFound,
+  ValidationError,
+} from '../../../../functions/shared/errors';
+import { makeAgent, makeClock, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
+import { executionArn, FakeWorkflows } from '../../../fixtures/fake-workflows';
+import { MemoryCatalog } from '../../../fixtures/memory-catalog';
+
+const queueUrlFor = (agent: string) => `http://127.0.0.1:9324/000000000000/stowage-site-${agent}`;
+
+let catalog: MemoryCatalog;
+let workflows: FakeWorkflows;
+let deps: RequestDeps;
+
+beforeEach(() => {
+  catalog = new MemoryCatalog();
+  workflows = new FakeWorkflows();
+  let n = 0;
+  deps = {
+    catalog,
+    workflows,
+    clock: makeClock(),
+    newId: (prefix) => `${prefix}-${++n}`,
+    queueUrlFor,
+  };
+});
+
+async function expectNothingStarted() {
+  expect(await catalog.listJobs()).toEqual([]);
+  expect(workflows.backups).toEqual([]);
+  expect(workflows.restores).toEqual([]);
+}
+
+describe('requestBackup', () => {
+  it('records a PENDING job for a target an agent sees and starts one execution', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web', 'docker:db'] }));
+
+    const accepted = await requestBackup(deps, { target: 'docker:web' });
+
+    expect(accepted).toEqual({
+      jobId: 'job-1',
+      kind: 'BACKUP',
+      status: 'PENDING',
+      target: 'docker:web',
+      agent: 'site-1',
+      recoveryPointId: 'rp-2',
+      executionArn: executionArn('backup', 'job-1'),
+    });
+    expect(await catalog.listJobs()).toEqual([
+      {
+        jobId: 'job-1',
+        kind: 'BACKUP',
+        target: 'docker:web',
+        agent: 'site-1',
+        status: 'PENDING',
+        createdAt: T0,
+        recoveryPointId: 'rp-2',
+      },
+    ]);
+    expect(workflows.backups).toEqual([
+      {
+        jobId: 'job-1',
+        recoveryPointId: 'rp-2',
+        target: 'docker:web',
+        agent: 'site-1',
+        queueUrl: queueUrlFor('site-1'),
+      },
+    ]);
+  });
+
+  it('picks the one agent that sees the target among several that serve the platform', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:db'] }));
+    await catalog.putAgent(makeAgent({ agent: 'site-2', targets: ['docker:web'] }));
+
+    const accepted = await requestBackup(deps, { target: 'docker:web' });
+
+    expect(accepted.agent).toBe('site-2');
+    expect(workflows.backups[0]?.queueUrl).toBe(queueUrlFor('site-2'));
+  });
+
+  it('backs up through the agent named with @AGENT, and records the target without it', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putAgent(makeAgent({ agent: 'site-2', targets: ['docker:web'] }));
+
+    const accepted = await requestBackup(deps, { target: 'docker:web@site-2' });
+
+    expect(accepted).toMatchObject({ target: 'docker:web', agent: 'site-2' });
+    expect(workflows.backups).toEqual([
+      expect.objectContaining({ target: 'docker:web', queueUrl: queueUrlFor('site-2') }),
+    ]);
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['an unknown platform', { target: 'podman:web' }, /unknown platform "podman"/],
+    ['a target with no platform', { target: 'web' }, /PLATFORM:NAME/],
+    ['a target with no name', { target: 'docker:' }, /no name/],
+    ['a bad agent name', { target: 'docker:web@-x' }, /agent "-x"/],
+    ['no target field', {}, /body must be \{"target"/],
+    ['a target that is not a string', { target: 42 }, /body must be \{"target"/],
+  ])(
+    'refuses %s with ValidationError, recording no job and starting nothing',
+    async (_c, body, why) => {
+      await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+
+      const request = requestBackup(deps, body);
+
+      await expect(request).rejects.toBeInstanceOf(ValidationError);
+      await expect(request).rejects.toThrow(why);
+      await expectNothingStarted();
+    },
+  );
+
+  it('answers TargetNotFound naming the target when no agent sees it', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+
+    const request = requestBackup(deps, { target: 'docker:ghost' });
+
+    await expect(request).rejects.toBeInstanceOf(TargetNotFound);
+    await expect(request).rejects.toThrow(/docker:ghost does not exist/);
+    await expect(request).rejects.toThrow(/agent site-1/);
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable when no agent serves the platform', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+
+    const request = requestBackup(deps, { target: 'lxd:c1' });
+
+    await expect(request).rejects.toBeInstanceOf(AgentUnavailable);
+    await expect(request).rejects.toThrow(/no agent serves platform "lxd"/);
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable when no agent has reported at all', async () => {
+    await expect(requestBackup(deps, { target: 'docker:web' })).rejects.toBeInstanceOf(
+      AgentUnavailable,
+    );
+    await expectNothingStarted();
+  });
+
+  it('asks for @AGENT with a ValidationError when two agents see the target', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putAgent(makeAgent({ agent: 'site-2', targets: ['docker:web'] }));
+
+    const request = requestBackup(deps, { target: 'docker:web' });
+
+    await expect(request).rejects.toBeInstanceOf(ValidationError);
+    await expect(request).rejects.toThrow(/several agents \(site-1, site-2\)/);
+    await expect(request).rejects.toThrow('docker:web@AGENT');
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable naming the agent when @AGENT names one never seen', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+
+    const request = requestBackup(deps, { target: 'docker:web@site-9' });
+
+    await expect(request).rejects.toBeInstanceOf(AgentUnavailable);
+    await expect(request).rejects.toThrow(/no agent named "site-9"/);
+    await expectNothingStarted();
+  });
+
+  it('answers TargetNotFound when the agent named with @AGENT does not see the target', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putAgent(makeAgent({ agent: 'site-2', targets: ['docker:db'] }));
+
+    const request = requestBackup(deps, { target: 'docker:web@site-2' });
+
+    await expect(request).rejects.toBeInstanceOf(TargetNotFound);
+    await expect(request).rejects.toThrow(/docker:web is not among the targets agent site-2/);
+    await expectNothingStarted();
+  });
+
+  it('ends the job FAILED as WorkflowNotStarted and rethrows when the workflow does not start', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    const refused = new Error('ExecutionLimitExceeded: too many executions');
+    workflows.failWith = refused;
+
+    const request = requestBackup(deps, { target: 'docker:web' });
+
+    await expect(request).rejects.toBe(refused);
+    expect(await catalog.listJobs()).toEqual([
+      expect.objectContaining({
+        jobId: 'job-1',
+        status: 'FAILED',
+        endedAt: T0,
+        error: { name: 'WorkflowNotStarted', message: refused.message },
+      }),
+    ]);
+  });
+});
+
+describe('requestRestore', () => {
+  beforeEach(async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-web', target: 'docker:web', agent: 'site-1' }),
+    );
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web', 'docker:db'] }));
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-2',
+        targets: ['docker:web', 'lxd:c1'],
+        platforms: ['docker', 'lxd'],
+      }),
+    );
+  });
+
+  it('restores beside the original under a new name through the agent that took the point', async () => {
+    const accepted = await requestRestore(deps, { recoveryPointId: 'rp-web', name: 'web-copy' });
+
+    expect(accepted).toEqual({
+      jobId: 'job-1',
+      kind: 'RESTORE',
+      status: 'PENDING',
+      target: 'docker:web-copy',
+      agent: 'site-1',
+      recoveryPointId: 'rp-web',
+      executionArn: executionArn('restore', 'job-1'),
+    });
+    expect(await catalog.getJob('job-1')).toEqual({
+      jobId: 'job-1',
+      kind: 'RESTORE',
+      target: 'docker:web-copy',
+      source: 'docker:web',
+      agent: 'site-1',
+      status: 'PENDING',
+      createdAt: T0,
+      recoveryPointId: 'rp-web',
+    });
+    expect(workflows.restores).toEqual([
+      {
+        jobId: 'job-1',
+        recoveryPointId: 'rp-web',
+        source: 'docker:web',
+        target: 'docker:web-copy',
+        agent: 'site-1',
+        queueUrl: queueUrlFor('site-1'),
+        inPlace: false,
+      },
+    ]);
+  });
+
+  it('restores in place under the original name even though it exists', async () => {
+    const accepted = await requestRestore(deps, { recoveryPointId: 'rp-web', inPlace: true });
+
+    expect(accepted).toMatchObject({ target: 'docker:web', agent: 'site-1' });
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({ source: 'docker:web', target: 'docker:web', inPlace: true }),
+    ]);
+  });
+
+  it('accepts in place with the original name spelled out', async () => {
+    const accepted = await requestRestore(deps, {
+      recoveryPointId: 'rp-web',
+      name: 'web',
+      inPlace: true,
+    });
+
+    expect(accepted.target).toBe('docker:web');
+  });
+
+  it('restores through the agent --to names, on that agent’s queue', async () => {
+    const accepted = await requestRestore(deps, {
+      recoveryPointId: 'rp-web',
+      to: 'docker:web-dr@site-2',
+    });
+
+    expect(accepted).toMatchObject({ target: 'docker:web-dr', agent: 'site-2' });
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({
+        source: 'docker:web',
+        target: 'docker:web-dr',
+        agent: 'site-2',
+        queueUrl: queueUrlFor('site-2'),
+        inPlace: false,
+      }),
+    ]);
+  });
+
+  it('answers PointNotFound for a point that does not exist', async () => {
+    const request = requestRestore(deps, { recoveryPointId: 'rp-missing', name: 'x' });
+
+    await expect(request).rejects.toBeInstanceOf(PointNotFound);
+    await expect(request).rejects.toThrow(/rp-missing does not exist/);
+    await expectNothingStarted();
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['no point', { name: 'x' }, /must name the point/],
+    ['an empty point id', { recoveryPointId: '', name: 'x' }, /must name the point/],
+    ['an empty name', { recoveryPointId: 'rp-web', name: '' }, /"name" must be/],
+    ['a name that is not a string', { recoveryPointId: 'rp-web', name: 7 }, /"name" must be/],
+    ['a --to that is not a string', { recoveryPointId: 'rp-web', to: {} }, /"to" must be/],
+    ['neither a name nor in place', { recoveryPointId: 'rp-web' }, /say where to restore/],
+    [
+      'in place as a string rather than true',
+      { recoveryPointId: 'rp-web', inPlace: 'true' },
+      /say where to restore/,
+    ],
+    [
+      '--to on another platform',
+      { recoveryPointId: 'rp-web', to: 'lxd:c9@site-2' },
+      /cannot restore a docker point to lxd:c9@site-2: the platforms differ/,
+    ],
+    [
+      '--name and --to that disagree',
+      { recoveryPointId: 'rp-web', name: 'a', to: 'docker:b@site-2' },
+      /--name a and --to docker:b@site-2 name different targets/,
+    ],
+    [
+      'in place with another name',
+      { recoveryPointId: 'rp-web', name: 'other', inPlace: true },
+      /--in-place restores over the original/,
+    ],
+    ['a malformed --to', { recoveryPointId: 'rp-web', to: 'web2' }, /PLATFORM:NAME/],
+  ])('refuses %s with ValidationError, recording no job', async (_c, body, why) => {
+    const request = requestRestore(deps, body);
+
+    await expect(request).rejects.toBeInstanceOf(ValidationError);
+    await expect(request).rejects.toThrow(why);
+    await expectNothingStarted();
+  });
+
+  it('answers NameTaken when the name exists on the agent, and records no job', async () => {
+    const request = requestRestore(deps, { recoveryPointId: 'rp-web', name: 'db' });
+
+    await expect(request).rejects.toBeInstanceOf(NameTaken);
+    await expect(request).rejects.toThrow(/docker:db already exists on agent site-1/);
+    await expectNothingStarted();
+  });
+
+  it('answers NameTaken when --to names a target the other agent has', async () => {
+    const request = requestRestore(deps, { recoveryPointId: 'rp-web', to: 'docker:web@site-2' });
+
+    await expect(request).rejects.toBeInstanceOf(NameTaken);
+    await expect(request).rejects.toThrow(/on agent site-2/);
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable when --to names an agent never seen', async () => {
+    const request = requestRestore(deps, { recoveryPointId: 'rp-web', to: 'docker:web@site-9' });
+
+    await expect(request).rejects.toBeInstanceOf(AgentUnavailable);
+    await expect(request).rejects.toThrow(/agent "site-9"/);
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable when the agent that took the point is gone', async () => {
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-old', agent: 'site-gone' }));
+
+    const request = requestRestore(deps, { recoveryPointId: 'rp-old', name: 'web-copy' });
+
+    await expect(request).rejects.toBeInstanceOf(AgentUnavailable);
+    await expect(request).rejects.toThrow(/agent "site-gone" has never reported/);
+    await expectNothingStarted();
+  });
+
+  it('ends the job FAILED as WorkflowNotStarted and rethrows when the workflow does not start', async () => {
+    const refused = new Error('StateMachineDoesNotExist');
+    workflows.failWith = refused;
+
+    const request = requestRestore(deps, { recoveryPointId: 'rp-web', name: 'web-copy' });
+
+    await expect(request).rejects.toBe(refused);
+    expect(await catalog.getJob('job-1')).toMatchObject({
+      status: 'FAILED',
+      error: { name: 'WorkflowNotStarted', message: 'StateMachineDoesNotExist' },
+    });
+  });
+
+  it('restores in place over the original when its name contains an @', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-vm', target: 'vsphere:DC0/vm/ann@corp', agent: 'site-1' }),
+    );
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-1',
+        targets: [makeTarget('vsphere:DC0/vm/ann@corp'), makeTarget('vsphere:DC0/vm/ann')],
+      }),
+    );
+
+    await requestRestore(deps, { recoveryPointId: 'rp-vm', inPlace: true });
+
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({
+        source: 'vsphere:DC0/vm/ann@corp',
+        target: 'vsphere:DC0/vm/ann@corp',
+      }),
+    ]);
+  });
+});
