@@ -23,11 +23,25 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
+export function duration(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600)
+    return `${Math.floor(seconds / 60)}m${String(seconds % 60).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
 export function progressLine(job: Job): string {
   const p = job.progress;
   if (!p) return `${job.status.toLowerCase()}`;
-  const rate = p.rate > 0 ? `, ${bytes(p.rate)}/s` : '';
-  return `${job.status.toLowerCase()}: ${p.phase}, ${bytes(p.bytesDone)}${rate}`;
+  const done = p.bytesTotal
+    ? `${bytes(p.bytesDone)} of ${bytes(p.bytesTotal)}`
+    : bytes(p.bytesDone);
+  const parts = [`${job.status.toLowerCase()}: ${p.phase}, ${done}`];
+  if (p.bytesNew !== undefined) parts.push(`${bytes(p.bytesNew)} new`);
+  if (p.bytesStored !== undefined) parts.push(`${bytes(p.bytesStored)} stored`);
+  if (p.rate > 0) parts.push(`${bytes(p.rate)}/s`);
+  if (p.etaSeconds !== undefined && p.rate > 0) parts.push(`ETA ${duration(p.etaSeconds)}`);
+  return parts.join(', ');
 }
 
 export function jobsTable(jobs: Job[]): string {
@@ -50,13 +64,15 @@ export function jobsTable(jobs: Job[]): string {
 
 export function pointsTable(points: RecoveryPoint[]): string {
   return table([
-    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'SIZE', 'STREAMS'],
+    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'SIZE', 'NEW', 'STORED', 'STREAMS'],
     ...points.map((p) => [
       p.recoveryPointId,
       p.target,
       p.createdAt,
       p.status,
       bytes(p.bytesRead),
+      bytes(p.bytesNew),
+      bytes(p.bytesStored),
       String(p.streams.length),
     ]),
   ]);

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import type { AgentRecord, Job, RecoveryPoint } from '../functions/core/model';
 import type { JobAccepted } from '../functions/core/requests';
+import type { AgentConfig } from '../agents/worker/main';
+import type { LocalConfig } from '../local/control-plane';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
 import { bytes, jobDetail, jobsTable, pointsTable, progressLine, table } from './format';
 
@@ -94,6 +96,7 @@ program
       .argParser(Number),
   )
   .option('--no-agent', 'do not run an agent in this process')
+  .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
   .action(async (opts: { dataDir: string; port: number; agent: boolean; site: string }) => {
     const { startControlPlane } = await import('../local/control-plane');
@@ -104,7 +107,9 @@ program
       site: opts.site,
     });
     process.stdout.write(
-      `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  agent:    ${
+      `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  store:    ${
+        plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
+      }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
         plane.agent
           ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
           : 'none'
@@ -122,27 +127,30 @@ program
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
-    let config;
+    let config: AgentConfig;
     if (process.env.STOWAGE_QUEUE_URL) {
+      const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
+      const keyFile = process.env.STOWAGE_KEY_FILE;
+      if (!kmsKeyId && !keyFile) {
+        throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
+      }
       config = {
         site: opts.site,
         queueUrl: process.env.STOWAGE_QUEUE_URL,
         tableName: required('STOWAGE_TABLE'),
-        bucket: required('STOWAGE_BUCKET'),
+        store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
+        keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
       };
     } else {
-      const local = await client(cmd).get<{
-        region: string;
-        endpoints: { dynamodb: string; s3: string; sqs: string; sfn: string };
-        tableName: string;
-        bucket: string;
-        queueUrl: string;
-      }>(`/local/config?site=${encodeURIComponent(opts.site)}`);
+      const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
+        `/local/config?site=${encodeURIComponent(opts.site)}`,
+      );
       config = {
         site: opts.site,
         queueUrl: local.queueUrl,
         tableName: local.tableName,
-        bucket: local.bucket,
+        store: local.store,
+        keys: { kind: 'file', path: local.keyFile },
         aws: {
           region: local.region,
           credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
@@ -258,6 +266,25 @@ program
       finish(cmd, await waitForJob(cmd, api, job.jobId, true));
     },
   );
+
+program
+  .command('verify <point>')
+  .description('read every chunk of a recovery point back and check it')
+  .option('--wait', 'wait for the job to finish')
+  .action(async (point: string, opts: { wait?: boolean }, cmd: Command) => {
+    const api = client(cmd);
+    const job = await api.post<JobAccepted>('/verifications', { recoveryPointId: point });
+    if (!opts.wait) {
+      print(
+        cmd,
+        { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
+        () => `${job.jobId}`,
+      );
+      return;
+    }
+    if (!isJson(cmd)) process.stderr.write(`verify of ${point} started as ${job.jobId}\n`);
+    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+  });
 
 program
   .command('jobs')

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
@@ -25,7 +25,12 @@ import {
   FUNCTIONS,
   WORKFLOWS,
 } from '../functions/shared/resources';
-import { startAgent, type AgentConfig, type RunningAgent } from '../agents/worker/main';
+import {
+  startAgent,
+  type AgentConfig,
+  type RunningAgent,
+  type StoreConfig,
+} from '../agents/worker/main';
 import { startApiServer } from './api-server';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
@@ -44,6 +49,8 @@ export interface ControlPlaneOptions {
   /** Replaces a workflow's ASL before it is registered (tests shorten heartbeats with it). */
   adjustDefinition?: (workflow: keyof typeof WORKFLOWS, definition: StateMachineDefinition) => void;
   agentOptions?: Partial<AgentConfig>;
+  /** Keep the repository in this directory instead of the local S3 server. */
+  storeDir?: string;
 }
 
 export interface ControlPlane {
@@ -64,6 +71,9 @@ export interface LocalConfig {
   queueUrlPrefix: string;
   /** The queue of the site asked for with ?site= (created if new). */
   queueUrl?: string;
+  store: StoreConfig;
+  /** The repository's key file (local mode keeps it in the data directory, mode 0600). */
+  keyFile: string;
 }
 
 /** Loads an ASL file with its `${...}` placeholders replaced, as CloudFormation would. */
@@ -112,6 +122,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const backupArn = sfn.stateMachineArn(WORKFLOWS.backup.localName);
     const restoreArn = sfn.stateMachineArn(WORKFLOWS.restore.localName);
+    const verifyArn = sfn.stateMachineArn(WORKFLOWS.verify.localName);
+    const store: StoreConfig = options.storeDir
+      ? { kind: 'dir', path: resolve(options.storeDir) }
+      : { kind: 's3', bucket: emulators.bucket };
+    const keyFile = join(options.dataDir, 'keys', 'repository.key');
     Object.assign(process.env, {
       AWS_REGION: LOCAL_AWS.region,
       AWS_ACCESS_KEY_ID: LOCAL_AWS.credentials.accessKeyId,
@@ -126,6 +141,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       BUCKET_NAME: emulators.bucket,
       BACKUP_STATE_MACHINE_ARN: backupArn,
       RESTORE_STATE_MACHINE_ARN: restoreArn,
+      VERIFY_STATE_MACHINE_ARN: verifyArn,
+      ...(store.kind === 'dir' ? { STORE_DIR: store.path } : {}),
       SITE_QUEUE_URL_PREFIX: emulators.queueUrlPrefix,
     });
     const api = await import('../functions/api/handler');
@@ -166,6 +183,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       tableName: emulators.tableName,
       bucket: emulators.bucket,
       queueUrlPrefix: emulators.queueUrlPrefix,
+      store,
+      keyFile,
     };
     const serveConfig = async (url: URL): Promise<LocalConfig> => {
       const asked = url.searchParams.get('site');
@@ -184,7 +203,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           site,
           queueUrl: await emulators.ensureSiteQueue(site),
           tableName: emulators.tableName,
-          bucket: emulators.bucket,
+          store,
+          keys: { kind: 'file', path: keyFile },
           aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
           ...options.agentOptions,
         },

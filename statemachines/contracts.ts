@@ -5,7 +5,7 @@
  */
 import type { ErrorRecord } from '../functions/shared/errors';
 
-export type JobKind = 'BACKUP' | 'RESTORE';
+export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY';
 export type JobStatus =
   'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'PARTIALLY_FAILED' | 'CANCELLED';
 export const TERMINAL_STATUSES: readonly JobStatus[] = [
@@ -38,10 +38,20 @@ export interface RestoreExecutionInput {
   inPlace: boolean;
 }
 
+/** Execution input of verify.asl.json. */
+export interface VerifyExecutionInput {
+  jobId: string;
+  recoveryPointId: string;
+  /** The target the point was taken of. */
+  target: string;
+  agent: string;
+  queueUrl: string;
+}
+
 /** Payload of the record-job Lambda. */
 export type RecordJobEvent =
   | { action: 'start'; jobId: string; executionArn: string }
-  | { action: 'succeed'; jobId: string; result: RestoreResult }
+  | { action: 'succeed'; jobId: string; result: RestoreResult | VerifyResult }
   | { action: 'fail'; jobId: string; error: StatesError };
 
 /** What Step Functions puts at a Catch's ResultPath. */
@@ -70,7 +80,7 @@ export interface AgentTaskMessage {
   task: AgentTask;
 }
 
-export type AgentTask = BackupTask | RestoreTask;
+export type AgentTask = BackupTask | RestoreTask | VerifyTask;
 
 export interface BackupTask {
   kind: 'BACKUP';
@@ -88,6 +98,13 @@ export interface RestoreTask {
   inPlace: boolean;
 }
 
+export interface VerifyTask {
+  kind: 'VERIFY';
+  jobId: string;
+  recoveryPointId: string;
+  target: string;
+}
+
 export interface StreamSummary {
   name: string;
   kind: string;
@@ -100,7 +117,11 @@ export interface BackupResult {
   manifestKey: string;
   startedAt: string;
   completedAt: string;
+  /** Bytes read from the target. */
   bytesRead: number;
+  /** Plain bytes of chunks the repository did not hold yet. */
+  bytesNew: number;
+  /** Compressed, encrypted bytes this backup added to the store. */
   bytesStored: number;
   streams: StreamSummary[];
   /** A small, catalog-sized summary of the target's metadata (the full one is in the manifest). */
@@ -113,6 +134,15 @@ export interface RestoreResult {
   startedAt: string;
   completedAt: string;
   bytesWritten: number;
+}
+
+/** SendTaskSuccess output of a verify task: every chunk of the point was read and checked. */
+export interface VerifyResult {
+  startedAt: string;
+  completedAt: string;
+  bytesVerified: number;
+  chunks: number;
+  streams: number;
 }
 
 export type { ErrorRecord };

@@ -34,7 +34,6 @@ export interface StreamInfo {
 
 export interface StoredStream extends StreamInfo {
   size: number;
-  sha256: string;
 }
 
 export interface BackupSink {
@@ -55,6 +54,8 @@ export interface DriverContext {
   signal: AbortSignal;
   /** Free-text phase for progress (`committing image`, `volume data`...). */
   phase(text: string): void;
+  /** How many source bytes the job will read in all, when the driver knows (for the ETA). */
+  expectBytes?(total: number): void;
 }
 
 export interface BackupOutcome {

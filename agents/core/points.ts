@@ -1,29 +1,18 @@
 /**
- * Writing and reading one recovery point in the object store.
+ * One recovery point in the repository: the BackupSink a driver writes its streams to, and the
+ * RestoreSource a driver reads them back from.
  *
- * A point is complete when its manifest exists: streams are stored first, the manifest last,
- * so a crash in between leaves objects with no manifest that no restore will ever read (and the
- * catalog never lists, since commit-point checks the manifest). Reading verifies each stream's
- * SHA-256 as it flows and fails at the end of a stream whose bytes differ, naming the point,
- * the stream and the offset reached, rather than hand on silently wrong bytes.
+ * A point is complete when its manifest exists. Chunks are stored first (in packs, with their
+ * indexes), the sealed manifest last, so a crash in between leaves chunks that a retry re-uses
+ * and no manifest that anything could mistake for a complete point.
  */
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
-import type { ObjectStore } from '../store/store';
+import type { Readable } from 'node:stream';
 import type { BackupSink, RestoreSource, StoredStream, StreamInfo } from './driver';
-import { MeteredStream } from './streams';
-import { manifestKey, pointPrefix, streamKey } from '../../functions/core/object-layout';
+import type { Repository, RepositoryWriter } from '../repo/repository';
+import type { StreamRecord } from '../repo/types';
 import { IntegrityError } from '../../functions/shared/errors';
 
-/** Readers of points catch this one; it is the shared error class. */
-export { IntegrityError };
-
-export const MANIFEST_VERSION = 1;
-
-export interface ManifestStream extends StoredStream {
-  key: string;
-}
+export const MANIFEST_VERSION = 2;
 
 export interface Manifest {
   version: number;
@@ -33,59 +22,30 @@ export interface Manifest {
   agent: string;
   startedAt: string;
   completedAt: string;
-  streams: ManifestStream[];
+  streams: StreamRecord[];
   metadata: Record<string, unknown>;
 }
 
 export class PointWriter implements BackupSink {
-  readonly streams: ManifestStream[] = [];
-  bytesStored = 0;
+  readonly streams: StreamRecord[] = [];
 
   constructor(
-    private readonly store: ObjectStore,
-    private readonly recoveryPointId: string,
+    private readonly writer: RepositoryWriter,
     private readonly onBytes: (n: number) => void,
   ) {}
 
   async writeStream(info: StreamInfo, data: Readable): Promise<StoredStream> {
     if (this.streams.some((s) => s.name === info.name)) {
-      throw new Error(`stream ${info.name} written twice in point ${this.recoveryPointId}`);
+      throw new Error(`stream ${info.name} written twice in one recovery point`);
     }
-    const key = streamKey(this.recoveryPointId, this.streams.length);
-    const meter = new MeteredStream(this.onBytes);
-    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-    await Promise.all([pipeline(data, meter, body), this.store.put(key, body)]);
-    const stored: ManifestStream = { ...info, key, size: meter.bytes, sha256: meter.digest() };
-    this.streams.push(stored);
-    this.bytesStored += stored.size;
-    return { name: stored.name, kind: stored.kind, size: stored.size, sha256: stored.sha256 };
-  }
-
-  async commit(
-    manifest: Omit<Manifest, 'version' | 'streams' | 'recoveryPointId'>,
-  ): Promise<string> {
-    const key = manifestKey(this.recoveryPointId);
-    const full: Manifest = {
-      version: MANIFEST_VERSION,
-      recoveryPointId: this.recoveryPointId,
-      ...manifest,
-      streams: this.streams,
-    };
-    await this.store.put(key, Buffer.from(JSON.stringify(full)));
-    return key;
-  }
-
-  /** Removes whatever this point stored: used when the backup fails before its manifest. */
-  async discard(): Promise<void> {
-    await this.store.deletePrefix(pointPrefix(this.recoveryPointId));
+    const record = await this.writer.writeStream(info, data, this.onBytes);
+    this.streams.push(record);
+    return { name: record.name, kind: record.kind, size: record.size };
   }
 }
 
-export async function readManifest(store: ObjectStore, recoveryPointId: string): Promise<Manifest> {
-  const body = await store.get(manifestKey(recoveryPointId));
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  const manifest = JSON.parse(Buffer.concat(chunks).toString()) as Manifest;
+export async function readManifest(repo: Repository, recoveryPointId: string): Promise<Manifest> {
+  const manifest = await repo.loadManifest<Manifest>(recoveryPointId);
   if (manifest.version !== MANIFEST_VERSION || manifest.recoveryPointId !== recoveryPointId) {
     throw new IntegrityError(
       `manifest of ${recoveryPointId} is not a version ${MANIFEST_VERSION} manifest of that point`,
@@ -94,64 +54,28 @@ export async function readManifest(store: ObjectStore, recoveryPointId: string):
   return manifest;
 }
 
-class VerifyingStream extends Transform {
-  private readonly hash = createHash('sha256');
-  private bytes = 0;
-  constructor(
-    private readonly pointId: string,
-    private readonly expected: ManifestStream,
-    private readonly onBytes: (n: number) => void,
-  ) {
-    super();
-  }
-  override _transform(chunk: Buffer, _e: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.expected.size) {
-      done(this.fail(`more bytes than the ${this.expected.size} recorded`));
-      return;
-    }
-    this.hash.update(chunk);
-    this.onBytes(chunk.length);
-    done(null, chunk);
-  }
-  override _flush(done: TransformCallback): void {
-    if (this.bytes !== this.expected.size) {
-      done(this.fail(`stream ends early (${this.expected.size} bytes recorded)`));
-      return;
-    }
-    const digest = this.hash.digest('hex');
-    done(
-      digest === this.expected.sha256 ? null : this.fail('SHA-256 differs from the recorded one'),
-    );
-  }
-  private fail(why: string): IntegrityError {
-    return new IntegrityError(
-      `recovery point ${this.pointId}, stream ${this.expected.name}, offset ${this.bytes}: ${why}`,
-    );
-  }
-}
-
 export class PointReader implements RestoreSource {
   constructor(
-    private readonly store: ObjectStore,
+    private readonly repo: Repository,
     readonly manifest: Manifest,
     private readonly onBytes: (n: number) => void,
   ) {}
 
   get streams(): readonly StoredStream[] {
-    return this.manifest.streams;
+    return this.manifest.streams.map((s) => ({ name: s.name, kind: s.kind, size: s.size }));
   }
 
   async openStream(name: string): Promise<Readable> {
-    const stream = this.manifest.streams.find((s) => s.name === name);
-    if (!stream) {
+    const record = this.manifest.streams.find((s) => s.name === name);
+    if (!record) {
       throw new IntegrityError(
         `recovery point ${this.manifest.recoveryPointId} has no stream ${name}`,
       );
     }
-    const body = await this.store.get(stream.key);
-    const verify = new VerifyingStream(this.manifest.recoveryPointId, stream, this.onBytes);
-    body.on('error', (err) => verify.destroy(err));
-    return body.pipe(verify);
+    return this.repo.readStream(
+      record,
+      this.onBytes,
+      `recovery point ${this.manifest.recoveryPointId}, `,
+    );
   }
 }

@@ -1,13 +1,16 @@
 /**
- * Runs one task the agent received: a backup (driver → point writer → manifest) or a restore
- * (manifest → point reader → driver). The result is what the agent sends with SendTaskSuccess.
- * A backup that fails removes the objects it stored, so no partial point lingers; its manifest
- * is never written, so nothing can mistake it for a complete one.
+ * Runs one task the agent received: a backup (driver → repository → manifest), a restore
+ * (manifest → repository → driver) or a verify (manifest → every chunk read and checked). The
+ * result is what the agent sends with SendTaskSuccess.
+ *
+ * A backup that fails stores no manifest, so no point exists; the chunks it did store stay in the
+ * repository (their packs are flushed on the way out), so the retried task re-uses them.
  */
 import type { Driver, DriverContext } from './driver';
-import { PointReader, PointWriter, readManifest } from './points';
+import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest } from './points';
 import type { ProgressReporter } from './progress';
-import type { ObjectStore } from '../store/store';
+import type { Repository } from '../repo/repository';
+import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../functions/core/targets';
 import { DriverError, PointNotFound } from '../../functions/shared/errors';
 import type { Logger } from '../../functions/shared/logger';
@@ -17,13 +20,15 @@ import type {
   BackupTask,
   RestoreResult,
   RestoreTask,
+  VerifyResult,
+  VerifyTask,
 } from '../../statemachines/contracts';
-import { ObjectNotFound } from '../store/store';
 
 export interface RunnerDeps {
   agent: string;
   drivers: ReadonlyMap<string, Driver>;
-  store: ObjectStore;
+  /** The repository, opened once per agent; refreshed at the start of every task. */
+  repository(): Promise<Repository>;
   log: Logger;
 }
 
@@ -43,7 +48,7 @@ function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: st
   return { driver, name: ref.name };
 }
 
-function context(deps: RunnerDeps, run: TaskRun, log: Logger): DriverContext {
+function context(run: TaskRun, log: Logger): DriverContext {
   return {
     log,
     signal: run.signal,
@@ -51,7 +56,14 @@ function context(deps: RunnerDeps, run: TaskRun, log: Logger): DriverContext {
       log.info(LogEvent.driverStep, { phase: text });
       run.progress.setPhase(text);
     },
+    expectBytes: (total) => run.progress.expect(total),
   };
+}
+
+async function openRepository(deps: RunnerDeps): Promise<Repository> {
+  const repo = await deps.repository();
+  await repo.refresh();
+  return repo;
 }
 
 export async function runBackup(
@@ -66,35 +78,58 @@ export async function runBackup(
   });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
-  const writer = new PointWriter(deps.store, task.recoveryPointId, (n) => run.progress.addBytes(n));
+  const repo = await openRepository(deps);
+  const writer = repo.writer();
+  run.progress.track(writer.stats);
+  const sink = new PointWriter(writer, (n) => run.progress.addBytes(n));
+  let outcome;
   try {
-    const outcome = await driver.backup(name, writer, context(deps, run, log));
-    run.progress.setPhase('writing manifest');
-    const completedAt = new Date().toISOString();
-    const manifestKey = await writer.commit({
-      jobId: task.jobId,
-      target: task.target,
-      agent: deps.agent,
-      startedAt,
-      completedAt,
-      metadata: outcome.metadata,
-    });
-    return {
-      recoveryPointId: task.recoveryPointId,
-      manifestKey,
-      startedAt,
-      completedAt,
-      bytesRead: writer.bytesStored,
-      bytesStored: writer.bytesStored,
-      streams: writer.streams.map((s) => ({ name: s.name, kind: s.kind, size: s.size })),
-      summary: outcome.summary,
-    };
+    outcome = await driver.backup(name, sink, context(run, log));
+    run.progress.setPhase('storing the last pack');
+    await writer.flush();
   } catch (err) {
+    // Keep what was chunked so far: the retry finds it in the repository.
     await writer
-      .discard()
-      .catch((cleanupErr: unknown) =>
-        log.warn('agent.point.discard_failed', { error: cleanupErr }),
-      );
+      .flush()
+      .catch((flushErr: unknown) => log.warn('agent.backup.flush_failed', { error: flushErr }));
+    throw err;
+  }
+  run.progress.setPhase('writing manifest');
+  const completedAt = new Date().toISOString();
+  const manifest: Manifest = {
+    version: MANIFEST_VERSION,
+    recoveryPointId: task.recoveryPointId,
+    jobId: task.jobId,
+    target: task.target,
+    agent: deps.agent,
+    startedAt,
+    completedAt,
+    streams: sink.streams,
+    metadata: outcome.metadata,
+  };
+  const manifestKey = await repo.saveManifest(task.recoveryPointId, manifest);
+  return {
+    recoveryPointId: task.recoveryPointId,
+    manifestKey,
+    startedAt,
+    completedAt,
+    bytesRead: writer.stats.bytesRead,
+    bytesNew: writer.stats.bytesNew,
+    bytesStored: writer.stats.bytesStored,
+    streams: sink.streams.map((s) => ({ name: s.name, kind: s.kind, size: s.size })),
+    summary: outcome.summary,
+  };
+}
+
+async function manifestOf(repo: Repository, recoveryPointId: string): Promise<Manifest> {
+  try {
+    return await readManifest(repo, recoveryPointId);
+  } catch (err) {
+    if (err instanceof ObjectNotFound) {
+      throw new PointNotFound(`recovery point ${recoveryPointId} has no manifest in the store`, {
+        cause: err,
+      });
+    }
     throw err;
   }
 }
@@ -112,29 +147,50 @@ export async function runRestore(
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
   run.progress.setPhase('reading manifest');
-  let manifest;
-  try {
-    manifest = await readManifest(deps.store, task.recoveryPointId);
-  } catch (err) {
-    if (err instanceof ObjectNotFound) {
-      throw new PointNotFound(
-        `recovery point ${task.recoveryPointId} has no manifest in the store`,
-        { cause: err },
-      );
-    }
-    throw err;
-  }
-  const reader = new PointReader(deps.store, manifest, (n) => run.progress.addBytes(n));
+  const repo = await openRepository(deps);
+  const manifest = await manifestOf(repo, task.recoveryPointId);
+  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+  const reader = new PointReader(repo, manifest, (n) => run.progress.addBytes(n));
   const outcome = await driver.restore(
     manifest.metadata,
     reader,
     { name, inPlace: task.inPlace },
-    context(deps, run, log),
+    context(run, log),
   );
   return {
     restoredTarget: outcome.restoredTarget,
     startedAt,
     completedAt: new Date().toISOString(),
     bytesWritten: run.progress.total,
+  };
+}
+
+export async function runVerify(
+  deps: RunnerDeps,
+  task: VerifyTask,
+  run: TaskRun,
+): Promise<VerifyResult> {
+  const startedAt = new Date().toISOString();
+  run.progress.setPhase('reading manifest');
+  const repo = await openRepository(deps);
+  const manifest = await manifestOf(repo, task.recoveryPointId);
+  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+  let chunks = 0;
+  for (const stream of manifest.streams) {
+    if (run.signal.aborted) throw new DriverError('verify abandoned: the task token expired');
+    run.progress.setPhase(`verifying ${stream.name}`);
+    await repo.verifyStream(
+      stream,
+      (n) => run.progress.addBytes(n),
+      `recovery point ${task.recoveryPointId}, `,
+    );
+    chunks += stream.chunks.length;
+  }
+  return {
+    startedAt,
+    completedAt: new Date().toISOString(),
+    bytesVerified: run.progress.total,
+    chunks,
+    streams: manifest.streams.length,
   };
 }

@@ -3,7 +3,7 @@
  * the catalog and the drivers this host has, and runs the queue worker and the inventory.
  *
  * In AWS the configuration comes from the environment (STOWAGE_SITE, STOWAGE_QUEUE_URL,
- * STOWAGE_TABLE, STOWAGE_BUCKET and the usual AWS credentials). In local mode the control plane
+ * STOWAGE_TABLE, STOWAGE_BUCKET, STOWAGE_KMS_KEY_ID and the usual AWS credentials). In local mode the control plane
  * passes it directly, or a standalone `stowage agent` asks the local API for it.
  */
 import { existsSync } from 'node:fs';
@@ -16,16 +16,30 @@ import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
 import { createDockerDriver } from '../drivers/docker';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
+import { DirStore } from '../store/dir-store';
+import { withRetry } from '../store/retry';
+import type { ObjectStore } from '../store/store';
+import { LocalKeyFile } from '../repo/keys';
+import { KmsKeyProvider } from '../repo/kms-key';
+import { Repository } from '../repo/repository';
+import { KMSClient } from '@aws-sdk/client-kms';
 import { InventoryPublisher } from './inventory';
 import { AgentWorker } from './worker';
 
 export const AGENT_VERSION = '0.1.0';
 
+/** Where the repository lives: an S3 bucket (AWS, local mode's default) or a directory. */
+export type StoreConfig = { kind: 's3'; bucket: string } | { kind: 'dir'; path: string };
+
+/** Where its data key comes from: a local key file, or KMS envelope encryption. */
+export type KeyConfig = { kind: 'file'; path: string } | { kind: 'kms'; keyId: string };
+
 export interface AgentConfig {
   site: string;
   queueUrl: string;
   tableName: string;
-  bucket: string;
+  store: StoreConfig;
+  keys: KeyConfig;
   /** Explicit endpoints and credentials (local mode); the SDK's defaults otherwise. */
   aws?: {
     region: string;
@@ -70,6 +84,22 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const sqs = new SQSClient({ ...base, ...(ep.sqs ? { endpoint: ep.sqs } : {}) });
   const sfn = new SFNClient({ ...base, ...(ep.sfn ? { endpoint: ep.sfn } : {}) });
   const s3 = new S3Client(s3ClientConfig({ ...base, ...(ep.s3 ? { endpoint: ep.s3 } : {}) }));
+  const store: ObjectStore =
+    config.store.kind === 's3'
+      ? withRetry(new S3Store(config.store.bucket, s3))
+      : withRetry(new DirStore(config.store.path));
+  const keys =
+    config.keys.kind === 'file'
+      ? new LocalKeyFile(config.keys.path)
+      : new KmsKeyProvider(new KMSClient(base), config.keys.keyId, store);
+  let repository: Promise<Repository> | undefined;
+  const openRepo = () => {
+    repository ??= Repository.open({ store, keys }).catch((err: unknown) => {
+      repository = undefined;
+      throw err;
+    });
+    return repository;
+  };
   const ddb = new DynamoDBClient({ ...base, ...(ep.dynamodb ? { endpoint: ep.dynamodb } : {}) });
   const catalog = new DynamoDbCatalog(config.tableName, ddb);
   const agentLog = log.child({ agent: config.site });
@@ -93,7 +123,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     sqs,
     sfn,
     catalog,
-    runner: { agent: config.site, drivers, store: new S3Store(config.bucket, s3), log: agentLog },
+    runner: { agent: config.site, drivers, repository: openRepo, log: agentLog },
     log: agentLog,
     ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
     ...(config.waitTimeSeconds ? { waitTimeSeconds: config.waitTimeSeconds } : {}),
@@ -107,6 +137,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     async stop() {
       inventory.stop();
       await worker.stop();
+      if (repository) await (await repository.catch(() => undefined))?.close();
       for (const client of [sqs, sfn, s3, ddb]) client.destroy();
     },
   };

@@ -24,7 +24,7 @@ import { LogEvent } from '../../functions/shared/logger';
 import { SITE_QUEUE } from '../../functions/shared/resources';
 import type { AgentTaskMessage } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
-import { runBackup, runRestore, type RunnerDeps } from '../core/runner';
+import { runBackup, runRestore, runVerify, type RunnerDeps } from '../core/runner';
 
 export interface WorkerOptions {
   queueUrl: string;
@@ -121,7 +121,9 @@ export class AgentWorker {
       const output =
         task.kind === 'BACKUP'
           ? await runBackup(this.options.runner, task, run)
-          : await runRestore(this.options.runner, task, run);
+          : task.kind === 'RESTORE'
+            ? await runRestore(this.options.runner, task, run)
+            : await runVerify(this.options.runner, task, run);
       outcome = { ok: true, output };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err : new Error(String(err)) };

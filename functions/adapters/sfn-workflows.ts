@@ -5,7 +5,7 @@ import { ConflictError, TransientError } from '../shared/errors';
 
 export class SfnWorkflows implements Workflows {
   constructor(
-    private readonly arns: { backup: string; restore: string },
+    private readonly arns: { backup: string; restore: string; verify: string },
     private readonly client: SFNClient = new SFNClient({}),
   ) {}
 
@@ -15,6 +15,10 @@ export class SfnWorkflows implements Workflows {
 
   startRestore(input: { jobId: string }): Promise<string> {
     return this.start(this.arns.restore, input.jobId, input);
+  }
+
+  startVerify(input: { jobId: string }): Promise<string> {
+    return this.start(this.arns.verify, input.jobId, input);
   }
 
   private async start(stateMachineArn: string, name: string, input: unknown): Promise<string> {

@@ -22,6 +22,7 @@ function wire(): RequestDeps {
     workflows: new SfnWorkflows({
       backup: requireEnv('BACKUP_STATE_MACHINE_ARN'),
       restore: requireEnv('RESTORE_STATE_MACHINE_ARN'),
+      verify: requireEnv('VERIFY_STATE_MACHINE_ARN'),
     }),
     clock: systemClock,
     newId,

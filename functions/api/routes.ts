@@ -3,7 +3,7 @@
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
 import type { Catalog } from '../core/catalog';
-import { requestBackup, requestRestore, type RequestDeps } from '../core/requests';
+import { requestBackup, requestRestore, requestVerify, type RequestDeps } from '../core/requests';
 import { isPlatform, PLATFORMS } from '../core/targets';
 import { NotFoundError, StowageError, ValidationError } from '../shared/errors';
 
@@ -66,6 +66,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/agents', async (d) => ok(await d.catalog.listAgents())],
   ['POST', '/backups', async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
   ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
+  ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
   [
     'GET',
     '/points',

@@ -1,9 +1,9 @@
 /**
  * Lambda task of the backup workflow: after the agent's SendTaskSuccess, checks that the manifest
- * the agent reports is in the bucket, then writes the COMPLETED recovery point.
+ * the agent reports is in the repository, then writes the COMPLETED recovery point.
  */
-import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { dirManifestCheck, s3ManifestCheck, type ManifestCheck } from '../adapters/manifest-check';
 import { commitRecoveryPoint } from '../core/jobs';
 import { manifestKey } from '../core/object-layout';
 import { requireEnv } from '../shared/env';
@@ -14,27 +14,25 @@ import type { CommitPointEvent, CommitPointOutput } from '../../statemachines/co
 
 const log = createLogger({ service: 'stowage-commit-point' });
 let deps:
-  { catalog: DynamoDbCatalog; clock: typeof systemClock; s3: S3Client; bucket: string } | undefined;
+  | { catalog: DynamoDbCatalog; clock: typeof systemClock; manifestStored: ManifestCheck }
+  | undefined;
 
 export async function handler(event: CommitPointEvent): Promise<CommitPointOutput> {
   deps ??= {
     catalog: new DynamoDbCatalog(requireEnv('TABLE_NAME')),
     clock: systemClock,
-    s3: new S3Client({ forcePathStyle: true }),
-    bucket: requireEnv('BUCKET_NAME'),
+    manifestStored: process.env.STORE_DIR
+      ? dirManifestCheck(process.env.STORE_DIR)
+      : s3ManifestCheck(requireEnv('BUCKET_NAME')),
   };
   // A point is only committed over a manifest that exists: the agent writes it last.
   const key = manifestKey(event.recoveryPointId);
   if (event.result.manifestKey !== key) {
     throw new Error(`agent reported manifest ${event.result.manifestKey}, expected ${key}`);
   }
-  try {
-    await deps.s3.send(new HeadObjectCommand({ Bucket: deps.bucket, Key: key }));
-  } catch (err) {
-    if ((err as Error).name !== 'NotFound') throw err;
+  if (!(await deps.manifestStored(key))) {
     throw new IntegrityError(
-      `the agent reported recovery point ${event.recoveryPointId} complete, but its manifest ${key} is not in the bucket`,
-      { cause: err },
+      `the agent reported recovery point ${event.recoveryPointId} complete, but its manifest ${key} is not in the repository`,
     );
   }
   const out = await commitRecoveryPoint(deps, event);

@@ -13,6 +13,7 @@ import type {
   JobStatus,
   RestoreResult,
   StatesError,
+  VerifyResult,
 } from '../../statemachines/contracts';
 
 const ACTIVE: readonly JobStatus[] = ['PENDING', 'RUNNING'];
@@ -40,17 +41,19 @@ export async function markJobStarted(
   return updated ?? mustGet(deps.catalog, jobId);
 }
 
+/** Ends a restore or verify job that its agent finished. */
 export async function markRestoreSucceeded(
   deps: { catalog: Catalog; clock: Clock },
   jobId: string,
-  result: RestoreResult,
+  result: RestoreResult | VerifyResult,
 ): Promise<Job> {
+  const bytes = 'bytesWritten' in result ? result.bytesWritten : result.bytesVerified;
   const updated = await deps.catalog.updateJob(
     jobId,
     {
       status: 'SUCCEEDED',
       endedAt: deps.clock.now(),
-      progress: finalProgress(result.bytesWritten, deps.clock),
+      progress: finalProgress(bytes, deps.clock),
     },
     ACTIVE,
   );
@@ -109,6 +112,7 @@ export async function commitRecoveryPoint(
     completedAt: result.completedAt,
     durationMs: Date.parse(result.completedAt) - Date.parse(result.startedAt),
     bytesRead: result.bytesRead,
+    bytesNew: result.bytesNew,
     bytesStored: result.bytesStored,
     streams: result.streams,
     manifestKey: result.manifestKey,

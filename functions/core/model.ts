@@ -8,10 +8,18 @@ import type { JobKind, JobStatus, StreamSummary } from '../../statemachines/cont
 export interface JobProgress {
   /** What the agent is doing, in words (`saving image`, `volume data`...). */
   phase: string;
-  /** Bytes read from the source (backup) or written to the target (restore) so far. */
+  /** Bytes read from the source (backup), written to the target (restore) or checked (verify). */
   bytesDone: number;
+  /** All the bytes the job will move, when the driver knows it. */
+  bytesTotal?: number;
+  /** Backup: plain bytes the repository did not hold yet. */
+  bytesNew?: number;
+  /** Backup: compressed, encrypted bytes stored so far. */
+  bytesStored?: number;
   /** Bytes per second over the last reporting interval. */
   rate: number;
+  /** Seconds left at the current rate, when the total is known. */
+  etaSeconds?: number;
   updatedAt: string;
 }
 
@@ -47,6 +55,7 @@ export interface RecoveryPoint {
   completedAt: string;
   durationMs: number;
   bytesRead: number;
+  bytesNew: number;
   bytesStored: number;
   streams: StreamSummary[];
   manifestKey: string;

@@ -1,19 +1,37 @@
 /**
- * The one module that knows the bucket's key layout. Nothing else builds keys.
+ * The one module that knows the store's key layout. Nothing else builds keys.
  *
- *   points/<recoveryPointId>/manifest.json      written last: its presence means "all streams stored"
- *   points/<recoveryPointId>/streams/<nnnn>     stream bytes, in the order the driver wrote them
+ *   config                           the repository's sealed config (id, chunking, created)
+ *   keys/data-key.kms                the data key encrypted by KMS (AWS only)
+ *   data/<pp>/<packId>               packs: sealed chunk blobs back to back
+ *   index/<packId>                   a pack's sealed index: chunk id → offset, length
+ *   points/<recoveryPointId>/manifest   written last: its presence means "all chunks stored"
+ *
+ * Packs are spread over 256 two-hex-digit folders so a directory store never holds a million
+ * files in one directory.
  */
+export const CONFIG_KEY = 'config';
+export const KMS_DATA_KEY = 'keys/data-key.kms';
+export const PACKS_PREFIX = 'data/';
+export const INDEX_PREFIX = 'index/';
 const POINTS = 'points/';
+
+export function packKey(packId: string): string {
+  return `${PACKS_PREFIX}${packId.slice(0, 2)}/${packId}`;
+}
+
+export function indexKey(packId: string): string {
+  return `${INDEX_PREFIX}${packId}`;
+}
+
+export function packIdOfIndexKey(key: string): string {
+  return key.slice(INDEX_PREFIX.length);
+}
 
 export function pointPrefix(recoveryPointId: string): string {
   return `${POINTS}${recoveryPointId}/`;
 }
 
 export function manifestKey(recoveryPointId: string): string {
-  return `${pointPrefix(recoveryPointId)}manifest.json`;
-}
-
-export function streamKey(recoveryPointId: string, index: number): string {
-  return `${pointPrefix(recoveryPointId)}streams/${String(index).padStart(4, '0')}`;
+  return `${pointPrefix(recoveryPointId)}manifest`;
 }

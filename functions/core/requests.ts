@@ -13,13 +13,18 @@ import {
   TargetNotFound,
   ValidationError,
 } from '../shared/errors';
-import type { BackupExecutionInput, RestoreExecutionInput } from '../../statemachines/contracts';
+import type {
+  BackupExecutionInput,
+  RestoreExecutionInput,
+  VerifyExecutionInput,
+} from '../../statemachines/contracts';
 import type { Clock } from './jobs';
 
 /** Port to Step Functions: starts an execution named after the job, returns its ARN. */
 export interface Workflows {
   startBackup(input: BackupExecutionInput): Promise<string>;
   startRestore(input: RestoreExecutionInput): Promise<string>;
+  startVerify(input: VerifyExecutionInput): Promise<string>;
 }
 
 export interface RequestDeps {
@@ -206,6 +211,48 @@ export async function requestRestore(
       agent: agentName,
       queueUrl: deps.queueUrlFor(agentName),
       inPlace,
+    }),
+  );
+  return accepted(job, executionArn);
+}
+
+/** Starts a verify of a recovery point by the agent that took it. */
+export async function requestVerify(
+  deps: RequestDeps,
+  body: { recoveryPointId?: unknown },
+): Promise<JobAccepted> {
+  if (typeof body.recoveryPointId !== 'string' || body.recoveryPointId === '') {
+    throw new ValidationError('body must name the point: {"recoveryPointId": "rp-..."}');
+  }
+  const point = await deps.catalog.getPoint(body.recoveryPointId);
+  if (!point) {
+    throw new PointNotFound(
+      `recovery point ${body.recoveryPointId} does not exist; \`stowage points\` lists them`,
+    );
+  }
+  const agent = await deps.catalog.getAgent(point.agent);
+  if (!agent) {
+    throw new AgentUnavailable(
+      `agent "${point.agent}", which holds the key to this point, has never reported; start it with \`stowage agent --site ${point.agent}\``,
+    );
+  }
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'VERIFY',
+    target: point.target,
+    agent: point.agent,
+    status: 'PENDING',
+    createdAt: deps.clock.now(),
+    recoveryPointId: point.recoveryPointId,
+  };
+  await deps.catalog.createJob(job);
+  const executionArn = await startOrFail(deps, job, () =>
+    deps.workflows.startVerify({
+      jobId: job.jobId,
+      recoveryPointId: point.recoveryPointId,
+      target: point.target,
+      agent: point.agent,
+      queueUrl: deps.queueUrlFor(point.agent),
     }),
   );
   return accepted(job, executionArn);

@@ -43,6 +43,7 @@ export function siteQueueName(site: string): string {
 export const WORKFLOWS = {
   backup: { file: 'backup.asl.json', localName: 'stowage-backup' },
   restore: { file: 'restore.asl.json', localName: 'stowage-restore' },
+  verify: { file: 'verify.asl.json', localName: 'stowage-verify' },
 } as const;
 
 /** The Lambda functions, by the folder of their handler (functions/<folder>/handler.ts). */

@@ -83,7 +83,8 @@ function backupResultFor(task: AgentTaskMessage['task']): BackupResult {
     startedAt: '2026-01-01T00:00:00.000Z',
     completedAt: '2026-01-01T00:00:02.500Z',
     bytesRead: 4096,
-    bytesStored: 4096,
+    bytesNew: 4096,
+    bytesStored: 1024,
     streams: [{ name: 'image', kind: 'docker-image-tar', size: 4096 }],
     summary: { image: 'busybox' },
   };
@@ -340,6 +341,7 @@ describe('restore workflow', () => {
       completedAt: '2026-01-01T00:00:01Z',
       durationMs: 1000,
       bytesRead: 1,
+      bytesNew: 1,
       bytesStored: 1,
       streams: [],
       manifestKey: manifestKey('rp-fixed'),

@@ -1,0 +1,384 @@
+/**
+ * A Stowage repository in an object store: content-defined chunks, deduplicated by SHA-256,
+ * compressed, encrypted and packed into objects of ~16 MiB, with sealed manifests per recovery
+ * point. See types.ts for the vocabulary and functions/core/object-layout.ts for the keys.
+ *
+ * Writing: the calling thread reads and chunks; worker threads hash every chunk and seal only
+ * the chunks the repository lacks; a packer uploads full packs, then their index, and only then
+ * counts their chunks as stored. At most MAX_CHUNKS_IN_FLIGHT chunks and PACK_UPLOADS packs are
+ * in memory, whatever the stream size.
+ *
+ * Reading: consecutive chunks of one pack are fetched as one ranged GET, PREFETCH_RANGES ahead;
+ * workers open each blob and check its SHA-256 against its id; a missing or altered chunk fails
+ * the read with an IntegrityError that names the stream and the offset. Nothing unverified is
+ * ever handed on.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { ObjectStore } from '../store/store';
+import { getBuffer, ObjectNotFound } from '../store/store';
+import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
+import { IntegrityError } from '../../functions/shared/errors';
+import { chunkStream, CHUNKER_VERSION } from './chunker';
+import { DEFAULT_COMPRESSION_LEVEL, openJson, sealJson } from './codec';
+import type { KeyProvider } from './keys';
+import { createCodecPool, type CodecPool } from './pool';
+import { RepositoryIndex, type PackIndex } from './repository-index';
+import {
+  DEFAULT_CHUNKING,
+  type ChunkingParams,
+  type ChunkRef,
+  type StreamRecord,
+  type WriteStats,
+} from './types';
+
+/** Sealed packs are cut at this size: few enough objects for a 1 TB disk (~60 k), small enough to hold two in memory. */
+export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
+const PACK_UPLOADS = 2;
+/** Chunks being hashed or sealed at once: keeps both cores busy, bounds memory to ~8 × maxSize. */
+const MAX_CHUNKS_IN_FLIGHT = 8;
+const PREFETCH_RANGES = 4;
+const MAX_RANGE_BYTES = 16 * 1024 * 1024;
+
+export interface RepositoryConfig {
+  version: 1;
+  repositoryId: string;
+  chunker: { version: number; params: ChunkingParams };
+  createdAt: string;
+}
+
+export interface OpenOptions {
+  store: ObjectStore;
+  keys: KeyProvider;
+  /** Worker threads; default one per core. */
+  workers?: number;
+  compressionLevel?: number;
+}
+
+export class Repository {
+  private constructor(
+    readonly store: ObjectStore,
+    readonly config: RepositoryConfig,
+    private readonly key: Buffer,
+    readonly index: RepositoryIndex,
+    private readonly pool: CodecPool,
+  ) {}
+
+  static async open(options: OpenOptions): Promise<Repository> {
+    const key = await options.keys.dataKey();
+    const config = await loadOrCreateConfig(options.store, key, options.keys);
+    const index = await RepositoryIndex.load(options.store, key);
+    const pool = createCodecPool(key, {
+      level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
+      ...(options.workers ? { threads: options.workers } : {}),
+    });
+    return new Repository(options.store, config, key, index, pool);
+  }
+
+  writer(): RepositoryWriter {
+    return new RepositoryWriter(
+      this.store,
+      this.key,
+      this.index,
+      this.pool,
+      this.config.chunker.params,
+    );
+  }
+
+  /**
+   * The stream's bytes, verified chunk by chunk. `context` prefixes error messages (e.g. the
+   * recovery point) so a failure names everything needed to find the damage.
+   */
+  readStream(
+    record: StreamRecord,
+    onBytes: (n: number) => void = () => undefined,
+    context = '',
+  ): Readable {
+    return Readable.from(this.readChunks(record, onBytes, context), { objectMode: false });
+  }
+
+  /** Reads and verifies every chunk of a stream without keeping the bytes. */
+  async verifyStream(
+    record: StreamRecord,
+    onBytes: (n: number) => void = () => undefined,
+    context = '',
+  ): Promise<void> {
+    for await (const _chunk of this.readChunks(record, onBytes, context)) {
+      // each chunk was checked against its id as it was opened
+    }
+  }
+
+  async saveManifest<T extends object>(recoveryPointId: string, manifest: T): Promise<string> {
+    const key = manifestKey(recoveryPointId);
+    await this.store.put(key, sealJson(manifest, this.key, `manifest:${recoveryPointId}`));
+    return key;
+  }
+
+  async loadManifest<T>(recoveryPointId: string): Promise<T> {
+    const sealed = await getBuffer(this.store, manifestKey(recoveryPointId));
+    try {
+      return openJson<T>(sealed, this.key, `manifest:${recoveryPointId}`);
+    } catch (err) {
+      throw new IntegrityError(
+        `the manifest of recovery point ${recoveryPointId} cannot be opened: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  /** Loads the indexes of packs other writers stored since this repository was opened. */
+  async refresh(): Promise<void> {
+    await this.index.refresh(this.store, this.key);
+  }
+
+  private async *readChunks(
+    record: StreamRecord,
+    onBytes: (n: number) => void,
+    context: string,
+  ): AsyncGenerator<Buffer> {
+    const integrity = (offset: number, why: string, cause?: unknown) =>
+      new IntegrityError(
+        `${context}stream ${record.name}, offset ${offset}: ${why}`,
+        cause ? { cause } : undefined,
+      );
+    const ranges = planRanges(record, this.index, integrity);
+    const fetches: Array<Promise<Uint8Array[]>> = [];
+    let next = 0;
+    const startFetch = () => {
+      const range = ranges[next++]!;
+      const promise = (async () => {
+        let data: Buffer;
+        try {
+          data = await getBuffer(this.store, packKey(range.pack), {
+            offset: range.offset,
+            length: range.length,
+          });
+        } catch (err) {
+          throw integrity(
+            range.streamOffset,
+            `pack ${range.pack} cannot be read: ${(err as Error).message}`,
+            err,
+          );
+        }
+        const out = await this.pool.openRange(data, range.blobs);
+        if (out.bad !== undefined) {
+          const off =
+            range.streamOffset + range.blobs.slice(0, out.bad).reduce((n, b) => n + b.rawLength, 0);
+          throw integrity(off, `chunk ${range.blobs[out.bad]!.id}: ${out.reason}`);
+        }
+        return out.plain!;
+      })();
+      promise.catch(() => undefined); // observed when awaited in order
+      fetches.push(promise);
+    };
+    let size = 0;
+    for (let i = 0; i < ranges.length; i++) {
+      while (next < ranges.length && next < i + PREFETCH_RANGES) startFetch();
+      const plain = await fetches[i]!;
+      fetches[i] = undefined as never;
+      for (const chunk of plain) {
+        size += chunk.length;
+        onBytes(chunk.length);
+        yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+      }
+    }
+    if (size !== record.size)
+      throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
+  }
+}
+
+interface PlannedRange {
+  pack: string;
+  offset: number;
+  length: number;
+  streamOffset: number;
+  blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>;
+}
+
+/** Groups consecutive chunks stored back to back in one pack into one ranged read. */
+function planRanges(
+  record: StreamRecord,
+  index: RepositoryIndex,
+  integrity: (offset: number, why: string) => IntegrityError,
+): PlannedRange[] {
+  const ranges: PlannedRange[] = [];
+  let streamOffset = 0;
+  let current: PlannedRange | undefined;
+  for (const chunk of record.chunks) {
+    const loc = index.get(chunk.id);
+    if (!loc) throw integrity(streamOffset, `chunk ${chunk.id} is not in the repository`);
+    if (loc.rawLength !== chunk.length) {
+      throw integrity(
+        streamOffset,
+        `chunk ${chunk.id} is ${loc.rawLength} bytes in the index, ${chunk.length} in the manifest`,
+      );
+    }
+    const contiguous =
+      current &&
+      current.pack === loc.pack &&
+      current.offset + current.length === loc.offset &&
+      current.length + loc.length <= MAX_RANGE_BYTES;
+    if (!contiguous) {
+      current = { pack: loc.pack, offset: loc.offset, length: 0, streamOffset, blobs: [] };
+      ranges.push(current);
+    }
+    current!.blobs.push({
+      id: chunk.id,
+      offset: loc.offset - current!.offset,
+      length: loc.length,
+      rawLength: loc.rawLength,
+    });
+    current!.length += loc.length;
+    streamOffset += chunk.length;
+  }
+  return ranges;
+}
+
+async function loadOrCreateConfig(
+  store: ObjectStore,
+  key: Buffer,
+  keys: KeyProvider,
+): Promise<RepositoryConfig> {
+  try {
+    const sealed = await getBuffer(store, CONFIG_KEY);
+    try {
+      return openJson<RepositoryConfig>(sealed, key, 'config');
+    } catch (err) {
+      throw new IntegrityError(
+        `${keys.describe()} does not open this repository (its config fails authentication); use the key the repository was created with`,
+        { cause: err },
+      );
+    }
+  } catch (err) {
+    if (!(err instanceof ObjectNotFound)) throw err;
+  }
+  const config: RepositoryConfig = {
+    version: 1,
+    repositoryId: randomUUID(),
+    chunker: { version: CHUNKER_VERSION, params: DEFAULT_CHUNKING },
+    createdAt: new Date().toISOString(),
+  };
+  await store.put(CONFIG_KEY, sealJson(config, key, 'config'));
+  return config;
+}
+
+/**
+ * Writes streams into the repository. Call `flush` once after the last stream: until then the
+ * last pack may still be in memory. Not safe for concurrent writeStream calls.
+ */
+export class RepositoryWriter {
+  readonly stats: WriteStats = {
+    bytesRead: 0,
+    bytesNew: 0,
+    bytesStored: 0,
+    chunks: 0,
+    newChunks: 0,
+  };
+  /** Chunks sealed in this writer but not yet stored with their pack's index. */
+  private readonly pending = new Set<string>();
+  private pack: { blobs: PackIndex['blobs']; parts: Uint8Array[]; size: number } = {
+    blobs: [],
+    parts: [],
+    size: 0,
+  };
+  private readonly uploads = new Set<Promise<void>>();
+  private uploadError: unknown;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly key: Buffer,
+    private readonly index: RepositoryIndex,
+    private readonly pool: CodecPool,
+    private readonly params: ChunkingParams,
+  ) {}
+
+  async writeStream(
+    info: { name: string; kind: string },
+    source: AsyncIterable<Buffer | Uint8Array>,
+    onBytes: (n: number) => void = () => undefined,
+  ): Promise<StreamRecord> {
+    let size = 0;
+    const metered = (async function* (stats: WriteStats) {
+      for await (const piece of source) {
+        const buf = piece as Uint8Array;
+        size += buf.length;
+        stats.bytesRead += buf.length;
+        onBytes(buf.length);
+        yield buf;
+      }
+    })(this.stats);
+    const chunks: ChunkRef[] = [];
+    const inFlight: Array<Promise<ChunkRef>> = [];
+    for await (const chunk of chunkStream(metered, this.params)) {
+      this.throwIfUploadFailed();
+      inFlight.push(this.storeChunk(chunk));
+      if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) chunks.push(await inFlight.shift()!);
+    }
+    for (const p of inFlight) chunks.push(await p);
+    return { name: info.name, kind: info.kind, size, chunks };
+  }
+
+  /** Stores the last partial pack and waits for every upload. */
+  async flush(): Promise<void> {
+    if (this.pack.blobs.length > 0) this.startUpload();
+    while (this.uploads.size > 0) await Promise.race(this.uploads);
+    this.throwIfUploadFailed();
+  }
+
+  private async storeChunk(chunk: Buffer): Promise<ChunkRef> {
+    const length = chunk.length;
+    const { id, data } = await this.pool.hash(chunk);
+    this.stats.chunks++;
+    if (this.index.has(id) || this.pending.has(id)) return { id, length };
+    this.pending.add(id);
+    const sealed = await this.pool.seal(id, data);
+    this.stats.newChunks++;
+    this.stats.bytesNew += length;
+    await this.addToPack(id, sealed, length);
+    return { id, length };
+  }
+
+  private async addToPack(id: string, sealed: Uint8Array, rawLength: number): Promise<void> {
+    this.pack.blobs.push({ id, offset: this.pack.size, length: sealed.length, rawLength });
+    this.pack.parts.push(sealed);
+    this.pack.size += sealed.length;
+    if (this.pack.size >= PACK_TARGET_BYTES) {
+      while (this.uploads.size >= PACK_UPLOADS) await Promise.race(this.uploads);
+      this.throwIfUploadFailed();
+      if (this.pack.size >= PACK_TARGET_BYTES) this.startUpload();
+    }
+  }
+
+  private startUpload(): void {
+    const { blobs, parts, size } = this.pack;
+    this.pack = { blobs: [], parts: [], size: 0 };
+    const packId = randomBytes(32).toString('hex');
+    const upload = (async () => {
+      const body = Buffer.concat(parts, size);
+      await this.store.put(packKey(packId), body);
+      const packIndex: PackIndex = { version: 1, pack: packId, blobs };
+      await RepositoryIndex.write(this.store, this.key, packIndex);
+      this.index.add(packIndex);
+      for (const b of blobs) this.pending.delete(b.id);
+      this.stats.bytesStored += size;
+    })().catch((err: unknown) => {
+      this.uploadError ??= err;
+    });
+    const tracked: Promise<void> = upload.finally(() => this.uploads.delete(tracked));
+    this.uploads.add(tracked);
+  }
+
+  private throwIfUploadFailed(): void {
+    if (this.uploadError) throw this.uploadError;
+  }
+}
+
+export function openRepository(options: OpenOptions): Promise<Repository> {
+  return Repository.open(options);
+}

@@ -1,0 +1,270 @@
+/**
+ * ObjectStore on a local directory: a NAS mount or a local disk, and the benchmark's target.
+ *
+ * A key is a '/'-separated path relative to the root. Keys that could leave the root or name
+ * something odd (`..`, `.`, empty segments, a leading '/', '\', NUL) are refused with InvalidKey.
+ *
+ * `put` is atomic: it writes `<dir>/.stowage-tmp-<random>` in the object's own directory (so the
+ * rename stays on one filesystem), fsyncs it, renames it over the key and fsyncs the directory.
+ * Readers see the old object or the new one, whole; a failing body leaves nothing behind. A crash
+ * mid-put can leave a temp file: list, get and exists never show one, and no key may look like
+ * one. Such leftovers are not swept (a concurrent put's temp file looks the same).
+ *
+ * Files are created 0600 and directories 0700: a repository holds backup data. Directories a
+ * delete empties are removed, up to but not including the root.
+ *
+ * Unlike S3, one key cannot be both an object and a "directory" of deeper keys (`a/b` and
+ * `a/b/c`): the second put fails with the filesystem's error. The object layout never does this.
+ */
+import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import {
+  ObjectNotFound,
+  RangeNotSatisfiable,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+} from './store';
+
+export class InvalidKey extends Error {
+  override readonly name = 'InvalidKey';
+  constructor(
+    readonly key: string,
+    reason: string,
+  ) {
+    super(`${JSON.stringify(key)} is not a valid object key: ${reason}`);
+  }
+}
+
+const TEMP_PREFIX = '.stowage-tmp-';
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+type Entry = { kind: 'file'; key: string; path: string } | { kind: 'dir'; path: string };
+
+export class DirStore implements ObjectStore {
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+  }
+
+  async put(key: string, body: Readable | Buffer): Promise<void> {
+    const file = this.pathOf(key);
+    const dir = dirname(file);
+    const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    let handle: FileHandle | undefined;
+    try {
+      handle = await createFile(dir, temp);
+      // Consumes a stream with backpressure; a body that errors rejects here.
+      await writeFile(handle, body);
+      await handle.sync();
+      await handle.close();
+      handle = undefined;
+      await rename(temp, file);
+      await syncDir(dir);
+    } catch (err) {
+      await handle?.close().catch(() => undefined);
+      await rm(temp, { force: true });
+      // A body left half read would stall whoever writes into it.
+      if (!Buffer.isBuffer(body)) body.destroy();
+      throw err;
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const file = this.pathOf(key);
+    let handle: FileHandle;
+    try {
+      handle = await open(file, 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new ObjectNotFound(key);
+      throw err;
+    }
+    // Checked on the open file: a concurrent put renames a new file in, this one stays whole.
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new ObjectNotFound(key);
+      if (range && !fits(range, info.size)) throw new RangeNotSatisfiable(key, range);
+      const start = range?.offset ?? 0;
+      const end = range ? range.offset + range.length : info.size;
+      if (end === start) {
+        await handle.close();
+        return Readable.from([], { objectMode: false });
+      }
+      // `end` is inclusive here; the stream closes the handle when it ends or is destroyed.
+      return handle.createReadStream({ start, end: end - 1 });
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    const file = this.pathOf(key);
+    try {
+      return (await stat(file)).isFile();
+    } catch (err) {
+      if (isMissing(err)) return false;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    for await (const entry of this.walk(prefix)) {
+      if (entry.kind !== 'file') continue;
+      try {
+        yield { key: entry.key, size: (await stat(entry.path)).size };
+      } catch (err) {
+        // Deleted since the directory was read.
+        if (!isMissing(err)) throw err;
+      }
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.pathOf(key);
+    try {
+      await unlink(file);
+    } catch (err) {
+      if (isMissing(err) || codeOf(err) === 'EISDIR') return;
+      throw err;
+    }
+    await this.prune(dirname(file));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    // The walk yields a directory after its contents, so it is empty when reached unless a temp
+    // file or a concurrent put is in it.
+    for await (const entry of this.walk(prefix)) {
+      if (entry.kind === 'file') await unlink(entry.path).catch(ignoreMissing);
+      else await rmdir(entry.path).catch(ignoreNotEmpty);
+    }
+    await this.prune(this.splitPrefix(prefix).dir);
+  }
+
+  /** The file a key names. */
+  private pathOf(key: string): string {
+    if (key === '') throw new InvalidKey(key, 'it is empty');
+    return this.resolve(key, key.split('/'));
+  }
+
+  /** A prefix may end mid-name ("data/ab" matches "data/abc"): only up to its last '/' is a path. */
+  private splitPrefix(prefix: string): { dir: string; dirKey: string; name: string } {
+    const cut = prefix.lastIndexOf('/') + 1;
+    const dirKey = prefix.slice(0, cut);
+    const dir = this.resolve(prefix, dirKey.split('/').slice(0, -1));
+    return { dir, dirKey, name: prefix.slice(cut) };
+  }
+
+  /** Joins a key's segments under the root; throws InvalidKey unless it stays inside. */
+  private resolve(key: string, segments: string[]): string {
+    if (key.includes('\0')) throw new InvalidKey(key, 'it contains NUL');
+    if (key.includes('\\')) throw new InvalidKey(key, 'it contains a backslash');
+    if (key.startsWith('/')) throw new InvalidKey(key, 'it is absolute');
+    for (const segment of segments) {
+      if (segment === '' || segment === '.' || segment === '..')
+        throw new InvalidKey(key, `it has a "${segment}" segment`);
+      if (segment.startsWith(TEMP_PREFIX)) throw new InvalidKey(key, 'it names a temp file');
+    }
+    const path = join(this.root, ...segments);
+    if (path !== this.root && !path.startsWith(this.root + sep))
+      throw new InvalidKey(key, 'it leaves the root');
+    return path;
+  }
+
+  /** Files and directories under a prefix, each directory after its contents, temp files left out. */
+  private async *walk(prefix: string): AsyncGenerator<Entry> {
+    const { dir, dirKey, name } = this.splitPrefix(prefix);
+    yield* walkDir(dir, dirKey, name);
+  }
+
+  /** Removes empty directories from `dir` up towards the root (which stays). */
+  private async prune(dir: string): Promise<void> {
+    while (dir !== this.root && dir.startsWith(this.root + sep)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        return; // not empty, already gone, or not ours to remove: stop here
+      }
+      dir = dirname(dir);
+    }
+  }
+}
+
+async function* walkDir(dir: string, keyPrefix: string, namePrefix: string): AsyncGenerator<Entry> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const entry of entries) {
+    if (!entry.name.startsWith(namePrefix) || entry.name.startsWith(TEMP_PREFIX)) continue;
+    const path = join(dir, entry.name);
+    const key = keyPrefix + entry.name;
+    // Symlinks and other special files are neither: a store never makes them.
+    if (entry.isDirectory()) {
+      yield* walkDir(path, `${key}/`, '');
+      yield { kind: 'dir', path };
+    } else if (entry.isFile()) {
+      yield { kind: 'file', key, path };
+    }
+  }
+}
+
+/** Opens a new temp file, making its directory; retries if a concurrent delete pruned it. */
+async function createFile(dir: string, temp: string): Promise<FileHandle> {
+  for (let attempt = 1; ; attempt++) {
+    await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    try {
+      return await open(temp, 'wx', FILE_MODE);
+    } catch (err) {
+      if (codeOf(err) !== 'ENOENT' || attempt === 3) throw err;
+    }
+  }
+}
+
+/** Makes a rename durable. Some network filesystems cannot fsync a directory: then it is moot. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } catch (err) {
+    if (codeOf(err) !== 'EINVAL' && codeOf(err) !== 'ENOTSUP') throw err;
+  } finally {
+    await handle.close();
+  }
+}
+
+function fits({ offset, length }: ByteRange, size: number): boolean {
+  return (
+    Number.isSafeInteger(offset) &&
+    Number.isSafeInteger(length) &&
+    offset >= 0 &&
+    length >= 0 &&
+    offset + length <= size
+  );
+}
+
+function codeOf(err: unknown): string | undefined {
+  return (err as { code?: string } | undefined)?.code;
+}
+
+/** ENOTDIR: a path segment is a file, so the key cannot exist either. */
+function isMissing(err: unknown): boolean {
+  return codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR';
+}
+
+function ignoreMissing(err: unknown): void {
+  if (!isMissing(err)) throw err;
+}
+
+function ignoreNotEmpty(err: unknown): void {
+  if (!isMissing(err) && codeOf(err) !== 'ENOTEMPTY' && codeOf(err) !== 'EEXIST') throw err;
+}
