@@ -1,6 +1,7 @@
 /**
- * The Stowage control plane in one stack: catalog table, backup bucket, site queues, the three
- * functions, the backup/restore state machines, the HTTP API, the agents' access, and alarms.
+ * The Stowage control plane in one stack: catalog table, backup bucket, the KMS data key, site
+ * queues, the three functions, the backup/restore/verify state machines, the HTTP API, the
+ * agents' access, and alarms.
  * Every table, bucket and queue setting comes from functions/shared/resources.ts, which local mode
  * reads too, so AWS and local mode cannot drift.
  *
@@ -16,16 +17,22 @@ import { AGENT_POLICY_NAME, AgentAccess } from './constructs/agent-access';
 import { HttpApi } from './constructs/api';
 import { BackupBucket } from './constructs/backup-bucket';
 import { CatalogTable } from './constructs/catalog-table';
+import { DataKey } from './constructs/data-key';
 import { Monitoring } from './constructs/monitoring';
 import { NodeFunction } from './constructs/node-function';
 import { SiteQueues } from './constructs/site-queues';
-import { Workflows } from './constructs/workflows';
+import { type WorkflowName, Workflows } from './constructs/workflows';
 import { acknowledge, nagAttr } from './nag';
 
 export const SITES_CONTEXT_KEY = 'stowage:sites';
 
 /** Where recovery points live (functions/core/object-layout.ts); commit-point checks manifests. */
 const POINT_MANIFEST_PREFIX = 'points/';
+
+/** The api function's variable for the ARN of the `name` machine, e.g. VERIFY_STATE_MACHINE_ARN. */
+export function stateMachineArnVariable(name: WorkflowName): string {
+  return `${name.toUpperCase()}_STATE_MACHINE_ARN`;
+}
 
 /** The ARNs of every execution of `machine` (Step Functions names them by machine name). */
 function executionsOf(machine: StateMachine): string {
@@ -41,6 +48,7 @@ export class StowageStack extends Stack {
   // The parts, for tests and for whatever later stacks or aspects need to reach.
   readonly catalog: CatalogTable;
   readonly store: BackupBucket;
+  readonly dataKey: DataKey;
   readonly siteQueues: SiteQueues;
   readonly functions: Readonly<Record<keyof typeof FUNCTIONS, NodeFunction>>;
   readonly workflows: Workflows;
@@ -56,6 +64,7 @@ export class StowageStack extends Stack {
 
     const catalog = new CatalogTable(this, 'Catalog');
     const store = new BackupBucket(this, 'Store');
+    const dataKey = new DataKey(this, 'DataKey');
     const queues = new SiteQueues(this, 'SiteQueues', { sites });
     const { table } = catalog;
     const { bucket } = store;
@@ -92,7 +101,7 @@ export class StowageStack extends Stack {
       commitPoint: commitPoint.fn,
       siteQueues: queues.queues,
     });
-    const { backup, restore } = workflows.machines;
+    const machines = Object.entries(workflows.machines) as [WorkflowName, StateMachine][];
 
     const api = new NodeFunction(this, 'Api', {
       folder: FUNCTIONS.api,
@@ -100,14 +109,18 @@ export class StowageStack extends Stack {
       environment: {
         TABLE_NAME: table.tableName,
         BUCKET_NAME: bucket.bucketName,
-        BACKUP_STATE_MACHINE_ARN: backup.stateMachineArn,
-        RESTORE_STATE_MACHINE_ARN: restore.stateMachineArn,
+        ...Object.fromEntries(
+          machines.map(([name, machine]) => [
+            stateMachineArnVariable(name),
+            machine.stateMachineArn,
+          ]),
+        ),
         // A site's queue URL is this prefix + siteQueueName(site): queue names are fixed.
         SITE_QUEUE_URL_PREFIX: `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`,
       },
     });
     catalog.grantReadWriteData(api.fn);
-    for (const machine of [backup, restore]) {
+    for (const [, machine] of machines) {
       machine.grantStartExecution(api.fn);
       api.fn.addToRolePolicy(
         new PolicyStatement({
@@ -130,6 +143,7 @@ export class StowageStack extends Stack {
       siteQueues: queues.queues,
       bucket,
       table,
+      dataKey: dataKey.key,
     });
 
     new Monitoring(this, 'Monitoring', {
@@ -146,6 +160,10 @@ export class StowageStack extends Stack {
         description: `Task queue of site ${site}`,
       });
     }
+    new CfnOutput(this, 'DataKeyId', {
+      value: dataKey.key.keyArn,
+      description: 'STOWAGE_KMS_KEY_ID for agents: the KMS key wrapping the repository data key',
+    });
     new CfnOutput(this, 'AgentRoleArn', {
       value: agents.role.roleArn,
       description: `Role for on-prem agents (managed policy ${AGENT_POLICY_NAME})`,
@@ -153,6 +171,7 @@ export class StowageStack extends Stack {
 
     this.catalog = catalog;
     this.store = store;
+    this.dataKey = dataKey;
     this.siteQueues = queues;
     this.functions = { api, recordJob, commitPoint };
     this.workflows = workflows;

@@ -9,9 +9,10 @@ import type { KeyProvider } from './keys';
 import type { ObjectStore } from '../store/store';
 import { getBuffer, ObjectNotFound } from '../store/store';
 import { KMS_DATA_KEY } from '../../functions/core/object-layout';
+import { DATA_KEY } from '../../functions/shared/resources';
 
 /** Binds the encrypted data key to its use, so it cannot be decrypted for another purpose. */
-const ENCRYPTION_CONTEXT = { purpose: 'stowage-repository-data-key' };
+const ENCRYPTION_CONTEXT = { ...DATA_KEY.encryptionContext };
 
 export class KmsKeyProvider implements KeyProvider {
   private cached?: Promise<Buffer>;

@@ -15,6 +15,7 @@ import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
 import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
 import { createDockerDriver } from '../drivers/docker';
+import { createPathDriver } from '../drivers/path';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
 import { withRetry } from '../store/retry';
@@ -70,6 +71,8 @@ export function detectDrivers(
   if (existsSync(dockerSocket)) {
     drivers.set('docker', createDockerDriver({ socketPath: dockerSocket, log }));
   }
+  // Files, devices and directories of this host: always there.
+  drivers.set('path', createPathDriver({ log }));
   return drivers;
 }
 

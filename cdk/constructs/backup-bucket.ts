@@ -1,8 +1,14 @@
 /**
- * The store: recovery point manifests and stream data (key layout: functions/core/object-layout.ts).
- * Agents write to it directly over HTTPS; nothing in it is ever public. Encryption is S3-managed
- * until the KMS envelope work lands; versioning stays off because every key is written once, by
- * the job that owns it, and retention is the catalog's job, not S3's.
+ * The store: the agents' repository of sealed packs, indexes and point manifests (key layout:
+ * functions/core/object-layout.ts). Agents write to it directly over HTTPS; nothing in it is ever
+ * public. Versioning stays off because every key is written once, by the job that owns it, and
+ * retention is the catalog's job, not S3's.
+ *
+ * Encryption at rest stays S3-managed (SSE-S3), on purpose, not SSE-KMS with the DataKey: the
+ * agents already seal every object with the repository data key, which only the KMS data key can
+ * unwrap (envelope encryption, DataKey), so the bucket only ever stores ciphertext. SSE-KMS would
+ * add no secrecy to that, yet every PUT would need kms:GenerateDataKey and every GET kms:Decrypt
+ * on the key, for every principal that touches the bucket, and cost KMS requests per object.
  */
 import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { BlockPublicAccess, Bucket, BucketEncryption } from 'aws-cdk-lib/aws-s3';
@@ -34,12 +40,13 @@ export class BackupBucket extends Construct {
       autoDeleteObjects: false,
     });
 
+    // Deliberately not BucketEncryption.KMS: see the top of this file.
     Validations.of(this.bucket).acknowledge({
       id: 'AwsSolutions-S1',
       reason:
         'No server access log bucket yet: only roles of this stack (agent role, commit-point) ' +
         'can reach the bucket, and CloudTrail S3 data events can audit them per object; access ' +
-        'logging is to be decided together with the KMS and Object Lock work.',
+        'logging is to be decided together with the Object Lock work.',
     });
   }
 }

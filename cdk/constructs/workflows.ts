@@ -1,6 +1,6 @@
 /**
- * The backup and restore state machines, built from the ASL files under statemachines/ (the same
- * files local mode executes) with `${Placeholder}` substitutions for the function ARNs. The ASL
+ * The state machines of WORKFLOWS (backup, restore, verify), built from the ASL files under
+ * statemachines/ (the same files local mode executes) with `${Placeholder}` substitutions for the function ARNs. The ASL
  * files are the single source of truth: nothing here adds states.
  *
  * Each machine's role may invoke only the functions its file references and send messages only
@@ -114,6 +114,10 @@ export class Workflows extends Construct {
       return machine;
     };
 
-    this.machines = { backup: build('backup'), restore: build('restore') };
+    const names = Object.keys(WORKFLOWS) as WorkflowName[];
+    this.machines = Object.fromEntries(names.map((name) => [name, build(name)])) as Record<
+      WorkflowName,
+      StateMachine
+    >;
   }
 }

@@ -5,7 +5,14 @@
  */
 import type { Catalog } from './catalog';
 import type { AgentRecord, Job } from './model';
-import { formatTarget, parseTarget, parseTargetKey, targetKey, type TargetRef } from './targets';
+import {
+  formatTarget,
+  isListedPlatform,
+  parseTarget,
+  parseTargetKey,
+  targetKey,
+  type TargetRef,
+} from './targets';
 import {
   AgentUnavailable,
   NameTaken,
@@ -53,12 +60,19 @@ function seenFor(agent: AgentRecord, now: string): string {
 /** Finds the one agent that sees `ref` (or checks the one named with @AGENT). */
 async function agentSeeing(catalog: Catalog, ref: TargetRef, now: string): Promise<AgentRecord> {
   const key = targetKey(ref);
+  const listed = isListedPlatform(ref.platform);
   if (ref.agent) {
     const agent = await catalog.getAgent(ref.agent);
     if (!agent) {
       throw new AgentUnavailable(
         `no agent named "${ref.agent}" has reported to this Stowage; start one with \`stowage agent --site ${ref.agent}\``,
       );
+    }
+    if (!listed) {
+      if (!agent.platforms.includes(ref.platform)) {
+        throw new AgentUnavailable(`agent ${ref.agent} does not serve platform "${ref.platform}"`);
+      }
+      return agent;
     }
     if (!agent.targets.some((t) => t.target === key)) {
       throw new TargetNotFound(
@@ -73,6 +87,15 @@ async function agentSeeing(catalog: Catalog, ref: TargetRef, now: string): Promi
     throw new AgentUnavailable(
       `no agent serves platform "${ref.platform}"; start an agent on a host that runs it`,
     );
+  }
+  if (!listed) {
+    // Nothing lists every path: the agent finds out whether it exists.
+    if (serving.length > 1) {
+      throw new ValidationError(
+        `${key} could be on any of ${serving.map((a) => a.agent).join(', ')}; name the host's agent as ${key}@AGENT`,
+      );
+    }
+    return serving[0]!;
   }
   const seeing = serving.filter((a) => a.targets.some((t) => t.target === key));
   if (seeing.length === 0) {
@@ -185,6 +208,7 @@ export async function requestRestore(
       `agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\``,
     );
   }
+  // For unlisted platforms (paths) the agent refuses an existing destination itself.
   const exists = agent.targets.some((t) => t.target === targetKey(destination));
   if (exists && !inPlace) {
     throw new NameTaken(

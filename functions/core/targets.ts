@@ -26,6 +26,16 @@ export interface TargetRef {
 
 const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
+/**
+ * Platforms whose targets agents cannot list (any absolute path on the host may be one): the API
+ * cannot check them against the inventory, so the agent reports TargetNotFound / NameTaken.
+ */
+const UNLISTED_PLATFORMS: readonly Platform[] = ['path'];
+
+export function isListedPlatform(platform: Platform): boolean {
+  return !UNLISTED_PLATFORMS.includes(platform);
+}
+
 export function isPlatform(value: string): value is Platform {
   return (PLATFORMS as readonly string[]).includes(value);
 }

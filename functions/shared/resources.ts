@@ -35,6 +35,16 @@ export const SITE_QUEUE = {
 
 export const DEFAULT_SITE = 'local';
 
+/**
+ * The KMS key that wraps the repository's data key (AWS). Agents pass this encryption context on
+ * every call and IAM allows the key only with it, so the wrapped key cannot be decrypted for
+ * another purpose.
+ */
+export const DATA_KEY = {
+  alias: 'alias/stowage-data',
+  encryptionContext: { purpose: 'stowage-repository-data-key' },
+} as const;
+
 export function siteQueueName(site: string): string {
   return `${SITE_QUEUE.namePrefix}${site}`;
 }

@@ -13,6 +13,12 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  DATA_KEY_ALIAS,
+  DATA_KEY_ENCRYPTION_CONTEXT,
+  DATA_KEY_USE_ACTIONS,
+} from '../../cdk/constructs/data-key';
+import { placeholdersIn } from '../../cdk/constructs/workflows';
 import { REPO_ROOT } from '../../cdk/project';
 import { SITES_CONTEXT_KEY, StowageStack } from '../../cdk/stack';
 import {
@@ -21,15 +27,18 @@ import {
   SITE_QUEUE,
   WORKFLOWS,
   siteQueueName,
+  DATA_KEY,
 } from '../../functions/shared/resources';
 
 const SITES = ['local', 'lab'];
 
 type Json = Record<string, unknown>;
 interface Statement {
+  Sid?: string;
   Action: string | string[];
   Resource: unknown;
   Effect: string;
+  Principal?: unknown;
   Condition?: Json;
 }
 
@@ -75,6 +84,36 @@ function statementsOfRole(template: Template, roleId: string): Statement[] {
 
 const allows = (statement: Statement, action: string) =>
   statement.Effect === 'Allow' && asArray(statement.Action).includes(action);
+
+/**
+ * Every identity-policy statement of the template, with the logical id of the resource holding it:
+ * IAM::Policy and IAM::ManagedPolicy documents and the inline policies of roles.
+ */
+function identityStatements(template: Template): { holder: string; statement: Statement }[] {
+  const documents: { holder: string; document: unknown }[] = [];
+  for (const [id, resource] of Object.entries(
+    template.toJSON().Resources as Record<string, Json>,
+  )) {
+    const props = (resource.Properties ?? {}) as Json;
+    if (resource.Type === 'AWS::IAM::Policy' || resource.Type === 'AWS::IAM::ManagedPolicy') {
+      documents.push({ holder: id, document: props.PolicyDocument });
+    }
+    if (resource.Type === 'AWS::IAM::Role') {
+      for (const inline of asArray((props.Policies ?? []) as Json[])) {
+        documents.push({ holder: id, document: inline.PolicyDocument });
+      }
+    }
+  }
+  return documents.flatMap(({ holder, document }) =>
+    asArray((document as { Statement: Statement | Statement[] }).Statement).map((statement) => ({
+      holder,
+      statement,
+    })),
+  );
+}
+
+const mentionsKms = (statement: Statement) =>
+  asArray(statement.Action).some((a) => a.toLowerCase().startsWith('kms:'));
 
 describe('Stowage stack', () => {
   let app: App;
@@ -210,6 +249,12 @@ describe('Stowage stack', () => {
   describe('state machines', () => {
     const assemblyDir = () => app.synth().directory;
 
+    it('has one standard state machine per workflow: backup, restore and verify', () => {
+      expect(Object.keys(WORKFLOWS).sort()).toEqual(['backup', 'restore', 'verify']);
+      expect(Object.keys(stack.workflows.machines).sort()).toEqual(Object.keys(WORKFLOWS).sort());
+      template.resourceCountIs('AWS::StepFunctions::StateMachine', 3);
+    });
+
     it.each(Object.keys(WORKFLOWS) as (keyof typeof WORKFLOWS)[])(
       'builds the %s machine from its ASL file with every placeholder substituted',
       (name) => {
@@ -263,25 +308,33 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('lets the machines invoke only their functions and send only to the site queues', () => {
-      const functionArns = new Set(
-        [stack.functions.recordJob.fn, stack.functions.commitPoint.fn].map((fn) =>
-          JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] }),
-        ),
-      );
+    it('lets each machine invoke exactly the functions its ASL file uses and send only to the site queues', () => {
+      const arnOf = (fn: IConstruct) =>
+        JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] });
+      const functionByPlaceholder: Record<string, IConstruct> = {
+        [ASL_SUBSTITUTIONS.recordJobFunction]: stack.functions.recordJob.fn,
+        [ASL_SUBSTITUTIONS.commitPointFunction]: stack.functions.commitPoint.fn,
+      };
       const queueArns = new Set(
         stack.siteQueues.queues.map((q) =>
           JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, q), 'Arn'] }),
         ),
       );
-      for (const machine of Object.values(stack.workflows.machines)) {
+      for (const [name, machine] of Object.entries(stack.workflows.machines)) {
+        const asl = readFileSync(
+          join(REPO_ROOT, 'statemachines', WORKFLOWS[name as keyof typeof WORKFLOWS].file),
+          'utf8',
+        );
+        const expectedInvoked = new Set(
+          placeholdersIn(asl).map((placeholder) => arnOf(functionByPlaceholder[placeholder]!)),
+        );
         const statements = statementsOfRole(template, logicalId(stack, machine.role));
         const resourcesOf = (action: string) =>
           statements
             .filter((s) => allows(s, action))
             .flatMap((s) => asArray(s.Resource).map((r) => JSON.stringify(r)));
-        expect(resourcesOf('lambda:InvokeFunction').every((r) => functionArns.has(r))).toBe(true);
-        expect(new Set(resourcesOf('sqs:SendMessage'))).toEqual(queueArns);
+        expect(new Set(resourcesOf('lambda:InvokeFunction')), name).toEqual(expectedInvoked);
+        expect(new Set(resourcesOf('sqs:SendMessage')), name).toEqual(queueArns);
         expect(
           statements.flatMap((s) => asArray(s.Action)).filter((a) => a.startsWith('sqs:')),
         ).toEqual(['sqs:SendMessage']);
@@ -290,6 +343,20 @@ describe('Stowage stack', () => {
             asArray(s.Action).some((a) => a.startsWith('lambda:') && a !== 'lambda:InvokeFunction'),
           ),
         ).toBe(false);
+      }
+    });
+
+    it('lets restore and verify invoke only record-job', () => {
+      const recordJob = { 'Fn::GetAtt': [logicalId(stack, stack.functions.recordJob.fn), 'Arn'] };
+      for (const name of ['restore', 'verify'] as const) {
+        const machine = stack.workflows.machines[name];
+        const invoke = statementsOfRole(template, logicalId(stack, machine.role)).filter((s) =>
+          allows(s, 'lambda:InvokeFunction'),
+        );
+        expect(
+          invoke.flatMap((s) => asArray(s.Resource)),
+          name,
+        ).toEqual([recordJob]);
       }
     });
   });
@@ -322,23 +389,43 @@ describe('Stowage stack', () => {
         'RESTORE_STATE_MACHINE_ARN',
         'SITE_QUEUE_URL_PREFIX',
         'TABLE_NAME',
+        'VERIFY_STATE_MACHINE_ARN',
       ]);
+      const variables = template.toJSON().Resources[logicalId(stack, stack.functions.api.fn)]
+        .Properties.Environment.Variables as Record<string, unknown>;
+      for (const [name, machine] of Object.entries(stack.workflows.machines)) {
+        expect(variables[`${name.toUpperCase()}_STATE_MACHINE_ARN`]).toEqual({
+          Ref: logicalId(stack, machine),
+        });
+      }
       expect(envOf(stack.functions.recordJob.fn)).toEqual(['TABLE_NAME']);
       expect(envOf(stack.functions.commitPoint.fn).sort()).toEqual(['BUCKET_NAME', 'TABLE_NAME']);
     });
 
-    it('lets the api function start only the two state machines', () => {
+    it('lets the api function start the three state machines and nothing else', () => {
       const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
       const startResources = statements
         .filter((s) => allows(s, 'states:StartExecution'))
         .flatMap((s) => asArray(s.Resource));
-      expect(startResources).toHaveLength(2);
+      expect(startResources).toHaveLength(3);
       expect(startResources).toEqual(
         expect.arrayContaining(
           Object.values(stack.workflows.machines).map((m) => ({ Ref: logicalId(stack, m) })),
         ),
       );
       expect(statements.some((s) => asArray(s.Action).some((a) => a === 'states:*'))).toBe(false);
+    });
+
+    it('lets the api function describe and stop the executions of each machine', () => {
+      const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
+      const executionResources = statements
+        .filter((s) => allows(s, 'states:DescribeExecution') && allows(s, 'states:StopExecution'))
+        .flatMap((s) => asArray(s.Resource).map((r) => JSON.stringify(r)));
+      expect(executionResources).toHaveLength(3);
+      for (const machine of Object.values(stack.workflows.machines)) {
+        const name = JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, machine), 'Name'] });
+        expect(executionResources.filter((r) => r.includes(name))).toHaveLength(1);
+      }
     });
 
     it('gives record-job the table and nothing else, and commit-point only points/* of the bucket', () => {
@@ -367,6 +454,97 @@ describe('Stowage stack', () => {
           },
         },
       ]);
+    });
+  });
+
+  describe('data key', () => {
+    const keyId = () => logicalId(stack, stack.dataKey.key);
+    const keyResource = () =>
+      template.toJSON().Resources[keyId()] as {
+        Properties: Json & { KeyPolicy: { Statement: Statement[] } };
+        DeletionPolicy: string;
+      };
+
+    it('is one symmetric key with rotation, retained, under alias/stowage-data', () => {
+      template.resourceCountIs('AWS::KMS::Key', 1);
+      expect(keyResource().Properties).toMatchObject({
+        KeySpec: 'SYMMETRIC_DEFAULT',
+        KeyUsage: 'ENCRYPT_DECRYPT',
+        EnableKeyRotation: true,
+      });
+      expect(keyResource().DeletionPolicy).toBe('Retain');
+      expect(DATA_KEY_ALIAS).toBe('alias/stowage-data');
+      template.resourceCountIs('AWS::KMS::Alias', 1);
+      template.hasResourceProperties('AWS::KMS::Alias', {
+        AliasName: 'alias/stowage-data',
+        TargetKeyId: { 'Fn::GetAtt': [keyId(), 'Arn'] },
+      });
+    });
+
+    it('allows cryptographic use in its key policy only under the encryption context', () => {
+      const statements = keyResource().Properties.KeyPolicy.Statement;
+      const actions = statements.flatMap((s) => asArray(s.Action));
+      expect(actions.some((a) => a === 'kms:*' || a.endsWith('*'))).toBe(false);
+      for (const forbidden of ['kms:Encrypt', 'kms:ReEncryptFrom', 'kms:CreateGrant']) {
+        expect(actions).not.toContain(forbidden);
+      }
+      const crypto = statements.filter((s) =>
+        asArray(s.Action).some((a) => a === 'kms:Decrypt' || a.startsWith('kms:GenerateDataKey')),
+      );
+      expect(crypto).toHaveLength(1);
+      expect(crypto[0]).toMatchObject({
+        Effect: 'Allow',
+        Action: [...DATA_KEY_USE_ACTIONS],
+        Condition: {
+          StringEquals: {
+            'kms:EncryptionContext:purpose': DATA_KEY_ENCRYPTION_CONTEXT.purpose,
+          },
+        },
+      });
+    });
+
+    it('uses the encryption context the agents pass (one shared definition)', () => {
+      expect(DATA_KEY_ENCRYPTION_CONTEXT).toBe(DATA_KEY.encryptionContext);
+      expect(DATA_KEY_ENCRYPTION_CONTEXT).toEqual({ purpose: 'stowage-repository-data-key' });
+    });
+
+    it('is granted to the agent policy only, for Decrypt and GenerateDataKey under the context', () => {
+      const agentPolicyId = logicalId(stack, stack.agentAccess.policy);
+      const kms = identityStatements(template).filter(
+        ({ statement }) =>
+          mentionsKms(statement) || JSON.stringify(statement.Resource).includes(keyId()),
+      );
+      expect(kms).toEqual([
+        {
+          holder: agentPolicyId,
+          statement: {
+            Sid: 'UseRepositoryDataKey',
+            Effect: 'Allow',
+            Action: [...DATA_KEY_USE_ACTIONS],
+            Resource: { 'Fn::GetAtt': [keyId(), 'Arn'] },
+            Condition: {
+              StringEquals: {
+                'kms:EncryptionContext:purpose': 'stowage-repository-data-key',
+              },
+            },
+          },
+        },
+      ]);
+    });
+
+    it('is out of reach of every Lambda and state machine role', () => {
+      const roles = [
+        ...Object.values(stack.functions).map((f) => f.role),
+        ...Object.values(stack.workflows.machines).map((m) => m.role),
+      ];
+      for (const role of roles) {
+        const statements = statementsOfRole(template, logicalId(stack, role));
+        expect(statements.length).toBeGreaterThan(0);
+        expect(statements.some(mentionsKms)).toBe(false);
+        expect(JSON.stringify(statements)).not.toContain(keyId());
+        const roleProps = template.toJSON().Resources[logicalId(stack, role)].Properties as Json;
+        expect(roleProps.ManagedPolicyArns ?? []).toEqual([]);
+      }
     });
   });
 
@@ -440,6 +618,23 @@ describe('Stowage stack', () => {
       ]);
     });
 
+    it('reads, writes and lists the bucket but can never delete from it', () => {
+      const statements = agentPolicy().PolicyDocument.Statement;
+      const s3Actions = statements
+        .flatMap((s) => asArray(s.Action))
+        .filter((a) => a.startsWith('s3:'));
+      expect(s3Actions.sort()).toEqual([
+        's3:AbortMultipartUpload',
+        's3:GetObject',
+        's3:ListBucket',
+        's3:ListMultipartUploadParts',
+        's3:PutObject',
+      ]);
+      expect(statements.find((s) => allows(s, 's3:ListBucket'))!.Resource).toEqual({
+        'Fn::GetAtt': [logicalId(stack, stack.store.bucket), 'Arn'],
+      });
+    });
+
     it('is a role the account can assume, carrying the policy', () => {
       expect(
         template.toJSON().Resources[logicalId(stack, stack.agentAccess.role)].Properties,
@@ -482,18 +677,22 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('outputs the API URL, table, bucket, each site queue URL and the agent role', () => {
+    it('outputs the API URL, table, bucket, data key, each site queue URL and the agent role', () => {
       const outputs = Object.keys(template.toJSON().Outputs).sort();
       expect(outputs).toEqual(
         [
           'AgentRoleArn',
           'ApiUrl',
           'BucketName',
+          'DataKeyId',
           'TableName',
           'SiteQueueUrllab',
           'SiteQueueUrllocal',
         ].sort(),
       );
+      template.hasOutput('DataKeyId', {
+        Value: { 'Fn::GetAtt': [logicalId(stack, stack.dataKey.key), 'Arn'] },
+      });
     });
   });
 });

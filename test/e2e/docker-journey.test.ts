@@ -3,9 +3,6 @@
  * as separate commands with --json, a real dockerd, and the restored volumes compared byte for
  * byte (modes, owners, symlinks, empty directories included) with the originals.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   docker,
@@ -16,91 +13,15 @@ import {
   TEST_IMAGE,
 } from '../fixtures/docker';
 import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-e2e-${process.pid}`;
 const WEB = `${RUN}-web`;
 const WEB2 = `${RUN}-web2`;
-const BIN = new URL('../../cli/bin.mjs', import.meta.url).pathname;
 
 let dataDir: string;
-let port: number;
-let server: ChildProcess | undefined;
-
-async function freePortRange(): Promise<number> {
-  // The API port and the four after it must be free.
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
-    const ok = await Promise.all(
-      [0, 1, 2, 3, 4].map(
-        (i) =>
-          new Promise<boolean>((resolve) => {
-            const s = createServer().once('error', () => resolve(false));
-            s.listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)));
-          }),
-      ),
-    );
-    if (ok.every(Boolean)) return base;
-  }
-  throw new Error('no free port range');
-}
-
-async function startStowage(): Promise<void> {
-  const child = spawn(
-    process.execPath,
-    [BIN, 'start', '--data-dir', dataDir, '--port', String(port)],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  const stderr: string[] = [];
-  child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`stowage start did not get ready: ${stderr.join('')}`)),
-      60_000,
-    );
-    child.once('exit', (code) =>
-      reject(new Error(`stowage start exited ${code}: ${stderr.join('')}`)),
-    );
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.startsWith('Stop with Ctrl-C')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  server = child;
-}
-
-async function stopStowage(): Promise<void> {
-  const child = server;
-  server = undefined;
-  if (!child || child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
-
-interface CliResult {
-  code: number;
-  json: unknown;
-  stderr: string;
-}
-
-function stowage(...args: string[]): CliResult {
-  const out = spawnSync(process.execPath, [BIN, '--json', ...args], {
-    env: { ...process.env, STOWAGE_API: `http://127.0.0.1:${port}` },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  let json: unknown;
-  try {
-    json = JSON.parse(out.stdout);
-  } catch {
-    json = undefined;
-  }
-  return { code: out.status ?? -1, json, stderr: out.stderr };
-}
+let stowageProcess: StowageProcess;
+const stowage = (...args: string[]) => stowageProcess.cli(...args);
 
 async function makeWeb(): Promise<void> {
   await docker.createVolume({ Name: `${WEB}-data` });
@@ -139,9 +60,9 @@ beforeAll(async () => {
   await requireTestImage();
   await removeByPrefix(RUN);
   dataDir = tempDir('stowage-e2e-');
-  port = await freePortRange();
+  stowageProcess = new StowageProcess(dataDir);
   await makeWeb();
-  await startStowage();
+  await stowageProcess.start();
   // The agent reports its inventory on start and on container events.
   await eventually(async () => {
     const r = stowage('targets', '--platform', 'docker');
@@ -154,7 +75,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await stopStowage();
+  await stowageProcess?.stop();
   await removeByPrefix(RUN);
   if (dataDir) removeDir(dataDir);
 });
@@ -256,8 +177,8 @@ describe('docker journey through the CLI, the API, the state machines and the ag
   });
 
   it('keeps jobs and recovery points across a restart of stowage start, and restores after it', async () => {
-    await stopStowage();
-    await startStowage();
+    await stowageProcess.stop();
+    await stowageProcess.start();
     const points = stowage('points').json as Array<{ recoveryPointId: string }>;
     expect(points.map((p) => p.recoveryPointId)).toContain(pointId);
     expect(stowage('job', backupJobId).json).toMatchObject({ status: 'SUCCEEDED' });

@@ -1,0 +1,290 @@
+/**
+ * What every part of the path driver shares: the shape of a recovery point's metadata, target
+ * name checks, the translation of filesystem errors into Stowage errors, abandonment, and the
+ * primitives of an atomic replace (a partial name beside the destination, directory fsync).
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs, type Stats } from 'node:fs';
+import { dirname, basename, isAbsolute, normalize } from 'node:path';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import {
+  DriverError,
+  StowageError,
+  TargetNotFound,
+  TransientError,
+  isStowageError,
+} from '../../../functions/shared/errors';
+import type { DriverContext } from '../../core/driver';
+
+export const METADATA_FORMAT = 'stowage.path/1';
+
+export type PathType = 'file' | 'block-device' | 'directory';
+
+export interface PathBackupMetadata {
+  format: typeof METADATA_FORMAT;
+  /** The target's name: the absolute path as given. */
+  path: string;
+  /** Where `path` led when it was a symlink (`/dev/disk/by-id/...` → `/dev/vdb`). */
+  resolvedPath?: string;
+  type: PathType;
+  /**
+   * Bytes: the file's or device's length as read; for a directory, the sum of the regular files'
+   * sizes in the archive (the tar stream itself is a little larger).
+   */
+  size: number;
+  /** Permission bits of the file, device node or top directory, with setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** ISO 8601, millisecond precision. */
+  mtime: string;
+  /** Directory only: entries in the tar (directories, files, symlinks, hard links). */
+  entries?: number;
+  /** Directory only: sockets, FIFOs, device nodes and unreadable names left out. */
+  skipped?: number;
+  /** What went wrong without failing the backup (a file that changed while read...). Capped. */
+  warnings?: string[];
+}
+
+/** Keeps the manifest small on a tree where thousands of files change during the backup. */
+export const MAX_WARNINGS = 100;
+
+/** Collects warnings for the metadata, keeping the first MAX_WARNINGS and counting the rest. */
+export class Warnings {
+  readonly list: string[] = [];
+  private dropped = 0;
+  add(text: string): void {
+    if (this.list.length < MAX_WARNINGS) this.list.push(text);
+    else this.dropped++;
+  }
+  toMetadata(): string[] | undefined {
+    if (this.list.length === 0) return undefined;
+    return this.dropped ? [...this.list, `...and ${this.dropped} more`] : [...this.list];
+  }
+}
+
+export function parseMetadata(raw: Record<string, unknown>): PathBackupMetadata {
+  const m = raw as Partial<PathBackupMetadata>;
+  const ok =
+    m.format === METADATA_FORMAT &&
+    typeof m.path === 'string' &&
+    (m.type === 'file' || m.type === 'block-device' || m.type === 'directory') &&
+    typeof m.size === 'number' &&
+    typeof m.mode === 'number' &&
+    typeof m.uid === 'number' &&
+    typeof m.gid === 'number' &&
+    typeof m.mtime === 'string' &&
+    !Number.isNaN(Date.parse(m.mtime));
+  if (!ok) {
+    throw new DriverError(
+      `the recovery point's metadata is not a path backup (format ${String(m.format)}, ` +
+        `expected ${METADATA_FORMAT}); restore it with the driver of the platform that made it`,
+    );
+  }
+  return m as PathBackupMetadata;
+}
+
+/**
+ * Checks that `name` is an absolute path without `..` segments and returns it normalised
+ * (doubled and trailing slashes removed). `..` is refused rather than resolved: a target names
+ * one place, and `/srv/a/../b` makes a reader guess which.
+ */
+export function checkPathName(name: string, role = 'a path target'): string {
+  if (!name || !isAbsolute(name) || name.includes('\0')) {
+    throw new DriverError(
+      `${role} must be an absolute path (path:/srv/images, path:/dev/vdb), not "${name}"; ` +
+        'give the absolute path',
+    );
+  }
+  if (name.split('/').includes('..')) {
+    throw new DriverError(
+      `${role} must not contain ".." segments ("${name}"); give the absolute path it means`,
+    );
+  }
+  const normal = normalize(name);
+  return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
+}
+
+export function errnoOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** `lstat` that answers undefined for a path that is not there. */
+export async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await fs.lstat(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
+    throw translate(err, `reading ${path}`);
+  }
+}
+
+/**
+ * Turns a filesystem failure into a StowageError whose message says what was being done and how
+ * to fix it. StowageErrors (an integrity error from the store, an abandonment) pass unchanged.
+ */
+export function translate(err: unknown, action: string): StowageError {
+  if (isStowageError(err)) return err;
+  const code = errnoOf(err);
+  const said = err instanceof Error ? err.message : String(err);
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      return new DriverError(
+        `${action}: permission denied (${said}); run the agent as root or as a user who may read and write it`,
+        { cause: err },
+      );
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new DriverError(`${action}: no space left on the device (${said}); free some space`, {
+        cause: err,
+      });
+    case 'EROFS':
+      return new DriverError(`${action}: the filesystem is read-only (${said})`, { cause: err });
+    case 'EBUSY':
+      return new DriverError(
+        `${action}: the device or file is busy (${said}); unmount it or stop what uses it first`,
+        { cause: err },
+      );
+    case 'EIO':
+      return new DriverError(`${action}: input/output error (${said}); check the disk`, {
+        cause: err,
+      });
+    default:
+      return new DriverError(`${action} failed: ${said}`, { cause: err });
+  }
+}
+
+export function notFound(path: string, cause?: unknown): TargetNotFound {
+  return new TargetNotFound(
+    `${path} does not exist on this agent's host; give the absolute path of an existing file, ` +
+      'block device or directory',
+    { cause },
+  );
+}
+
+export function checkAborted(ctx: DriverContext, what: string): void {
+  if (!ctx.signal.aborted) return;
+  const reason: unknown = ctx.signal.reason;
+  if (reason instanceof StowageError) throw reason;
+  throw new TransientError(
+    `${what} stopped: the job was abandoned (heartbeat lost or agent draining)`,
+    {
+      cause: reason,
+    },
+  );
+}
+
+/**
+ * Runs `consume(stream)` with the stream destroyed if the job is abandoned meanwhile, and always
+ * destroyed afterwards. A failure is reported as what caused it: the abandonment, the stream's
+ * own StowageError (an integrity error from the store), a failed disk read, or a stream that
+ * broke off (TransientError), not as what the consumer made of the cut-off stream.
+ */
+export async function consumeStream<T>(
+  stream: Readable,
+  ctx: DriverContext,
+  what: string,
+  consume: (stream: Readable) => Promise<T>,
+): Promise<T> {
+  const onAbort = () => stream.destroy(new Error(`${what}: the job was abandoned`));
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await consume(stream);
+  } catch (err) {
+    checkAborted(ctx, what);
+    const broke = stream.errored;
+    if (broke instanceof StowageError) throw broke;
+    // A read of the disk failed (EIO on a dying device): the disk is the news, not the sink.
+    if (broke && errnoOf(broke)) throw translate(broke, what);
+    if (broke && !(err instanceof StowageError)) {
+      // A store connection dropped mid-stream: worth a retry.
+      throw new TransientError(`${what}: the stream broke off midway (${broke.message}); retry`, {
+        cause: broke,
+      });
+    }
+    throw err;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+    if (!stream.destroyed) stream.destroy();
+  }
+}
+
+/** `<dest>.stowage-<what>-<random>`: beside the destination, so a rename onto it is atomic. */
+export function sideName(dest: string, what: 'partial' | 'old'): string {
+  return `${dest}.stowage-${what}-${randomBytes(6).toString('hex')}`;
+}
+
+/** The destination's directory must exist: a restore creates one thing, not a chain of parents. */
+export async function checkParent(dest: string): Promise<void> {
+  if (basename(dest) === '')
+    throw new DriverError('cannot restore onto /; give another destination path');
+  const parent = dirname(dest);
+  let st: Stats;
+  try {
+    st = await fs.stat(parent);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') {
+      throw new DriverError(
+        `cannot restore to ${dest}: its directory ${parent} does not exist; create it first or choose another destination path`,
+        { cause: err },
+      );
+    }
+    throw translate(err, `reading ${parent}`);
+  }
+  if (!st.isDirectory()) {
+    throw new DriverError(`cannot restore to ${dest}: ${parent} is not a directory`);
+  }
+}
+
+/** Makes a rename or a new name in `dir` durable. Best effort: some filesystems refuse it. */
+export async function fsyncDir(dir: string): Promise<void> {
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    await handle.sync();
+  } catch {
+    // Not all filesystems allow fsync on a directory; the rename itself is still atomic.
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+/** Flushes the filesystem holding `path` (coreutils `sync -f`, i.e. syncfs). Best effort. */
+export async function syncFilesystem(path: string): Promise<void> {
+  try {
+    await promisify(execFile)('sync', ['-f', path]);
+  } catch {
+    // An old coreutils without -f: the restored tree is complete, just not yet flushed.
+  }
+}
+
+/**
+ * Writes all of `buffer` at `position` (or the current offset): write(2) may take less than
+ * asked, and a short write left unnoticed is a hole in the restored bytes.
+ */
+export async function writeFully(
+  handle: fs.FileHandle,
+  buffer: Buffer,
+  position: number | null = null,
+): Promise<void> {
+  let done = 0;
+  while (done < buffer.length) {
+    const at = position === null ? null : position + done;
+    const { bytesWritten } = await handle.write(buffer, done, buffer.length - done, at);
+    done += bytesWritten;
+  }
+}
+
+/** Whether chown is possible: only root may give files away. */
+export function canChown(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** Removes what a failed restore created; never throws, the original failure matters more. */
+export async function removeQuietly(path: string): Promise<void> {
+  await fs.rm(path, { recursive: true, force: true }).catch(() => undefined);
+}
