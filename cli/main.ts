@@ -98,26 +98,35 @@ program
   .option('--no-agent', 'do not run an agent in this process')
   .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
-  .action(async (opts: { dataDir: string; port: number; agent: boolean; site: string }) => {
-    const { startControlPlane } = await import('../local/control-plane');
-    const plane = await startControlPlane({
-      dataDir: opts.dataDir,
-      port: opts.port,
-      agent: opts.agent,
-      site: opts.site,
-    });
-    process.stdout.write(
-      `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  store:    ${
-        plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
-      }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
-        plane.agent
-          ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
-          : 'none'
-      }\nStop with Ctrl-C.\n`,
-    );
-    await untilSignal();
-    await plane.close();
-  });
+  .action(
+    async (opts: {
+      dataDir: string;
+      port: number;
+      agent: boolean;
+      site: string;
+      store?: string;
+    }) => {
+      const { startControlPlane } = await import('../local/control-plane');
+      const plane = await startControlPlane({
+        dataDir: opts.dataDir,
+        port: opts.port,
+        agent: opts.agent,
+        site: opts.site,
+        ...(opts.store ? { storeDir: opts.store } : {}),
+      });
+      process.stdout.write(
+        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  store:    ${
+          plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
+        }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
+          plane.agent
+            ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
+            : 'none'
+        }\nStop with Ctrl-C.\n`,
+      );
+      await untilSignal();
+      await plane.close();
+    },
+  );
 
 program
   .command('agent')

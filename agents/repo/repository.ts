@@ -250,6 +250,7 @@ async function loadOrCreateConfig(
     try {
       return openJson<RepositoryConfig>(sealed, key, 'config');
     } catch (err) {
+      if (!(err instanceof IntegrityError)) throw err;
       throw new IntegrityError(
         `${keys.describe()} does not open this repository (its config fails authentication); use the key the repository was created with`,
         { cause: err },

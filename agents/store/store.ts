@@ -51,7 +51,11 @@ export interface ObjectStore {
 }
 
 /** Reads a whole object (or a range of it) into memory: for small objects and pack ranges. */
-export async function getBuffer(store: ObjectStore, key: string, range?: ByteRange): Promise<Buffer> {
+export async function getBuffer(
+  store: ObjectStore,
+  key: string,
+  range?: ByteRange,
+): Promise<Buffer> {
   const body = await store.get(key, range);
   const chunks: Buffer[] = [];
   for await (const chunk of body) chunks.push(chunk as Buffer);

@@ -1,0 +1,648 @@
+/**
+ * `npm run bench`: Stowage's data path against restic and BorgBackup, on the same data, in the
+ * same run, each into a repository in a local directory.
+ *
+ * For each tool: init (not timed), full backup of full.img, incremental backup of incr.img into
+ * the same repository, restore of the incremental snapshot to a file (whose SHA-256 must equal
+ * incr.img's, or the tool is reported as failed and its restore is not timed), and the repository
+ * directory's size after both backups. Every timed step is a child process under
+ * `/usr/bin/time -v`: wall seconds from this process's clock around the spawn, peak RSS from
+ * time's "Maximum resident set size". `sync` runs before each timed step so no step pays for the
+ * previous one's write-back. The page cache is not dropped (there is no fair portable way): every
+ * tool reads the same, usually cached, files.
+ *
+ * Benchmarks print ratios; they never assert times. The exit status is 1 only when a tool failed
+ * (a step exited non-zero or a restore returned the wrong bytes).
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { describeDataset, makeDataset, MiB, type Dataset } from './dataset';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const TOOLS = ['stowage', 'restic', 'borg'] as const;
+type ToolName = (typeof TOOLS)[number];
+/** The shared passphrase of the peers' repositories (their encryption is on, like Stowage's). */
+const PASSPHRASE = 'bench';
+
+// ---- child processes ------------------------------------------------------------------------
+
+interface Command {
+  cmd: string;
+  args: string[];
+  cwd: string;
+  env?: Record<string, string>;
+}
+
+interface Exec {
+  code: number;
+  seconds: number;
+  maxRssKiB: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to its end, optionally under /usr/bin/time -v; never rejects on exit codes. */
+async function exec(
+  c: Command,
+  options: { timed?: boolean; logFile?: string } = {},
+): Promise<Exec> {
+  const timeFile = options.logFile ? `${options.logFile}.time` : undefined;
+  const [cmd, args] =
+    options.timed && timeFile
+      ? ['/usr/bin/time', ['-v', '-o', timeFile, c.cmd, ...c.args]]
+      : [c.cmd, c.args];
+  const started = performance.now();
+  const child = spawn(cmd, args, {
+    cwd: c.cwd,
+    env: { ...process.env, ...c.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const code = await new Promise<number>((done, fail) => {
+    child.on('error', fail);
+    child.on('close', (status) => done(status ?? 1));
+  });
+  const seconds = (performance.now() - started) / 1000;
+  let maxRssKiB: number | null = null;
+  if (options.timed && timeFile) {
+    const report = await readFile(timeFile, 'utf8').catch(() => '');
+    const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(report);
+    maxRssKiB = m ? Number(m[1]) : null;
+  }
+  if (options.logFile) {
+    await writeFile(
+      options.logFile,
+      `$ ${c.cmd} ${c.args.join(' ')}\n# cwd ${c.cwd}, exit ${code}, ${seconds.toFixed(2)} s\n` +
+        `--- stdout\n${stdout}\n--- stderr\n${stderr}`,
+    );
+  }
+  return { code, seconds, maxRssKiB, stdout, stderr };
+}
+
+/** The line of a failed step's stderr that says what went wrong (not a stack frame). */
+function errorLine(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('at ') && l !== '}');
+  const line =
+    lines.find((l) => /error|fatal/i.test(l)) ?? lines[lines.length - 1] ?? '(no stderr)';
+  return line.length > 300 ? `${line.slice(0, 300)}...` : line;
+}
+
+async function sync(): Promise<void> {
+  await exec({ cmd: 'sync', args: [], cwd: '/' });
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const piece of createReadStream(path, { highWaterMark: 8 * MiB })) hash.update(piece);
+  return hash.digest('hex');
+}
+
+/** Apparent bytes (what an object store would bill) and allocated bytes (what `du` shows). */
+async function treeSize(dir: string): Promise<{ bytes: number; allocated: number; files: number }> {
+  const out = { bytes: 0, allocated: 0, files: 0 };
+  const walk = async (d: string): Promise<void> => {
+    for (const entry of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, entry.name);
+      if (entry.isDirectory()) await walk(p);
+      else {
+        const st = await lstat(p);
+        out.bytes += st.size;
+        out.allocated += st.blocks * 512;
+        out.files++;
+      }
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+async function findFile(dir: string, name: string): Promise<string | null> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      const found = await findFile(p, name);
+      if (found) return found;
+    } else if (entry.name === name) return p;
+  }
+  return null;
+}
+
+// ---- the tools ------------------------------------------------------------------------------
+
+interface ToolContext {
+  data: Dataset;
+  /** Directory holding full.img and incr.img (the peers back up relative names from here). */
+  dataDir: string;
+  /** This tool's scratch: repo/, restore/, logs, caches. */
+  dir: string;
+  repo: string;
+  restoreDir: string;
+}
+
+interface Tool {
+  name: ToolName;
+  /** Why it cannot run here, or null. */
+  unavailable(): Promise<string | null>;
+  version(): Promise<string>;
+  init(ctx: ToolContext): Command;
+  backup(ctx: ToolContext, which: 'full' | 'incr'): Command;
+  restore(ctx: ToolContext): Command;
+  /** The restored incr.img after `restore` ran. */
+  restoredFile(ctx: ToolContext): Promise<string | null>;
+  /** Flags and defaults worth printing next to the numbers. */
+  notes: string[];
+}
+
+async function firstLine(c: Command): Promise<string> {
+  const r = await exec(c);
+  return (r.stdout || r.stderr).trim().split('\n')[0] ?? '?';
+}
+
+function onPath(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => d !== '' && existsSync(join(d, cmd)));
+}
+
+function restic(): Tool {
+  const env = (ctx: ToolContext): Record<string, string> => ({
+    RESTIC_PASSWORD: PASSPHRASE,
+    RESTIC_REPOSITORY: ctx.repo,
+    RESTIC_CACHE_DIR: join(ctx.dir, 'cache'),
+  });
+  let backupFlags: string[] = [];
+  const tool: Tool = {
+    name: 'restic',
+    notes: [],
+    async unavailable() {
+      if (!onPath('restic')) return 'restic is not installed (bash bench/setup.sh installs it)';
+      // --no-scan (skip the pre-scan that only feeds the ETA) exists from restic 0.15 on.
+      const help = await exec({ cmd: 'restic', args: ['backup', '--help'], cwd: '/' });
+      backupFlags = help.stdout.includes('--no-scan') ? ['--no-scan'] : [];
+      tool.notes.push(
+        'repository v2, compression auto (zstd), default chunker (512 KiB-8 MiB, 1 MiB average)',
+        backupFlags.length
+          ? 'backup --no-scan'
+          : 'no --no-scan in this version (added in 0.15); its scan of one file costs nothing',
+      );
+      return null;
+    },
+    version: () => firstLine({ cmd: 'restic', args: ['version'], cwd: '/' }),
+    init: (ctx) => ({
+      cmd: 'restic',
+      args: ['init', '--repository-version', '2'],
+      cwd: ctx.dataDir,
+      env: env(ctx),
+    }),
+    backup: (ctx, which) => ({
+      cmd: 'restic',
+      args: ['backup', ...backupFlags, '--host', 'bench', `${which}.img`],
+      cwd: ctx.dataDir,
+      env: env(ctx),
+    }),
+    restore: (ctx) => ({
+      cmd: 'restic',
+      args: ['restore', 'latest', '--target', ctx.restoreDir],
+      cwd: ctx.dataDir,
+      env: env(ctx),
+    }),
+    // restic keeps absolute paths: the file comes back under <target>/<absolute dir>/incr.img.
+    restoredFile: (ctx) => findFile(ctx.restoreDir, 'incr.img'),
+  };
+  return tool;
+}
+
+function borg(): Tool {
+  const env = (ctx: ToolContext): Record<string, string> => ({
+    BORG_PASSPHRASE: PASSPHRASE,
+    BORG_REPO: ctx.repo,
+    // config, keys cache, chunks cache and security dirs under the tool's scratch, not ~
+    BORG_BASE_DIR: join(ctx.dir, 'home'),
+    BORG_DISPLAY_PASSPHRASE: 'no',
+  });
+  return {
+    name: 'borg',
+    notes: [
+      'repokey-blake2, default compression lz4, default chunker (buzhash 512 KiB-8 MiB, 2 MiB average)',
+    ],
+    async unavailable() {
+      return onPath('borg') ? null : 'borg is not installed (bash bench/setup.sh installs it)';
+    },
+    version: () => firstLine({ cmd: 'borg', args: ['--version'], cwd: '/' }),
+    init: (ctx) => ({
+      cmd: 'borg',
+      args: ['init', '--encryption=repokey-blake2'],
+      cwd: ctx.dataDir,
+      env: env(ctx),
+    }),
+    backup: (ctx, which) => ({
+      cmd: 'borg',
+      args: ['create', `::${which}`, `${which}.img`],
+      cwd: ctx.dataDir,
+      env: env(ctx),
+    }),
+    // borg extract writes the archived relative path (incr.img) under the current directory.
+    restore: (ctx) => ({
+      cmd: 'borg',
+      args: ['extract', '::incr'],
+      cwd: ctx.restoreDir,
+      env: env(ctx),
+    }),
+    restoredFile: (ctx) => findFile(ctx.restoreDir, 'incr.img'),
+  };
+}
+
+const STOWAGE_MODULES = [
+  'agents/repo/repository.ts',
+  'agents/store/dir-store.ts',
+  'agents/repo/keys.ts',
+];
+
+function stowage(): Tool {
+  // The key and the stream records live beside the repository, not in it: stored bytes count the
+  // repository alone, like the peers' (whose keys are inside theirs, a few hundred bytes).
+  const step = (ctx: ToolContext, args: string[]): Command => ({
+    cmd: process.execPath,
+    args: [
+      '--import',
+      'tsx',
+      join(ROOT, 'bench/stowage-step.ts'),
+      ...args,
+      '--repo',
+      ctx.repo,
+      '--key',
+      join(ctx.dir, 'stowage.key'),
+    ],
+    cwd: ROOT,
+  });
+  return {
+    name: 'stowage',
+    notes: [
+      'DirStore repository, default chunking (FastCDC 256 KiB-4 MiB, 1 MiB average), default ' +
+        'compression and workers; each step is `node --import tsx bench/stowage-step.ts` ' +
+        '(Node and tsx start-up included)',
+    ],
+    async unavailable() {
+      const missing = STOWAGE_MODULES.filter((m) => !existsSync(join(ROOT, m)));
+      return missing.length ? `not built yet: ${missing.join(', ')} missing` : null;
+    },
+    async version() {
+      const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
+        version: string;
+      };
+      const head = await exec({ cmd: 'git', args: ['rev-parse', '--short', 'HEAD'], cwd: ROOT });
+      const dirty = await exec({ cmd: 'git', args: ['status', '--porcelain'], cwd: ROOT });
+      const rev = head.code === 0 ? ` ${head.stdout.trim()}` : '';
+      return `stowage ${pkg.version}${rev}${dirty.stdout.trim() ? ' + uncommitted changes' : ''}`;
+    },
+    init: (ctx) => ({ cmd: 'mkdir', args: ['-p', ctx.repo], cwd: ctx.dir }),
+    backup: (ctx, which) =>
+      step(ctx, [
+        'backup',
+        '--file',
+        join(ctx.dataDir, `${which}.img`),
+        '--record',
+        join(ctx.dir, `${which}.record.json`),
+      ]),
+    restore: (ctx) =>
+      step(ctx, [
+        'restore',
+        '--record',
+        join(ctx.dir, 'incr.record.json'),
+        '--out',
+        join(ctx.restoreDir, 'incr.img'),
+      ]),
+    restoredFile: async (ctx) => {
+      const p = join(ctx.restoreDir, 'incr.img');
+      return existsSync(p) ? p : null;
+    },
+  };
+}
+
+// ---- one tool's run -------------------------------------------------------------------------
+
+interface StepResult {
+  /** Source bytes the step moved (the image it backed up, or the restored image). */
+  bytes: number;
+  seconds: number;
+  mbPerSecond: number;
+  maxRssKiB: number | null;
+}
+
+interface ToolResult {
+  tool: ToolName;
+  version: string | null;
+  notes: string[];
+  /** 'n/a': not runnable here; 'failed': a step failed or restored wrong bytes. */
+  status: 'ok' | 'n/a' | 'failed';
+  reason?: string;
+  full?: StepResult;
+  incr?: StepResult;
+  restore?: StepResult;
+  storedAfterFull?: { bytes: number; allocated: number; files: number };
+  storedAfterBoth?: { bytes: number; allocated: number; files: number };
+  peakRssKiB?: number;
+}
+
+class StepFailed extends Error {
+  override readonly name = 'StepFailed';
+}
+
+async function runTool(tool: Tool, data: Dataset, workDir: string): Promise<ToolResult> {
+  const result: ToolResult = { tool: tool.name, version: null, notes: tool.notes, status: 'ok' };
+  const why = await tool.unavailable();
+  if (why) return { ...result, status: 'n/a', reason: why };
+  result.version = await tool.version();
+
+  const dir = join(workDir, tool.name);
+  await rm(dir, { recursive: true, force: true });
+  const ctx: ToolContext = {
+    data,
+    dataDir: dirname(data.full.path),
+    dir,
+    repo: join(dir, 'repo'),
+    restoreDir: join(dir, 'restore'),
+  };
+  await mkdir(ctx.restoreDir, { recursive: true });
+
+  const run = async (label: string, c: Command, bytes: number): Promise<StepResult> => {
+    await sync();
+    process.stderr.write(`  ${tool.name} ${label} ... `);
+    const r = await exec(c, { timed: true, logFile: join(dir, `${label}.log`) });
+    if (r.code !== 0) {
+      process.stderr.write(`exit ${r.code}\n`);
+      throw new StepFailed(
+        `${label} exited ${r.code}: ${errorLine(r.stderr)} (log: ${join(dir, `${label}.log`)})`,
+      );
+    }
+    const step = {
+      bytes,
+      seconds: r.seconds,
+      mbPerSecond: bytes / 1e6 / r.seconds,
+      maxRssKiB: r.maxRssKiB,
+    };
+    process.stderr.write(`${r.seconds.toFixed(1)} s, ${step.mbPerSecond.toFixed(0)} MB/s\n`);
+    return step;
+  };
+
+  try {
+    const init = await exec(tool.init(ctx), { logFile: join(dir, 'init.log') });
+    if (init.code !== 0) throw new StepFailed(`init exited ${init.code}: ${init.stderr.trim()}`);
+    result.full = await run('full-backup', tool.backup(ctx, 'full'), data.full.bytes);
+    result.storedAfterFull = await treeSize(ctx.repo);
+    result.incr = await run('incr-backup', tool.backup(ctx, 'incr'), data.incr.bytes);
+    await sync();
+    result.storedAfterBoth = await treeSize(ctx.repo);
+    const restore = await run('restore', tool.restore(ctx), data.incr.bytes);
+    const restored = await tool.restoredFile(ctx);
+    if (!restored) throw new StepFailed(`restore wrote no incr.img under ${ctx.restoreDir}`);
+    const sha = await sha256File(restored);
+    if (sha !== data.incr.sha256)
+      throw new StepFailed(
+        `restore returned wrong bytes (SHA-256 ${sha}, expected ${data.incr.sha256})`,
+      );
+    result.restore = restore;
+  } catch (err) {
+    if (!(err instanceof StepFailed)) throw err;
+    result.status = 'failed';
+    result.reason = err.message;
+  } finally {
+    // restored images are as big as the source: do not leave them around
+    await rm(ctx.restoreDir, { recursive: true, force: true });
+  }
+  const rss = [result.full, result.incr, result.restore].map((s) => s?.maxRssKiB ?? 0);
+  result.peakRssKiB = Math.max(...rss);
+  return result;
+}
+
+// ---- the table ------------------------------------------------------------------------------
+
+interface Row {
+  label: string;
+  value: (r: ToolResult) => number | undefined;
+  format: (v: number) => string;
+}
+
+const ROWS: Row[] = [
+  {
+    label: 'full backup, MB/s',
+    value: (r) => r.full?.mbPerSecond,
+    format: (v) => v.toFixed(0),
+  },
+  {
+    label: 'incremental backup, MB/s',
+    value: (r) => r.incr?.mbPerSecond,
+    format: (v) => v.toFixed(0),
+  },
+  {
+    label: 'restore, MB/s',
+    value: (r) => r.restore?.mbPerSecond,
+    format: (v) => v.toFixed(0),
+  },
+  {
+    label: 'stored after both backups, MiB (lower is better)',
+    value: (r) => r.storedAfterBoth?.bytes,
+    format: (v) => (v / MiB).toFixed(1),
+  },
+  {
+    label: 'of which the incremental added, MiB (lower is better)',
+    value: (r) =>
+      r.storedAfterBoth && r.storedAfterFull
+        ? r.storedAfterBoth.bytes - r.storedAfterFull.bytes
+        : undefined,
+    format: (v) => (v / MiB).toFixed(1),
+  },
+  {
+    label: 'peak RSS of any step, MiB (lower is better)',
+    value: (r) => (r.peakRssKiB ? r.peakRssKiB * 1024 : undefined),
+    format: (v) => (v / MiB).toFixed(0),
+  },
+];
+
+function cell(r: ToolResult | undefined, row: Row): string {
+  if (!r) return '-';
+  if (r.status === 'n/a') return 'n/a';
+  const v = row.value(r);
+  if (v !== undefined) return row.format(v);
+  return r.status === 'failed' ? 'failed' : '-';
+}
+
+function ratio(a: ToolResult | undefined, b: ToolResult | undefined, row: Row): string {
+  const x = a && a.status !== 'n/a' ? row.value(a) : undefined;
+  const y = b && b.status !== 'n/a' ? row.value(b) : undefined;
+  if (x === undefined || y === undefined || y === 0) return 'n/a';
+  return `${(x / y).toFixed(2)}x`;
+}
+
+function table(results: ToolResult[]): { text: string; rows: Record<string, unknown>[] } {
+  const by = (t: ToolName): ToolResult | undefined => results.find((r) => r.tool === t);
+  const header = ['metric', 'stowage', 'restic', 'borg', 'stowage÷restic', 'stowage÷borg'];
+  const rows = ROWS.map((row) => [
+    row.label,
+    cell(by('stowage'), row),
+    cell(by('restic'), row),
+    cell(by('borg'), row),
+    ratio(by('stowage'), by('restic'), row),
+    ratio(by('stowage'), by('borg'), row),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    '| ' +
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') +
+    ' |';
+  const text = [
+    line(header),
+    '|' +
+      widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') +
+      '|',
+    ...rows.map(line),
+  ].join('\n');
+  return {
+    text,
+    rows: rows.map((r) => Object.fromEntries(header.map((h, i) => [h, r[i]]))),
+  };
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: '2048' },
+      work: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+      only: { type: 'string', default: TOOLS.join(',') },
+      seed: { type: 'string', default: '1' },
+    },
+  });
+  const only = values.only.split(',').map((s) => s.trim());
+  const unknown = only.filter((t) => !(TOOLS as readonly string[]).includes(t));
+  if (unknown.length)
+    throw new Error(`--only: unknown tool(s) ${unknown.join(', ')} (${TOOLS.join(', ')})`);
+  const selected = TOOLS.filter((t) => only.includes(t));
+
+  const ownWork = !values.work;
+  const workDir = values.work
+    ? resolve(values.work)
+    : await mkdtemp(join('/var/tmp', 'stowage-bench-'));
+  await mkdir(workDir, { recursive: true });
+
+  const loadAtStart = loadavg()[0]!;
+  const results: ToolResult[] = [];
+  try {
+    process.stderr.write(`work directory ${workDir}\n`);
+    const data = await makeDataset(join(workDir, 'data'), {
+      sizeMiB: Number(values.size),
+      seed: Number(values.seed),
+    });
+    process.stderr.write(
+      data.reused
+        ? 'data set reused\n'
+        : `data set generated in ${data.generateSeconds.toFixed(1)} s\n`,
+    );
+
+    const makers: Record<ToolName, () => Tool> = { stowage, restic, borg };
+    for (const name of selected) results.push(await runTool(makers[name](), data, workDir));
+
+    const machine = {
+      nproc: availableParallelism(),
+      cpu: cpus()[0]?.model ?? 'unknown',
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      kernel: release(),
+      node: process.version,
+      loadAverage1m: { atStart: loadAtStart, atEnd: loadavg()[0]! },
+    };
+    const dataBytes = data.full.bytes + data.incr.bytes;
+    const cacheNote =
+      'No page cache is dropped (there is no fair portable way): every tool reads the same files, ' +
+      (dataBytes < totalmem() / 2
+        ? 'which fit in RAM and are most likely cached, so backups measure the tools, not the disk.'
+        : 'which may not all fit in the page cache.');
+    const { text, rows } = table(results);
+
+    const out: string[] = [];
+    out.push('');
+    out.push(
+      `machine: ${machine.nproc} cores, ${machine.cpu}, ${machine.memoryGiB} GiB RAM, ` +
+        `Linux ${machine.kernel}, Node ${machine.node}; 1-minute load ` +
+        `${machine.loadAverage1m.atStart.toFixed(1)} at start, ${machine.loadAverage1m.atEnd.toFixed(1)} at end`,
+    );
+    out.push(`data: ${describeDataset(data)}`);
+    for (const r of results) {
+      out.push(
+        `${r.tool}: ${r.version ?? 'not run'}${r.notes.length ? `; ${r.notes.join('; ')}` : ''}`,
+      );
+    }
+    out.push('');
+    out.push(text);
+    out.push('');
+    out.push(
+      'MB/s = source bytes (10^6) / wall seconds of the step, start-up included; restore = ' +
+        'incr.img bytes. Ratios are stowage/peer for every row: above 1x is better for MB/s, ' +
+        'below 1x is better where the row says lower is better. Stored = apparent bytes of the ' +
+        'repository directory (keys and caches outside it are not counted).',
+    );
+    out.push(cacheNote);
+    if (Math.max(loadAtStart, machine.loadAverage1m.atEnd) > machine.nproc / 2)
+      out.push(
+        'The machine was busy with other work during the run: absolute MB/s are low and ' +
+          'noisy, and a tool that ran in a busier minute is disadvantaged; rerun on a quiet machine.',
+      );
+    for (const r of results) {
+      if (r.status !== 'ok') out.push(`${r.tool} ${r.status}: ${r.reason}`);
+    }
+    console.log(out.join('\n'));
+
+    const resultsDir = join(ROOT, 'bench/results');
+    await mkdir(resultsDir, { recursive: true });
+    await writeFile(
+      join(resultsDir, 'latest.json'),
+      JSON.stringify(
+        {
+          at: new Date().toISOString(),
+          machine,
+          dataset: {
+            ...data,
+            full: { ...data.full, path: undefined },
+            incr: { ...data.incr, path: undefined },
+            description: describeDataset(data),
+          },
+          notes: [cacheNote],
+          results,
+          table: rows,
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+    console.log(`\nresults: ${join(resultsDir, 'latest.json')}`);
+    if (results.some((r) => r.status === 'failed')) process.exitCode = 1;
+  } finally {
+    // A failed tool's directory (logs, repository) stays for a look; a given --work also keeps
+    // its data set for the next run; everything else goes unless --keep.
+    const failed = results.filter((r) => r.status === 'failed').map((r) => r.tool);
+    if (values.keep) process.stderr.write(`kept ${workDir}\n`);
+    else {
+      const doomed = selected.filter((t) => !failed.includes(t)).map((t) => join(workDir, t));
+      if (ownWork && failed.length === 0) doomed.push(workDir);
+      else if (ownWork) doomed.push(join(workDir, 'data'));
+      for (const d of doomed) await rm(d, { recursive: true, force: true });
+      for (const t of failed) process.stderr.write(`kept ${t}'s logs in ${join(workDir, t)}\n`);
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
