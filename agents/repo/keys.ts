@@ -8,7 +8,15 @@
  *   and only principals allowed kms:Decrypt on that key can use the repository.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 
 export interface KeyProvider {
@@ -67,13 +75,18 @@ export class LocalKeyFile implements KeyProvider {
       createdAt: new Date().toISOString(),
     };
     const text = `${JSON.stringify(file, null, 2)}\n`;
+    // Written whole under a temporary name, then linked into place: a reader never sees a
+    // half-written key, and link (unlike rename) fails instead of replacing another agent's key.
+    const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
     try {
-      // wx: never overwrite a key another process created meanwhile.
-      writeFileSync(this.path, text, { mode: 0o600, flag: 'wx' });
+      linkSync(tmp, this.path);
       return text;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(this.path, 'utf8');
       throw err;
+    } finally {
+      unlinkSync(tmp);
     }
   }
 }

@@ -3,8 +3,44 @@
  * hash, seal and open. Tasks are bounded by the callers (the writer keeps a fixed number of
  * chunks in flight), so the pool's queue stays short and memory stays bounded.
  */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
 import { Piscina } from 'piscina';
+
+/**
+ * The worker runs as one plain ES module bundled from codec-worker.ts on first use (esbuild, a
+ * few tens of ms) and cached by content hash. Loading TypeScript in each worker through tsx would
+ * cost every worker a loader thread and ~40 MB, which the agent's memory bound cannot afford.
+ */
+function workerBundle(): string {
+  const entry = fileURLToPath(new URL('./codec-worker.ts', import.meta.url));
+  const out = buildSync({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    external: ['zstd-napi', 'piscina'],
+    write: false,
+    logLevel: 'silent',
+  });
+  const code = out.outputFiles[0]!.contents;
+  const hash = createHash('sha256').update(code).digest('hex').slice(0, 16);
+  // Beside node_modules, so the bundle resolves zstd-napi and piscina from this project.
+  const dir = fileURLToPath(new URL('../../node_modules/.cache/stowage/', import.meta.url));
+  const file = join(dir, `codec-worker-${hash}.mjs`);
+  if (!existsSync(file)) {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, code);
+    renameSync(tmp, file);
+  }
+  return file;
+}
 
 export interface CodecPool {
   hash(data: Uint8Array): Promise<{ id: string; data: Uint8Array }>;
@@ -22,7 +58,7 @@ export function createCodecPool(
 ): CodecPool {
   const threads = options.threads ?? Math.max(1, availableParallelism());
   const pool = new Piscina({
-    filename: new URL('./codec-worker.mjs', import.meta.url).href,
+    filename: workerBundle(),
     minThreads: threads,
     maxThreads: threads,
     idleTimeout: 60_000,

@@ -316,12 +316,18 @@ export class RepositoryWriter {
     })(this.stats);
     const chunks: ChunkRef[] = [];
     const inFlight: Array<Promise<ChunkRef>> = [];
-    for await (const chunk of chunkStream(metered, this.params)) {
-      this.throwIfUploadFailed();
-      inFlight.push(this.storeChunk(chunk));
-      if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) chunks.push(await inFlight.shift()!);
+    try {
+      for await (const chunk of chunkStream(metered, this.params)) {
+        this.throwIfUploadFailed();
+        inFlight.push(this.storeChunk(chunk));
+        if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) chunks.push(await inFlight.shift()!);
+      }
+      for (const p of inFlight.splice(0)) chunks.push(await p);
+    } catch (err) {
+      // Let the chunks already cut reach their pack, so flush() stores them for the retry.
+      await Promise.allSettled(inFlight);
+      throw err;
     }
-    for (const p of inFlight) chunks.push(await p);
     return { name: info.name, kind: info.kind, size, chunks };
   }
 

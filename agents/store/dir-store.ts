@@ -29,6 +29,7 @@ import {
   type ObjectStore,
 } from './store';
 
+/** A key or prefix the directory store will not turn into a path; nothing was touched. */
 export class InvalidKey extends Error {
   override readonly name = 'InvalidKey';
   constructor(
@@ -48,6 +49,7 @@ type Entry = { kind: 'file'; key: string; path: string } | { kind: 'dir'; path: 
 export class DirStore implements ObjectStore {
   private readonly root: string;
 
+  /** `root` need not exist yet: the first put makes it (and missing parents) 0700. */
   constructor(root: string) {
     this.root = resolve(root);
   }
@@ -58,7 +60,8 @@ export class DirStore implements ObjectStore {
     const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
     let handle: FileHandle | undefined;
     try {
-      handle = await createFile(dir, temp);
+      let created: string | undefined;
+      ({ handle, created } = await createFile(dir, temp));
       // Consumes a stream with backpressure; a body that errors rejects here.
       await writeFile(handle, body);
       await handle.sync();
@@ -66,6 +69,11 @@ export class DirStore implements ObjectStore {
       handle = undefined;
       await rename(temp, file);
       await syncDir(dir);
+      // Directories made for this object are only durable once their parents' entries are.
+      for (let up = dir; created !== undefined && up !== dirname(created);) {
+        up = dirname(up);
+        await syncDir(up);
+      }
     } catch (err) {
       await handle?.close().catch(() => undefined);
       await rm(temp, { force: true });
@@ -218,12 +226,19 @@ async function* walkDir(dir: string, keyPrefix: string, namePrefix: string): Asy
   }
 }
 
-/** Opens a new temp file, making its directory; retries if a concurrent delete pruned it. */
-async function createFile(dir: string, temp: string): Promise<FileHandle> {
+/**
+ * Opens a new temp file, making its directory (`created`: the topmost directory it made); tries
+ * again if a concurrent delete pruned the directory in between.
+ */
+async function createFile(
+  dir: string,
+  temp: string,
+): Promise<{ handle: FileHandle; created: string | undefined }> {
+  let created: string | undefined;
   for (let attempt = 1; ; attempt++) {
-    await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    created = (await mkdir(dir, { recursive: true, mode: DIR_MODE })) ?? created;
     try {
-      return await open(temp, 'wx', FILE_MODE);
+      return { handle: await open(temp, 'wx', FILE_MODE), created };
     } catch (err) {
       if (codeOf(err) !== 'ENOENT' || attempt === 3) throw err;
     }

@@ -1,10 +1,11 @@
 /**
  * ObjectStore on S3 (AWS, and local mode's S3-compatible server, s3rver).
  *
- * - `put` goes up as a lib-storage multipart Upload of PART_SIZE parts, QUEUE_SIZE in flight, so
- *   memory stays near (QUEUE_SIZE + 1) × PART_SIZE whatever the stream's size; a body shorter
- *   than one part becomes one PutObject. S3 only shows an object once its upload completes, which
- *   gives the port's "whole or not at all".
+ * - `put` of a stream goes up as a lib-storage multipart Upload of PART_SIZE parts, QUEUE_SIZE in
+ *   flight, so memory stays near (QUEUE_SIZE + 1) × PART_SIZE whatever the stream's size; a
+ *   stream shorter than one part, like a Buffer, becomes one PutObject. S3 only shows an object
+ *   once its upload completes, which gives the port's "whole or not at all" (s3rver does not:
+ *   it writes in place, see test/contract/s3-store.test.ts).
  * - Request/response checksums are only computed when an operation requires one: with a stream
  *   body the default wraps the object in aws-chunked framing that s3rver stores verbatim.
  * - A ranged `get` asks for `bytes=a-b` and then trims the answer to exactly the range, because
@@ -20,6 +21,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
   type S3ClientConfig,
@@ -56,6 +58,11 @@ export class S3Store implements ObjectStore {
   ) {}
 
   async put(key: string, body: Readable | Buffer): Promise<void> {
+    // One request, which the SDK can resend on its own (a Buffer can be replayed).
+    if (Buffer.isBuffer(body) && body.length <= PART_SIZE) {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body }));
+      return;
+    }
     // When the body fails, lib-storage aborts the multipart upload and, if the abort fails too
     // (s3rver has no AbortMultipartUpload), rejects with the abort's error: keep the body's.
     let bodyError: unknown;

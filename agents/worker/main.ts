@@ -86,7 +86,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const ep = config.aws?.endpoints ?? {};
   const sqs = new SQSClient({ ...base, ...(ep.sqs ? { endpoint: ep.sqs } : {}) });
   const sfn = new SFNClient({ ...base, ...(ep.sfn ? { endpoint: ep.sfn } : {}) });
-  const s3 = new S3Client(s3ClientConfig({ ...base, ...(ep.s3 ? { endpoint: ep.s3 } : {}) }));
+  // withRetry retries S3 calls itself; the SDK's own retries on top would multiply them.
+  const s3 = new S3Client(
+    s3ClientConfig({ ...base, maxAttempts: 1, ...(ep.s3 ? { endpoint: ep.s3 } : {}) }),
+  );
   const store: ObjectStore =
     config.store.kind === 's3'
       ? withRetry(new S3Store(config.store.bucket, s3))
