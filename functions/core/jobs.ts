@@ -124,7 +124,11 @@ export async function commitRecoveryPoint(
     {
       status: 'SUCCEEDED',
       endedAt: deps.clock.now(),
-      progress: finalProgress(result.bytesRead, deps.clock),
+      progress: {
+        ...finalProgress(result.bytesRead, deps.clock),
+        bytesNew: result.bytesNew,
+        bytesStored: result.bytesStored,
+      },
     },
     ACTIVE,
   );

@@ -232,6 +232,7 @@ describe('commitRecoveryPoint', () => {
       completedAt: result.completedAt,
       durationMs: 125_250,
       bytesRead: result.bytesRead,
+      bytesNew: result.bytesNew,
       bytesStored: result.bytesStored,
       streams: result.streams,
       manifestKey: result.manifestKey,
@@ -239,7 +240,7 @@ describe('commitRecoveryPoint', () => {
     });
   });
 
-  it('marks the backup job SUCCEEDED with the bytes read as its final progress', async () => {
+  it('marks the backup job SUCCEEDED with the bytes read, new and stored as its final progress', async () => {
     const job = await given({ status: 'RUNNING' });
     const result = makeBackupResult({ recoveryPointId: job.recoveryPointId, bytesRead: 777 });
     clock.advance(130_000);
@@ -250,7 +251,14 @@ describe('commitRecoveryPoint', () => {
       ...job,
       status: 'SUCCEEDED',
       endedAt: '2025-03-01T10:02:10.000Z',
-      progress: { phase: 'done', bytesDone: 777, rate: 0, updatedAt: '2025-03-01T10:02:10.000Z' },
+      progress: {
+        phase: 'done',
+        bytesDone: 777,
+        bytesNew: result.bytesNew,
+        bytesStored: result.bytesStored,
+        rate: 0,
+        updatedAt: '2025-03-01T10:02:10.000Z',
+      },
     });
   });
 
