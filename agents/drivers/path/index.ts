@@ -130,6 +130,8 @@ async function backup(name: string, sink: BackupSink, ctx: DriverContext): Promi
     metadata.skipped = tree.skipped;
   } else {
     ctx.phase(type === 'file' ? `reading ${real}` : `reading device ${real}`);
+    // The total the job's ETA is computed from.
+    ctx.expectBytes?.(type === 'file' ? st.size : await deviceSize(real, st));
     const stored = await backupBytes(real, type, sink, ctx, warnings);
     metadata.size = stored.size;
   }
