@@ -18,3 +18,8 @@ process.stdout.write(`ready ${address.port}\n`);
 const stop = () => void server.close().finally(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// If `stowage start` dies without stopping us (SIGKILL, a crash), do not outlive it holding the port.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) stop();
+}, 500).unref();
