@@ -6,73 +6,39 @@
  * afterAll; the shared helper image `stowage/helper:1` is left in place on purpose.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { Readable, Transform } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { Transform } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type {
-  BackupSink,
-  DriverContext,
-  RestoreSource,
-  StoredStream,
-  StreamInfo,
-} from '../../agents/core/driver';
+import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import { silentLogger } from '../../functions/shared/logger';
 import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import {
+  makeMemoryPoint as makeSharedMemoryPoint,
+  type MemoryPoint,
+} from '../fixtures/memory-point';
 
 const RUN = `stowage-t-${randomBytes(4).toString('hex')}`;
 const driver = createDockerDriver();
 
 // --- in-memory sink and source -----------------------------------------------------------------
 
-interface MemoryPoint {
-  sink: BackupSink;
-  source(): RestoreSource;
-  stored: StoredStream[];
-  bytes: Map<string, Buffer>;
-}
-
-/** `onStream` runs mid-stream (after the 4th chunk) and at each stream's end: where to fail. */
+/** `onStream` runs mid-stream (after the 4th piece) and at each stream's end: where to fail. */
 function makeMemoryPoint(
   overrides: { onStream?: (info: StreamInfo, index: number) => void } = {},
 ): MemoryPoint {
-  const bytes = new Map<string, Buffer>();
-  const stored: StoredStream[] = [];
-  const sink: BackupSink = {
-    async writeStream(info, data) {
-      const index = stored.length;
-      const chunks: Buffer[] = [];
-      for await (const chunk of data) {
-        chunks.push(chunk as Buffer);
-        if (chunks.length === 4) overrides.onStream?.(info, index);
-      }
-      overrides.onStream?.(info, index);
-      const all = Buffer.concat(chunks);
-      bytes.set(info.name, all);
-      const entry = {
-        ...info,
-        size: all.length,
-        sha256: createHash('sha256').update(all).digest('hex'),
-      };
-      stored.push(entry);
-      return entry;
-    },
-  };
-  const source = (): RestoreSource => ({
-    streams: stored,
-    async openStream(name) {
-      const all = bytes.get(name);
-      if (!all) throw new Error(`no stream ${name}`);
-      // 64 KiB pieces, like a store that fetches chunk by chunk.
-      const pieces: Buffer[] = [];
-      for (let at = 0; at < all.length; at += 65536) pieces.push(all.subarray(at, at + 65536));
-      return Readable.from(pieces);
-    },
-  });
-  return { sink, source, stored, bytes };
+  const { onStream } = overrides;
+  return makeSharedMemoryPoint(
+    onStream
+      ? {
+          onChunk: (info, piece, index) => piece === 4 && onStream(info, index),
+          onStreamEnd: onStream,
+        }
+      : {},
+  );
 }
 
 function makeContext(overrides: Partial<DriverContext> = {}): DriverContext & { phases: string[] } {

@@ -16,67 +16,28 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type {
-  BackupSink,
-  DriverContext,
-  RestoreSource,
-  StoredStream,
-  StreamInfo,
-} from '../../agents/core/driver';
+import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core/driver';
 import { createPathDriver } from '../../agents/drivers/path';
 import { backupBytes, restoreOntoDevice } from '../../agents/drivers/path/bytes';
 import { Warnings, type PathBackupMetadata } from '../../agents/drivers/path/common';
 import { IntegrityError } from '../../functions/shared/errors';
 import { createLogger } from '../../functions/shared/logger';
+import {
+  makeMemoryPoint as makeSharedMemoryPoint,
+  type MemoryPoint,
+} from '../fixtures/memory-point';
 
 const driver = createPathDriver();
 let base: string;
 
 // --- in-memory sink and source -----------------------------------------------------------------
 
-interface MemoryPoint {
-  sink: BackupSink;
-  source(): RestoreSource;
-  stored: StoredStream[];
-  bytes: Map<string, Buffer>;
-}
-
-/** `onChunk` runs for every chunk the sink receives: where to interfere with a backup. */
+/** `onChunk` runs for every piece the sink receives: where to interfere with a backup. */
 function makeMemoryPoint(
   overrides: { onChunk?: (info: StreamInfo, index: number) => void } = {},
 ): MemoryPoint {
-  const bytes = new Map<string, Buffer>();
-  const stored: StoredStream[] = [];
-  const sink: BackupSink = {
-    async writeStream(info, data) {
-      const chunks: Buffer[] = [];
-      for await (const chunk of data) {
-        chunks.push(chunk as Buffer);
-        overrides.onChunk?.(info, chunks.length);
-      }
-      const all = Buffer.concat(chunks);
-      bytes.set(info.name, all);
-      const entry = {
-        ...info,
-        size: all.length,
-        sha256: createHash('sha256').update(all).digest('hex'),
-      };
-      stored.push(entry);
-      return entry;
-    },
-  };
-  const source = (): RestoreSource => ({
-    streams: stored,
-    async openStream(name) {
-      const all = bytes.get(name);
-      if (!all) throw new Error(`no stream ${name}`);
-      // 64 KiB pieces, like a store that fetches chunk by chunk.
-      const pieces: Buffer[] = [];
-      for (let at = 0; at < all.length; at += 65536) pieces.push(all.subarray(at, at + 65536));
-      return Readable.from(pieces);
-    },
-  });
-  return { sink, source, stored, bytes };
+  const { onChunk } = overrides;
+  return makeSharedMemoryPoint(onChunk ? { onChunk: (info, piece) => onChunk(info, piece) } : {});
 }
 
 /** A source whose `name` stream breaks with `error` after `after` pieces. */

@@ -3,9 +3,9 @@
  * rules, lookups that tell "absent" from "failed", and the hand-over of a dockerd stream to the
  * sink with abort and clean-up wired in.
  */
+import { checkAborted, consumeStream } from '../../core/driver-streams';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
-import { StowageError, TransientError } from '../../../functions/shared/errors';
 import { LogEvent } from '../../../functions/shared/logger';
 import type { BackupSink, DriverContext, StoredStream, StreamInfo } from '../../core/driver';
 import type { InspectJson } from './config';
@@ -86,47 +86,7 @@ export async function removeImageRef(
   }
 }
 
-/** Throws if the job is being abandoned; called between steps. */
-export function checkAborted(ctx: DriverContext, what: string): void {
-  if (!ctx.signal.aborted) return;
-  const reason: unknown = ctx.signal.reason;
-  if (reason instanceof StowageError) throw reason;
-  const message = `${what} stopped: the job was abandoned (heartbeat lost or agent draining)`;
-  throw new TransientError(message, { cause: reason });
-}
-
-/**
- * Runs `consume(stream)` with the stream destroyed if the job is abandoned meanwhile, and always
- * destroyed afterwards, so a sink that gives up early never leaves a dockerd request hanging.
- * A failure is reported as what caused it: the abandonment, or the stream's own StowageError
- * (an integrity error from the store), not as whatever dockerd made of a cut-off request.
- */
-export async function consumeStream<T>(
-  stream: Readable,
-  ctx: DriverContext,
-  what: string,
-  consume: (stream: Readable) => Promise<T>,
-): Promise<T> {
-  const onAbort = () => stream.destroy(new Error(`${what}: the job was abandoned`));
-  ctx.signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    return await consume(stream);
-  } catch (err) {
-    checkAborted(ctx, what);
-    const broke = stream.errored;
-    if (broke instanceof StowageError) throw broke;
-    if (broke && !(err instanceof StowageError)) {
-      // A connection dropped mid-stream (dockerd restarted, store unreachable): worth a retry.
-      throw new TransientError(`${what}: the stream broke off midway (${broke.message}); retry`, {
-        cause: broke,
-      });
-    }
-    throw err;
-  } finally {
-    ctx.signal.removeEventListener('abort', onAbort);
-    if (!stream.destroyed) stream.destroy();
-  }
-}
+export { checkAborted, consumeStream };
 
 export function writeToSink(
   sink: BackupSink,

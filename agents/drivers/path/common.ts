@@ -3,6 +3,7 @@
  * name checks, the translation of filesystem errors into Stowage errors, abandonment, and the
  * primitives of an atomic replace (a partial name beside the destination, directory fsync).
  */
+import { checkAborted, consumeStream as consumeShared } from '../../core/driver-streams';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, type Stats } from 'node:fs';
@@ -13,7 +14,6 @@ import {
   DriverError,
   StowageError,
   TargetNotFound,
-  TransientError,
   isStowageError,
 } from '../../../functions/shared/errors';
 import type { DriverContext } from '../../core/driver';
@@ -166,51 +166,18 @@ export function notFound(path: string, cause?: unknown): TargetNotFound {
   );
 }
 
-export function checkAborted(ctx: DriverContext, what: string): void {
-  if (!ctx.signal.aborted) return;
-  const reason: unknown = ctx.signal.reason;
-  if (reason instanceof StowageError) throw reason;
-  throw new TransientError(
-    `${what} stopped: the job was abandoned (heartbeat lost or agent draining)`,
-    {
-      cause: reason,
-    },
-  );
-}
+export { checkAborted };
 
-/**
- * Runs `consume(stream)` with the stream destroyed if the job is abandoned meanwhile, and always
- * destroyed afterwards. A failure is reported as what caused it: the abandonment, the stream's
- * own StowageError (an integrity error from the store), a failed disk read, or a stream that
- * broke off (TransientError), not as what the consumer made of the cut-off stream.
- */
-export async function consumeStream<T>(
+/** consumeStream that reports a failed disk read (EIO on a dying device) as the disk's error. */
+export function consumeStream<T>(
   stream: Readable,
   ctx: DriverContext,
   what: string,
   consume: (stream: Readable) => Promise<T>,
 ): Promise<T> {
-  const onAbort = () => stream.destroy(new Error(`${what}: the job was abandoned`));
-  ctx.signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    return await consume(stream);
-  } catch (err) {
-    checkAborted(ctx, what);
-    const broke = stream.errored;
-    if (broke instanceof StowageError) throw broke;
-    // A read of the disk failed (EIO on a dying device): the disk is the news, not the sink.
-    if (broke && errnoOf(broke)) throw translate(broke, what);
-    if (broke && !(err instanceof StowageError)) {
-      // A store connection dropped mid-stream: worth a retry.
-      throw new TransientError(`${what}: the stream broke off midway (${broke.message}); retry`, {
-        cause: broke,
-      });
-    }
-    throw err;
-  } finally {
-    ctx.signal.removeEventListener('abort', onAbort);
-    if (!stream.destroyed) stream.destroy();
-  }
+  return consumeShared(stream, ctx, what, consume, (broke) =>
+    errnoOf(broke) ? translate(broke, what) : undefined,
+  );
 }
 
 /** `<dest>.stowage-<what>-<random>`: beside the destination, so a rename onto it is atomic. */
