@@ -76,6 +76,31 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
   if (job.status !== 'SUCCEEDED') throw new JobFailed();
 }
 
+/**
+ * Starts a job through the API; prints its id, or with `wait` follows it to the end and prints
+ * the outcome (throwing JobFailed, for the exit code, when it did not succeed).
+ */
+async function startJob(
+  cmd: Command,
+  path: string,
+  body: unknown,
+  wait: boolean | undefined,
+  describe: (job: JobAccepted) => string,
+): Promise<void> {
+  const api = client(cmd);
+  const job = await api.post<JobAccepted>(path, body);
+  if (!wait) {
+    print(
+      cmd,
+      { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
+      () => `${job.jobId}`,
+    );
+    return;
+  }
+  if (!isJson(cmd)) process.stderr.write(`${describe(job)} started as ${job.jobId}\n`);
+  finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+}
+
 const program = new Command('stowage')
   .description('Backup and restore for Docker, LXD and vSphere')
   .option('--json', 'print one JSON document on stdout')
@@ -219,18 +244,7 @@ program
   .description('start a backup of PLATFORM:NAME[@AGENT]; prints the job id')
   .option('--wait', 'wait for the job and print the recovery point')
   .action(async (target: string, opts: { wait?: boolean }, cmd: Command) => {
-    const api = client(cmd);
-    const job = await api.post<JobAccepted>('/backups', { target });
-    if (!opts.wait) {
-      print(
-        cmd,
-        { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
-        () => `${job.jobId}`,
-      );
-      return;
-    }
-    if (!isJson(cmd)) process.stderr.write(`backup of ${job.target} started as ${job.jobId}\n`);
-    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+    await startJob(cmd, '/backups', { target }, opts.wait, (job) => `backup of ${job.target}`);
   });
 
 program
@@ -255,24 +269,19 @@ program
       opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean },
       cmd: Command,
     ) => {
-      const api = client(cmd);
-      const job = await api.post<JobAccepted>('/restores', {
+      const body = {
         recoveryPointId: point,
         ...(opts.name ? { name: opts.name } : {}),
         ...(opts.inPlace ? { inPlace: true } : {}),
         ...(opts.to ? { to: opts.to } : {}),
-      });
-      if (!opts.wait) {
-        print(
-          cmd,
-          { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
-          () => `${job.jobId}`,
-        );
-        return;
-      }
-      if (!isJson(cmd))
-        process.stderr.write(`restore of ${point} to ${job.target} started as ${job.jobId}\n`);
-      finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+      };
+      await startJob(
+        cmd,
+        '/restores',
+        body,
+        opts.wait,
+        (job) => `restore of ${point} to ${job.target}`,
+      );
     },
   );
 
@@ -281,18 +290,8 @@ program
   .description('read every chunk of a recovery point back and check it')
   .option('--wait', 'wait for the job to finish')
   .action(async (point: string, opts: { wait?: boolean }, cmd: Command) => {
-    const api = client(cmd);
-    const job = await api.post<JobAccepted>('/verifications', { recoveryPointId: point });
-    if (!opts.wait) {
-      print(
-        cmd,
-        { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
-        () => `${job.jobId}`,
-      );
-      return;
-    }
-    if (!isJson(cmd)) process.stderr.write(`verify of ${point} started as ${job.jobId}\n`);
-    finish(cmd, await waitForJob(cmd, api, job.jobId, true));
+    const body = { recoveryPointId: point };
+    await startJob(cmd, '/verifications', body, opts.wait, () => `verify of ${point}`);
   });
 
 program

@@ -121,6 +121,19 @@ export async function runBackup(
   };
 }
 
+/** The repository and a point's manifest, with the point's size announced for the ETA. */
+async function openPoint(
+  deps: RunnerDeps,
+  recoveryPointId: string,
+  run: TaskRun,
+): Promise<{ repo: Repository; manifest: Manifest }> {
+  run.progress.setPhase('reading manifest');
+  const repo = await openRepository(deps);
+  const manifest = await manifestOf(repo, recoveryPointId);
+  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+  return { repo, manifest };
+}
+
 async function manifestOf(repo: Repository, recoveryPointId: string): Promise<Manifest> {
   try {
     return await readManifest(repo, recoveryPointId);
@@ -146,10 +159,7 @@ export async function runRestore(
   });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
-  run.progress.setPhase('reading manifest');
-  const repo = await openRepository(deps);
-  const manifest = await manifestOf(repo, task.recoveryPointId);
-  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+  const { repo, manifest } = await openPoint(deps, task.recoveryPointId, run);
   const reader = new PointReader(repo, manifest, (n) => run.progress.addBytes(n));
   const outcome = await driver.restore(
     manifest.metadata,
@@ -171,10 +181,7 @@ export async function runVerify(
   run: TaskRun,
 ): Promise<VerifyResult> {
   const startedAt = new Date().toISOString();
-  run.progress.setPhase('reading manifest');
-  const repo = await openRepository(deps);
-  const manifest = await manifestOf(repo, task.recoveryPointId);
-  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+  const { repo, manifest } = await openPoint(deps, task.recoveryPointId, run);
   let chunks = 0;
   for (const stream of manifest.streams) {
     if (run.signal.aborted) throw new DriverError('verify abandoned: the task token expired');
