@@ -64,12 +64,13 @@ export function jobsTable(jobs: Job[]): string {
 
 export function pointsTable(points: RecoveryPoint[]): string {
   return table([
-    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'SIZE', 'NEW', 'STORED', 'STREAMS'],
+    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'LABEL', 'SIZE', 'NEW', 'STORED', 'STREAMS'],
     ...points.map((p) => [
       p.recoveryPointId,
       p.target,
       p.createdAt,
       p.status,
+      p.label ?? '',
       bytes(p.bytesRead),
       bytes(p.bytesNew),
       bytes(p.bytesStored),

@@ -239,12 +239,100 @@ program
     );
   });
 
+interface BackupFlags {
+  wait?: boolean;
+  consistency?: string;
+  includeBinds?: boolean;
+  preHook?: string[];
+  postHook?: string[];
+  hookTimeout?: number;
+  hookOnError?: string;
+}
+
+/** The backup request body from the command's flags (the API validates it). */
+function backupBody(target: string, flags: BackupFlags, label?: string): Record<string, unknown> {
+  const hook = (command: string) => ({
+    command: ['sh', '-c', command],
+    ...(flags.hookTimeout ? { timeoutSeconds: flags.hookTimeout } : {}),
+    ...(flags.hookOnError ? { onError: flags.hookOnError } : {}),
+  });
+  const pre = (flags.preHook ?? []).map(hook);
+  const post = (flags.postHook ?? []).map(hook);
+  return {
+    target,
+    ...(flags.consistency ? { consistency: flags.consistency } : {}),
+    ...(flags.includeBinds ? { includeBinds: true } : {}),
+    ...(pre.length || post.length
+      ? { hooks: { ...(pre.length ? { pre } : {}), ...(post.length ? { post } : {}) } }
+      : {}),
+    ...(label ? { label } : {}),
+  };
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function withBackupFlags(command: Command, defaultConsistency?: string): Command {
+  return command
+    .option('--wait', 'wait for the job and print the recovery point')
+    .addOption(
+      new Option(
+        '--consistency <mode>',
+        'live: while it runs; pause: frozen; stop: stopped, then started again',
+      )
+        .choices(['live', 'pause', 'stop'])
+        .default(defaultConsistency),
+    )
+    .option('--include-binds', 'also capture bind-mounted host directories (Docker)')
+    .option(
+      '--pre-hook <command>',
+      'run this (sh -c) inside the workload before the capture',
+      collect,
+    )
+    .option('--post-hook <command>', 'run this (sh -c) inside the workload after it', collect)
+    .addOption(new Option('--hook-timeout <seconds>', 'per hook (default 60)').argParser(Number))
+    .addOption(
+      new Option('--hook-on-error <policy>', 'fail (default) or continue').choices([
+        'fail',
+        'continue',
+      ]),
+    );
+}
+
+withBackupFlags(
+  program
+    .command('backup <target>')
+    .description('start a backup of PLATFORM:NAME[@AGENT]; prints the job id'),
+).action(async (target: string, opts: BackupFlags, cmd: Command) => {
+  await startJob(
+    cmd,
+    '/backups',
+    backupBody(target, opts),
+    opts.wait,
+    (job) => `backup of ${job.target}`,
+  );
+});
+
+withBackupFlags(
+  program
+    .command('protect-update <target>')
+    .description('before an update: a recovery point marked pre-update (stopped while captured)'),
+  'stop',
+).action(async (target: string, opts: BackupFlags, cmd: Command) => {
+  await startJob(
+    cmd,
+    '/backups',
+    backupBody(target, opts, 'pre-update'),
+    opts.wait,
+    (job) => `pre-update backup of ${job.target}`,
+  );
+});
+
 program
-  .command('backup <target>')
-  .description('start a backup of PLATFORM:NAME[@AGENT]; prints the job id')
-  .option('--wait', 'wait for the job and print the recovery point')
+  .command('rollback <target>')
+  .description('after an update went wrong: restore the newest pre-update point in place')
+  .option('--wait', 'wait for the job to finish')
   .action(async (target: string, opts: { wait?: boolean }, cmd: Command) => {
-    await startJob(cmd, '/backups', { target }, opts.wait, (job) => `backup of ${job.target}`);
+    await startJob(cmd, '/rollbacks', { target }, opts.wait, (job) => `rollback of ${job.target}`);
   });
 
 program

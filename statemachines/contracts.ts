@@ -23,6 +23,20 @@ export interface BackupExecutionInput {
   target: string;
   agent: string;
   queueUrl: string;
+  /** Always present (`{}` for the defaults): the ASL passes it on as it is. */
+  options: BackupRequestOptions;
+}
+
+/** What a backup request may ask beyond its target (see BackupOptions in agents/core/driver.ts). */
+export interface BackupRequestOptions {
+  consistency?: 'live' | 'pause' | 'stop';
+  includeBinds?: boolean;
+  hooks?: {
+    pre?: Array<{ command: string[]; timeoutSeconds?: number; onError?: 'fail' | 'continue' }>;
+    post?: Array<{ command: string[]; timeoutSeconds?: number; onError?: 'fail' | 'continue' }>;
+  };
+  /** A label the point carries, e.g. `pre-update` (what `stowage rollback` looks for). */
+  label?: string;
 }
 
 /** Execution input of restore.asl.json. */
@@ -66,6 +80,7 @@ export interface CommitPointEvent {
   recoveryPointId: string;
   target: string;
   agent: string;
+  options: BackupRequestOptions;
   result: BackupResult;
 }
 
@@ -87,6 +102,7 @@ export interface BackupTask {
   jobId: string;
   recoveryPointId: string;
   target: string;
+  options: BackupRequestOptions;
 }
 
 export interface RestoreTask {

@@ -8,7 +8,9 @@
  *   before it returns or throws: a workload running before a backup is running after it.
  * - `restore` rebuilds a target from the manifest's metadata and streams under `options.name`.
  *   It refuses (NameTaken) to overwrite anything that exists unless `options.inPlace`; on failure
- *   it removes what it created, so a retry starts clean, and never touches the original.
+ *   it removes what it created, so a retry starts clean. A restore under a new name never touches
+ *   the original; an in-place restore reads every stream before it replaces anything, and a
+ *   failure before that point leaves the original as it was (and running if it ran).
  * - Errors: TargetNotFound, NameTaken, DriverError, TransientError (functions/shared/errors).
  */
 import type { Readable } from 'node:stream';
@@ -58,6 +60,32 @@ export interface DriverContext {
   expectBytes?(total: number): void;
 }
 
+/** A command run inside the workload around a backup (a database dump, a flush). */
+export interface BackupHook {
+  /** argv, run without a shell unless the caller writes `sh -c ...`. */
+  command: string[];
+  /** Default 60. */
+  timeoutSeconds?: number;
+  /** `fail` (default): the backup fails; `continue`: logged, the backup goes on. */
+  onError?: 'fail' | 'continue';
+}
+
+/** How a backup treats the running workload. Drivers ignore what does not apply to them. */
+export interface BackupOptions {
+  /**
+   * `live` (default): capture while it runs (crash-consistent); `pause`: freeze it while its
+   * data is captured; `stop`: stop it, capture, start it again (the documented procedure).
+   * Whatever fails, a workload that was running before is running after.
+   */
+  consistency?: 'live' | 'pause' | 'stop';
+  /** Also capture bind-mounted host directories (Docker). */
+  includeBinds?: boolean;
+  /** `pre` runs while the workload still runs, before it is paused or stopped; `post` after it runs again. */
+  hooks?: { pre?: BackupHook[]; post?: BackupHook[] };
+  /** A label the point carries (e.g. `pre-update` from `stowage protect-update`). */
+  label?: string;
+}
+
 export interface BackupOutcome {
   /** Everything needed to rebuild the target; stored in the manifest as JSON. */
   metadata: Record<string, unknown>;
@@ -82,7 +110,12 @@ export interface Driver {
   listTargets(): Promise<DiscoveredTarget[]>;
   /** Whether a target of this name exists (restores use it to refuse clobbering). */
   exists(name: string): Promise<boolean>;
-  backup(name: string, sink: BackupSink, ctx: DriverContext): Promise<BackupOutcome>;
+  backup(
+    name: string,
+    sink: BackupSink,
+    ctx: DriverContext,
+    options?: BackupOptions,
+  ): Promise<BackupOutcome>;
   restore(
     metadata: Record<string, unknown>,
     source: RestoreSource,

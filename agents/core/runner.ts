@@ -84,7 +84,7 @@ export async function runBackup(
   const sink = new PointWriter(writer, (n) => run.progress.addBytes(n));
   let outcome;
   try {
-    outcome = await driver.backup(name, sink, context(run, log));
+    outcome = await driver.backup(name, sink, context(run, log), task.options ?? {});
     run.progress.setPhase('storing the last pack');
     await writer.flush();
   } catch (err) {

@@ -3,7 +3,13 @@
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
 import type { Catalog } from '../core/catalog';
-import { requestBackup, requestRestore, requestVerify, type RequestDeps } from '../core/requests';
+import {
+  requestBackup,
+  requestRestore,
+  requestRollback,
+  requestVerify,
+  type RequestDeps,
+} from '../core/requests';
 import { isPlatform, PLATFORMS } from '../core/targets';
 import { NotFoundError, StowageError, ValidationError } from '../shared/errors';
 
@@ -67,6 +73,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['POST', '/backups', async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
   ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
+  ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
   [
     'GET',
     '/points',

@@ -8,6 +8,7 @@ import type { Job, RecoveryPoint } from './model';
 import { platformOf } from './targets';
 import { ConflictError, NotFoundError, type ErrorRecord } from '../shared/errors';
 import type {
+  BackupRequestOptions,
   BackupResult,
   CommitPointOutput,
   JobStatus,
@@ -86,6 +87,8 @@ export async function commitRecoveryPoint(
     target: string;
     agent: string;
     result: BackupResult;
+    /** The request's options; a `label` goes onto the point. */
+    options?: BackupRequestOptions;
   },
 ): Promise<CommitPointOutput> {
   const { result } = input;
@@ -117,6 +120,7 @@ export async function commitRecoveryPoint(
     streams: result.streams,
     manifestKey: result.manifestKey,
     summary: result.summary,
+    ...(input.options?.label ? { label: input.options.label } : {}),
   };
   await deps.catalog.putPoint(point);
   await deps.catalog.updateJob(

@@ -38,6 +38,8 @@ export interface Job {
   recoveryPointId: string;
   /** For a restore: the target the point was taken of. */
   source?: string;
+  /** A backup's label (e.g. `pre-update`). */
+  label?: string;
   progress?: JobProgress;
   error?: ErrorRecord;
 }
@@ -60,6 +62,8 @@ export interface RecoveryPoint {
   streams: StreamSummary[];
   manifestKey: string;
   summary: Record<string, string | number | boolean>;
+  /** E.g. `pre-update`, for points made by `stowage protect-update`. */
+  label?: string;
 }
 
 export interface InventoryTarget {

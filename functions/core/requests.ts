@@ -20,8 +20,10 @@ import {
   TargetNotFound,
   ValidationError,
 } from '../shared/errors';
+import { z } from 'zod';
 import type {
   BackupExecutionInput,
+  BackupRequestOptions,
   RestoreExecutionInput,
   VerifyExecutionInput,
 } from '../../statemachines/contracts';
@@ -113,16 +115,43 @@ async function agentSeeing(catalog: Catalog, ref: TargetRef, now: string): Promi
   return seeing[0]!;
 }
 
-export async function requestBackup(
-  deps: RequestDeps,
-  body: { target?: unknown },
-): Promise<JobAccepted> {
-  if (typeof body.target !== 'string') {
-    throw new ValidationError(
-      'body must be {"target": "PLATFORM:NAME"}, e.g. {"target": "docker:web"}',
-    );
-  }
-  const ref = parseTarget(body.target);
+const hookSchema = z
+  .object({
+    command: z.array(z.string()).min(1, 'a hook needs a command (argv, at least one element)'),
+    timeoutSeconds: z.number().int().min(1).max(86_400).optional(),
+    onError: z.enum(['fail', 'continue']).optional(),
+  })
+  .strict();
+
+const backupBodySchema = z
+  .object({
+    target: z.string({ error: 'give the target as "PLATFORM:NAME", e.g. "docker:web"' }),
+    consistency: z.enum(['live', 'pause', 'stop']).optional(),
+    includeBinds: z.boolean().optional(),
+    hooks: z
+      .object({ pre: z.array(hookSchema).optional(), post: z.array(hookSchema).optional() })
+      .strict()
+      .optional(),
+    label: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a label is lower-case letters, digits, . _ -')
+      .optional(),
+  })
+  .strict();
+
+/** Parses a request body, turning every problem into one ValidationError that names the fields. */
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((i) =>
+    i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message,
+  );
+  throw new ValidationError(`bad request body: ${problems.join('; ')}`);
+}
+
+export async function requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+  const { target, ...options } = parseBody(backupBodySchema, body);
+  const ref = parseTarget(target);
   const now = deps.clock.now();
   const agent = await agentSeeing(deps.catalog, ref, now);
   const job: Job = {
@@ -133,6 +162,7 @@ export async function requestBackup(
     status: 'PENDING',
     createdAt: now,
     recoveryPointId: deps.newId('rp'),
+    ...(options.label ? { label: options.label } : {}),
   };
   await deps.catalog.createJob(job);
   const executionArn = await startOrFail(deps, job, () =>
@@ -142,6 +172,7 @@ export async function requestBackup(
       target: job.target,
       agent: job.agent,
       queueUrl: deps.queueUrlFor(job.agent),
+      options: options as BackupRequestOptions,
     }),
   );
   return accepted(job, executionArn);
@@ -238,6 +269,26 @@ export async function requestRestore(
     }),
   );
   return accepted(job, executionArn);
+}
+
+/** The label `stowage protect-update` gives its points and `stowage rollback` looks for. */
+export const PRE_UPDATE_LABEL = 'pre-update';
+
+/**
+ * Rolls a target back to its newest pre-update point, in place: the procedure's purpose, after an
+ * update went wrong.
+ */
+export async function requestRollback(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+  const { target } = parseBody(z.object({ target: z.string() }).strict(), body);
+  const key = targetKey(parseTarget(target));
+  const points = await deps.catalog.listPoints({ target: key, limit: 1000 });
+  const point = points.find((p) => p.label === PRE_UPDATE_LABEL && p.status === 'COMPLETED');
+  if (!point) {
+    throw new PointNotFound(
+      `${key} has no ${PRE_UPDATE_LABEL} recovery point; make one with \`stowage protect-update ${key}\` before an update`,
+    );
+  }
+  return requestRestore(deps, { recoveryPointId: point.recoveryPointId, inPlace: true });
 }
 
 /** Starts a verify of a recovery point by the agent that took it. */

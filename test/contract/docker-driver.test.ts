@@ -241,7 +241,12 @@ describe('docker driver', () => {
         `volume ${original}-cache`,
       ]),
     );
-    expect(outcome.summary).toEqual({ image: TEST_IMAGE, volumes: 2, state: 'running' });
+    expect(outcome.summary).toEqual({
+      image: TEST_IMAGE,
+      volumes: 2,
+      state: 'running',
+      consistency: 'live',
+    });
     expect(outcome.metadata).toMatchObject({ originalImage: TEST_IMAGE, wasRunning: true });
     expect(temporaryImagesAfterBackup).toEqual([]);
 
@@ -469,12 +474,6 @@ describe('docker driver', () => {
       name: 'TransientError',
       message: expect.stringContaining('local/engines/setup.sh'),
     });
-  });
-
-  it('refuses an in-place restore with DriverError', async () => {
-    await expect(
-      driver.restore({}, makeMemoryPoint().source(), { name: 'x', inPlace: true }, makeContext()),
-    ).rejects.toMatchObject({ name: 'DriverError', message: expect.stringContaining('--name') });
   });
 
   it('leaves the container running and no helpers or temporary images behind when the sink fails midway', async () => {

@@ -188,4 +188,52 @@ describe('docker journey through the CLI, the API, the state machines and the ag
     expect(restore.code, restore.stderr).toBe(0);
     expect(await fingerprint(third, '/data')).toEqual(await fingerprint(WEB, '/data'));
   });
+
+  it('rolls back an update that went wrong: image state and volume data as before, same names', async () => {
+    const protect = stowage('protect-update', `docker:${WEB}`, '--wait');
+    expect(protect.code, protect.stderr).toBe(0);
+    const pointId = (protect.json as { recoveryPointId: string }).recoveryPointId;
+    expect(
+      (
+        stowage('points', `docker:${WEB}`).json as Array<{
+          recoveryPointId: string;
+          label?: string;
+        }>
+      ).find((p) => p.recoveryPointId === pointId)?.label,
+    ).toBe('pre-update');
+    const before = {
+      data: await fingerprint(WEB, '/data'),
+      etc: await execIn(WEB, ['cat', '/etc/stowage-marker']),
+    };
+    const volumesBefore = (await docker.getContainer(WEB).inspect()).Mounts.map(
+      (m) => m.Name,
+    ).sort();
+
+    // The "update": new files in the image's layer, changed and removed data in the volume.
+    await execIn(WEB, [
+      'sh',
+      '-c',
+      'echo v2 > /etc/stowage-marker && echo broken > /data/index.html && rm /data/secret.key',
+    ]);
+
+    const rollback = stowage('rollback', `docker:${WEB}`, '--wait');
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.json).toMatchObject({
+      status: 'SUCCEEDED',
+      kind: 'RESTORE',
+      target: `docker:${WEB}`,
+    });
+    const after = await docker.getContainer(WEB).inspect();
+    expect(after.State.Running).toBe(true);
+    expect(after.Mounts.map((m) => m.Name).sort()).toEqual(volumesBefore);
+    expect(await execIn(WEB, ['cat', '/etc/stowage-marker'])).toBe(before.etc);
+    expect(await fingerprint(WEB, '/data')).toEqual(before.data);
+  });
+
+  it('refuses a rollback of a target that has no pre-update point', () => {
+    const none = stowage('rollback', `docker:${WEB2}`);
+    expect(none.code).toBe(2);
+    expect(none.json).toMatchObject({ error: 'PointNotFound' });
+    expect((none.json as { message: string }).message).toContain('stowage protect-update');
+  });
 });

@@ -161,6 +161,7 @@ describe('backup workflow', () => {
       jobId: job.jobId,
       recoveryPointId: job.recoveryPointId,
       target: 'docker:web',
+      options: {},
     });
     expect((await catalog.getJob(job.jobId))?.status).toBe('RUNNING');
 

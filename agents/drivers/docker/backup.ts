@@ -1,20 +1,34 @@
 /**
  * Backup of one container: its inspect JSON, its filesystem as a committed image (`docker
- * commit` with pause, then `docker save`), and each named or anonymous volume as a tar read
- * through a helper container.
+ * commit`, then `docker save`), each named or anonymous volume as a tar read through a helper
+ * container, and with `includeBinds` each bind-mounted host directory the same way.
  *
- * Streams, in order: `image` (docker-image-tar), then `volume/<name>` (volume-tar) per volume.
- * The workload is never left paused: dockerd pauses for the commit and unpauses itself, and this
- * module pauses or stops nothing else. The temporary image tag and every helper are removed in
- * `finally`. Volumes are read while the container runs (crash-consistent, not quiesced).
+ * Streams, in order: `image` (docker-image-tar), `volume/<name>` (volume-tar) per volume, then
+ * `bind/<index>` (bind-tar) per captured bind mount.
+ *
+ * Consistency (BackupOptions.consistency):
+ * - `live` (default): dockerd pauses the container for the commit only and thaws it itself;
+ *   volumes are read while it runs (crash-consistent, not quiesced).
+ * - `pause`: the container is frozen for the whole capture (commit, save, volume reads).
+ * - `stop`: the documented procedure: stop it, commit, save, read volumes, start it again.
+ * Pre hooks run before the pause or stop, while it still runs; post hooks once it runs again
+ * (also after a failed capture, so a hook that suspends something in the workload can undo it).
+ *
+ * Invariant: the pause or stop returns its release, which runs whatever fails (a sink error, an
+ * abandoned job, a dockerd error): a container that was running before is running, and not
+ * paused, after. A failing release wins over the capture's error: the workload being down is
+ * what the operator must hear about. The temporary image tag and every helper are removed too.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import type { Readable } from 'node:stream';
-import { TargetNotFound } from '../../../functions/shared/errors';
+import { DriverError, TargetNotFound } from '../../../functions/shared/errors';
 import { LogEvent } from '../../../functions/shared/logger';
-import type { BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
+import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import {
   METADATA_FORMAT,
+  type BindRecord,
+  type Consistency,
   type DockerBackupMetadata,
   type InspectJson,
   type VolumeRecord,
@@ -22,7 +36,7 @@ import {
 import { checkAborted, inspectByName, removeImageRef, writeToSink, type Engine } from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, withVolumeHelper } from './helper';
-
+import { runHooks, type HookRecord } from './hooks';
 /**
  * A docker repository path component for a container name: lowercase, separators collapsed,
  * no separator at either end (container names allow `A_b.-c`, repositories do not).
@@ -70,21 +84,143 @@ async function describeVolumes(engine: Engine, inspect: InspectJson): Promise<Vo
   return records.sort((a, b) => a.destination.localeCompare(b.destination));
 }
 
-export async function backupContainer(
+const CONSISTENCIES: readonly Consistency[] = ['live', 'pause', 'stop'];
+
+/** Go's os.ModeDir, the top bit of the mode in dockerd's path stat. */
+const GO_MODE_DIR = 2 ** 31;
+
+/**
+ * Whether `path` in container `id` is a directory: `HEAD /containers/{id}/archive` answers with
+ * the path's stat in `X-Docker-Container-Path-Stat` (base64 JSON; dockerode does not expose it).
+ */
+function isDirectoryIn(engine: Engine, id: string, path: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        socketPath: engine.socketPath,
+        method: 'HEAD',
+        path: `/containers/${id}/archive?path=${encodeURIComponent(path)}`,
+      },
+      (res) => {
+        res.resume();
+        const header = res.headers['x-docker-container-path-stat'];
+        if (res.statusCode !== 200 || typeof header !== 'string') {
+          resolve(false);
+          return;
+        }
+        try {
+          const stat = JSON.parse(Buffer.from(header, 'base64').toString('utf8')) as {
+            mode?: number;
+          };
+          resolve(Math.floor((stat.mode ?? 0) / GO_MODE_DIR) % 2 === 1);
+        } catch {
+          resolve(false);
+        }
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/**
+ * Freezes or stops the container as `consistency` asks and returns the release that undoes it
+ * (idempotent; throws DriverError, with the manual fix, if the container cannot run again).
+ * A failed pause or stop is undone before it is reported.
+ */
+async function quiesce(
   engine: Engine,
-  name: string,
+  inspect: InspectJson,
+  consistency: Consistency,
+  ctx: DriverContext,
+): Promise<() => Promise<void>> {
+  const name = inspect.Name.replace(/^\//, '');
+  const container = engine.docker.getContainer(inspect.Id);
+  const running = inspect.State?.Running === true;
+  const paused = inspect.State?.Paused === true;
+  const nothing = async () => undefined;
+  if (consistency === 'live' || !running || (consistency === 'pause' && paused)) return nothing;
+
+  const current = async () => ((await container.inspect()) as unknown as InspectJson).State ?? {};
+  const unpause = async () => {
+    if ((await current()).Paused) await container.unpause();
+  };
+  const start = async () => {
+    const state = await current();
+    if (state.Paused) await container.unpause();
+    else if (!state.Running) await container.start();
+    // A container its owner had paused goes back to paused (its processes restarted, though).
+    if (paused) await container.pause();
+  };
+  const verb = consistency === 'pause' ? 'unpause' : 'start';
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    ctx.phase(consistency === 'pause' ? 'unpausing container' : 'starting container');
+    try {
+      await (consistency === 'pause' ? unpause() : start());
+    } catch (err) {
+      const e = translate(err, `${verb} of container ${name} after its backup`, engine.socketPath);
+      throw new DriverError(
+        `${e.message}; the container was running before the backup and is not now: ` +
+          `run \`docker ${verb} ${name}\``,
+        { cause: err },
+      );
+    }
+    ctx.log.info(LogEvent.driverStep, {
+      step: consistency === 'pause' ? 'unpaused after capture' : 'started after capture',
+      container: name,
+    });
+  };
+
+  ctx.phase(consistency === 'pause' ? 'pausing container' : 'stopping container');
+  try {
+    if (consistency === 'pause') await container.pause();
+    else await container.stop();
+  } catch (err) {
+    // 304: already stopped meanwhile; still ours to start again.
+    if (!(consistency === 'stop' && statusOf(err) === 304)) {
+      await release().catch((releaseErr: unknown) => {
+        ctx.log.error(LogEvent.driverStep, {
+          step: `${verb} after failed quiesce`,
+          error: releaseErr,
+        });
+      });
+      if (statusOf(err) === 404) throw notFound(name);
+      throw translate(
+        err,
+        `${consistency === 'pause' ? 'pausing' : 'stopping'} container ${name}`,
+        engine.socketPath,
+      );
+    }
+  }
+  ctx.log.info(LogEvent.driverStep, {
+    step: consistency === 'pause' ? 'paused for capture' : 'stopped for capture',
+    container: name,
+  });
+  return release;
+}
+
+interface Captured {
+  image: string;
+  imageId: string;
+  binds: BindRecord[];
+}
+
+/** Commit, save, volumes, binds: everything that reads the container's data. */
+async function capture(
+  engine: Engine,
+  inspect: InspectJson,
+  volumes: readonly VolumeRecord[],
+  commitPause: boolean,
+  includeBinds: boolean,
   sink: BackupSink,
   ctx: DriverContext,
-): Promise<BackupOutcome> {
+): Promise<Captured> {
+  const name = inspect.Name.replace(/^\//, '');
   const target = `docker:${name}`;
   const what = `backup of ${target}`;
-  checkAborted(ctx, what);
-  ctx.phase('inspecting container');
-  const inspect = await inspectByName(engine, name);
-  if (!inspect) throw notFound(name);
-  const wasRunning = inspect.State?.Running === true;
-  const volumes = await describeVolumes(engine, inspect);
-
   checkAborted(ctx, what);
   ctx.phase('committing image');
   const repo = imageRepoFor(name);
@@ -92,11 +228,12 @@ export async function backupContainer(
   const image = `${repo}:${tag}`;
   let imageId: string;
   try {
-    // pause: dockerd freezes the processes for the commit and thaws them itself, even on error.
+    // pause (live mode): dockerd freezes the processes for the commit and thaws them itself,
+    // even on error. In pause and stop modes the container is already frozen or stopped.
     const committed = (await engine.docker.getContainer(inspect.Id).commit({
       repo,
       tag,
-      pause: wasRunning,
+      pause: commitPause,
       comment: `stowage backup of ${target}`,
     })) as { Id: string };
     imageId = committed.Id;
@@ -147,15 +284,127 @@ export async function backupContainer(
     );
   }
 
+  const binds: BindRecord[] = [];
+  if (!includeBinds) return { image, imageId, binds };
+  const bindMounts = (inspect.Mounts ?? [])
+    .filter((m) => m.Type === 'bind' && m.Source && m.Destination)
+    .sort((a, b) => String(a.Destination).localeCompare(String(b.Destination)));
+  for (const mount of bindMounts) {
+    checkAborted(ctx, what);
+    const source = mount.Source as string;
+    const destination = mount.Destination as string;
+    ctx.phase(`bind ${source}`);
+    await withVolumeHelper(
+      engine.docker,
+      engine.helperImage,
+      engine.socketPath,
+      { volume: `bind ${source}`, bindSource: source, readOnly: true, target, log: ctx.log },
+      async (helper) => {
+        let directory: boolean;
+        try {
+          directory = await isDirectoryIn(engine, helper.id, HELPER_MOUNT);
+        } catch (err) {
+          throw translate(err, `inspecting bind mount ${source}`, engine.socketPath);
+        }
+        if (!directory) {
+          // A bound file (a socket, a config file) is a reference, not data to carry.
+          ctx.log.info(LogEvent.driverStep, { step: 'bind skipped: not a directory', source });
+          return;
+        }
+        const index = binds.length;
+        let archive: Readable;
+        try {
+          archive = (await helper.getArchive({ path: HELPER_MOUNT })) as Readable;
+        } catch (err) {
+          throw translate(err, `reading bind mount ${source}`, engine.socketPath);
+        }
+        await writeToSink(sink, { name: `bind/${index}`, kind: 'bind-tar' }, archive, ctx, what);
+        binds.push({ index, source, destination, readOnly: mount.RW === false });
+      },
+    );
+  }
+  return { image, imageId, binds };
+}
+
+export async function backupContainer(
+  engine: Engine,
+  name: string,
+  sink: BackupSink,
+  ctx: DriverContext,
+  options: BackupOptions = {},
+): Promise<BackupOutcome> {
+  const target = `docker:${name}`;
+  const what = `backup of ${target}`;
+  const consistency = options.consistency ?? 'live';
+  if (!CONSISTENCIES.includes(consistency)) {
+    throw new DriverError(
+      `unknown consistency "${String(consistency)}"; use one of ${CONSISTENCIES.join(', ')}`,
+    );
+  }
+  checkAborted(ctx, what);
+  ctx.phase('inspecting container');
+  const inspect = await inspectByName(engine, name);
+  if (!inspect) throw notFound(name);
+  const wasRunning = inspect.State?.Running === true;
+  const wasPaused = inspect.State?.Paused === true;
+  const volumes = await describeVolumes(engine, inspect);
+
+  const hooks: HookRecord[] = [];
+  await runHooks(engine, inspect, 'pre', options.hooks?.pre, hooks, ctx);
+
+  let captured: Captured | undefined;
+  let failure: unknown;
+  try {
+    checkAborted(ctx, what);
+    const release = await quiesce(engine, inspect, consistency, ctx);
+    try {
+      captured = await capture(
+        engine,
+        inspect,
+        volumes,
+        consistency === 'live' && wasRunning && !wasPaused,
+        options.includeBinds === true,
+        sink,
+        ctx,
+      );
+    } catch (err) {
+      failure = err;
+    }
+    try {
+      await release();
+    } catch (releaseErr) {
+      if (failure !== undefined) {
+        ctx.log.error(LogEvent.driverStep, { step: 'capture failed', error: failure });
+      }
+      failure = releaseErr;
+    }
+  } catch (err) {
+    failure = err;
+  }
+  if (failure !== undefined || !captured) {
+    // The capture failed, but the workload runs again: post hooks still undo what pre hooks did.
+    try {
+      await runHooks(engine, inspect, 'post', options.hooks?.post, hooks, ctx);
+    } catch (hookErr) {
+      ctx.log.warn(LogEvent.driverStep, { step: 'post hook after failed capture', error: hookErr });
+    }
+    throw failure;
+  }
+  await runHooks(engine, inspect, 'post', options.hooks?.post, hooks, ctx);
+
   const metadata: DockerBackupMetadata = {
     format: METADATA_FORMAT,
     name,
     container: inspect,
-    image,
-    imageId,
+    image: captured.image,
+    imageId: captured.imageId,
     originalImage: inspect.Config?.Image ?? '',
     volumes,
     wasRunning,
+    consistency,
+    binds: captured.binds,
+    hooks,
+    ...(options.label !== undefined ? { label: options.label } : {}),
   };
   return {
     metadata: metadata as unknown as Record<string, unknown>,
@@ -163,6 +412,9 @@ export async function backupContainer(
       image: metadata.originalImage,
       volumes: volumes.length,
       state: inspect.State?.Status ?? 'unknown',
+      consistency,
+      ...(options.includeBinds ? { binds: captured.binds.length } : {}),
+      ...(hooks.length > 0 ? { hooks: hooks.length } : {}),
     },
   };
 }

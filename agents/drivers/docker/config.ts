@@ -20,6 +20,29 @@ export interface VolumeRecord {
   options: Record<string, string>;
 }
 
+/** How the backup treated the running container (BackupOptions.consistency). */
+export type Consistency = 'live' | 'pause' | 'stop';
+
+/** A bind-mounted host directory captured with `includeBinds`, as stream `bind/<index>`. */
+export interface BindRecord {
+  index: number;
+  /** The host directory. A restore never writes to it. */
+  source: string;
+  /** Where the container sees it. */
+  destination: string;
+  readOnly: boolean;
+}
+
+/** A hook as run around the backup (see hooks.ts). */
+export interface HookRecordJson {
+  phase: 'pre' | 'post';
+  command: string[];
+  exitCode: number | null;
+  durationMs: number;
+  outputTail: string;
+  error?: string;
+}
+
 export interface DockerBackupMetadata {
   format: typeof METADATA_FORMAT;
   /** The container's name without the leading `/`. */
@@ -32,7 +55,14 @@ export interface DockerBackupMetadata {
   /** `Config.Image` of the container: the image it was created from. */
   originalImage: string;
   volumes: VolumeRecord[];
+  /** Whether it was running when the backup began (before any stop or pause of its own). */
   wasRunning: boolean;
+  /** Absent in points made before the option existed: those were `live`. */
+  consistency?: Consistency;
+  /** Bind-mounted directories captured (only with includeBinds); absent or empty otherwise. */
+  binds?: BindRecord[];
+  hooks?: HookRecordJson[];
+  label?: string;
 }
 
 /** The parts of an inspect answer this driver reads; the rest is carried along untouched. */
@@ -111,6 +141,11 @@ export interface CreatePlanOptions {
   volumes: ReadonlyMap<string, string>;
   /** Leave out PortBindings (the original still holds those host ports). */
   dropPortBindings: boolean;
+  /**
+   * Bind destination → volume that replaces the host directory there (restored bind data).
+   * Binds not listed stay references to their host paths.
+   */
+  bindVolumes?: ReadonlyMap<string, string>;
 }
 
 const CONFIG_KEYS = [
@@ -193,14 +228,34 @@ export function planCreate(inspect: InspectJson, options: CreatePlanOptions): Cr
   const config = { ...pick(inspect.Config, CONFIG_KEYS), Image: options.image };
   const hostConfig: Record<string, unknown> = pick(inspect.HostConfig, HOST_CONFIG_KEYS);
 
-  const binds = (inspect.HostConfig?.Binds ?? []).map((b) => remapBind(b, options.volumes));
+  const bindVolumes = options.bindVolumes ?? new Map<string, string>();
+  // A host path bound at a destination whose data was restored into a volume is dropped here
+  // and mounted as that volume below.
+  const replacedBind = (bind: string) =>
+    bind.startsWith('/') && bindVolumes.has(bind.split(':')[1] ?? '');
+  const binds = (inspect.HostConfig?.Binds ?? [])
+    .filter((b) => !replacedBind(b))
+    .map((b) => remapBind(b, options.volumes));
   if (binds.length > 0) hostConfig.Binds = binds;
 
-  const mounts: Array<Record<string, unknown>> = (inspect.HostConfig?.Mounts ?? []).map((m) => {
-    const source = typeof m.Source === 'string' ? m.Source : undefined;
-    if (m.Type !== 'volume' || source === undefined) return { ...m };
-    return { ...m, Source: options.volumes.get(source) ?? source };
-  });
+  const mounts: Array<Record<string, unknown>> = (inspect.HostConfig?.Mounts ?? [])
+    .filter((m) => !(m.Type === 'bind' && bindVolumes.has(String(m.Target ?? ''))))
+    .map((m) => {
+      const source = typeof m.Source === 'string' ? m.Source : undefined;
+      if (m.Type !== 'volume' || source === undefined) return { ...m };
+      return { ...m, Source: options.volumes.get(source) ?? source };
+    });
+  for (const [destination, volume] of bindVolumes) {
+    const original = (inspect.Mounts ?? []).find(
+      (m) => m.Type === 'bind' && m.Destination === destination,
+    );
+    mounts.push({
+      Type: 'volume',
+      Source: volume,
+      Target: destination,
+      ReadOnly: original?.RW === false,
+    });
+  }
   // Volumes neither in Binds nor in Mounts (the image's VOLUME, `-v /path`) were anonymous; their
   // restored copies are named, so they must be mounted explicitly or dockerd makes empty ones.
   const covered = new Set<string>([

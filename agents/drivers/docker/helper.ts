@@ -116,7 +116,13 @@ export class HelperImage {
 }
 
 export interface HelperOptions {
+  /** The volume to mount; with `bindSource`, only a name for messages. */
   volume: string;
+  /**
+   * A host directory to bind-mount (read-only) instead of a volume: how bind-mounted data is
+   * read with the same archive approach as volumes.
+   */
+  bindSource?: string;
   /** Mount the volume read-only (backups never write to what they protect). */
   readOnly: boolean;
   /** The target this helper works for (a label, for leftovers). */
@@ -145,14 +151,21 @@ export async function withVolumeHelper<T>(
       HostConfig: {
         NetworkMode: 'none',
         Mounts: [
-          {
-            Type: 'volume',
-            Source: options.volume,
-            Target: HELPER_MOUNT,
-            ReadOnly: options.readOnly,
-            // An empty new volume must not be seeded from the image's /mnt/vol.
-            VolumeOptions: { NoCopy: true } as Docker.MountSettings['VolumeOptions'],
-          },
+          options.bindSource !== undefined
+            ? {
+                Type: 'bind',
+                Source: options.bindSource,
+                Target: HELPER_MOUNT,
+                ReadOnly: true,
+              }
+            : {
+                Type: 'volume',
+                Source: options.volume,
+                Target: HELPER_MOUNT,
+                ReadOnly: options.readOnly,
+                // An empty new volume must not be seeded from the image's /mnt/vol.
+                VolumeOptions: { NoCopy: true } as Docker.MountSettings['VolumeOptions'],
+              },
         ],
       },
     });

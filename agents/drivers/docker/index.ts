@@ -1,6 +1,7 @@
 /**
  * The Docker driver: containers as targets (`docker:<name>`), backed up as inspect JSON + the
- * committed image + one tar per volume, restored beside the original under a new name.
+ * committed image + one tar per volume (and per bind-mounted directory with includeBinds),
+ * restored beside the original under a new name, or in place over it (restore-in-place.ts).
  * Talks to dockerd (API 1.41 and later) over its unix socket with dockerode; no dockerode type
  * leaves this folder.
  */
@@ -12,6 +13,7 @@ import { inspectByName, type Engine } from './engine';
 import { translate } from './errors';
 import { HELPER_LABEL, HelperImage } from './helper';
 import { restoreContainer } from './restore';
+import { restoreInPlace } from './restore-in-place';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -156,9 +158,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
     platform: 'docker',
     listTargets,
     exists: async (name) => (await inspectByName(engine, name)) !== undefined,
-    backup: (name, sink, ctx) => backupContainer(engine, name, sink, ctx),
+    backup: (name, sink, ctx, backupOptions) =>
+      backupContainer(engine, name, sink, ctx, backupOptions),
     restore: (metadata, source, restoreOptions, ctx) =>
-      restoreContainer(engine, metadata, source, restoreOptions, ctx),
+      restoreOptions.inPlace
+        ? restoreInPlace(engine, metadata, source, restoreOptions, ctx)
+        : restoreContainer(engine, metadata, source, restoreOptions, ctx),
     watch,
   };
 }

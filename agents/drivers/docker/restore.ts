@@ -2,9 +2,12 @@
  * Restore of a container under a new name, beside the original (which is never touched).
  *
  * Order: refuse early (name or any target volume taken) → load the committed image → create each
- * volume `<name>_<old volume>` and fill it through a helper → create the container from the
- * recorded config → connect extra networks → start it if it was running. Everything created is
- * recorded as it is created and removed if a later step fails, so a retry starts clean.
+ * volume `<name>_<old volume>` and fill it through a helper → for a point made with
+ * includeBinds, create `<name>_bind<index>` per captured bind mount and fill it (host
+ * directories are never written: the copy mounts that volume where the host path was) → create
+ * the container from the recorded config → connect extra networks → start it if it was running.
+ * Everything created is recorded as it is created and removed if a later step fails, so a retry
+ * starts clean. In-place restores are in restore-in-place.ts and reuse these steps.
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -43,13 +46,13 @@ import { HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
 /** Marks the volumes a restore creates, so it never adopts (or later deletes) a volume it did not make. */
 export const RESTORE_LABEL = 'io.stowage.restore';
 
-interface Created {
+export interface Created {
   image?: string;
   volumes: string[];
   container?: Docker.Container;
 }
 
-async function loadImage(
+export async function loadImage(
   engine: Engine,
   meta: DockerBackupMetadata,
   source: RestoreSource,
@@ -83,7 +86,10 @@ async function loadImage(
  * host directory, an NFS export). Copying them would point the new volume at the original's
  * bytes, and the restore would overwrite them: such volumes come back as plain local volumes.
  */
-function safeDriverOptions(volume: VolumeRecord, ctx: DriverContext): Record<string, string> {
+export function safeDriverOptions(
+  volume: VolumeRecord,
+  ctx: DriverContext,
+): Record<string, string> {
   if (volume.driver === 'local' && volume.options.device !== undefined) {
     ctx.log.warn(LogEvent.driverStep, {
       step: 'volume options dropped',
@@ -93,6 +99,66 @@ function safeDriverOptions(volume: VolumeRecord, ctx: DriverContext): Record<str
     return {};
   }
   return volume.options;
+}
+
+/**
+ * Creates volume `name` labelled as this restore's and records it in `created`; NameTaken if a
+ * volume of that name appeared meanwhile (creating an existing name answers with the existing one).
+ */
+export async function createRestoreVolume(
+  engine: Engine,
+  name: string,
+  spec: { driver: string; options: Record<string, string>; labels: Record<string, string> },
+  restoreId: string,
+  created: Created,
+): Promise<void> {
+  let labels: Record<string, string> | null | undefined;
+  try {
+    await engine.docker.createVolume({
+      Name: name,
+      Driver: spec.driver,
+      DriverOpts: spec.options,
+      Labels: { ...spec.labels, [RESTORE_LABEL]: restoreId },
+    });
+    // dockerode answers with a handle, not the volume: inspect it to see whose it is.
+    labels = (await engine.docker.getVolume(name).inspect()).Labels;
+  } catch (err) {
+    throw translate(err, `creating volume ${name}`, engine.socketPath);
+  }
+  if (labels?.[RESTORE_LABEL] !== restoreId) {
+    throw new NameTaken(
+      `volume ${name} appeared while restoring (another restore to the same name?); ` +
+        'restore under another --name',
+    );
+  }
+  created.volumes.push(name);
+}
+
+/** Writes the recovery point's stream `streamName` (a volume-style tar) into volume `volume`. */
+export async function fillVolume(
+  engine: Engine,
+  volume: string,
+  streamName: string,
+  target: string,
+  source: RestoreSource,
+  ctx: DriverContext,
+): Promise<void> {
+  await withVolumeHelper(
+    engine.docker,
+    engine.helperImage,
+    engine.socketPath,
+    { volume, readOnly: false, target, log: ctx.log },
+    async (helper) => {
+      const data = await source.openStream(streamName);
+      await consumeStream(data, ctx, `restore of volume ${volume}`, async (s: Readable) => {
+        try {
+          await helper.putArchive(s, { path: HELPER_MOUNT_PARENT });
+        } catch (err) {
+          throw translate(err, `writing volume ${volume}`, engine.socketPath);
+        }
+      });
+    },
+  );
 }
 
 async function restoreVolume(
@@ -105,47 +171,44 @@ async function restoreVolume(
   created: Created,
   ctx: DriverContext,
 ): Promise<void> {
-  let labels: Record<string, string> | null | undefined;
-  try {
-    await engine.docker.createVolume({
-      Name: newName,
-      Driver: volume.driver,
-      DriverOpts: safeDriverOptions(volume, ctx),
-      Labels: { ...volume.labels, [RESTORE_LABEL]: restoreId },
-    });
-    // dockerode answers with a handle, not the volume: inspect it to see whose it is.
-    labels = (await engine.docker.getVolume(newName).inspect()).Labels;
-  } catch (err) {
-    throw translate(err, `creating volume ${newName}`, engine.socketPath);
-  }
-  // Creating a volume whose name exists answers with the existing one instead of failing.
-  if (labels?.[RESTORE_LABEL] !== restoreId) {
-    throw new NameTaken(
-      `volume ${newName} appeared while restoring (another restore to the same name?); ` +
-        'restore under another --name',
+  const spec = {
+    driver: volume.driver,
+    options: safeDriverOptions(volume, ctx),
+    labels: volume.labels,
+  };
+  await createRestoreVolume(engine, newName, spec, restoreId, created);
+  await fillVolume(engine, newName, `volume/${volume.name}`, target, source, ctx);
+}
+
+/** The name of the volume that receives captured bind mount `index` of a copy named `container`. */
+export function bindVolumeName(container: string, index: number): string {
+  return `${container}_bind${index}`;
+}
+
+/** Refuses names dockerd would refuse, before anything is created. */
+export function checkName(name: string): void {
+  if (!isValidName(name)) {
+    throw new DriverError(
+      `"${name}" is not a valid docker container name; use letters, digits, "_", "." and "-", ` +
+        'starting with a letter or digit',
     );
   }
-  created.volumes.push(newName);
-  await withVolumeHelper(
-    engine.docker,
-    engine.helperImage,
-    engine.socketPath,
-    { volume: newName, readOnly: false, target, log: ctx.log },
-    async (helper) => {
-      const data = await source.openStream(`volume/${volume.name}`);
-      await consumeStream(data, ctx, `restore of volume ${newName}`, async (s: Readable) => {
-        try {
-          await helper.putArchive(s, { path: HELPER_MOUNT_PARENT });
-        } catch (err) {
-          throw translate(err, `writing volume ${newName}`, engine.socketPath);
-        }
-      });
-    },
-  );
+}
+
+/** Fails early when the point lacks a stream the restore will need. */
+export function checkStreams(source: RestoreSource, needed: readonly string[]): void {
+  const present = new Set(source.streams.map((s) => s.name));
+  for (const stream of needed) {
+    if (!present.has(stream)) {
+      throw new DriverError(
+        `the recovery point has no stream ${stream}; it is incomplete: restore another recovery point`,
+      );
+    }
+  }
 }
 
 /** Fails early, with the fix, when a network the container was attached to is gone. */
-async function checkNetworks(engine: Engine, inspect: InspectJson): Promise<void> {
+export async function checkNetworks(engine: Engine, inspect: InspectJson): Promise<void> {
   const names = userNetworks(inspect);
   for (const network of names) {
     try {
@@ -176,7 +239,7 @@ async function originalHoldsPorts(engine: Engine, inspect: InspectJson): Promise
   return [...wanted].some((port) => held.has(port));
 }
 
-async function createContainer(
+export async function createContainer(
   engine: Engine,
   meta: DockerBackupMetadata,
   name: string,
@@ -184,6 +247,7 @@ async function createContainer(
   volumes: ReadonlyMap<string, string>,
   created: Created,
   ctx: DriverContext,
+  bindVolumes?: ReadonlyMap<string, string>,
 ): Promise<Docker.Container> {
   const dropPortBindings = await originalHoldsPorts(engine, meta.container);
   if (dropPortBindings) {
@@ -192,7 +256,7 @@ async function createContainer(
       reason: `the original container ${meta.name} still publishes the same host ports`,
     });
   }
-  const plan = planCreate(meta.container, { image, volumes, dropPortBindings });
+  const plan = planCreate(meta.container, { image, volumes, dropPortBindings, bindVolumes });
   let container: Docker.Container;
   try {
     container = await engine.docker.createContainer({
@@ -220,7 +284,11 @@ async function createContainer(
   return container;
 }
 
-async function removeCreated(engine: Engine, created: Created, ctx: DriverContext): Promise<void> {
+export async function removeCreated(
+  engine: Engine,
+  created: Created,
+  ctx: DriverContext,
+): Promise<void> {
   const warn = (step: string, err: unknown) =>
     ctx.log.warn(LogEvent.driverStep, { step, error: translate(err, step, engine.socketPath) });
   if (created.container) {
@@ -238,6 +306,7 @@ async function removeCreated(engine: Engine, created: Created, ctx: DriverContex
   if (created.image) await removeImageRef(engine, created.image, ctx);
 }
 
+/** Restores under a new name, beside the original. `options.inPlace` is not looked at here. */
 export async function restoreContainer(
   engine: Engine,
   rawMetadata: Record<string, unknown>,
@@ -245,21 +314,12 @@ export async function restoreContainer(
   options: RestoreOptions,
   ctx: DriverContext,
 ): Promise<RestoreOutcome> {
-  if (options.inPlace) {
-    throw new DriverError(
-      'in-place restore of docker containers is not supported yet; restore under a new name with --name',
-    );
-  }
   const meta = parseMetadata(rawMetadata);
   const name = options.name;
-  if (!isValidName(name)) {
-    throw new DriverError(
-      `"${name}" is not a valid docker container name; use letters, digits, "_", "." and "-", ` +
-        'starting with a letter or digit',
-    );
-  }
+  checkName(name);
   const target = `docker:${name}`;
   const what = `restore to ${target}`;
+  const binds = meta.binds ?? [];
 
   // Refuse before creating anything.
   if (await inspectByName(engine, name)) {
@@ -276,15 +336,22 @@ export async function restoreContainer(
       );
     }
   }
-  await checkNetworks(engine, meta.container);
-  const present = new Set(source.streams.map((s) => s.name));
-  for (const stream of ['image', ...meta.volumes.map((v) => `volume/${v.name}`)]) {
-    if (!present.has(stream)) {
-      throw new DriverError(
-        `the recovery point has no stream ${stream}; it is incomplete: restore another recovery point`,
+  const bindVolumes = new Map(binds.map((b) => [b.destination, bindVolumeName(name, b.index)]));
+  for (const bind of binds) {
+    const volume = bindVolumeName(name, bind.index);
+    if (await volumeExists(engine, volume)) {
+      throw new NameTaken(
+        `volume ${volume} already exists (it would receive the restored copy of bind mount ${bind.source}); ` +
+          'restore under another name with --name, or remove that volume first',
       );
     }
   }
+  await checkNetworks(engine, meta.container);
+  checkStreams(source, [
+    'image',
+    ...meta.volumes.map((v) => `volume/${v.name}`),
+    ...binds.map((b) => `bind/${b.index}`),
+  ]);
 
   const created: Created = { volumes: [] };
   const restoreId = randomBytes(8).toString('hex');
@@ -302,9 +369,35 @@ export async function restoreContainer(
       await restoreVolume(engine, volume, renamed, restoreId, target, source, created, ctx);
     }
 
+    for (const bind of binds) {
+      checkAborted(ctx, what);
+      ctx.phase(`bind ${bind.source}`);
+      const volume = bindVolumeName(name, bind.index);
+      const spec = { driver: 'local', options: {}, labels: {} };
+      await createRestoreVolume(engine, volume, spec, restoreId, created);
+      await fillVolume(engine, volume, `bind/${bind.index}`, target, source, ctx);
+      // The host directory is the original's live data: it is never overwritten.
+      ctx.log.info(LogEvent.driverStep, {
+        step: 'bind mount restored as a volume',
+        source: bind.source,
+        destination: bind.destination,
+        volume,
+        note: `the host directory ${bind.source} was left untouched; ${name} mounts volume ${volume} at ${bind.destination} instead`,
+      });
+    }
+
     checkAborted(ctx, what);
     ctx.phase('creating container');
-    const container = await createContainer(engine, meta, name, image, volumeNames, created, ctx);
+    const container = await createContainer(
+      engine,
+      meta,
+      name,
+      image,
+      volumeNames,
+      created,
+      ctx,
+      bindVolumes,
+    );
 
     if (meta.wasRunning) {
       checkAborted(ctx, what);

@@ -126,6 +126,7 @@ function makeBackupTask(overrides: Partial<BackupTask> = {}): BackupTask {
     jobId: `job-${++pointCounter}`,
     recoveryPointId: `rp-${pointCounter}`,
     target: 'docker:web',
+    options: {},
     ...overrides,
   };
 }

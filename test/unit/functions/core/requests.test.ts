@@ -73,8 +73,39 @@ describe('requestBackup', () => {
         target: 'docker:web',
         agent: 'site-1',
         queueUrl: queueUrlFor('site-1'),
+        options: {},
       },
     ]);
+  });
+
+  it('passes the request options on to the workflow and labels the job', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    const options = {
+      consistency: 'stop',
+      includeBinds: true,
+      hooks: { pre: [{ command: ['sh', '-c', 'pg_dump > /data/dump.sql'], timeoutSeconds: 30 }] },
+      label: 'pre-update',
+    } as const;
+
+    const accepted = await requestBackup(deps, { target: 'docker:web', ...options });
+
+    expect(workflows.backups[0]?.options).toEqual(options);
+    expect((await catalog.getJob(accepted.jobId))?.label).toBe('pre-update');
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['an unknown consistency', { consistency: 'freeze' }, /consistency: .*"live"/],
+    ['a hook without a command', { hooks: { pre: [{ command: [] }] } }, /hooks\.pre\.0\.command/],
+    ['an unknown field', { compression: 'max' }, /compression/],
+    ['a label in capitals', { label: 'Pre' }, /label: a label is lower-case/],
+  ])('refuses %s, naming the field', async (_what, extra, message) => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+
+    const attempt = requestBackup(deps, { target: 'docker:web', ...extra });
+
+    await expect(attempt).rejects.toBeInstanceOf(ValidationError);
+    await expect(attempt).rejects.toThrow(message);
+    expect(workflows.backups).toEqual([]);
   });
 
   it('picks the one agent that sees the target among several that serve the platform', async () => {
@@ -104,8 +135,8 @@ describe('requestBackup', () => {
     ['a target with no platform', { target: 'web' }, /PLATFORM:NAME/],
     ['a target with no name', { target: 'docker:' }, /no name/],
     ['a bad agent name', { target: 'docker:web@-x' }, /agent "-x"/],
-    ['no target field', {}, /body must be \{"target"/],
-    ['a target that is not a string', { target: 42 }, /body must be \{"target"/],
+    ['no target field', {}, /target: give the target as "PLATFORM:NAME"/],
+    ['a target that is not a string', { target: 42 }, /target: give the target as "PLATFORM:NAME"/],
   ])(
     'refuses %s with ValidationError, recording no job and starting nothing',
     async (_c, body, why) => {

@@ -1,0 +1,311 @@
+/**
+ * In-place restore: the container `name` and its volumes, under the same names, brought back to
+ * a recovery point (undoing an update of its image, its file system or its data).
+ *
+ * Docker cannot rename a volume nor empty one without running a program inside a container
+ * (which the image may not have), and it refuses to remove a volume a container still uses. So:
+ *
+ * 1. Read everything first, while the original keeps running untouched: load the image and fill
+ *    one fresh temporary volume (`stowage-inplace-<id>-<n>`) per recorded volume from the point.
+ *    Every stream is read to its end here; an integrity error or a broken store fails now.
+ * 2. Set the original aside: stop it (remembering whether it ran) and rename it to
+ *    `<name>-stowage-old-<id>`.
+ *    A failure in 1 or 2 (or an abandoned job) undoes exactly that: temporary volumes and the
+ *    loaded image are removed, the original gets its name back and is started if it ran. The
+ *    original container and its volumes are then as they were.
+ * 3. POINT OF NO RETURN: remove the renamed old container (its writable layer goes with it).
+ *    Then for each recorded volume: remove the original volume, create it again under the same
+ *    name with its own driver, options and labels, and copy the temporary volume into it; create
+ *    the container under `name` from the recorded configuration, start it if it was running at
+ *    backup time, and remove the temporary volumes. These steps only move data dockerd already
+ *    holds, so an abandoned job no longer stops them. If one fails anyway, the error says so and
+ *    the temporary volumes are kept: they hold the restored data (and a retry, finding no
+ *    container `name`, restores as new).
+ *
+ * Refused up front: a recorded volume that another container also mounts (removing it would pull
+ * it from under that container). A point with no container of that name is restored as new.
+ * Bind-mounted host directories are never written: the new container binds the same host paths.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { DriverError, isStowageError } from '../../../functions/shared/errors';
+import { LogEvent } from '../../../functions/shared/logger';
+import type {
+  DriverContext,
+  RestoreOptions,
+  RestoreOutcome,
+  RestoreSource,
+} from '../../core/driver';
+import { parseMetadata, type InspectJson, type VolumeRecord } from './config';
+import { checkAborted, imageExists, inspectByName, type Engine } from './engine';
+import { statusOf, translate } from './errors';
+import { HELPER_MOUNT, HELPER_MOUNT_PARENT, withVolumeHelper } from './helper';
+import {
+  checkName,
+  checkNetworks,
+  checkStreams,
+  createContainer,
+  createRestoreVolume,
+  fillVolume,
+  loadImage,
+  removeCreated,
+  restoreContainer,
+  type Created,
+} from './restore';
+
+/** The name the original container is kept under while the restore may still be undone. */
+export function asideName(name: string, id: string): string {
+  return `${name}-stowage-old-${id}`;
+}
+
+/** Refuses when another container mounts one of the volumes the restore would replace. */
+async function checkVolumeUsers(
+  engine: Engine,
+  volumes: readonly VolumeRecord[],
+  existing: InspectJson,
+): Promise<void> {
+  for (const volume of volumes) {
+    let users: Array<{ Id: string; Names?: string[] }>;
+    try {
+      users = await engine.docker.listContainers({
+        all: true,
+        filters: { volume: [volume.name] },
+      });
+    } catch (err) {
+      throw translate(err, `listing the users of volume ${volume.name}`, engine.socketPath);
+    }
+    const others = users.filter((c) => c.Id !== existing.Id);
+    if (others.length > 0) {
+      const names = others.map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, '')).join(', ');
+      throw new DriverError(
+        `volume ${volume.name} is also mounted by ${names}; an in-place restore would replace it ` +
+          'under them: stop and remove those containers first, or restore under a new name with --name',
+      );
+    }
+  }
+}
+
+/** Copies one volume's whole content into another through two helpers (archive GET → PUT). */
+async function copyVolume(
+  engine: Engine,
+  from: string,
+  to: string,
+  target: string,
+  ctx: DriverContext,
+): Promise<void> {
+  const opts = (volume: string, readOnly: boolean) => ({ volume, readOnly, target, log: ctx.log });
+  await withVolumeHelper(
+    engine.docker,
+    engine.helperImage,
+    engine.socketPath,
+    opts(from, true),
+    (reader) =>
+      withVolumeHelper(
+        engine.docker,
+        engine.helperImage,
+        engine.socketPath,
+        opts(to, false),
+        async (writer) => {
+          try {
+            const archive = (await reader.getArchive({ path: HELPER_MOUNT })) as Readable;
+            try {
+              await writer.putArchive(archive, { path: HELPER_MOUNT_PARENT });
+            } finally {
+              archive.destroy();
+            }
+          } catch (err) {
+            throw translate(err, `copying volume ${from} into ${to}`, engine.socketPath);
+          }
+        },
+      ),
+  );
+}
+
+/** Removes volume `name` (if present) and creates it again, empty, with the same settings. */
+async function recreateVolume(engine: Engine, record: VolumeRecord): Promise<void> {
+  const handle = engine.docker.getVolume(record.name);
+  let spec = { driver: record.driver, options: record.options, labels: record.labels };
+  try {
+    const current = (await handle.inspect()) as {
+      Driver?: string;
+      Options?: Record<string, string> | null;
+      Labels?: Record<string, string> | null;
+    };
+    // The volume as it is now is the authority on how it is made.
+    spec = {
+      driver: current.Driver ?? record.driver,
+      options: current.Options ?? {},
+      labels: current.Labels ?? {},
+    };
+    await handle.remove();
+  } catch (err) {
+    if (statusOf(err) !== 404)
+      throw translate(err, `removing volume ${record.name}`, engine.socketPath);
+  }
+  try {
+    await engine.docker.createVolume({
+      Name: record.name,
+      Driver: spec.driver,
+      DriverOpts: spec.options,
+      Labels: spec.labels,
+    });
+  } catch (err) {
+    throw translate(err, `creating volume ${record.name}`, engine.socketPath);
+  }
+}
+
+export async function restoreInPlace(
+  engine: Engine,
+  rawMetadata: Record<string, unknown>,
+  source: RestoreSource,
+  options: RestoreOptions,
+  ctx: DriverContext,
+): Promise<RestoreOutcome> {
+  const meta = parseMetadata(rawMetadata);
+  const name = options.name;
+  checkName(name);
+  const existing = await inspectByName(engine, name);
+  if (!existing) {
+    ctx.log.info(LogEvent.driverStep, {
+      step: 'in-place restore as new',
+      reason: `no container ${name} exists`,
+    });
+    return restoreContainer(engine, rawMetadata, source, { ...options, inPlace: false }, ctx);
+  }
+  const target = `docker:${name}`;
+  const what = `in-place restore of ${target}`;
+  await checkNetworks(engine, meta.container);
+  checkStreams(source, ['image', ...meta.volumes.map((v) => `volume/${v.name}`)]);
+  await checkVolumeUsers(engine, meta.volumes, existing);
+  if ((meta.binds ?? []).length > 0) {
+    ctx.log.info(LogEvent.driverStep, {
+      step: 'bind data not restored in place',
+      reason:
+        'host directories are never overwritten; restore under a new name to get that data back as volumes',
+      binds: meta.binds,
+    });
+  }
+
+  const id = randomBytes(6).toString('hex');
+  const created: Created = { volumes: [] };
+  const temps = new Map<string, string>();
+
+  // 1. Read everything while the original runs untouched.
+  let image: string;
+  try {
+    checkAborted(ctx, what);
+    ctx.phase('loading image');
+    const imageWasThere = await imageExists(engine, meta.image);
+    image = await loadImage(engine, meta, source, ctx);
+    if (!imageWasThere) created.image = image;
+    for (const [n, volume] of meta.volumes.entries()) {
+      checkAborted(ctx, what);
+      ctx.phase(`volume ${volume.name}`);
+      const temp = `stowage-inplace-${id}-${n}`;
+      const spec = { driver: 'local', options: {}, labels: {} };
+      await createRestoreVolume(engine, temp, spec, id, created);
+      await fillVolume(engine, temp, `volume/${volume.name}`, target, source, ctx);
+      temps.set(volume.name, temp);
+    }
+  } catch (err) {
+    await removeCreated(engine, created, ctx);
+    throw err;
+  }
+
+  // 2. Set the original aside (undoable).
+  const original = engine.docker.getContainer(existing.Id);
+  const old = asideName(name, id);
+  let stopped = false;
+  let renamed = false;
+  let ranBefore = false;
+  try {
+    const now = (await original.inspect()) as unknown as InspectJson;
+    ranBefore = now.State?.Running === true;
+    ctx.phase('stopping container');
+    if (ranBefore) {
+      await original.stop().catch((err: unknown) => {
+        if (statusOf(err) !== 304) throw err;
+      });
+      stopped = true;
+    }
+    await original.rename({ name: old });
+    renamed = true;
+    checkAborted(ctx, what);
+  } catch (err) {
+    const failure = isStowageError(err)
+      ? err
+      : translate(err, `setting ${name} aside`, engine.socketPath);
+    try {
+      if (renamed) await original.rename({ name });
+      if (stopped) await original.start();
+    } catch (backErr) {
+      ctx.log.error(LogEvent.driverStep, {
+        step: 'put the original back',
+        error: translate(backErr, `putting ${name} back`, engine.socketPath),
+      });
+      await removeCreated(engine, created, ctx);
+      throw new DriverError(
+        `${failure.message}; then putting the original back failed: it is container ${renamed ? old : name}` +
+          `${stopped ? ', stopped' : ''}: rename it to ${name} and start it by hand`,
+        { cause: err },
+      );
+    }
+    await removeCreated(engine, created, ctx);
+    throw failure;
+  }
+
+  // 3. Point of no return.
+  ctx.log.info(LogEvent.driverStep, { step: 'in-place point of no return', container: name, old });
+  try {
+    ctx.phase('replacing container');
+    try {
+      await original.remove({ force: true, v: false });
+    } catch (err) {
+      throw translate(err, `removing the old container ${old}`, engine.socketPath);
+    }
+    for (const volume of meta.volumes) {
+      ctx.phase(`volume ${volume.name}`);
+      await recreateVolume(engine, volume);
+      await copyVolume(engine, temps.get(volume.name) as string, volume.name, target, ctx);
+    }
+    ctx.phase('creating container');
+    const identity = new Map(meta.volumes.map((v) => [v.name, v.name]));
+    const restoredContainer = await createContainer(
+      engine,
+      meta,
+      name,
+      image,
+      identity,
+      { volumes: [] },
+      ctx,
+    );
+    if (meta.wasRunning) {
+      ctx.phase('starting container');
+      try {
+        await restoredContainer.start();
+      } catch (err) {
+        throw translate(err, `starting container ${name}`, engine.socketPath);
+      }
+    }
+  } catch (err) {
+    const e = isStowageError(err) ? err : translate(err, what, engine.socketPath);
+    throw new DriverError(
+      `${what} failed after its point of no return (the old container was removed): ${e.message}; ` +
+        `the restored data is kept in volumes ${[...temps.values()].join(', ') || '(none)'} and image ${image}: ` +
+        'restore the point again (a restore with no container of that name creates it anew)',
+      { cause: err },
+    );
+  }
+  for (const temp of temps.values()) {
+    await engine.docker
+      .getVolume(temp)
+      .remove()
+      .catch((err: unknown) =>
+        ctx.log.warn(LogEvent.driverStep, {
+          step: 'remove temporary volume',
+          error: translate(err, `removing volume ${temp}`, engine.socketPath),
+        }),
+      );
+  }
+  return { restoredTarget: target };
+}
