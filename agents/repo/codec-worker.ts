@@ -1,10 +1,14 @@
 /**
  * The work the data path spreads over worker threads: hashing chunks, sealing new ones and
- * opening stored ones. Buffers travel by transfer, never by copy. The data key arrives once,
- * as workerData, not with each task.
+ * opening stored ones. The writer's chunks are read in place from its shared ring (chunk-ring.ts);
+ * other buffers travel by transfer, never by copy. The data key arrives once, as workerData, not
+ * with each task.
  */
+import { createHash } from 'node:crypto';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { idBytes, openBlob, sealBlob, sha256Hex } from './codec';
+import { isAllZero } from './chunker';
+import { idBytes, openBlobInto, sealInPlace, sha256Hex } from './codec';
+import { mightContain } from './known-ids';
 import { IntegrityError } from '../../functions/shared/errors';
 
 const { key, level } = workerData as { key: Uint8Array; level: number };
@@ -22,35 +26,73 @@ function moving<T extends object>(value: T, buffers: ArrayBufferLike[]) {
   } as never);
 }
 
-export function hash({ data }: { data: Uint8Array }) {
-  return moving({ id: sha256Hex(data), data }, [data.buffer]);
+/** A chunk in the writer's shared ring. */
+interface RingChunk {
+  ring: SharedArrayBuffer;
+  start: number;
+  length: number;
 }
 
-export function seal({ id, data }: { id: string; data: Uint8Array }) {
-  const sealed = sealBlob(data, dataKey, idBytes(id), level);
-  return moving({ sealed }, [sealed.buffer]);
+/**
+ * SHA-256 digests of all-zero chunks, by length: sparse disk regions give many maxSize chunks of
+ * zeros, and checking for zeros runs ~3× faster than hashing them.
+ */
+const zeroDigests = new Map<number, Buffer>();
+
+function digestOf(data: Uint8Array): Buffer {
+  if (data.length >= 4096 && isAllZero(data)) {
+    let d = zeroDigests.get(data.length);
+    if (!d) {
+      d = createHash('sha256').update(data).digest();
+      if (zeroDigests.size < 64) zeroDigests.set(data.length, d);
+    }
+    return d;
+  }
+  return createHash('sha256').update(data).digest();
+}
+
+/**
+ * Hashes a chunk of the ring and, when `known` (a KnownIds filter) says the id is certainly new,
+ * seals it in place too (codec.ts sealInPlace: the ciphertext replaces the chunk in the ring and
+ * only the frame's 30 other bytes travel back). The caller decides whether a sealed blob is kept.
+ */
+export function hashSeal({ ring, start, length, known }: RingChunk & { known: Int32Array }) {
+  const data = new Uint8Array(ring, start, length);
+  const digest = digestOf(data);
+  const id = digest.toString('hex');
+  if (mightContain(known, digest)) return { id };
+  return { id, ...sealInPlace(data, dataKey, digest, level) };
+}
+
+/** Seals a chunk of the ring in place, its id known (hashSeal's filter had a false positive). */
+export function sealRing({ ring, start, length, id }: RingChunk & { id: string }) {
+  return sealInPlace(new Uint8Array(ring, start, length), dataKey, idBytes(id), level);
 }
 
 /**
  * Opens the blobs of one fetched pack range, checks each plain chunk's SHA-256 against its id,
- * and returns the plain chunks in order (or the index of the first bad one).
+ * and returns the plain chunks in order (or the index of the first bad one). The chunks are views
+ * of one buffer of the range's plain length, transferred back whole: one allocation per range.
  */
 export function openRange({
   data,
   blobs,
 }: {
   data: Uint8Array;
-  blobs: Array<{ id: string; offset: number; length: number }>;
+  blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>;
 }) {
+  const out = Buffer.allocUnsafeSlow(blobs.reduce((n, b) => n + b.rawLength, 0));
   const plain: Uint8Array[] = [];
+  let at = 0;
   for (let i = 0; i < blobs.length; i++) {
     const blob = blobs[i]!;
-    let chunk: Buffer;
+    const chunk = out.subarray(at, at + blob.rawLength);
     try {
-      chunk = openBlob(
+      openBlobInto(
         data.subarray(blob.offset, blob.offset + blob.length),
         dataKey,
         idBytes(blob.id),
+        chunk,
       );
     } catch (err) {
       return { bad: i, reason: (err as Error).message };
@@ -61,15 +103,8 @@ export function openRange({
         reason: new IntegrityError('content does not match its SHA-256 id').message,
       };
     }
-    // Own ArrayBuffer per chunk, so it can be transferred.
-    plain.push(
-      chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length
-        ? chunk
-        : Buffer.from(chunk),
-    );
+    plain.push(chunk);
+    at += blob.rawLength;
   }
-  return moving(
-    { plain },
-    plain.map((p) => p.buffer),
-  );
+  return moving({ plain }, [out.buffer]);
 }

@@ -10,6 +10,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { Compressor, Decompressor } from 'zstd-napi';
+import { createRequire } from 'node:module';
 import { IntegrityError } from '../../functions/shared/errors';
 
 export const BLOB_VERSION = 1;
@@ -79,6 +80,74 @@ export function sealBlob(
   return out;
 }
 
+/** The bytes of a sealed blob around its ciphertext: version, flags and nonce, then the tag. */
+export const FRAME_HEAD = HEADER + NONCE;
+
+/**
+ * zstd-napi's native binding, for ZSTD_compress2 into a caller's buffer (Compressor.compress
+ * allocates a compressBound-sized buffer per call). A CommonJS module without static exports.
+ */
+const zstd = createRequire(import.meta.url)(
+  'zstd-napi/binding',
+) as typeof import('zstd-napi/binding');
+
+/** One compression context per level and thread, writing into this thread's scratch buffer. */
+const contexts = new Map<number, InstanceType<typeof zstd.CCtx>>();
+let scratch: Buffer | undefined;
+/** AES-GCM output comes in slices of this size: small, quickly reused allocations. */
+const CIPHER_SLICE = 256 * 1024;
+
+/**
+ * Seals `plain` exactly as sealBlob does, without allocating the blob: the ciphertext (never
+ * longer than the plaintext) is written over `plain` itself, and the rest of the frame is returned
+ * as `frame` (FRAME_HEAD bytes of version, flags and nonce, then the TAG). The sealed blob is
+ * `frame[0, FRAME_HEAD) | plain[0, length) | frame[FRAME_HEAD, …)`. The plaintext is gone after.
+ */
+export function sealInPlace(
+  plain: Uint8Array,
+  key: Buffer,
+  aad: Uint8Array,
+  level = DEFAULT_COMPRESSION_LEVEL,
+): { frame: Uint8Array; length: number } {
+  let body: Uint8Array = plain;
+  let flags = 0;
+  if (level > 0 && plain.length > 0) {
+    let cctx = contexts.get(level);
+    if (!cctx) {
+      cctx = new zstd.CCtx();
+      cctx.setParameter(zstd.CParameter.compressionLevel, level);
+      contexts.set(level, cctx);
+    }
+    const bound = zstd.compressBound(plain.length);
+    if (!scratch || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(bound);
+    const packed = cctx.compress2(scratch, plain);
+    if (shrinks(plain.length, packed)) {
+      body = scratch.subarray(0, packed);
+      flags |= FLAG_ZSTD;
+    }
+  }
+  const frame = new Uint8Array(SEAL_OVERHEAD);
+  frame[0] = BLOB_VERSION;
+  frame[1] = flags;
+  const nonce = randomBytes(NONCE);
+  frame.set(nonce, HEADER);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(Buffer.concat([frame.subarray(0, HEADER), aad]));
+  // GCM is a stream mode: each slice's ciphertext is as long as the slice, and once encrypted a
+  // slice of the plaintext is not read again, so writing over it in place is safe.
+  let written = 0;
+  for (let i = 0; i < body.length; i += CIPHER_SLICE) {
+    const out = cipher.update(body.subarray(i, Math.min(body.length, i + CIPHER_SLICE)));
+    plain.set(out, written);
+    written += out.length;
+  }
+  const final = cipher.final();
+  plain.set(final, written);
+  written += final.length;
+  frame.set(cipher.getAuthTag(), FRAME_HEAD);
+  return { frame, length: written };
+}
+
 /** Opens a sealed blob; IntegrityError when it was altered, or sealed for other `aad` or key. */
 export function openBlob(sealed: Uint8Array, key: Buffer, aad: Uint8Array): Buffer {
   if (sealed.length < SEAL_OVERHEAD || sealed[0] !== BLOB_VERSION) {
@@ -104,6 +173,58 @@ export function openBlob(sealed: Uint8Array, key: Buffer, aad: Uint8Array): Buff
   decompressor ??= new Decompressor();
   return decompressor.decompress(body);
 }
+
+/**
+ * Opens a sealed blob straight into `out`, which must be exactly its plain length, like openBlob
+ * (IntegrityError when it was altered, sealed for other `aad` or key, or is not `out`'s length).
+ * The plaintext is decrypted over the ciphertext in `sealed`, which is altered; nothing reaches
+ * `out` before the tag has been checked.
+ */
+export function openBlobInto(
+  sealed: Uint8Array,
+  key: Buffer,
+  aad: Uint8Array,
+  out: Uint8Array,
+): void {
+  if (sealed.length < SEAL_OVERHEAD || sealed[0] !== BLOB_VERSION) {
+    throw new IntegrityError(`not a sealed blob of version ${BLOB_VERSION}`);
+  }
+  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length);
+  const flags = buf[1]!;
+  const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(HEADER, HEADER + NONCE));
+  decipher.setAAD(Buffer.concat([buf.subarray(0, HEADER), aad]));
+  decipher.setAuthTag(buf.subarray(buf.length - TAG));
+  const body = buf.subarray(HEADER + NONCE, buf.length - TAG);
+  try {
+    let written = 0;
+    for (let i = 0; i < body.length; i += CIPHER_SLICE) {
+      const plain = decipher.update(body.subarray(i, Math.min(body.length, i + CIPHER_SLICE)));
+      body.set(plain, written);
+      written += plain.length;
+    }
+    body.set(decipher.final(), written);
+  } catch (err) {
+    throw new IntegrityError('sealed blob fails authentication (altered, or another key)', {
+      cause: err,
+    });
+  }
+  if (!(flags & FLAG_ZSTD)) {
+    if (body.length !== out.length)
+      throw new IntegrityError(`blob holds ${body.length} bytes, not ${out.length}`);
+    out.set(body);
+    return;
+  }
+  dctx ??= new zstd.DCtx();
+  let n: number;
+  try {
+    n = dctx.decompress(out, body);
+  } catch (err) {
+    throw new IntegrityError(`blob does not decompress to ${out.length} bytes`, { cause: err });
+  }
+  if (n !== out.length) throw new IntegrityError(`blob holds ${n} bytes, not ${out.length}`);
+}
+
+let dctx: InstanceType<typeof zstd.DCtx> | undefined;
 
 /** The id of a chunk is the SHA-256 of its plain bytes; as AAD it binds a blob to its id. */
 export function idBytes(id: string): Buffer {

@@ -24,7 +24,7 @@ function workerBundle(): string {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    external: ['zstd-napi', 'piscina'],
+    external: ['zstd-napi', 'zstd-napi/binding', 'piscina'],
     write: false,
     logLevel: 'silent',
   });
@@ -43,11 +43,29 @@ function workerBundle(): string {
 }
 
 export interface CodecPool {
-  hash(data: Uint8Array): Promise<{ id: string; data: Uint8Array }>;
-  seal(id: string, data: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Hashes `ring[start, start + length)` and, when `known` (a KnownIds filter's bits) says its id
+   * is certainly new, seals it in place too (codec.ts sealInPlace): the result's `frame` is the
+   * blob's other 30 bytes and its ciphertext is then `ring[start, start + result.length)`. The
+   * span must stay untouched by others until it settles.
+   */
+  hashSeal(
+    ring: SharedArrayBuffer,
+    start: number,
+    length: number,
+    known: Int32Array,
+  ): Promise<{ id: string; frame?: Uint8Array; length?: number }>;
+  /** Seals `ring[start, start + length)`, whose id is `id`, in place, as hashSeal does. */
+  sealRing(
+    ring: SharedArrayBuffer,
+    start: number,
+    length: number,
+    id: string,
+  ): Promise<{ frame: Uint8Array; length: number }>;
+  /** Opens and verifies the blobs of a fetched pack range; the plain chunks share one buffer. */
   openRange(
     data: Uint8Array,
-    blobs: Array<{ id: string; offset: number; length: number }>,
+    blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>,
   ): Promise<{ plain?: Uint8Array[]; bad?: number; reason?: string }>;
   close(): Promise<void>;
 }
@@ -70,22 +88,11 @@ export function createCodecPool(
     return data;
   };
   return {
-    hash(data) {
-      const owned = own(data);
-      return pool.run(
-        { data: owned },
-        { name: 'hash', transferList: [owned.buffer as ArrayBuffer] },
-      );
+    hashSeal(ring, start, length, known) {
+      return pool.run({ ring, start, length, known }, { name: 'hashSeal' });
     },
-    async seal(id, data) {
-      const owned = own(data);
-      const out = (await pool.run(
-        { id, data: owned },
-        { name: 'seal', transferList: [owned.buffer as ArrayBuffer] },
-      )) as {
-        sealed: Uint8Array;
-      };
-      return out.sealed;
+    sealRing(ring, start, length, id) {
+      return pool.run({ ring, start, length, id }, { name: 'sealRing' });
     },
     openRange(data, blobs) {
       const owned = own(data);

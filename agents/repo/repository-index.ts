@@ -32,6 +32,11 @@ export class RepositoryIndex {
     return this.blobs.has(id);
   }
 
+  /** Every chunk id in the index. */
+  ids(): IterableIterator<string> {
+    return this.blobs.keys();
+  }
+
   get(id: string): BlobLocation | undefined {
     return this.blobs.get(id);
   }

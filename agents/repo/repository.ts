@@ -3,10 +3,14 @@
  * compressed, encrypted and packed into objects of ~16 MiB, with sealed manifests per recovery
  * point. See types.ts for the vocabulary and functions/core/object-layout.ts for the keys.
  *
- * Writing: the calling thread reads and chunks; worker threads hash every chunk and seal only
- * the chunks the repository lacks; a packer uploads full packs, then their index, and only then
- * counts their chunks as stored. At most MAX_CHUNKS_IN_FLIGHT chunks and PACK_UPLOADS packs are
- * in memory, whatever the stream size.
+ * Writing: the calling thread copies each read once into a shared ring (chunk-ring.ts) and cuts
+ * chunks there; worker threads hash every chunk in place and, when a Bloom filter of the known ids
+ * (known-ids.ts) says it is new, seal it in the same task, writing the ciphertext over the chunk in
+ * the ring. The calling thread checks each id against the exact index and its pending set, copies
+ * a new chunk's sealed blob into the current pack's buffer and drops a duplicate; the ring span is
+ * released, in order, once that is done. A packer uploads full packs, then their index, and only
+ * then counts their chunks as stored. Memory: the ring, at most PACK_UPLOADS + 1 pack buffers and
+ * MAX_CHUNKS_IN_FLIGHT small task results, whatever the stream size.
  *
  * Reading: consecutive chunks of one pack are fetched as one ranged GET, PREFETCH_RANGES ahead;
  * workers open each blob and check its SHA-256 against its id; a missing or altered chunk fails
@@ -19,9 +23,11 @@ import type { ObjectStore } from '../store/store';
 import { getBuffer, ObjectNotFound } from '../store/store';
 import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
 import { IntegrityError } from '../../functions/shared/errors';
-import { chunkStream, CHUNKER_VERSION } from './chunker';
-import { DEFAULT_COMPRESSION_LEVEL, openJson, sealJson } from './codec';
+import { CHUNKER_VERSION } from './chunker';
+import { ChunkRing, type Span } from './chunk-ring';
+import { DEFAULT_COMPRESSION_LEVEL, FRAME_HEAD, openJson, SEAL_OVERHEAD, sealJson } from './codec';
 import type { KeyProvider } from './keys';
+import { KnownIds } from './known-ids';
 import { createCodecPool, type CodecPool } from './pool';
 import { RepositoryIndex, type PackIndex } from './repository-index';
 import {
@@ -35,8 +41,13 @@ import {
 /** Sealed packs are cut at this size: few enough objects for a 1 TB disk (~60 k), small enough to hold two in memory. */
 export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
 const PACK_UPLOADS = 2;
-/** Chunks being hashed or sealed at once: keeps both cores busy, bounds memory to ~8 × maxSize. */
+/** Chunks being hashed or sealed at once: keeps both cores busy (their bytes stay in the ring). */
 const MAX_CHUNKS_IN_FLIGHT = 8;
+/**
+ * The writer's chunking ring (chunk-ring.ts): room for the chunks in flight (~1 MiB each on
+ * average), the one being cut (up to maxSize) and the next read; at least 4 × maxSize.
+ */
+const RING_BYTES = 16 * 1024 * 1024;
 const PREFETCH_RANGES = 4;
 const MAX_RANGE_BYTES = 16 * 1024 * 1024;
 
@@ -283,11 +294,20 @@ export class RepositoryWriter {
   };
   /** Chunks sealed in this writer but not yet stored with their pack's index. */
   private readonly pending = new Set<string>();
-  private pack: { blobs: PackIndex['blobs']; parts: Uint8Array[]; size: number } = {
+  /** A superset of index ∪ pending as the workers see it (known-ids.ts). */
+  private readonly known: KnownIds;
+  private ring: ChunkRing | undefined;
+  /** The pack being filled: sealed blobs are copied into one preallocated buffer. */
+  private pack: { blobs: PackIndex['blobs']; body: Buffer | undefined; size: number } = {
     blobs: [],
-    parts: [],
+    body: undefined,
     size: 0,
   };
+  /** Pack buffers whose upload has finished, for reuse (at most PACK_UPLOADS + 1 exist). */
+  private readonly freeBodies: Buffer[] = [];
+  /** Packs whose body is being stored (their index may be stored after: it holds no buffer). */
+  private bodiesUploading = 0;
+  private readonly bodyWaiters: Array<() => void> = [];
   private readonly uploads = new Set<Promise<void>>();
   private uploadError: unknown;
 
@@ -297,32 +317,58 @@ export class RepositoryWriter {
     private readonly index: RepositoryIndex,
     private readonly pool: CodecPool,
     private readonly params: ChunkingParams,
-  ) {}
+  ) {
+    const pending = this.pending;
+    this.known = new KnownIds(function* () {
+      yield* index.ids();
+      yield* pending;
+    });
+  }
 
   async writeStream(
     info: { name: string; kind: string },
     source: AsyncIterable<Buffer | Uint8Array>,
     onBytes: (n: number) => void = () => undefined,
   ): Promise<StreamRecord> {
+    const ring = (this.ring ??= new ChunkRing(
+      Math.max(RING_BYTES, 4 * this.params.maxSize),
+      this.params,
+    ));
+    ring.reset();
     let size = 0;
-    const metered = (async function* (stats: WriteStats) {
+    const chunks: ChunkRef[] = [];
+    const inFlight: Array<Promise<ChunkRef>> = [];
+    // Chunks settle in order, so the oldest in flight is the ring's oldest held span.
+    const settleOldest = async () => {
+      chunks.push(await inFlight.shift()!);
+      ring.release();
+    };
+    const dispatch = async (final: boolean) => {
+      for (let span = ring.next(final); span; span = ring.next(final)) {
+        this.throwIfUploadFailed();
+        inFlight.push(this.storeChunk(ring, span));
+        if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) await settleOldest();
+      }
+    };
+    try {
       for await (const piece of source) {
         const buf = piece as Uint8Array;
         size += buf.length;
-        stats.bytesRead += buf.length;
+        this.stats.bytesRead += buf.length;
         onBytes(buf.length);
-        yield buf;
+        // The piece is copied into the ring before the next one is asked for.
+        for (let offset = 0; offset < buf.length;) {
+          const n = ring.write(buf, offset);
+          if (n === 0) {
+            await settleOldest();
+            continue;
+          }
+          offset += n;
+          await dispatch(false);
+        }
       }
-    })(this.stats);
-    const chunks: ChunkRef[] = [];
-    const inFlight: Array<Promise<ChunkRef>> = [];
-    try {
-      for await (const chunk of chunkStream(metered, this.params)) {
-        this.throwIfUploadFailed();
-        inFlight.push(this.storeChunk(chunk));
-        if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) chunks.push(await inFlight.shift()!);
-      }
-      for (const p of inFlight.splice(0)) chunks.push(await p);
+      await dispatch(true);
+      while (inFlight.length > 0) await settleOldest();
     } catch (err) {
       // Let the chunks already cut reach their pack, so flush() stores them for the retry.
       await Promise.allSettled(inFlight);
@@ -331,44 +377,81 @@ export class RepositoryWriter {
     return { name: info.name, kind: info.kind, size, chunks };
   }
 
-  /** Stores the last partial pack and waits for every upload. */
+  /** Stores the last partial pack and waits for every upload; then lets go of the buffers. */
   async flush(): Promise<void> {
     if (this.pack.blobs.length > 0) this.startUpload();
     while (this.uploads.size > 0) await Promise.race(this.uploads);
+    this.freeBodies.length = 0;
+    this.ring = undefined;
     this.throwIfUploadFailed();
   }
 
-  private async storeChunk(chunk: Buffer): Promise<ChunkRef> {
-    const length = chunk.length;
-    const { id, data } = await this.pool.hash(chunk);
+  private async storeChunk(ring: ChunkRing, span: Span): Promise<ChunkRef> {
+    const length = span.end - span.start;
+    const hashed = await this.pool.hashSeal(ring.buffer, span.start, length, this.known.shared);
+    const id = hashed.id;
     this.stats.chunks++;
+    // A blob sealed for a chunk the repository has (or another task is storing) is dropped.
     if (this.index.has(id) || this.pending.has(id)) return { id, length };
     this.pending.add(id);
-    const sealed = await this.pool.seal(id, data);
+    this.known.add(id);
+    const sealed =
+      hashed.frame && hashed.length !== undefined
+        ? { frame: hashed.frame, length: hashed.length }
+        : await this.pool.sealRing(ring.buffer, span.start, length, id);
     this.stats.newChunks++;
     this.stats.bytesNew += length;
-    await this.addToPack(id, sealed, length);
+    await this.addToPack(id, ring.bytes(span.start, sealed.length), sealed.frame, length);
     return { id, length };
   }
 
-  private async addToPack(id: string, sealed: Uint8Array, rawLength: number): Promise<void> {
-    this.pack.blobs.push({ id, offset: this.pack.size, length: sealed.length, rawLength });
-    this.pack.parts.push(sealed);
-    this.pack.size += sealed.length;
-    if (this.pack.size >= PACK_TARGET_BYTES) {
-      while (this.uploads.size >= PACK_UPLOADS) await Promise.race(this.uploads);
+  /**
+   * Copies a sealed blob into the current pack. A full pack waits here for an upload slot, so a
+   * pack never outgrows its buffer (PACK_TARGET_BYTES + one sealed maxSize chunk).
+   */
+  private async addToPack(
+    id: string,
+    ciphertext: Uint8Array,
+    frame: Uint8Array,
+    rawLength: number,
+  ): Promise<void> {
+    for (;;) {
       this.throwIfUploadFailed();
-      if (this.pack.size >= PACK_TARGET_BYTES) this.startUpload();
+      if (this.pack.size < PACK_TARGET_BYTES) break;
+      if (this.bodiesUploading < PACK_UPLOADS) {
+        this.startUpload();
+        break;
+      }
+      await new Promise<void>((resolve) => this.bodyWaiters.push(resolve));
     }
+    const pack = this.pack;
+    pack.body ??=
+      this.freeBodies.pop() ??
+      Buffer.allocUnsafeSlow(PACK_TARGET_BYTES + this.params.maxSize + SEAL_OVERHEAD);
+    const length = frame.length + ciphertext.length;
+    pack.body.set(frame.subarray(0, FRAME_HEAD), pack.size);
+    pack.body.set(ciphertext, pack.size + FRAME_HEAD);
+    pack.body.set(frame.subarray(FRAME_HEAD), pack.size + FRAME_HEAD + ciphertext.length);
+    pack.blobs.push({ id, offset: pack.size, length, rawLength });
+    pack.size += length;
+    if (pack.size >= PACK_TARGET_BYTES && this.bodiesUploading < PACK_UPLOADS) this.startUpload();
   }
 
   private startUpload(): void {
-    const { blobs, parts, size } = this.pack;
-    this.pack = { blobs: [], parts: [], size: 0 };
+    const { blobs, body, size } = this.pack;
+    this.pack = { blobs: [], body: undefined, size: 0 };
     const packId = randomBytes(32).toString('hex');
+    this.bodiesUploading++;
     const upload = (async () => {
-      const body = Buffer.concat(parts, size);
-      await this.store.put(packKey(packId), body);
+      try {
+        await this.store.put(packKey(packId), body!.subarray(0, size));
+      } finally {
+        // The store is done with the body once put settles (store.ts), whatever the outcome;
+        // the next pack may be stored while this one's index is.
+        this.bodiesUploading--;
+        this.freeBodies.push(body!);
+        for (const wake of this.bodyWaiters.splice(0)) wake();
+      }
       const packIndex: PackIndex = { version: 1, pack: packId, blobs };
       await RepositoryIndex.write(this.store, this.key, packIndex);
       this.index.add(packIndex);

@@ -14,7 +14,7 @@ import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
 import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
-import { createDockerDriver } from '../drivers/docker';
+import { createComposeDriver, createDockerDriver } from '../drivers/docker';
 import { createPathDriver } from '../drivers/path';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
@@ -70,6 +70,7 @@ export function detectDrivers(
   const dockerSocket = config.dockerSocket ?? '/var/run/docker.sock';
   if (existsSync(dockerSocket)) {
     drivers.set('docker', createDockerDriver({ socketPath: dockerSocket, log }));
+    drivers.set('docker-compose', createComposeDriver({ socketPath: dockerSocket, log }));
   }
   // Files, devices and directories of this host: always there.
   drivers.set('path', createPathDriver({ log }));

@@ -49,14 +49,17 @@ export function imageRepoFor(name: string): string {
   return `stowage/${component || 'container'}`;
 }
 
-function notFound(name: string): TargetNotFound {
+export function notFound(name: string): TargetNotFound {
   return new TargetNotFound(
     `container ${name} does not exist; \`stowage targets --platform docker\` lists what the agent sees`,
   );
 }
 
 /** Each distinct volume the container mounts, with the facts needed to recreate it. */
-async function describeVolumes(engine: Engine, inspect: InspectJson): Promise<VolumeRecord[]> {
+export async function describeVolumes(
+  engine: Engine,
+  inspect: InspectJson,
+): Promise<VolumeRecord[]> {
   const records: VolumeRecord[] = [];
   const seen = new Set<string>();
   for (const mount of inspect.Mounts ?? []) {
@@ -85,6 +88,17 @@ async function describeVolumes(engine: Engine, inspect: InspectJson): Promise<Vo
 }
 
 const CONSISTENCIES: readonly Consistency[] = ['live', 'pause', 'stop'];
+
+/** `options.consistency` with its default; DriverError for a value this driver does not know. */
+export function consistencyOf(options: BackupOptions): Consistency {
+  const consistency = options.consistency ?? 'live';
+  if (!CONSISTENCIES.includes(consistency)) {
+    throw new DriverError(
+      `unknown consistency "${String(consistency)}"; use one of ${CONSISTENCIES.join(', ')}`,
+    );
+  }
+  return consistency;
+}
 
 /** Go's os.ModeDir, the top bit of the mode in dockerd's path stat. */
 const GO_MODE_DIR = 2 ** 31;
@@ -128,7 +142,7 @@ function isDirectoryIn(engine: Engine, id: string, path: string): Promise<boolea
  * (idempotent; throws DriverError, with the manual fix, if the container cannot run again).
  * A failed pause or stop is undone before it is reported.
  */
-async function quiesce(
+export async function quiesce(
   engine: Engine,
   inspect: InspectJson,
   consistency: Consistency,
@@ -202,14 +216,29 @@ async function quiesce(
   return release;
 }
 
-interface Captured {
+export interface Captured {
   image: string;
   imageId: string;
   binds: BindRecord[];
 }
 
-/** Commit, save, volumes, binds: everything that reads the container's data. */
-async function capture(
+/**
+ * How `capture` names what it writes. A single-container backup writes `image` and `bind/<i>`;
+ * a Compose project backup writes `container/<key>/image` and `container/<key>/bind/<i>` per
+ * container. Volume streams are `volume/<volume name>` either way (volume names are unique).
+ */
+export interface CaptureNaming {
+  /** Prepended to the image and bind stream names: '' or `container/<key>/`. */
+  streamPrefix: string;
+  /** The target for messages and helper labels (`docker:<name>`, `docker-compose:<project>`). */
+  target: string;
+}
+
+/**
+ * Commit, save, volumes, binds: everything that reads the container's data. Reads exactly the
+ * `volumes` given (a project backup passes a volume two containers share only once).
+ */
+export async function capture(
   engine: Engine,
   inspect: InspectJson,
   volumes: readonly VolumeRecord[],
@@ -217,9 +246,11 @@ async function capture(
   includeBinds: boolean,
   sink: BackupSink,
   ctx: DriverContext,
+  naming?: CaptureNaming,
 ): Promise<Captured> {
   const name = inspect.Name.replace(/^\//, '');
-  const target = `docker:${name}`;
+  const target = naming?.target ?? `docker:${name}`;
+  const prefix = naming?.streamPrefix ?? '';
   const what = `backup of ${target}`;
   checkAborted(ctx, what);
   ctx.phase('committing image');
@@ -252,7 +283,8 @@ async function capture(
     } catch (err) {
       throw translate(err, `saving image ${image}`, engine.socketPath);
     }
-    await writeToSink(sink, { name: 'image', kind: 'docker-image-tar' }, saved, ctx, what);
+    const info = { name: `${prefix}image`, kind: 'docker-image-tar' };
+    await writeToSink(sink, info, saved, ctx, what);
   } finally {
     await removeImageRef(engine, image, ctx);
   }
@@ -318,7 +350,8 @@ async function capture(
         } catch (err) {
           throw translate(err, `reading bind mount ${source}`, engine.socketPath);
         }
-        await writeToSink(sink, { name: `bind/${index}`, kind: 'bind-tar' }, archive, ctx, what);
+        const info = { name: `${prefix}bind/${index}`, kind: 'bind-tar' };
+        await writeToSink(sink, info, archive, ctx, what);
         binds.push({ index, source, destination, readOnly: mount.RW === false });
       },
     );
@@ -335,12 +368,7 @@ export async function backupContainer(
 ): Promise<BackupOutcome> {
   const target = `docker:${name}`;
   const what = `backup of ${target}`;
-  const consistency = options.consistency ?? 'live';
-  if (!CONSISTENCIES.includes(consistency)) {
-    throw new DriverError(
-      `unknown consistency "${String(consistency)}"; use one of ${CONSISTENCIES.join(', ')}`,
-    );
-  }
+  const consistency = consistencyOf(options);
   checkAborted(ctx, what);
   ctx.phase('inspecting container');
   const inspect = await inspectByName(engine, name);

@@ -4,11 +4,21 @@
  * restored beside the original under a new name, or in place over it (restore-in-place.ts).
  * Talks to dockerd (API 1.41 and later) over its unix socket with dockerode; no dockerode type
  * leaves this folder.
+ *
+ * `createComposeDriver` is its sibling for Compose projects as targets (`docker-compose:<project>`,
+ * compose.ts), built from the same pieces.
  */
 import Docker from 'dockerode';
 import { LogEvent, silentLogger, type Logger } from '../../../functions/shared/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
 import { backupContainer } from './backup';
+import {
+  COMPOSE_PLATFORM,
+  backupProject,
+  listProjects,
+  projectExists,
+  restoreProject,
+} from './compose';
 import { inspectByName, type Engine } from './engine';
 import { translate } from './errors';
 import { HELPER_LABEL, HelperImage } from './helper';
@@ -165,5 +175,24 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
         ? restoreInPlace(engine, metadata, source, restoreOptions, ctx)
         : restoreContainer(engine, metadata, source, restoreOptions, ctx),
     watch,
+  };
+}
+
+/**
+ * The docker-compose driver: a Compose project (its containers, volumes and networks, found by
+ * their `com.docker.compose.*` labels) as one target. No compose binary or file is needed.
+ */
+export function createComposeDriver(options: DockerDriverOptions = {}): Driver {
+  const socketPath = options.socketPath ?? DEFAULT_DOCKER_SOCKET;
+  const docker = new Docker({ socketPath });
+  const engine: Engine = { docker, socketPath, helperImage: new HelperImage(docker, socketPath) };
+  return {
+    platform: COMPOSE_PLATFORM,
+    listTargets: () => listProjects(engine),
+    exists: (name) => projectExists(engine, name),
+    backup: (name, sink, ctx, backupOptions) =>
+      backupProject(engine, name, sink, ctx, backupOptions),
+    restore: (metadata, source, restoreOptions, ctx) =>
+      restoreProject(engine, metadata, source, restoreOptions, ctx),
   };
 }

@@ -57,8 +57,9 @@ export async function loadImage(
   meta: DockerBackupMetadata,
   source: RestoreSource,
   ctx: DriverContext,
+  streamName = 'image',
 ): Promise<string> {
-  const data = await source.openStream('image');
+  const data = await source.openStream(streamName);
   const events = await consumeStream(data, ctx, `restore of image ${meta.image}`, async (s) => {
     try {
       const answer = await engine.docker.loadImage(s, { quiet: true });

@@ -332,6 +332,64 @@ describe('findBoundary', () => {
   });
 });
 
+/**
+ * Version 1's cut rule one byte at a time, written from the module header (table, masks, skipping
+ * the first minSize bytes): what findBoundary's unrolled, zero-run-skipping scan must match.
+ */
+function naiveBoundary(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  params: ChunkingParams,
+): number {
+  const gear = new Int32Array(256);
+  let state = 0x5354_4f57;
+  for (let i = 0; i < 256; i++) {
+    state = (state + 0x9e37_79b9) | 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 16), 0x85eb_ca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2_ae35);
+    gear[i] = z ^ (z >>> 16);
+  }
+  const bits = Math.round(Math.log2(params.avgSize));
+  const strict = ~(-1 >>> (bits + 2)) | 0;
+  const loose = ~(-1 >>> (bits - 2)) | 0;
+  const limit = Math.min(end, buf.length, start + params.maxSize);
+  const normal = Math.min(limit, start + params.avgSize);
+  let h = 0;
+  for (let i = start + params.minSize; i < limit; i++) {
+    h = ((h << 1) + gear[buf[i]!]!) | 0;
+    if ((h & (i < normal ? strict : loose)) === 0) return i + 1;
+  }
+  return limit - start >= params.maxSize ? limit : -1;
+}
+
+describe('findBoundary over zero runs', () => {
+  // The scan checks for a zero run once per 4 KiB block, so runs must outlast a block and end
+  // inside a scan (and at its end) for the skip to matter: runs of 5 KiB .. 600 KiB with random
+  // gaps, and runs longer than maxSize.
+  it.each([
+    ['runs ending inside chunks', 5 * 1024, 600 * 1024, 256 * 1024],
+    ['runs longer than maxSize', maxSize, 3 * maxSize, 2 * MiB],
+  ])('cuts where the byte-at-a-time rule cuts, with %s', (_name, shortest, longest, maxGap) => {
+    const length = 24 * MiB;
+    const data = randomBytes(length, 77);
+    const next = makeUniform(78);
+    let runs = 0;
+    for (let at = Math.floor(next() * maxGap); at < length; runs++) {
+      const run = shortest + Math.floor(next() * (longest - shortest));
+      data.fill(0, at, Math.min(length, at + run));
+      at += run + 1 + Math.floor(next() * maxGap);
+    }
+    expect(runs).toBeGreaterThan(2);
+    for (let pos = 0; pos < length;) {
+      const cut = findBoundary(data, pos, length, DEFAULT_CHUNKING);
+      expect(cut).toBe(naiveBoundary(data, pos, length, DEFAULT_CHUNKING));
+      pos = cut < 0 ? length : cut;
+    }
+  });
+});
+
 describe('isAllZero', () => {
   const backing = new Uint8Array(200);
 

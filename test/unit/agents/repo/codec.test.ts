@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   BLOB_VERSION,
+  FRAME_HEAD,
   idBytes,
   openBlob,
   openJson,
   SEAL_OVERHEAD,
   sealBlob,
+  sealInPlace,
   sealJson,
   sha256Hex,
 } from '../../../../agents/repo/codec';
@@ -170,5 +172,53 @@ describe('sealJson and openJson', () => {
     const sealed = sealJson(manifest, KEY, 'config');
 
     expect(() => openJson(sealed, OTHER_KEY, 'config')).toThrow(IntegrityError);
+  });
+});
+
+describe('sealInPlace', () => {
+  /** The blob sealInPlace describes: frame head | ciphertext (over the plaintext) | tag. */
+  function sealedInPlace(plain: Uint8Array, aad: Uint8Array, level?: number): Buffer {
+    const { frame, length } = sealInPlace(plain, KEY, aad, level);
+    expect(length).toBeLessThanOrEqual(plain.length);
+    return Buffer.concat([
+      frame.subarray(0, FRAME_HEAD),
+      plain.subarray(0, length),
+      frame.subarray(FRAME_HEAD),
+    ]);
+  }
+
+  it.each([
+    ['compressible', Buffer.alloc(3 * MiB + 17, 'stowage ')],
+    ['incompressible', prngBytes(MiB + 5, 7)],
+    ['empty', Buffer.alloc(0)],
+    ['one byte', Buffer.from([42])],
+  ])('seals %s data into a blob that opens like sealBlob’s', (_name, data) => {
+    const aad = idBytes(sha256Hex(data));
+    // In a SharedArrayBuffer at an odd offset, as in the writer's ring.
+    const shared = new Uint8Array(new SharedArrayBuffer(data.length + 3), 3, data.length);
+    shared.set(data);
+
+    const sealed = sealedInPlace(shared, aad);
+
+    expect(sealed.length).toBeLessThanOrEqual(data.length + SEAL_OVERHEAD);
+    expect(sealed[0]).toBe(BLOB_VERSION);
+    expect(openBlob(sealed, KEY, aad).equals(data)).toBe(true);
+    expect(sealBlob(data, KEY, aad).length).toBe(sealed.length);
+  });
+
+  it('compresses only when it pays, like sealBlob', () => {
+    const text = Buffer.alloc(MiB, 'abc');
+    const random = prngBytes(MiB, 9);
+    expect(sealedInPlace(Buffer.from(text), idBytes(sha256Hex(text)))[1]).toBe(FLAG_ZSTD);
+    expect(sealedInPlace(Buffer.from(random), idBytes(sha256Hex(random)))[1]).toBe(0);
+    expect(sealedInPlace(Buffer.from(text), idBytes(sha256Hex(text)), 0)[1]).toBe(0);
+  });
+
+  it('binds the blob to its aad', () => {
+    const data = Buffer.alloc(10_000, 1);
+    const sealed = sealedInPlace(Buffer.from(data), idBytes(sha256Hex(data)));
+    expect(() => openBlob(sealed, KEY, idBytes(sha256Hex(Buffer.from('other'))))).toThrow(
+      IntegrityError,
+    );
   });
 });

@@ -1,0 +1,114 @@
+/**
+ * The writer's chunking buffer: a ring in a SharedArrayBuffer. Source reads are copied in once;
+ * the calling thread finds the cut points on it (findBoundary) and the codec workers hash and
+ * seal each chunk straight from it, so a chunk's bytes are never copied out, transferred or
+ * collected.
+ *
+ * Invariants:
+ *  - a chunk is one contiguous span, never wrapping around the end: when the write position
+ *    reaches the end, the unchunked tail (< maxSize bytes) is copied to the front, once the front
+ *    is free;
+ *  - spans are held from `next()` until `release()`, oldest first, and nothing is written over a
+ *    held span; the caller releases each span once its chunk is hashed (and sealed if new).
+ *
+ * Memory: `size` bytes whatever the stream size (at least 4 × maxSize so that a full chunk, the
+ * tail being chunked and the spans in flight always fit).
+ */
+import { findBoundary } from './chunker';
+import type { ChunkingParams } from './types';
+
+export interface Span {
+  start: number;
+  end: number;
+}
+
+export class ChunkRing {
+  readonly buffer: SharedArrayBuffer;
+  private readonly view: Uint8Array;
+  /** Start of the bytes not cut into a chunk yet. */
+  private pos = 0;
+  /** End of the bytes written. The unchunked bytes are [pos, filled). */
+  private filled = 0;
+  /** Spans handed out and not released yet, oldest first. */
+  private readonly held: Span[] = [];
+
+  constructor(
+    size: number,
+    private readonly params: ChunkingParams,
+  ) {
+    if (size < 4 * params.maxSize) throw new RangeError('the ring must hold 4 × maxSize bytes');
+    this.buffer = new SharedArrayBuffer(size);
+    this.view = new Uint8Array(this.buffer);
+  }
+
+  get heldSpans(): number {
+    return this.held.length;
+  }
+
+  /** A view of `length` bytes of the ring from `start` (a held span's bytes). */
+  bytes(start: number, length: number): Uint8Array {
+    return this.view.subarray(start, start + length);
+  }
+
+  /** Forgets all data and spans (a new stream; the caller waited for every span's task). */
+  reset(): void {
+    this.pos = 0;
+    this.filled = 0;
+    this.held.length = 0;
+  }
+
+  /**
+   * Copies as much of `piece[offset..]` as fits before the oldest held span (or the end); 0 when
+   * nothing fits: the caller must release a span first (there is one then).
+   */
+  write(piece: Uint8Array, offset: number): number {
+    let limit = this.limit();
+    if (this.filled === limit) {
+      if (limit !== this.view.length || !this.wrap()) return 0;
+      limit = this.limit();
+    }
+    const n = Math.min(piece.length - offset, limit - this.filled);
+    this.view.set(piece.subarray(offset, offset + n), this.filled);
+    this.filled += n;
+    return n;
+  }
+
+  /**
+   * The next chunk, held until released: cut once maxSize bytes are buffered (so the cut is
+   * final), or, at the end of the stream (`final`), whatever is left.
+   */
+  next(final: boolean): Span | undefined {
+    const available = this.filled - this.pos;
+    if (available === 0 || (available < this.params.maxSize && !final)) return undefined;
+    const found = findBoundary(this.view, this.pos, this.filled, this.params);
+    const span = { start: this.pos, end: found < 0 ? this.filled : found };
+    this.pos = span.end;
+    this.held.push(span);
+    return span;
+  }
+
+  /** Releases the oldest held span. */
+  release(): void {
+    this.held.shift();
+    if (this.held.length === 0 && this.pos === this.filled) {
+      this.pos = 0;
+      this.filled = 0;
+    }
+  }
+
+  /** Writes may go up to the oldest held span when it lies ahead (after a wrap), else the end. */
+  private limit(): number {
+    const oldest = this.held[0];
+    return oldest && oldest.start >= this.filled ? oldest.start : this.view.length;
+  }
+
+  /** Moves the unchunked tail to the front, if the front has room for a whole chunk after it. */
+  private wrap(): boolean {
+    const oldest = this.held[0];
+    if (oldest && oldest.start < this.params.maxSize + (this.filled - this.pos)) return false;
+    this.view.copyWithin(0, this.pos, this.filled);
+    this.filled -= this.pos;
+    this.pos = 0;
+    return true;
+  }
+}

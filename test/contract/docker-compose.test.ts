@@ -1,0 +1,544 @@
+/**
+ * The docker-compose driver against the real dockerd. No compose binary: the project is made the
+ * way `docker compose up` leaves it, containers, volumes and a network carrying the
+ * `com.docker.compose.*` labels, created directly through the Docker API.
+ *
+ * The project: `db` (private volume `dbdata` at /data) ← `api` ← `web` (depends_on labels), `api`
+ * and `web` sharing volume `shared` at /shared, all three on network `backend` with their service
+ * name as alias; and `agent` in db's network namespace (`network_mode: service:db`, which Compose
+ * writes as `container:<db's id>`) with no depends_on label: only that orders it after db; it
+ * bind-mounts a host directory at /conf. Everything carries the run's prefix and is removed in afterAll (the shared
+ * helper image `stowage/helper:1` stays, on purpose).
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BackupSink, DriverContext, RestoreSource } from '../../agents/core/driver';
+import { createComposeDriver } from '../../agents/drivers/docker';
+import { TransientError } from '../../functions/shared/errors';
+import { silentLogger } from '../../functions/shared/logger';
+import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
+
+const RUN = `stowage-tc-${randomBytes(4).toString('hex')}`;
+const PROJECT = RUN;
+const driver = createComposeDriver();
+/** In the order they are created (and must be restored). */
+const SERVICES = ['db', 'agent', 'api', 'web'] as const;
+type Service = (typeof SERVICES)[number];
+
+function makeContext(overrides: Partial<DriverContext> = {}): DriverContext & { phases: string[] } {
+  const phases: string[] = [];
+  return {
+    log: silentLogger,
+    signal: new AbortController().signal,
+    phase: (text) => phases.push(text),
+    phases,
+    ...overrides,
+  };
+}
+
+/** The host directory `agent` bind-mounts at /conf (removed in afterAll). */
+const CONF_DIR = mkdtempSync(join(tmpdir(), `${RUN}-conf-`));
+
+const containerOf = (project: string, service: Service) => `${project}-${service}-1`;
+
+const DEPENDS_ON: Record<Service, string | undefined> = {
+  db: undefined,
+  agent: undefined,
+  api: 'db:service_started:false',
+  web: 'api:service_started:false',
+};
+const MOUNTS: Record<Service, Array<[volume: string, target: string]>> = {
+  db: [['dbdata', '/data']],
+  agent: [],
+  api: [['shared', '/shared']],
+  web: [['shared', '/shared']],
+};
+
+/** What `docker compose up` would leave for the project described above. */
+async function makeProject(project: string): Promise<void> {
+  const labels = (extra: Record<string, string>) => ({
+    'com.docker.compose.project': project,
+    'io.stowage.test': RUN,
+    ...extra,
+  });
+  const network = `${project}_backend`;
+  await docker.createNetwork({
+    Name: network,
+    Labels: labels({ 'com.docker.compose.network': 'backend' }),
+  });
+  for (const volume of ['shared', 'dbdata']) {
+    await docker.createVolume({
+      Name: `${project}_${volume}`,
+      Labels: labels({ 'com.docker.compose.volume': volume }),
+    });
+  }
+  const dbId = { value: '' };
+  for (const service of SERVICES) {
+    const name = containerOf(project, service);
+    const dependsOn = DEPENDS_ON[service];
+    const ownNetwork = service !== 'agent';
+    await docker.createContainer({
+      name,
+      Image: TEST_IMAGE,
+      // sh as PID 1 ignores SIGTERM; this one exits on it, so a stop takes no 10 s timeout.
+      Cmd: ['sh', '-c', 'trap "exit 0" TERM; sleep 100000 & wait'],
+      Labels: labels({
+        'com.docker.compose.service': service,
+        'com.docker.compose.container-number': '1',
+        'com.docker.compose.oneoff': 'False',
+        'com.docker.compose.project.working_dir': '/srv/demo',
+        'com.docker.compose.project.config_files': '/srv/demo/compose.yaml',
+        ...(dependsOn ? { 'com.docker.compose.depends_on': dependsOn } : {}),
+      }),
+      ExposedPorts: service === 'web' ? { '80/tcp': {} } : undefined,
+      HostConfig: {
+        NetworkMode: ownNetwork ? network : `container:${dbId.value}`,
+        Mounts: [
+          ...MOUNTS[service].map(([volume, target]) => ({
+            Type: 'volume' as const,
+            Source: `${project}_${volume}`,
+            Target: target,
+          })),
+          ...(service === 'agent'
+            ? [{ Type: 'bind' as const, Source: CONF_DIR, Target: '/conf', ReadOnly: true }]
+            : []),
+        ],
+        ...(service === 'web'
+          ? {
+              PortBindings: {
+                '80/tcp': [
+                  {
+                    HostIp: '127.0.0.1',
+                    HostPort: String(20000 + Math.floor(Math.random() * 20000)),
+                  },
+                ],
+              },
+            }
+          : {}),
+      },
+      NetworkingConfig: ownNetwork
+        ? { EndpointsConfig: { [network]: { Aliases: [name, service] } } }
+        : undefined,
+    });
+    await docker.getContainer(name).start();
+    if (service === 'db') dbId.value = (await docker.getContainer(name).inspect()).Id;
+  }
+}
+
+// Every kind of entry a tar round trip can get wrong, in both volumes.
+const FILL = String.raw`
+set -e
+cd "$1"
+mkdir -p nested/deeper app-dir
+echo secret > private.txt && chmod 0600 private.txt
+echo owned > owned.txt && chown 1000:1000 owned.txt
+chown 1000:1000 app-dir && chmod 0750 app-dir
+echo nested > nested/deeper/file.txt && chmod 0444 nested/deeper/file.txt
+ln -s nested/deeper/file.txt link
+head -c 524288 /dev/urandom > noise.bin
+`;
+
+async function fill(container: string, dir: string): Promise<void> {
+  await execIn(container, ['sh', '-c', FILL, 'fill', dir]);
+}
+
+async function fingerprints(project: string) {
+  return {
+    db: await fingerprint(containerOf(project, 'db'), '/data'),
+    api: await fingerprint(containerOf(project, 'api'), '/shared'),
+    web: await fingerprint(containerOf(project, 'web'), '/shared'),
+  };
+}
+
+/** Everything on the engine whose name carries `prefix`: containers, volumes, networks. */
+async function inventory(prefix: string) {
+  const containers = await docker.listContainers({ all: true, filters: { name: [prefix] } });
+  const { Volumes } = await docker.listVolumes({ filters: { name: [prefix] } });
+  const networks = await docker.listNetworks({ filters: { name: [prefix] } });
+  return {
+    containers: containers.map((c) => c.Names[0] ?? c.Id).sort(),
+    volumes: (Volumes ?? []).map((v) => v.Name).sort(),
+    networks: networks.map((n) => n.Name).sort(),
+  };
+}
+
+async function states(project: string) {
+  const out: Record<string, { Running: boolean; Paused: boolean }> = {};
+  for (const service of SERVICES) {
+    const { State } = await docker.getContainer(containerOf(project, service)).inspect();
+    out[service] = { Running: State.Running, Paused: State.Paused };
+  }
+  return out;
+}
+
+/** A sink that records every container's state as each stream begins: what capture held. */
+function observingSink(point: MemoryPoint, project: string) {
+  const seen: Array<{ stream: string; states: Awaited<ReturnType<typeof states>> }> = [];
+  const sink: BackupSink = {
+    async writeStream(info, data) {
+      seen.push({ stream: info.name, states: await states(project) });
+      return point.sink.writeStream(info, data);
+    },
+  };
+  return { sink, seen };
+}
+
+/** Milliseconds of each container's last start and stop, in SERVICES order. */
+async function times(project: string) {
+  const all = await Promise.all(
+    SERVICES.map(async (s) => (await docker.getContainer(containerOf(project, s)).inspect()).State),
+  );
+  return {
+    started: all.map((st) => Date.parse(st.StartedAt)),
+    finished: all.map((st) => Date.parse(st.FinishedAt)),
+  };
+}
+
+const ascending = (xs: number[]) => xs.every((x, i) => i === 0 || (xs[i - 1] as number) < x);
+
+const ALL_RUNNING = {
+  db: { Running: true, Paused: false },
+  agent: { Running: true, Paused: false },
+  api: { Running: true, Paused: false },
+  web: { Running: true, Paused: false },
+};
+
+async function imageExists(ref: string): Promise<boolean> {
+  return docker
+    .getImage(ref)
+    .inspect()
+    .then(
+      () => true,
+      () => false,
+    );
+}
+
+beforeAll(async () => {
+  try {
+    await docker.getImage(TEST_IMAGE).inspect();
+  } catch {
+    execFileSync('bash', ['local/engines/setup.sh'], { stdio: 'inherit' });
+  }
+  writeFileSync(join(CONF_DIR, 'agent.ini'), 'mode=production\n');
+  await makeProject(PROJECT);
+  await fill(containerOf(PROJECT, 'db'), '/data');
+  await fill(containerOf(PROJECT, 'api'), '/shared');
+}, 120_000);
+
+afterAll(async () => {
+  const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
+  const { containers, volumes, networks } = await inventory(RUN);
+  for (const c of containers)
+    await quietly(docker.getContainer(c.replace(/^\//, '')).remove({ force: true, v: true }));
+  for (const v of volumes) await quietly(docker.getVolume(v).remove());
+  for (const n of networks) await quietly(docker.getNetwork(n).remove());
+  const images = await docker.listImages({ filters: { reference: [`stowage/${RUN}*`] } });
+  for (const i of images) await quietly(docker.getImage(i.Id).remove({ force: true }));
+  rmSync(CONF_DIR, { recursive: true, force: true });
+}, 60_000);
+
+describe('docker-compose driver', () => {
+  it('lists the project as one running target with its containers and services', async () => {
+    const targets = await driver.listTargets();
+
+    expect(targets.find((t) => t.name === PROJECT)).toEqual({
+      target: `docker-compose:${PROJECT}`,
+      platform: 'docker-compose',
+      name: PROJECT,
+      state: 'running',
+      details: { containers: '4', services: 'agent,api,db,web' },
+    });
+    expect(await driver.exists(PROJECT)).toBe(true);
+    expect(await driver.exists(`${RUN}-missing`)).toBe(false);
+  });
+
+  it('backs up the project stopped and restores it under a new name: running, same data, one shared volume, reachable by alias', async () => {
+    // Arrange
+    const point = makeMemoryPoint();
+    const observed = observingSink(point, PROJECT);
+    const ctx = makeContext();
+    const timesBefore = await times(PROJECT);
+    const copy = `${RUN}-copy`;
+
+    // Act
+    const outcome = await driver.backup(PROJECT, observed.sink, ctx, {
+      consistency: 'stop',
+      includeBinds: true,
+      hooks: { pre: [{ command: ['sh', '-c', 'echo dumped > /data/dump.sql'] }] },
+    });
+    const before = await fingerprints(PROJECT);
+    const result = await driver.restore(
+      JSON.parse(JSON.stringify(outcome.metadata)) as Record<string, unknown>,
+      point.source(),
+      { name: copy, inPlace: false },
+      makeContext(),
+    );
+
+    // Assert: the backup
+    expect(point.stored.map((s) => [s.name, s.kind])).toEqual([
+      ['container/db/image', 'docker-image-tar'],
+      [`volume/${PROJECT}_dbdata`, 'volume-tar'],
+      ['container/agent/image', 'docker-image-tar'],
+      ['container/agent/bind/0', 'bind-tar'],
+      ['container/api/image', 'docker-image-tar'],
+      [`volume/${PROJECT}_shared`, 'volume-tar'],
+      ['container/web/image', 'docker-image-tar'],
+    ]);
+    expect(outcome.summary).toEqual({
+      containers: 4,
+      services: 'db,agent,api,web',
+      volumes: 2,
+      networks: 1,
+      state: 'running',
+      consistency: 'stop',
+      hooks: 1,
+    });
+    expect(outcome.metadata).toMatchObject({
+      format: 'stowage.docker-compose/1',
+      project: PROJECT,
+      hookContainer: containerOf(PROJECT, 'db'),
+      networks: [{ name: `${PROJECT}_backend`, driver: 'bridge' }],
+      containers: [
+        { service: 'db', dependsOn: [], wasRunning: true },
+        { service: 'agent', dependsOn: [] },
+        { service: 'api', dependsOn: [{ service: 'db', condition: 'service_started' }] },
+        { service: 'web', dependsOn: [{ service: 'api', restart: false }] },
+      ],
+    });
+    expect(before.db.stat).toContain('./dump.sql');
+
+    // Assert: the original was held stopped for the whole capture, stopped dependants first,
+    // started dependencies first, and runs now
+    const stopped = { Running: false, Paused: false };
+    for (const { states: during } of observed.seen) {
+      expect(during).toEqual({ db: stopped, agent: stopped, api: stopped, web: stopped });
+    }
+    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
+    const timesAfter = await times(PROJECT);
+    timesAfter.started.forEach((at, i) =>
+      expect(at).toBeGreaterThan(timesBefore.started[i] as number),
+    );
+    expect(ascending(timesAfter.started)).toBe(true);
+    expect(ascending([...timesAfter.finished].reverse())).toBe(true);
+
+    // Assert: the copy
+    expect(result).toEqual({ restoredTarget: `docker-compose:${copy}` });
+    expect(await states(copy)).toEqual(ALL_RUNNING);
+    expect(await fingerprints(copy)).toEqual(before);
+    expect(await fingerprints(PROJECT)).toEqual(before);
+    const inspected = Object.fromEntries(
+      await Promise.all(
+        SERVICES.map(
+          async (s) => [s, await docker.getContainer(containerOf(copy, s)).inspect()] as const,
+        ),
+      ),
+    );
+    const volumesOf = (s: Service) =>
+      inspected[s]?.Mounts.filter((m) => m.Type === 'volume').map((m) => m.Name);
+    expect(volumesOf('db')).toEqual([`${copy}_dbdata`]);
+    expect(volumesOf('api')).toEqual([`${copy}_shared`]);
+    expect(volumesOf('web')).toEqual([`${copy}_shared`]);
+    await execIn(containerOf(copy, 'api'), ['sh', '-c', 'echo from-api > /shared/written']);
+    expect(await execIn(containerOf(copy, 'web'), ['cat', '/shared/written'])).toBe('from-api\n');
+    for (const s of ['db', 'api', 'web'] as const) {
+      expect(inspected[s]?.Config.Labels).toMatchObject({
+        'com.docker.compose.project': copy,
+        'com.docker.compose.service': s,
+        'com.docker.compose.project.working_dir': '/srv/demo',
+      });
+      expect(Object.keys(inspected[s]?.NetworkSettings.Networks ?? {})).toEqual([
+        `${copy}_backend`,
+      ]);
+      expect(inspected[s]?.NetworkSettings.Networks[`${copy}_backend`]?.Aliases).toContain(s);
+    }
+    expect(inspected.agent?.Config.Labels).toMatchObject({ 'com.docker.compose.project': copy });
+    // The captured bind comes back as a volume of its own; the host directory is not written.
+    expect(
+      inspected.agent?.Mounts.filter((m) => m.Destination === '/conf').map((m) => m.Name),
+    ).toEqual([`${containerOf(copy, 'agent')}_bind0`]);
+    expect(await execIn(containerOf(copy, 'agent'), ['cat', '/conf/agent.ini'])).toBe(
+      'mode=production\n',
+    );
+    expect(readdirSync(CONF_DIR)).toEqual(['agent.ini']);
+    expect([`container:${containerOf(copy, 'db')}`, `container:${inspected.db?.Id}`]).toContain(
+      inspected.agent?.HostConfig.NetworkMode,
+    );
+    // The original still publishes web's host port: the copy starts without it.
+    expect(Object.keys(inspected.web?.HostConfig.PortBindings ?? {})).toEqual([]);
+    const apiAddress = inspected.api?.NetworkSettings.Networks[`${copy}_backend`]?.IPAddress;
+    const pinged = await execIn(containerOf(copy, 'web'), ['ping', '-c', '1', '-W', '2', 'api']);
+    expect(pinged).toContain(`(${apiAddress})`);
+    await execIn(containerOf(copy, 'api'), ['ping', '-c', '1', '-W', '2', 'db']);
+    expect(await driver.exists(copy)).toBe(true);
+    const restoredNetwork = await docker.getNetwork(`${copy}_backend`).inspect();
+    expect(restoredNetwork.Labels).toMatchObject({
+      'com.docker.compose.project': copy,
+      'com.docker.compose.network': 'backend',
+    });
+  }, 60_000);
+
+  it('refuses with NameTaken to restore onto an existing project or network name and creates nothing', async () => {
+    // Arrange
+    const point = makeMemoryPoint();
+    const observed = observingSink(point, PROJECT);
+    const outcome = await driver.backup(PROJECT, observed.sink, makeContext(), {
+      consistency: 'pause',
+    });
+    const paused = { Running: true, Paused: true };
+    expect(observed.seen).toHaveLength(6);
+    for (const { states: during } of observed.seen) {
+      expect(during).toEqual({ db: paused, agent: paused, api: paused, web: paused });
+    }
+    const squatted = `${RUN}-squat`;
+    await docker.createNetwork({ Name: `${squatted}_backend` });
+    const before = await inventory(RUN);
+
+    // Act
+    const ontoProject = driver.restore(
+      outcome.metadata,
+      point.source(),
+      { name: PROJECT, inPlace: false },
+      makeContext(),
+    );
+    const ontoNetwork = driver.restore(
+      outcome.metadata,
+      point.source(),
+      { name: squatted, inPlace: false },
+      makeContext(),
+    );
+
+    // Assert
+    await expect(ontoProject).rejects.toMatchObject({ name: 'NameTaken' });
+    await expect(ontoNetwork).rejects.toMatchObject({
+      name: 'NameTaken',
+      message: expect.stringContaining(`network ${squatted}_backend`),
+    });
+    expect(await inventory(RUN)).toEqual(before);
+    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
+    await expect(
+      driver.restore(outcome.metadata, point.source(), { name: 'x', inPlace: true }, makeContext()),
+    ).rejects.toMatchObject({ name: 'DriverError' });
+  }, 30_000);
+
+  it('removes every network, volume, container and image it created when a stream fails midway through a restore', async () => {
+    // Arrange
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(PROJECT, point.sink, makeContext());
+    const healthy = point.source();
+    const integrity = new TransientError('chunk 1234 failed its integrity check');
+    const broken: RestoreSource = {
+      streams: healthy.streams,
+      async openStream(stream) {
+        const data = await healthy.openStream(stream);
+        if (stream !== 'container/web/image') return data;
+        let pieces = 0;
+        return data.pipe(
+          new Transform({
+            transform(chunk, _enc, done) {
+              done(++pieces === 4 ? integrity : null, chunk);
+            },
+          }),
+        );
+      },
+    };
+    const copy = `${RUN}-broken`;
+    const before = await inventory(RUN);
+
+    // Act
+    const attempt = driver.restore(
+      outcome.metadata,
+      broken,
+      { name: copy, inPlace: false },
+      makeContext(),
+    );
+
+    // Assert
+    await expect(attempt).rejects.toBe(integrity);
+    expect(await inventory(RUN)).toEqual(before);
+    expect(await driver.exists(copy)).toBe(false);
+    const images = (outcome.metadata.containers as Array<{ image: string }>).map((c) => c.image);
+    for (const image of images) expect(await imageExists(image)).toBe(false);
+    const helpers = await docker.listContainers({
+      all: true,
+      filters: { label: [`io.stowage.helper.target=docker-compose:${copy}`] },
+    });
+    expect(helpers).toEqual([]);
+  }, 30_000);
+
+  it('leaves every container running when the sink fails midway through a stopped backup', async () => {
+    // Arrange
+    const point = makeMemoryPoint({
+      onStreamEnd: (info, index) => {
+        if (index === 3) throw new Error(`sink broke while storing ${info.name}`);
+      },
+    });
+
+    // Act
+    const attempt = driver.backup(PROJECT, point.sink, makeContext(), { consistency: 'stop' });
+
+    // Assert
+    await expect(attempt).rejects.toThrow('sink broke while storing container/api/image');
+    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
+  }, 30_000);
+
+  it('stops a backup whose job is abandoned, leaving every container running and no helper behind', async () => {
+    // Arrange
+    const abandon = new AbortController();
+    const point = makeMemoryPoint({
+      onChunk: (info) => info.name.startsWith('volume/') && abandon.abort(),
+    });
+
+    // Act
+    const attempt = driver.backup(PROJECT, point.sink, makeContext({ signal: abandon.signal }), {
+      consistency: 'stop',
+    });
+
+    // Assert
+    await expect(attempt).rejects.toMatchObject({ name: 'TransientError' });
+    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
+    const helpers = await docker.listContainers({
+      all: true,
+      filters: { label: [`io.stowage.helper.target=docker-compose:${PROJECT}`] },
+    });
+    expect(helpers).toEqual([]);
+  }, 30_000);
+
+  it('lists a project with a stopped container as partial and restores that container stopped', async () => {
+    // Arrange
+    const web = containerOf(PROJECT, 'web');
+    await docker.getContainer(web).stop({ t: 1 });
+    const copy = `${RUN}-partial`;
+    try {
+      const point = makeMemoryPoint();
+
+      // Act
+      const listed = (await driver.listTargets()).find((t) => t.name === PROJECT);
+      const outcome = await driver.backup(PROJECT, point.sink, makeContext());
+      await driver.restore(
+        outcome.metadata,
+        point.source(),
+        { name: copy, inPlace: false },
+        makeContext(),
+      );
+
+      // Assert
+      expect(listed?.state).toBe('partial');
+      expect(outcome.summary).toMatchObject({ state: 'partial', consistency: 'live' });
+      expect(await states(copy)).toEqual({
+        ...ALL_RUNNING,
+        web: { Running: false, Paused: false },
+      });
+      expect((await docker.getContainer(containerOf(copy, 'web')).inspect()).State.Status).toBe(
+        'created',
+      );
+    } finally {
+      await docker.getContainer(web).start();
+    }
+  }, 30_000);
+});
