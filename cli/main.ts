@@ -350,11 +350,30 @@ program
   .option('--name <new>', 'restore beside the original under this name')
   .option('--in-place', 'replace the original')
   .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
+  .option('--volume-name <old=new>', 'name a restored volume (repeatable)', collect)
+  .option('--network <name>', 'attach the restored container to this network instead')
+  .option(
+    '--port <port=host>',
+    'publish a container port on another host port; empty drops it',
+    collect,
+  )
+  .option('--volume <name>', 'restore only this volume of the point')
+  .option('--into <volume>', 'with --volume: the volume to restore into')
   .option('--wait', 'wait for the job to finish')
   .action(
     async (
       point: string,
-      opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean },
+      opts: {
+        name?: string;
+        inPlace?: boolean;
+        to?: string;
+        volumeName?: string[];
+        network?: string;
+        port?: string[];
+        volume?: string;
+        into?: string;
+        wait?: boolean;
+      },
       cmd: Command,
     ) => {
       const body = {
@@ -362,6 +381,11 @@ program
         ...(opts.name ? { name: opts.name } : {}),
         ...(opts.inPlace ? { inPlace: true } : {}),
         ...(opts.to ? { to: opts.to } : {}),
+        ...(opts.volumeName ? { volumes: pairs(opts.volumeName, '--volume-name') } : {}),
+        ...(opts.network ? { network: opts.network } : {}),
+        ...(opts.port ? { ports: pairs(opts.port, '--port') } : {}),
+        ...(opts.volume ? { volume: opts.volume } : {}),
+        ...(opts.into ? { intoVolume: opts.into } : {}),
       };
       await startJob(
         cmd,
@@ -372,6 +396,17 @@ program
       );
     },
   );
+
+/** `a=b` flags as an object; a flag without `=` is a usage error that names it. */
+function pairs(values: string[], flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf('=');
+    if (eq <= 0) throw new Error(`${flag} takes KEY=VALUE (got "${v}")`);
+    out[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return out;
+}
 
 program
   .command('verify <point>')

@@ -50,9 +50,23 @@ export interface RestoreExecutionInput {
   agent: string;
   queueUrl: string;
   inPlace: boolean;
+  /** Always present (`{}` for the defaults): the ASL passes it on as it is. */
+  options: RestoreRequestOptions;
 }
 
-/** Execution input of verify.asl.json. */
+/** What a restore may ask beyond its destination (see RestoreOptions in agents/core/driver.ts). */
+export interface RestoreRequestOptions {
+  /** Names for the restored volumes, by the original volume's name. */
+  volumes?: Record<string, string>;
+  /** Attach the restored container to this network instead of its recorded ones. */
+  network?: string;
+  /** Published ports, by container port (`80/tcp`) → host port (`8080`), or `""` to drop. */
+  ports?: Record<string, string>;
+  /** Restore only this volume of the point (by its original name), into `intoVolume`. */
+  volume?: string;
+  /** With `volume`: the volume to restore into (created if missing; must be empty unless inPlace). */
+  intoVolume?: string;
+}
 export interface VerifyExecutionInput {
   jobId: string;
   recoveryPointId: string;
@@ -112,6 +126,7 @@ export interface RestoreTask {
   source: string;
   target: string;
   inPlace: boolean;
+  options: RestoreRequestOptions;
 }
 
 export interface VerifyTask {

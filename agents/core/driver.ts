@@ -97,6 +97,12 @@ export interface RestoreOptions {
   /** The name of what the restore creates (or replaces, with inPlace). */
   name: string;
   inPlace: boolean;
+  /** Remaps and partial restores (Docker); drivers refuse what they cannot honour. */
+  volumes?: Record<string, string>;
+  network?: string;
+  ports?: Record<string, string>;
+  volume?: string;
+  intoVolume?: string;
 }
 
 export interface RestoreOutcome {

@@ -164,7 +164,7 @@ export async function runRestore(
   const outcome = await driver.restore(
     manifest.metadata,
     reader,
-    { name, inPlace: task.inPlace },
+    { ...(task.options ?? {}), name, inPlace: task.inPlace },
     context(run, log),
   );
   return {

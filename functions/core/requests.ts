@@ -24,6 +24,7 @@ import { z } from 'zod';
 import type {
   BackupExecutionInput,
   BackupRequestOptions,
+  RestoreRequestOptions,
   RestoreExecutionInput,
   VerifyExecutionInput,
 } from '../../statemachines/contracts';
@@ -183,7 +184,29 @@ export interface RestoreRequest {
   name?: unknown;
   inPlace?: unknown;
   to?: unknown;
+  volumes?: unknown;
+  network?: unknown;
+  ports?: unknown;
+  volume?: unknown;
+  intoVolume?: unknown;
 }
+
+const dockerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid Docker name');
+const restoreOptionsSchema = z.object({
+  volumes: z.record(z.string(), dockerName).optional(),
+  network: dockerName.optional(),
+  ports: z
+    .record(
+      z.string(),
+      z.string().regex(/^(\d{1,5})?$/, 'a host port is a number, or "" to drop it'),
+    )
+    .refine((ports) => Object.keys(ports).every((p) => /^\d+(\/(tcp|udp|sctp))?$/.test(p)), {
+      message: 'a container port is written 80 or 80/tcp',
+    })
+    .optional(),
+  volume: z.string().min(1).optional(),
+  intoVolume: dockerName.optional(),
+});
 
 export async function requestRestore(
   deps: RequestDeps,
@@ -201,6 +224,13 @@ export async function requestRestore(
     throw new ValidationError('"to" must be a target such as docker:web2@site');
   }
   const inPlace = body.inPlace === true;
+  const { volumes, network, ports, volume, intoVolume } = body;
+  const options = parseBody(restoreOptionsSchema, { volumes, network, ports, volume, intoVolume });
+  if (options.intoVolume && !options.volume) {
+    throw new ValidationError(
+      '"intoVolume" goes with "volume" (the volume of the point to restore)',
+    );
+  }
   const point = await deps.catalog.getPoint(body.recoveryPointId);
   if (!point) {
     throw new PointNotFound(
@@ -225,7 +255,8 @@ export async function requestRestore(
       '--in-place restores over the original; do not give another --name with it',
     );
   }
-  if (inPlace) name ??= source.name;
+  // Restoring one volume addresses the point's own container; the agent checks the volume.
+  if (inPlace || options.volume) name ??= source.name;
   if (!name) {
     throw new ValidationError(
       `say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`,
@@ -241,7 +272,7 @@ export async function requestRestore(
   }
   // For unlisted platforms (paths) the agent refuses an existing destination itself.
   const exists = agent.targets.some((t) => t.target === targetKey(destination));
-  if (exists && !inPlace) {
+  if (exists && !inPlace && !options.volume) {
     throw new NameTaken(
       `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
     );
@@ -266,6 +297,9 @@ export async function requestRestore(
       agent: agentName,
       queueUrl: deps.queueUrlFor(agentName),
       inPlace,
+      options: Object.fromEntries(
+        Object.entries(options).filter(([, v]) => v !== undefined),
+      ) as RestoreRequestOptions,
     }),
   );
   return accepted(job, executionArn);

@@ -306,6 +306,7 @@ describe('restore workflow', () => {
       source: 'docker:web',
       target: 'docker:web2',
       inPlace: false,
+      options: {},
     });
     const result: RestoreResult = {
       restoredTarget: 'docker:web2',

@@ -139,6 +139,7 @@ function makeRestoreTask(overrides: Partial<RestoreTask> = {}): RestoreTask {
     source: 'docker:web',
     target: 'docker:web-restored',
     inPlace: false,
+    options: {},
     ...overrides,
   };
 }

@@ -276,8 +276,44 @@ describe('requestRestore', () => {
         agent: 'site-1',
         queueUrl: queueUrlFor('site-1'),
         inPlace: false,
+        options: {},
       },
     ]);
+  });
+
+  it('passes remaps to the agent and lets a single-volume restore address the existing container', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-vol', target: 'docker:web', agent: 'site-1' }),
+    );
+
+    await requestRestore(deps, {
+      recoveryPointId: 'rp-vol',
+      volume: 'web-data',
+      intoVolume: 'web-data-restored',
+    });
+
+    expect(workflows.restores[0]).toMatchObject({
+      target: 'docker:web',
+      inPlace: false,
+      options: { volume: 'web-data', intoVolume: 'web-data-restored' },
+    });
+  });
+
+  it('refuses a port remap that is not a port, naming the field', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-p', target: 'docker:web', agent: 'site-1' }),
+    );
+
+    const attempt = requestRestore(deps, {
+      recoveryPointId: 'rp-p',
+      name: 'w2',
+      ports: { http: '80' },
+    });
+
+    await expect(attempt).rejects.toThrow(/ports: a container port is written 80 or 80\/tcp/);
+    expect(workflows.restores).toEqual([]);
   });
 
   it('restores in place under the original name even though it exists', async () => {
