@@ -139,8 +139,15 @@ export interface CreatePlanOptions {
   image: string;
   /** Original volume name → restored volume name. */
   volumes: ReadonlyMap<string, string>;
-  /** Leave out PortBindings (the original still holds those host ports). */
+  /**
+   * Leave out the PortBindings of the ports `ports` does not remap (the original still holds
+   * those host ports).
+   */
   dropPortBindings: boolean;
+  /** Container port (`80/tcp`) → host port, `''` to drop it (RestoreOptions.ports, checked). */
+  ports?: Readonly<Record<string, string>>;
+  /** Attach to this network alone instead of the recorded ones (RestoreOptions.network). */
+  network?: string;
   /**
    * Bind destination → volume that replaces the host directory there (restored bind data).
    * Binds not listed stay references to their host paths.
@@ -223,9 +230,42 @@ function remapBind(bind: string, volumes: ReadonlyMap<string, string>): string {
   return renamed === undefined ? bind : renamed + bind.slice(colon);
 }
 
+type PortBindings = NonNullable<NonNullable<InspectJson['HostConfig']>['PortBindings']>;
+
+/**
+ * The recorded bindings (all, or none with dropPortBindings) of ports not remapped, plus each
+ * remapped port on its new host port, on the host addresses it was bound to.
+ */
+function planPortBindings(
+  inspect: InspectJson,
+  options: CreatePlanOptions,
+): PortBindings | undefined {
+  const recorded = inspect.HostConfig?.PortBindings;
+  const ports = options.ports ?? {};
+  if (!recorded && Object.keys(ports).length === 0) return undefined;
+  const out: PortBindings = {};
+  if (!options.dropPortBindings) {
+    for (const [port, bindings] of Object.entries(recorded ?? {})) {
+      if (!(port in ports)) out[port] = bindings;
+    }
+  }
+  for (const [port, hostPort] of Object.entries(ports)) {
+    if (hostPort === '') continue;
+    const hostIps = [...new Set((recorded?.[port] ?? []).map((b) => b.HostIp ?? ''))];
+    out[port] = (hostIps.length > 0 ? hostIps : ['']).map((HostIp) => ({
+      HostIp,
+      HostPort: hostPort,
+    }));
+  }
+  return out;
+}
+
 /** Builds the create body for a copy of `inspect` that coexists with the original. */
 export function planCreate(inspect: InspectJson, options: CreatePlanOptions): CreatePlan {
-  const config = { ...pick(inspect.Config, CONFIG_KEYS), Image: options.image };
+  const config: Record<string, unknown> = {
+    ...pick(inspect.Config, CONFIG_KEYS),
+    Image: options.image,
+  };
   const hostConfig: Record<string, unknown> = pick(inspect.HostConfig, HOST_CONFIG_KEYS);
 
   const bindVolumes = options.bindVolumes ?? new Map<string, string>();
@@ -275,8 +315,15 @@ export function planCreate(inspect: InspectJson, options: CreatePlanOptions): Cr
   }
   if (mounts.length > 0) hostConfig.Mounts = mounts;
 
-  if (!options.dropPortBindings && inspect.HostConfig?.PortBindings) {
-    hostConfig.PortBindings = inspect.HostConfig.PortBindings;
+  const portBindings = planPortBindings(inspect, options);
+  if (portBindings) hostConfig.PortBindings = portBindings;
+  const remapped = Object.entries(options.ports ?? {}).filter(([, hostPort]) => hostPort !== '');
+  if (remapped.length > 0) {
+    const exposed = config.ExposedPorts;
+    config.ExposedPorts = {
+      ...(exposed && typeof exposed === 'object' ? exposed : {}),
+      ...Object.fromEntries(remapped.map(([port]) => [port, {}])),
+    };
   }
 
   // Aliases minus the original's short id and name: dockerd adds the new container's own, and
@@ -289,6 +336,18 @@ export function planCreate(inspect: InspectJson, options: CreatePlanOptions): Cr
       network,
       aliases: (endpoint?.Aliases ?? []).filter((a) => a !== shortId && a !== originalName),
     }));
+  if (options.network !== undefined) {
+    // One network instead of the recorded ones: it takes every alias they gave the container.
+    hostConfig.NetworkMode = options.network;
+    const body: Record<string, unknown> = { ...config, HostConfig: hostConfig };
+    const aliases = [...new Set(networks.flatMap((n) => n.aliases))];
+    if (!BUILTIN_NETWORKS.has(options.network)) {
+      body.NetworkingConfig = {
+        EndpointsConfig: { [options.network]: aliases.length > 0 ? { Aliases: aliases } : {} },
+      };
+    }
+    return { body, extraNetworks: [] };
+  }
   const mode = String(inspect.HostConfig?.NetworkMode ?? '');
   const primary = networks.find((n) => n.network === mode);
   const body: Record<string, unknown> = { ...config, HostConfig: hostConfig };

@@ -1,7 +1,8 @@
 /**
  * The Docker driver: containers as targets (`docker:<name>`), backed up as inspect JSON + the
  * committed image + one tar per volume (and per bind-mounted directory with includeBinds),
- * restored beside the original under a new name, or in place over it (restore-in-place.ts).
+ * restored beside the original under a new name, or in place over it (restore-in-place.ts), with
+ * volumes, network and ports remapped (remap.ts), or one volume alone (restore-volume.ts).
  * Talks to dockerd (API 1.41 and later) over its unix socket with dockerode; no dockerode type
  * leaves this folder.
  *
@@ -9,6 +10,7 @@
  * compose.ts), built from the same pieces.
  */
 import Docker from 'dockerode';
+import { DriverError } from '../../../functions/shared/errors';
 import { LogEvent, silentLogger, type Logger } from '../../../functions/shared/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
 import { backupContainer } from './backup';
@@ -24,6 +26,7 @@ import { translate } from './errors';
 import { HELPER_LABEL, HelperImage } from './helper';
 import { restoreContainer } from './restore';
 import { restoreInPlace } from './restore-in-place';
+import { restoreSingleVolume } from './restore-volume';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -170,10 +173,17 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
     exists: async (name) => (await inspectByName(engine, name)) !== undefined,
     backup: (name, sink, ctx, backupOptions) =>
       backupContainer(engine, name, sink, ctx, backupOptions),
-    restore: (metadata, source, restoreOptions, ctx) =>
-      restoreOptions.inPlace
+    restore: (metadata, source, restoreOptions, ctx) => {
+      if (restoreOptions.volume !== undefined)
+        return restoreSingleVolume(engine, metadata, source, restoreOptions, ctx);
+      if (restoreOptions.intoVolume !== undefined) {
+        const message = `intoVolume (${restoreOptions.intoVolume}) only applies with volume: name the point's volume to restore into it`;
+        return Promise.reject(new DriverError(message));
+      }
+      return restoreOptions.inPlace
         ? restoreInPlace(engine, metadata, source, restoreOptions, ctx)
-        : restoreContainer(engine, metadata, source, restoreOptions, ctx),
+        : restoreContainer(engine, metadata, source, restoreOptions, ctx);
+    },
     watch,
   };
 }

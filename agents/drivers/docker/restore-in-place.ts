@@ -25,6 +25,9 @@
  * Refused up front: a recorded volume that another container also mounts (removing it would pull
  * it from under that container). A point with no container of that name is restored as new.
  * Bind-mounted host directories are never written: the new container binds the same host paths.
+ *
+ * RestoreOptions.volumes, .network and .ports apply as to a restore under a new name, except
+ * that a remapped volume that exists is replaced (as the recorded ones are) rather than refused.
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -50,8 +53,11 @@ import {
   loadImage,
   removeCreated,
   restoreContainer,
+  safeDriverOptions,
+  type ContainerRemap,
   type Created,
 } from './restore';
+import { checkPorts, restoredVolumeNames } from './remap';
 
 /** The name the original container is kept under while the restore may still be undone. */
 export function asideName(name: string, id: string): string {
@@ -86,7 +92,7 @@ async function checkVolumeUsers(
 }
 
 /** Copies one volume's whole content into another through two helpers (archive GET → PUT). */
-async function copyVolume(
+export async function copyVolume(
   engine: Engine,
   from: string,
   to: string,
@@ -174,9 +180,20 @@ export async function restoreInPlace(
   }
   const target = `docker:${name}`;
   const what = `in-place restore of ${target}`;
-  await checkNetworks(engine, meta.container);
+  // With RestoreOptions.volumes a volume comes back under its new name (replaced if it exists);
+  // the original volume is then left as it is.
+  const targetNames = restoredVolumeNames(meta, options.volumes, (v) => v);
+  const targets = meta.volumes.map((v) => {
+    const renamed = targetNames.get(v.name) as string;
+    return renamed === v.name ? v : { ...v, name: renamed, options: safeDriverOptions(v, ctx) };
+  });
+  const remap: ContainerRemap = {
+    network: options.network,
+    ports: checkPorts(meta.container, options.ports),
+  };
+  await checkNetworks(engine, meta.container, remap.network);
   checkStreams(source, ['image', ...meta.volumes.map((v) => `volume/${v.name}`)]);
-  await checkVolumeUsers(engine, meta.volumes, existing);
+  await checkVolumeUsers(engine, targets, existing);
   if ((meta.binds ?? []).length > 0) {
     ctx.log.info(LogEvent.driverStep, {
       step: 'bind data not restored in place',
@@ -263,21 +280,23 @@ export async function restoreInPlace(
     } catch (err) {
       throw translate(err, `removing the old container ${old}`, engine.socketPath);
     }
-    for (const volume of meta.volumes) {
-      ctx.phase(`volume ${volume.name}`);
-      await recreateVolume(engine, volume);
-      await copyVolume(engine, temps.get(volume.name) as string, volume.name, target, ctx);
+    for (const [n, volume] of meta.volumes.entries()) {
+      const into = targets[n] as VolumeRecord;
+      ctx.phase(`volume ${into.name}`);
+      await recreateVolume(engine, into);
+      await copyVolume(engine, temps.get(volume.name) as string, into.name, target, ctx);
     }
     ctx.phase('creating container');
-    const identity = new Map(meta.volumes.map((v) => [v.name, v.name]));
     const restoredContainer = await createContainer(
       engine,
       meta,
       name,
       image,
-      identity,
+      targetNames,
       { volumes: [] },
       ctx,
+      undefined,
+      remap,
     );
     if (meta.wasRunning) {
       ctx.phase('starting container');

@@ -1,8 +1,9 @@
 /**
  * Restore of a container under a new name, beside the original (which is never touched).
  *
- * Order: refuse early (name or any target volume taken) → load the committed image → create each
- * volume `<name>_<old volume>` and fill it through a helper → for a point made with
+ * Order: refuse early (name or any target volume taken, an unknown volume, port or network to
+ * remap) → load the committed image → create each volume `<name>_<old volume>` (or the name
+ * RestoreOptions.volumes gives it) and fill it through a helper → for a point made with
  * includeBinds, create `<name>_bind<index>` per captured bind mount and fill it (host
  * directories are never written: the copy mounts that volume where the host path was) → create
  * the container from the recorded config → connect extra networks → start it if it was running.
@@ -24,7 +25,6 @@ import {
   parseMetadata,
   planCreate,
   publishedHostPorts,
-  restoredVolumeName,
   userNetworks,
   type DockerBackupMetadata,
   type InspectJson,
@@ -42,6 +42,7 @@ import {
 } from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
+import { checkPorts, newVolumeNames } from './remap';
 
 /** Marks the volumes a restore creates, so it never adopts (or later deletes) a volume it did not make. */
 export const RESTORE_LABEL = 'io.stowage.restore';
@@ -208,26 +209,54 @@ export function checkStreams(source: RestoreSource, needed: readonly string[]): 
   }
 }
 
-/** Fails early, with the fix, when a network the container was attached to is gone. */
-export async function checkNetworks(engine: Engine, inspect: InspectJson): Promise<void> {
-  const names = userNetworks(inspect);
-  for (const network of names) {
+/**
+ * Fails early, with the fix, when a network the container will be attached to is missing: the
+ * recorded ones, or `network` alone when the restore remaps it (RestoreOptions.network).
+ */
+export async function checkNetworks(
+  engine: Engine,
+  inspect: InspectJson,
+  network?: string,
+): Promise<void> {
+  const names = network === undefined ? userNetworks(inspect) : [network];
+  for (const name of names) {
     try {
-      await engine.docker.getNetwork(network).inspect();
+      await engine.docker.getNetwork(name).inspect();
     } catch (err) {
       if (statusOf(err) !== 404)
-        throw translate(err, `inspecting network ${network}`, engine.socketPath);
+        throw translate(err, `inspecting network ${name}`, engine.socketPath);
+      const role =
+        network === undefined
+          ? 'which the container was attached to'
+          : 'which the restore was asked to attach the container to';
       throw new DriverError(
-        `network ${network}, which the container was attached to, does not exist on this host; ` +
-          `create it (docker network create ${network}) and run the restore again`,
+        `network ${name}, ${role}, does not exist on this host; ` +
+          `create it (docker network create ${name}) and run the restore again`,
       );
     }
   }
 }
 
-/** Whether the original container still exists and holds any of the host ports `inspect` binds. */
-async function originalHoldsPorts(engine: Engine, inspect: InspectJson): Promise<boolean> {
-  const wanted = publishedHostPorts(inspect.HostConfig);
+/** Network and port changes the restored container gets (RestoreOptions, checked). */
+export interface ContainerRemap {
+  network?: string;
+  /** Normalised by checkPorts. */
+  ports?: Readonly<Record<string, string>>;
+}
+
+/**
+ * Whether the original container still exists and holds any of the host ports `inspect` binds
+ * for ports the restore does not remap (remapped ones were chosen by the caller).
+ */
+async function originalHoldsPorts(
+  engine: Engine,
+  inspect: InspectJson,
+  remapped: Readonly<Record<string, string>> = {},
+): Promise<boolean> {
+  const kept = Object.entries(inspect.HostConfig?.PortBindings ?? {}).filter(
+    ([port]) => !(port in remapped),
+  );
+  const wanted = publishedHostPorts({ PortBindings: Object.fromEntries(kept) });
   if (wanted.size === 0) return false;
   let original: InspectJson;
   try {
@@ -249,15 +278,23 @@ export async function createContainer(
   created: Created,
   ctx: DriverContext,
   bindVolumes?: ReadonlyMap<string, string>,
+  remap: ContainerRemap = {},
 ): Promise<Docker.Container> {
-  const dropPortBindings = await originalHoldsPorts(engine, meta.container);
+  const dropPortBindings = await originalHoldsPorts(engine, meta.container, remap.ports);
   if (dropPortBindings) {
     ctx.log.warn(LogEvent.driverStep, {
       step: 'port bindings dropped',
       reason: `the original container ${meta.name} still publishes the same host ports`,
     });
   }
-  const plan = planCreate(meta.container, { image, volumes, dropPortBindings, bindVolumes });
+  const plan = planCreate(meta.container, {
+    image,
+    volumes,
+    dropPortBindings,
+    bindVolumes,
+    network: remap.network,
+    ports: remap.ports,
+  });
   let container: Docker.Container;
   try {
     container = await engine.docker.createContainer({
@@ -328,12 +365,20 @@ export async function restoreContainer(
       `container ${name} already exists; restore under another name with --name, or remove it first`,
     );
   }
-  const volumeNames = new Map(meta.volumes.map((v) => [v.name, restoredVolumeName(name, v.name)]));
+  const volumeNames = newVolumeNames(meta, name, options.volumes);
+  const remap: ContainerRemap = {
+    network: options.network,
+    ports: checkPorts(meta.container, options.ports),
+  };
   for (const [original, renamed] of volumeNames) {
     if (await volumeExists(engine, renamed)) {
+      const fix =
+        options.volumes?.[original] === undefined
+          ? 'restore under another name with --name'
+          : 'map it to another name';
       throw new NameTaken(
         `volume ${renamed} already exists (it would receive the restored copy of volume ${original}); ` +
-          'restore under another name with --name, or remove that volume first',
+          `${fix}, or remove that volume first`,
       );
     }
   }
@@ -347,7 +392,7 @@ export async function restoreContainer(
       );
     }
   }
-  await checkNetworks(engine, meta.container);
+  await checkNetworks(engine, meta.container, remap.network);
   checkStreams(source, [
     'image',
     ...meta.volumes.map((v) => `volume/${v.name}`),
@@ -398,6 +443,7 @@ export async function restoreContainer(
       created,
       ctx,
       bindVolumes,
+      remap,
     );
 
     if (meta.wasRunning) {
