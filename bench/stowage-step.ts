@@ -19,9 +19,10 @@ import { openRepository } from '../agents/repo/repository';
 import { LocalKeyFile } from '../agents/repo/keys';
 import { DirStore } from '../agents/store/dir-store';
 import type { StreamRecord } from '../agents/repo/types';
+import { READ_HIGH_WATER_MARK } from '../agents/drivers/path/bytes';
 
-/** Large reads: the chunker looks at every byte anyway, fewer stream turns cost less. */
-const READ_BUFFER = 8 << 20;
+/** The agent's own read size for files (agents/drivers/path/bytes.ts), so the bench measures it. */
+const READ_BUFFER = READ_HIGH_WATER_MARK;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({

@@ -36,8 +36,12 @@ import {
   type Warnings,
 } from './common';
 
-/** Read size for files and devices: large sequential reads keep disks streaming. */
-export const READ_HIGH_WATER_MARK = 8 * 1024 * 1024;
+/**
+ * Read size for files and devices: 1 MiB keeps disks streaming, and each read is a fresh buffer
+ * that lives until the next GC, so larger reads only cost memory (measured with bench/: 8 MiB
+ * reads, 349 MB peak RSS; 1 MiB, 315 MB and no slower).
+ */
+export const READ_HIGH_WATER_MARK = 1024 * 1024;
 
 export const FILE_STREAM = { name: 'file', kind: 'file' } as const;
 export const DEVICE_STREAM = { name: 'device', kind: 'block-device' } as const;
