@@ -48,8 +48,9 @@ const MAX_CHUNKS_IN_FLIGHT = 8;
  * average), the one being cut (up to maxSize) and the next read; at least 4 × maxSize.
  */
 const RING_BYTES = 16 * 1024 * 1024;
+/** Restore reads this many ranges ahead, each at most 8 MiB (16 MiB cost ~40 MB more RSS, no speed). */
 const PREFETCH_RANGES = 4;
-const MAX_RANGE_BYTES = 16 * 1024 * 1024;
+const MAX_RANGE_BYTES = 8 * 1024 * 1024;
 
 export interface RepositoryConfig {
   version: 1;
