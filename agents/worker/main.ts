@@ -16,6 +16,7 @@ import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
 import { createComposeDriver, createDockerDriver } from '../drivers/docker';
 import { createPathDriver } from '../drivers/path';
+import { createLxdDriver } from '../drivers/lxd';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
 import { withRetry } from '../store/retry';
@@ -48,6 +49,7 @@ export interface AgentConfig {
     endpoints?: { dynamodb?: string; s3?: string; sqs?: string; sfn?: string };
   };
   dockerSocket?: string;
+  lxdSocket?: string;
   heartbeatMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
@@ -63,7 +65,7 @@ export interface RunningAgent {
 
 /** The drivers whose engines this host has. */
 export function detectDrivers(
-  config: Pick<AgentConfig, 'dockerSocket'>,
+  config: Pick<AgentConfig, 'dockerSocket' | 'lxdSocket'>,
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -71,6 +73,10 @@ export function detectDrivers(
   if (existsSync(dockerSocket)) {
     drivers.set('docker', createDockerDriver({ socketPath: dockerSocket, log }));
     drivers.set('docker-compose', createComposeDriver({ socketPath: dockerSocket, log }));
+  }
+  const lxdSocket = config.lxdSocket ?? '/var/lib/lxd/unix.socket';
+  if (existsSync(lxdSocket)) {
+    drivers.set('lxd', createLxdDriver({ socketPath: lxdSocket, log }));
   }
   // Files, devices and directories of this host: always there.
   drivers.set('path', createPathDriver({ log }));

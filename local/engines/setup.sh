@@ -112,3 +112,4 @@ EOF
 fi
 
 log "done"
+bash "$(dirname "$0")/setup-lxd.sh"

@@ -1,0 +1,142 @@
+/**
+ * What the backup and restore halves of the LXD driver share: the connection, the shape of an
+ * instance as LXD returns it, the metadata a recovery point records, lookups that tell "absent"
+ * from "failed", and state changes that wait for LXD to finish them (stop is asynchronous: an
+ * instance must be Stopped before it can be deleted or renamed).
+ */
+import type { DriverContext } from '../../core/driver';
+import { checkAborted } from '../../core/driver-streams';
+import type { LxdClient } from './client';
+import { isNotFound, translate } from './errors';
+
+export interface Engine {
+  client: LxdClient;
+  socketPath: string;
+  project: string;
+}
+
+/** The parts of `GET /1.0/instances/{name}` the driver reads. */
+export interface LxdInstance {
+  name: string;
+  type: string;
+  architecture: string;
+  status: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  profiles: string[];
+  expanded_config: Record<string, string>;
+  expanded_devices: Record<string, Record<string, string>>;
+  snapshots?: unknown[] | null;
+}
+
+export interface LxdProfile {
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+}
+
+export const METADATA_FORMAT = 'stowage-lxd-instance/1';
+export const EXPORT_STREAM = 'export';
+export const EXPORT_KIND = 'lxd-backup-tar';
+
+/** What a recovery point of an LXD instance records besides its export stream. */
+export interface LxdBackupMetadata {
+  format: typeof METADATA_FORMAT;
+  project: string;
+  name: string;
+  type: string;
+  architecture: string;
+  /** LXD's status word at backup time (Running, Stopped, Frozen). */
+  status: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  profiles: string[];
+  expandedConfig: Record<string, string>;
+  expandedDevices: Record<string, Record<string, string>>;
+  /** Every referenced profile's definition, so a restore elsewhere can recreate missing ones. */
+  profileDefinitions: LxdProfile[];
+  /** The storage pool of the root disk, when one was set. */
+  rootPool?: string;
+  instanceOnly: boolean;
+  consistency: 'live' | 'pause' | 'stop';
+}
+
+/** LXD's rule for instance names: a hostname label (letters, digits, dashes), 1-63 characters. */
+const NAME_RE = /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
+
+export function isValidName(name: string): boolean {
+  return NAME_RE.test(name) && !name.endsWith('-');
+}
+
+export function instancePath(name: string): string {
+  return `/1.0/instances/${encodeURIComponent(name)}`;
+}
+
+/** The instance named `name`, or undefined when there is none. */
+export async function getInstance(engine: Engine, name: string): Promise<LxdInstance | undefined> {
+  if (!isValidName(name)) return undefined;
+  try {
+    return await engine.client.get<LxdInstance>(instancePath(name));
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw translate(err, `reading instance ${name}`, engine.socketPath);
+  }
+}
+
+export async function getProfile(engine: Engine, name: string): Promise<LxdProfile | undefined> {
+  try {
+    return await engine.client.get<LxdProfile>(`/1.0/profiles/${encodeURIComponent(name)}`);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw translate(err, `reading profile ${name}`, engine.socketPath);
+  }
+}
+
+/** Seconds LXD gives an instance's init to stop cleanly before the driver forces it. */
+const STOP_TIMEOUT_S = 30;
+
+export type StateAction = 'start' | 'stop' | 'freeze' | 'unfreeze';
+
+/** Changes an instance's state and waits for it; `stop` falls back to a forced stop. */
+export async function changeState(
+  engine: Engine,
+  name: string,
+  action: StateAction,
+  options: { force?: boolean } = {},
+): Promise<void> {
+  const path = `${instancePath(name)}/state`;
+  try {
+    if (action === 'stop' && !options.force) {
+      try {
+        await engine.client.run('PUT', path, { action, timeout: STOP_TIMEOUT_S, force: false });
+        return;
+      } catch {
+        // busybox-style inits may ignore LXD's SIGPWR; a forced stop is the documented fallback.
+      }
+      await engine.client.run('PUT', path, { action, timeout: -1, force: true });
+      return;
+    }
+    await engine.client.run('PUT', path, { action, timeout: -1, force: action === 'stop' });
+  } catch (err) {
+    throw translate(err, `${action} instance ${name}`, engine.socketPath);
+  }
+}
+
+/** Stops (forced) and deletes an instance; one already gone is fine. */
+export async function removeInstance(engine: Engine, name: string): Promise<void> {
+  const instance = await getInstance(engine, name);
+  if (!instance) return;
+  if (instance.status !== 'Stopped') await changeState(engine, name, 'stop', { force: true });
+  try {
+    await engine.client.run('DELETE', instancePath(name));
+  } catch (err) {
+    if (isNotFound(err)) return;
+    throw translate(err, `deleting instance ${name}`, engine.socketPath);
+  }
+}
+
+/** For `client.wait`: stop waiting when the job is abandoned. */
+export function abortCheck(ctx: DriverContext, what: string): () => void {
+  return () => checkAborted(ctx, what);
+}
