@@ -7,6 +7,8 @@
 #   3. the test image stowage-test/busybox:latest, imported from a busybox-static rootfs
 #      (no registry is reachable here, so nothing can be pulled)
 set -euo pipefail
+# shellcheck source=busybox-rootfs.sh
+source "$(dirname "$0")/busybox-rootfs.sh"
 
 SOCKET=/var/run/docker.sock
 TEST_IMAGE=stowage-test/busybox:latest
@@ -78,33 +80,7 @@ else
   workdir=$(mktemp -d)
   trap 'rm -rf "$workdir"' EXIT
   rootfs=$workdir/rootfs
-  mkdir -p "$rootfs"
-  (
-    cd "$rootfs"
-    mkdir -p bin sbin usr/bin usr/sbin etc root tmp dev proc sys run var mnt home/app
-    chmod 1777 tmp
-    chmod 700 root
-    cp /bin/busybox bin/busybox
-    # Absolute links to /bin/busybox: busybox picks the applet from argv[0].
-    /bin/busybox --list-full | while read -r applet; do
-      [[ $applet == bin/busybox ]] && continue
-      ln -sf /bin/busybox "$applet"
-    done
-    cat >etc/passwd <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-app:x:1000:1000:app:/home/app:/bin/sh
-EOF
-    cat >etc/group <<'EOF'
-root:x:0:
-app:x:1000:
-EOF
-    # An init that stays up, so the same rootfs also serves as an LXD test image.
-    cat >etc/inittab <<'EOF'
-::sysinit:/bin/true
-::respawn:/bin/sleep 100000
-EOF
-    chown 1000:1000 home/app
-  )
+  build_busybox_rootfs "$rootfs"
   tar -C "$rootfs" --numeric-owner -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' - "$TEST_IMAGE" >/dev/null
   rm -rf "$workdir"
   trap - EXIT

@@ -1,0 +1,34 @@
+# Sourced by setup.sh and setup-lxd.sh: builds the busybox test rootfs both test images share.
+# No registry is reachable here, so the images are made from Debian's busybox-static.
+
+# build_busybox_rootfs DIR: a minimal root file system in DIR (created), with users root and
+# app (1000) and an inittab whose init stays up (an LXD container stops at once without one).
+build_busybox_rootfs() {
+  local rootfs=$1
+  mkdir -p "$rootfs"
+  (
+    cd "$rootfs"
+    mkdir -p bin sbin usr/bin usr/sbin etc root tmp dev proc sys run var mnt home/app
+    chmod 1777 tmp
+    chmod 700 root
+    cp /bin/busybox bin/busybox
+    # Absolute links to /bin/busybox: busybox picks the applet from argv[0].
+    /bin/busybox --list-full | while read -r applet; do
+      [[ $applet == bin/busybox ]] && continue
+      ln -sf /bin/busybox "$applet"
+    done
+    cat >etc/passwd <<'PASSWD'
+root:x:0:0:root:/root:/bin/sh
+app:x:1000:1000:app:/home/app:/bin/sh
+PASSWD
+    cat >etc/group <<'GROUP'
+root:x:0:
+app:x:1000:
+GROUP
+    cat >etc/inittab <<'INITTAB'
+::sysinit:/bin/true
+::respawn:/bin/sleep 100000
+INITTAB
+    chown 1000:1000 home/app
+  )
+}
