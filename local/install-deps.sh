@@ -10,5 +10,10 @@ if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
   exit 0
 fi
 echo "npm: installing packages (npm ci)"
+# zstd-napi compiles against Node's headers; with no registry for node-gyp to download them from,
+# use the ones installed with Node when npm has not been told where they are.
+if [[ -z $(npm config get nodedir 2>/dev/null | grep -v '^undefined$') && -f /usr/include/node/node.h ]]; then
+  export npm_config_nodedir=/usr
+fi
 npm ci --no-audit --no-fund --loglevel=error
 echo "$want" >"$stamp"
