@@ -10,7 +10,6 @@
  * bind-mounts a host directory at /conf. Everything carries the run's prefix and is removed in afterAll (the shared
  * helper image `stowage/helper:1` stays, on purpose).
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +20,14 @@ import type { BackupSink, DriverContext, RestoreSource } from '../../agents/core
 import { createComposeDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import { silentLogger } from '../../functions/shared/logger';
-import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import {
+  docker,
+  execIn,
+  fingerprint,
+  TEST_IMAGE,
+  ensureTestImage,
+  removeByPrefix,
+} from '../fixtures/docker';
 import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
 
 const RUN = `stowage-tc-${randomBytes(4).toString('hex')}`;
@@ -220,11 +226,7 @@ async function imageExists(ref: string): Promise<boolean> {
 }
 
 beforeAll(async () => {
-  try {
-    await docker.getImage(TEST_IMAGE).inspect();
-  } catch {
-    execFileSync('bash', ['local/engines/setup.sh'], { stdio: 'inherit' });
-  }
+  await ensureTestImage();
   writeFileSync(join(CONF_DIR, 'agent.ini'), 'mode=production\n');
   await makeProject(PROJECT);
   await fill(containerOf(PROJECT, 'db'), '/data');
@@ -232,14 +234,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
-  const { containers, volumes, networks } = await inventory(RUN);
-  for (const c of containers)
-    await quietly(docker.getContainer(c.replace(/^\//, '')).remove({ force: true, v: true }));
-  for (const v of volumes) await quietly(docker.getVolume(v).remove());
-  for (const n of networks) await quietly(docker.getNetwork(n).remove());
-  const images = await docker.listImages({ filters: { reference: [`stowage/${RUN}*`] } });
-  for (const i of images) await quietly(docker.getImage(i.Id).remove({ force: true }));
+  await removeByPrefix(RUN);
   rmSync(CONF_DIR, { recursive: true, force: true });
 }, 60_000);
 

@@ -4,7 +4,6 @@
  * in-place restore over the same container and volume names. Every container, volume, image and
  * host directory this file creates carries the run's prefix and is removed in afterAll.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,7 +20,14 @@ import type {
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import { createLogger } from '../../functions/shared/logger';
-import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import {
+  docker,
+  execIn,
+  fingerprint,
+  TEST_IMAGE,
+  ensureTestImage,
+  removeByPrefix,
+} from '../fixtures/docker';
 import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
 
 const RUN = `stowage-p-${randomBytes(4).toString('hex')}`;
@@ -135,22 +141,11 @@ async function leftoversOf(name: string) {
 }
 
 beforeAll(async () => {
-  try {
-    await docker.getImage(TEST_IMAGE).inspect();
-  } catch {
-    execFileSync('bash', ['local/engines/setup.sh'], { stdio: 'inherit' });
-  }
+  await ensureTestImage();
 }, 120_000);
 
 afterAll(async () => {
-  const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
-  const containers = await docker.listContainers({ all: true, filters: { name: [RUN] } });
-  for (const c of containers)
-    await quietly(docker.getContainer(c.Id).remove({ force: true, v: true }));
-  const { Volumes } = await docker.listVolumes({ filters: { name: [RUN] } });
-  for (const v of Volumes ?? []) await quietly(docker.getVolume(v.Name).remove());
-  const images = await docker.listImages({ filters: { reference: [`stowage/${RUN}*`] } });
-  for (const i of images) await quietly(docker.getImage(i.Id).remove({ force: true }));
+  await removeByPrefix(RUN);
   for (const dir of hostDirs) rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 

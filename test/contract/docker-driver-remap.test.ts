@@ -4,13 +4,19 @@
  * backed up once (beforeAll) and every test restores that point. Everything this file creates has
  * the run's prefix and is removed in afterAll.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DriverContext, RestoreOptions } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { silentLogger } from '../../functions/shared/logger';
-import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import {
+  docker,
+  execIn,
+  fingerprint,
+  TEST_IMAGE,
+  ensureTestImage,
+  removeByPrefix,
+} from '../fixtures/docker';
 import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
 
 const RUN = `stowage-rm-${randomBytes(4).toString('hex')}`;
@@ -90,11 +96,7 @@ async function images(): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  try {
-    await docker.getImage(TEST_IMAGE).inspect();
-  } catch {
-    execFileSync('bash', ['local/engines/setup.sh'], { stdio: 'inherit' });
-  }
+  await ensureTestImage();
   await docker.createNetwork({ Name: NET });
   for (const v of [DATA, LOGS]) await docker.createVolume({ Name: v });
   await docker.createContainer({
@@ -121,17 +123,7 @@ beforeAll(async () => {
   metadata = (await driver.backup(ORIGINAL, point.sink, makeContext())).metadata;
 }, 60_000);
 
-afterAll(async () => {
-  const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
-  const containers = await docker.listContainers({ all: true, filters: { name: [RUN] } });
-  for (const c of containers)
-    await quietly(docker.getContainer(c.Id).remove({ force: true, v: false }));
-  for (const v of await runVolumes()) await quietly(docker.getVolume(v).remove());
-  const list = await docker.listImages({ filters: { reference: [`stowage/${RUN}*`] } });
-  for (const i of list) await quietly(docker.getImage(i.Id).remove({ force: true }));
-  const networks = await docker.listNetworks({ filters: { name: [RUN] } });
-  for (const n of networks) await quietly(docker.getNetwork(n.Id).remove());
-}, 60_000);
+afterAll(() => removeByPrefix(RUN), 60_000);
 
 describe('docker driver restore options', () => {
   it('restores the volumes under the names given and attaches the copy to the given network only', async () => {

@@ -5,7 +5,6 @@
  * Every container, volume and image this file creates has the run's prefix and is removed in
  * afterAll; the shared helper image `stowage/helper:1` is left in place on purpose.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import Docker from 'dockerode';
@@ -15,7 +14,14 @@ import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import { silentLogger } from '../../functions/shared/logger';
-import { docker, execIn, fingerprint, TEST_IMAGE } from '../fixtures/docker';
+import {
+  docker,
+  execIn,
+  fingerprint,
+  TEST_IMAGE,
+  ensureTestImage,
+  removeByPrefix,
+} from '../fixtures/docker';
 import {
   makeMemoryPoint as makeSharedMemoryPoint,
   type MemoryPoint,
@@ -160,25 +166,10 @@ echo 'changed by the test' > /etc/stowage-marker
 `;
 
 beforeAll(async () => {
-  try {
-    await docker.getImage(TEST_IMAGE).inspect();
-  } catch {
-    execFileSync('bash', ['local/engines/setup.sh'], { stdio: 'inherit' });
-  }
+  await ensureTestImage();
 }, 120_000);
 
-afterAll(async () => {
-  const quietly = (p: Promise<unknown>) => p.catch(() => undefined);
-  const containers = await docker.listContainers({ all: true, filters: { name: [RUN] } });
-  // v: true also removes the anonymous volumes of the originals.
-  for (const c of containers)
-    await quietly(docker.getContainer(c.Id).remove({ force: true, v: true }));
-  for (const v of await runVolumes()) await quietly(docker.getVolume(v).remove());
-  const images = await docker.listImages({ filters: { reference: [`stowage/${RUN}*`] } });
-  for (const i of images) await quietly(docker.getImage(i.Id).remove({ force: true }));
-  const networks = await docker.listNetworks({ filters: { name: [RUN] } });
-  for (const n of networks) await quietly(docker.getNetwork(n.Id).remove());
-}, 60_000);
+afterAll(() => removeByPrefix(RUN), 60_000);
 
 describe('docker driver', () => {
   it('restores a running container with its volumes and root fs changes under a new name, leaving the original untouched', async () => {
