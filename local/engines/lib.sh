@@ -1,5 +1,28 @@
-# Sourced by setup.sh and setup-lxd.sh: builds the busybox test rootfs both test images share.
-# No registry is reachable here, so the images are made from Debian's busybox-static.
+# Sourced by the engine set-up scripts (each defines `log` first): installing Debian packages,
+# and the busybox test rootfs the Docker and LXD test images share (no registry is reachable
+# here, so the images are made from Debian's busybox-static).
+
+# install_packages PKG...: installs the packages that are missing. The package lists are
+# refreshed only when the cached ones cannot install them.
+install_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+      missing+=("$pkg")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    log "packages: all present ($*)"
+    return
+  fi
+  log "packages: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  log "packages: installed ${missing[*]}"
+}
 
 # build_busybox_rootfs DIR: a minimal root file system in DIR (created), with users root and
 # app (1000) and an inittab whose init stays up (an LXD container stops at once without one).

@@ -9,8 +9,8 @@
 #   4. the test image alias stowage-test/busybox, imported from a busybox-static rootfs (no image
 #      server is reachable here, so nothing can be pulled)
 set -euo pipefail
-# shellcheck source=busybox-rootfs.sh
-source "$(dirname "$0")/busybox-rootfs.sh"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 SOCKET=/var/lib/lxd/unix.socket
 TEST_ALIAS=stowage-test/busybox
@@ -25,24 +25,7 @@ die() { printf 'setup-lxd: error: %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (it installs packages and starts lxd)"
 
 # --- 1. packages -----------------------------------------------------------------------------
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
-    missing+=("$pkg")
-  fi
-done
-if ((${#missing[@]} == 0)); then
-  log "packages: all present (${PACKAGES[*]})"
-else
-  log "packages: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Only refresh the lists when the cached ones cannot find what is missing.
-  if ! apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  log "packages: installed ${missing[*]}"
-fi
+install_packages "${PACKAGES[@]}"
 
 # --- 2. lxd ----------------------------------------------------------------------------------
 lxd_answers() {

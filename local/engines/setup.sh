@@ -7,8 +7,8 @@
 #   3. the test image stowage-test/busybox:latest, imported from a busybox-static rootfs
 #      (no registry is reachable here, so nothing can be pulled)
 set -euo pipefail
-# shellcheck source=busybox-rootfs.sh
-source "$(dirname "$0")/busybox-rootfs.sh"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 SOCKET=/var/run/docker.sock
 TEST_IMAGE=stowage-test/busybox:latest
@@ -23,21 +23,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (it installs packages and starts dockerd)"
 
 # --- 1. packages -----------------------------------------------------------------------------
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
-    missing+=("$pkg")
-  fi
-done
-if ((${#missing[@]} == 0)); then
-  log "packages: all present (${PACKAGES[*]})"
-else
-  log "packages: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-  log "packages: installed ${missing[*]}"
-fi
+install_packages "${PACKAGES[@]}"
 
 # --- 2. dockerd ------------------------------------------------------------------------------
 # The docker client in /usr/local/bin may be newer than Debian's daemon (API 1.41) and refuses
