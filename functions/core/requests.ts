@@ -165,8 +165,7 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
     recoveryPointId: deps.newId('rp'),
     ...(options.label ? { label: options.label } : {}),
   };
-  await deps.catalog.createJob(job);
-  const executionArn = await startOrFail(deps, job, () =>
+  return launch(deps, job, () =>
     deps.workflows.startBackup({
       jobId: job.jobId,
       recoveryPointId: job.recoveryPointId,
@@ -176,7 +175,6 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
       options: options as BackupRequestOptions,
     }),
   );
-  return accepted(job, executionArn);
 }
 
 export interface RestoreRequest {
@@ -287,8 +285,7 @@ export async function requestRestore(
     createdAt: deps.clock.now(),
     recoveryPointId: point.recoveryPointId,
   };
-  await deps.catalog.createJob(job);
-  const executionArn = await startOrFail(deps, job, () =>
+  return launch(deps, job, () =>
     deps.workflows.startRestore({
       jobId: job.jobId,
       recoveryPointId: point.recoveryPointId,
@@ -302,7 +299,6 @@ export async function requestRestore(
       ) as RestoreRequestOptions,
     }),
   );
-  return accepted(job, executionArn);
 }
 
 /** The label `stowage protect-update` gives its points and `stowage rollback` looks for. */
@@ -354,8 +350,7 @@ export async function requestVerify(
     createdAt: deps.clock.now(),
     recoveryPointId: point.recoveryPointId,
   };
-  await deps.catalog.createJob(job);
-  const executionArn = await startOrFail(deps, job, () =>
+  return launch(deps, job, () =>
     deps.workflows.startVerify({
       jobId: job.jobId,
       recoveryPointId: point.recoveryPointId,
@@ -364,16 +359,20 @@ export async function requestVerify(
       queueUrl: deps.queueUrlFor(point.agent),
     }),
   );
-  return accepted(job, executionArn);
 }
 
-async function startOrFail(
+/**
+ * Records the PENDING job, then starts its workflow; if the workflow cannot start, the job ends
+ * FAILED (WorkflowNotStarted) rather than waiting forever, and the error goes on to the caller.
+ */
+async function launch(
   deps: RequestDeps,
   job: Job,
   start: () => Promise<string>,
-): Promise<string> {
+): Promise<JobAccepted> {
+  await deps.catalog.createJob(job);
   try {
-    return await start();
+    return accepted(job, await start());
   } catch (err) {
     await deps.catalog.updateJob(
       job.jobId,

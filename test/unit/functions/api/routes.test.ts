@@ -2,16 +2,13 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { route, type ApiRequest } from '../../../../functions/api/routes';
 import type { RequestDeps } from '../../../../functions/core/requests';
 import { AgentUnavailable } from '../../../../functions/shared/errors';
+import { makeAgent, makeJob, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
 import {
-  makeAgent,
-  makeClock,
-  makeJob,
-  makePoint,
-  makeTarget,
-  T0,
-} from '../../../fixtures/factories';
-import { executionArn, FakeWorkflows } from '../../../fixtures/fake-workflows';
-import { MemoryCatalog } from '../../../fixtures/memory-catalog';
+  executionArn,
+  makeRequestDeps,
+  type FakeWorkflows,
+} from '../../../fixtures/fake-workflows';
+import type { MemoryCatalog } from '../../../fixtures/memory-catalog';
 
 function makeRequest(overrides: Partial<ApiRequest> = {}): ApiRequest {
   return { method: 'GET', path: '/', query: {}, body: null, ...overrides };
@@ -22,16 +19,7 @@ let workflows: FakeWorkflows;
 let deps: RequestDeps;
 
 beforeEach(() => {
-  catalog = new MemoryCatalog();
-  workflows = new FakeWorkflows();
-  let n = 0;
-  deps = {
-    catalog,
-    workflows,
-    clock: makeClock(),
-    newId: (prefix) => `${prefix}-${++n}`,
-    queueUrlFor: (agent) => `queue://${agent}`,
-  };
+  ({ catalog, workflows, deps } = makeRequestDeps());
 });
 
 describe('route', () => {

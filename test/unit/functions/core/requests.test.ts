@@ -11,9 +11,13 @@ import {
   TargetNotFound,
   ValidationError,
 } from '../../../../functions/shared/errors';
-import { makeAgent, makeClock, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
-import { executionArn, FakeWorkflows } from '../../../fixtures/fake-workflows';
-import { MemoryCatalog } from '../../../fixtures/memory-catalog';
+import { makeAgent, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
+import {
+  executionArn,
+  makeRequestDeps,
+  type FakeWorkflows,
+} from '../../../fixtures/fake-workflows';
+import type { MemoryCatalog } from '../../../fixtures/memory-catalog';
 
 const queueUrlFor = (agent: string) => `http://127.0.0.1:9324/000000000000/stowage-site-${agent}`;
 
@@ -22,16 +26,7 @@ let workflows: FakeWorkflows;
 let deps: RequestDeps;
 
 beforeEach(() => {
-  catalog = new MemoryCatalog();
-  workflows = new FakeWorkflows();
-  let n = 0;
-  deps = {
-    catalog,
-    workflows,
-    clock: makeClock(),
-    newId: (prefix) => `${prefix}-${++n}`,
-    queueUrlFor,
-  };
+  ({ catalog, workflows, deps } = makeRequestDeps(queueUrlFor));
 });
 
 async function expectNothingStarted() {
