@@ -16,10 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BackupSink, DriverContext, RestoreSource } from '../../agents/core/driver';
+import type { BackupSink, RestoreSource } from '../../agents/core/driver';
 import { createComposeDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
-import { silentLogger } from '../../functions/shared/logger';
 import {
   docker,
   execIn,
@@ -28,7 +27,11 @@ import {
   ensureTestImage,
   removeByPrefix,
 } from '../fixtures/docker';
-import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
+import {
+  makeMemoryPoint,
+  type MemoryPoint,
+  makeDriverContext as makeContext,
+} from '../fixtures/memory-point';
 
 const RUN = `stowage-tc-${randomBytes(4).toString('hex')}`;
 const PROJECT = RUN;
@@ -36,17 +39,6 @@ const driver = createComposeDriver();
 /** In the order they are created (and must be restored). */
 const SERVICES = ['db', 'agent', 'api', 'web'] as const;
 type Service = (typeof SERVICES)[number];
-
-function makeContext(overrides: Partial<DriverContext> = {}): DriverContext & { phases: string[] } {
-  const phases: string[] = [];
-  return {
-    log: silentLogger,
-    signal: new AbortController().signal,
-    phase: (text) => phases.push(text),
-    phases,
-    ...overrides,
-  };
-}
 
 /** The host directory `agent` bind-mounts at /conf (removed in afterAll). */
 const CONF_DIR = mkdtempSync(join(tmpdir(), `${RUN}-conf-`));

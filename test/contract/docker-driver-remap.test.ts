@@ -6,9 +6,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DriverContext, RestoreOptions } from '../../agents/core/driver';
+import type { RestoreOptions } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { silentLogger } from '../../functions/shared/logger';
 import {
   docker,
   execIn,
@@ -17,7 +16,11 @@ import {
   ensureTestImage,
   removeByPrefix,
 } from '../fixtures/docker';
-import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
+import {
+  makeMemoryPoint,
+  type MemoryPoint,
+  makeDriverContext as makeContext,
+} from '../fixtures/memory-point';
 
 const RUN = `stowage-rm-${randomBytes(4).toString('hex')}`;
 const ORIGINAL = `${RUN}-app`;
@@ -34,16 +37,6 @@ ln -s nested/deeper/file.txt link
 head -c 1048576 /dev/urandom > random.bin
 echo log line > /logs/app.log
 `;
-
-function makeContext(): DriverContext & { phases: string[] } {
-  const phases: string[] = [];
-  return {
-    log: silentLogger,
-    signal: new AbortController().signal,
-    phase: (text) => phases.push(text),
-    phases,
-  };
-}
 
 function hostPort(): string {
   return String(20000 + Math.floor(Math.random() * 20000));

@@ -10,10 +10,9 @@ import { Transform } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core/driver';
+import type { RestoreSource, StreamInfo } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
-import { silentLogger } from '../../functions/shared/logger';
 import {
   docker,
   execIn,
@@ -25,6 +24,7 @@ import {
 import {
   makeMemoryPoint as makeSharedMemoryPoint,
   type MemoryPoint,
+  makeDriverContext as makeContext,
 } from '../fixtures/memory-point';
 
 const RUN = `stowage-t-${randomBytes(4).toString('hex')}`;
@@ -45,17 +45,6 @@ function makeMemoryPoint(
         }
       : {},
   );
-}
-
-function makeContext(overrides: Partial<DriverContext> = {}): DriverContext & { phases: string[] } {
-  const phases: string[] = [];
-  return {
-    log: silentLogger,
-    signal: new AbortController().signal,
-    phase: (text) => phases.push(text),
-    phases,
-    ...overrides,
-  };
 }
 
 // --- dockerd helpers ---------------------------------------------------------------------------

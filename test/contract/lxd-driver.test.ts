@@ -8,10 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DriverContext, RestoreSource } from '../../agents/core/driver';
+import type { RestoreSource } from '../../agents/core/driver';
 import { createLxdDriver } from '../../agents/drivers/lxd';
-import { silentLogger } from '../../functions/shared/logger';
-import { makeMemoryPoint } from '../fixtures/memory-point';
+import { makeMemoryPoint, makeDriverContext as makeContext } from '../fixtures/memory-point';
 import {
   FINGERPRINT,
   LXD_SOCKET,
@@ -24,17 +23,6 @@ import {
 
 const RUN = `st-${randomBytes(3).toString('hex')}`;
 const driver = createLxdDriver({ socketPath: LXD_SOCKET });
-
-function makeContext(overrides: Partial<DriverContext> = {}): DriverContext & { phases: string[] } {
-  const phases: string[] = [];
-  return {
-    log: silentLogger,
-    signal: new AbortController().signal,
-    phase: (text) => phases.push(text),
-    phases,
-    ...overrides,
-  };
-}
 
 // --- lxd helpers -------------------------------------------------------------------------------
 
