@@ -27,6 +27,7 @@ import {
   type ByteRange,
   type ObjectInfo,
   type ObjectStore,
+  rangeFits,
 } from './store';
 
 /** A key or prefix the directory store will not turn into a path; nothing was touched. */
@@ -96,7 +97,7 @@ export class DirStore implements ObjectStore {
     try {
       const info = await handle.stat();
       if (!info.isFile()) throw new ObjectNotFound(key);
-      if (range && !fits(range, info.size)) throw new RangeNotSatisfiable(key, range);
+      if (range && !rangeFits(range, info.size)) throw new RangeNotSatisfiable(key, range);
       const start = range?.offset ?? 0;
       const end = range ? range.offset + range.length : info.size;
       if (end === start) {
@@ -255,16 +256,6 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-function fits({ offset, length }: ByteRange, size: number): boolean {
-  return (
-    Number.isSafeInteger(offset) &&
-    Number.isSafeInteger(length) &&
-    offset >= 0 &&
-    length >= 0 &&
-    offset + length <= size
-  );
 }
 
 function codeOf(err: unknown): string | undefined {

@@ -50,6 +50,17 @@ export interface ObjectStore {
   deletePrefix(prefix: string): Promise<void>;
 }
 
+/** Whether `range` lies within an object of `size` bytes (a zero-length range at the end does). */
+export function rangeFits({ offset, length }: ByteRange, size: number): boolean {
+  return (
+    Number.isSafeInteger(offset) &&
+    Number.isSafeInteger(length) &&
+    offset >= 0 &&
+    length >= 0 &&
+    offset + length <= size
+  );
+}
+
 /** Reads a whole object (or a range of it) into memory: for small objects and pack ranges. */
 export async function getBuffer(
   store: ObjectStore,
