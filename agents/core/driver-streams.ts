@@ -2,8 +2,16 @@
  * What every driver needs around the streams it hands to a sink or takes from a source: stop
  * between steps when the job is abandoned, and report a failed stream as what caused it.
  */
-import type { Readable } from 'node:stream';
-import type { DriverContext } from './driver';
+import { Readable } from 'node:stream';
+import type {
+  BackupSink,
+  ByteReader,
+  ChunkWrite,
+  DriverContext,
+  RestoreSource,
+  StoredStream,
+  StreamInfo,
+} from './driver';
 import { StowageError, TransientError } from '../../functions/shared/errors';
 
 /** Throws if the job is being abandoned (heartbeat lost, agent draining); call between steps. */
@@ -50,4 +58,41 @@ export async function consumeStream<T>(
     ctx.signal.removeEventListener('abort', onAbort);
     if (!stream.destroyed) stream.destroy();
   }
+}
+
+/** Read size when a ByteReader has to be turned into a stream (a sink without writeFrom). */
+const FALLBACK_READ_BYTES = 1024 * 1024;
+
+/** Stores what `read` produces: straight into the sink's buffer if it can, else as a stream. */
+export function writeFrom(
+  sink: BackupSink,
+  info: StreamInfo,
+  read: ByteReader,
+): Promise<StoredStream> {
+  if (sink.writeFrom) return sink.writeFrom(info, read);
+  async function* pieces() {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(FALLBACK_READ_BYTES);
+      const n = await read(buf);
+      if (n === 0) return;
+      yield buf.subarray(0, n);
+    }
+  }
+  return sink.writeStream(info, Readable.from(pieces(), { objectMode: false }));
+}
+
+/** Hands a stream's chunks to `write` in order, through the source's own loop if it has one. */
+export async function forEachChunk(
+  source: RestoreSource,
+  name: string,
+  write: ChunkWrite,
+): Promise<number> {
+  if (source.forEachChunk) return source.forEachChunk(name, write);
+  let offset = 0;
+  for await (const piece of await source.openStream(name)) {
+    const bytes = piece as Buffer;
+    await write(bytes, offset, false);
+    offset += bytes.length;
+  }
+  return offset;
 }

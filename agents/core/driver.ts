@@ -38,9 +38,25 @@ export interface StoredStream extends StreamInfo {
   size: number;
 }
 
+/** Reads a stream's next bytes into `into`; resolves how many it wrote, 0 at the end. */
+export type ByteReader = (into: Uint8Array) => Promise<number>;
+
+/**
+ * Receives a stream's verified chunks in order. The bytes are valid only until the returned
+ * promise resolves (their buffer is re-used); `zero` says they are all zeros, so a regular file
+ * may keep a hole there instead.
+ */
+export type ChunkWrite = (bytes: Uint8Array, offset: number, zero: boolean) => Promise<void>;
+
 export interface BackupSink {
   /** Consumes `data` to its end and stores it. Resolves once the bytes are durable. */
   writeStream(info: StreamInfo, data: Readable): Promise<StoredStream>;
+  /**
+   * Stores the stream `read` produces, read straight into the data path's buffer: for files and
+   * devices, which can read into memory they are given. Same outcome as writeStream. Optional:
+   * drivers call it through driver-streams.ts `writeFrom`, which falls back on writeStream.
+   */
+  writeFrom?(info: StreamInfo, read: ByteReader): Promise<StoredStream>;
 }
 
 export interface RestoreSource {
@@ -48,6 +64,13 @@ export interface RestoreSource {
   readonly streams: readonly StoredStream[];
   /** Opens one stream's bytes; rejects with an integrity error rather than yield wrong bytes. */
   openStream(name: string): Promise<Readable>;
+  /**
+   * Hands one stream's chunks to `write` in order, awaiting each; rejects with an integrity error
+   * rather than hand on wrong bytes. Resolves the stream's size. For files and devices: no
+   * stream buffering, and buffers are re-used. Optional: drivers call it through
+   * driver-streams.ts `forEachChunk`, which falls back on openStream.
+   */
+  forEachChunk?(name: string, write: ChunkWrite): Promise<number>;
 }
 
 export interface DriverContext {

@@ -7,7 +7,14 @@
  * and no manifest that anything could mistake for a complete point.
  */
 import type { Readable } from 'node:stream';
-import type { BackupSink, RestoreSource, StoredStream, StreamInfo } from './driver';
+import type {
+  BackupSink,
+  ByteReader,
+  ChunkWrite,
+  RestoreSource,
+  StoredStream,
+  StreamInfo,
+} from './driver';
 import type { Repository, RepositoryWriter } from '../repo/repository';
 import type { StreamRecord } from '../repo/types';
 import { IntegrityError } from '../../functions/shared/errors';
@@ -34,11 +41,19 @@ export class PointWriter implements BackupSink {
     private readonly onBytes: (n: number) => void,
   ) {}
 
-  async writeStream(info: StreamInfo, data: Readable): Promise<StoredStream> {
+  writeStream(info: StreamInfo, data: Readable): Promise<StoredStream> {
+    return this.add(info, () => this.writer.writeStream(info, data, this.onBytes));
+  }
+
+  writeFrom(info: StreamInfo, read: ByteReader): Promise<StoredStream> {
+    return this.add(info, () => this.writer.writeFrom(info, read, this.onBytes));
+  }
+
+  private async add(info: StreamInfo, write: () => Promise<StreamRecord>): Promise<StoredStream> {
     if (this.streams.some((s) => s.name === info.name)) {
       throw new Error(`stream ${info.name} written twice in one recovery point`);
     }
-    const record = await this.writer.writeStream(info, data, this.onBytes);
+    const record = await write();
     this.streams.push(record);
     return { name: record.name, kind: record.kind, size: record.size };
   }
@@ -66,16 +81,26 @@ export class PointReader implements RestoreSource {
   }
 
   async openStream(name: string): Promise<Readable> {
+    return this.repo.readStream(this.record(name), this.onBytes, this.context);
+  }
+
+  async forEachChunk(name: string, write: ChunkWrite): Promise<number> {
+    const record = this.record(name);
+    await this.repo.forEachChunk(record, write, this.onBytes, this.context);
+    return record.size;
+  }
+
+  private get context(): string {
+    return `recovery point ${this.manifest.recoveryPointId}, `;
+  }
+
+  private record(name: string): StreamRecord {
     const record = this.manifest.streams.find((s) => s.name === name);
     if (!record) {
       throw new IntegrityError(
         `recovery point ${this.manifest.recoveryPointId} has no stream ${name}`,
       );
     }
-    return this.repo.readStream(
-      record,
-      this.onBytes,
-      `recovery point ${this.manifest.recoveryPointId}, `,
-    );
+    return record;
   }
 }

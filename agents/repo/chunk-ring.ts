@@ -1,5 +1,6 @@
 /**
- * The writer's chunking buffer: a ring in a SharedArrayBuffer. Source reads are copied in once;
+ * The writer's chunking buffer: a ring in a SharedArrayBuffer. Files are read straight into it
+ * (`space`/`commit`) and other sources' pieces are copied in once (`write`);
  * the calling thread finds the cut points on it (findBoundary) and the codec workers hash and
  * seal each chunk straight from it, so a chunk's bytes are never copied out, transferred or
  * collected.
@@ -58,19 +59,34 @@ export class ChunkRing {
   }
 
   /**
+   * The free bytes that may be written next (up to `max`): a reader fills them and then calls
+   * `commit` with the count, so a file is read straight into the ring without a copy. Undefined
+   * when nothing fits: the caller must release a span first (there is one then).
+   */
+  space(max = Infinity): Uint8Array | undefined {
+    let limit = this.limit();
+    if (this.filled === limit) {
+      if (limit !== this.view.length || !this.wrap()) return undefined;
+      limit = this.limit();
+    }
+    return this.view.subarray(this.filled, Math.min(limit, this.filled + max));
+  }
+
+  /** Marks `n` bytes of the last `space()` as written. */
+  commit(n: number): void {
+    this.filled += n;
+  }
+
+  /**
    * Copies as much of `piece[offset..]` as fits before the oldest held span (or the end); 0 when
    * nothing fits: the caller must release a span first (there is one then).
    */
   write(piece: Uint8Array, offset: number): number {
-    let limit = this.limit();
-    if (this.filled === limit) {
-      if (limit !== this.view.length || !this.wrap()) return 0;
-      limit = this.limit();
-    }
-    const n = Math.min(piece.length - offset, limit - this.filled);
-    this.view.set(piece.subarray(offset, offset + n), this.filled);
-    this.filled += n;
-    return n;
+    const space = this.space(piece.length - offset);
+    if (!space) return 0;
+    space.set(piece.subarray(offset, offset + space.length));
+    this.commit(space.length);
+    return space.length;
   }
 
   /**

@@ -69,20 +69,13 @@ export function sealRing({ ring, start, length, id }: RingChunk & { id: string }
   return sealInPlace(new Uint8Array(ring, start, length), dataKey, idBytes(id), level);
 }
 
+type RangeBlob = { id: string; offset: number; length: number; rawLength: number };
+
 /**
- * Opens the blobs of one fetched pack range, checks each plain chunk's SHA-256 against its id,
- * and returns the plain chunks in order (or the index of the first bad one). The chunks are views
- * of one buffer of the range's plain length, transferred back whole: one allocation per range.
+ * Opens the blobs of one fetched pack range into `out`, one after the other, and checks each plain
+ * chunk's SHA-256 against its id. Answers the index of the first bad blob and why, if any.
  */
-export function openRange({
-  data,
-  blobs,
-}: {
-  data: Uint8Array;
-  blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>;
-}) {
-  const out = Buffer.allocUnsafeSlow(blobs.reduce((n, b) => n + b.rawLength, 0));
-  const plain: Uint8Array[] = [];
+function openBlobs(data: Uint8Array, blobs: RangeBlob[], out: Uint8Array) {
   let at = 0;
   for (let i = 0; i < blobs.length; i++) {
     const blob = blobs[i]!;
@@ -103,8 +96,38 @@ export function openRange({
         reason: new IntegrityError('content does not match its SHA-256 id').message,
       };
     }
-    plain.push(chunk);
+    at += blob.rawLength;
+  }
+  return {};
+}
+
+/**
+ * Opens one fetched pack range and returns the plain chunks in order (or the index of the first
+ * bad one). The chunks are views of one buffer of the range's plain length, transferred back
+ * whole: one allocation per range.
+ */
+export function openRange({ data, blobs }: { data: Uint8Array; blobs: RangeBlob[] }) {
+  const out = Buffer.allocUnsafeSlow(blobs.reduce((n, b) => n + b.rawLength, 0));
+  const result = openBlobs(data, blobs, out);
+  if (result.bad !== undefined) return result;
+  const plain: Uint8Array[] = [];
+  let at = 0;
+  for (const blob of blobs) {
+    plain.push(out.subarray(at, at + blob.rawLength));
     at += blob.rawLength;
   }
   return moving({ plain }, [out.buffer]);
+}
+
+/** Opens one fetched pack range into the caller's shared buffer (see CodecPool.openRangeInto). */
+export function openRangeInto({
+  data,
+  blobs,
+  out,
+}: {
+  data: Uint8Array;
+  blobs: RangeBlob[];
+  out: SharedArrayBuffer;
+}) {
+  return openBlobs(data, blobs, new Uint8Array(out));
 }

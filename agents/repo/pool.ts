@@ -5,19 +5,24 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildSync } from 'esbuild';
 import { Piscina } from 'piscina';
 
 /**
- * The worker runs as one plain ES module bundled from codec-worker.ts on first use (esbuild, a
+ * The worker runs as one plain ES module: dist/codec-worker.mjs beside the bundle when this code
+ * runs from dist/ (`npm run build`), else bundled from codec-worker.ts on first use (esbuild, a
  * few tens of ms) and cached by content hash. Loading TypeScript in each worker through tsx would
  * cost every worker a loader thread and ~40 MB, which the agent's memory bound cannot afford.
  */
 function workerBundle(): string {
+  const prebuilt = fileURLToPath(new URL('./codec-worker.mjs', import.meta.url));
+  if (existsSync(prebuilt)) return prebuilt;
   const entry = fileURLToPath(new URL('./codec-worker.ts', import.meta.url));
+  // Only the sources need esbuild at run time.
+  const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
   const out = buildSync({
     entryPoints: [entry],
     bundle: true,
@@ -67,6 +72,15 @@ export interface CodecPool {
     data: Uint8Array,
     blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>,
   ): Promise<{ plain?: Uint8Array[]; bad?: number; reason?: string }>;
+  /**
+   * Like openRange, but writes the plain chunks one after the other into `out` (shared, so
+   * nothing is transferred back and the caller re-uses it), which must hold them all.
+   */
+  openRangeInto(
+    data: Uint8Array,
+    blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>,
+    out: SharedArrayBuffer,
+  ): Promise<{ bad?: number; reason?: string }>;
   close(): Promise<void>;
 }
 
@@ -99,6 +113,13 @@ export function createCodecPool(
       return pool.run(
         { data: owned, blobs },
         { name: 'openRange', transferList: [owned.buffer as ArrayBuffer] },
+      );
+    },
+    openRangeInto(data, blobs, out) {
+      const owned = own(data);
+      return pool.run(
+        { data: owned, blobs, out },
+        { name: 'openRangeInto', transferList: [owned.buffer as ArrayBuffer] },
       );
     },
     close: () => pool.destroy(),

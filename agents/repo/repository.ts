@@ -19,13 +19,21 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { ByteReader, ChunkWrite } from '../core/driver';
 import type { ObjectStore } from '../store/store';
 import { getBuffer, ObjectNotFound } from '../store/store';
 import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
 import { IntegrityError } from '../../functions/shared/errors';
 import { CHUNKER_VERSION } from './chunker';
 import { ChunkRing, type Span } from './chunk-ring';
-import { DEFAULT_COMPRESSION_LEVEL, FRAME_HEAD, openJson, SEAL_OVERHEAD, sealJson } from './codec';
+import {
+  DEFAULT_COMPRESSION_LEVEL,
+  FRAME_HEAD,
+  openJson,
+  SEAL_OVERHEAD,
+  sealJson,
+  sha256Hex,
+} from './codec';
 import type { KeyProvider } from './keys';
 import { KnownIds } from './known-ids';
 import { createCodecPool, type CodecPool } from './pool';
@@ -48,7 +56,12 @@ const MAX_CHUNKS_IN_FLIGHT = 8;
  * average), the one being cut (up to maxSize) and the next read; at least 4 × maxSize.
  */
 const RING_BYTES = 16 * 1024 * 1024;
-/** Restore reads this many ranges ahead, each at most 8 MiB (16 MiB cost ~40 MB more RSS, no speed). */
+/** `writeFrom` asks for at most this much per read, so chunks are cut and dispatched as it goes. */
+const READ_BYTES = 2 * 1024 * 1024;
+/**
+ * Restore reads this many ranges ahead, each at most 8 MiB stored and 8 MiB plain (16 MiB cost
+ * ~40 MB more RSS, no speed).
+ */
 const PREFETCH_RANGES = 4;
 const MAX_RANGE_BYTES = 8 * 1024 * 1024;
 
@@ -74,7 +87,11 @@ export class Repository {
     private readonly key: Buffer,
     readonly index: RepositoryIndex,
     private readonly pool: CodecPool,
-  ) {}
+  ) {
+    this.zeroChunk = new ZeroChunk(config.chunker.params.maxSize);
+  }
+
+  private readonly zeroChunk: ZeroChunk;
 
   static async open(options: OpenOptions): Promise<Repository> {
     const key = await options.keys.dataKey();
@@ -115,9 +132,8 @@ export class Repository {
     onBytes: (n: number) => void = () => undefined,
     context = '',
   ): Promise<void> {
-    for await (const _chunk of this.readChunks(record, onBytes, context)) {
-      // each chunk was checked against its id as it was opened
-    }
+    // Each chunk is checked against its id as it is opened; nothing is kept.
+    await this.forEachChunk(record, () => Promise.resolve(), onBytes, context);
   }
 
   async saveManifest<T extends object>(recoveryPointId: string, manifest: T): Promise<string> {
@@ -149,49 +165,113 @@ export class Repository {
     await this.index.refresh(this.store, this.key);
   }
 
+  /**
+   * Hands a stream's chunks to `write`, in order, each verified, and waits for each write: the
+   * fastest way back for a consumer that can take bytes it must not keep (a file, a device).
+   * The bytes of a chunk are valid until its `write` resolves; their buffer is then re-used, so
+   * memory stays at PREFETCH_RANGES + 1 range buffers whatever the stream size. `zero` says the
+   * chunk is all zeros (known from its id alone, without a fetch), so a file may keep a hole.
+   */
+  async forEachChunk(
+    record: StreamRecord,
+    write: ChunkWrite,
+    onBytes: (n: number) => void = () => undefined,
+    context = '',
+  ): Promise<void> {
+    const integrity = integrityOf(record, context);
+    const steps = planRanges(record, this.index, integrity, this.zeroChunk);
+    const slotBytes = Math.max(MAX_RANGE_BYTES, ...record.chunks.map((c) => c.length));
+    const freeSlots: SharedArrayBuffer[] = [];
+    const fetches: Array<Promise<{ slot: SharedArrayBuffer; lengths: number[] }> | undefined> = [];
+    let next = 0;
+    const startFetch = () => {
+      const step = steps[next++]!;
+      if (!('pack' in step)) {
+        fetches.push(undefined);
+        return;
+      }
+      const slot = freeSlots.pop() ?? new SharedArrayBuffer(slotBytes);
+      const promise = (async () => {
+        const data = await this.fetchRange(step, integrity);
+        const out = await this.pool.openRangeInto(data, step.blobs, slot);
+        if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
+        return { slot, lengths: step.blobs.map((b) => b.rawLength) };
+      })();
+      promise.catch(() => undefined); // observed when awaited in order
+      fetches.push(promise);
+    };
+    let size = 0;
+    for (let i = 0; i < steps.length; i++) {
+      while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
+      const step = steps[i]!;
+      const fetched = await fetches[i];
+      fetches[i] = undefined;
+      if (!fetched) {
+        const zeros = this.zeroChunk.bytes;
+        await write(zeros.subarray(0, step.length), size, true);
+        size += step.length;
+        onBytes(step.length);
+        continue;
+      }
+      let at = 0;
+      for (const length of fetched.lengths) {
+        await write(new Uint8Array(fetched.slot, at, length), size, false);
+        at += length;
+        size += length;
+        onBytes(length);
+      }
+      freeSlots.push(fetched.slot);
+    }
+    if (size !== record.size)
+      throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
+  }
+
+  private async fetchRange(
+    range: PlannedRange,
+    integrity: (offset: number, why: string, cause?: unknown) => IntegrityError,
+  ): Promise<Buffer> {
+    try {
+      return await getBuffer(this.store, packKey(range.pack), {
+        offset: range.offset,
+        length: range.length,
+      });
+    } catch (err) {
+      throw integrity(
+        range.streamOffset,
+        `pack ${range.pack} cannot be read: ${(err as Error).message}`,
+        err,
+      );
+    }
+  }
+
   private async *readChunks(
     record: StreamRecord,
     onBytes: (n: number) => void,
     context: string,
   ): AsyncGenerator<Buffer> {
-    const integrity = (offset: number, why: string, cause?: unknown) =>
-      new IntegrityError(
-        `${context}stream ${record.name}, offset ${offset}: ${why}`,
-        cause ? { cause } : undefined,
-      );
-    const ranges = planRanges(record, this.index, integrity);
+    const integrity = integrityOf(record, context);
+    const steps = planRanges(record, this.index, integrity, this.zeroChunk);
     const fetches: Array<Promise<Uint8Array[]>> = [];
     let next = 0;
     const startFetch = () => {
-      const range = ranges[next++]!;
+      const step = steps[next++]!;
+      if (!('pack' in step)) {
+        // Shared and never written: readers of a Readable do not modify what they are given.
+        fetches.push(Promise.resolve([this.zeroChunk.bytes.subarray(0, step.length)]));
+        return;
+      }
       const promise = (async () => {
-        let data: Buffer;
-        try {
-          data = await getBuffer(this.store, packKey(range.pack), {
-            offset: range.offset,
-            length: range.length,
-          });
-        } catch (err) {
-          throw integrity(
-            range.streamOffset,
-            `pack ${range.pack} cannot be read: ${(err as Error).message}`,
-            err,
-          );
-        }
-        const out = await this.pool.openRange(data, range.blobs);
-        if (out.bad !== undefined) {
-          const off =
-            range.streamOffset + range.blobs.slice(0, out.bad).reduce((n, b) => n + b.rawLength, 0);
-          throw integrity(off, `chunk ${range.blobs[out.bad]!.id}: ${out.reason}`);
-        }
+        const data = await this.fetchRange(step, integrity);
+        const out = await this.pool.openRange(data, step.blobs);
+        if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
         return out.plain!;
       })();
       promise.catch(() => undefined); // observed when awaited in order
       fetches.push(promise);
     };
     let size = 0;
-    for (let i = 0; i < ranges.length; i++) {
-      while (next < ranges.length && next < i + PREFETCH_RANGES) startFetch();
+    for (let i = 0; i < steps.length; i++) {
+      while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
       const plain = await fetches[i]!;
       fetches[i] = undefined as never;
       for (const chunk of plain) {
@@ -205,6 +285,43 @@ export class Repository {
   }
 }
 
+function integrityOf(record: StreamRecord, context: string) {
+  return (offset: number, why: string, cause?: unknown) =>
+    new IntegrityError(
+      `${context}stream ${record.name}, offset ${offset}: ${why}`,
+      cause ? { cause } : undefined,
+    );
+}
+
+function badChunk(
+  range: PlannedRange,
+  bad: number,
+  reason: string | undefined,
+  integrity: (offset: number, why: string) => IntegrityError,
+): IntegrityError {
+  const offset =
+    range.streamOffset + range.blobs.slice(0, bad).reduce((n, b) => n + b.rawLength, 0);
+  return integrity(offset, `chunk ${range.blobs[bad]!.id}: ${reason ?? 'unreadable'}`);
+}
+
+/**
+ * The all-zero chunk of the chunker's maxSize: sparse regions of disks come out of the chunker
+ * as runs of exactly such chunks (chunker.ts), and a chunk whose id is the SHA-256 of maxSize
+ * zeros holds nothing else, so a restore writes zeros (or leaves a hole) without fetching it.
+ */
+class ZeroChunk {
+  readonly id: string;
+  private zeros?: Buffer;
+
+  constructor(readonly length: number) {
+    this.id = sha256Hex(new Uint8Array(length));
+  }
+
+  get bytes(): Buffer {
+    return (this.zeros ??= Buffer.alloc(this.length));
+  }
+}
+
 interface PlannedRange {
   pack: string;
   offset: number;
@@ -213,16 +330,34 @@ interface PlannedRange {
   blobs: Array<{ id: string; offset: number; length: number; rawLength: number }>;
 }
 
-/** Groups consecutive chunks stored back to back in one pack into one ranged read. */
+/** A chunk of zeros, written without a fetch (ZeroChunk). */
+interface ZeroStep {
+  streamOffset: number;
+  length: number;
+}
+
+/**
+ * Groups consecutive chunks stored back to back in one pack into one ranged read, at most
+ * MAX_RANGE_BYTES stored and (but for a single larger chunk) as many plain; all-zero chunks
+ * become steps of their own.
+ */
 function planRanges(
   record: StreamRecord,
   index: RepositoryIndex,
   integrity: (offset: number, why: string) => IntegrityError,
-): PlannedRange[] {
-  const ranges: PlannedRange[] = [];
+  zero: ZeroChunk,
+): Array<PlannedRange | ZeroStep> {
+  const steps: Array<PlannedRange | ZeroStep> = [];
   let streamOffset = 0;
   let current: PlannedRange | undefined;
+  let plain = 0;
   for (const chunk of record.chunks) {
+    if (chunk.id === zero.id && chunk.length === zero.length) {
+      steps.push({ streamOffset, length: chunk.length });
+      current = undefined;
+      streamOffset += chunk.length;
+      continue;
+    }
     const loc = index.get(chunk.id);
     if (!loc) throw integrity(streamOffset, `chunk ${chunk.id} is not in the repository`);
     if (loc.rawLength !== chunk.length) {
@@ -235,10 +370,12 @@ function planRanges(
       current &&
       current.pack === loc.pack &&
       current.offset + current.length === loc.offset &&
-      current.length + loc.length <= MAX_RANGE_BYTES;
+      current.length + loc.length <= MAX_RANGE_BYTES &&
+      plain + loc.rawLength <= MAX_RANGE_BYTES;
     if (!contiguous) {
       current = { pack: loc.pack, offset: loc.offset, length: 0, streamOffset, blobs: [] };
-      ranges.push(current);
+      plain = 0;
+      steps.push(current);
     }
     current!.blobs.push({
       id: chunk.id,
@@ -247,9 +384,10 @@ function planRanges(
       rawLength: loc.rawLength,
     });
     current!.length += loc.length;
+    plain += loc.rawLength;
     streamOffset += chunk.length;
   }
-  return ranges;
+  return steps;
 }
 
 async function loadOrCreateConfig(
@@ -326,17 +464,72 @@ export class RepositoryWriter {
     });
   }
 
-  async writeStream(
+  /** Stores a stream given as pieces: each is copied into the chunking ring once. */
+  writeStream(
     info: { name: string; kind: string },
     source: AsyncIterable<Buffer | Uint8Array>,
     onBytes: (n: number) => void = () => undefined,
+  ): Promise<StreamRecord> {
+    return this.writeChunks(info, async (ring, makeRoom) => {
+      let size = 0;
+      for await (const piece of source) {
+        const buf = piece as Uint8Array;
+        size += buf.length;
+        this.stats.bytesRead += buf.length;
+        onBytes(buf.length);
+        // The piece is copied into the ring before the next one is asked for.
+        for (let offset = 0; offset < buf.length;) {
+          const n = ring.write(buf, offset);
+          offset += n;
+          await makeRoom(n === 0);
+        }
+      }
+      return size;
+    });
+  }
+
+  /**
+   * Stores a stream that `read` fills in, straight into the chunking ring: files and devices
+   * skip the read buffer and its copy. `read` resolves the bytes it wrote, 0 at the end.
+   */
+  writeFrom(
+    info: { name: string; kind: string },
+    read: ByteReader,
+    onBytes: (n: number) => void = () => undefined,
+  ): Promise<StreamRecord> {
+    return this.writeChunks(info, async (ring, makeRoom) => {
+      let size = 0;
+      for (;;) {
+        const space = ring.space(READ_BYTES);
+        if (!space) {
+          await makeRoom(true);
+          continue;
+        }
+        const n = await read(space);
+        if (n === 0) return size;
+        ring.commit(n);
+        size += n;
+        this.stats.bytesRead += n;
+        onBytes(n);
+        await makeRoom(false);
+      }
+    });
+  }
+
+  /**
+   * The chunking loop both sources share: `fill` puts the stream's bytes into the ring and calls
+   * `makeRoom(full)` after each write, which cuts and dispatches the chunks the bytes complete
+   * and, when the ring is `full`, waits for the oldest chunk in flight to free its span.
+   */
+  private async writeChunks(
+    info: { name: string; kind: string },
+    fill: (ring: ChunkRing, makeRoom: (full: boolean) => Promise<void>) => Promise<number>,
   ): Promise<StreamRecord> {
     const ring = (this.ring ??= new ChunkRing(
       Math.max(RING_BYTES, 4 * this.params.maxSize),
       this.params,
     ));
     ring.reset();
-    let size = 0;
     const chunks: ChunkRef[] = [];
     const inFlight: Array<Promise<ChunkRef>> = [];
     // Chunks settle in order, so the oldest in flight is the ring's oldest held span.
@@ -351,23 +544,12 @@ export class RepositoryWriter {
         if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) await settleOldest();
       }
     };
+    let size: number;
     try {
-      for await (const piece of source) {
-        const buf = piece as Uint8Array;
-        size += buf.length;
-        this.stats.bytesRead += buf.length;
-        onBytes(buf.length);
-        // The piece is copied into the ring before the next one is asked for.
-        for (let offset = 0; offset < buf.length;) {
-          const n = ring.write(buf, offset);
-          if (n === 0) {
-            await settleOldest();
-            continue;
-          }
-          offset += n;
-          await dispatch(false);
-        }
-      }
+      size = await fill(ring, async (full) => {
+        if (full) await settleOldest();
+        else await dispatch(false);
+      });
       await dispatch(true);
       while (inFlight.length > 0) await settleOldest();
     } catch (err) {

@@ -16,15 +16,20 @@ import { execFile } from 'node:child_process';
 import { constants, promises as fs, type Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { DriverError, NameTaken } from '../../../functions/shared/errors';
 import { LogEvent } from '../../../functions/shared/logger';
-import type { BackupSink, DriverContext, RestoreSource, StoredStream } from '../../core/driver';
+import type {
+  BackupSink,
+  ByteReader,
+  DriverContext,
+  RestoreSource,
+  StoredStream,
+} from '../../core/driver';
+import { forEachChunk, writeFrom } from '../../core/driver-streams';
 import {
   canChown,
   checkAborted,
-  consumeStream,
   errnoOf,
   fsyncDir,
   notFound,
@@ -35,13 +40,6 @@ import {
   type PathBackupMetadata,
   type Warnings,
 } from './common';
-
-/**
- * Read size for files and devices: 1 MiB keeps disks streaming, and each read is a fresh buffer
- * that lives until the next GC, so larger reads only cost memory (measured with bench/: 8 MiB
- * reads, 349 MB peak RSS; 1 MiB, 315 MB and no slower).
- */
-export const READ_HIGH_WATER_MARK = 1024 * 1024;
 
 export const FILE_STREAM = { name: 'file', kind: 'file' } as const;
 export const DEVICE_STREAM = { name: 'device', kind: 'block-device' } as const;
@@ -71,9 +69,33 @@ export async function deviceSize(path: string, st: Stats): Promise<number> {
 }
 
 /**
- * Streams the file or device at `path` to the sink, to its end. Returns the stored stream; for
- * a file that changed while it was read, a warning says so (the stream itself is whatever was
- * read, so it is never malformed).
+ * Reads `handle` from byte 0 to its end, into whatever buffer the data path hands over (no read
+ * buffer, no copy), stopping when the job is abandoned.
+ */
+export function fileReader(
+  handle: fs.FileHandle,
+  ctx: DriverContext,
+  what: string,
+  path: string,
+): ByteReader {
+  let position = 0;
+  return async (into) => {
+    checkAborted(ctx, what);
+    let n: number;
+    try {
+      ({ bytesRead: n } = await handle.read(into, 0, into.length, position));
+    } catch (err) {
+      throw translate(err, `reading ${path} at offset ${position}`);
+    }
+    position += n;
+    return n;
+  };
+}
+
+/**
+ * Stores the file or device at `path`, to its end. Returns the stored stream; for a file that
+ * changed while it was read, a warning says so (the stream itself is whatever was read, so it is
+ * never malformed).
  */
 export async function backupBytes(
   path: string,
@@ -92,27 +114,18 @@ export async function backupBytes(
   }
   try {
     const before = await handle.stat();
-    const stream = handle.createReadStream({
-      highWaterMark: READ_HIGH_WATER_MARK,
-      autoClose: false,
-      start: 0,
-    });
     const info = type === 'file' ? FILE_STREAM : DEVICE_STREAM;
-    const stored = await consumeStream(stream, ctx, what, async (s) => {
-      const written = await sink.writeStream(info, s);
-      // Before the stream is torn down: tearing it down closes the handle.
-      if (type === 'file') {
-        const after = await handle.stat();
-        if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
-          warnings.add(
-            `${path}: changed while being read (${before.size} bytes when opened, ${after.size} after, ` +
-              `${written.size} read); the copy may mix old and new contents`,
-          );
-        }
+    const written = await writeFrom(sink, info, fileReader(handle, ctx, what, path));
+    if (type === 'file') {
+      const after = await handle.stat();
+      if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+        warnings.add(
+          `${path}: changed while being read (${before.size} bytes when opened, ${after.size} after, ` +
+            `${written.size} read); the copy may mix old and new contents`,
+        );
       }
-      return written;
-    });
-    return stored;
+    }
+    return written;
   } finally {
     await handle.close().catch(() => undefined);
   }
@@ -129,27 +142,38 @@ function streamOf(source: RestoreSource, name: string): StoredStream {
   return stream;
 }
 
-/** Writes `data` to `handle` from byte 0, in order, one chunk at a time (bounded memory). */
-async function writeAll(
+/**
+ * Writes the point's stream `name` to `handle` from byte 0, chunk by chunk as the data path
+ * verifies them (bounded memory). `sparse` (a regular file) leaves holes where the chunks are
+ * all zeros and sets the length at the end, so sparse disk images stay sparse and cost no writes
+ * there; a device gets every byte.
+ */
+export async function writeChunks(
   handle: fs.FileHandle,
-  data: Readable,
+  source: RestoreSource,
+  name: string,
+  sparse: boolean,
   ctx: DriverContext,
   what: string,
   dest: string,
 ): Promise<number> {
-  return consumeStream(data, ctx, what, async (s) => {
-    let position = 0;
-    for await (const chunk of s) {
-      const buffer = chunk as Buffer;
-      try {
-        await writeFully(handle, buffer, position);
-      } catch (err) {
-        throw translate(err, `writing ${dest}`);
-      }
-      position += buffer.length;
+  const size = await forEachChunk(source, name, async (bytes, offset, zero) => {
+    checkAborted(ctx, what);
+    if (sparse && zero) return;
+    try {
+      await writeFully(handle, bytes, offset);
+    } catch (err) {
+      throw translate(err, `writing ${dest}`);
     }
-    return position;
   });
+  if (sparse) {
+    try {
+      await handle.truncate(size);
+    } catch (err) {
+      throw translate(err, `setting the length of ${dest}`);
+    }
+  }
+  return size;
 }
 
 /**
@@ -179,7 +203,7 @@ export async function restoreAsFile(
       throw translate(err, `creating ${partial}`);
     }
     ctx.phase(`writing ${dest}`);
-    await writeAll(handle, await source.openStream(streamName), ctx, what, partial);
+    await writeChunks(handle, source, streamName, true, ctx, what, partial);
     checkAborted(ctx, what);
     try {
       await handle.sync();
@@ -260,9 +284,11 @@ export async function restoreOntoDevice(
   }
   try {
     ctx.phase(`writing ${device}`);
-    const written = await writeAll(
+    const written = await writeChunks(
       handle,
-      await source.openStream(DEVICE_STREAM.name),
+      source,
+      DEVICE_STREAM.name,
+      false, // the old bytes are there: zeros must be written
       ctx,
       what,
       device,

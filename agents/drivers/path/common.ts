@@ -235,7 +235,7 @@ export async function syncFilesystem(path: string): Promise<void> {
  */
 export async function writeFully(
   handle: fs.FileHandle,
-  buffer: Buffer,
+  buffer: Uint8Array,
   position: number | null = null,
 ): Promise<void> {
   let done = 0;

@@ -121,6 +121,83 @@ describe('writing and reading a stream', () => {
   });
 });
 
+describe('writing from a reader and reading chunk by chunk', () => {
+  const shared = sharedRepository();
+
+  /** A ByteReader over `data` that fills at most `most` bytes of each buffer it is given. */
+  const readerOf = (data: Uint8Array, most = Infinity) => {
+    let at = 0;
+    return (into: Uint8Array) => {
+      const n = Math.min(into.length, most, data.length - at);
+      into.set(data.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    };
+  };
+
+  it('cuts the same chunks from a reader as from a stream of the same bytes', async () => {
+    const data = mixedData(24 * MiB, 24);
+    const writer = shared.repo.writer();
+
+    const fromStream = await writer.writeStream({ name: 'a', kind: 'disk' }, readsOf(data));
+    const fromReader = await writer.writeFrom({ name: 'b', kind: 'disk' }, readerOf(data, 777_777));
+    await writer.flush();
+
+    expect(fromReader.size).toBe(data.length);
+    expect(fromReader.chunks).toEqual(fromStream.chunks);
+    expect((await readAll(shared.repo.readStream(fromReader))).equals(data)).toBe(true);
+  });
+
+  it('hands every chunk over in order, marks the all-zero ones, and re-uses its buffers', async () => {
+    const data = mixedData(30 * MiB, 31);
+    data.fill(0, 8 * MiB, 8 * MiB + 3 * maxSize); // at least two whole maxSize chunks of zeros
+    const { record } = await backup(shared.repo, data);
+    const copy = Buffer.alloc(data.length, 0xff);
+    const buffers = new Set<ArrayBufferLike>();
+    let zeros = 0;
+
+    await shared.repo.forEachChunk(record, async (bytes, offset, zero) => {
+      if (zero) {
+        zeros++;
+        expect(bytes.every((b) => b === 0)).toBe(true);
+      }
+      buffers.add(bytes.buffer);
+      copy.set(bytes, offset);
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+
+    expect(copy.equals(data)).toBe(true);
+    expect(zeros).toBeGreaterThanOrEqual(2);
+    // 30 MiB in 8 MiB ranges: at most the prefetched ranges' buffers and the zero chunk's.
+    expect(buffers.size).toBeLessThanOrEqual(6);
+  });
+
+  it('gives back a maxSize chunk of zeros from its id alone: its blob is never read', async () => {
+    const store = new MemoryStore();
+    const repo = await openRepo(store);
+    const data = Buffer.concat([prngBytes(MiB, 5), Buffer.alloc(2 * maxSize), prngBytes(MiB, 6)]);
+    const { record } = await backup(repo, data);
+    const zeroId = sha256Hex(Buffer.alloc(maxSize));
+    const zero = record.chunks.find((c) => c.id === zeroId)!;
+    const loc = repo.index.get(zero.id)!;
+    // Damage the zero chunk's blob: a read of it would fail authentication.
+    store.raw(packKey(loc.pack))![loc.offset + 20]! ^= 0xff;
+
+    const zeros: number[] = [];
+    await repo.forEachChunk(record, (_bytes, offset, isZero) => {
+      if (isZero) zeros.push(offset);
+      return Promise.resolve();
+    });
+
+    const expected = chunkRanges(record)
+      .filter((c) => c.id === zero.id)
+      .map((c) => c.start);
+    expect(expected.length).toBeGreaterThanOrEqual(1);
+    expect(zeros).toEqual(expected);
+    expect((await readAll(repo.readStream(record))).equals(data)).toBe(true);
+  });
+});
+
 describe('deduplication', () => {
   const size = 40 * MiB;
   const original = mixedData(size, 7);
