@@ -23,6 +23,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { describeDataset, makeDataset, MiB, type Dataset } from './dataset';
+import { build, DIST } from '../cli/build';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TOOLS = ['stowage', 'restic', 'borg'] as const;
@@ -262,21 +263,13 @@ function borg(): Tool {
   };
 }
 
-const STOWAGE_MODULES = [
-  'agents/repo/repository.ts',
-  'agents/store/dir-store.ts',
-  'agents/repo/keys.ts',
-];
-
 function stowage(): Tool {
   // The key and the stream records live beside the repository, not in it: stored bytes count the
   // repository alone, like the peers' (whose keys are inside theirs, a few hundred bytes).
   const step = (ctx: ToolContext, args: string[]): Command => ({
     cmd: process.execPath,
     args: [
-      '--import',
-      'tsx',
-      join(ROOT, 'bench/stowage-step.ts'),
+      join(DIST, 'bench-step.mjs'),
       ...args,
       '--repo',
       ctx.repo,
@@ -289,12 +282,13 @@ function stowage(): Tool {
     name: 'stowage',
     notes: [
       'DirStore repository, default chunking (FastCDC 256 KiB-4 MiB, 1 MiB average), default ' +
-        'compression and workers; each step is `node --import tsx bench/stowage-step.ts` ' +
-        '(Node and tsx start-up included)',
+        'compression and workers; each step is `node dist/bench-step.mjs` (bench/stowage-step.ts ' +
+        'as built by `npm run build`, like an agent host runs dist/stowage.mjs; Node start-up included)',
     ],
     async unavailable() {
-      const missing = STOWAGE_MODULES.filter((m) => !existsSync(join(ROOT, m)));
-      return missing.length ? `not built yet: ${missing.join(', ')} missing` : null;
+      // Built from the sources of this checkout at every run, so it never measures stale code.
+      await build();
+      return null;
     },
     async version() {
       const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {

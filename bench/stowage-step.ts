@@ -1,28 +1,34 @@
 /**
  * Stowage's side of the benchmark: one step per process, so that the harness times and measures
  * it exactly like restic's and borg's (wall clock and peak RSS of a child under /usr/bin/time,
- * Node and tsx start-up included).
+ * Node start-up included). bench/run.ts runs it as built by cli/build.ts:
  *
- *   node --import tsx bench/stowage-step.ts backup  --repo DIR --key FILE --file IMG --record REC
- *   node --import tsx bench/stowage-step.ts restore --repo DIR --key FILE --record REC --out FILE
+ *   node dist/bench-step.mjs backup  --repo DIR --key FILE --file IMG --record REC
+ *   node dist/bench-step.mjs restore --repo DIR --key FILE --record REC --out FILE
  *
  * `backup` writes one stream into the repository in DIR (a DirStore), flushes, and saves the
  * StreamRecord as JSON in REC (outside the repository, like the key file, so the repository's size
- * is what Stowage stores). `restore` reads that record's stream back into a file. Each prints one
- * JSON line with what it did on stdout.
+ * is what Stowage stores). `restore` reads that record's stream back into a new file. Both go
+ * through the path driver's own reader and writer (agents/drivers/path/bytes.ts). Each prints
+ * one JSON line with what it did on stdout.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { openRepository } from '../agents/repo/repository';
 import { LocalKeyFile } from '../agents/repo/keys';
 import { DirStore } from '../agents/store/dir-store';
 import type { StreamRecord } from '../agents/repo/types';
-import { READ_HIGH_WATER_MARK } from '../agents/drivers/path/bytes';
+import { PointReader, PointWriter, type Manifest } from '../agents/core/points';
+import { FILE_STREAM, fileReader, writeChunks } from '../agents/drivers/path/bytes';
+import type { DriverContext } from '../agents/core/driver';
+import { silentLogger } from '../functions/shared/logger';
 
-/** The agent's own read size for files (agents/drivers/path/bytes.ts), so the bench measures it. */
-const READ_BUFFER = READ_HIGH_WATER_MARK;
+/** What the path driver gets from the agent, minus progress. */
+const ctx: DriverContext = {
+  log: silentLogger,
+  signal: new AbortController().signal,
+  phase: () => undefined,
+};
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -50,17 +56,33 @@ async function main(): Promise<void> {
   });
   try {
     if (step === 'backup') {
+      // The path driver's way (agents/drivers/path/bytes.ts backupBytes), minus its checks.
       const writer = repo.writer();
-      const record = await writer.writeStream(
-        { name: 'disk', kind: 'file' },
-        createReadStream(need('file'), { highWaterMark: READ_BUFFER }),
-      );
+      const sink = new PointWriter(writer, () => undefined);
+      const file = await open(need('file'));
+      try {
+        await sink.writeFrom(FILE_STREAM, fileReader(file, ctx, 'backup', need('file')));
+      } finally {
+        await file.close();
+      }
       await writer.flush();
-      await writeFile(need('record'), JSON.stringify(record));
+      await writeFile(need('record'), JSON.stringify(sink.streams[0]));
       console.log(JSON.stringify({ step, stats: writer.stats }));
     } else if (step === 'restore') {
+      // The path driver's way to a new file (restoreAsFile), minus the fsync and atomic rename.
       const record = JSON.parse(await readFile(need('record'), 'utf8')) as StreamRecord;
-      await pipeline(repo.readStream(record), createWriteStream(need('out')));
+      const source = new PointReader(
+        repo,
+        { recoveryPointId: 'bench', streams: [record] } as Manifest,
+        () => undefined,
+      );
+      const out = await open(need('out'), 'wx');
+      try {
+        // No fsync: restic and borg do not sync what they restore either.
+        await writeChunks(out, source, record.name, true, ctx, 'restore', need('out'));
+      } finally {
+        await out.close();
+      }
       console.log(JSON.stringify({ step, bytes: record.size, chunks: record.chunks.length }));
     } else {
       throw new Error(`stowage-step: unknown step ${String(step)} (backup or restore)`);

@@ -3,6 +3,7 @@
  * Exit codes: 0 done; 1 the job failed; 2 the request was refused (bad input, not found, taken);
  * 3 the API could not be reached.
  */
+import './warnings';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';

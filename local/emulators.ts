@@ -10,7 +10,7 @@
  * definitions the CDK stack uses (functions/shared/resources.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -66,10 +66,14 @@ async function startS3(
   bucket: string,
 ): Promise<{ child: ChildProcess; port: number }> {
   mkdirSync(directory, { recursive: true });
-  const entry = fileURLToPath(new URL('./s3-server.ts', import.meta.url));
+  // dist/s3-server.mjs beside the bundle (`npm run build`), else the source through tsx.
+  const built = fileURLToPath(new URL('./s3-server.mjs', import.meta.url));
+  const entry = existsSync(built)
+    ? [built]
+    : ['--import', 'tsx', fileURLToPath(new URL('./s3-server.ts', import.meta.url))];
   const child = spawn(
     process.execPath,
-    ['--openssl-legacy-provider', '--import', 'tsx', entry, String(port), directory, bucket],
+    ['--openssl-legacy-provider', ...entry, String(port), directory, bucket],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const lines = createInterface({ input: child.stdout! });
