@@ -42,9 +42,10 @@ export interface StoredStream extends StreamInfo {
 export type ByteReader = (into: Uint8Array) => Promise<number>;
 
 /**
- * Receives a stream's verified chunks in order. The bytes are valid only until the returned
- * promise resolves (their buffer is re-used); `zero` says they are all zeros, so a regular file
- * may keep a hole there instead.
+ * Receives a verified piece of a stream (one or more chunks) to put at `offset`. Pieces come in
+ * order, but a few may be in flight at once, so write each at its own offset. The bytes are valid
+ * only until the returned promise resolves (their buffer is re-used); `zero` says they are all
+ * zeros, so a new file may keep a hole there instead.
  */
 export type ChunkWrite = (bytes: Uint8Array, offset: number, zero: boolean) => Promise<void>;
 
@@ -65,8 +66,8 @@ export interface RestoreSource {
   /** Opens one stream's bytes; rejects with an integrity error rather than yield wrong bytes. */
   openStream(name: string): Promise<Readable>;
   /**
-   * Hands one stream's chunks to `write` in order, awaiting each; rejects with an integrity error
-   * rather than hand on wrong bytes. Resolves the stream's size. For files and devices: no
+   * Hands one stream's bytes to `write` piece by piece (see ChunkWrite); rejects with an
+   * integrity error rather than hand on wrong bytes. Resolves the stream's size. For files and devices: no
    * stream buffering, and buffers are re-used. Optional: drivers call it through
    * driver-streams.ts `forEachChunk`, which falls back on openStream.
    */

@@ -64,6 +64,8 @@ const READ_BYTES = 2 * 1024 * 1024;
  */
 const PREFETCH_RANGES = 4;
 const MAX_RANGE_BYTES = 8 * 1024 * 1024;
+/** forEachChunk lets the consumer write this many pieces at once (its own I/O overlaps ours). */
+const WRITES_IN_FLIGHT = 2;
 
 export interface RepositoryConfig {
   version: 1;
@@ -166,11 +168,12 @@ export class Repository {
   }
 
   /**
-   * Hands a stream's chunks to `write`, in order, each verified, and waits for each write: the
-   * fastest way back for a consumer that can take bytes it must not keep (a file, a device).
-   * The bytes of a chunk are valid until its `write` resolves; their buffer is then re-used, so
-   * memory stays at PREFETCH_RANGES + 1 range buffers whatever the stream size. `zero` says the
-   * chunk is all zeros (known from its id alone, without a fetch), so a file may keep a hole.
+   * Hands a stream to `write` in verified pieces (a fetched range of chunks, or one all-zero
+   * chunk), the fastest way back for a consumer that writes at offsets (a file, a device): up to
+   * WRITES_IN_FLIGHT pieces are written at once, each at its own offset. A piece's bytes are valid
+   * until its `write` resolves; their buffer is then re-used, so memory stays at a few range
+   * buffers whatever the stream size. `zero` says a piece is all zeros (known from the chunk's id
+   * alone, without a fetch), so a new file may keep a hole there.
    */
   async forEachChunk(
     record: StreamRecord,
@@ -182,7 +185,7 @@ export class Repository {
     const steps = planRanges(record, this.index, integrity, this.zeroChunk);
     const slotBytes = Math.max(MAX_RANGE_BYTES, ...record.chunks.map((c) => c.length));
     const freeSlots: SharedArrayBuffer[] = [];
-    const fetches: Array<Promise<{ slot: SharedArrayBuffer; lengths: number[] }> | undefined> = [];
+    const fetches: Array<Promise<{ slot: SharedArrayBuffer; length: number }> | undefined> = [];
     let next = 0;
     const startFetch = () => {
       const step = steps[next++]!;
@@ -195,33 +198,36 @@ export class Repository {
         const data = await this.fetchRange(step, integrity);
         const out = await this.pool.openRangeInto(data, step.blobs, slot);
         if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
-        return { slot, lengths: step.blobs.map((b) => b.rawLength) };
+        return { slot, length: step.blobs.reduce((n, b) => n + b.rawLength, 0) };
       })();
       promise.catch(() => undefined); // observed when awaited in order
       fetches.push(promise);
     };
+    const writes: Array<Promise<void>> = [];
     let size = 0;
-    for (let i = 0; i < steps.length; i++) {
-      while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
-      const step = steps[i]!;
-      const fetched = await fetches[i];
-      fetches[i] = undefined;
-      if (!fetched) {
-        const zeros = this.zeroChunk.bytes;
-        await write(zeros.subarray(0, step.length), size, true);
-        size += step.length;
-        onBytes(step.length);
-        continue;
-      }
-      let at = 0;
-      for (const length of fetched.lengths) {
-        await write(new Uint8Array(fetched.slot, at, length), size, false);
-        at += length;
+    try {
+      for (let i = 0; i < steps.length; i++) {
+        while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
+        const step = steps[i]!;
+        const fetched = await fetches[i];
+        fetches[i] = undefined;
+        const length = fetched ? fetched.length : step.length;
+        const bytes = fetched
+          ? new Uint8Array(fetched.slot, 0, length)
+          : this.zeroChunk.bytes.subarray(0, length);
+        const written = write(bytes, size, !fetched).then(() => {
+          if (fetched) freeSlots.push(fetched.slot);
+          onBytes(length);
+        });
+        written.catch(() => undefined); // observed below, in order
+        writes.push(written);
         size += length;
-        onBytes(length);
+        if (writes.length >= WRITES_IN_FLIGHT) await writes.shift();
       }
-      freeSlots.push(fetched.slot);
+    } finally {
+      await Promise.allSettled(writes);
     }
+    for (const written of writes) await written;
     if (size !== record.size)
       throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
   }
