@@ -247,6 +247,81 @@ describe('docker-compose driver: in-place restore', () => {
     }
   }, 60_000);
 
+  it('puts the project back, running, when the job is abandoned while its containers are being set aside', async () => {
+    // Arrange
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(PROJECT, point.sink, makeContext());
+    await updateProject(PROJECT);
+    const updated = {
+      containers: await projectContainers(PROJECT),
+      data: await projectData(PROJECT),
+    };
+    const startedAt = async (s: 'db' | 'web') =>
+      (await docker.getContainer(containerOf(PROJECT, s)).inspect()).State.StartedAt;
+    const startedBefore = { db: await startedAt('db'), web: await startedAt('web') };
+    const abandon = new AbortController();
+    const ctx = makeContext({ signal: abandon.signal });
+    ctx.phase = (text) => {
+      ctx.phases.push(text);
+      if (text === 'stopping project') abandon.abort();
+    };
+
+    // Act
+    const attempt = driver.restore(
+      outcome.metadata,
+      point.source(),
+      { name: PROJECT, inPlace: true },
+      ctx,
+    );
+
+    // Assert
+    await expect(attempt).rejects.toMatchObject({ name: 'TransientError' });
+    expect(await projectContainers(PROJECT)).toEqual(updated.containers);
+    // web (the last dependant, set aside first) was stopped and started again; db never was.
+    expect(await startedAt('web')).not.toBe(startedBefore.web);
+    expect(await startedAt('db')).toBe(startedBefore.db);
+    expect(await projectData(PROJECT)).toEqual(updated.data);
+    expect(await execIn(containerOf(PROJECT, 'web'), ['cat', '/etc/release'])).toBe('v2\n');
+    expect(await leftovers(PROJECT)).toEqual({ aside: [], tempVolumes: [] });
+    for (const { image } of recorded(outcome.metadata))
+      expect(await imageExists(image)).toBe(false);
+    await pingAliases(PROJECT);
+  }, 120_000);
+
+  it('refuses, touching nothing, when a container the point does not hold shares the network namespace of one it would replace', async () => {
+    // Arrange
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(PROJECT, point.sink, makeContext());
+    const sidecar = `${PROJECT}-sidecar-1`;
+    const db = await docker.getContainer(containerOf(PROJECT, 'db')).inspect();
+    await docker.createContainer({
+      name: sidecar,
+      Image: TEST_IMAGE,
+      Cmd: ['true'],
+      Labels: { 'com.docker.compose.project': PROJECT, 'com.docker.compose.service': 'sidecar' },
+      HostConfig: { NetworkMode: `container:${db.Id}` },
+    });
+    const before = await projectContainers(PROJECT);
+
+    // Act
+    const attempt = await driver
+      .restore(outcome.metadata, point.source(), { name: PROJECT, inPlace: true }, makeContext())
+      .catch((err: unknown) => err);
+
+    // Assert
+    try {
+      expect(attempt).toMatchObject({
+        name: 'DriverError',
+        message: expect.stringContaining(
+          `${sidecar}, which the recovery point does not hold, shares the network namespace of ${containerOf(PROJECT, 'db')}`,
+        ),
+      });
+      expect(await projectContainers(PROJECT)).toEqual(before);
+    } finally {
+      await docker.getContainer(sidecar).remove({ force: true });
+    }
+  }, 60_000);
+
   it('refuses a restore onto the existing project without in-place, and remaps it cannot apply', async () => {
     // Arrange
     const point = makeMemoryPoint();

@@ -25,7 +25,8 @@
  *
  * Containers of the project that the point does not hold (a service added, or scaled up, after
  * the backup) are left as they are, as `docker compose up` leaves orphans; a volume the restore
- * replaces must not be mounted by any of them, nor by any other container (refused up front).
+ * replaces must not be mounted by any of them, nor by any other container, and none of them may
+ * share the network namespace of a container it replaces (both refused up front).
  * Existing networks are kept as they are. Bind-mounted host directories are never written: the
  * restored containers bind the same host paths.
  */
@@ -51,7 +52,12 @@ import {
   removeProjectCreated,
   type ProjectCreated,
 } from './compose';
-import { inspectForProject, parseComposeMetadata, relabel } from './compose-config';
+import {
+  inspectForProject,
+  networkModeParent,
+  parseComposeMetadata,
+  relabel,
+} from './compose-config';
 import type { InspectJson, VolumeRecord } from './config';
 import { checkAborted, imageExists, inspectByName, type Engine } from './engine';
 import { translate } from './errors';
@@ -73,6 +79,8 @@ import {
   type Created,
 } from './restore';
 
+const nameOf = (inspect: InspectJson) => inspect.Name.replace(/^\//, '');
+
 /**
  * The containers the restore replaces: the project's members that have a recorded name, in
  * their current dependency order, then any other container holding a recorded name. Also the
@@ -92,10 +100,20 @@ async function findReplaced(
     const other = await inspectByName(engine, name);
     if (other) replaced.push(other);
   }
-  return {
-    replaced,
-    orphans: members.filter((m) => !recorded.has(m.name)).map((m) => m.name),
-  };
+  const orphans = members.filter((m) => !recorded.has(m.name));
+  // One sharing the network namespace of a replaced container would lose it at the switch.
+  const byRef = new Map(replaced.flatMap((r) => [[r.Id, r] as const, [nameOf(r), r] as const]));
+  for (const orphan of orphans) {
+    const parent = networkModeParent(orphan.inspect, byRef);
+    if (parent) {
+      throw new DriverError(
+        `container ${orphan.name}, which the recovery point does not hold, shares the network ` +
+          `namespace of ${nameOf(parent)}, which an in-place restore replaces: remove ${orphan.name} ` +
+          'first, or restore under a new project name with --name',
+      );
+    }
+  }
+  return { replaced, orphans: orphans.map((m) => m.name) };
 }
 
 export async function restoreProjectInPlace(
@@ -198,7 +216,7 @@ export async function restoreProjectInPlace(
   try {
     ctx.phase('stopping project');
     for (const existing of [...replaced].reverse()) {
-      asides.push(await setAside(engine, existing, existing.Name.replace(/^\//, ''), id));
+      asides.push(await setAside(engine, existing, nameOf(existing), id));
       checkAborted(ctx, what);
     }
   } catch (err) {
