@@ -28,6 +28,9 @@
  *
  * RestoreOptions.volumes, .network and .ports apply as to a restore under a new name, except
  * that a remapped volume that exists is replaced (as the recorded ones are) rather than refused.
+ *
+ * The pieces (checkVolumeUsers, setAside / putBackAll, recreateVolume, copyVolume) also make the
+ * in-place restore of a whole Compose project (compose-in-place.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
