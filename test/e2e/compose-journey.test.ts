@@ -151,6 +151,24 @@ describe('a Compose project through protect-update and rollback', () => {
     await eventually(() => inInventory(TARGET), `${TARGET} listed after the rollback`);
   });
 
+  it('restores the point over the project again with restore --in-place', async () => {
+    await execIn(containerOf(PROJECT, 'db'), ['sh', '-c', 'echo again > /data/owned.txt']);
+    const previous = await projectContainers(PROJECT);
+
+    const restore = stowage('restore', pointId, '--in-place', '--wait');
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(restore.json).toMatchObject({ status: 'SUCCEEDED', kind: 'RESTORE', target: TARGET });
+
+    const now = await projectContainers(PROJECT);
+    for (const service of SERVICES) {
+      expect(now[service].running).toBe(true);
+      expect(now[service].id).not.toBe(previous[service].id);
+      expect(now[service].image).toBe(previous[service].image);
+    }
+    expect(await projectData(PROJECT)).toEqual(before);
+    await pingAliases(PROJECT);
+  });
+
   it('refuses a rollback of a project that has no pre-update point', () => {
     const none = stowage('rollback', `docker-compose:${RUN}-none`);
     expect(none.code).toBe(2);
