@@ -370,7 +370,7 @@ describe('docker-compose driver', () => {
     });
   }, 60_000);
 
-  it('refuses with NameTaken to restore onto an existing project or network name and creates nothing', async () => {
+  it('refuses with NameTaken to restore onto an existing project or network name, and a one-volume restore, creating nothing', async () => {
     // Arrange
     const point = makeMemoryPoint();
     const observed = observingSink(point, PROJECT);
@@ -401,7 +401,10 @@ describe('docker-compose driver', () => {
     );
 
     // Assert
-    await expect(ontoProject).rejects.toMatchObject({ name: 'NameTaken' });
+    await expect(ontoProject).rejects.toMatchObject({
+      name: 'NameTaken',
+      message: expect.stringContaining('or replace it with --in-place'),
+    });
     await expect(ontoNetwork).rejects.toMatchObject({
       name: 'NameTaken',
       message: expect.stringContaining(`network ${squatted}_backend`),
@@ -409,8 +412,16 @@ describe('docker-compose driver', () => {
     expect(await inventory(RUN)).toEqual(before);
     expect(await states(PROJECT)).toEqual(ALL_RUNNING);
     await expect(
-      driver.restore(outcome.metadata, point.source(), { name: 'x', inPlace: true }, makeContext()),
-    ).rejects.toMatchObject({ name: 'DriverError' });
+      driver.restore(
+        outcome.metadata,
+        point.source(),
+        { name: `${RUN}-one-volume`, inPlace: false, volume: `${PROJECT}_shared` },
+        makeContext(),
+      ),
+    ).rejects.toMatchObject({
+      name: 'DriverError',
+      message: expect.stringContaining('volume cannot apply to a Compose project restore'),
+    });
   }, 30_000);
 
   it('removes every network, volume, container and image it created when a stream fails midway through a restore', async () => {

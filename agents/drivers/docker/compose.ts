@@ -18,7 +18,8 @@
  *
  * Restore under a new project name creates the networks, volumes (filled from their streams) and
  * containers renamed (compose-config.ts), in dependency order, and starts those that ran; on
- * any failure it removes everything it created. In-place restore is refused for now.
+ * any failure it removes everything it created. In-place restore over the project is in
+ * compose-in-place.ts.
  */
 import { randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
@@ -131,7 +132,7 @@ export async function projectExists(engine: Engine, project: string): Promise<bo
   return (await listMembers(engine, project)).length > 0;
 }
 
-interface Member {
+export interface Member {
   inspect: InspectJson;
   name: string;
   service: string;
@@ -141,7 +142,8 @@ interface Member {
   orderDeps: DependsOn[];
 }
 
-async function inspectMembers(engine: Engine, project: string): Promise<Member[]> {
+/** The project's containers as they are now, inspected, in dependency order. */
+export async function inspectMembers(engine: Engine, project: string): Promise<Member[]> {
   const members: Member[] = [];
   for (const c of await listMembers(engine, project)) {
     let inspect: InspectJson;
@@ -345,7 +347,7 @@ export async function backupProject(
 }
 
 /** The network named exactly `name` exists (dockerd also resolves id prefixes: not those). */
-async function networkExists(engine: Engine, name: string): Promise<boolean> {
+export async function networkExists(engine: Engine, name: string): Promise<boolean> {
   try {
     const info = (await engine.docker.getNetwork(name).inspect()) as { Name?: string };
     return info.Name === name;
@@ -355,7 +357,8 @@ async function networkExists(engine: Engine, name: string): Promise<boolean> {
   }
 }
 
-interface ProjectCreated {
+/** What a restore has created so far, removed (last first) if it fails. */
+export interface ProjectCreated {
   networks: string[];
   /** Shared with createRestoreVolume, which records each volume it makes here. */
   volumes: Created;
@@ -363,7 +366,7 @@ interface ProjectCreated {
   images: string[];
 }
 
-async function removeProjectCreated(
+export async function removeProjectCreated(
   engine: Engine,
   created: ProjectCreated,
   ctx: DriverContext,
@@ -397,6 +400,113 @@ function taken(what: string, name: string, project: string): NameTaken {
   );
 }
 
+export function checkProjectName(name: string): void {
+  if (!isValidProjectName(name)) {
+    throw new DriverError(
+      `"${name}" is not a valid Compose project name; use lowercase letters, digits, "_" and "-", ` +
+        'starting with a letter or digit',
+    );
+  }
+}
+
+/** Refuses the remaps and the single-volume restore, which apply to one container only. */
+export function checkProjectOptions(options: RestoreOptions): void {
+  const given = (['volumes', 'network', 'ports', 'volume', 'intoVolume'] as const).filter(
+    (k) => options[k] !== undefined,
+  );
+  if (given.length > 0) {
+    throw new DriverError(
+      `${given.join(', ')} cannot apply to a Compose project restore (they remap one container); ` +
+        'leave them out, or restore one of its containers from a docker: point',
+    );
+  }
+}
+
+/** What each recorded network, volume and container is called in the restored project. */
+export interface ProjectNames {
+  networkNames: Map<string, string>;
+  volumeNames: Map<string, string>;
+  /** In the order of meta.containers. */
+  containerNames: string[];
+  /** Recorded container id and name → restored container name, for `container:` network modes. */
+  copies: Map<string, string>;
+}
+
+/**
+ * Under a new project name, renamed (compose-config.ts); with `keep` (an in-place restore over
+ * the recorded project), every name as recorded, project-owned or not.
+ */
+export function projectNames(
+  meta: ComposeBackupMetadata,
+  name: string,
+  keep: boolean,
+): ProjectNames {
+  const old = meta.project;
+  const resource = (n: string) => (keep ? n : renameResource(n, old, name));
+  const containerNames = meta.containers.map((c) =>
+    keep ? c.name : renameContainer(c.name, old, name),
+  );
+  return {
+    networkNames: new Map(meta.networks.map((n) => [n.name, resource(n.name)])),
+    volumeNames: new Map(meta.volumes.map((v) => [v.name, resource(v.name)])),
+    containerNames,
+    // A `container:` network mode names the original by id (or name): point it at the copy.
+    copies: new Map(
+      meta.containers.flatMap((c, i) => [
+        [c.container.Id, containerNames[i] as string] as const,
+        [c.name, containerNames[i] as string] as const,
+      ]),
+    ),
+  };
+}
+
+/** Networks the project did not create (external ones) are joined as they are: they must exist. */
+export async function checkExternalNetworks(
+  engine: Engine,
+  meta: ComposeBackupMetadata,
+  networkNames: ReadonlyMap<string, string>,
+): Promise<void> {
+  for (const c of meta.containers) {
+    for (const network of userNetworks(c.container)) {
+      if (!networkNames.has(network) && !(await networkExists(engine, network))) {
+        throw new DriverError(
+          `network ${network}, which container ${c.name} was attached to and the project did not ` +
+            `create, does not exist on this host; create it (docker network create ${network}) ` +
+            'and run the restore again',
+        );
+      }
+    }
+  }
+}
+
+/** Creates the recorded `network` as `name` for `project`, recorded in `created`. */
+export async function createProjectNetwork(
+  engine: Engine,
+  network: NetworkRecord,
+  name: string,
+  project: string,
+  restoreId: string,
+  created: ProjectCreated,
+): Promise<void> {
+  try {
+    const made = await engine.docker.createNetwork({
+      Name: name,
+      CheckDuplicate: true,
+      Driver: network.driver,
+      Options: network.options,
+      Labels: { ...relabel(network.labels, project), [RESTORE_LABEL]: restoreId },
+      Internal: network.internal,
+      Attachable: network.attachable,
+      EnableIPv6: network.enableIPv6,
+      IPAM: { Driver: network.ipam.driver, Options: network.ipam.options },
+    });
+    created.networks.push(made.id);
+  } catch (err) {
+    if (statusOf(err) === 409) throw taken('network', name, project);
+    throw translate(err, `creating network ${name}`, engine.socketPath);
+  }
+}
+
 export async function restoreProject(
   engine: Engine,
   rawMetadata: Record<string, unknown>,
@@ -406,37 +516,18 @@ export async function restoreProject(
 ): Promise<RestoreOutcome> {
   const meta = parseComposeMetadata(rawMetadata);
   const name = options.name;
-  if (options.inPlace) {
-    throw new DriverError(
-      'in-place restore of a Compose project is not supported yet; restore under a new project name',
-    );
-  }
-  if (!isValidProjectName(name)) {
-    throw new DriverError(
-      `"${name}" is not a valid Compose project name; use lowercase letters, digits, "_" and "-", ` +
-        'starting with a letter or digit',
-    );
-  }
+  checkProjectName(name);
+  checkProjectOptions(options);
   const target = `${COMPOSE_PLATFORM}:${name}`;
   const what = `restore to ${target}`;
   const old = meta.project;
-  const networkNames = new Map(
-    meta.networks.map((n) => [n.name, renameResource(n.name, old, name)]),
-  );
-  const volumeNames = new Map(meta.volumes.map((v) => [v.name, renameResource(v.name, old, name)]));
-  const containerNames = meta.containers.map((c) => renameContainer(c.name, old, name));
-  // A `container:` network mode names the original by id (or name): point it at the copy.
-  const copies = new Map(
-    meta.containers.flatMap((c, i) => [
-      [c.container.Id, containerNames[i] as string] as const,
-      [c.name, containerNames[i] as string] as const,
-    ]),
-  );
+  const { networkNames, volumeNames, containerNames, copies } = projectNames(meta, name, false);
 
   // Refuse before creating anything.
   if (await projectExists(engine, name)) {
     throw new NameTaken(
-      `Compose project ${name} already exists; restore under another project name with --name`,
+      `Compose project ${name} already exists; restore under another project name with --name, ` +
+        'or replace it with --in-place',
     );
   }
   for (const n of containerNames) {
@@ -454,18 +545,7 @@ export async function restoreProject(
   for (const n of networkNames.values()) {
     if (await networkExists(engine, n)) throw taken('network', n, name);
   }
-  // Networks the project did not create (external ones) are joined as they are: they must exist.
-  for (const c of meta.containers) {
-    for (const network of userNetworks(c.container)) {
-      if (!networkNames.has(network) && !(await networkExists(engine, network))) {
-        throw new DriverError(
-          `network ${network}, which container ${c.name} was attached to and the project did not ` +
-            `create, does not exist on this host; create it (docker network create ${network}) ` +
-            'and run the restore again',
-        );
-      }
-    }
-  }
+  await checkExternalNetworks(engine, meta, networkNames);
   checkStreams(source, [
     ...meta.volumes.map((v) => `volume/${v.name}`),
     ...meta.containers.flatMap((c) => [
@@ -486,23 +566,7 @@ export async function restoreProject(
       checkAborted(ctx, what);
       const renamed = networkNames.get(network.name) as string;
       ctx.phase(`network ${renamed}`);
-      try {
-        const made = await engine.docker.createNetwork({
-          Name: renamed,
-          CheckDuplicate: true,
-          Driver: network.driver,
-          Options: network.options,
-          Labels: { ...relabel(network.labels, name), [RESTORE_LABEL]: restoreId },
-          Internal: network.internal,
-          Attachable: network.attachable,
-          EnableIPv6: network.enableIPv6,
-          IPAM: { Driver: network.ipam.driver, Options: network.ipam.options },
-        });
-        created.networks.push(made.id);
-      } catch (err) {
-        if (statusOf(err) === 409) throw taken('network', renamed, name);
-        throw translate(err, `creating network ${renamed}`, engine.socketPath);
-      }
+      await createProjectNetwork(engine, network, renamed, name, restoreId, created);
     }
 
     for (const volume of meta.volumes) {

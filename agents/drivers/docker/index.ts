@@ -7,7 +7,7 @@
  * leaves this folder.
  *
  * `createComposeDriver` is its sibling for Compose projects as targets (`docker-compose:<project>`,
- * compose.ts), built from the same pieces.
+ * compose.ts; in place over the project: compose-in-place.ts), built from the same pieces.
  */
 import Docker from 'dockerode';
 import { DriverError } from '../../../functions/shared/errors';
@@ -21,6 +21,7 @@ import {
   projectExists,
   restoreProject,
 } from './compose';
+import { restoreProjectInPlace } from './compose-in-place';
 import { inspectByName, type Engine } from './engine';
 import { translate } from './errors';
 import { HELPER_LABEL, HelperImage } from './helper';
@@ -203,6 +204,8 @@ export function createComposeDriver(options: DockerDriverOptions = {}): Driver {
     backup: (name, sink, ctx, backupOptions) =>
       backupProject(engine, name, sink, ctx, backupOptions),
     restore: (metadata, source, restoreOptions, ctx) =>
-      restoreProject(engine, metadata, source, restoreOptions, ctx),
+      restoreOptions.inPlace
+        ? restoreProjectInPlace(engine, metadata, source, restoreOptions, ctx)
+        : restoreProject(engine, metadata, source, restoreOptions, ctx),
   };
 }

@@ -28,6 +28,9 @@
  *
  * RestoreOptions.volumes, .network and .ports apply as to a restore under a new name, except
  * that a remapped volume that exists is replaced (as the recorded ones are) rather than refused.
+ *
+ * The pieces (checkVolumeUsers, setAside / putBackAll, recreateVolume, copyVolume) also make the
+ * in-place restore of a whole Compose project (compose-in-place.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -64,11 +67,14 @@ export function asideName(name: string, id: string): string {
   return `${name}-stowage-old-${id}`;
 }
 
-/** Refuses when another container mounts one of the volumes the restore would replace. */
-async function checkVolumeUsers(
+/**
+ * Refuses when a container other than those the restore replaces (`replacing`: container ids)
+ * mounts one of the volumes the restore would replace.
+ */
+export async function checkVolumeUsers(
   engine: Engine,
   volumes: readonly VolumeRecord[],
-  existing: InspectJson,
+  replacing: ReadonlySet<string>,
 ): Promise<void> {
   for (const volume of volumes) {
     let users: Array<{ Id: string; Names?: string[] }>;
@@ -80,7 +86,7 @@ async function checkVolumeUsers(
     } catch (err) {
       throw translate(err, `listing the users of volume ${volume.name}`, engine.socketPath);
     }
-    const others = users.filter((c) => c.Id !== existing.Id);
+    const others = users.filter((c) => !replacing.has(c.Id));
     if (others.length > 0) {
       const names = others.map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, '')).join(', ');
       throw new DriverError(
@@ -89,6 +95,96 @@ async function checkVolumeUsers(
       );
     }
   }
+}
+
+/** A container the restore has stopped and renamed, and may still put back. */
+export interface SetAside {
+  /** Its id (the same while aside). */
+  id: string;
+  /** Its own name, which the restored container takes. */
+  name: string;
+  /** The name it has while aside. */
+  old: string;
+  /** Whether it was running before the restore stopped it. */
+  ran: boolean;
+  /**
+   * Undoes the setting aside: its own name back, started if it ran. Idempotent. Throws a
+   * DriverError that says which state it is left in and what to do by hand.
+   */
+  putBack(): Promise<void>;
+}
+
+/**
+ * Stops the container (if it runs) and renames it to asideName(name, id), so its name is free
+ * while it can still be put back. A failure midway puts back what was done and throws.
+ */
+export async function setAside(
+  engine: Engine,
+  existing: InspectJson,
+  name: string,
+  id: string,
+): Promise<SetAside> {
+  const container = engine.docker.getContainer(existing.Id);
+  const old = asideName(name, id);
+  let stopped = false;
+  let renamed = false;
+  const putBack = async () => {
+    try {
+      if (renamed) {
+        await container.rename({ name });
+        renamed = false;
+      }
+      if (stopped) {
+        await container.start();
+        stopped = false;
+      }
+    } catch (err) {
+      throw new DriverError(
+        `putting the original back failed (${translate(err, `putting ${name} back`, engine.socketPath).message}): ` +
+          `it is container ${renamed ? old : name}${stopped ? ', stopped' : ''}: rename it to ${name} and start it by hand`,
+        { cause: err },
+      );
+    }
+  };
+  let ran = false;
+  try {
+    const now = (await container.inspect()) as unknown as InspectJson;
+    ran = now.State?.Running === true;
+    if (ran) {
+      await container.stop().catch((err: unknown) => {
+        if (statusOf(err) !== 304) throw err;
+      });
+      stopped = true;
+    }
+    await container.rename({ name: old });
+    renamed = true;
+  } catch (err) {
+    const failure = isStowageError(err)
+      ? err
+      : translate(err, `setting ${name} aside`, engine.socketPath);
+    await putBackAll([{ id: existing.Id, name, old, ran, putBack }], failure);
+  }
+  return { id: existing.Id, name, old, ran, putBack };
+}
+
+/**
+ * Puts every set-aside container back, the last set aside first (dependencies before their
+ * dependants), then throws `failure`; or, when a put-back fails, a DriverError that adds what
+ * was left and how to fix it by hand.
+ */
+export async function putBackAll(asides: readonly SetAside[], failure: unknown): Promise<never> {
+  const problems: string[] = [];
+  for (const aside of [...asides].reverse()) {
+    try {
+      await aside.putBack();
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (problems.length === 0) throw failure;
+  throw new DriverError(`${(failure as Error).message}; then ${problems.join('; ')}`, {
+    cause: failure,
+  });
 }
 
 /** Copies one volume's whole content into another through two helpers (archive GET → PUT). */
@@ -128,7 +224,7 @@ export async function copyVolume(
 }
 
 /** Removes volume `name` (if present) and creates it again, empty, with the same settings. */
-async function recreateVolume(engine: Engine, record: VolumeRecord): Promise<void> {
+export async function recreateVolume(engine: Engine, record: VolumeRecord): Promise<void> {
   const handle = engine.docker.getVolume(record.name);
   let spec = { driver: record.driver, options: record.options, labels: record.labels };
   try {
@@ -193,7 +289,7 @@ export async function restoreInPlace(
   };
   await checkNetworks(engine, meta.container, remap.network);
   checkStreams(source, ['image', ...meta.volumes.map((v) => `volume/${v.name}`)]);
-  await checkVolumeUsers(engine, targets, existing);
+  await checkVolumeUsers(engine, targets, new Set([existing.Id]));
   if ((meta.binds ?? []).length > 0) {
     ctx.log.info(LogEvent.driverStep, {
       step: 'bind data not restored in place',
@@ -230,53 +326,27 @@ export async function restoreInPlace(
   }
 
   // 2. Set the original aside (undoable).
-  const original = engine.docker.getContainer(existing.Id);
-  const old = asideName(name, id);
-  let stopped = false;
-  let renamed = false;
-  let ranBefore = false;
+  let aside: SetAside;
   try {
-    const now = (await original.inspect()) as unknown as InspectJson;
-    ranBefore = now.State?.Running === true;
     ctx.phase('stopping container');
-    if (ranBefore) {
-      await original.stop().catch((err: unknown) => {
-        if (statusOf(err) !== 304) throw err;
-      });
-      stopped = true;
-    }
-    await original.rename({ name: old });
-    renamed = true;
-    checkAborted(ctx, what);
-  } catch (err) {
-    const failure = isStowageError(err)
-      ? err
-      : translate(err, `setting ${name} aside`, engine.socketPath);
+    aside = await setAside(engine, existing, name, id);
     try {
-      if (renamed) await original.rename({ name });
-      if (stopped) await original.start();
-    } catch (backErr) {
-      ctx.log.error(LogEvent.driverStep, {
-        step: 'put the original back',
-        error: translate(backErr, `putting ${name} back`, engine.socketPath),
-      });
-      await removeCreated(engine, created, ctx);
-      throw new DriverError(
-        `${failure.message}; then putting the original back failed: it is container ${renamed ? old : name}` +
-          `${stopped ? ', stopped' : ''}: rename it to ${name} and start it by hand`,
-        { cause: err },
-      );
+      checkAborted(ctx, what);
+    } catch (err) {
+      await putBackAll([aside], err);
     }
+  } catch (err) {
     await removeCreated(engine, created, ctx);
-    throw failure;
+    throw err;
   }
+  const old = aside.old;
 
   // 3. Point of no return.
   ctx.log.info(LogEvent.driverStep, { step: 'in-place point of no return', container: name, old });
   try {
     ctx.phase('replacing container');
     try {
-      await original.remove({ force: true, v: false });
+      await engine.docker.getContainer(aside.id).remove({ force: true, v: false });
     } catch (err) {
       throw translate(err, `removing the old container ${old}`, engine.socketPath);
     }

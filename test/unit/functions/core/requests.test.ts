@@ -1,7 +1,9 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
+  PRE_UPDATE_LABEL,
   requestBackup,
   requestRestore,
+  requestRollback,
   type RequestDeps,
 } from '../../../../functions/core/requests';
 import {
@@ -458,5 +460,76 @@ describe('requestRestore', () => {
         target: 'vsphere:DC0/vm/ann@corp',
       }),
     ]);
+  });
+});
+
+describe('requestRollback of a Compose project', () => {
+  beforeEach(async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker-compose:shop'] }));
+  });
+
+  it('restores the newest pre-update point of the project in place, under the project name', async () => {
+    await catalog.putPoint(
+      makePoint({
+        recoveryPointId: 'rp-old',
+        target: 'docker-compose:shop',
+        label: PRE_UPDATE_LABEL,
+        createdAt: '2025-03-01T09:00:00.000Z',
+      }),
+    );
+    await catalog.putPoint(
+      makePoint({
+        recoveryPointId: 'rp-new',
+        target: 'docker-compose:shop',
+        label: PRE_UPDATE_LABEL,
+        createdAt: '2025-03-01T11:00:00.000Z',
+      }),
+    );
+    await catalog.putPoint(
+      makePoint({
+        recoveryPointId: 'rp-plain',
+        target: 'docker-compose:shop',
+        createdAt: '2025-03-01T12:00:00.000Z',
+      }),
+    );
+
+    const accepted = await requestRollback(deps, { target: 'docker-compose:shop' });
+
+    expect(accepted).toMatchObject({
+      kind: 'RESTORE',
+      target: 'docker-compose:shop',
+      recoveryPointId: 'rp-new',
+    });
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({
+        source: 'docker-compose:shop',
+        target: 'docker-compose:shop',
+        inPlace: true,
+      }),
+    ]);
+  });
+
+  it('refuses a restore onto the existing project without in-place, naming --in-place', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-shop', target: 'docker-compose:shop' }),
+    );
+
+    const attempt = requestRestore(deps, { recoveryPointId: 'rp-shop', name: 'shop' });
+
+    await expect(attempt).rejects.toBeInstanceOf(NameTaken);
+    await expect(attempt).rejects.toThrow(/docker-compose:shop already exists.*--in-place/);
+    await expectNothingStarted();
+  });
+
+  it('answers PointNotFound naming protect-update when the project has no pre-update point', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-shop', target: 'docker-compose:shop' }),
+    );
+
+    const attempt = requestRollback(deps, { target: 'docker-compose:shop' });
+
+    await expect(attempt).rejects.toBeInstanceOf(PointNotFound);
+    await expect(attempt).rejects.toThrow(/stowage protect-update docker-compose:shop/);
+    await expectNothingStarted();
   });
 });
