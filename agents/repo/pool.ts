@@ -74,7 +74,8 @@ export interface CodecPool {
   ): Promise<{ plain?: Uint8Array[]; bad?: number; reason?: string }>;
   /**
    * Like openRange, but writes the plain chunks one after the other into `out` (shared, so
-   * nothing is transferred back and the caller re-uses it), which must hold them all.
+   * nothing is transferred back and the caller re-uses it), which must hold them all. `data` may
+   * be a view of a SharedArrayBuffer (then shared, not transferred); it is decrypted in place.
    */
   openRangeInto(
     data: Uint8Array,
@@ -116,6 +117,9 @@ export function createCodecPool(
       );
     },
     openRangeInto(data, blobs, out) {
+      if (data.buffer instanceof SharedArrayBuffer) {
+        return pool.run({ data, blobs, out }, { name: 'openRangeInto' });
+      }
       const owned = own(data);
       return pool.run(
         { data: owned, blobs, out },

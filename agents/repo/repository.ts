@@ -21,7 +21,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ByteReader, ChunkWrite } from '../core/driver';
 import type { ObjectStore } from '../store/store';
-import { getBuffer, ObjectNotFound } from '../store/store';
+import { getBuffer, getInto, ObjectNotFound } from '../store/store';
 import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
 import { IntegrityError } from '../../functions/shared/errors';
 import { CHUNKER_VERSION } from './chunker';
@@ -184,7 +184,11 @@ export class Repository {
     const integrity = integrityOf(record, context);
     const steps = planRanges(record, this.index, integrity, this.zeroChunk);
     const slotBytes = Math.max(MAX_RANGE_BYTES, ...record.chunks.map((c) => c.length));
+    const inputBytes = Math.max(MAX_RANGE_BYTES, ...steps.map((s) => ('pack' in s ? s.length : 0)));
+    // Plain pieces (out) and fetched ranges (in) live in shared buffers that are re-used: no
+    // per-range allocation for either thread to collect.
     const freeSlots: SharedArrayBuffer[] = [];
+    const freeInputs: SharedArrayBuffer[] = [];
     const fetches: Array<Promise<{ slot: SharedArrayBuffer; length: number }> | undefined> = [];
     let next = 0;
     const startFetch = () => {
@@ -194,9 +198,12 @@ export class Repository {
         return;
       }
       const slot = freeSlots.pop() ?? new SharedArrayBuffer(slotBytes);
+      const input = freeInputs.pop() ?? new SharedArrayBuffer(inputBytes);
       const promise = (async () => {
-        const data = await this.fetchRange(step, integrity);
+        const data = new Uint8Array(input, 0, step.length);
+        await this.fetchRange(step, integrity, data);
         const out = await this.pool.openRangeInto(data, step.blobs, slot);
+        freeInputs.push(input);
         if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
         return { slot, length: step.blobs.reduce((n, b) => n + b.rawLength, 0) };
       })();
@@ -232,15 +239,17 @@ export class Repository {
       throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
   }
 
+  /** A range of a pack, into `into` when given (its exact length), else a new buffer. */
   private async fetchRange(
     range: PlannedRange,
     integrity: (offset: number, why: string, cause?: unknown) => IntegrityError,
+    into?: Uint8Array,
   ): Promise<Buffer> {
+    const where = { offset: range.offset, length: range.length };
     try {
-      return await getBuffer(this.store, packKey(range.pack), {
-        offset: range.offset,
-        length: range.length,
-      });
+      if (!into) return await getBuffer(this.store, packKey(range.pack), where);
+      await getInto(this.store, packKey(range.pack), where, into);
+      return Buffer.from(into.buffer, into.byteOffset, into.length);
     } catch (err) {
       throw integrity(
         range.streamOffset,

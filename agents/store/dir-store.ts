@@ -112,6 +112,28 @@ export class DirStore implements ObjectStore {
     }
   }
 
+  async getInto(key: string, range: ByteRange, into: Uint8Array): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      if (isMissing(err)) throw new ObjectNotFound(key);
+      throw err;
+    }
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) throw new ObjectNotFound(key);
+      if (!rangeFits(range, info.size)) throw new RangeNotSatisfiable(key, range);
+      for (let at = 0; at < range.length;) {
+        const { bytesRead } = await handle.read(into, at, range.length - at, range.offset + at);
+        if (bytesRead === 0) throw new Error(`${key}: ended after ${at} of ${range.length} bytes`);
+        at += bytesRead;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
   async exists(key: string): Promise<boolean> {
     const file = this.pathOf(key);
     try {

@@ -19,7 +19,7 @@
  */
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectInfo, ObjectStore } from './store';
+import { getInto, type ByteRange, type ObjectInfo, type ObjectStore } from './store';
 
 export interface RetryOptions {
   /** Attempts in all, the first included. Default 5. */
@@ -148,6 +148,11 @@ class RetryingStore implements ObjectStore {
 
   get(key: string, range?: ByteRange): Promise<Readable> {
     return this.retry('get', key, () => this.inner.get(key, range));
+  }
+
+  /** The whole range is read again on a transient failure, even one midway. */
+  getInto(key: string, range: ByteRange, into: Uint8Array): Promise<void> {
+    return this.retry('get', key, () => getInto(this.inner, key, range, into));
   }
 
   exists(key: string): Promise<boolean> {

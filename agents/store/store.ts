@@ -44,6 +44,11 @@ export interface ObjectInfo {
 export interface ObjectStore {
   put(key: string, body: Readable | Buffer): Promise<void>;
   get(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Optional: reads `range` of the object into `into` (exactly its length), without a stream.
+   * Callers use `getInto` below, which falls back on `get`.
+   */
+  getInto?(key: string, range: ByteRange, into: Uint8Array): Promise<void>;
   exists(key: string): Promise<boolean>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   delete(key: string): Promise<void>;
@@ -71,4 +76,32 @@ export async function getBuffer(
   const chunks: Buffer[] = [];
   for await (const chunk of body) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/**
+ * Reads a range of an object into `into` (exactly `range.length` bytes), for callers that re-use
+ * their buffers; rejects if the object yields more or fewer bytes than that.
+ */
+export async function getInto(
+  store: ObjectStore,
+  key: string,
+  range: ByteRange,
+  into: Uint8Array,
+): Promise<void> {
+  if (into.length !== range.length)
+    throw new RangeError('getInto: buffer and range differ in length');
+  const body = await store.get(key, range);
+  let at = 0;
+  for await (const piece of body) {
+    const bytes = piece as Buffer;
+    if (at + bytes.length > into.length) {
+      body.destroy();
+      throw new Error(`${key}: the store returned more than the ${range.length} bytes asked for`);
+    }
+    into.set(bytes, at);
+    at += bytes.length;
+  }
+  if (at !== into.length) {
+    throw new Error(`${key}: the store returned ${at} of the ${range.length} bytes asked for`);
+  }
 }

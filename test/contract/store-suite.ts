@@ -17,6 +17,7 @@ import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   getBuffer,
+  getInto,
   ObjectNotFound,
   RangeNotSatisfiable,
   type ByteRange,
@@ -266,6 +267,29 @@ export function describeObjectStoreContract(
             true,
           );
         }
+      });
+
+      it('reads any range inside the object into a given buffer with getInto (shared memory too)', async () => {
+        const random = mulberry32(8);
+        for (let i = 0; i < 10; i++) {
+          const offset = Math.floor(random() * size);
+          const length = 1 + Math.floor(random() * (size - offset));
+          const into = new Uint8Array(new SharedArrayBuffer(length + 8), 4, length);
+
+          await getInto(store, 'ranged/object', { offset, length }, into);
+
+          expect(Buffer.from(into).equals(data.subarray(offset, offset + length))).toBe(true);
+        }
+      });
+
+      it('rejects getInto of a range past the end, or of a missing object, as get does', async () => {
+        const into = new Uint8Array(2);
+        await expect(
+          getInto(store, 'ranged/object', { offset: size - 1, length: 2 }, into),
+        ).rejects.toBeInstanceOf(RangeNotSatisfiable);
+        await expect(
+          getInto(store, 'ranged/missing', { offset: 0, length: 2 }, into),
+        ).rejects.toBeInstanceOf(ObjectNotFound);
       });
 
       const outside: [string, ByteRange][] = [
