@@ -14,6 +14,23 @@ import { IntegrityError } from '../../functions/shared/errors';
 const { key, level } = workerData as { key: Uint8Array; level: number };
 const dataKey = Buffer.from(key);
 
+/**
+ * AES-GCM in Node always allocates its output (codec.ts slices it to 256 KiB), and V8 frees such
+ * buffers only when a GC runs, which its external-memory heuristic delays until ~64 MB of them
+ * pile up in each thread. A young-generation GC (a millisecond or so) every COLLECT_EVERY bytes
+ * keeps that garbage to a few MB; pool.ts exposes `gc` to the workers for this.
+ */
+const COLLECT_EVERY = 32 * 1024 * 1024;
+let sinceCollect = 0;
+const collect = (globalThis as { gc?: (options: { type: 'minor' }) => void }).gc;
+
+function processed(bytes: number): void {
+  sinceCollect += bytes;
+  if (sinceCollect < COLLECT_EVERY || !collect) return;
+  sinceCollect = 0;
+  collect({ type: 'minor' });
+}
+
 /** Wraps a result whose buffers are to be transferred back rather than cloned. */
 function moving<T extends object>(value: T, buffers: ArrayBufferLike[]) {
   return move({
@@ -61,6 +78,7 @@ export function hashSeal({ ring, start, length, known }: RingChunk & { known: In
   const digest = digestOf(data);
   const id = digest.toString('hex');
   if (mightContain(known, digest)) return { id };
+  processed(length);
   return { id, ...sealInPlace(data, dataKey, digest, level) };
 }
 
@@ -76,6 +94,7 @@ type RangeBlob = { id: string; offset: number; length: number; rawLength: number
  * chunk's SHA-256 against its id. Answers the index of the first bad blob and why, if any.
  */
 function openBlobs(data: Uint8Array, blobs: RangeBlob[], out: Uint8Array) {
+  processed(data.length);
   let at = 0;
   for (let i = 0; i < blobs.length; i++) {
     const blob = blobs[i]!;

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -89,6 +90,9 @@ export function createCodecPool(
   key: Buffer,
   options: { threads?: number; level: number },
 ): CodecPool {
+  // Workers collect their cipher output buffers early (codec-worker.ts); V8 gives new threads
+  // a `gc` function once this flag is set.
+  setFlagsFromString('--expose-gc');
   const threads = options.threads ?? Math.max(1, availableParallelism());
   const pool = new Piscina({
     filename: workerBundle(),
