@@ -16,7 +16,7 @@ import {
   type RequestDeps,
 } from '../core/requests';
 import { listedSnapshots, type SnapshotListing } from '../core/snapshots';
-import { isPlatform, parseTarget, PLATFORMS, targetKey } from '../core/targets';
+import { isPlatform, PLATFORMS } from '../core/targets';
 import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../shared/errors';
 
 export interface ApiRequest {
@@ -84,7 +84,8 @@ async function listPoints(deps: RequestDeps, req: ApiRequest) {
     throw new ValidationError(`unknown tier "${tier}"; use one of: ${TIERS.join(', ')}`);
   }
   const limit = limitOf(req);
-  const target = req.query.target ? targetKey(parseTarget(req.query.target)) : undefined;
+  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
+  const target = req.query.target || undefined;
   const offsite =
     tier === 'snapshot'
       ? []
@@ -103,7 +104,8 @@ async function listPoints(deps: RequestDeps, req: ApiRequest) {
 
 /** Each target that keeps local snapshots: its snapshots and the engine's schedule, if any. */
 async function listSnapshotTargets(deps: RequestDeps, req: ApiRequest) {
-  const target = req.query.target ? targetKey(parseTarget(req.query.target)) : undefined;
+  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
+  const target = req.query.target || undefined;
   const agents = await deps.catalog.listAgents();
   const now = new Date(deps.clock.now());
   const out = agents.flatMap((a) =>
