@@ -48,6 +48,8 @@ export function duration(seconds: number): string {
 export function progressLine(job: Job): string {
   const p = job.progress;
   if (!p) return `${job.status.toLowerCase()}`;
+  // Snapshot jobs move no bytes: their phase is all there is to say.
+  if (job.kind === 'SNAPSHOT') return `${job.status.toLowerCase()}: ${p.phase}`;
   const done = p.bytesTotal
     ? `${bytes(p.bytesDone)} of ${bytes(p.bytesTotal)}`
     : bytes(p.bytesDone);
