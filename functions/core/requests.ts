@@ -459,7 +459,7 @@ export async function requestSnapshotCreate(
   const ref = parseTarget(parsed.target);
   const args: SnapshotArgs = {
     pattern: checkPattern(parsed.pattern ?? 'snap%d'),
-    ...(parsed.expiry !== undefined ? { expiry: expiryText(parsed.expiry) } : {}),
+    ...(parsed.expiry !== undefined ? { expiry: expiryText(deps, parsed.expiry) } : {}),
     stateful: parsed.stateful ?? false,
   };
   const { agent } = await snapshotHolder(deps, ref);
@@ -496,7 +496,7 @@ export async function requestSnapshotExpiry(
   body: unknown,
 ): Promise<JobAccepted> {
   const parsed = parseBody(snapshotExpirySchema, body);
-  const expiry = expiryText(parsed.expiry);
+  const expiry = expiryText(deps, parsed.expiry);
   const found = await existingSnapshot(deps, parsed.snapshot);
   return launchSnapshot(deps, found.agent, found.target, 'expire', {
     snapshot: found.name,
@@ -527,8 +527,14 @@ export async function requestSnapshotSchedule(
   return launchSnapshot(deps, agent, targetKey(ref), 'schedule', args, targetKey(ref));
 }
 
-function expiryText(text: string): string {
-  parseExpiry(text);
+/** A valid expiry, not already past (that would be a delete). */
+function expiryText(deps: RequestDeps, text: string): string {
+  const expiry = parseExpiry(text);
+  if (expiry.kind === 'at' && expiry.at.getTime() <= Date.parse(deps.clock.now())) {
+    throw new ValidationError(
+      `expiry ${text} is already past; give a later time, or delete the snapshot with \`stowage snapshot delete\``,
+    );
+  }
   return text.trim();
 }
 

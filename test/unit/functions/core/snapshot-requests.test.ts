@@ -111,6 +111,9 @@ describe('snapshot requests', () => {
       requestSnapshotCreate(deps, { target: 'lxd:web', expiry: 'tomorrow' }),
     ).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringContaining('7d') });
     await expect(
+      requestSnapshotExpiry(deps, { snapshot: 'lxd:web/snap0', expiry: '2020-01-01T00:00:00Z' }),
+    ).rejects.toMatchObject({ name: 'ValidationError', message: expect.stringContaining('past') });
+    await expect(
       requestSnapshotCreate(deps, { target: 'lxd:web', stateful: 'yes' }),
     ).rejects.toMatchObject({
       name: 'ValidationError',
