@@ -158,7 +158,11 @@ export function createSnapshotOps(engine: Engine, options: LxdSnapshotOptions): 
     }
   }
 
-  /** Deletes the expired ones among `snapshots`; returns the rest. */
+  /**
+   * Deletes the expired ones among `snapshots`; returns the rest. An expired snapshot is never
+   * returned, even when its delete fails (the inventory pass and a task may race to delete it,
+   * or LXD may be pruning it itself): that is logged, and the next pass tries again.
+   */
   async function prune(
     name: string,
     snapshots: LxdSnapshot[],
@@ -176,7 +180,13 @@ export function createSnapshotOps(engine: Engine, options: LxdSnapshotOptions): 
         await engine.client.run('DELETE', snapshotPath(name, s.name));
       } catch (err) {
         if (!isNotFound(err)) {
-          throw translate(err, `deleting expired snapshot ${name}/${s.name}`, engine.socketPath);
+          (ctx?.log ?? options.log).warn(LogEvent.driverStep, {
+            step: 'delete expired snapshot',
+            instance: name,
+            snapshot: s.name,
+            error: translate(err, `deleting expired snapshot ${name}/${s.name}`, engine.socketPath),
+          });
+          continue;
         }
       }
       pruned.push(s.name);
