@@ -247,8 +247,12 @@ export async function requestRestore(
   }
   const point = await deps.catalog.getPoint(body.recoveryPointId);
   if (!point) {
+    // A local snapshot's id (lxd:web/snap0) is listed by `stowage points` too.
+    const hint = body.recoveryPointId.includes(':')
+      ? `; for a local snapshot use \`stowage snapshot restore ${body.recoveryPointId}\``
+      : '';
     throw new PointNotFound(
-      `recovery point ${body.recoveryPointId} does not exist; \`stowage points\` lists them`,
+      `recovery point ${body.recoveryPointId} does not exist; \`stowage points\` lists them${hint}`,
     );
   }
   const source = parseTargetKey(point.target);

@@ -5,6 +5,7 @@ import {
   requestSnapshotExpiry,
   requestSnapshotRestore,
   requestSnapshotSchedule,
+  requestRestore,
   type RequestDeps,
 } from '../../../../functions/core/requests';
 import { makeAgent, makeTarget, T0 } from '../../../fixtures/factories';
@@ -129,6 +130,15 @@ describe('snapshot requests', () => {
       requestSnapshotSchedule(deps, { target: 'lxd:web', every: '@daily', expiry: '30s' }),
     ).rejects.toMatchObject({ name: 'ValidationError' });
     await expectNothingStarted();
+  });
+
+  it('points a snapshot id given to the offsite restore at `stowage snapshot restore`', async () => {
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'lxd:web/snap0', name: 'web2' }),
+    ).rejects.toMatchObject({
+      name: 'PointNotFound',
+      message: expect.stringContaining('stowage snapshot restore lxd:web/snap0'),
+    });
   });
 
   it('sets a schedule with the expiry in the engine-neutral syntax', async () => {
