@@ -1,6 +1,6 @@
 /**
  * The Stowage control plane in one stack: catalog table, backup bucket, the KMS data key, site
- * queues, the three functions, the backup/restore/verify state machines, the HTTP API, the
+ * queues, the three functions, the backup/restore/verify/snapshot state machines, the HTTP API, the
  * agents' access, and alarms.
  * Every table, bucket and queue setting comes from functions/shared/resources.ts, which local mode
  * reads too, so AWS and local mode cannot drift.

@@ -1,5 +1,20 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
 import type { Job, RecoveryPoint } from '../functions/core/model';
+import type { SnapshotListing } from '../functions/core/snapshots';
+import type { SnapshotSchedule } from '../statemachines/contracts';
+
+/** What GET /points answers: offsite points and local snapshots, told apart by `tier`. */
+export type ListedPoint = (RecoveryPoint & { tier?: 'offsite' }) | SnapshotListing;
+
+/** What GET /snapshots answers: each target that keeps snapshots. */
+export interface SnapshotTarget {
+  target: string;
+  agent: string;
+  state: string;
+  seenAt: string;
+  schedule: SnapshotSchedule | null;
+  snapshots: SnapshotListing[];
+}
 
 export function bytes(n: number | undefined): string {
   if (n === undefined) return '-';
@@ -33,6 +48,8 @@ export function duration(seconds: number): string {
 export function progressLine(job: Job): string {
   const p = job.progress;
   if (!p) return `${job.status.toLowerCase()}`;
+  // Snapshot jobs move no bytes: their phase is all there is to say.
+  if (job.kind === 'SNAPSHOT') return `${job.status.toLowerCase()}: ${p.phase}`;
   const done = p.bytesTotal
     ? `${bytes(p.bytesDone)} of ${bytes(p.bytesTotal)}`
     : bytes(p.bytesDone);
@@ -62,21 +79,83 @@ export function jobsTable(jobs: Job[]): string {
   ]);
 }
 
-export function pointsTable(points: RecoveryPoint[]): string {
+export function pointsTable(points: ListedPoint[]): string {
   return table([
-    ['POINT', 'TARGET', 'CREATED', 'STATUS', 'LABEL', 'SIZE', 'NEW', 'STORED', 'STREAMS'],
-    ...points.map((p) => [
-      p.recoveryPointId,
-      p.target,
-      p.createdAt,
-      p.status,
-      p.label ?? '',
-      bytes(p.bytesRead),
-      bytes(p.bytesNew),
-      bytes(p.bytesStored),
-      String(p.streams.length),
-    ]),
+    [
+      'POINT',
+      'TIER',
+      'TARGET',
+      'CREATED',
+      'STATUS',
+      'LABEL',
+      'EXPIRES',
+      'SIZE',
+      'NEW',
+      'STORED',
+      'STREAMS',
+    ],
+    ...points.map((p) =>
+      p.tier === 'snapshot'
+        ? [
+            p.snapshotId,
+            'snapshot',
+            p.target,
+            p.createdAt,
+            p.status,
+            p.stateful ? 'stateful' : '',
+            p.expiresAt ?? 'never',
+            '-',
+            '-',
+            '-',
+            '-',
+          ]
+        : [
+            p.recoveryPointId,
+            'offsite',
+            p.target,
+            p.createdAt,
+            p.status,
+            p.label ?? '',
+            '-',
+            bytes(p.bytesRead),
+            bytes(p.bytesNew),
+            bytes(p.bytesStored),
+            String(p.streams.length),
+          ],
+    ),
   ]);
+}
+
+export function scheduleText(s: SnapshotSchedule | null): string {
+  if (!s) return 'no schedule';
+  return [
+    `every ${s.every}`,
+    `expiry ${s.expiry ?? 'never'}`,
+    ...(s.pattern ? [`pattern ${s.pattern}`] : []),
+    ...(s.stopped ? ['also while stopped'] : []),
+  ].join(', ');
+}
+
+export function snapshotsTable(targets: SnapshotTarget[]): string {
+  const rows = targets.flatMap((t) => t.snapshots);
+  const lines = [
+    rows.length === 0
+      ? 'no snapshots'
+      : table([
+          ['SNAPSHOT', 'TARGET', 'CREATED', 'EXPIRES', 'STATEFUL', 'AGENT'],
+          ...rows.map((s) => [
+            s.snapshotId,
+            s.target,
+            s.createdAt,
+            s.expiresAt ?? 'never',
+            s.stateful ? 'yes' : 'no',
+            s.agent,
+          ]),
+        ]),
+    '',
+    table([['TARGET', 'SCHEDULE'], ...targets.map((t) => [t.target, scheduleText(t.schedule)])]),
+  ];
+  return lines.join('\n');
 }
 
 export function jobDetail(job: Job): string {
@@ -86,7 +165,9 @@ export function jobDetail(job: Job): string {
     `target     ${job.target}${job.source ? ` (from ${job.source})` : ''}`,
     `agent      ${job.agent}`,
     `status     ${job.status}`,
-    `point      ${job.recoveryPointId}`,
+    job.kind === 'SNAPSHOT'
+      ? `snapshot   ${job.snapshot?.action ?? ''} ${job.recoveryPointId}`
+      : `point      ${job.recoveryPointId}`,
     `created    ${job.createdAt}`,
   ];
   if (job.startedAt) lines.push(`started    ${job.startedAt}`);

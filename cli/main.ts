@@ -7,12 +7,23 @@ import './warnings';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import type { AgentRecord, Job, RecoveryPoint } from '../functions/core/model';
+import type { AgentRecord, Job } from '../functions/core/model';
 import type { JobAccepted } from '../functions/core/requests';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
-import { bytes, jobDetail, jobsTable, pointsTable, progressLine, table } from './format';
+import {
+  bytes,
+  jobDetail,
+  jobsTable,
+  pointsTable,
+  progressLine,
+  scheduleText,
+  snapshotsTable,
+  table,
+  type ListedPoint,
+  type SnapshotTarget,
+} from './format';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'PARTIALLY_FAILED', 'CANCELLED'];
 
@@ -55,7 +66,28 @@ async function waitForJob(
   }
 }
 
+/** What a finished snapshot job did, in words. */
+function snapshotOutcome(job: Job): string {
+  const result = job.snapshot?.result;
+  const expires = (at: string | null | undefined) => (at ? `expires ${at}` : 'never expires');
+  switch (result?.action) {
+    case 'create':
+      return `snapshot ${job.recoveryPointId} created (${expires(result.snapshot?.expiresAt)}${result.snapshot?.stateful ? ', stateful' : ''})`;
+    case 'expire':
+      return `snapshot ${job.recoveryPointId} now ${expires(result.snapshot?.expiresAt)}`;
+    case 'delete':
+      return `snapshot ${job.recoveryPointId} deleted`;
+    case 'restore':
+      return `${job.target} restored to snapshot ${job.recoveryPointId}`;
+    case 'schedule':
+      return `snapshot schedule of ${job.target}: ${scheduleText(result.schedule ?? null)}`;
+    default:
+      return `snapshot job ${job.jobId} SUCCEEDED`;
+  }
+}
+
 function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): void {
+  const snapshot = job.kind === 'SNAPSHOT';
   const out = {
     jobId: job.jobId,
     kind: job.kind,
@@ -64,6 +96,8 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
     ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED'
       ? { recoveryPointId: job.recoveryPointId }
       : {}),
+    ...(snapshot && job.snapshot?.action !== 'schedule' ? { snapshotId: job.recoveryPointId } : {}),
+    ...(snapshot && job.snapshot?.result ? { snapshot: job.snapshot.result } : {}),
     ...(job.error ? { error: job.error } : {}),
     ...extra,
   };
@@ -71,8 +105,10 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
     job.status === 'SUCCEEDED'
       ? job.kind === 'BACKUP'
         ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
-        : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
-      : `${job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
+        : snapshot
+          ? snapshotOutcome(job)
+          : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
+      : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
   );
   if (job.status !== 'SUCCEEDED') throw new JobFailed();
 }
@@ -338,12 +374,126 @@ program
 
 program
   .command('points [target]')
-  .description('recovery points, newest first (of one target, or all)')
-  .action(async (target: string | undefined, _opts: unknown, cmd: Command) => {
-    const q = target ? `?target=${encodeURIComponent(target.replace(/@[^@]*$/, ''))}` : '';
-    const points = await client(cmd).get<RecoveryPoint[]>(`/points${q}`);
+  .description(
+    'recovery points of both tiers, newest first (of one target, or all): offsite points and local snapshots',
+  )
+  .addOption(new Option('--tier <tier>', 'only this tier').choices(['offsite', 'snapshot']))
+  .action(async (target: string | undefined, opts: { tier?: string }, cmd: Command) => {
+    const query = new URLSearchParams();
+    if (target) query.set('target', target.replace(/@[^@]*$/, ''));
+    if (opts.tier) query.set('tier', opts.tier);
+    const q = query.size > 0 ? `?${query.toString()}` : '';
+    const points = await client(cmd).get<ListedPoint[]>(`/points${q}`);
     print(cmd, points, () => (points.length === 0 ? 'no recovery points' : pointsTable(points)));
   });
+
+const snapshot = program
+  .command('snapshot')
+  .description(
+    'local snapshots (the fast tier beside offsite points): create, list, expire, delete, restore, schedule',
+  );
+
+const EXPIRY_HELP = 'never, a duration (30s, 15m, 12h, 7d, 2w) or an ISO 8601 time';
+
+snapshot
+  .command('create <target>')
+  .description('take a local snapshot of PLATFORM:NAME[@AGENT] (LXD instances)')
+  .option('--pattern <pattern>', 'its name; %d becomes the next free number', 'snap%d')
+  .option('--expiry <when>', `when it expires: ${EXPIRY_HELP} (default: the instance's own)`)
+  .option('--stateful', 'with the running state (needs CRIU on the host; refused otherwise)')
+  .option('--wait', 'wait for the job and print the snapshot')
+  .action(
+    async (
+      target: string,
+      opts: { pattern: string; expiry?: string; stateful?: boolean; wait?: boolean },
+      cmd: Command,
+    ) => {
+      const body = {
+        target,
+        pattern: opts.pattern,
+        ...(opts.expiry ? { expiry: opts.expiry } : {}),
+        ...(opts.stateful ? { stateful: true } : {}),
+      };
+      await startJob(cmd, '/snapshots', body, opts.wait, (job) => `snapshot of ${job.target}`);
+    },
+  );
+
+snapshot
+  .command('list [target]')
+  .description("the local snapshots of one target, or of all, with each target's schedule")
+  .action(async (target: string | undefined, _opts: unknown, cmd: Command) => {
+    const q = target ? `?target=${encodeURIComponent(target.replace(/@[^@]*$/, ''))}` : '';
+    const targets = await client(cmd).get<SnapshotTarget[]>(`/snapshots${q}`);
+    print(cmd, targets, () =>
+      targets.length === 0 ? 'no target keeps local snapshots' : snapshotsTable(targets),
+    );
+  });
+
+snapshot
+  .command('expire <snapshot>')
+  .description('change when a snapshot (TARGET/NAME, e.g. lxd:web/snap0) expires')
+  .requiredOption('--expiry <when>', EXPIRY_HELP)
+  .option('--wait', 'wait for the job to finish')
+  .action(async (id: string, opts: { expiry: string; wait?: boolean }, cmd: Command) => {
+    const body = { snapshot: id, expiry: opts.expiry };
+    await startJob(cmd, '/snapshots/expiries', body, opts.wait, () => `expiry of ${id}`);
+  });
+
+snapshot
+  .command('delete <snapshot>')
+  .description('delete a snapshot (TARGET/NAME)')
+  .option('--wait', 'wait for the job to finish')
+  .action(async (id: string, opts: { wait?: boolean }, cmd: Command) => {
+    await startJob(
+      cmd,
+      '/snapshots/deletions',
+      { snapshot: id },
+      opts.wait,
+      () => `delete of ${id}`,
+    );
+  });
+
+snapshot
+  .command('restore <snapshot>')
+  .description('put the target back to a snapshot (TARGET/NAME); running before, running after')
+  .option('--wait', 'wait for the job to finish')
+  .action(async (id: string, opts: { wait?: boolean }, cmd: Command) => {
+    await startJob(
+      cmd,
+      '/snapshots/restores',
+      { snapshot: id },
+      opts.wait,
+      () => `restore to ${id}`,
+    );
+  });
+
+snapshot
+  .command('schedule <target>')
+  .description("set the engine's own snapshot schedule of a target (LXD snapshots.schedule)")
+  .requiredOption(
+    '--every <when>',
+    "@hourly, @daily, @weekly, @monthly, a cron expression ('0 3 * * *'), or none to remove it",
+  )
+  .option('--expiry <duration>', 'how long each scheduled snapshot lives: 15m, 12h, 7d, 2w, never')
+  .option('--pattern <pattern>', 'names of scheduled snapshots, with one %d (default snap%d)')
+  .option('--stopped', 'also snapshot the instance while it is stopped')
+  .option('--wait', 'wait for the job to finish')
+  .action(
+    async (
+      target: string,
+      opts: { every: string; expiry?: string; pattern?: string; stopped?: boolean; wait?: boolean },
+      cmd: Command,
+    ) => {
+      const body = {
+        target,
+        every: opts.every,
+        ...(opts.expiry ? { expiry: opts.expiry } : {}),
+        ...(opts.pattern ? { pattern: opts.pattern } : {}),
+        ...(opts.stopped ? { stopped: true } : {}),
+      };
+      await startJob(cmd, '/snapshots/schedules', body, opts.wait, () => `schedule of ${target}`);
+    },
+  );
 
 program
   .command('restore <point>')

@@ -123,6 +123,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const backupArn = sfn.stateMachineArn(WORKFLOWS.backup.localName);
     const restoreArn = sfn.stateMachineArn(WORKFLOWS.restore.localName);
     const verifyArn = sfn.stateMachineArn(WORKFLOWS.verify.localName);
+    const snapshotArn = sfn.stateMachineArn(WORKFLOWS.snapshot.localName);
     const store: StoreConfig = options.storeDir
       ? { kind: 'dir', path: resolve(options.storeDir) }
       : { kind: 's3', bucket: emulators.bucket };
@@ -142,6 +143,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       BACKUP_STATE_MACHINE_ARN: backupArn,
       RESTORE_STATE_MACHINE_ARN: restoreArn,
       VERIFY_STATE_MACHINE_ARN: verifyArn,
+      SNAPSHOT_STATE_MACHINE_ARN: snapshotArn,
       ...(store.kind === 'dir' ? { STORE_DIR: store.path } : {}),
       SITE_QUEUE_URL_PREFIX: emulators.queueUrlPrefix,
     });

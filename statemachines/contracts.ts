@@ -1,11 +1,11 @@
 /**
- * Every payload that crosses a state of the backup and restore state machines, and the message
+ * Every payload that crosses a state of the backup, restore, verify and snapshot state machines, and the message
  * an agent receives. Handlers, the agent and local mode import these; the ASL files must agree
  * with them (test/statemachines checks the round trip).
  */
 import type { ErrorRecord } from '../functions/shared/errors';
 
-export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY';
+export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY' | 'SNAPSHOT';
 export type JobStatus =
   'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'PARTIALLY_FAILED' | 'CANCELLED';
 export const TERMINAL_STATUSES: readonly JobStatus[] = [
@@ -76,10 +76,83 @@ export interface VerifyExecutionInput {
   queueUrl: string;
 }
 
+/**
+ * Execution input of snapshot.asl.json: one operation on the local snapshots of one target,
+ * carried out by the agent that sees it (no bytes leave the host: this is the fast tier).
+ */
+export interface SnapshotExecutionInput {
+  jobId: string;
+  /** `platform:name`, without the agent. */
+  target: string;
+  agent: string;
+  queueUrl: string;
+  action: SnapshotAction;
+  /** The action's arguments; the ASL passes them on as they are. */
+  args: SnapshotArgs;
+}
+
+export type SnapshotAction = 'create' | 'delete' | 'expire' | 'restore' | 'schedule';
+
+/**
+ * Arguments of a snapshot action, validated by the API (functions/core/requests.ts). Expiries are
+ * `never`, a duration (`30s`, `15m`, `12h`, `7d`, `2w`) counted from when the agent acts, or an
+ * ISO 8601 time; the agent turns them into a time by its own clock, the LXD host's.
+ */
+export interface SnapshotArgs {
+  /** create: the name, with at most one `%d` (the next free number, as LXD's snapshots.pattern). */
+  pattern?: string;
+  /** create, expire: when the snapshot expires; schedule: how long scheduled snapshots live. */
+  expiry?: string;
+  /** create: with the running state (memory), where the instance supports it. */
+  stateful?: boolean;
+  /** delete, expire, restore: the snapshot's name (the part after the last `/` of its id). */
+  snapshot?: string;
+  /** schedule: `@hourly`, `@daily`, ... or a five-field cron expression; `none` removes it. */
+  every?: string;
+  /** schedule: also snapshot the instance while it is stopped. */
+  stopped?: boolean;
+}
+
+/** One local snapshot as agents report it. */
+export interface SnapshotInfo {
+  /** The snapshot's own name (`snap0`); its id is `<target>/<name>`. */
+  name: string;
+  createdAt: string;
+  /** When it expires; null: never. */
+  expiresAt: string | null;
+  stateful: boolean;
+}
+
+/** The automatic snapshots of a target, run by the engine itself (LXD's snapshots.schedule). */
+export interface SnapshotSchedule {
+  every: string;
+  /** How long each scheduled snapshot lives, in Stowage's syntax (`7d`); absent: forever. */
+  expiry?: string;
+  pattern?: string;
+  /** Whether stopped instances are snapshotted too. */
+  stopped?: boolean;
+}
+
+/** SendTaskSuccess output of a snapshot task. */
+export interface SnapshotResult {
+  action: SnapshotAction;
+  target: string;
+  /** create, expire, restore: the snapshot as it is now. */
+  snapshot?: SnapshotInfo;
+  /** delete: the name of the snapshot deleted. */
+  deleted?: string;
+  /** schedule: the schedule now in force; null when removed. */
+  schedule?: SnapshotSchedule | null;
+  /** Snapshots found past their expiry and deleted before the action. */
+  pruned: string[];
+  startedAt: string;
+  completedAt: string;
+}
+
 /** Payload of the record-job Lambda. */
 export type RecordJobEvent =
   | { action: 'start'; jobId: string; executionArn: string }
-  | { action: 'succeed'; jobId: string; result: RestoreResult | VerifyResult }
+  | { action: 'succeed'; jobId: string; result: RestoreResult | VerifyResult | SnapshotResult }
   | { action: 'fail'; jobId: string; error: StatesError };
 
 /** What Step Functions puts at a Catch's ResultPath. */
@@ -109,7 +182,7 @@ export interface AgentTaskMessage {
   task: AgentTask;
 }
 
-export type AgentTask = BackupTask | RestoreTask | VerifyTask;
+export type AgentTask = BackupTask | RestoreTask | VerifyTask | SnapshotTask;
 
 export interface BackupTask {
   kind: 'BACKUP';
@@ -134,6 +207,14 @@ export interface VerifyTask {
   jobId: string;
   recoveryPointId: string;
   target: string;
+}
+
+export interface SnapshotTask {
+  kind: 'SNAPSHOT';
+  jobId: string;
+  target: string;
+  action: SnapshotAction;
+  args: SnapshotArgs;
 }
 
 export interface StreamSummary {

@@ -11,10 +11,16 @@
  *   it removes what it created, so a retry starts clean. A restore under a new name never touches
  *   the original; an in-place restore reads every stream before it replaces anything, and a
  *   failure before that point leaves the original as it was (and running if it ran).
- * - Errors: TargetNotFound, NameTaken, DriverError, TransientError (functions/shared/errors).
+ * - `snapshots` (optional): local snapshots of a target, kept by the engine itself (the fast tier
+ *   beside offsite points). A driver whose engine has them implements SnapshotOps.
+ * - Errors: TargetNotFound, NameTaken, DriverError, TransientError, SnapshotNotFound,
+ *   Unsupported (functions/shared/errors).
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from '../../functions/shared/logger';
+import type { SnapshotInfo, SnapshotSchedule } from '../../statemachines/contracts';
+
+export type { SnapshotInfo, SnapshotSchedule };
 
 export interface DiscoveredTarget {
   /** `platform:name`. */
@@ -25,6 +31,9 @@ export interface DiscoveredTarget {
   state: string;
   /** A few human facts (image, volumes...) for `stowage targets`. */
   details?: Record<string, string>;
+  /** Present (maybe empty) when the driver keeps local snapshots of this target. */
+  snapshots?: SnapshotInfo[];
+  snapshotSchedule?: SnapshotSchedule;
 }
 
 export interface StreamInfo {
@@ -134,6 +143,50 @@ export interface RestoreOutcome {
   restoredTarget: string;
 }
 
+export interface SnapshotCreateOptions {
+  /** The name, with at most one `%d`: the next free number from 0 (LXD's `snap%d`). */
+  pattern: string;
+  /** undefined: the engine's default for the target (LXD: its `snapshots.expiry`); null: never. */
+  expiresAt?: Date | null;
+  /** With the running state; refused (Unsupported) before anything changes where impossible. */
+  stateful: boolean;
+}
+
+/**
+ * Local snapshots of a driver's targets, keyed by target name (e.g. an LXD instance; an LXD custom
+ * volume driver can implement the same). Every method first deletes the target's snapshots that
+ * are past their expiry, so an expired snapshot is never listed, restored or re-expired, whatever
+ * the engine's own pruning interval. Unknown targets reject with TargetNotFound, unknown snapshots
+ * with SnapshotNotFound.
+ */
+export interface SnapshotOps {
+  /** The target's snapshots, oldest first. */
+  list(name: string): Promise<SnapshotInfo[]>;
+  /** Takes a snapshot; NameTaken when a pattern without `%d` names one that exists. */
+  create(name: string, options: SnapshotCreateOptions, ctx: DriverContext): Promise<SnapshotInfo>;
+  /** Changes when a snapshot expires (null: never). */
+  setExpiry(
+    name: string,
+    snapshot: string,
+    expiresAt: Date | null,
+    ctx: DriverContext,
+  ): Promise<SnapshotInfo>;
+  delete(name: string, snapshot: string, ctx: DriverContext): Promise<void>;
+  /**
+   * Puts the target back to the snapshot; its power state afterwards is what it was before (a
+   * running workload runs again, also when the restore fails).
+   */
+  restore(name: string, snapshot: string, ctx: DriverContext): Promise<SnapshotInfo>;
+  /** Sets the engine's own schedule (null removes it); returns what is now in force. */
+  schedule(
+    name: string,
+    schedule: SnapshotSchedule | null,
+    ctx: DriverContext,
+  ): Promise<SnapshotSchedule | null>;
+  /** Deletes the target's snapshots past their expiry; returns their names. */
+  pruneExpired(name: string, ctx?: DriverContext): Promise<string[]>;
+}
+
 export interface Driver {
   readonly platform: string;
   /** Every target this driver can see right now. */
@@ -152,6 +205,8 @@ export interface Driver {
     options: RestoreOptions,
     ctx: DriverContext,
   ): Promise<RestoreOutcome>;
+  /** Local snapshots, where the engine keeps them (LXD instances). */
+  readonly snapshots?: SnapshotOps;
   /** Calls `onChange` soon after targets appear or vanish; returns the unsubscribe. Optional. */
   watch?(onChange: () => void): () => void;
 }

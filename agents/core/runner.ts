@@ -1,7 +1,8 @@
 /**
  * Runs one task the agent received: a backup (driver → repository → manifest), a restore
- * (manifest → repository → driver) or a verify (manifest → every chunk read and checked). The
- * result is what the agent sends with SendTaskSuccess.
+ * (manifest → repository → driver), a verify (manifest → every chunk read and checked) or a
+ * snapshot operation (the driver's SnapshotOps, on the engine alone). The result is what the
+ * agent sends with SendTaskSuccess.
  *
  * A backup that fails stores no manifest, so no point exists; the chunks it did store stay in the
  * repository (their packs are flushed on the way out), so the retried task re-uses them.
@@ -12,7 +13,8 @@ import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
 import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../functions/core/targets';
-import { DriverError, PointNotFound } from '../../functions/shared/errors';
+import { expiresAt } from '../../functions/core/snapshots';
+import { DriverError, PointNotFound, Unsupported } from '../../functions/shared/errors';
 import type { Logger } from '../../functions/shared/logger';
 import { LogEvent } from '../../functions/shared/logger';
 import type {
@@ -20,6 +22,8 @@ import type {
   BackupTask,
   RestoreResult,
   RestoreTask,
+  SnapshotResult,
+  SnapshotTask,
   VerifyResult,
   VerifyTask,
 } from '../../statemachines/contracts';
@@ -200,4 +204,79 @@ export async function runVerify(
     chunks,
     streams: manifest.streams.length,
   };
+}
+
+/**
+ * One snapshot operation on the target's engine. Expiries become times here, by this host's
+ * clock (the engine's, which prunes by it too). The driver deletes expired snapshots first and
+ * reports them in `pruned`.
+ */
+export async function runSnapshot(
+  deps: RunnerDeps,
+  task: SnapshotTask,
+  run: TaskRun,
+): Promise<SnapshotResult> {
+  const log = deps.log.child({ jobId: task.jobId, target: task.target, action: task.action });
+  const { driver, name } = driverFor(deps, task.target);
+  const ops = driver.snapshots;
+  if (!ops) {
+    throw new Unsupported(
+      `${task.target} has no local snapshots: the ${driver.platform} driver keeps none`,
+    );
+  }
+  const ctx = context(run, log);
+  const startedAt = new Date();
+  const { args } = task;
+  const base = { action: task.action, target: task.target, startedAt: startedAt.toISOString() };
+  const done = (result: Partial<SnapshotResult>, pruned: string[]): SnapshotResult => ({
+    ...base,
+    ...result,
+    pruned,
+    completedAt: new Date().toISOString(),
+  });
+  const snapshotName = (): string => {
+    if (!args.snapshot) throw new DriverError(`a snapshot ${task.action} task names no snapshot`);
+    return args.snapshot;
+  };
+  run.progress.setPhase('deleting expired snapshots');
+  const pruned = await ops.pruneExpired(name, ctx);
+  switch (task.action) {
+    case 'create': {
+      const snapshot = await ops.create(
+        name,
+        {
+          pattern: args.pattern ?? 'snap%d',
+          ...(args.expiry !== undefined ? { expiresAt: expiresAt(args.expiry, startedAt) } : {}),
+          stateful: args.stateful ?? false,
+        },
+        ctx,
+      );
+      return done({ snapshot }, pruned);
+    }
+    case 'expire': {
+      const when = expiresAt(args.expiry ?? 'never', new Date());
+      return done({ snapshot: await ops.setExpiry(name, snapshotName(), when, ctx) }, pruned);
+    }
+    case 'delete': {
+      await ops.delete(name, snapshotName(), ctx);
+      return done({ deleted: snapshotName() }, pruned);
+    }
+    case 'restore':
+      return done({ snapshot: await ops.restore(name, snapshotName(), ctx) }, pruned);
+    case 'schedule': {
+      const every = args.every ?? 'none';
+      const schedule =
+        every === 'none'
+          ? null
+          : {
+              every,
+              ...(args.expiry !== undefined ? { expiry: args.expiry } : {}),
+              ...(args.pattern !== undefined ? { pattern: args.pattern } : {}),
+              ...(args.stopped !== undefined ? { stopped: args.stopped } : {}),
+            };
+      return done({ schedule: await ops.schedule(name, schedule, ctx) }, pruned);
+    }
+    default:
+      throw new DriverError(`unknown snapshot action ${String(task.action)}`);
+  }
 }

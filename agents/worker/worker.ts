@@ -24,7 +24,7 @@ import { LogEvent } from '../../functions/shared/logger';
 import { SITE_QUEUE } from '../../functions/shared/resources';
 import type { AgentTaskMessage } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
-import { runBackup, runRestore, runVerify, type RunnerDeps } from '../core/runner';
+import { runBackup, runRestore, runSnapshot, runVerify, type RunnerDeps } from '../core/runner';
 
 export interface WorkerOptions {
   queueUrl: string;
@@ -37,7 +37,10 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** Long-poll wait; shorter in tests so `stop` returns quickly. */
   waitTimeSeconds?: number;
-  /** Called after every task (the inventory changes after a restore). */
+  /**
+   * Called after every task (the inventory changes after a restore); for a snapshot task before
+   * it is answered, so the listing shows its effect once the job has ended.
+   */
   afterTask?: () => Promise<void>;
 }
 
@@ -123,7 +126,9 @@ export class AgentWorker {
           ? await runBackup(this.options.runner, task, run)
           : task.kind === 'RESTORE'
             ? await runRestore(this.options.runner, task, run)
-            : await runVerify(this.options.runner, task, run);
+            : task.kind === 'SNAPSHOT'
+              ? await runSnapshot(this.options.runner, task, run)
+              : await runVerify(this.options.runner, task, run);
       outcome = { ok: true, output };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
@@ -131,6 +136,9 @@ export class AgentWorker {
       clearInterval(heartbeat);
       await progress.stop();
     }
+    // What a snapshot task changed is in the listing before its job is seen to end.
+    const republished = task.kind === 'SNAPSHOT';
+    if (republished) await this.options.afterTask?.().catch(() => undefined);
     if (abort.signal.aborted) {
       log.warn(LogEvent.taskAbandoned, { reason: 'the task token expired while the task ran' });
       await this.deleteMessage(message);
@@ -162,7 +170,7 @@ export class AgentWorker {
         log.error('agent.task.report_failed', { error: err });
       }
     }
-    await this.options.afterTask?.().catch(() => undefined);
+    if (!republished) await this.options.afterTask?.().catch(() => undefined);
   }
 
   private async heartbeat(token: string, message: Message, abort: AbortController, log: Logger) {

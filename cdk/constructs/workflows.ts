@@ -1,5 +1,5 @@
 /**
- * The state machines of WORKFLOWS (backup, restore, verify), built from the ASL files under
+ * The state machines of WORKFLOWS (backup, restore, verify, snapshot), built from the ASL files under
  * statemachines/ (the same files local mode executes) with `${Placeholder}` substitutions for the function ARNs. The ASL
  * files are the single source of truth: nothing here adds states.
  *

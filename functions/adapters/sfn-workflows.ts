@@ -5,7 +5,7 @@ import { ConflictError, TransientError } from '../shared/errors';
 
 export class SfnWorkflows implements Workflows {
   constructor(
-    private readonly arns: { backup: string; restore: string; verify: string },
+    private readonly arns: { backup: string; restore: string; verify: string; snapshot: string },
     private readonly client: SFNClient = new SFNClient({}),
   ) {}
 
@@ -19,6 +19,10 @@ export class SfnWorkflows implements Workflows {
 
   startVerify(input: { jobId: string }): Promise<string> {
     return this.start(this.arns.verify, input.jobId, input);
+  }
+
+  startSnapshot(input: { jobId: string }): Promise<string> {
+    return this.start(this.arns.snapshot, input.jobId, input);
   }
 
   private async start(stateMachineArn: string, name: string, input: unknown): Promise<string> {

@@ -23,6 +23,7 @@ function wire(): RequestDeps {
       backup: requireEnv('BACKUP_STATE_MACHINE_ARN'),
       restore: requireEnv('RESTORE_STATE_MACHINE_ARN'),
       verify: requireEnv('VERIFY_STATE_MACHINE_ARN'),
+      snapshot: requireEnv('SNAPSHOT_STATE_MACHINE_ARN'),
     }),
     clock: systemClock,
     newId,

@@ -7,11 +7,17 @@ import {
   requestBackup,
   requestRestore,
   requestRollback,
+  requestSnapshotCreate,
+  requestSnapshotDelete,
+  requestSnapshotExpiry,
+  requestSnapshotRestore,
+  requestSnapshotSchedule,
   requestVerify,
   type RequestDeps,
 } from '../core/requests';
+import { listedSnapshots, type SnapshotListing } from '../core/snapshots';
 import { isPlatform, PLATFORMS } from '../core/targets';
-import { NotFoundError, StowageError, ValidationError } from '../shared/errors';
+import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../shared/errors';
 
 export interface ApiRequest {
   method: string;
@@ -66,6 +72,65 @@ async function listTargets(catalog: Catalog, platform: string | undefined) {
   );
 }
 
+const TIERS = ['offsite', 'snapshot'] as const;
+
+/**
+ * Both tiers in one list, newest first: offsite recovery points (`tier: offsite`, from the
+ * catalog) and local snapshots (`tier: snapshot`, as the agents last reported them).
+ */
+async function listPoints(deps: RequestDeps, req: ApiRequest) {
+  const { tier } = req.query;
+  if (tier !== undefined && !(TIERS as readonly string[]).includes(tier)) {
+    throw new ValidationError(`unknown tier "${tier}"; use one of: ${TIERS.join(', ')}`);
+  }
+  const limit = limitOf(req);
+  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
+  const target = req.query.target || undefined;
+  const offsite =
+    tier === 'snapshot'
+      ? []
+      : (await deps.catalog.listPoints({ limit, ...(target ? { target } : {}) })).map((p) => ({
+          tier: 'offsite' as const,
+          ...p,
+        }));
+  const snapshots: SnapshotListing[] =
+    tier === 'offsite'
+      ? []
+      : listedSnapshots(await deps.catalog.listAgents(), new Date(deps.clock.now()), target);
+  return [...offsite, ...snapshots]
+    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+    .slice(0, limit);
+}
+
+/** Each target that keeps local snapshots: its snapshots and the engine's schedule, if any. */
+async function listSnapshotTargets(deps: RequestDeps, req: ApiRequest) {
+  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
+  const target = req.query.target || undefined;
+  const agents = await deps.catalog.listAgents();
+  const now = new Date(deps.clock.now());
+  const out = agents.flatMap((a) =>
+    a.targets
+      .filter((t) => t.snapshots && (target === undefined || t.target === target))
+      .map((t) => ({
+        target: t.target,
+        agent: a.agent,
+        state: t.state,
+        seenAt: a.seenAt,
+        schedule: t.snapshotSchedule ?? null,
+        snapshots: listedSnapshots([{ ...a, targets: [t] }], now),
+      })),
+  );
+  if (target !== undefined && out.length === 0) {
+    const seen = agents.some((a) => a.targets.some((t) => t.target === target));
+    throw seen
+      ? new ValidationError(`${target} has no local snapshots (LXD instances do)`)
+      : new TargetNotFound(
+          `${target} is not among the targets the agents see; \`stowage targets\` lists them`,
+        );
+  }
+  return out;
+}
+
 /** Method, path template (as in openapi.json) and what answers it. */
 export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/targets', async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
@@ -74,14 +139,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
   ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
-  [
-    'GET',
-    '/points',
-    async (d, r) => {
-      const target = r.query.target;
-      return ok(await d.catalog.listPoints({ limit: limitOf(r), ...(target ? { target } : {}) }));
-    },
-  ],
+  ['GET', '/points', async (d, r) => ok(await listPoints(d, r))],
   [
     'GET',
     '/points/{id}',
@@ -90,6 +148,28 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
       if (!point) throw new NotFoundError(`recovery point ${id} does not exist`);
       return ok(point);
     },
+  ],
+  ['GET', '/snapshots', async (d, r) => ok(await listSnapshotTargets(d, r))],
+  ['POST', '/snapshots', async (d, r) => ok(await requestSnapshotCreate(d, parseBody(r)), 202)],
+  [
+    'POST',
+    '/snapshots/deletions',
+    async (d, r) => ok(await requestSnapshotDelete(d, parseBody(r)), 202),
+  ],
+  [
+    'POST',
+    '/snapshots/restores',
+    async (d, r) => ok(await requestSnapshotRestore(d, parseBody(r)), 202),
+  ],
+  [
+    'POST',
+    '/snapshots/expiries',
+    async (d, r) => ok(await requestSnapshotExpiry(d, parseBody(r)), 202),
+  ],
+  [
+    'POST',
+    '/snapshots/schedules',
+    async (d, r) => ok(await requestSnapshotSchedule(d, parseBody(r)), 202),
   ],
   ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
   [

@@ -12,6 +12,8 @@ export interface JobUpdate {
   executionArn?: string;
   error?: Job['error'];
   progress?: JobProgress;
+  snapshot?: Job['snapshot'];
+  recoveryPointId?: string;
 }
 
 export interface Catalog {

@@ -13,6 +13,7 @@ import type {
   CommitPointOutput,
   JobStatus,
   RestoreResult,
+  SnapshotResult,
   StatesError,
   VerifyResult,
 } from '../../statemachines/contracts';
@@ -59,6 +60,37 @@ export async function markRestoreSucceeded(
     ACTIVE,
   );
   return updated ?? mustGet(deps.catalog, jobId);
+}
+
+/**
+ * Ends a snapshot job its agent finished, keeping what the agent did on the job (the snapshot
+ * created and its name, the schedule set...). A create's job takes the id of the snapshot made.
+ */
+export async function markSnapshotSucceeded(
+  deps: { catalog: Catalog; clock: Clock },
+  jobId: string,
+  result: SnapshotResult,
+): Promise<Job> {
+  const made = result.action === 'create' && result.snapshot ? result.snapshot.name : undefined;
+  const updated = await deps.catalog.updateJob(
+    jobId,
+    {
+      status: 'SUCCEEDED',
+      endedAt: deps.clock.now(),
+      progress: finalProgress(0, deps.clock),
+      snapshot: { action: result.action, result },
+      ...(made ? { recoveryPointId: `${result.target}/${made}` } : {}),
+    },
+    ACTIVE,
+  );
+  return updated ?? mustGet(deps.catalog, jobId);
+}
+
+/** Whether a task's success output is a snapshot task's (the record-job Lambda serves all). */
+export function isSnapshotResult(
+  result: RestoreResult | VerifyResult | SnapshotResult,
+): result is SnapshotResult {
+  return 'action' in result && 'pruned' in result;
 }
 
 export async function markJobFailed(

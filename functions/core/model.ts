@@ -3,7 +3,15 @@
  * knows how they are keyed and stored.
  */
 import type { ErrorRecord } from '../shared/errors';
-import type { JobKind, JobStatus, StreamSummary } from '../../statemachines/contracts';
+import type {
+  JobKind,
+  JobStatus,
+  SnapshotAction,
+  SnapshotInfo,
+  SnapshotResult,
+  SnapshotSchedule,
+  StreamSummary,
+} from '../../statemachines/contracts';
 
 export interface JobProgress {
   /** What the agent is doing, in words (`saving image`, `volume data`...). */
@@ -34,7 +42,11 @@ export interface Job {
   startedAt?: string;
   endedAt?: string;
   executionArn?: string;
-  /** The point a backup produces, or the point a restore reads. */
+  /**
+   * The point a backup produces, or the point a restore reads. For a snapshot job, the snapshot's
+   * id (`lxd:web/snap0`; a create's becomes the name taken once it is known), or for a schedule
+   * the target.
+   */
   recoveryPointId: string;
   /** For a restore: the target the point was taken of. */
   source?: string;
@@ -42,6 +54,13 @@ export interface Job {
   label?: string;
   progress?: JobProgress;
   error?: ErrorRecord;
+  /** For a SNAPSHOT job: what was asked, and once it succeeded, what the agent did. */
+  snapshot?: SnapshotJob;
+}
+
+export interface SnapshotJob {
+  action: SnapshotAction;
+  result?: SnapshotResult;
 }
 
 export type PointStatus = 'COMPLETED';
@@ -72,6 +91,10 @@ export interface InventoryTarget {
   name: string;
   state: string;
   details?: Record<string, string>;
+  /** Local snapshots (fast tier), for targets whose driver has them; none past their expiry. */
+  snapshots?: SnapshotInfo[];
+  /** The engine's own snapshot schedule of this target, when one is set. */
+  snapshotSchedule?: SnapshotSchedule;
 }
 
 /** What an agent last reported about itself and what it sees. */

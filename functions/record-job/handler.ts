@@ -1,6 +1,16 @@
-/** Lambda task of both workflows: moves a job through RUNNING, SUCCEEDED (restore) or FAILED. */
+/**
+ * Lambda task of every workflow: moves a job through RUNNING, SUCCEEDED (restore, verify,
+ * snapshot: the commit-point Lambda ends backups) or FAILED.
+ */
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
-import { errorFromStates, markJobFailed, markJobStarted, markRestoreSucceeded } from '../core/jobs';
+import {
+  errorFromStates,
+  isSnapshotResult,
+  markJobFailed,
+  markJobStarted,
+  markRestoreSucceeded,
+  markSnapshotSucceeded,
+} from '../core/jobs';
 import { requireEnv } from '../shared/env';
 import { systemClock } from '../shared/ids';
 import { createLogger, LogEvent } from '../shared/logger';
@@ -19,7 +29,9 @@ export async function handler(event: RecordJobEvent): Promise<{ jobId: string; s
       return { jobId: job.jobId, status: job.status };
     }
     case 'succeed': {
-      const job = await markRestoreSucceeded(deps, event.jobId, event.result);
+      const job = isSnapshotResult(event.result)
+        ? await markSnapshotSucceeded(deps, event.jobId, event.result)
+        : await markRestoreSucceeded(deps, event.jobId, event.result);
       jobLog.info(LogEvent.jobRecorded, { status: job.status });
       return { jobId: job.jobId, status: job.status };
     }

@@ -9,6 +9,8 @@ export type ErrorName =
   | 'ConflictError'
   | 'TargetNotFound'
   | 'PointNotFound'
+  | 'SnapshotNotFound'
+  | 'Unsupported'
   | 'NameTaken'
   | 'TransientError'
   | 'DriverError'
@@ -54,6 +56,23 @@ export class TargetNotFound extends StowageError {
 export class PointNotFound extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('PointNotFound', 404, message, options);
+  }
+}
+
+/** The target has no local snapshot of that name (or it expired and was deleted). */
+export class SnapshotNotFound extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SnapshotNotFound', 404, message, options);
+  }
+}
+
+/**
+ * The target or its engine cannot do what was asked (a platform without local snapshots, a
+ * stateful snapshot where the host cannot checkpoint). Checked before anything changes.
+ */
+export class Unsupported extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('Unsupported', 422, message, options);
   }
 }
 

@@ -54,6 +54,7 @@ export const WORKFLOWS = {
   backup: { file: 'backup.asl.json', localName: 'stowage-backup' },
   restore: { file: 'restore.asl.json', localName: 'stowage-restore' },
   verify: { file: 'verify.asl.json', localName: 'stowage-verify' },
+  snapshot: { file: 'snapshot.asl.json', localName: 'stowage-snapshot' },
 } as const;
 
 /** The Lambda functions, by the folder of their handler (functions/<folder>/handler.ts). */

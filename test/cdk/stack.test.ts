@@ -249,10 +249,10 @@ describe('Stowage stack', () => {
   describe('state machines', () => {
     const assemblyDir = () => app.synth().directory;
 
-    it('has one standard state machine per workflow: backup, restore and verify', () => {
-      expect(Object.keys(WORKFLOWS).sort()).toEqual(['backup', 'restore', 'verify']);
+    it('has one standard state machine per workflow: backup, restore, verify and snapshot', () => {
+      expect(Object.keys(WORKFLOWS).sort()).toEqual(['backup', 'restore', 'snapshot', 'verify']);
       expect(Object.keys(stack.workflows.machines).sort()).toEqual(Object.keys(WORKFLOWS).sort());
-      template.resourceCountIs('AWS::StepFunctions::StateMachine', 3);
+      template.resourceCountIs('AWS::StepFunctions::StateMachine', 4);
     });
 
     it.each(Object.keys(WORKFLOWS) as (keyof typeof WORKFLOWS)[])(
@@ -346,9 +346,9 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('lets restore and verify invoke only record-job', () => {
+    it('lets restore, verify and snapshot invoke only record-job', () => {
       const recordJob = { 'Fn::GetAtt': [logicalId(stack, stack.functions.recordJob.fn), 'Arn'] };
-      for (const name of ['restore', 'verify'] as const) {
+      for (const name of ['restore', 'verify', 'snapshot'] as const) {
         const machine = stack.workflows.machines[name];
         const invoke = statementsOfRole(template, logicalId(stack, machine.role)).filter((s) =>
           allows(s, 'lambda:InvokeFunction'),
@@ -388,6 +388,7 @@ describe('Stowage stack', () => {
         'BUCKET_NAME',
         'RESTORE_STATE_MACHINE_ARN',
         'SITE_QUEUE_URL_PREFIX',
+        'SNAPSHOT_STATE_MACHINE_ARN',
         'TABLE_NAME',
         'VERIFY_STATE_MACHINE_ARN',
       ]);
@@ -402,12 +403,12 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.commitPoint.fn).sort()).toEqual(['BUCKET_NAME', 'TABLE_NAME']);
     });
 
-    it('lets the api function start the three state machines and nothing else', () => {
+    it('lets the api function start the four state machines and nothing else', () => {
       const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
       const startResources = statements
         .filter((s) => allows(s, 'states:StartExecution'))
         .flatMap((s) => asArray(s.Resource));
-      expect(startResources).toHaveLength(3);
+      expect(startResources).toHaveLength(4);
       expect(startResources).toEqual(
         expect.arrayContaining(
           Object.values(stack.workflows.machines).map((m) => ({ Ref: logicalId(stack, m) })),
@@ -421,7 +422,7 @@ describe('Stowage stack', () => {
       const executionResources = statements
         .filter((s) => allows(s, 'states:DescribeExecution') && allows(s, 'states:StopExecution'))
         .flatMap((s) => asArray(s.Resource).map((r) => JSON.stringify(r)));
-      expect(executionResources).toHaveLength(3);
+      expect(executionResources).toHaveLength(4);
       for (const machine of Object.values(stack.workflows.machines)) {
         const name = JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, machine), 'Name'] });
         expect(executionResources.filter((r) => r.includes(name))).toHaveLength(1);

@@ -18,7 +18,13 @@ import type { ControlPlane } from '../../local/control-plane';
 import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
 import { manifestKey } from '../../functions/core/object-layout';
 import { LOCAL_AWS } from '../../local/emulators';
-import type { AgentTaskMessage, BackupResult, RestoreResult } from '../../statemachines/contracts';
+import type {
+  AgentTaskMessage,
+  BackupResult,
+  BackupTask,
+  RestoreResult,
+  SnapshotResult,
+} from '../../statemachines/contracts';
 import type { JobAccepted } from '../../functions/core/requests';
 import { eventually, removeDir, startTestPlane, tempDir } from '../fixtures/local-plane';
 
@@ -76,7 +82,7 @@ async function jobWhenDone(jobId: string) {
   }, `job ${jobId} to end`);
 }
 
-function backupResultFor(task: AgentTaskMessage['task']): BackupResult {
+function backupResultFor(task: BackupTask): BackupResult {
   return {
     recoveryPointId: task.recoveryPointId,
     manifestKey: manifestKey(task.recoveryPointId),
@@ -176,7 +182,7 @@ describe('backup workflow', () => {
     await sfn.send(
       new SendTaskSuccessCommand({
         taskToken: message.taskToken,
-        output: JSON.stringify(backupResultFor(message.task)),
+        output: JSON.stringify(backupResultFor(message.task as BackupTask)),
       }),
     );
 
@@ -247,7 +253,7 @@ describe('backup workflow', () => {
     await sfn.send(
       new SendTaskSuccessCommand({
         taskToken: message.taskToken,
-        output: JSON.stringify(backupResultFor(message.task)),
+        output: JSON.stringify(backupResultFor(message.task as BackupTask)),
       }),
     );
 
@@ -288,7 +294,7 @@ describe('restore workflow', () => {
     await sfn.send(
       new SendTaskSuccessCommand({
         taskToken: b.taskToken,
-        output: JSON.stringify(backupResultFor(b.task)),
+        output: JSON.stringify(backupResultFor(b.task as BackupTask)),
       }),
     );
     await jobWhenDone(backup.jobId);
@@ -359,6 +365,127 @@ describe('restore workflow', () => {
     expect(res.status).toBe(409);
     expect(res.body.error).toBe('NameTaken');
     expect(res.body.message).toContain('docker:taken');
+    expect((await catalog.listJobs()).length).toBe(before);
+  });
+});
+
+describe('snapshot workflow', () => {
+  const snapshotAgent = async () =>
+    catalog.putAgent({
+      agent: SITE,
+      platforms: ['docker', 'lxd'],
+      targets: [
+        { target: 'docker:web', platform: 'docker', name: 'web', state: 'running' },
+        {
+          target: 'lxd:c1',
+          platform: 'lxd',
+          name: 'c1',
+          state: 'running',
+          snapshots: [
+            {
+              name: 'snap0',
+              createdAt: '2026-01-01T00:00:00.000Z',
+              expiresAt: null,
+              stateful: false,
+            },
+          ],
+        },
+      ],
+      seenAt: new Date().toISOString(),
+      version: 'test',
+    });
+
+  it('dispatches one SNAPSHOT task and records what the agent did on the job', async () => {
+    await snapshotAgent();
+    const res = await api<JobAccepted>('POST', '/snapshots', {
+      target: 'lxd:c1',
+      pattern: 'pre-%d',
+      expiry: '7d',
+    });
+    expect(res.status).toBe(202);
+    const message = await nextTask();
+    expect(message.task).toEqual({
+      kind: 'SNAPSHOT',
+      jobId: res.body.jobId,
+      target: 'lxd:c1',
+      action: 'create',
+      args: { pattern: 'pre-%d', expiry: '7d', stateful: false },
+    });
+    const result: SnapshotResult = {
+      action: 'create',
+      target: 'lxd:c1',
+      snapshot: {
+        name: 'pre-0',
+        createdAt: '2026-01-02T00:00:00.000Z',
+        expiresAt: '2026-01-09T00:00:00.000Z',
+        stateful: false,
+      },
+      pruned: [],
+      startedAt: '2026-01-02T00:00:00.000Z',
+      completedAt: '2026-01-02T00:00:01.000Z',
+    };
+    await sfn.send(
+      new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(result) }),
+    );
+
+    const done = await jobWhenDone(res.body.jobId);
+    expect(done).toMatchObject({
+      kind: 'SNAPSHOT',
+      status: 'SUCCEEDED',
+      target: 'lxd:c1',
+      recoveryPointId: 'lxd:c1/pre-0',
+      snapshot: { action: 'create', result },
+    });
+    const history = await sfn.send(
+      new GetExecutionHistoryCommand({ executionArn: res.body.executionArn }),
+    );
+    const entered = (history.events ?? [])
+      .filter((e) => e.type === 'TaskStateEntered')
+      .map((e) => e.stateEnteredEventDetails?.name);
+    expect(entered).toEqual([
+      'Record job started',
+      'Run snapshot on agent',
+      'Record job succeeded',
+    ]);
+  });
+
+  it('records the agent error when the snapshot task fails', async () => {
+    await snapshotAgent();
+    const res = await api<JobAccepted>('POST', '/snapshots/restores', {
+      snapshot: 'lxd:c1/snap0',
+    });
+    expect(res.status).toBe(202);
+    const message = await nextTask();
+    expect(message.task).toMatchObject({ action: 'restore', args: { snapshot: 'snap0' } });
+    await sfn.send(
+      new SendTaskFailureCommand({
+        taskToken: message.taskToken,
+        error: 'SnapshotNotFound',
+        cause: 'lxd:c1/snap0 does not exist',
+      }),
+    );
+    const done = await jobWhenDone(res.body.jobId);
+    expect(done.status).toBe('FAILED');
+    expect(done.error).toEqual({
+      name: 'SnapshotNotFound',
+      message: 'lxd:c1/snap0 does not exist',
+    });
+  });
+
+  it('refuses an unknown snapshot and a target without snapshots before any execution starts', async () => {
+    await snapshotAgent();
+    const before = (await catalog.listJobs()).length;
+    const unknown = await api<{ error: string; message: string }>('POST', '/snapshots/deletions', {
+      snapshot: 'lxd:c1/nope',
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error).toBe('SnapshotNotFound');
+    expect(unknown.body.message).toContain('snap0');
+    const docker = await api<{ error: string; message: string }>('POST', '/snapshots', {
+      target: 'docker:web',
+    });
+    expect(docker.status).toBe(422);
+    expect(docker.body.error).toBe('Unsupported');
     expect((await catalog.listJobs()).length).toBe(before);
   });
 });

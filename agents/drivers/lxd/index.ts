@@ -1,8 +1,12 @@
 /**
  * The LXD driver: instances as targets (`lxd:<name>`), backed up as their config and profiles
  * (metadata) + LXD's own uncompressed instance backup (backup.ts), restored by import under a new
- * name or in place over the original (restore.ts). Talks to LXD's REST API over its unix socket
- * with Node's `http` (client.ts); no LXD type leaves this folder.
+ * name or in place over the original (restore.ts), with local snapshots as a fast tier
+ * (snapshots.ts). Talks to LXD's REST API over its unix socket with Node's `http` (client.ts); no
+ * LXD type leaves this folder.
+ *
+ * The inventory lists each instance's snapshots and schedule; listing first deletes the snapshots
+ * past their expiry, so what is published never holds an expired one.
  */
 import { silentLogger, type Logger } from '../../../functions/shared/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
@@ -11,6 +15,7 @@ import { LxdClient } from './client';
 import { translate } from './errors';
 import { getInstance, type Engine, type LxdInstance } from './instance';
 import { restoreInstance } from './restore';
+import { createSnapshotOps, scheduleOf, type CriuCheck } from './snapshots';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -21,6 +26,8 @@ export interface LxdDriverOptions {
   project?: string;
   /** For what happens outside a job; jobs log through their context. */
   log?: Logger;
+  /** Whether stateful snapshots can work here (default: `criu check` on this host). */
+  criuCheck?: CriuCheck;
 }
 
 export type { LxdBackupOptions };
@@ -28,9 +35,12 @@ export type { LxdBackupOptions };
 export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
   const socketPath = options.socketPath ?? DEFAULT_LXD_SOCKET;
   const project = options.project ?? 'default';
-  // Nothing outside a job logs yet (no watch); kept for the same shape as the other drivers.
-  void (options.log ?? silentLogger);
+  const log = options.log ?? silentLogger;
   const engine: Engine = { client: new LxdClient({ socketPath, project }), socketPath, project };
+  const snapshots = createSnapshotOps(engine, {
+    log,
+    ...(options.criuCheck ? { criuCheck: options.criuCheck } : {}),
+  });
 
   async function listTargets(): Promise<DiscoveredTarget[]> {
     let instances: LxdInstance[];
@@ -39,15 +49,30 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
     } catch (err) {
       throw translate(err, 'listing instances', socketPath);
     }
-    return instances
-      .map((i) => ({
+    const targets: DiscoveredTarget[] = [];
+    for (const i of instances) {
+      // An instance deleted meanwhile, or a snapshot LXD will not delete, must not hide the rest.
+      const held = await snapshots.list(i.name).catch((err: unknown) => {
+        log.warn('agent.inventory.snapshots_failed', { instance: i.name, error: err });
+        return [];
+      });
+      const schedule = scheduleOf(i);
+      targets.push({
         target: `lxd:${i.name}`,
         platform: 'lxd',
         name: i.name,
         state: i.status.toLowerCase(),
-        details: { type: i.type, profiles: i.profiles.join(',') },
-      }))
-      .sort((a, b) => a.name.localeCompare(b.name));
+        details: {
+          type: i.type,
+          profiles: i.profiles.join(','),
+          snapshots: String(held.length),
+          ...(schedule ? { schedule: schedule.every } : {}),
+        },
+        snapshots: held,
+        ...(schedule ? { snapshotSchedule: schedule } : {}),
+      });
+    }
+    return targets.sort((a, b) => a.name.localeCompare(b.name));
   }
 
   return {
@@ -58,5 +83,6 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
       backupInstance(engine, name, sink, ctx, backupOptions),
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreInstance(engine, metadata, source, restoreOptions, ctx),
+    snapshots,
   };
 }
