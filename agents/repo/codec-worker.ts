@@ -20,7 +20,7 @@ const dataKey = Buffer.from(key);
  * pile up in each thread. A young-generation GC (a millisecond or so) every COLLECT_EVERY bytes
  * keeps that garbage to a few MB; pool.ts exposes `gc` to the workers for this.
  */
-const COLLECT_EVERY = 32 * 1024 * 1024;
+const COLLECT_EVERY = 8 * 1024 * 1024;
 let sinceCollect = 0;
 const collect = (globalThis as { gc?: (options: { type: 'minor' }) => void }).gc;
 
