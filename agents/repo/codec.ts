@@ -6,7 +6,8 @@
  * with flags bit 0 = the plaintext was zstd-compressed before encryption. The version, the
  * flags and the caller's `aad` (a chunk's id, or a purpose like `config`) are authenticated, so a
  * blob moved to another id, or a flag flipped, fails to open instead of yielding other bytes.
- * Chunks that do not shrink by at least 1/32 are stored uncompressed (random data, media).
+ * Chunks that do not shrink by at least 1/32 are stored uncompressed (random data, media); the
+ * data path (sealInPlace) skips compressing large chunks whose samples do not shrink at all.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { Compressor, Decompressor } from 'zstd-napi';
@@ -97,6 +98,31 @@ let scratch: Buffer | undefined;
 /** AES-GCM output comes in slices of this size: small, quickly reused allocations. */
 const CIPHER_SLICE = 256 * 1024;
 
+/** A large chunk is probed with a sample of PROBE_BYTES every PROBE_STRIDE bytes. */
+const PROBE_BYTES = 8 * 1024;
+const PROBE_STRIDE = 128 * 1024;
+let probeContext: InstanceType<typeof zstd.CCtx> | undefined;
+
+/**
+ * Whether no sample of a chunk of at least 256 KiB shrinks at zstd level 1: then the chunk is
+ * random-looking (encrypted or already compressed data, media) and is stored as it is without a
+ * whole compression pass (zstd -3 runs ~2 GB/s over such data; the samples are 1/16 of it at
+ * level 1). One sample that shrinks is enough to compress the whole chunk, so any compressible run
+ * longer than PROBE_STRIDE + PROBE_BYTES is found.
+ */
+function looksIncompressible(plain: Uint8Array, scratch: Buffer): boolean {
+  if (plain.length < 2 * PROBE_STRIDE) return false;
+  if (!probeContext) {
+    probeContext = new zstd.CCtx();
+    probeContext.setParameter(zstd.CParameter.compressionLevel, 1);
+  }
+  for (let at = 0; at + PROBE_BYTES <= plain.length; at += PROBE_STRIDE) {
+    const sample = plain.subarray(at, at + PROBE_BYTES);
+    if (shrinks(PROBE_BYTES, probeContext.compress2(scratch, sample))) return false;
+  }
+  return true;
+}
+
 /**
  * Seals `plain` exactly as sealBlob does, without allocating the blob: the ciphertext (never
  * longer than the plaintext) is written over `plain` itself, and the rest of the frame is returned
@@ -120,7 +146,9 @@ export function sealInPlace(
     }
     const bound = zstd.compressBound(plain.length);
     if (!scratch || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(bound);
-    const packed = cctx.compress2(scratch, plain);
+    const packed = looksIncompressible(plain, scratch)
+      ? plain.length
+      : cctx.compress2(scratch, plain);
     if (shrinks(plain.length, packed)) {
       body = scratch.subarray(0, packed);
       flags |= FLAG_ZSTD;

@@ -214,6 +214,21 @@ describe('sealInPlace', () => {
     expect(sealedInPlace(Buffer.from(text), idBytes(sha256Hex(text)), 0)[1]).toBe(0);
   });
 
+  it('compresses a random-looking chunk that holds a compressible run, however short the run is past 136 KiB', () => {
+    const mixed = prngBytes(2 * MiB, 10);
+    mixed.set(Buffer.alloc(140 * 1024, 'log line 42 '), MiB + 3333);
+    const random = prngBytes(2 * MiB, 11);
+
+    expect(sealedInPlace(Buffer.from(mixed), idBytes(sha256Hex(mixed)))[1]).toBe(FLAG_ZSTD);
+    expect(sealedInPlace(Buffer.from(random), idBytes(sha256Hex(random)))[1]).toBe(0);
+    const opened = openBlob(
+      sealedInPlace(Buffer.from(mixed), idBytes(sha256Hex(mixed))),
+      KEY,
+      idBytes(sha256Hex(mixed)),
+    );
+    expect(opened.equals(mixed)).toBe(true);
+  });
+
   it('binds the blob to its aad', () => {
     const data = Buffer.alloc(10_000, 1);
     const sealed = sealedInPlace(Buffer.from(data), idBytes(sha256Hex(data)));
