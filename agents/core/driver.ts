@@ -25,6 +25,8 @@ export interface DiscoveredTarget {
   state: string;
   /** A few human facts (image, volumes...) for `stowage targets`. */
   details?: Record<string, string>;
+  /** The engine's labels of the target, for backups by label selector (Docker). */
+  labels?: Record<string, string>;
 }
 
 export interface StreamInfo {

@@ -23,25 +23,48 @@ export interface JobProgress {
   updatedAt: string;
 }
 
+export type JobItemStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+
+/** One target of a backup job (a single-target backup has one). */
+export interface JobItem {
+  /** `platform:name`. */
+  target: string;
+  agent: string;
+  /** The point this item produces; listed only once COMPLETED. */
+  recoveryPointId: string;
+  status: JobItemStatus;
+  progress?: JobProgress;
+  error?: ErrorRecord;
+}
+
 export interface Job {
   jobId: string;
   kind: JobKind;
-  /** The target backed up, or for a restore the target it produces. */
+  /**
+   * The target backed up (or the label selector, `docker:app=web`), or for a restore the target
+   * it produces.
+   */
   target: string;
+  /** The agent; for a backup whose items are on several agents, their names joined by `,`. */
   agent: string;
   status: JobStatus;
   createdAt: string;
   startedAt?: string;
   endedAt?: string;
   executionArn?: string;
-  /** The point a backup produces, or the point a restore reads. */
-  recoveryPointId: string;
+  /**
+   * The point a backup of one target produces, or the point a restore reads. Absent for a
+   * backup by selector: each of its items has its own.
+   */
+  recoveryPointId?: string;
   /** For a restore: the target the point was taken of. */
   source?: string;
   /** A backup's label (e.g. `pre-update`). */
   label?: string;
   progress?: JobProgress;
   error?: ErrorRecord;
+  /** A backup's targets, each with its point, status and progress. */
+  items?: JobItem[];
 }
 
 export type PointStatus = 'COMPLETED';
@@ -72,6 +95,8 @@ export interface InventoryTarget {
   name: string;
   state: string;
   details?: Record<string, string>;
+  /** Engine labels (Docker), which backups by label selector match. */
+  labels?: Record<string, string>;
 }
 
 /** What an agent last reported about itself and what it sees. */

@@ -1,6 +1,15 @@
-/** Lambda task of both workflows: moves a job through RUNNING, SUCCEEDED (restore) or FAILED. */
+/**
+ * Lambda task of the workflows: moves a job through RUNNING, SUCCEEDED (restore, verify), FAILED,
+ * and for a backup its end from the items' outcomes (SUCCEEDED, PARTIALLY_FAILED or FAILED).
+ */
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
-import { errorFromStates, markJobFailed, markJobStarted, markRestoreSucceeded } from '../core/jobs';
+import {
+  endBackupJob,
+  errorFromStates,
+  markJobFailed,
+  markJobStarted,
+  markRestoreSucceeded,
+} from '../core/jobs';
 import { requireEnv } from '../shared/env';
 import { systemClock } from '../shared/ids';
 import { createLogger, LogEvent } from '../shared/logger';
@@ -21,6 +30,12 @@ export async function handler(event: RecordJobEvent): Promise<{ jobId: string; s
     case 'succeed': {
       const job = await markRestoreSucceeded(deps, event.jobId, event.result);
       jobLog.info(LogEvent.jobRecorded, { status: job.status });
+      return { jobId: job.jobId, status: job.status };
+    }
+    case 'end': {
+      const job = await endBackupJob(deps, event.jobId, event.outcomes);
+      if (job.status === 'SUCCEEDED') jobLog.info(LogEvent.jobRecorded, { status: job.status });
+      else jobLog.warn(LogEvent.jobFailed, { status: job.status, error: job.error });
       return { jobId: job.jobId, status: job.status };
     }
     case 'fail': {
