@@ -93,9 +93,22 @@ describe('docker backups by label selector, one job for several containers', () 
   });
 
   it('backs up exactly the two matching containers into two points whose restores hold the same bytes', async () => {
-    const backup = stowage('backup', '--selector', SELECTOR, '--wait');
-    expect(backup.code, backup.stderr).toBe(0);
-    const out = backup.json as { jobId: string; status: string; target: string; items: Item[] };
+    const started = stowage('backup', '--selector', SELECTOR);
+    expect(started.code, started.stderr).toBe(0);
+    const { jobId } = started.json as { jobId: string };
+    // While it runs, the agent's progress shows on the item it is working on.
+    const seen: Item[] = [];
+    for (;;) {
+      const res = await fetch(`http://127.0.0.1:${stowageProcess.port}/jobs/${jobId}`);
+      const polled = (await res.json()) as { status: string; items: Item[] };
+      seen.push(...polled.items.filter((i) => i.status === 'RUNNING'));
+      if (!['PENDING', 'RUNNING'].includes(polled.status)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen.some((i) => i.progress && i.progress.phase !== 'done')).toBe(true);
+    const followed = stowage('job', jobId, '--follow');
+    expect(followed.code, followed.stderr).toBe(0);
+    const out = followed.json as { jobId: string; status: string; target: string; items: Item[] };
     expect(out.status).toBe('SUCCEEDED');
     expect(out.target).toBe(SELECTOR);
     expect(out.items.map((i) => [i.target, i.status])).toEqual([
