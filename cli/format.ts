@@ -67,7 +67,8 @@ export function itemsTable(items: JobItem[]): string {
     ...items.map((i) => [
       i.target,
       i.agent,
-      i.recoveryPointId,
+      // A failed item's point was never made: its id would lead nowhere.
+      i.status === 'FAILED' ? '-' : i.recoveryPointId,
       i.status,
       i.error
         ? `${i.error.name}: ${i.error.message}`
