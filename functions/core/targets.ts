@@ -139,7 +139,8 @@ export function parseSelector(text: string): LabelSelector {
       );
     }
   }
-  const labels: Record<string, string> = {};
+  // A Map, not an object: a label key may be any string, `constructor` or `__proto__` included.
+  const labels = new Map<string, string>();
   for (const pair of body.split(',')) {
     const eq = pair.indexOf('=');
     const key = eq > 0 ? pair.slice(0, eq).trim() : '';
@@ -148,15 +149,15 @@ export function parseSelector(text: string): LabelSelector {
         `selector "${text}": "${pair}" is not KEY=VALUE; write ${SELECTOR_FORM}`,
       );
     }
-    if (key in labels) {
+    if (labels.has(key)) {
       throw new ValidationError(`selector "${text}" names the label "${key}" twice`);
     }
-    labels[key] = pair.slice(eq + 1);
+    labels.set(key, pair.slice(eq + 1));
   }
-  const pairs = Object.entries(labels).map(([k, v]) => `${k}=${v}`);
+  const pairs = [...labels].map(([k, v]) => `${k}=${v}`);
   return {
     platform: 'docker',
-    labels,
+    labels: Object.fromEntries(labels),
     ...(agent !== undefined ? { agent } : {}),
     text: `docker:${pairs.join(',')}`,
   };
@@ -167,5 +168,7 @@ export function matchesSelector(
   selector: Pick<LabelSelector, 'labels'>,
   labels: Record<string, string> | undefined,
 ): boolean {
-  return Object.entries(selector.labels).every(([k, v]) => labels?.[k] === v);
+  return Object.entries(selector.labels).every(
+    ([k, v]) => labels !== undefined && Object.hasOwn(labels, k) && labels[k] === v,
+  );
 }
