@@ -2,6 +2,7 @@
  * The backup and restore ASL files, executed by the local Step Functions endpoint with the real
  * Lambda handlers and catalog, and a scripted agent on the site's queue in place of a real one.
  */
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
@@ -181,6 +182,25 @@ beforeEach(async () => {
 afterAll(async () => {
   await plane?.close();
   removeDir(dataDir);
+});
+
+describe('ASL files', () => {
+  it("keep every TimeoutSeconds within a Node timer (2^31 ms), which the local engine's timeouts use", () => {
+    const timeouts = (node: unknown): number[] =>
+      node && typeof node === 'object'
+        ? Object.entries(node).flatMap(([k, v]) =>
+            k === 'TimeoutSeconds' && typeof v === 'number' ? [v] : timeouts(v),
+          )
+        : [];
+    for (const file of ['backup', 'restore', 'verify']) {
+      const definition: unknown = JSON.parse(
+        readFileSync(new URL(`../../statemachines/${file}.asl.json`, import.meta.url), 'utf8'),
+      );
+      const found = timeouts(definition);
+      expect(found.length, file).toBeGreaterThan(0);
+      for (const seconds of found) expect(seconds * 1000, file).toBeLessThan(2 ** 31);
+    }
+  });
 });
 
 describe('backup workflow', () => {
