@@ -178,6 +178,10 @@ export async function endBackupJob(
       item.error ??= { name: 'InternalError', message: 'the workflow reported no outcome for it' };
     }
   }
+  if (items.length === 0) {
+    // Nothing was backed up: never a success.
+    return markJobFailed(deps, jobId, { name: 'InternalError', message: 'the job has no targets' });
+  }
   const failed = items.filter((i) => i.status === 'FAILED');
   const completed = items.filter((i) => i.status === 'COMPLETED');
   const status: JobStatus =
@@ -188,7 +192,8 @@ export async function endBackupJob(
       status,
       endedAt: deps.clock.now(),
       items,
-      progress: sumProgress(completed, deps.clock),
+      // A job with no point keeps the agent's last progress: it shows where it stopped.
+      ...(completed.length ? { progress: sumProgress(completed, deps.clock) } : {}),
       ...(failed.length ? { error: failureOf(failed, items.length) } : {}),
     },
     ACTIVE,

@@ -516,6 +516,27 @@ describe('endBackupJob', () => {
     expect(ended.items?.[1]?.error?.name).toBe('InternalError');
   });
 
+  it('fails a job that has no items rather than calling it a success', async () => {
+    const job = await given({ status: 'RUNNING', items: [] });
+
+    const ended = await endBackupJob(deps, job.jobId, []);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.error?.name).toBe('InternalError');
+  });
+
+  it("keeps the agent's last progress of a job that made no point", async () => {
+    const progress = { phase: 'volume data', bytesDone: 5, rate: 1, updatedAt: T0 };
+    const job = await given({ status: 'RUNNING', progress });
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'FAILED', error: agentFailure('disk full') },
+    ]);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.progress).toEqual(progress);
+  });
+
   it('leaves a job that already ended as it is (a retried task)', async () => {
     const job = await runningJobOf(['a', 'b'], [0]);
     const outcomes = [
