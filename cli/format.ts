@@ -1,5 +1,5 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
-import type { Job, RecoveryPoint } from '../functions/core/model';
+import type { Job, JobItem, RecoveryPoint } from '../functions/core/model';
 import type { SnapshotListing } from '../functions/core/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
 
@@ -46,6 +46,7 @@ export function duration(seconds: number): string {
 }
 
 export function progressLine(job: Job): string {
+  if (job.items && job.items.length > 1) return itemsProgressLine(job, job.items);
   const p = job.progress;
   if (!p) return `${job.status.toLowerCase()}`;
   // Snapshot jobs move no bytes: their phase is all there is to say.
@@ -59,6 +60,40 @@ export function progressLine(job: Job): string {
   if (p.rate > 0) parts.push(`${bytes(p.rate)}/s`);
   if (p.etaSeconds !== undefined && p.rate > 0) parts.push(`ETA ${duration(p.etaSeconds)}`);
   return parts.join(', ');
+}
+
+/** A job of several targets: how many are done, and what the running ones are doing. */
+function itemsProgressLine(job: Job, items: JobItem[]): string {
+  const ended = items.filter((i) => i.status === 'COMPLETED' || i.status === 'FAILED').length;
+  const failed = items.filter((i) => i.status === 'FAILED').length;
+  const parts = [
+    `${job.status.toLowerCase()}: ${ended} of ${items.length} targets done${failed ? ` (${failed} failed)` : ''}`,
+  ];
+  for (const item of items) {
+    if (item.status === 'RUNNING' && item.progress) {
+      parts.push(`${item.target}: ${item.progress.phase}, ${bytes(item.progress.bytesDone)}`);
+    }
+  }
+  return parts.join('; ');
+}
+
+/** A backup's targets, one line each: point, status, size or error. */
+export function itemsTable(items: JobItem[]): string {
+  return table([
+    ['TARGET', 'AGENT', 'POINT', 'STATUS', 'PROGRESS'],
+    ...items.map((i) => [
+      i.target,
+      i.agent,
+      // A failed item's point was never made: its id would lead nowhere.
+      i.status === 'FAILED' ? '-' : i.recoveryPointId,
+      i.status,
+      i.error
+        ? `${i.error.name}: ${i.error.message}`
+        : i.progress
+          ? `${i.progress.phase} ${bytes(i.progress.bytesDone)}`
+          : '',
+    ]),
+  ]);
 }
 
 export function jobsTable(jobs: Job[]): string {
@@ -165,14 +200,19 @@ export function jobDetail(job: Job): string {
     `target     ${job.target}${job.source ? ` (from ${job.source})` : ''}`,
     `agent      ${job.agent}`,
     `status     ${job.status}`,
-    job.kind === 'SNAPSHOT'
-      ? `snapshot   ${job.snapshot?.action ?? ''} ${job.recoveryPointId}`
-      : `point      ${job.recoveryPointId}`,
+    ...(job.kind === 'SNAPSHOT'
+      ? [`snapshot   ${job.snapshot?.action ?? ''} ${job.recoveryPointId}`]
+      : job.recoveryPointId
+        ? [`point      ${job.recoveryPointId}`]
+        : []),
     `created    ${job.createdAt}`,
   ];
   if (job.startedAt) lines.push(`started    ${job.startedAt}`);
   if (job.endedAt) lines.push(`ended      ${job.endedAt}`);
   if (job.progress) lines.push(`progress   ${progressLine(job)}`);
   if (job.error) lines.push(`error      ${job.error.name}: ${job.error.message}`);
+  if (job.items && (job.items.length > 1 || !job.recoveryPointId)) {
+    lines.push('', itemsTable(job.items));
+  }
   return lines.join('\n');
 }

@@ -1,7 +1,8 @@
 /**
  * `stowage`: the command line. Every command but `start` and `agent` is a client of the HTTP API.
  * Exit codes: 0 done; 1 the job failed; 2 the request was refused (bad input, not found, taken);
- * 3 the API could not be reached.
+ * 3 the API could not be reached; 4 a backup of several targets ended PARTIALLY_FAILED (some
+ * points were made, some targets failed).
  */
 import './warnings';
 import { homedir } from 'node:os';
@@ -14,6 +15,7 @@ import type { LocalConfig } from '../local/control-plane';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
 import {
   bytes,
+  itemsTable,
   jobDetail,
   jobsTable,
   pointsTable,
@@ -43,7 +45,12 @@ function print(cmd: Command, value: unknown, human: () => string): void {
   process.stdout.write(isJson(cmd) ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
 }
 
-class JobFailed extends Error {}
+/** The job did not succeed: exit 4 when it PARTIALLY_FAILED, else 1. */
+class JobFailed extends Error {
+  constructor(readonly status: string) {
+    super(status);
+  }
+}
 
 async function waitForJob(
   cmd: Command,
@@ -86,31 +93,53 @@ function snapshotOutcome(job: Job): string {
   }
 }
 
+/** A backup by selector, or of several targets: its outcome is per item. */
+const isMultiTarget = (job: Job) =>
+  job.kind === 'BACKUP' &&
+  job.items !== undefined &&
+  (job.items.length > 1 || !job.recoveryPointId);
+
 function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): void {
   const snapshot = job.kind === 'SNAPSHOT';
+  const multi = isMultiTarget(job);
   const out = {
     jobId: job.jobId,
     kind: job.kind,
     target: job.target,
     status: job.status,
-    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED'
+    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED' && job.recoveryPointId
       ? { recoveryPointId: job.recoveryPointId }
       : {}),
     ...(snapshot && job.snapshot?.action !== 'schedule' ? { snapshotId: job.recoveryPointId } : {}),
     ...(snapshot && job.snapshot?.result ? { snapshot: job.snapshot.result } : {}),
+    ...(multi
+      ? {
+          items: job.items!.map((i) => ({
+            target: i.target,
+            agent: i.agent,
+            recoveryPointId: i.recoveryPointId,
+            status: i.status,
+            ...(i.error ? { error: i.error } : {}),
+          })),
+        }
+      : {}),
     ...(job.error ? { error: job.error } : {}),
     ...extra,
   };
-  print(cmd, out, () =>
-    job.status === 'SUCCEEDED'
+  print(cmd, out, () => {
+    if (multi) {
+      const done = job.items!.filter((i) => i.status === 'COMPLETED').length;
+      return `backup of ${job.target} ${job.status}: ${done} of ${job.items!.length} targets backed up\n${itemsTable(job.items!)}`;
+    }
+    return job.status === 'SUCCEEDED'
       ? job.kind === 'BACKUP'
         ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
         : snapshot
           ? snapshotOutcome(job)
           : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
-      : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
-  );
-  if (job.status !== 'SUCCEEDED') throw new JobFailed();
+      : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`;
+  });
+  if (job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
 }
 
 /**
@@ -129,7 +158,13 @@ async function startJob(
   if (!wait) {
     print(
       cmd,
-      { jobId: job.jobId, status: job.status, target: job.target, agent: job.agent },
+      {
+        jobId: job.jobId,
+        status: job.status,
+        target: job.target,
+        agent: job.agent,
+        ...(job.items && !job.recoveryPointId ? { items: job.items } : {}),
+      },
       () => `${job.jobId}`,
     );
     return;
@@ -337,17 +372,33 @@ function withBackupFlags(command: Command, defaultConsistency?: string): Command
 
 withBackupFlags(
   program
-    .command('backup <target>')
-    .description('start a backup of PLATFORM:NAME[@AGENT]; prints the job id'),
-).action(async (target: string, opts: BackupFlags, cmd: Command) => {
-  await startJob(
-    cmd,
-    '/backups',
-    backupBody(target, opts),
-    opts.wait,
-    (job) => `backup of ${job.target}`,
-  );
-});
+    .command('backup [target]')
+    .description(
+      'start a backup of PLATFORM:NAME[@AGENT], or with --selector of every container whose labels match; prints the job id',
+    )
+    .option(
+      '--selector <selector>',
+      'docker:KEY=VALUE[,KEY=VALUE...][@AGENT]: every container with all these labels, one point each',
+    ),
+).action(
+  async (target: string | undefined, opts: BackupFlags & { selector?: string }, cmd: Command) => {
+    if ((target === undefined) === (opts.selector === undefined)) {
+      throw new Error(
+        'give a TARGET (docker:web) or --selector docker:KEY=VALUE, not both and not neither',
+      );
+    }
+    const body = backupBody(target ?? '', opts);
+    if (opts.selector !== undefined) {
+      delete body.target;
+      body.selector = opts.selector;
+    }
+    await startJob(cmd, '/backups', body, opts.wait, (job) =>
+      job.items && !job.recoveryPointId
+        ? `backup of ${job.target} (${job.items.map((i) => i.target).join(', ')})`
+        : `backup of ${job.target}`,
+    );
+  },
+);
 
 withBackupFlags(
   program
@@ -587,7 +638,7 @@ program
       ? await waitForJob(cmd, api, id, true)
       : await api.get<Job>(`/jobs/${encodeURIComponent(id)}`);
     print(cmd, job, () => jobDetail(job));
-    if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed();
+    if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
   });
 
 function required(name: string): string {
@@ -609,7 +660,7 @@ try {
 } catch (err) {
   const json = Boolean(program.opts<Globals>().json);
   if (err instanceof JobFailed) {
-    process.exitCode = 1;
+    process.exitCode = err.status === 'PARTIALLY_FAILED' ? 4 : 1;
   } else if (err instanceof ApiError || err instanceof Unreachable) {
     const code = err instanceof Unreachable ? 3 : 2;
     if (json)

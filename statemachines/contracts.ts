@@ -15,17 +15,34 @@ export const TERMINAL_STATUSES: readonly JobStatus[] = [
   'CANCELLED',
 ];
 
-/** Execution input of backup.asl.json (written by the API handler). */
+/**
+ * Execution input of backup.asl.json (written by the API handler). One workflow backs up one
+ * target or many: a Map runs over `items`, a target alone is a list of one.
+ */
 export interface BackupExecutionInput {
   jobId: string;
-  recoveryPointId: string;
+  /** The job's target: `platform:name`, or the selector text (`docker:app=web`). */
+  target: string;
+  /** Always present (`{}` for the defaults): the ASL passes it on as it is. */
+  options: BackupRequestOptions;
+  items: BackupItemInput[];
+}
+
+/** One target of a backup job: which agent backs it up, into which recovery point. */
+export interface BackupItemInput {
+  /** Position in the job's `items` (the catalog record is updated by it). */
+  index: number;
   /** `platform:name`, without the agent. */
   target: string;
   agent: string;
   queueUrl: string;
-  /** Always present (`{}` for the defaults): the ASL passes it on as it is. */
-  options: BackupRequestOptions;
+  recoveryPointId: string;
 }
+
+/** What one iteration of the backup Map outputs: the item's outcome. */
+export type BackupItemOutcome =
+  | { index: number; status: 'COMPLETED'; recoveryPointId: string }
+  | { index: number; status: 'FAILED'; error: StatesError };
 
 /** What a backup request may ask beyond its target (see BackupOptions in agents/core/driver.ts). */
 export interface BackupRequestOptions {
@@ -153,7 +170,9 @@ export interface SnapshotResult {
 export type RecordJobEvent =
   | { action: 'start'; jobId: string; executionArn: string }
   | { action: 'succeed'; jobId: string; result: RestoreResult | VerifyResult | SnapshotResult }
-  | { action: 'fail'; jobId: string; error: StatesError };
+  | { action: 'fail'; jobId: string; error: StatesError }
+  /** After a backup's Map: SUCCEEDED, PARTIALLY_FAILED or FAILED from the items' outcomes. */
+  | { action: 'end'; jobId: string; outcomes: BackupItemOutcome[] };
 
 /** What Step Functions puts at a Catch's ResultPath. */
 export interface StatesError {
@@ -164,6 +183,8 @@ export interface StatesError {
 /** Payload of the commit-point Lambda. */
 export interface CommitPointEvent {
   jobId: string;
+  /** The item of the job this point belongs to. */
+  itemIndex: number;
   recoveryPointId: string;
   target: string;
   agent: string;
@@ -187,6 +208,8 @@ export type AgentTask = BackupTask | RestoreTask | VerifyTask | SnapshotTask;
 export interface BackupTask {
   kind: 'BACKUP';
   jobId: string;
+  /** The item of the job this task backs up (its progress is written there). */
+  itemIndex: number;
   recoveryPointId: string;
   target: string;
   options: BackupRequestOptions;

@@ -34,6 +34,8 @@ export interface DiscoveredTarget {
   /** Present (maybe empty) when the driver keeps local snapshots of this target. */
   snapshots?: SnapshotInfo[];
   snapshotSchedule?: SnapshotSchedule;
+  /** The engine's labels of the target, for backups by label selector (Docker). */
+  labels?: Record<string, string>;
 }
 
 export interface StreamInfo {

@@ -111,7 +111,16 @@ export class AgentWorker {
 
     const abort = new AbortController();
     const progress = new ProgressReporter(async (p) => {
+      // The job shows the latest progress of any of its items; a backup's item shows its own.
       await this.options.catalog.updateJob(task.jobId, { progress: p }, ['RUNNING']);
+      if (task.kind === 'BACKUP' && Number.isInteger(task.itemIndex)) {
+        await this.options.catalog.updateJobItem(
+          task.jobId,
+          task.itemIndex,
+          { status: 'RUNNING', progress: p },
+          ['RUNNING'],
+        );
+      }
     });
     const heartbeat = setInterval(
       () => void this.heartbeat(taskToken, message, abort, log),

@@ -17,7 +17,7 @@ import {
   UpdateCommand,
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import type { Catalog, JobUpdate } from '../core/catalog';
+import type { Catalog, JobItemUpdate, JobUpdate } from '../core/catalog';
 import type { AgentRecord, Job, RecoveryPoint } from '../core/model';
 import { ConflictError, TransientError } from '../shared/errors';
 import { CATALOG_TABLE } from '../shared/resources';
@@ -130,6 +130,46 @@ export class DynamoDbCatalog implements Catalog {
       return strip<Job>(out.Attributes);
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return undefined;
+      translate(err);
+    }
+  }
+
+  async updateJobItem(
+    jobId: string,
+    index: number,
+    update: JobItemUpdate,
+    whenStatus: readonly JobStatus[],
+  ): Promise<boolean> {
+    if (!Number.isInteger(index) || index < 0) return false;
+    const names: Record<string, string> = { '#status': 'status', '#items': 'items' };
+    const values: Record<string, unknown> = {};
+    const sets: string[] = [];
+    for (const [field, value] of Object.entries(update)) {
+      if (value === undefined) continue;
+      names[`#f_${field}`] = field;
+      values[`:f_${field}`] = value;
+      // A document path: only this item's field changes, so concurrent items do not race.
+      sets.push(`#items[${index}].#f_${field} = :f_${field}`);
+    }
+    if (sets.length === 0) return true;
+    const allowed = whenStatus.map((s, i) => {
+      values[`:when${i}`] = s;
+      return `:when${i}`;
+    });
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: jobKey(jobId),
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: `attribute_exists(#items[${index}]) AND #status IN (${allowed.join(', ')})`,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
       translate(err);
     }
   }

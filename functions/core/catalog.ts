@@ -2,7 +2,7 @@
  * The catalog port. Every write is a single-item conditional write that is safe to retry (the
  * local DynamoDB has no transactions, and Step Functions retries Lambda tasks).
  */
-import type { AgentRecord, Job, JobProgress, RecoveryPoint } from './model';
+import type { AgentRecord, Job, JobItem, JobProgress, RecoveryPoint } from './model';
 import type { JobStatus } from '../../statemachines/contracts';
 
 export interface JobUpdate {
@@ -14,7 +14,11 @@ export interface JobUpdate {
   progress?: JobProgress;
   snapshot?: Job['snapshot'];
   recoveryPointId?: string;
+  items?: JobItem[];
 }
+
+/** The fields of one job item that change while the job runs. */
+export type JobItemUpdate = Partial<Pick<JobItem, 'status' | 'progress' | 'error'>>;
 
 export interface Catalog {
   /** Creates the job; ConflictError if the id exists. */
@@ -31,6 +35,17 @@ export interface Catalog {
     update: JobUpdate,
     whenStatus: readonly JobStatus[],
   ): Promise<Job | undefined>;
+  /**
+   * Sets fields of item `index` of the job, only while the job's status is one of `whenStatus`
+   * and the item exists; returns whether it wrote. Writes to different items never overwrite
+   * each other (agents report progress of items concurrently with commits of others).
+   */
+  updateJobItem(
+    jobId: string,
+    index: number,
+    update: JobItemUpdate,
+    whenStatus: readonly JobStatus[],
+  ): Promise<boolean>;
   /** Writes the point unless a point of that id from another job exists (ConflictError). */
   putPoint(point: RecoveryPoint): Promise<void>;
   getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined>;

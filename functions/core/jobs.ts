@@ -4,10 +4,11 @@
  * left it. A job in a terminal state is never moved again.
  */
 import type { Catalog } from './catalog';
-import type { Job, RecoveryPoint } from './model';
+import type { Job, JobItem, JobProgress, RecoveryPoint } from './model';
 import { platformOf } from './targets';
 import { ConflictError, NotFoundError, type ErrorRecord } from '../shared/errors';
 import type {
+  BackupItemOutcome,
   BackupRequestOptions,
   BackupResult,
   CommitPointOutput,
@@ -108,13 +109,14 @@ export async function markJobFailed(
 
 /**
  * Writes the recovery point (the only place a COMPLETED point is ever written), then marks the
- * backup job SUCCEEDED. If the second write is lost, a retry rewrites the same point and
- * finishes the job.
+ * job's item COMPLETED with its final progress. The job itself ends after every item has
+ * (`endBackupJob`). If the second write is lost, a retry rewrites the same point and the item.
  */
 export async function commitRecoveryPoint(
   deps: { catalog: Catalog; clock: Clock },
   input: {
     jobId: string;
+    itemIndex: number;
     recoveryPointId: string;
     target: string;
     agent: string;
@@ -155,11 +157,15 @@ export async function commitRecoveryPoint(
     ...(input.options?.label ? { label: input.options.label } : {}),
   };
   await deps.catalog.putPoint(point);
-  await deps.catalog.updateJob(
+  // A retried commit finds its item COMPLETED already and leaves it (and its end time) as it is.
+  if (job.items?.[input.itemIndex]?.status === 'COMPLETED') {
+    return { recoveryPointId: point.recoveryPointId, status: 'COMPLETED' };
+  }
+  await deps.catalog.updateJobItem(
     input.jobId,
+    input.itemIndex,
     {
-      status: 'SUCCEEDED',
-      endedAt: deps.clock.now(),
+      status: 'COMPLETED',
       progress: {
         ...finalProgress(result.bytesRead, deps.clock),
         bytesNew: result.bytesNew,
@@ -169,6 +175,83 @@ export async function commitRecoveryPoint(
     ACTIVE,
   );
   return { recoveryPointId: point.recoveryPointId, status: 'COMPLETED' };
+}
+
+/**
+ * Ends a backup job once every item has an outcome (the output of the workflow's Map): SUCCEEDED
+ * when all items completed, PARTIALLY_FAILED when some did, FAILED when none did. The failed
+ * items get their errors; the job's error names them. Idempotent: a job that already ended is
+ * returned as it is.
+ */
+export async function endBackupJob(
+  deps: { catalog: Catalog; clock: Clock },
+  jobId: string,
+  outcomes: readonly BackupItemOutcome[],
+): Promise<Job> {
+  const job = await mustGet(deps.catalog, jobId);
+  if (!ACTIVE.includes(job.status)) return job;
+  const items: JobItem[] = (job.items ?? []).map((item) => ({ ...item }));
+  for (const outcome of outcomes) {
+    const item = items[outcome.index];
+    if (!item) {
+      throw new Error(`job ${jobId} has no item ${outcome.index}; outcomes do not match the job`);
+    }
+    if (outcome.status === 'COMPLETED') {
+      item.status = 'COMPLETED';
+    } else {
+      item.status = 'FAILED';
+      item.error = errorFromStates(outcome.error);
+    }
+  }
+  // An item without an outcome did not finish: it is not a success.
+  for (const item of items) {
+    if (item.status !== 'COMPLETED' && item.status !== 'FAILED') {
+      item.status = 'FAILED';
+      item.error ??= { name: 'InternalError', message: 'the workflow reported no outcome for it' };
+    }
+  }
+  if (items.length === 0) {
+    // Nothing was backed up: never a success.
+    return markJobFailed(deps, jobId, { name: 'InternalError', message: 'the job has no targets' });
+  }
+  const failed = items.filter((i) => i.status === 'FAILED');
+  const completed = items.filter((i) => i.status === 'COMPLETED');
+  const status: JobStatus =
+    failed.length === 0 ? 'SUCCEEDED' : completed.length === 0 ? 'FAILED' : 'PARTIALLY_FAILED';
+  const updated = await deps.catalog.updateJob(
+    jobId,
+    {
+      status,
+      endedAt: deps.clock.now(),
+      items,
+      // A job with no point keeps the agent's last progress: it shows where it stopped.
+      ...(completed.length ? { progress: sumProgress(completed, deps.clock) } : {}),
+      ...(failed.length ? { error: failureOf(failed, items.length) } : {}),
+    },
+    ACTIVE,
+  );
+  return updated ?? mustGet(deps.catalog, jobId);
+}
+
+/** One item: its own error. Several: the first error's name, and every failed target's message. */
+function failureOf(failed: JobItem[], total: number): ErrorRecord {
+  const first = failed[0]!.error!;
+  if (total === 1) return first;
+  const each = failed.map((i) => `${i.target}: ${i.error?.message ?? 'failed'}`).join('; ');
+  return { name: first.name, message: `${failed.length} of ${total} targets failed: ${each}` };
+}
+
+function sumProgress(completed: JobItem[], clock: Clock): JobProgress {
+  const sum = (pick: (p: JobProgress) => number | undefined) =>
+    completed.reduce((n, i) => n + (i.progress ? (pick(i.progress) ?? 0) : 0), 0);
+  return {
+    ...finalProgress(
+      sum((p) => p.bytesDone),
+      clock,
+    ),
+    bytesNew: sum((p) => p.bytesNew),
+    bytesStored: sum((p) => p.bytesStored),
+  };
 }
 
 function finalProgress(bytes: number, clock: Clock) {

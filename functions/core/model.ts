@@ -31,11 +31,29 @@ export interface JobProgress {
   updatedAt: string;
 }
 
+export type JobItemStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+
+/** One target of a backup job (a single-target backup has one). */
+export interface JobItem {
+  /** `platform:name`. */
+  target: string;
+  agent: string;
+  /** The point this item produces; listed only once COMPLETED. */
+  recoveryPointId: string;
+  status: JobItemStatus;
+  progress?: JobProgress;
+  error?: ErrorRecord;
+}
+
 export interface Job {
   jobId: string;
   kind: JobKind;
-  /** The target backed up, or for a restore the target it produces. */
+  /**
+   * The target backed up (or the label selector, `docker:app=web`), or for a restore the target
+   * it produces.
+   */
   target: string;
+  /** The agent; for a backup whose items are on several agents, their names joined by `,`. */
   agent: string;
   status: JobStatus;
   createdAt: string;
@@ -43,17 +61,20 @@ export interface Job {
   endedAt?: string;
   executionArn?: string;
   /**
-   * The point a backup produces, or the point a restore reads. For a snapshot job, the snapshot's
-   * id (`lxd:web/snap0`; a create's becomes the name taken once it is known), or for a schedule
-   * the target.
+   * The point a backup of one target produces, or the point a restore reads. Absent for a
+   * backup by selector: each of its items has its own. For a snapshot job, the snapshot's id
+   * (`lxd:web/snap0`; a create's becomes the name taken once it is known), or for a schedule the
+   * target.
    */
-  recoveryPointId: string;
+  recoveryPointId?: string;
   /** For a restore: the target the point was taken of. */
   source?: string;
   /** A backup's label (e.g. `pre-update`). */
   label?: string;
   progress?: JobProgress;
   error?: ErrorRecord;
+  /** A backup's targets, each with its point, status and progress. */
+  items?: JobItem[];
   /** For a SNAPSHOT job: what was asked, and once it succeeded, what the agent did. */
   snapshot?: SnapshotJob;
 }
@@ -95,6 +116,8 @@ export interface InventoryTarget {
   snapshots?: SnapshotInfo[];
   /** The engine's own snapshot schedule of this target, when one is set. */
   snapshotSchedule?: SnapshotSchedule;
+  /** Engine labels (Docker), which backups by label selector match. */
+  labels?: Record<string, string>;
 }
 
 /** What an agent last reported about itself and what it sees. */

@@ -4,13 +4,16 @@
  * refused is refused here, before an execution exists, so bad input never leaves one running.
  */
 import type { Catalog } from './catalog';
-import type { AgentRecord, Job } from './model';
+import type { AgentRecord, Job, JobItem } from './model';
 import {
   formatTarget,
   isListedPlatform,
+  matchesSelector,
+  parseSelector,
   parseTarget,
   parseTargetKey,
   targetKey,
+  type LabelSelector,
   type TargetRef,
 } from './targets';
 import {
@@ -25,6 +28,7 @@ import {
 import { z } from 'zod';
 import type {
   BackupExecutionInput,
+  BackupItemInput,
   BackupRequestOptions,
   RestoreRequestOptions,
   RestoreExecutionInput,
@@ -67,7 +71,10 @@ export interface JobAccepted {
   status: Job['status'];
   target: string;
   agent: string;
-  recoveryPointId: string;
+  /** The point of a one-target backup, or the point a restore or verify reads. */
+  recoveryPointId?: string;
+  /** A backup's targets with their points (a backup by selector has no `recoveryPointId`). */
+  items?: Array<Pick<JobItem, 'target' | 'agent' | 'recoveryPointId'>>;
   executionArn: string;
 }
 
@@ -140,9 +147,18 @@ const hookSchema = z
   })
   .strict();
 
+/**
+ * The most targets one backup job takes: the Map's items travel in the execution input, which
+ * Step Functions limits to 256 KiB (~300 bytes an item, with room for the options).
+ */
+export const MAX_BACKUP_ITEMS = 200;
+
 const backupBodySchema = z
   .object({
-    target: z.string({ error: 'give the target as "PLATFORM:NAME", e.g. "docker:web"' }),
+    target: z.string({ error: 'give the target as "PLATFORM:NAME", e.g. "docker:web"' }).optional(),
+    selector: z
+      .string({ error: 'give the selector as "docker:KEY=VALUE[,KEY=VALUE...][@AGENT]"' })
+      .optional(),
     consistency: z.enum(['live', 'pause', 'stop']).optional(),
     includeBinds: z.boolean().optional(),
     hooks: z
@@ -166,31 +182,112 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   throw new ValidationError(`bad request body: ${problems.join('; ')}`);
 }
 
+/**
+ * Starts a backup of one target (`target`) or of every container whose labels match a selector
+ * (`selector`), as one job: the selector is resolved against the agents' inventory now, and the
+ * workflow backs up each match into its own recovery point.
+ */
 export async function requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
-  const { target, ...options } = parseBody(backupBodySchema, body);
-  const ref = parseTarget(target);
+  const { target, selector, ...options } = parseBody(backupBodySchema, body);
+  if ((target === undefined) === (selector === undefined)) {
+    throw new ValidationError(
+      'give either "target" ("docker:web") or "selector" ("docker:app=web"), not both and not neither',
+    );
+  }
   const now = deps.clock.now();
-  const agent = await agentSeeing(deps.catalog, ref, now);
+  let jobTarget: string;
+  let resolved: Array<{ target: string; agent: string }>;
+  if (target !== undefined) {
+    const ref = parseTarget(target);
+    const agent = await agentSeeing(deps.catalog, ref, now);
+    jobTarget = targetKey(ref);
+    resolved = [{ target: jobTarget, agent: agent.agent }];
+  } else {
+    const sel = parseSelector(selector!);
+    jobTarget = sel.text;
+    resolved = await resolveSelector(deps.catalog, sel, now);
+  }
+  const jobId = deps.newId('job');
+  const items: JobItem[] = resolved.map((r) => ({
+    ...r,
+    recoveryPointId: deps.newId('rp'),
+    status: 'PENDING',
+  }));
   const job: Job = {
-    jobId: deps.newId('job'),
+    jobId,
     kind: 'BACKUP',
-    target: targetKey(ref),
-    agent: agent.agent,
+    target: jobTarget,
+    agent: [...new Set(items.map((i) => i.agent))].join(','),
     status: 'PENDING',
     createdAt: now,
-    recoveryPointId: deps.newId('rp'),
+    ...(target !== undefined ? { recoveryPointId: items[0]!.recoveryPointId } : {}),
     ...(options.label ? { label: options.label } : {}),
+    items,
   };
   return launch(deps, job, () =>
     deps.workflows.startBackup({
       jobId: job.jobId,
-      recoveryPointId: job.recoveryPointId,
       target: job.target,
-      agent: job.agent,
-      queueUrl: deps.queueUrlFor(job.agent),
       options: options as BackupRequestOptions,
+      items: items.map((item, index): BackupItemInput => ({
+        index,
+        target: item.target,
+        agent: item.agent,
+        queueUrl: deps.queueUrlFor(item.agent),
+        recoveryPointId: item.recoveryPointId,
+      })),
     }),
   );
+}
+
+/**
+ * Every target whose labels match the selector, on the named agent or on every agent that
+ * serves the platform, in a stable order (agent, then name). No match is an error that says what
+ * was looked at.
+ */
+async function resolveSelector(
+  catalog: Catalog,
+  sel: LabelSelector,
+  now: string,
+): Promise<Array<{ target: string; agent: string }>> {
+  let agents: AgentRecord[];
+  if (sel.agent) {
+    const agent = await catalog.getAgent(sel.agent);
+    if (!agent) {
+      throw new AgentUnavailable(
+        `no agent named "${sel.agent}" has reported to this Stowage; start one with \`stowage agent --site ${sel.agent}\``,
+      );
+    }
+    agents = [agent];
+  } else {
+    agents = (await catalog.listAgents()).filter((a) => a.platforms.includes(sel.platform));
+    if (agents.length === 0) {
+      throw new AgentUnavailable(
+        `no agent serves platform "${sel.platform}"; start an agent on a host that runs it`,
+      );
+    }
+  }
+  const matches = agents.flatMap((a) =>
+    a.targets
+      .filter((t) => t.platform === sel.platform && matchesSelector(sel, t.labels))
+      .map((t) => ({ target: t.target, agent: a.agent, name: t.name }))
+      .sort((x, y) => x.name.localeCompare(y.name)),
+  );
+  if (matches.length === 0) {
+    throw new TargetNotFound(
+      `no container matches the selector ${sel.text}${sel.agent ? `@${sel.agent}` : ''} (${agents
+        .map((a) => seenFor(a, now))
+        .join(
+          '; ',
+        )}); every label must match exactly: \`docker inspect -f '{{json .Config.Labels}}' NAME\` shows a container's labels`,
+    );
+  }
+  if (matches.length > MAX_BACKUP_ITEMS) {
+    throw new ValidationError(
+      `the selector ${sel.text} matches ${matches.length} containers, more than the ${MAX_BACKUP_ITEMS} one backup job takes; add a label to narrow it, or name an agent with @AGENT`,
+    );
+  }
+  return matches.map(({ target, agent }) => ({ target, agent }));
 }
 
 export interface RestoreRequest {
@@ -605,7 +702,16 @@ function accepted(job: Job, executionArn: string): JobAccepted {
     status: job.status,
     target: job.target,
     agent: job.agent,
-    recoveryPointId: job.recoveryPointId,
+    ...(job.recoveryPointId ? { recoveryPointId: job.recoveryPointId } : {}),
+    ...(job.items
+      ? {
+          items: job.items.map(({ target, agent, recoveryPointId }) => ({
+            target,
+            agent,
+            recoveryPointId,
+          })),
+        }
+      : {}),
     executionArn,
   };
 }

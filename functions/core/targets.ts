@@ -99,3 +99,76 @@ export function parseTargetKey(key: string): TargetRef {
 export function platformOf(target: string): Platform {
   return parseTargetKey(target).platform;
 }
+
+/**
+ * Containers chosen by their labels: `docker:KEY=VALUE[,KEY=VALUE...][@AGENT]`. A container
+ * matches when it carries every pair with exactly that value. Only Docker targets carry labels
+ * in the inventory, so only `docker` takes a selector (a Compose project is already one target).
+ */
+export interface LabelSelector {
+  platform: 'docker';
+  labels: Record<string, string>;
+  agent?: string;
+  /** Canonical text without the agent, pairs in the order given: the job's `target`. */
+  text: string;
+}
+
+const SELECTOR_PLATFORMS = ['docker'] as const;
+const SELECTOR_FORM = 'docker:KEY=VALUE[,KEY=VALUE...][@AGENT], for example docker:app=web';
+
+export function parseSelector(text: string): LabelSelector {
+  const raw = text.trim();
+  const colon = raw.indexOf(':');
+  const platform = colon > 0 ? raw.slice(0, colon) : '';
+  if (!(SELECTOR_PLATFORMS as readonly string[]).includes(platform)) {
+    throw new ValidationError(
+      colon > 0
+        ? `selector "${text}": only docker containers can be chosen by label (not "${platform}"); write ${SELECTOR_FORM}`
+        : `selector "${text}" is not of the form ${SELECTOR_FORM}`,
+    );
+  }
+  let body = raw.slice(colon + 1);
+  let agent: string | undefined;
+  const at = body.lastIndexOf('@');
+  if (at >= 0) {
+    agent = body.slice(at + 1);
+    body = body.slice(0, at);
+    if (!AGENT_NAME.test(agent)) {
+      throw new ValidationError(
+        `agent "${agent}" in selector "${text}" is not a valid agent name (letters, digits, . _ -)`,
+      );
+    }
+  }
+  // A Map, not an object: a label key may be any string, `constructor` or `__proto__` included.
+  const labels = new Map<string, string>();
+  for (const pair of body.split(',')) {
+    const eq = pair.indexOf('=');
+    const key = eq > 0 ? pair.slice(0, eq).trim() : '';
+    if (!key) {
+      throw new ValidationError(
+        `selector "${text}": "${pair}" is not KEY=VALUE; write ${SELECTOR_FORM}`,
+      );
+    }
+    if (labels.has(key)) {
+      throw new ValidationError(`selector "${text}" names the label "${key}" twice`);
+    }
+    labels.set(key, pair.slice(eq + 1));
+  }
+  const pairs = [...labels].map(([k, v]) => `${k}=${v}`);
+  return {
+    platform: 'docker',
+    labels: Object.fromEntries(labels),
+    ...(agent !== undefined ? { agent } : {}),
+    text: `docker:${pairs.join(',')}`,
+  };
+}
+
+/** Whether a target with these labels carries every pair of the selector. */
+export function matchesSelector(
+  selector: Pick<LabelSelector, 'labels'>,
+  labels: Record<string, string> | undefined,
+): boolean {
+  return Object.entries(selector.labels).every(
+    ([k, v]) => labels !== undefined && Object.hasOwn(labels, k) && labels[k] === v,
+  );
+}

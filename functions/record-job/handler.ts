@@ -1,9 +1,11 @@
 /**
- * Lambda task of every workflow: moves a job through RUNNING, SUCCEEDED (restore, verify,
- * snapshot: the commit-point Lambda ends backups) or FAILED.
+ * Lambda task of the workflows: moves a job through RUNNING, SUCCEEDED (restore, verify,
+ * snapshot), FAILED, and for a backup its end from the items' outcomes (SUCCEEDED,
+ * PARTIALLY_FAILED or FAILED).
  */
 import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
 import {
+  endBackupJob,
   errorFromStates,
   isSnapshotResult,
   markJobFailed,
@@ -33,6 +35,12 @@ export async function handler(event: RecordJobEvent): Promise<{ jobId: string; s
         ? await markSnapshotSucceeded(deps, event.jobId, event.result)
         : await markRestoreSucceeded(deps, event.jobId, event.result);
       jobLog.info(LogEvent.jobRecorded, { status: job.status });
+      return { jobId: job.jobId, status: job.status };
+    }
+    case 'end': {
+      const job = await endBackupJob(deps, event.jobId, event.outcomes);
+      if (job.status === 'SUCCEEDED') jobLog.info(LogEvent.jobRecorded, { status: job.status });
+      else jobLog.warn(LogEvent.jobFailed, { status: job.status, error: job.error });
       return { jobId: job.jobId, status: job.status };
     }
     case 'fail': {

@@ -487,6 +487,9 @@ describe('docker driver', () => {
       Image: TEST_IMAGE,
       Labels: { 'io.stowage.helper': '1' },
     });
+    const labelled = `${RUN}-labelled`;
+    const labels = { app: 'shop', 'com.example.tier': 'web=front' };
+    await docker.createContainer({ name: labelled, Image: TEST_IMAGE, Labels: labels });
     const { Id } = await inspect(name);
 
     // Act
@@ -500,6 +503,8 @@ describe('docker driver', () => {
       details: { image: TEST_IMAGE, volumes: `${name}-data` },
     });
     expect(targets.some((t) => t.name === helperLike)).toBe(false);
+    // Labels travel with the inventory: backups by label selector match them.
+    expect(targets.find((t) => t.name === labelled)?.labels).toEqual(labels);
     expect(await driver.exists(name)).toBe(true);
     expect(await driver.exists(`${RUN}-missing`)).toBe(false);
     // dockerd also resolves id prefixes; a target is a name.

@@ -2,6 +2,7 @@
  * The backup and restore ASL files, executed by the local Step Functions endpoint with the real
  * Lambda handlers and catalog, and a scripted agent on the site's queue in place of a real one.
  */
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
@@ -82,6 +83,29 @@ async function jobWhenDone(jobId: string) {
   }, `job ${jobId} to end`);
 }
 
+/** The manifest the agent writes last, so commit-point finds it. */
+async function storeManifest(recoveryPointId: string): Promise<void> {
+  await s3.send(
+    new PutObjectCommand({
+      Bucket: plane.localConfig.bucket,
+      Key: manifestKey(recoveryPointId),
+      Body: '{}',
+    }),
+  );
+}
+
+/** Answers a backup task as a successful agent would (manifest stored, then SendTaskSuccess). */
+async function succeed(message: AgentTaskMessage): Promise<void> {
+  const task = message.task as BackupTask;
+  await storeManifest(task.recoveryPointId);
+  await sfn.send(
+    new SendTaskSuccessCommand({
+      taskToken: message.taskToken,
+      output: JSON.stringify(backupResultFor(task)),
+    }),
+  );
+}
+
 function backupResultFor(task: BackupTask): BackupResult {
   return {
     recoveryPointId: task.recoveryPointId,
@@ -110,13 +134,16 @@ beforeAll(async () => {
     site: SITE,
     adjustDefinition: (_name, definition) => {
       // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
-      for (const state of Object.values(definition.States) as unknown as Array<
-        Record<string, unknown>
-      >) {
-        if (state.HeartbeatSeconds) state.HeartbeatSeconds = 1;
-        for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? [])
-          retry.IntervalSeconds = 0;
-      }
+      const adjust = (states: Record<string, unknown>) => {
+        for (const state of Object.values(states) as Array<Record<string, unknown>>) {
+          if (state.HeartbeatSeconds) state.HeartbeatSeconds = 1;
+          for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? [])
+            retry.IntervalSeconds = 0;
+          const inner = state.ItemProcessor as { States: Record<string, unknown> } | undefined;
+          if (inner) adjust(inner.States);
+        }
+      };
+      adjust(definition.States as unknown as Record<string, unknown>);
     },
   });
   const clientConfig = { ...LOCAL_AWS, credentials: { ...LOCAL_AWS.credentials } };
@@ -146,6 +173,13 @@ beforeEach(async () => {
     targets: [
       { target: 'docker:web', platform: 'docker', name: 'web', state: 'running' },
       { target: 'docker:taken', platform: 'docker', name: 'taken', state: 'running' },
+      ...['a1', 'a2', 'a3'].map((name) => ({
+        target: `docker:${name}`,
+        platform: 'docker',
+        name,
+        state: 'running',
+        labels: { app: 'sm' },
+      })),
     ],
     seenAt: new Date().toISOString(),
     version: 'test',
@@ -157,6 +191,25 @@ afterAll(async () => {
   removeDir(dataDir);
 });
 
+describe('ASL files', () => {
+  it("keep every TimeoutSeconds within a Node timer (2^31 ms), which the local engine's timeouts use", () => {
+    const timeouts = (node: unknown): number[] =>
+      node && typeof node === 'object'
+        ? Object.entries(node).flatMap(([k, v]) =>
+            k === 'TimeoutSeconds' && typeof v === 'number' ? [v] : timeouts(v),
+          )
+        : [];
+    for (const file of ['backup', 'restore', 'verify']) {
+      const definition: unknown = JSON.parse(
+        readFileSync(new URL(`../../statemachines/${file}.asl.json`, import.meta.url), 'utf8'),
+      );
+      const found = timeouts(definition);
+      expect(found.length, file).toBeGreaterThan(0);
+      for (const seconds of found) expect(seconds * 1000, file).toBeLessThan(2 ** 31);
+    }
+  });
+});
+
 describe('backup workflow', () => {
   it('dispatches one task with a token, commits the point the agent stored, and ends SUCCEEDED', async () => {
     const job = await startBackup();
@@ -165,6 +218,7 @@ describe('backup workflow', () => {
     expect(message.task).toEqual({
       kind: 'BACKUP',
       jobId: job.jobId,
+      itemIndex: 0,
       recoveryPointId: job.recoveryPointId,
       target: 'docker:web',
       options: {},
@@ -175,7 +229,7 @@ describe('backup workflow', () => {
     await s3.send(
       new PutObjectCommand({
         Bucket: plane.localConfig.bucket,
-        Key: manifestKey(job.recoveryPointId),
+        Key: manifestKey(job.recoveryPointId!),
         Body: '{}',
       }),
     );
@@ -190,7 +244,7 @@ describe('backup workflow', () => {
     expect(execution.status).toBe('SUCCEEDED');
     const done = await jobWhenDone(job.jobId);
     expect(done.status).toBe('SUCCEEDED');
-    const point = await catalog.getPoint(job.recoveryPointId);
+    const point = await catalog.getPoint(job.recoveryPointId!);
     expect(point).toMatchObject({
       status: 'COMPLETED',
       target: 'docker:web',
@@ -208,7 +262,19 @@ describe('backup workflow', () => {
     const entered = (history.events ?? [])
       .filter((e) => e.type === 'TaskStateEntered')
       .map((e) => e.stateEnteredEventDetails?.name);
-    expect(entered).toEqual(['Record job started', 'Run backup on agent', 'Commit recovery point']);
+    expect(entered).toEqual([
+      'Record job started',
+      'Run backup on agent',
+      'Commit recovery point',
+      'Record job ended',
+    ]);
+    expect(done.items).toEqual([
+      expect.objectContaining({
+        target: 'docker:web',
+        recoveryPointId: job.recoveryPointId,
+        status: 'COMPLETED',
+      }),
+    ]);
   });
 
   it('marks the job FAILED with the agent error and commits no point when the agent reports failure', async () => {
@@ -225,8 +291,9 @@ describe('backup workflow', () => {
     const done = await jobWhenDone(job.jobId);
     expect(done.status).toBe('FAILED');
     expect(done.error).toEqual({ name: 'TargetNotFound', message: 'container web vanished' });
+    expect(done.items?.[0]).toMatchObject({ status: 'FAILED', error: done.error });
     expect((await executionOf(job.jobId)).status).toBe('FAILED');
-    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+    expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
   });
 
   it('retries a task whose agent stops heartbeating, then fails the job with States.HeartbeatTimeout', async () => {
@@ -244,7 +311,7 @@ describe('backup workflow', () => {
     await expect(
       sfn.send(new SendTaskSuccessCommand({ taskToken: first.taskToken, output: '{}' })),
     ).rejects.toMatchObject({ name: 'TaskTimedOut' });
-    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+    expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
   });
 
   it('fails the job instead of committing when the agent reports a point whose manifest is not stored', async () => {
@@ -259,7 +326,7 @@ describe('backup workflow', () => {
 
     const done = await jobWhenDone(job.jobId);
     expect(done.status).toBe('FAILED');
-    expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+    expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
   });
 
   it('closes the open task when the execution is stopped', async () => {
@@ -280,6 +347,150 @@ describe('backup workflow', () => {
   });
 });
 
+describe('backup workflow over several targets (label selector)', () => {
+  async function startSelectorBackup(): Promise<JobAccepted> {
+    const res = await api<JobAccepted>('POST', '/backups', { selector: `docker:app=sm@${SITE}` });
+    expect(res.status).toBe(202);
+    expect(res.body.items?.map((i) => i.target)).toEqual(['docker:a1', 'docker:a2', 'docker:a3']);
+    return res.body;
+  }
+
+  /**
+   * Plays the agent until the job ends: answers every task as it comes (two at a time, a task
+   * re-sent after a missed heartbeat included) with `answer`.
+   */
+  async function answerUntilDone(
+    jobId: string,
+    answer: (message: AgentTaskMessage) => Promise<void>,
+  ): Promise<void> {
+    for (;;) {
+      const job = await catalog.getJob(jobId);
+      if (job && !['PENDING', 'RUNNING'].includes(job.status)) return;
+      const out = await sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }),
+      );
+      for (const m of out.Messages ?? []) {
+        await sqs.send(
+          new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }),
+        );
+        await answer(JSON.parse(m.Body!) as AgentTaskMessage).catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  it('runs at most two targets at a time, commits a point for each and ends SUCCEEDED', async () => {
+    const job = await startSelectorBackup();
+    const first = await nextTask();
+    const second = await nextTask();
+    // MaxConcurrency 2: the third task waits until one of the first two is answered (the two
+    // heartbeat meanwhile: the test's HeartbeatSeconds is 1).
+    const beat = setInterval(() => {
+      for (const m of [first, second]) {
+        void sfn.send(new SendTaskHeartbeatCommand({ taskToken: m.taskToken }));
+      }
+    }, 250);
+    const early = await sqs
+      .send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 2 }))
+      .finally(() => clearInterval(beat));
+    expect(early.Messages ?? []).toEqual([]);
+    await succeed(first);
+    const third = await nextTask();
+    await succeed(second);
+    await succeed(third);
+
+    const tasks = [first, second, third].map((m) => m.task);
+    expect(tasks.map((t) => t.target).sort()).toEqual(['docker:a1', 'docker:a2', 'docker:a3']);
+    for (const task of tasks) {
+      expect(task.kind === 'BACKUP' && job.items?.[task.itemIndex]?.target).toBe(task.target);
+    }
+    expect((await executionOf(job.jobId)).status).toBe('SUCCEEDED');
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('SUCCEEDED');
+    expect(done.target).toBe('docker:app=sm');
+    expect(done.items?.map((i) => i.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED']);
+    expect(done.progress?.bytesDone).toBe(3 * 4096);
+    for (const item of job.items!) {
+      expect(await catalog.getPoint(item.recoveryPointId)).toMatchObject({
+        status: 'COMPLETED',
+        target: item.target,
+        jobId: job.jobId,
+      });
+    }
+  });
+
+  it('ends PARTIALLY_FAILED when one target fails: the others are committed, the failed one has its error and no point', async () => {
+    const job = await startSelectorBackup();
+    await answerUntilDone(job.jobId, async (message) => {
+      if (message.task.target === 'docker:a2') {
+        await sfn.send(
+          new SendTaskFailureCommand({
+            taskToken: message.taskToken,
+            error: 'DriverError',
+            cause: 'pre-hook exited with 1',
+          }),
+        );
+      } else {
+        await succeed(message);
+      }
+    });
+
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('PARTIALLY_FAILED');
+    expect((await executionOf(job.jobId)).status).toBe('SUCCEEDED');
+    expect(done.items?.map((i) => [i.target, i.status])).toEqual([
+      ['docker:a1', 'COMPLETED'],
+      ['docker:a2', 'FAILED'],
+      ['docker:a3', 'COMPLETED'],
+    ]);
+    expect(done.items?.[1]?.error).toEqual({
+      name: 'DriverError',
+      message: 'pre-hook exited with 1',
+    });
+    expect(done.error?.message).toBe('1 of 3 targets failed: docker:a2: pre-hook exited with 1');
+    const [a1, a2, a3] = job.items!;
+    expect((await catalog.getPoint(a1!.recoveryPointId))?.status).toBe('COMPLETED');
+    expect(await catalog.getPoint(a2!.recoveryPointId)).toBeUndefined();
+    expect((await catalog.getPoint(a3!.recoveryPointId))?.status).toBe('COMPLETED');
+  });
+
+  it('ends FAILED, and the execution with the first error, when every target fails', async () => {
+    const job = await startSelectorBackup();
+    await answerUntilDone(job.jobId, async (message) => {
+      // a1's manifest is missing, so its commit fails; the others fail on the agent.
+      if (message.task.target === 'docker:a1') {
+        await sfn.send(
+          new SendTaskSuccessCommand({
+            taskToken: message.taskToken,
+            output: JSON.stringify(backupResultFor(message.task as BackupTask)),
+          }),
+        );
+      } else {
+        await sfn.send(
+          new SendTaskFailureCommand({
+            taskToken: message.taskToken,
+            error: 'TargetNotFound',
+            cause: `${message.task.target} vanished`,
+          }),
+        );
+      }
+    });
+
+    const done = await jobWhenDone(job.jobId);
+    expect(done.status).toBe('FAILED');
+    expect(done.items?.map((i) => i.status)).toEqual(['FAILED', 'FAILED', 'FAILED']);
+    expect(done.items?.[0]?.error?.name).toBe('IntegrityError');
+    expect(done.error?.name).toBe('IntegrityError');
+    expect(done.error?.message).toMatch(/^3 of 3 targets failed: docker:a1: .*manifest/);
+    const execution = await executionOf(job.jobId);
+    expect(execution.status).toBe('FAILED');
+    expect(execution.error).toBe('IntegrityError');
+    for (const item of job.items!) {
+      expect(await catalog.getPoint(item.recoveryPointId)).toBeUndefined();
+    }
+  });
+});
+
 describe('restore workflow', () => {
   it('dispatches a restore task to the point agent and records the result', async () => {
     const backup = await startBackup();
@@ -287,7 +498,7 @@ describe('restore workflow', () => {
     await s3.send(
       new PutObjectCommand({
         Bucket: plane.localConfig.bucket,
-        Key: manifestKey(backup.recoveryPointId),
+        Key: manifestKey(backup.recoveryPointId!),
         Body: '{}',
       }),
     );

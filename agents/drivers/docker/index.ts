@@ -88,6 +88,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
         name,
         state: c.State,
         details: { image: c.Image, volumes: volumes.join(','), status: c.Status },
+        labels: { ...c.Labels },
       });
     }
     return targets.sort((a, b) => a.name.localeCompare(b.name));

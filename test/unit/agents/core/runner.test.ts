@@ -124,6 +124,7 @@ function makeBackupTask(overrides: Partial<BackupTask> = {}): BackupTask {
   return {
     kind: 'BACKUP',
     jobId: `job-${++pointCounter}`,
+    itemIndex: 0,
     recoveryPointId: `rp-${pointCounter}`,
     target: 'docker:web',
     options: {},

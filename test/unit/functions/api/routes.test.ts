@@ -254,6 +254,7 @@ describe('route', () => {
         target: 'docker:web',
         agent: 'site-1',
         recoveryPointId: 'rp-2',
+        items: [{ target: 'docker:web', agent: 'site-1', recoveryPointId: 'rp-2' }],
         executionArn: executionArn('backup', 'job-1'),
       });
     });

@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
   commitRecoveryPoint,
+  endBackupJob,
   errorFromStates,
   markJobFailed,
   markJobStarted,
@@ -45,10 +46,11 @@ async function given(overrides: Partial<Job> = {}): Promise<Job> {
   return job;
 }
 
-function commitInput(job: Job, result: BackupResult) {
+function commitInput(job: Job, result: BackupResult, itemIndex = 0) {
   return {
     jobId: job.jobId,
-    recoveryPointId: job.recoveryPointId,
+    itemIndex,
+    recoveryPointId: job.items?.[itemIndex]?.recoveryPointId ?? job.recoveryPointId!,
     target: job.target,
     agent: job.agent,
     result,
@@ -172,7 +174,7 @@ describe('a job in a terminal state is never moved again', () => {
       (job) =>
         commitRecoveryPoint(
           deps,
-          commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId })),
+          commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId! })),
         ),
     ],
   ];
@@ -195,7 +197,7 @@ describe('a job in a terminal state is never moved again', () => {
     const late = run(job);
     if (name === 'commit' && status !== 'SUCCEEDED') {
       await expect(late).rejects.toBeInstanceOf(ConflictError);
-      expect(await catalog.getPoint(job.recoveryPointId)).toBeUndefined();
+      expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
     } else {
       await late;
     }
@@ -216,13 +218,13 @@ describe('a job in a terminal state is never moved again', () => {
 describe('commitRecoveryPoint', () => {
   it('writes a COMPLETED point with the durations and sizes of the result', async () => {
     const job = await given({ status: 'RUNNING', target: 'docker:web', agent: 'site-1' });
-    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId });
+    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId! });
 
     const output = await commitRecoveryPoint(deps, commitInput(job, result));
 
-    expect(output).toEqual({ recoveryPointId: job.recoveryPointId, status: 'COMPLETED' });
-    expect(await catalog.getPoint(job.recoveryPointId)).toEqual({
-      recoveryPointId: job.recoveryPointId,
+    expect(output).toEqual({ recoveryPointId: job.recoveryPointId!, status: 'COMPLETED' });
+    expect(await catalog.getPoint(job.recoveryPointId!)).toEqual({
+      recoveryPointId: job.recoveryPointId!,
       target: 'docker:web',
       platform: 'docker',
       agent: 'site-1',
@@ -240,25 +242,29 @@ describe('commitRecoveryPoint', () => {
     });
   });
 
-  it('marks the backup job SUCCEEDED with the bytes read, new and stored as its final progress', async () => {
+  it('marks its item COMPLETED with the bytes read, new and stored, and leaves the job RUNNING for the end of the Map', async () => {
     const job = await given({ status: 'RUNNING' });
-    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId, bytesRead: 777 });
+    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId!, bytesRead: 777 });
     clock.advance(130_000);
 
     await commitRecoveryPoint(deps, commitInput(job, result));
 
     expect(await catalog.getJob(job.jobId)).toEqual({
       ...job,
-      status: 'SUCCEEDED',
-      endedAt: '2025-03-01T10:02:10.000Z',
-      progress: {
-        phase: 'done',
-        bytesDone: 777,
-        bytesNew: result.bytesNew,
-        bytesStored: result.bytesStored,
-        rate: 0,
-        updatedAt: '2025-03-01T10:02:10.000Z',
-      },
+      items: [
+        {
+          ...job.items![0]!,
+          status: 'COMPLETED',
+          progress: {
+            phase: 'done',
+            bytesDone: 777,
+            bytesNew: result.bytesNew,
+            bytesStored: result.bytesStored,
+            rate: 0,
+            updatedAt: '2025-03-01T10:02:10.000Z',
+          },
+        },
+      ],
     });
   });
 
@@ -269,14 +275,14 @@ describe('commitRecoveryPoint', () => {
       const startedAt = new Date(Date.parse(T0) + durationMs * 3).toISOString();
       const completedAt = new Date(Date.parse(startedAt) + durationMs).toISOString();
       const result = makeBackupResult({
-        recoveryPointId: job.recoveryPointId,
+        recoveryPointId: job.recoveryPointId!,
         startedAt,
         completedAt,
       });
 
       await commitRecoveryPoint(deps, commitInput(job, result));
 
-      const point = await catalog.getPoint(job.recoveryPointId);
+      const point = await catalog.getPoint(job.recoveryPointId!);
       expect(point?.durationMs, `${durationMs} ms`).toBe(durationMs);
       expect(point?.createdAt).toBe(startedAt);
     }
@@ -288,43 +294,43 @@ describe('commitRecoveryPoint', () => {
 
       await commitRecoveryPoint(
         deps,
-        commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId })),
+        commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId! })),
       );
 
-      expect((await catalog.getPoint(job.recoveryPointId))?.platform).toBe(target.split(':')[0]);
+      expect((await catalog.getPoint(job.recoveryPointId!))?.platform).toBe(target.split(':')[0]);
     }
   });
 
   it('leaves the same point and job when called twice', async () => {
     const job = await given({ status: 'RUNNING' });
-    const input = commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId }));
+    const input = commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId! }));
     await commitRecoveryPoint(deps, input);
-    const pointAfterFirst = await catalog.getPoint(job.recoveryPointId);
+    const pointAfterFirst = await catalog.getPoint(job.recoveryPointId!);
     const jobAfterFirst = await catalog.getJob(job.jobId);
     clock.advance(10_000);
 
     const again = await commitRecoveryPoint(deps, input);
 
-    expect(again).toEqual({ recoveryPointId: job.recoveryPointId, status: 'COMPLETED' });
-    expect(await catalog.getPoint(job.recoveryPointId)).toEqual(pointAfterFirst);
+    expect(again).toEqual({ recoveryPointId: job.recoveryPointId!, status: 'COMPLETED' });
+    expect(await catalog.getPoint(job.recoveryPointId!)).toEqual(pointAfterFirst);
     expect(await catalog.getJob(job.jobId)).toEqual(jobAfterFirst);
     expect(await catalog.listPoints()).toHaveLength(1);
   });
 
-  it('finishes the job on a retry when the first call wrote the point but not the job', async () => {
+  it('completes the item on a retry when the first call wrote the point but not the item', async () => {
     const job = await given({ status: 'RUNNING' });
-    const input = commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId }));
-    const updateJob = catalog.updateJob.bind(catalog);
-    catalog.updateJob = async () => {
+    const input = commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId! }));
+    const updateJobItem = catalog.updateJobItem.bind(catalog);
+    catalog.updateJobItem = async () => {
       throw new Error('connection reset');
     };
     await expect(commitRecoveryPoint(deps, input)).rejects.toThrow('connection reset');
-    catalog.updateJob = updateJob;
+    catalog.updateJobItem = updateJobItem;
 
     await commitRecoveryPoint(deps, input);
 
-    expect((await catalog.getJob(job.jobId))?.status).toBe('SUCCEEDED');
-    expect((await catalog.getPoint(job.recoveryPointId))?.jobId).toBe(job.jobId);
+    expect((await catalog.getJob(job.jobId))?.items?.[0]?.status).toBe('COMPLETED');
+    expect((await catalog.getPoint(job.recoveryPointId!))?.jobId).toBe(job.jobId);
   });
 
   it('rejects a result for another point, and writes nothing', async () => {
@@ -342,29 +348,207 @@ describe('commitRecoveryPoint', () => {
 
   it('refuses with ConflictError to overwrite a point another job wrote, and leaves the job', async () => {
     const job = await given({ status: 'RUNNING' });
-    const theirs = makePoint({ recoveryPointId: job.recoveryPointId, jobId: 'job-someone-else' });
+    const theirs = makePoint({ recoveryPointId: job.recoveryPointId!, jobId: 'job-someone-else' });
     await catalog.putPoint(theirs);
 
     const commit = commitRecoveryPoint(
       deps,
-      commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId })),
+      commitInput(job, makeBackupResult({ recoveryPointId: job.recoveryPointId! })),
     );
 
     await expect(commit).rejects.toBeInstanceOf(ConflictError);
-    expect(await catalog.getPoint(job.recoveryPointId)).toEqual(theirs);
+    expect(await catalog.getPoint(job.recoveryPointId!)).toEqual(theirs);
     expect(await catalog.getJob(job.jobId)).toEqual(job);
   });
 
   it('commits the backup of a target whose name contains an @', async () => {
     const job = await given({ status: 'RUNNING', target: 'path:/home/ann@corp/docs' });
-    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId });
+    const result = makeBackupResult({ recoveryPointId: job.recoveryPointId! });
 
     await commitRecoveryPoint(deps, commitInput(job, result));
 
-    expect(await catalog.getPoint(job.recoveryPointId)).toMatchObject({
+    expect(await catalog.getPoint(job.recoveryPointId!)).toMatchObject({
       target: 'path:/home/ann@corp/docs',
       platform: 'path',
     });
+  });
+});
+
+describe('endBackupJob', () => {
+  const item = (name: string) => ({
+    target: `docker:${name}`,
+    agent: 'site-1',
+    recoveryPointId: `rp-${name}`,
+    status: 'PENDING' as const,
+  });
+
+  /** A RUNNING job of `names`, whose items `completed` were committed with `bytes` read each. */
+  async function runningJobOf(names: string[], completed: number[], bytes = 1000) {
+    const job = await given({
+      status: 'RUNNING',
+      target: 'docker:app=x',
+      items: names.map(item),
+    });
+    for (const index of completed) {
+      const result = makeBackupResult({
+        recoveryPointId: `rp-${names[index]}`,
+        bytesRead: bytes,
+        bytesNew: bytes / 2,
+        bytesStored: bytes / 4,
+      });
+      await commitRecoveryPoint(deps, {
+        ...commitInput(job, result, index),
+        target: `docker:${names[index]}`,
+      });
+    }
+    return job;
+  }
+
+  const agentFailure = (message: string) => ({
+    Error: 'DriverError',
+    Cause: message,
+  });
+
+  it('ends SUCCEEDED when every item completed, with the summed bytes as final progress', async () => {
+    const job = await runningJobOf(['a', 'b', 'c'], [0, 1, 2]);
+    clock.advance(5_000);
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'COMPLETED', recoveryPointId: 'rp-a' },
+      { index: 1, status: 'COMPLETED', recoveryPointId: 'rp-b' },
+      { index: 2, status: 'COMPLETED', recoveryPointId: 'rp-c' },
+    ]);
+
+    expect(ended.status).toBe('SUCCEEDED');
+    expect(ended.error).toBeUndefined();
+    expect(ended.endedAt).toBe(clock.now());
+    expect(ended.items?.map((i) => i.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED']);
+    expect(ended.progress).toMatchObject({ phase: 'done', bytesDone: 3000, bytesNew: 1500 });
+    expect(await catalog.listPoints()).toHaveLength(3);
+  });
+
+  it('ends PARTIALLY_FAILED when one item failed: its error on it, the other points kept', async () => {
+    const job = await runningJobOf(['a', 'b'], [0]);
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'COMPLETED', recoveryPointId: 'rp-a' },
+      { index: 1, status: 'FAILED', error: agentFailure('pre-hook exited 1') },
+    ]);
+
+    expect(ended.status).toBe('PARTIALLY_FAILED');
+    expect(ended.items?.[0]).toMatchObject({ status: 'COMPLETED', recoveryPointId: 'rp-a' });
+    expect(ended.items?.[1]).toMatchObject({
+      status: 'FAILED',
+      error: { name: 'DriverError', message: 'pre-hook exited 1' },
+    });
+    expect(ended.error).toEqual({
+      name: 'DriverError',
+      message: '1 of 2 targets failed: docker:b: pre-hook exited 1',
+    });
+    expect(ended.progress?.bytesDone).toBe(1000);
+    expect((await catalog.getPoint('rp-a'))?.status).toBe('COMPLETED');
+    expect(await catalog.getPoint('rp-b')).toBeUndefined();
+  });
+
+  it('ends FAILED when every item failed, naming each target', async () => {
+    const job = await runningJobOf(['a', 'b'], []);
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'FAILED', error: agentFailure('gone') },
+      { index: 1, status: 'FAILED', error: { Error: 'States.HeartbeatTimeout' } },
+    ]);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.error?.name).toBe('DriverError');
+    expect(ended.error?.message).toBe(
+      '2 of 2 targets failed: docker:a: gone; docker:b: the agent stopped reporting (no heartbeat in time)',
+    );
+    expect(await catalog.listPoints()).toEqual([]);
+  });
+
+  it("gives a one-target job that failed its item's own error, as before there were items", async () => {
+    const job = await runningJobOf(['web'], []);
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'FAILED', error: { Error: 'TargetNotFound', Cause: 'web vanished' } },
+    ]);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.error).toEqual({ name: 'TargetNotFound', message: 'web vanished' });
+  });
+
+  it('ends with the outcome of every mix of successes and failures over 1 to 4 items', async () => {
+    for (let n = 1; n <= 4; n++) {
+      for (let mask = 0; mask < 1 << n; mask++) {
+        const names = Array.from({ length: n }, (_, i) => `m${n}-${mask}-${i}`);
+        const ok = names.map((_, i) => (mask & (1 << i)) !== 0);
+        const job = await runningJobOf(
+          names,
+          ok.flatMap((good, i) => (good ? [i] : [])),
+        );
+
+        const ended = await endBackupJob(
+          deps,
+          job.jobId,
+          names.map((name, index) =>
+            ok[index]
+              ? { index, status: 'COMPLETED' as const, recoveryPointId: `rp-${name}` }
+              : { index, status: 'FAILED' as const, error: agentFailure('x') },
+          ),
+        );
+
+        const good = ok.filter(Boolean).length;
+        const expected = good === n ? 'SUCCEEDED' : good === 0 ? 'FAILED' : 'PARTIALLY_FAILED';
+        expect(ended.status, `${n} items, mask ${mask}`).toBe(expected);
+        expect(ended.items?.filter((i) => i.status === 'COMPLETED')).toHaveLength(good);
+      }
+    }
+  });
+
+  it('counts an item the outcomes leave out as failed rather than succeeded', async () => {
+    const job = await runningJobOf(['a', 'b'], [0]);
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'COMPLETED', recoveryPointId: 'rp-a' },
+    ]);
+
+    expect(ended.status).toBe('PARTIALLY_FAILED');
+    expect(ended.items?.[1]?.error?.name).toBe('InternalError');
+  });
+
+  it('fails a job that has no items rather than calling it a success', async () => {
+    const job = await given({ status: 'RUNNING', items: [] });
+
+    const ended = await endBackupJob(deps, job.jobId, []);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.error?.name).toBe('InternalError');
+  });
+
+  it("keeps the agent's last progress of a job that made no point", async () => {
+    const progress = { phase: 'volume data', bytesDone: 5, rate: 1, updatedAt: T0 };
+    const job = await given({ status: 'RUNNING', progress });
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'FAILED', error: agentFailure('disk full') },
+    ]);
+
+    expect(ended.status).toBe('FAILED');
+    expect(ended.progress).toEqual(progress);
+  });
+
+  it('leaves a job that already ended as it is (a retried task)', async () => {
+    const job = await runningJobOf(['a', 'b'], [0]);
+    const outcomes = [
+      { index: 0, status: 'COMPLETED' as const, recoveryPointId: 'rp-a' },
+      { index: 1, status: 'FAILED' as const, error: agentFailure('x') },
+    ];
+    const first = await endBackupJob(deps, job.jobId, outcomes);
+    clock.advance(60_000);
+
+    const again = await endBackupJob(deps, job.jobId, outcomes);
+
+    expect(again).toEqual(first);
   });
 });
 

@@ -43,6 +43,7 @@ describe('requestBackup', () => {
 
     const accepted = await requestBackup(deps, { target: 'docker:web' });
 
+    const item = { target: 'docker:web', agent: 'site-1', recoveryPointId: 'rp-2' };
     expect(accepted).toEqual({
       jobId: 'job-1',
       kind: 'BACKUP',
@@ -50,6 +51,7 @@ describe('requestBackup', () => {
       target: 'docker:web',
       agent: 'site-1',
       recoveryPointId: 'rp-2',
+      items: [item],
       executionArn: executionArn('backup', 'job-1'),
     });
     expect(await catalog.listJobs()).toEqual([
@@ -61,16 +63,15 @@ describe('requestBackup', () => {
         status: 'PENDING',
         createdAt: T0,
         recoveryPointId: 'rp-2',
+        items: [{ ...item, status: 'PENDING' }],
       },
     ]);
     expect(workflows.backups).toEqual([
       {
         jobId: 'job-1',
-        recoveryPointId: 'rp-2',
         target: 'docker:web',
-        agent: 'site-1',
-        queueUrl: queueUrlFor('site-1'),
         options: {},
+        items: [{ index: 0, ...item, queueUrl: queueUrlFor('site-1') }],
       },
     ]);
   });
@@ -112,7 +113,7 @@ describe('requestBackup', () => {
     const accepted = await requestBackup(deps, { target: 'docker:web' });
 
     expect(accepted.agent).toBe('site-2');
-    expect(workflows.backups[0]?.queueUrl).toBe(queueUrlFor('site-2'));
+    expect(workflows.backups[0]?.items[0]?.queueUrl).toBe(queueUrlFor('site-2'));
   });
 
   it('backs up through the agent named with @AGENT, and records the target without it', async () => {
@@ -123,7 +124,10 @@ describe('requestBackup', () => {
 
     expect(accepted).toMatchObject({ target: 'docker:web', agent: 'site-2' });
     expect(workflows.backups).toEqual([
-      expect.objectContaining({ target: 'docker:web', queueUrl: queueUrlFor('site-2') }),
+      expect.objectContaining({
+        target: 'docker:web',
+        items: [expect.objectContaining({ target: 'docker:web', queueUrl: queueUrlFor('site-2') })],
+      }),
     ]);
   });
 
@@ -132,7 +136,7 @@ describe('requestBackup', () => {
     ['a target with no platform', { target: 'web' }, /PLATFORM:NAME/],
     ['a target with no name', { target: 'docker:' }, /no name/],
     ['a bad agent name', { target: 'docker:web@-x' }, /agent "-x"/],
-    ['no target field', {}, /target: give the target as "PLATFORM:NAME"/],
+    ['no target field', {}, /give either "target" \("docker:web"\) or "selector"/],
     ['a target that is not a string', { target: 42 }, /target: give the target as "PLATFORM:NAME"/],
   ])(
     'refuses %s with ValidationError, recording no job and starting nothing',
@@ -224,6 +228,124 @@ describe('requestBackup', () => {
         error: { name: 'WorkflowNotStarted', message: refused.message },
       }),
     ]);
+  });
+});
+
+describe('requestBackup by label selector', () => {
+  const labelled = (target: string, labels: Record<string, string>) =>
+    makeTarget(target, { labels });
+
+  beforeEach(async () => {
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-1',
+        targets: [
+          labelled('docker:web-2', { app: 'shop', tier: 'web' }),
+          labelled('docker:web-1', { app: 'shop', tier: 'web' }),
+          labelled('docker:db', { app: 'shop', tier: 'db' }),
+          labelled('docker:other', { app: 'blog' }),
+          'docker:plain',
+        ],
+      }),
+    );
+  });
+
+  it('backs up every container whose labels match all pairs, as one job of several items', async () => {
+    const accepted = await requestBackup(deps, { selector: 'docker:app=shop,tier=web' });
+
+    expect(accepted).toEqual({
+      jobId: 'job-1',
+      kind: 'BACKUP',
+      status: 'PENDING',
+      target: 'docker:app=shop,tier=web',
+      agent: 'site-1',
+      items: [
+        { target: 'docker:web-1', agent: 'site-1', recoveryPointId: 'rp-2' },
+        { target: 'docker:web-2', agent: 'site-1', recoveryPointId: 'rp-3' },
+      ],
+      executionArn: executionArn('backup', 'job-1'),
+    });
+    const job = await catalog.getJob('job-1');
+    expect(job?.recoveryPointId).toBeUndefined();
+    expect(job?.items?.map((i) => [i.target, i.status])).toEqual([
+      ['docker:web-1', 'PENDING'],
+      ['docker:web-2', 'PENDING'],
+    ]);
+    expect(workflows.backups).toHaveLength(1);
+    expect(workflows.backups[0]?.items).toEqual([
+      {
+        index: 0,
+        target: 'docker:web-1',
+        agent: 'site-1',
+        queueUrl: queueUrlFor('site-1'),
+        recoveryPointId: 'rp-2',
+      },
+      {
+        index: 1,
+        target: 'docker:web-2',
+        agent: 'site-1',
+        queueUrl: queueUrlFor('site-1'),
+        recoveryPointId: 'rp-3',
+      },
+    ]);
+  });
+
+  it('matches across agents unless @AGENT names one, and passes the options to every item', async () => {
+    await catalog.putAgent(
+      makeAgent({ agent: 'site-2', targets: [labelled('docker:web-9', { app: 'shop' })] }),
+    );
+
+    const everywhere = await requestBackup(deps, {
+      selector: 'docker:app=shop',
+      consistency: 'pause',
+    });
+    const one = await requestBackup(deps, { selector: 'docker:app=shop@site-2' });
+
+    expect(everywhere.items?.map((i) => `${i.target}@${i.agent}`)).toEqual([
+      'docker:db@site-1',
+      'docker:web-1@site-1',
+      'docker:web-2@site-1',
+      'docker:web-9@site-2',
+    ]);
+    expect(everywhere.agent).toBe('site-1,site-2');
+    expect(workflows.backups[0]?.options).toEqual({ consistency: 'pause' });
+    expect(workflows.backups[0]?.items[3]?.queueUrl).toBe(queueUrlFor('site-2'));
+    expect(one).toMatchObject({ target: 'docker:app=shop', agent: 'site-2' });
+    expect(one.items?.map((i) => i.target)).toEqual(['docker:web-9']);
+  });
+
+  it('answers TargetNotFound naming the selector when no container matches, and starts nothing', async () => {
+    const request = requestBackup(deps, { selector: 'docker:app=shop,tier=cache' });
+
+    await expect(request).rejects.toBeInstanceOf(TargetNotFound);
+    await expect(request).rejects.toThrow(
+      /no container matches the selector docker:app=shop,tier=cache/,
+    );
+    await expect(request).rejects.toThrow(/docker inspect/);
+    await expectNothingStarted();
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['both target and selector', { target: 'docker:db', selector: 'docker:app=shop' }, /either/],
+    ['a selector for another platform', { selector: 'lxd:app=shop' }, /only docker containers/],
+    ['a pair without =', { selector: 'docker:app' }, /"app" is not KEY=VALUE/],
+    ['an empty key', { selector: 'docker:=shop' }, /"=shop" is not KEY=VALUE/],
+    ['a label given twice', { selector: 'docker:app=a,app=b' }, /names the label "app" twice/],
+    ['a bad agent name', { selector: 'docker:app=shop@-x' }, /agent "-x"/],
+    ['no platform', { selector: 'app=shop' }, /not of the form docker:KEY=VALUE/],
+  ])('refuses %s with ValidationError and starts nothing', async (_c, body, why) => {
+    const request = requestBackup(deps, body);
+
+    await expect(request).rejects.toBeInstanceOf(ValidationError);
+    await expect(request).rejects.toThrow(why);
+    await expectNothingStarted();
+  });
+
+  it('answers AgentUnavailable when the @AGENT of a selector never reported', async () => {
+    const request = requestBackup(deps, { selector: 'docker:app=shop@site-9' });
+
+    await expect(request).rejects.toBeInstanceOf(AgentUnavailable);
+    await expectNothingStarted();
   });
 });
 

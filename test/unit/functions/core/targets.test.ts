@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  matchesSelector,
+  parseSelector,
   parseTargetKey,
   formatTarget,
   parseTarget,
@@ -226,5 +228,69 @@ describe('round trip', () => {
     expect(cases.some(({ ref }) => ref.name.includes('@'))).toBe(true);
     expect(cases.some(({ ref }) => ref.agent === undefined)).toBe(true);
     expect(new Set(cases.map(({ ref }) => ref.platform)).size).toBe(PLATFORMS.length);
+  });
+});
+
+describe('label selectors', () => {
+  it('reads pairs, the agent and a canonical text without the agent', () => {
+    expect(parseSelector(' docker:app=shop,tier=web@site-2 ')).toEqual({
+      platform: 'docker',
+      labels: { app: 'shop', tier: 'web' },
+      agent: 'site-2',
+      text: 'docker:app=shop,tier=web',
+    });
+    // A value may hold "=" and be empty; dotted and slashed keys are common on labels.
+    expect(parseSelector('docker:com.example/role=a=b,empty=').labels).toEqual({
+      'com.example/role': 'a=b',
+      empty: '',
+    });
+  });
+
+  it('takes any label key, constructor and __proto__ included, and matches it only when present', () => {
+    const sel = parseSelector('docker:constructor=x,__proto__=y');
+
+    expect(Object.keys(sel.labels)).toEqual(['constructor', '__proto__']);
+    expect(matchesSelector(sel, {})).toBe(false);
+    expect(matchesSelector(sel, JSON.parse('{"constructor":"x","__proto__":"y"}'))).toBe(true);
+  });
+
+  it.each([
+    ['docker:', /"" is not KEY=VALUE/],
+    ['docker:app=x,', /"" is not KEY=VALUE/],
+    ['lxd:app=x', /only docker containers/],
+    ['docker-compose:app=x', /only docker containers/],
+    ['app=x', /not of the form/],
+    ['docker:app=x@', /agent ""/],
+  ])('refuses %s with a ValidationError that shows the form', (text, why) => {
+    const err = thrownBy(() => parseSelector(text));
+    expect(err).toBeInstanceOf(ValidationError);
+    expect(err.message).toMatch(why);
+  });
+
+  it('matches a target only when it carries every pair with exactly that value, over generated label sets', () => {
+    const next = random(4);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]!;
+    const keys = ['app', 'tier', 'env', 'com.example/owner'] as const;
+    const values = ['a', 'b', 'A', 'a ', ''] as const;
+    for (let i = 0; i < 500; i++) {
+      const selector: Record<string, string> = {};
+      const labels: Record<string, string> = {};
+      for (const key of keys) {
+        if (next() < 0.5) selector[key] = pick(values);
+        if (next() < 0.6) labels[key] = pick(values);
+      }
+      if (Object.keys(selector).length === 0) selector.app = pick(values);
+      const expected = Object.entries(selector).every(
+        ([k, v]) => Object.prototype.hasOwnProperty.call(labels, k) && labels[k] === v,
+      );
+
+      expect(
+        matchesSelector({ labels: selector }, labels),
+        JSON.stringify({ selector, labels }),
+      ).toBe(expected);
+      // Extra labels never stop a match; a target without labels matches nothing.
+      expect(matchesSelector({ labels: selector }, { ...labels, zz: 'x' })).toBe(expected);
+      expect(matchesSelector({ labels: selector }, undefined)).toBe(false);
+    }
   });
 });
