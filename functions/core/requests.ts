@@ -6,8 +6,10 @@
 import type { Catalog } from './catalog';
 import type { AgentRecord, Job } from './model';
 import {
+  checkTargetName,
   formatTarget,
   isListedPlatform,
+  splitVolumeName,
   parseTarget,
   parseTargetKey,
   targetKey,
@@ -153,6 +155,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 export async function requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
   const { target, ...options } = parseBody(backupBodySchema, body);
   const ref = parseTarget(target);
+  checkTargetName(ref);
   const now = deps.clock.now();
   const agent = await agentSeeing(deps.catalog, ref, now);
   const job: Job = {
@@ -248,6 +251,7 @@ export async function requestRestore(
       `--name ${body.name} and --to ${formatTarget(to)} name different targets`,
     );
   }
+  if (source.platform === 'lxd-volume' && name) name = volumeDestination(source.name, name);
   if (inPlace && name && name !== source.name && !to?.agent) {
     throw new ValidationError(
       '--in-place restores over the original; do not give another --name with it',
@@ -261,6 +265,7 @@ export async function requestRestore(
     );
   }
   const destination = { platform: source.platform, name };
+  checkTargetName(destination);
   const agentName = to?.agent ?? point.agent;
   const agent = await deps.catalog.getAgent(agentName);
   if (!agent) {
@@ -299,6 +304,15 @@ export async function requestRestore(
       ) as RestoreRequestOptions,
     }),
   );
+}
+
+/**
+ * A custom volume is restored as `POOL/NAME`; a bare `--name NEW` means NEW in the point's own
+ * pool, so `--name data2` stays beside the original.
+ */
+function volumeDestination(sourceName: string, name: string): string {
+  if (name.includes('/')) return name;
+  return `${splitVolumeName(sourceName).pool}/${name}`;
 }
 
 /** The label `stowage protect-update` gives its points and `stowage rollback` looks for. */

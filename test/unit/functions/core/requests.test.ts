@@ -459,4 +459,45 @@ describe('requestRestore', () => {
       }),
     ]);
   });
+
+  it('restores a custom volume under a bare --name in the point’s own pool', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-vol', target: 'lxd-volume:fast/data', agent: 'site-2' }),
+    );
+    await catalog.putAgent(
+      makeAgent({ agent: 'site-2', targets: ['lxd-volume:fast/data'], platforms: ['lxd-volume'] }),
+    );
+
+    await requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'data2' });
+    await requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'slow/data' });
+
+    expect(workflows.restores.map((r) => r.target)).toEqual([
+      'lxd-volume:fast/data2',
+      'lxd-volume:slow/data',
+    ]);
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'data' }),
+    ).rejects.toBeInstanceOf(NameTaken);
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'fast/bad name' }),
+    ).rejects.toThrow(/not a valid LXD custom volume name/);
+  });
+});
+
+describe('custom volume targets', () => {
+  it.each([
+    ['lxd-volume:data', /names no pool: write POOL\/NAME/],
+    ['lxd-volume:default/', /not a valid LXD custom volume name/],
+    ['lxd-volume:default/a b', /not a valid LXD custom volume name/],
+    ['lxd-volume:-pool/data', /not a valid LXD storage pool name/],
+    ['lxd-volume:default/..', /not a valid LXD custom volume name/],
+  ])('refuses the backup of %s before anything starts', async (target, message) => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', platforms: ['lxd-volume'], targets: [] }));
+
+    const refused = requestBackup(deps, { target });
+
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(message);
+    await expectNothingStarted();
+  });
 });
