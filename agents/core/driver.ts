@@ -89,6 +89,13 @@ export interface BackupOptions {
    * false captures the instance or volume alone (LXD's `instance_only` / `volume_only`).
    */
   snapshots?: boolean;
+  /**
+   * LXD: ask for the pool driver's own format (`optimized_storage`: zfs or btrfs send streams),
+   * faster to make and to import but importable only into a pool of the same driver. Used only
+   * where the pool's driver has it; on any other pool (dir, lvm, ceph...) the export is the
+   * plain one and the point records that.
+   */
+  optimizedStorage?: boolean;
 }
 
 export interface BackupOutcome {

@@ -17,7 +17,9 @@
 import { TargetNotFound } from '../../../functions/shared/errors';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
-import { exportBackup } from './export';
+import { translate } from './errors';
+import { exportBackup, optimizedOn } from './export';
+import { getPool } from './volume';
 import {
   EXPORT_KIND,
   EXPORT_STREAM,
@@ -48,6 +50,15 @@ export async function backupInstance(
   const instance = await getInstance(engine, name);
   if (!instance) throw new TargetNotFound(`lxd:${name} not found: no instance named ${name}`);
   const profileDefinitions = await readProfiles(engine, instance);
+  const rootPool = rootPoolOf(instance);
+  const rootPoolDriver = rootPool ? (await getPool(engine, rootPool))?.driver : undefined;
+  const optimizedStorage = optimizedOn(options.optimizedStorage, rootPoolDriver);
+  if (options.optimizedStorage && !optimizedStorage) {
+    ctx.phase(
+      `pool ${rootPool ?? '?'} (${rootPoolDriver ?? 'unknown'}) has no optimized storage: plain export`,
+    );
+  }
+  const snapshots = instanceOnly ? [] : await snapshotNames(engine, name);
   const metadata: LxdBackupMetadata = {
     format: METADATA_FORMAT,
     project: engine.project,
@@ -61,8 +72,11 @@ export async function backupInstance(
     expandedConfig: instance.expanded_config,
     expandedDevices: instance.expanded_devices,
     profileDefinitions,
-    rootPool: rootPoolOf(instance),
+    rootPool,
+    rootPoolDriver,
     instanceOnly,
+    snapshots,
+    optimizedStorage,
     consistency,
   };
   checkAborted(ctx, `backup of lxd:${name}`);
@@ -72,7 +86,7 @@ export async function backupInstance(
     {
       collection: `${instancePath(name)}/backups`,
       what: `instance ${name}`,
-      request: { instance_only: instanceOnly, optimized_storage: false },
+      request: { instance_only: instanceOnly, optimized_storage: optimizedStorage },
       exportPhase: 'exporting instance',
       stream: { name: EXPORT_STREAM, kind: EXPORT_KIND },
       hold: (create) => withConsistency(engine, instance, consistency, ctx, create),
@@ -87,10 +101,21 @@ export async function backupInstance(
       type: instance.type,
       state: instance.status.toLowerCase(),
       profiles: instance.profiles.join(','),
-      snapshots: instanceOnly ? 0 : (instance.snapshots?.length ?? 0),
+      snapshots: snapshots.length,
+      optimized: optimizedStorage,
       bytes: stored.size,
     },
   };
+}
+
+/** The names of the instance's snapshots, oldest first (what an export with them holds). */
+async function snapshotNames(engine: Engine, name: string): Promise<string[]> {
+  try {
+    const urls = await engine.client.get<string[]>(`${instancePath(name)}/snapshots`);
+    return urls.map((u) => decodeURIComponent(u.split('?')[0]!.split('/').pop() ?? ''));
+  } catch (err) {
+    throw translate(err, `listing snapshots of instance ${name}`, engine.socketPath);
+  }
 }
 
 /** Every profile the instance uses, as it is defined now. */

@@ -12,11 +12,43 @@
  * die first.
  */
 import { randomBytes } from 'node:crypto';
+import { ValidationError } from '../../../functions/shared/errors';
 import { LogEvent } from '../../../functions/shared/logger';
 import type { BackupSink, DriverContext, StoredStream } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
 import { isNotFound, translate } from './errors';
 import { abortCheck, type Engine } from './instance';
+
+/**
+ * The pool drivers whose optimized backup format LXD 5.0 implements (`zfs send`, `btrfs send`);
+ * every other driver (dir, lvm, ceph, cephfs) ignores `optimized_storage` and writes the plain
+ * file tree or image.
+ */
+const OPTIMIZED_DRIVERS: ReadonlySet<string> = new Set(['btrfs', 'zfs']);
+
+/** Whether a backup asked for optimized storage gets it on a pool with this driver. */
+export function optimizedOn(
+  requested: boolean | undefined,
+  poolDriver: string | undefined,
+): boolean {
+  return requested === true && poolDriver !== undefined && OPTIMIZED_DRIVERS.has(poolDriver);
+}
+
+/**
+ * An optimized point can only be imported into a pool of the same driver: refuse another one
+ * before anything is read, saying what would work.
+ */
+export function checkOptimizedTarget(
+  optimized: boolean | undefined,
+  fromDriver: string | undefined,
+  pool: string,
+  toDriver: string,
+): void {
+  if (!optimized || fromDriver === toDriver) return;
+  throw new ValidationError(
+    `the point was made with ${fromDriver} optimized storage and can only be restored into a ${fromDriver} pool; pool ${pool} is ${toDriver} (choose another pool)`,
+  );
+}
 
 /** LXD removes a forgotten backup itself after this long (the agent deletes it at once). */
 const BACKUP_EXPIRY_MS = 24 * 60 * 60 * 1000;

@@ -58,7 +58,13 @@ export interface LxdBackupMetadata {
   profileDefinitions: LxdProfile[];
   /** The storage pool of the root disk, when one was set. */
   rootPool?: string;
+  /** The root pool's storage driver at backup time. */
+  rootPoolDriver?: string;
   instanceOnly: boolean;
+  /** The snapshots the export holds (none when instanceOnly). */
+  snapshots?: string[];
+  /** Whether the export is in the pool driver's optimized format (see export.ts). */
+  optimizedStorage?: boolean;
   consistency: 'live' | 'pause' | 'stop';
 }
 

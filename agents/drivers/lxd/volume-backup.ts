@@ -15,7 +15,7 @@ import { splitVolumeName } from '../../../functions/core/targets';
 import type { BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdBackupOptions } from './backup';
-import { exportBackup } from './export';
+import { exportBackup, optimizedOn } from './export';
 import type { Engine } from './instance';
 import {
   VOLUME_KIND,
@@ -67,7 +67,11 @@ export async function backupVolume(
       ...(s.expires_at && !s.expires_at.startsWith('0001-') ? { expiresAt: s.expires_at } : {}),
     })),
     volumeOnly,
+    optimizedStorage: optimizedOn(options.optimizedStorage, poolInfo.driver),
   };
+  if (options.optimizedStorage && !metadata.optimizedStorage) {
+    ctx.phase(`pool ${pool} (${poolInfo.driver}) has no optimized storage: plain export`);
+  }
   checkAborted(ctx, `backup of lxd-volume:${name}`);
 
   const stored = await exportBackup(
@@ -75,7 +79,7 @@ export async function backupVolume(
     {
       collection: `${volumePath(pool, volume)}/backups`,
       what: `custom volume ${pool}/${volume}`,
-      request: { volume_only: volumeOnly, optimized_storage: false },
+      request: { volume_only: volumeOnly, optimized_storage: metadata.optimizedStorage },
       exportPhase: 'exporting volume',
       stream: { name: VOLUME_STREAM, kind: VOLUME_KIND },
     },
@@ -87,6 +91,7 @@ export async function backupVolume(
     metadata: metadata as unknown as Record<string, unknown>,
     summary: {
       pool,
+      optimized: metadata.optimizedStorage,
       contentType: found.content_type,
       snapshots: metadata.snapshots.length,
       bytes: stored.size,

@@ -28,6 +28,7 @@ import type {
 } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
 import { translate } from './errors';
+import { checkOptimizedTarget } from './export';
 import {
   abortCheck,
   changeState,
@@ -88,7 +89,8 @@ export async function restoreVolume(
   if (!stream) throw new DriverError(`the recovery point has no ${VOLUME_STREAM} stream`);
 
   ctx.phase('checking the pool and the name');
-  await requirePool(engine, pool);
+  const poolInfo = await requirePool(engine, pool);
+  checkOptimizedTarget(metadata.optimizedStorage, metadata.poolDriver, pool, poolInfo.driver);
   const existing = await getVolume(engine, pool, volume);
   if (existing && !options.inPlace) {
     throw new NameTaken(`${target} exists; restore under another name or in place`);

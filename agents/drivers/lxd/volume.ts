@@ -50,6 +50,8 @@ export interface LxdVolumeBackupMetadata {
   /** The snapshots the export holds (none when volumeOnly), oldest first. */
   snapshots: Array<{ name: string; description: string; expiresAt?: string }>;
   volumeOnly: boolean;
+  /** Whether the export is in the pool driver's optimized format (see export.ts). */
+  optimizedStorage: boolean;
 }
 
 export function poolPath(pool: string): string {

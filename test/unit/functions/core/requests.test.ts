@@ -501,3 +501,75 @@ describe('custom volume targets', () => {
     await expectNothingStarted();
   });
 });
+
+describe('LXD request options', () => {
+  beforeEach(async () => {
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-1',
+        platforms: ['docker', 'lxd', 'lxd-volume'],
+        targets: ['docker:web', 'lxd:c1', 'lxd-volume:default/data'],
+      }),
+    );
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-c1', target: 'lxd:c1' }));
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-web', target: 'docker:web' }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-data', target: 'lxd-volume:default/data' }),
+    );
+  });
+
+  it('passes snapshots and optimized storage on for LXD targets and refuses them for others', async () => {
+    await requestBackup(deps, { target: 'lxd:c1', snapshots: false, optimizedStorage: true });
+    expect(workflows.backups[0]?.options).toEqual({ snapshots: false, optimizedStorage: true });
+
+    const refused = requestBackup(deps, { target: 'docker:web', snapshots: false });
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(/snapshots apply to LXD/);
+  });
+
+  it('passes pool, device overrides and power state on to an instance restore', async () => {
+    await requestRestore(deps, {
+      recoveryPointId: 'rp-c1',
+      name: 'c2',
+      pool: 'fast',
+      devices: { eth0: { type: 'none' }, root: { pool: 'fast' } },
+      state: 'stopped',
+    });
+
+    expect(workflows.restores[0]).toMatchObject({
+      target: 'lxd:c2',
+      options: {
+        pool: 'fast',
+        devices: { eth0: { type: 'none' }, root: { pool: 'fast' } },
+        state: 'stopped',
+      },
+    });
+  });
+
+  it.each([
+    [
+      { recoveryPointId: 'rp-web', name: 'w2', pool: 'fast' },
+      /"pool" applies to lxd and lxd-volume/,
+    ],
+    [{ recoveryPointId: 'rp-data', name: 'd2', state: 'running' }, /"state" applies to lxd points/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', state: 'paused' }, /state/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', devices: { eth0: { Network: 'x' } } }, /device key/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', pool: 'a/b' }, /pool name has no slash/],
+    [{ recoveryPointId: 'rp-data', name: 'slow/d2', pool: 'fast' }, /give the pool once/],
+  ])('refuses %j with a ValidationError that says why', async (body, message) => {
+    const refused = requestRestore(deps, body);
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(message);
+    expect(workflows.restores).toEqual([]);
+  });
+
+  it('restores a custom volume into another pool under its own name with --pool alone', async () => {
+    await requestRestore(deps, { recoveryPointId: 'rp-data', pool: 'fast' });
+    await requestRestore(deps, { recoveryPointId: 'rp-data', pool: 'fast', name: 'd2' });
+
+    expect(workflows.restores.map((r) => r.target)).toEqual([
+      'lxd-volume:fast/data',
+      'lxd-volume:fast/d2',
+    ]);
+  });
+});
