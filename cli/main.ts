@@ -157,7 +157,12 @@ program
   .command('agent')
   .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
-  .action(async (opts: { site: string }, cmd: Command) => {
+  .option(
+    '--lxd-project <name>',
+    'the LXD project whose instances and volumes it serves',
+    process.env.STOWAGE_LXD_PROJECT ?? 'default',
+  )
+  .action(async (opts: { site: string; lxdProject: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
@@ -192,7 +197,7 @@ program
         },
       };
     }
-    const agent = await startAgent(config, log);
+    const agent = await startAgent({ ...config, lxdProject: opts.lxdProject }, log);
     process.stderr.write(
       `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
     );
