@@ -5,7 +5,7 @@
  * instance. Every instance this file creates has the run's prefix and is removed in afterAll.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -460,4 +460,28 @@ describe('lxd driver', () => {
     expect(opened).toBe(0);
     expect(await runInstances()).toEqual(before);
   });
+
+  it.each(['stop', 'pause'] as const)(
+    'starts the instance again and leaves no LXD backup when a %s backup is abandoned while LXD writes it',
+    async (consistency) => {
+      const name = await launch(`held-${consistency}`);
+      const abort = new AbortController();
+      const ctx = makeContext({
+        signal: abort.signal,
+        phase: (text) => {
+          if (text === 'creating LXD backup') abort.abort();
+        },
+      });
+
+      await expect(
+        driver.backup(name, makeMemoryPoint().sink, ctx, { consistency }),
+      ).rejects.toMatchObject({ name: 'TransientError' });
+
+      expect(await statusOf(name)).toBe('Running');
+      expect(await backupsOf(name)).toEqual([]);
+      expect(readdirSync('/var/lib/lxd/backups/instances')).not.toContainEqual(
+        expect.stringContaining(name),
+      );
+    },
+  );
 });
