@@ -297,13 +297,20 @@ describe('lxd driver', () => {
       name,
       'mkdir -p /data && echo one > /data/state.txt && head -c 1048576 /dev/urandom > /data/r.bin',
     );
-    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, { name: 'snap0' });
+    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, {
+      name: 'snap0',
+      expires_at: '2099-01-01T00:00:00Z',
+    });
     await sh(name, 'echo two > /data/state.txt');
     const point = makeMemoryPoint();
 
     const outcome = await driver.backup(name, point.sink, makeContext());
 
-    expect(outcome.metadata).toMatchObject({ instanceOnly: false, snapshots: ['snap0'] });
+    expect(outcome.metadata).toMatchObject({
+      instanceOnly: false,
+      snapshots: ['snap0'],
+      snapshotExpiry: { snap0: '2099-01-01T00:00:00Z' },
+    });
     expect(outcome.summary).toMatchObject({ snapshots: 1 });
     const copy = `${RUN}-snapscopy`;
     await driver.restore(
@@ -313,6 +320,10 @@ describe('lxd driver', () => {
       makeContext(),
     );
     expect(await snapshotsOf(copy)).toEqual(['snap0']);
+    const restoredSnap = await lxd.get<{ expires_at: string }>(
+      `/1.0/instances/${copy}/snapshots/snap0`,
+    );
+    expect(restoredSnap.expires_at).toBe('2099-01-01T00:00:00Z');
     expect(treeFingerprint(`${rootfs('default', copy, 'snap0')}/data`)).toBe(
       treeFingerprint(`${rootfs('default', name, 'snap0')}/data`),
     );

@@ -64,6 +64,8 @@ export interface LxdBackupMetadata {
   instanceOnly: boolean;
   /** The snapshots the export holds (none when instanceOnly). */
   snapshots?: string[];
+  /** `expires_at` of the snapshots that have one, by snapshot name (LXD's import drops it). */
+  snapshotExpiry?: Record<string, string>;
   /** Whether the export is in the pool driver's optimized format (see export.ts). */
   optimizedStorage?: boolean;
   consistency: 'live' | 'pause' | 'stop';
