@@ -2,7 +2,9 @@
  * Backup of one LXD instance: its config, devices and profiles (with every referenced profile's
  * definition) as metadata, and one stream, `export` (lxd-backup-tar): LXD's own instance backup
  * (`POST /1.0/instances/{name}/backups`, uncompressed so the chunk store can deduplicate it),
- * streamed from `GET .../backups/{b}/export`.
+ * streamed from `GET .../backups/{b}/export`. The export holds the instance's snapshots unless
+ * `snapshots: false` (LXD's `instance_only`), and is in the pool driver's optimized format only
+ * when asked and the root pool's driver has one (export.ts); the metadata says which.
  *
  * LXD first writes the backup whole under /var/lib/lxd/backups/, then serves it; export.ts
  * always deletes that LXD-side backup afterwards.
