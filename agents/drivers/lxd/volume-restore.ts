@@ -191,6 +191,7 @@ async function swapIn(
       throw translate(err, `renaming custom volume ${pool}/${from} to ${to}`, engine.socketPath);
     }
   };
+  let swapError: unknown;
   try {
     for (const user of users) {
       if (user.kind !== 'instances') continue;
@@ -220,12 +221,20 @@ async function swapIn(
         { cause: err },
       );
     }
-  } finally {
-    for (const name of stopped) {
-      ctx.phase(`starting instance ${name} again`);
-      await changeState(engine, name, 'start');
-    }
+  } catch (err) {
+    swapError = err;
   }
+  // Every instance gets its start; a failed one wins over the swap's own error (a workload left
+  // down is what the operator must hear about), as in the backups' releases.
+  let startError: unknown;
+  for (const name of stopped) {
+    ctx.phase(`starting instance ${name} again`);
+    await changeState(engine, name, 'start').catch((err: unknown) => {
+      startError ??= err;
+    });
+  }
+  if (startError) throw startError;
+  if (swapError) throw swapError;
 }
 
 /** Points the disk devices of `user` that use `pool/from` at `pool/to`. */
