@@ -229,7 +229,12 @@ program
   .command('agent')
   .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
-  .action(async (opts: { site: string }, cmd: Command) => {
+  .option(
+    '--lxd-project <name>',
+    'the LXD project whose instances and volumes it serves',
+    process.env.STOWAGE_LXD_PROJECT ?? 'default',
+  )
+  .action(async (opts: { site: string; lxdProject: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
@@ -264,7 +269,7 @@ program
         },
       };
     }
-    const agent = await startAgent(config, log);
+    const agent = await startAgent({ ...config, lxdProject: opts.lxdProject }, log);
     process.stderr.write(
       `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
     );
@@ -319,6 +324,8 @@ interface BackupFlags {
   postHook?: string[];
   hookTimeout?: number;
   hookOnError?: string;
+  snapshots?: boolean;
+  optimizedStorage?: boolean;
 }
 
 /** The backup request body from the command's flags (the API validates it). */
@@ -338,6 +345,8 @@ function backupBody(target: string, flags: BackupFlags, label?: string): Record<
       ? { hooks: { ...(pre.length ? { pre } : {}), ...(post.length ? { post } : {}) } }
       : {}),
     ...(label ? { label } : {}),
+    ...(flags.snapshots === false ? { snapshots: false } : {}),
+    ...(flags.optimizedStorage ? { optimizedStorage: true } : {}),
   };
 }
 
@@ -367,6 +376,11 @@ function withBackupFlags(command: Command, defaultConsistency?: string): Command
         'fail',
         'continue',
       ]),
+    )
+    .option('--no-snapshots', 'LXD: the instance or custom volume alone, without its snapshots')
+    .option(
+      '--optimized-storage',
+      "LXD: the pool driver's own format where it has one (zfs, btrfs; not dir)",
     );
 }
 
@@ -561,6 +575,18 @@ program
   )
   .option('--volume <name>', 'restore only this volume of the point')
   .option('--into <volume>', 'with --volume: the volume to restore into')
+  .option('--pool <pool>', 'LXD: the storage pool for the instance (root disk) or custom volume')
+  .option(
+    '--device <name,key=value,...>',
+    'LXD: override a device of the instance (repeatable), e.g. eth0,type=none or data,source=/srv',
+    collect,
+  )
+  .addOption(
+    new Option(
+      '--state <state>',
+      'LXD: power state after the restore (default: as at backup)',
+    ).choices(['running', 'stopped']),
+  )
   .option('--wait', 'wait for the job to finish')
   .action(
     async (
@@ -574,6 +600,9 @@ program
         port?: string[];
         volume?: string;
         into?: string;
+        pool?: string;
+        device?: string[];
+        state?: string;
         wait?: boolean;
       },
       cmd: Command,
@@ -588,6 +617,9 @@ program
         ...(opts.port ? { ports: pairs(opts.port, '--port') } : {}),
         ...(opts.volume ? { volume: opts.volume } : {}),
         ...(opts.into ? { intoVolume: opts.into } : {}),
+        ...(opts.pool ? { pool: opts.pool } : {}),
+        ...(opts.device ? { devices: deviceOverrides(opts.device) } : {}),
+        ...(opts.state ? { state: opts.state } : {}),
       };
       await startJob(
         cmd,
@@ -606,6 +638,24 @@ function pairs(values: string[], flag: string): Record<string, string> {
     const eq = v.indexOf('=');
     if (eq <= 0) throw new Error(`${flag} takes KEY=VALUE (got "${v}")`);
     out[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * `--device NAME,KEY=VALUE[,KEY=VALUE...]` flags as `{ NAME: { KEY: VALUE } }`; several flags for
+ * one device add up. `KEY=` (empty) asks the restore to drop that key.
+ */
+function deviceOverrides(values: string[]): Record<string, Record<string, string>> {
+  const out: Record<string, Record<string, string>> = {};
+  for (const v of values) {
+    const [name, ...settings] = v.split(',');
+    if (!name || settings.length === 0) {
+      throw new Error(
+        `--device takes NAME,KEY=VALUE[,KEY=VALUE...] (got "${v}"), e.g. eth0,type=none`,
+      );
+    }
+    out[name] = { ...(out[name] ?? {}), ...pairs(settings, `--device ${name}`) };
   }
   return out;
 }

@@ -54,6 +54,10 @@ export interface BackupRequestOptions {
   };
   /** A label the point carries, e.g. `pre-update` (what `stowage rollback` looks for). */
   label?: string;
+  /** LXD instances and custom volumes: with their snapshots (default true) or alone (false). */
+  snapshots?: boolean;
+  /** LXD: the pool driver's optimized format where it has one (zfs, btrfs; not dir). */
+  optimizedStorage?: boolean;
 }
 
 /** Execution input of restore.asl.json. */
@@ -83,6 +87,12 @@ export interface RestoreRequestOptions {
   volume?: string;
   /** With `volume`: the volume to restore into (created if missing; must be empty unless inPlace). */
   intoVolume?: string;
+  /** LXD: the storage pool to restore the instance's root disk, or the custom volume, into. */
+  pool?: string;
+  /** LXD: device overrides by device name (keys to set; `type: none` masks; `""` drops a key). */
+  devices?: Record<string, Record<string, string>>;
+  /** LXD: the power state the restored instance ends in (default: as at backup time). */
+  state?: 'running' | 'stopped';
 }
 export interface VerifyExecutionInput {
   jobId: string;

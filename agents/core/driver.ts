@@ -119,6 +119,18 @@ export interface BackupOptions {
   hooks?: { pre?: BackupHook[]; post?: BackupHook[] };
   /** A label the point carries (e.g. `pre-update` from `stowage protect-update`). */
   label?: string;
+  /**
+   * LXD instances and custom volumes: also capture their snapshots (default true, as LXD does);
+   * false captures the instance or volume alone (LXD's `instance_only` / `volume_only`).
+   */
+  snapshots?: boolean;
+  /**
+   * LXD: ask for the pool driver's own format (`optimized_storage`: zfs or btrfs send streams),
+   * faster to make and to import but importable only into a pool of the same driver. Used only
+   * where the pool's driver has it; on any other pool (dir, lvm, ceph...) the export is the
+   * plain one and the point records that.
+   */
+  optimizedStorage?: boolean;
 }
 
 export interface BackupOutcome {
@@ -138,6 +150,15 @@ export interface RestoreOptions {
   ports?: Record<string, string>;
   volume?: string;
   intoVolume?: string;
+  /** LXD: the storage pool to restore into (the instance's root disk, or the custom volume). */
+  pool?: string;
+  /**
+   * LXD: device overrides by device name, applied to the restored instance before it starts
+   * (keys set on that device; `type: none` masks a profile's device; `""` removes a key).
+   */
+  devices?: Record<string, Record<string, string>>;
+  /** LXD: the power state the restored instance ends in (default: as it was at backup time). */
+  state?: 'running' | 'stopped';
 }
 
 export interface RestoreOutcome {

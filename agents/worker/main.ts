@@ -16,7 +16,7 @@ import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
 import { createComposeDriver, createDockerDriver } from '../drivers/docker';
 import { createPathDriver } from '../drivers/path';
-import { createLxdDriver } from '../drivers/lxd';
+import { createLxdDriver, createLxdVolumeDriver } from '../drivers/lxd';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
 import { withRetry } from '../store/retry';
@@ -50,6 +50,8 @@ export interface AgentConfig {
   };
   dockerSocket?: string;
   lxdSocket?: string;
+  /** The LXD project whose instances and volumes this agent serves (default `default`). */
+  lxdProject?: string;
   heartbeatMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
@@ -65,7 +67,7 @@ export interface RunningAgent {
 
 /** The drivers whose engines this host has. */
 export function detectDrivers(
-  config: Pick<AgentConfig, 'dockerSocket' | 'lxdSocket'>,
+  config: Pick<AgentConfig, 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -76,7 +78,9 @@ export function detectDrivers(
   }
   const lxdSocket = config.lxdSocket ?? '/var/lib/lxd/unix.socket';
   if (existsSync(lxdSocket)) {
-    drivers.set('lxd', createLxdDriver({ socketPath: lxdSocket, log }));
+    const lxdOptions = { socketPath: lxdSocket, log, project: config.lxdProject ?? 'default' };
+    drivers.set('lxd', createLxdDriver(lxdOptions));
+    drivers.set('lxd-volume', createLxdVolumeDriver(lxdOptions));
   }
   // Files, devices and directories of this host: always there.
   drivers.set('path', createPathDriver({ log }));

@@ -6,10 +6,13 @@
 import type { Catalog } from './catalog';
 import type { AgentRecord, Job, JobItem } from './model';
 import {
+  checkTargetName,
   formatTarget,
   isListedPlatform,
   matchesSelector,
   parseSelector,
+  isValidPoolName,
+  splitVolumeName,
   parseTarget,
   parseTargetKey,
   targetKey,
@@ -169,6 +172,8 @@ const backupBodySchema = z
       .string()
       .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'a label is lower-case letters, digits, . _ -')
       .optional(),
+    snapshots: z.boolean().optional(),
+    optimizedStorage: z.boolean().optional(),
   })
   .strict();
 
@@ -176,9 +181,13 @@ const backupBodySchema = z
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const parsed = schema.safeParse(body);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((i) =>
-    i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message,
-  );
+  const problems = parsed.error.issues.map((i) => {
+    // A record's bad key carries what is wrong with it one level down.
+    const inner = 'issues' in i && Array.isArray(i.issues) ? i.issues : [];
+    const nested = inner.map((n: { message?: unknown }) => String(n.message)).join(', ');
+    const message = nested ? `${i.message} (${nested})` : i.message;
+    return i.path.length ? `${i.path.join('.')}: ${message}` : message;
+  });
   throw new ValidationError(`bad request body: ${problems.join('; ')}`);
 }
 
@@ -194,11 +203,21 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
       'give either "target" ("docker:web") or "selector" ("docker:app=web"), not both and not neither',
     );
   }
+  const lxdOnly = (['snapshots', 'optimizedStorage'] as const).filter(
+    (k) => options[k] !== undefined,
+  );
+  const platform = target !== undefined ? parseTarget(target).platform : 'docker';
+  if (lxdOnly.length > 0 && platform !== 'lxd' && platform !== 'lxd-volume') {
+    throw new ValidationError(
+      `${lxdOnly.join(' and ')} apply to LXD instances and custom volumes, not to ${platform} targets`,
+    );
+  }
   const now = deps.clock.now();
   let jobTarget: string;
   let resolved: Array<{ target: string; agent: string }>;
   if (target !== undefined) {
     const ref = parseTarget(target);
+    checkTargetName(ref);
     const agent = await agentSeeing(deps.catalog, ref, now);
     jobTarget = targetKey(ref);
     resolved = [{ target: jobTarget, agent: agent.agent }];
@@ -300,6 +319,9 @@ export interface RestoreRequest {
   ports?: unknown;
   volume?: unknown;
   intoVolume?: unknown;
+  pool?: unknown;
+  devices?: unknown;
+  state?: unknown;
 }
 
 const dockerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid Docker name');
@@ -317,7 +339,28 @@ const restoreOptionsSchema = z.object({
     .optional(),
   volume: z.string().min(1).optional(),
   intoVolume: dockerName.optional(),
+  pool: z
+    .string()
+    .refine(isValidPoolName, 'a pool name has no slash or white space and does not start with -')
+    .optional(),
+  devices: z
+    .record(
+      z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a device name is letters, digits, . _ -'),
+      z.record(
+        z.string().regex(/^[a-z][a-z0-9_.-]*$/, 'a device key is lower-case, e.g. pool or network'),
+        z.string(),
+      ),
+    )
+    .optional(),
+  state: z.enum(['running', 'stopped']).optional(),
 });
+
+/** Restore options that only LXD targets understand, by the platforms that take them. */
+const LXD_RESTORE_OPTIONS = {
+  pool: ['lxd', 'lxd-volume'],
+  devices: ['lxd'],
+  state: ['lxd'],
+} as const;
 
 export async function requestRestore(
   deps: RequestDeps,
@@ -335,8 +378,17 @@ export async function requestRestore(
     throw new ValidationError('"to" must be a target such as docker:web2@site');
   }
   const inPlace = body.inPlace === true;
-  const { volumes, network, ports, volume, intoVolume } = body;
-  const options = parseBody(restoreOptionsSchema, { volumes, network, ports, volume, intoVolume });
+  const { volumes, network, ports, volume, intoVolume, pool, devices, state } = body;
+  const options = parseBody(restoreOptionsSchema, {
+    volumes,
+    network,
+    ports,
+    volume,
+    intoVolume,
+    pool,
+    devices,
+    state,
+  });
   if (options.intoVolume && !options.volume) {
     throw new ValidationError(
       '"intoVolume" goes with "volume" (the volume of the point to restore)',
@@ -353,6 +405,14 @@ export async function requestRestore(
     );
   }
   const source = parseTargetKey(point.target);
+  for (const [option, platforms] of Object.entries(LXD_RESTORE_OPTIONS)) {
+    if (options[option as keyof typeof LXD_RESTORE_OPTIONS] === undefined) continue;
+    if (!(platforms as readonly string[]).includes(source.platform)) {
+      throw new ValidationError(
+        `"${option}" applies to ${platforms.join(' and ')} points, not to ${point.target}`,
+      );
+    }
+  }
   const to = typeof body.to === 'string' ? parseTarget(body.to) : undefined;
   if (to && to.platform !== source.platform) {
     throw new ValidationError(
@@ -364,6 +424,10 @@ export async function requestRestore(
     throw new ValidationError(
       `--name ${body.name} and --to ${formatTarget(to)} name different targets`,
     );
+  }
+  if (source.platform === 'lxd-volume') {
+    if (!name && options.pool) name = splitVolumeName(source.name).volume;
+    if (name) name = volumeDestination(source.name, name, options.pool);
   }
   if (inPlace && name && name !== source.name && !to?.agent) {
     throw new ValidationError(
@@ -378,6 +442,7 @@ export async function requestRestore(
     );
   }
   const destination = { platform: source.platform, name };
+  checkTargetName(destination);
   const agentName = to?.agent ?? point.agent;
   const agent = await deps.catalog.getAgent(agentName);
   if (!agent) {
@@ -416,6 +481,22 @@ export async function requestRestore(
       ) as RestoreRequestOptions,
     }),
   );
+}
+
+/**
+ * A custom volume is restored as `POOL/NAME`; a bare `--name NEW` means NEW in `--pool`, else in
+ * the point's own pool, so `--name data2` stays beside the original; `--pool P` alone keeps the
+ * volume's name in pool P.
+ */
+function volumeDestination(sourceName: string, name: string, pool: string | undefined): string {
+  if (!name.includes('/')) return `${pool ?? splitVolumeName(sourceName).pool}/${name}`;
+  const named = splitVolumeName(name).pool;
+  if (pool !== undefined && named !== pool) {
+    throw new ValidationError(
+      `--name ${name} is in pool ${named} but --pool says ${pool}; give the pool once`,
+    );
+  }
+  return name;
 }
 
 /** The label `stowage protect-update` gives its points and `stowage rollback` looks for. */

@@ -72,6 +72,61 @@ export function parseTarget(text: string): TargetRef {
   return agent === undefined ? { platform, name } : { platform, name, agent };
 }
 
+/**
+ * LXD's rules for a custom volume target, `lxd-volume:POOL/NAME`: a pool name has no slash or
+ * white space and does not start with a dash; a volume name has no slash or white space and is
+ * not `.` or `..` (LXD's storage/drivers ValidVolumeName; its snapshots are `NAME/SNAP`, hence
+ * no slash).
+ */
+export function splitVolumeName(name: string): { pool: string; volume: string } {
+  const slash = name.indexOf('/');
+  const example = 'for example lxd-volume:default/data';
+  if (slash < 0) {
+    throw new ValidationError(
+      `lxd-volume target "${name}" names no pool: write POOL/NAME (${example})`,
+    );
+  }
+  const pool = name.slice(0, slash);
+  const volume = name.slice(slash + 1);
+  if (!isValidPoolName(pool)) {
+    throw new ValidationError(
+      `"${pool}" is not a valid LXD storage pool name (no slash or white space, not starting with -; ${example})`,
+    );
+  }
+  if (!isValidVolumeName(volume)) {
+    throw new ValidationError(
+      `"${volume}" is not a valid LXD custom volume name (not empty, no slash or white space, not . or ..; ${example})`,
+    );
+  }
+  return { pool, volume };
+}
+
+export function isValidPoolName(pool: string): boolean {
+  return pool.length > 0 && !pool.startsWith('-') && !/[/\s]/.test(pool);
+}
+
+export function isValidVolumeName(volume: string): boolean {
+  return volume.length > 0 && volume !== '.' && volume !== '..' && !/[/\s]/.test(volume);
+}
+
+/**
+ * Checks a target's name against its platform's own rules where Stowage knows them, so a bad
+ * name is refused before any workflow starts (parseTarget checks only the syntax).
+ */
+export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void {
+  if (ref.platform === 'lxd-volume') splitVolumeName(ref.name);
+  if (ref.platform === 'lxd' && !isValidInstanceName(ref.name)) {
+    throw new ValidationError(
+      `"${ref.name}" is not a valid LXD instance name (letters, digits and dashes, 1-63, starting with a letter, not ending with a dash)`,
+    );
+  }
+}
+
+/** LXD's rule for instance names: a hostname label (letters, digits, dashes), 1-63 characters. */
+export function isValidInstanceName(name: string): boolean {
+  return /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/.test(name) && !name.endsWith('-');
+}
+
 /** The canonical text of a target, without the agent: the key recovery points are listed by. */
 export function targetKey(ref: Pick<TargetRef, 'platform' | 'name'>): string {
   return `${ref.platform}:${ref.name}`;

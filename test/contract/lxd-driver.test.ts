@@ -5,6 +5,7 @@
  * instance. Every instance this file creates has the run's prefix and is removed in afterAll.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,10 +19,13 @@ import {
   lxd,
   removeInstance,
   sh,
+  treeFingerprint,
   type InstanceView,
 } from '../fixtures/lxd';
 
 const RUN = `st-${randomBytes(3).toString('hex')}`;
+const POOL2 = `${RUN}-pool2`;
+const HOST_DIR = `/tmp/${RUN}-hostdir`;
 const driver = createLxdDriver({ socketPath: LXD_SOCKET });
 
 // --- lxd helpers -------------------------------------------------------------------------------
@@ -88,8 +92,11 @@ printf 'unicode' > '/data/naïve ファイル ✓.txt'
 echo 'changed by the test' > /etc/stowage-marker
 `;
 
-beforeAll(() => {
+beforeAll(async () => {
   execFileSync('bash', ['local/engines/setup-lxd.sh'], { stdio: 'inherit' });
+  await lxd.run('POST', '/1.0/storage-pools', { name: POOL2, driver: 'dir' });
+  mkdirSync(HOST_DIR, { recursive: true });
+  writeFileSync(`${HOST_DIR}/shared.txt`, 'from the host\n');
 }, 180_000);
 
 afterAll(async () => {
@@ -97,7 +104,22 @@ afterAll(async () => {
   for (const profile of await runProfiles()) {
     await lxd.run('DELETE', `/1.0/profiles/${profile}`).catch(() => undefined);
   }
+  await lxd.run('DELETE', `/1.0/storage-pools/${POOL2}`).catch(() => undefined);
+  rmSync(HOST_DIR, { recursive: true, force: true });
 }, 120_000);
+
+/** Where a `dir` pool keeps an instance's root file system (or one of its snapshots'). */
+function rootfs(pool: string, name: string, snapshot?: string): string {
+  const root = `/var/lib/lxd/storage-pools/${pool}`;
+  return snapshot
+    ? `${root}/containers-snapshots/${name}/${snapshot}/rootfs`
+    : `${root}/containers/${name}/rootfs`;
+}
+
+async function snapshotsOf(name: string): Promise<string[]> {
+  const urls = await lxd.get<string[]>(`/1.0/instances/${name}/snapshots`);
+  return urls.map((u) => u.split('/').pop() ?? '').sort();
+}
 
 describe('lxd driver', () => {
   it('restores a running container under a new name byte for byte, leaving the original running', async () => {
@@ -268,4 +290,209 @@ describe('lxd driver', () => {
     expect(await backupsOf(name)).toEqual([]);
     expect(await statusOf(name)).toBe('Running');
   });
+
+  it('captures the instance with its snapshots by default and brings them back; without them on request', async () => {
+    const name = await launch('snaps');
+    await sh(
+      name,
+      'mkdir -p /data && echo one > /data/state.txt && head -c 1048576 /dev/urandom > /data/r.bin',
+    );
+    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, {
+      name: 'snap0',
+      expires_at: '2099-01-01T00:00:00Z',
+    });
+    await sh(name, 'echo two > /data/state.txt');
+    const point = makeMemoryPoint();
+
+    const outcome = await driver.backup(name, point.sink, makeContext());
+
+    expect(outcome.metadata).toMatchObject({
+      instanceOnly: false,
+      snapshots: ['snap0'],
+      snapshotExpiry: { snap0: '2099-01-01T00:00:00Z' },
+    });
+    expect(outcome.summary).toMatchObject({ snapshots: 1 });
+    const copy = `${RUN}-snapscopy`;
+    await driver.restore(
+      outcome.metadata,
+      point.source(),
+      { name: copy, inPlace: false },
+      makeContext(),
+    );
+    expect(await snapshotsOf(copy)).toEqual(['snap0']);
+    const restoredSnap = await lxd.get<{ expires_at: string }>(
+      `/1.0/instances/${copy}/snapshots/snap0`,
+    );
+    expect(restoredSnap.expires_at).toBe('2099-01-01T00:00:00Z');
+    expect(treeFingerprint(`${rootfs('default', copy, 'snap0')}/data`)).toBe(
+      treeFingerprint(`${rootfs('default', name, 'snap0')}/data`),
+    );
+    expect(await sh(copy, 'cat /data/state.txt')).toBe('two\n');
+
+    const alone = makeMemoryPoint();
+    const aloneOutcome = await driver.backup(name, alone.sink, makeContext(), { snapshots: false });
+    expect(aloneOutcome.metadata).toMatchObject({ instanceOnly: true, snapshots: [] });
+    expect(alone.stored[0]!.size).toBeLessThan(point.stored[0]!.size);
+    const aloneCopy = `${RUN}-alonecopy`;
+    await driver.restore(
+      aloneOutcome.metadata,
+      alone.source(),
+      { name: aloneCopy, inPlace: false },
+      makeContext(),
+    );
+    expect(await snapshotsOf(aloneCopy)).toEqual([]);
+    expect(await sh(aloneCopy, FINGERPRINT.replace('sha256sum /etc/stowage-marker', ''))).toBe(
+      await sh(name, FINGERPRINT.replace('sha256sum /etc/stowage-marker', '')),
+    );
+  });
+
+  it('falls back to the plain export when optimized storage is asked on a dir pool, and says so', async () => {
+    const name = await launch('optim');
+    const ctx = makeContext();
+
+    const outcome = await driver.backup(name, makeMemoryPoint().sink, ctx, {
+      optimizedStorage: true,
+    });
+
+    expect(outcome.metadata).toMatchObject({ optimizedStorage: false, rootPoolDriver: 'dir' });
+    expect(ctx.phases).toContain('pool default (dir) has no optimized storage: plain export');
+  });
+
+  it('restores into another pool with device overrides, in the power state asked for', async () => {
+    const profile = `${RUN}-devprof`;
+    await lxd.request('POST', '/1.0/profiles', {
+      body: {
+        name: profile,
+        description: '',
+        config: {},
+        devices: { hostdir: { type: 'disk', source: HOST_DIR, path: '/mnt/host' } },
+      },
+    });
+    const name = await launch('devs', ['default', profile]);
+    await sh(name, FIXTURE);
+    expect(await sh(name, 'cat /mnt/host/shared.txt')).toBe('from the host\n');
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(name, point.sink, makeContext());
+    const copy = `${RUN}-devcopy`;
+
+    await driver.restore(
+      outcome.metadata,
+      point.source(),
+      {
+        name: copy,
+        inPlace: false,
+        pool: POOL2,
+        devices: {
+          hostdir: { type: 'none' },
+          again: { type: 'disk', source: HOST_DIR, path: '/mnt/again', readonly: 'true' },
+        },
+        state: 'stopped',
+      },
+      makeContext(),
+    );
+
+    const restored = await lxd.get<
+      InstanceView & { expanded_devices: Record<string, Record<string, string>> }
+    >(`/1.0/instances/${copy}`);
+    expect(restored.status).toBe('Stopped');
+    expect(restored.expanded_devices.root).toMatchObject({ pool: POOL2, path: '/' });
+    expect(restored.expanded_devices.hostdir).toEqual({ type: 'none' });
+    expect(restored.expanded_devices.again).toMatchObject({ source: HOST_DIR, path: '/mnt/again' });
+    expect(treeFingerprint(`${rootfs(POOL2, copy)}/data`)).toBe(
+      treeFingerprint(`${rootfs('default', name)}/data`),
+    );
+    await lxd.run('PUT', `/1.0/instances/${copy}/state`, { action: 'start', timeout: -1 });
+    // The masked device is not mounted: its mount point, part of the rootfs, is empty.
+    expect(await sh(copy, 'cat /mnt/again/shared.txt; ls -A /mnt/host')).toBe('from the host\n');
+    expect(await sh(copy, FINGERPRINT)).toBe(await sh(name, FINGERPRINT));
+
+    // A stopped original comes back stopped unless running is asked for.
+    await lxd.run('PUT', `/1.0/instances/${name}/state`, {
+      action: 'stop',
+      force: true,
+      timeout: -1,
+    });
+    const stoppedPoint = makeMemoryPoint();
+    const stopped = await driver.backup(name, stoppedPoint.sink, makeContext());
+    for (const [suffix, state, expected] of [
+      ['asbefore', undefined, 'Stopped'],
+      ['running', 'running', 'Running'],
+    ] as const) {
+      const target = `${RUN}-${suffix}`;
+      await driver.restore(
+        stopped.metadata,
+        stoppedPoint.source(),
+        { name: target, inPlace: false, ...(state ? { state } : {}) },
+        makeContext(),
+      );
+      expect(await statusOf(target)).toBe(expected);
+    }
+  });
+
+  it('refuses an unknown pool (listing the pools) and an unknown device before reading anything', async () => {
+    const name = await launch('refuse');
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(name, point.sink, makeContext());
+    const before = await runInstances();
+    let opened = 0;
+    const counting: RestoreSource = {
+      streams: point.source().streams,
+      openStream: (stream) => {
+        opened += 1;
+        return point.source().openStream(stream);
+      },
+    };
+
+    const unknownPool = driver.restore(
+      outcome.metadata,
+      counting,
+      { name: `${RUN}-nopool`, inPlace: false, pool: `${RUN}-nosuchpool` },
+      makeContext(),
+    );
+    await expect(unknownPool).rejects.toMatchObject({ name: 'ValidationError' });
+    await expect(unknownPool).rejects.toThrow(
+      new RegExp(`storage pool "${RUN}-nosuchpool" does not exist.*pools are: .*default`),
+    );
+    const unknownDevice = driver.restore(
+      outcome.metadata,
+      counting,
+      { name: `${RUN}-nodev`, inPlace: false, devices: { eth9: { network: 'x' } } },
+      makeContext(),
+    );
+    await expect(unknownDevice).rejects.toThrow(/device eth9 is not in the recovery point.*type=/);
+    const rootPool = driver.restore(
+      outcome.metadata,
+      counting,
+      { name: `${RUN}-rootpool`, inPlace: false, devices: { root: { pool: `${RUN}-nosuchpool` } } },
+      makeContext(),
+    );
+    await expect(rootPool).rejects.toThrow(/does not exist on this LXD server/);
+
+    expect(opened).toBe(0);
+    expect(await runInstances()).toEqual(before);
+  });
+
+  it.each(['stop', 'pause'] as const)(
+    'starts the instance again and leaves no LXD backup when a %s backup is abandoned while LXD writes it',
+    async (consistency) => {
+      const name = await launch(`held-${consistency}`);
+      const abort = new AbortController();
+      const ctx = makeContext({
+        signal: abort.signal,
+        phase: (text) => {
+          if (text === 'creating LXD backup') abort.abort();
+        },
+      });
+
+      await expect(
+        driver.backup(name, makeMemoryPoint().sink, ctx, { consistency }),
+      ).rejects.toMatchObject({ name: 'TransientError' });
+
+      expect(await statusOf(name)).toBe('Running');
+      expect(await backupsOf(name)).toEqual([]);
+      expect(readdirSync('/var/lib/lxd/backups/instances')).not.toContainEqual(
+        expect.stringContaining(name),
+      );
+    },
+  );
 });

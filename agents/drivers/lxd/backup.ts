@@ -2,11 +2,12 @@
  * Backup of one LXD instance: its config, devices and profiles (with every referenced profile's
  * definition) as metadata, and one stream, `export` (lxd-backup-tar): LXD's own instance backup
  * (`POST /1.0/instances/{name}/backups`, uncompressed so the chunk store can deduplicate it),
- * streamed from `GET .../backups/{b}/export`.
+ * streamed from `GET .../backups/{b}/export`. The export holds the instance's snapshots unless
+ * `snapshots: false` (LXD's `instance_only`), and is in the pool driver's optimized format only
+ * when asked and the root pool's driver has one (export.ts); the metadata says which.
  *
- * LXD first writes the backup whole under /var/lib/lxd/backups/, then serves it; that LXD-side
- * backup is deleted in `finally` whatever happens (a failing sink, an abandoned job), and it is
- * created with `expires_at` a day ahead so LXD removes it itself should the agent die first.
+ * LXD first writes the backup whole under /var/lib/lxd/backups/, then serves it; export.ts
+ * always deletes that LXD-side backup afterwards.
  *
  * Consistency (BackupOptions.consistency): the data is captured while LXD creates the backup, so
  * that is the only step a pause or stop has to cover; the export only reads the finished file.
@@ -15,17 +16,16 @@
  * - `stop`: stopped while LXD creates the backup, then started again.
  * The release (thaw, start) runs in `finally`: an instance running before is running after.
  */
-import { randomBytes } from 'node:crypto';
 import { TargetNotFound } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
-import { checkAborted, consumeStream } from '../../core/driver-streams';
-import { isNotFound, translate } from './errors';
+import { checkAborted } from '../../core/driver-streams';
+import { translate } from './errors';
+import { exportBackup, optimizedOn } from './export';
+import { getPool } from './volume';
 import {
   EXPORT_KIND,
   EXPORT_STREAM,
   METADATA_FORMAT,
-  abortCheck,
   changeState,
   getInstance,
   getProfile,
@@ -36,13 +36,7 @@ import {
   type LxdProfile,
 } from './instance';
 
-/** LXD removes a forgotten backup itself after this long (the agent deletes it at once). */
-const BACKUP_EXPIRY_MS = 24 * 60 * 60 * 1000;
-
-export interface LxdBackupOptions extends BackupOptions {
-  /** Also capture the instance's snapshots (default false: the instance alone). */
-  includeSnapshots?: boolean;
-}
+export type LxdBackupOptions = BackupOptions;
 
 export async function backupInstance(
   engine: Engine,
@@ -52,12 +46,23 @@ export async function backupInstance(
   options: LxdBackupOptions = {},
 ): Promise<BackupOutcome> {
   const consistency = options.consistency ?? 'live';
-  const instanceOnly = !options.includeSnapshots;
+  const instanceOnly = options.snapshots === false;
 
   ctx.phase('reading instance config');
   const instance = await getInstance(engine, name);
   if (!instance) throw new TargetNotFound(`lxd:${name} not found: no instance named ${name}`);
   const profileDefinitions = await readProfiles(engine, instance);
+  const rootPool = rootPoolOf(instance);
+  const rootPoolDriver = rootPool ? (await getPool(engine, rootPool))?.driver : undefined;
+  const optimizedStorage = optimizedOn(options.optimizedStorage, rootPoolDriver);
+  if (options.optimizedStorage && !optimizedStorage) {
+    ctx.phase(
+      `pool ${rootPool ?? '?'} (${rootPoolDriver ?? 'unknown'}) has no optimized storage: plain export`,
+    );
+  }
+  const { names: snapshots, expiry: snapshotExpiry } = instanceOnly
+    ? { names: [], expiry: {} }
+    : await readSnapshots(engine, name);
   const metadata: LxdBackupMetadata = {
     format: METADATA_FORMAT,
     project: engine.project,
@@ -71,62 +76,62 @@ export async function backupInstance(
     expandedConfig: instance.expanded_config,
     expandedDevices: instance.expanded_devices,
     profileDefinitions,
-    rootPool: rootPoolOf(instance),
+    rootPool,
+    rootPoolDriver,
     instanceOnly,
+    snapshots,
+    snapshotExpiry,
+    optimizedStorage,
     consistency,
   };
   checkAborted(ctx, `backup of lxd:${name}`);
 
-  const backupName = `stowage-${randomBytes(6).toString('hex')}`;
-  const backupPath = `${instancePath(name)}/backups/${backupName}`;
-  let createOperation: string | undefined;
-  try {
-    await withConsistency(engine, instance, consistency, ctx, async () => {
-      ctx.phase('creating LXD backup');
-      const answer = await engine.client
-        .request('POST', `${instancePath(name)}/backups`, {
-          body: {
-            name: backupName,
-            compression_algorithm: 'none',
-            instance_only: instanceOnly,
-            optimized_storage: false,
-            expires_at: new Date(Date.now() + BACKUP_EXPIRY_MS).toISOString(),
-          },
-        })
-        .catch((err: unknown) => {
-          throw translate(err, `creating a backup of instance ${name}`, engine.socketPath);
-        });
-      createOperation = answer.operation;
-      await engine.client
-        .wait(answer.operation, abortCheck(ctx, `backup of lxd:${name}`))
-        .catch((err: unknown) => {
-          throw translate(err, `creating a backup of instance ${name}`, engine.socketPath);
-        });
-      createOperation = undefined;
-    });
+  const stored = await exportBackup(
+    engine,
+    {
+      collection: `${instancePath(name)}/backups`,
+      what: `instance ${name}`,
+      request: { instance_only: instanceOnly, optimized_storage: optimizedStorage },
+      exportPhase: 'exporting instance',
+      stream: { name: EXPORT_STREAM, kind: EXPORT_KIND },
+      hold: (create) => withConsistency(engine, instance, consistency, ctx, create),
+    },
+    sink,
+    ctx,
+  );
+  ctx.phase('done');
+  return {
+    metadata: metadata as unknown as Record<string, unknown>,
+    summary: {
+      type: instance.type,
+      state: instance.status.toLowerCase(),
+      profiles: instance.profiles.join(','),
+      snapshots: snapshots.length,
+      optimized: optimizedStorage,
+      bytes: stored.size,
+    },
+  };
+}
 
-    ctx.phase('exporting instance');
-    const download = await engine.client.download(`${backupPath}/export`).catch((err: unknown) => {
-      throw translate(err, `exporting backup ${backupName} of instance ${name}`, engine.socketPath);
-    });
-    if (download.size !== undefined) ctx.expectBytes?.(download.size);
-    const stored = await consumeStream(download.stream, ctx, `export of lxd:${name}`, (stream) =>
-      sink.writeStream({ name: EXPORT_STREAM, kind: EXPORT_KIND }, stream),
-    );
-    ctx.phase('done');
-    return {
-      metadata: metadata as unknown as Record<string, unknown>,
-      summary: {
-        type: instance.type,
-        state: instance.status.toLowerCase(),
-        profiles: instance.profiles.join(','),
-        snapshots: instanceOnly ? 0 : (instance.snapshots?.length ?? 0),
-        bytes: stored.size,
-      },
-    };
-  } finally {
-    await deleteBackup(engine, name, backupName, createOperation, ctx);
+/**
+ * The instance's snapshots, oldest first (what an export with them holds), with the expiry of
+ * those that have one: LXD's import drops it, so the restore puts it back.
+ */
+async function readSnapshots(
+  engine: Engine,
+  name: string,
+): Promise<{ names: string[]; expiry: Record<string, string> }> {
+  let list: Array<{ name: string; expires_at?: string }>;
+  try {
+    list = await engine.client.get(`${instancePath(name)}/snapshots?recursion=1`);
+  } catch (err) {
+    throw translate(err, `listing snapshots of instance ${name}`, engine.socketPath);
   }
+  const expiry: Record<string, string> = {};
+  for (const s of list) {
+    if (s.expires_at && !s.expires_at.startsWith('0001-')) expiry[s.name] = s.expires_at;
+  }
+  return { names: list.map((s) => s.name), expiry };
 }
 
 /** Every profile the instance uses, as it is defined now. */
@@ -177,33 +182,5 @@ async function withConsistency(
   } finally {
     ctx.phase(consistency === 'pause' ? 'thawing instance' : 'starting instance');
     await changeState(engine, instance.name, release);
-  }
-}
-
-/**
- * Deletes the LXD-side backup. If its creation may still be running (the job was abandoned
- * while LXD wrote it), waits for that first: LXD cannot delete a backup it is still writing.
- * A failure is logged, not thrown: the backup's own outcome matters more, and it expires anyway.
- */
-async function deleteBackup(
-  engine: Engine,
-  name: string,
-  backupName: string,
-  createOperation: string | undefined,
-  ctx: DriverContext,
-): Promise<void> {
-  const path = `${instancePath(name)}/backups/${backupName}`;
-  try {
-    if (createOperation) await engine.client.wait(createOperation).catch(() => undefined);
-    await engine.client.run('DELETE', path);
-  } catch (err) {
-    if (isNotFound(err)) return;
-    const error = translate(err, `deleting backup ${backupName}`, engine.socketPath);
-    ctx.log.warn(LogEvent.driverStep, {
-      step: 'delete lxd backup',
-      instance: name,
-      backup: backupName,
-      error,
-    });
   }
 }

@@ -1,9 +1,10 @@
 /**
- * The LXD driver: instances as targets (`lxd:<name>`), backed up as their config and profiles
+ * The LXD drivers: instances as targets (`lxd:<name>`), backed up as their config and profiles
  * (metadata) + LXD's own uncompressed instance backup (backup.ts), restored by import under a new
  * name or in place over the original (restore.ts), with local snapshots as a fast tier
- * (snapshots.ts). Talks to LXD's REST API over its unix socket with Node's `http` (client.ts); no
- * LXD type leaves this folder.
+ * (snapshots.ts); and custom storage volumes (`lxd-volume:<pool>/<name>`), backed up and
+ * restored on their own the same way (volume-backup.ts, volume-restore.ts). Both talk to LXD's
+ * REST API over its unix socket with Node's `http` (client.ts); no LXD type leaves this folder.
  *
  * The inventory lists each instance's snapshots and schedule; listing first deletes the snapshots
  * past their expiry, so what is published never holds an expired one.
@@ -16,6 +17,10 @@ import { translate } from './errors';
 import { getInstance, type Engine, type LxdInstance } from './instance';
 import { restoreInstance } from './restore';
 import { createSnapshotOps, scheduleOf, type CriuCheck } from './snapshots';
+import { splitVolumeName } from '../../../functions/core/targets';
+import { getVolume, listVolumes } from './volume';
+import { backupVolume } from './volume-backup';
+import { restoreVolume } from './volume-restore';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -32,11 +37,16 @@ export interface LxdDriverOptions {
 
 export type { LxdBackupOptions };
 
-export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
+function engineOf(options: LxdDriverOptions): Engine {
   const socketPath = options.socketPath ?? DEFAULT_LXD_SOCKET;
   const project = options.project ?? 'default';
+  return { client: new LxdClient({ socketPath, project }), socketPath, project };
+}
+
+export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
+  const engine = engineOf(options);
+  const { socketPath } = engine;
   const log = options.log ?? silentLogger;
-  const engine: Engine = { client: new LxdClient({ socketPath, project }), socketPath, project };
   const snapshots = createSnapshotOps(engine, {
     log,
     ...(options.criuCheck ? { criuCheck: options.criuCheck } : {}),
@@ -84,5 +94,41 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreInstance(engine, metadata, source, restoreOptions, ctx),
     snapshots,
+  };
+}
+
+/** Custom storage volumes of every pool as `lxd-volume:POOL/NAME` targets. */
+export function createLxdVolumeDriver(options: LxdDriverOptions = {}): Driver {
+  const engine = engineOf(options);
+
+  async function listTargets(): Promise<DiscoveredTarget[]> {
+    const volumes = await listVolumes(engine);
+    return volumes
+      .map(({ pool, volume, snapshots }) => ({
+        target: `lxd-volume:${pool.name}/${volume.name}`,
+        platform: 'lxd-volume',
+        name: `${pool.name}/${volume.name}`,
+        state: (volume.used_by ?? []).length > 0 ? 'in-use' : 'unused',
+        details: {
+          content: volume.content_type,
+          pool: pool.name,
+          driver: pool.driver,
+          snapshots: String(snapshots),
+        },
+      }))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  return {
+    platform: 'lxd-volume',
+    listTargets,
+    async exists(name) {
+      const { pool, volume } = splitVolumeName(name);
+      return (await getVolume(engine, pool, volume)) !== undefined;
+    },
+    backup: (name, sink, ctx, backupOptions) =>
+      backupVolume(engine, name, sink, ctx, backupOptions),
+    restore: (metadata, source, restoreOptions, ctx) =>
+      restoreVolume(engine, metadata, source, restoreOptions, ctx),
   };
 }

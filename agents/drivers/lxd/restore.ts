@@ -3,12 +3,15 @@
  *
  * Under a new name: refuse (NameTaken) if the name exists; recreate the profiles the point
  * references and this server lacks (LXD refuses an import whose profiles are missing); import
- * (`POST /1.0/instances`, octet-stream, `X-LXD-name`, `X-LXD-pool` when the recorded root pool
- * exists here); start it if it ran at backup time (LXD leaves an import Stopped).
+ * (`POST /1.0/instances`, octet-stream, `X-LXD-name`, `X-LXD-pool`: the pool asked for, which
+ * must exist, else the recorded root pool when this server has it); apply device overrides to
+ * the import (PATCH); end in the power state asked for, by default the one at backup time (LXD
+ * leaves an import Stopped). The point's snapshots, if it holds them, come back with it.
  *
  * In place: the point is imported whole under a temporary name first, so every byte has been
- * read before anything is replaced; only then is the existing instance stopped and deleted and
- * the temporary one renamed. A failure before that leaves the original as it was.
+ * read (and the device overrides accepted) before anything is replaced; only then is the
+ * existing instance stopped and deleted and the temporary one renamed. A failure before that
+ * leaves the original as it was.
  *
  * On failure the restore removes what it created (the imported or temporary instance, the
  * profiles it added), so a retry starts clean.
@@ -23,7 +26,9 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { checkAborted, consumeStream } from '../../core/driver-streams';
-import { isNotFound, translate } from './errors';
+import { translate } from './errors';
+import { checkOptimizedTarget } from './export';
+import { getPool, requirePool } from './volume';
 import {
   EXPORT_STREAM,
   METADATA_FORMAT,
@@ -63,13 +68,22 @@ export async function restoreInstance(
   }
   for (const unsupported of ['volumes', 'network', 'ports', 'volume', 'intoVolume'] as const) {
     if (options[unsupported] !== undefined) {
-      throw new DriverError(`the lxd driver cannot honour ${unsupported} in a restore`);
+      throw new ValidationError(
+        `an LXD instance restore cannot honour ${unsupported} (a Docker option); use --device NAME,KEY=VALUE`,
+      );
     }
   }
   const stream = source.streams.find((s) => s.name === EXPORT_STREAM);
   if (!stream) throw new DriverError(`the recovery point has no ${EXPORT_STREAM} stream`);
+  const { pool: devicePool, patch } = planDevices(metadata, options.devices ?? {});
+  if (options.pool !== undefined && devicePool !== undefined && options.pool !== devicePool) {
+    throw new ValidationError(
+      `--pool ${options.pool} and the root device's pool=${devicePool} disagree; give one of them`,
+    );
+  }
 
-  ctx.phase('checking the name');
+  ctx.phase('checking the pool and the name');
+  const pool = await importPool(engine, metadata, options.pool ?? devicePool);
   const existing = await getInstance(engine, name);
   if (existing && !inPlace) {
     throw new NameTaken(`lxd:${name} exists; restore under another name or in place`);
@@ -102,9 +116,7 @@ export async function restoreInstance(
       'X-LXD-name': importName,
       'Content-Length': stream.size,
     };
-    if (metadata.rootPool && (await poolExists(engine, metadata.rootPool))) {
-      headers['X-LXD-pool'] = metadata.rootPool;
-    }
+    if (pool) headers['X-LXD-pool'] = pool;
 
     ctx.phase('importing instance');
     ctx.expectBytes?.(stream.size);
@@ -120,6 +132,14 @@ export async function restoreInstance(
       .catch((err: unknown) => {
         throw translate(err, `importing instance ${importName}`, engine.socketPath);
       });
+
+    await restoreSnapshotExpiry(engine, importName, metadata.snapshotExpiry ?? {});
+
+    // On the import, before the original is touched: a device LXD refuses fails the restore here.
+    if (Object.keys(patch).length > 0) {
+      ctx.phase('applying device overrides');
+      await applyDevices(engine, importName, patch);
+    }
 
     if (existing) {
       ctx.phase('replacing the existing instance');
@@ -138,7 +158,8 @@ export async function restoreInstance(
     }
 
     // LXD leaves an import Stopped; a frozen instance comes back running (thawed), not frozen.
-    if (metadata.status === 'Running' || metadata.status === 'Frozen') {
+    const ran = metadata.status === 'Running' || metadata.status === 'Frozen';
+    if ((options.state ?? (ran ? 'running' : 'stopped')) === 'running') {
       ctx.phase('starting instance');
       await changeState(engine, name, 'start');
     }
@@ -158,13 +179,108 @@ function temporaryName(name: string): string {
   return `${name.slice(0, 40)}-stowage-${randomBytes(4).toString('hex')}`;
 }
 
-async function poolExists(engine: Engine, pool: string): Promise<boolean> {
+/**
+ * The pool to import into: the one asked for (which must exist: the error lists the pools), else
+ * the recorded root pool when this server has it (else LXD's default from the profiles). An
+ * optimized point needs a pool of the driver it was made on.
+ */
+async function importPool(
+  engine: Engine,
+  metadata: LxdBackupMetadata,
+  asked: string | undefined,
+): Promise<string | undefined> {
+  if (asked !== undefined) {
+    const pool = await requirePool(engine, asked);
+    checkOptimizedTarget(metadata.optimizedStorage, metadata.rootPoolDriver, asked, pool.driver);
+    return asked;
+  }
+  const recorded = metadata.rootPool ? await getPool(engine, metadata.rootPool) : undefined;
+  if (recorded) {
+    checkOptimizedTarget(
+      metadata.optimizedStorage,
+      metadata.rootPoolDriver,
+      recorded.name,
+      recorded.driver,
+    );
+  }
+  return recorded?.name;
+}
+
+type Devices = Record<string, Record<string, string>>;
+
+/**
+ * Turns `--device` overrides into the devices to PATCH onto the import, checked against the
+ * point's devices before anything is read. An override of a device the instance has (its own or
+ * a profile's) starts from that device, as `lxc config device override` does; a new device needs
+ * a `type`; `type=none` masks a profile's device; an empty value drops a key. The root disk's
+ * `pool` is where the import goes (LXD cannot move a root disk by PATCH), so it is returned
+ * apart and not patched.
+ */
+export function planDevices(
+  metadata: Pick<LxdBackupMetadata, 'expandedDevices'>,
+  overrides: Devices,
+): { pool?: string; patch: Devices } {
+  const known = metadata.expandedDevices ?? {};
+  const patch: Devices = {};
+  let pool: string | undefined;
+  for (const [name, keys] of Object.entries(overrides)) {
+    const base = known[name];
+    if (!base && !keys.type) {
+      throw new ValidationError(
+        `device ${name} is not in the recovery point (it has: ${Object.keys(known).sort().join(', ') || 'none'}); give type=... to add it, e.g. --device ${name},type=disk,...`,
+      );
+    }
+    const isRoot = base?.type === 'disk' && base.path === '/';
+    const rest = { ...keys };
+    if (isRoot && rest.pool !== undefined) {
+      pool = rest.pool;
+      delete rest.pool;
+      if (Object.keys(rest).length === 0) continue;
+    }
+    if (rest.type === 'none') {
+      patch[name] = { type: 'none' };
+      continue;
+    }
+    const merged: Record<string, string> = { ...(base ?? {}) };
+    for (const [key, value] of Object.entries(rest)) {
+      if (value === '') delete merged[key];
+      else merged[key] = value;
+    }
+    if (isRoot && pool !== undefined) merged.pool = pool;
+    patch[name] = merged;
+  }
+  return pool === undefined ? { patch } : { pool, patch };
+}
+
+/** Puts back the snapshots' expiry, which LXD's import drops (it keeps their descriptions). */
+async function restoreSnapshotExpiry(
+  engine: Engine,
+  name: string,
+  expiry: Record<string, string>,
+): Promise<void> {
+  for (const [snapshot, expiresAt] of Object.entries(expiry)) {
+    try {
+      await engine.client.run(
+        'PATCH',
+        `${instancePath(name)}/snapshots/${encodeURIComponent(snapshot)}`,
+        { expires_at: expiresAt },
+      );
+    } catch (err) {
+      throw translate(err, `setting the expiry of snapshot ${snapshot}`, engine.socketPath);
+    }
+  }
+}
+
+/** PATCHes devices onto an instance (LXD merges them by name into its own devices). */
+async function applyDevices(engine: Engine, name: string, devices: Devices): Promise<void> {
   try {
-    await engine.client.get(`/1.0/storage-pools/${encodeURIComponent(pool)}`);
-    return true;
+    await engine.client.run('PATCH', instancePath(name), { devices });
   } catch (err) {
-    if (isNotFound(err)) return false;
-    throw translate(err, `reading storage pool ${pool}`, engine.socketPath);
+    throw translate(
+      err,
+      `applying the device overrides ${Object.keys(devices).join(', ')}`,
+      engine.socketPath,
+    );
   }
 }
 

@@ -583,6 +583,120 @@ describe('requestRestore', () => {
       }),
     ]);
   });
+
+  it('restores a custom volume under a bare --name in the point’s own pool', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-vol', target: 'lxd-volume:fast/data', agent: 'site-2' }),
+    );
+    await catalog.putAgent(
+      makeAgent({ agent: 'site-2', targets: ['lxd-volume:fast/data'], platforms: ['lxd-volume'] }),
+    );
+
+    await requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'data2' });
+    await requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'slow/data' });
+
+    expect(workflows.restores.map((r) => r.target)).toEqual([
+      'lxd-volume:fast/data2',
+      'lxd-volume:slow/data',
+    ]);
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'data' }),
+    ).rejects.toBeInstanceOf(NameTaken);
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'rp-vol', name: 'fast/bad name' }),
+    ).rejects.toThrow(/not a valid LXD custom volume name/);
+  });
+});
+
+describe('custom volume targets', () => {
+  it.each([
+    ['lxd-volume:data', /names no pool: write POOL\/NAME/],
+    ['lxd-volume:default/', /not a valid LXD custom volume name/],
+    ['lxd-volume:default/a b', /not a valid LXD custom volume name/],
+    ['lxd-volume:-pool/data', /not a valid LXD storage pool name/],
+    ['lxd-volume:default/..', /not a valid LXD custom volume name/],
+  ])('refuses the backup of %s before anything starts', async (target, message) => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', platforms: ['lxd-volume'], targets: [] }));
+
+    const refused = requestBackup(deps, { target });
+
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(message);
+    await expectNothingStarted();
+  });
+});
+
+describe('LXD request options', () => {
+  beforeEach(async () => {
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-1',
+        platforms: ['docker', 'lxd', 'lxd-volume'],
+        targets: ['docker:web', 'lxd:c1', 'lxd-volume:default/data'],
+      }),
+    );
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-c1', target: 'lxd:c1' }));
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-web', target: 'docker:web' }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-data', target: 'lxd-volume:default/data' }),
+    );
+  });
+
+  it('passes snapshots and optimized storage on for LXD targets and refuses them for others', async () => {
+    await requestBackup(deps, { target: 'lxd:c1', snapshots: false, optimizedStorage: true });
+    expect(workflows.backups[0]?.options).toEqual({ snapshots: false, optimizedStorage: true });
+
+    const refused = requestBackup(deps, { target: 'docker:web', snapshots: false });
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(/snapshots apply to LXD/);
+  });
+
+  it('passes pool, device overrides and power state on to an instance restore', async () => {
+    await requestRestore(deps, {
+      recoveryPointId: 'rp-c1',
+      name: 'c2',
+      pool: 'fast',
+      devices: { eth0: { type: 'none' }, root: { pool: 'fast' } },
+      state: 'stopped',
+    });
+
+    expect(workflows.restores[0]).toMatchObject({
+      target: 'lxd:c2',
+      options: {
+        pool: 'fast',
+        devices: { eth0: { type: 'none' }, root: { pool: 'fast' } },
+        state: 'stopped',
+      },
+    });
+  });
+
+  it.each([
+    [
+      { recoveryPointId: 'rp-web', name: 'w2', pool: 'fast' },
+      /"pool" applies to lxd and lxd-volume/,
+    ],
+    [{ recoveryPointId: 'rp-data', name: 'd2', state: 'running' }, /"state" applies to lxd points/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', state: 'paused' }, /state/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', devices: { eth0: { Network: 'x' } } }, /device key/],
+    [{ recoveryPointId: 'rp-c1', name: 'c2', pool: 'a/b' }, /pool name has no slash/],
+    [{ recoveryPointId: 'rp-data', name: 'slow/d2', pool: 'fast' }, /give the pool once/],
+    [{ recoveryPointId: 'rp-c1', name: 'c_2' }, /not a valid LXD instance name/],
+  ])('refuses %j with a ValidationError that says why', async (body, message) => {
+    const refused = requestRestore(deps, body);
+    await expect(refused).rejects.toBeInstanceOf(ValidationError);
+    await expect(refused).rejects.toThrow(message);
+    expect(workflows.restores).toEqual([]);
+  });
+
+  it('restores a custom volume into another pool under its own name with --pool alone', async () => {
+    await requestRestore(deps, { recoveryPointId: 'rp-data', pool: 'fast' });
+    await requestRestore(deps, { recoveryPointId: 'rp-data', pool: 'fast', name: 'd2' });
+
+    expect(workflows.restores.map((r) => r.target)).toEqual([
+      'lxd-volume:fast/data',
+      'lxd-volume:fast/d2',
+    ]);
+  });
 });
 
 describe('requestRollback of a Compose project', () => {

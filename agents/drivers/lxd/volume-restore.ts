@@ -1,0 +1,269 @@
+/**
+ * Restore of one LXD custom volume from its `volume-export` stream, with the snapshots the point
+ * holds.
+ *
+ * Import: `POST /1.0/storage-pools/{pool}/volumes/custom`, octet-stream body, `X-LXD-name` (LXD
+ * 5.0's `backup_override_name`); an async operation. The pool is the one in the destination
+ * name (`POOL/NAME`), so a restore into another pool is a restore under that name.
+ *
+ * Under a new name: refuse (NameTaken) if the volume exists; import.
+ *
+ * In place: import whole under a temporary name first, so every byte has been read before
+ * anything is replaced. Then the swap, with the instances that use the volume stopped (LXD
+ * refuses to rename or delete a volume a running instance uses) and started again afterwards:
+ * rename the original aside (LXD points the devices of the instances and profiles that use it at
+ * the new name), rename the import to the original's name, point those devices back at it,
+ * delete the original. A failure before the swap leaves the original as it was; the instances
+ * that ran are started again whatever happens. A volume a profile attaches is refused in place
+ * (LXD 5.0 rewrites the profile before the rename and can leave it pointing nowhere).
+ */
+import { randomBytes } from 'node:crypto';
+import { DriverError, NameTaken, ValidationError } from '../../../functions/shared/errors';
+import { LogEvent } from '../../../functions/shared/logger';
+import { splitVolumeName } from '../../../functions/core/targets';
+import type {
+  DriverContext,
+  RestoreOptions,
+  RestoreOutcome,
+  RestoreSource,
+} from '../../core/driver';
+import { consumeStream } from '../../core/driver-streams';
+import { translate } from './errors';
+import { checkOptimizedTarget } from './export';
+import {
+  abortCheck,
+  changeState,
+  getInstance,
+  getProfile,
+  instancePath,
+  type Engine,
+} from './instance';
+import {
+  VOLUME_METADATA_FORMAT,
+  VOLUME_STREAM,
+  getVolume,
+  poolPath,
+  removeVolume,
+  requirePool,
+  volumePath,
+  type LxdVolumeBackupMetadata,
+} from './volume';
+
+function parseMetadata(metadata: Record<string, unknown>): LxdVolumeBackupMetadata {
+  if (metadata.format !== VOLUME_METADATA_FORMAT) {
+    throw new ValidationError(
+      `not an LXD custom volume recovery point (format ${String(metadata.format)}, expected ${VOLUME_METADATA_FORMAT})`,
+    );
+  }
+  return metadata as unknown as LxdVolumeBackupMetadata;
+}
+
+export async function restoreVolume(
+  engine: Engine,
+  rawMetadata: Record<string, unknown>,
+  source: RestoreSource,
+  options: RestoreOptions,
+  ctx: DriverContext,
+): Promise<RestoreOutcome> {
+  const metadata = parseMetadata(rawMetadata);
+  const { pool, volume } = splitVolumeName(options.name);
+  const target = `lxd-volume:${pool}/${volume}`;
+  if (options.pool !== undefined && options.pool !== pool) {
+    throw new ValidationError(
+      `the destination ${target} is in pool ${pool}, not ${options.pool}: give the pool once (--pool ${options.pool} --name ${volume})`,
+    );
+  }
+  for (const unsupported of [
+    'volumes',
+    'network',
+    'ports',
+    'volume',
+    'intoVolume',
+    'devices',
+    'state',
+  ] as const) {
+    if (options[unsupported] !== undefined) {
+      throw new ValidationError(`a custom volume restore cannot honour ${unsupported}`);
+    }
+  }
+  const stream = source.streams.find((s) => s.name === VOLUME_STREAM);
+  if (!stream) throw new DriverError(`the recovery point has no ${VOLUME_STREAM} stream`);
+
+  ctx.phase('checking the pool and the name');
+  const poolInfo = await requirePool(engine, pool);
+  checkOptimizedTarget(metadata.optimizedStorage, metadata.poolDriver, pool, poolInfo.driver);
+  const existing = await getVolume(engine, pool, volume);
+  if (existing && !options.inPlace) {
+    throw new NameTaken(`${target} exists; restore under another name or in place`);
+  }
+  if (existing && existing.content_type !== metadata.contentType) {
+    throw new ValidationError(
+      `${target} is a ${existing.content_type} volume and the point holds a ${metadata.contentType} one; restore it under another name`,
+    );
+  }
+  const viaProfiles = (existing?.used_by ?? [])
+    .map(userOf)
+    .filter((u) => u?.kind === 'profiles')
+    .map((u) => u!.name);
+  if (existing && viaProfiles.length > 0) {
+    // LXD 5.0 rewrites a profile's device before it renames the volume and leaves the profile
+    // pointing at a volume that does not exist when an instance of the profile objects.
+    throw new ValidationError(
+      `${target} is attached through profile ${viaProfiles.join(', ')}; LXD cannot swap such a volume in place. Restore it under another name (--name ${volume}-restored) and point the profile at it`,
+    );
+  }
+  const importName = existing ? temporaryName(volume) : volume;
+
+  let imported = false;
+  try {
+    ctx.phase('importing volume');
+    ctx.expectBytes?.(stream.size);
+    const body = await source.openStream(VOLUME_STREAM);
+    const answer = await consumeStream(body, ctx, `import of ${target}`, (s) =>
+      engine.client.upload(`${poolPath(pool)}/volumes/custom`, s, {
+        'X-LXD-name': importName,
+        'Content-Length': stream.size,
+      }),
+    ).catch((err: unknown) => {
+      throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
+    });
+    imported = true;
+    await engine.client
+      .wait(answer.operation, abortCheck(ctx, `restore of ${target}`))
+      .catch((err: unknown) => {
+        throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
+      });
+
+    if (existing) {
+      ctx.phase('replacing the existing volume');
+      await swapIn(engine, pool, volume, importName, ctx);
+    }
+    imported = false;
+    ctx.phase('done');
+    return { restoredTarget: target };
+  } catch (err) {
+    // A NameTaken from LXD means someone else took the name meanwhile: theirs, not ours.
+    if (imported && !(err instanceof NameTaken)) {
+      await removeVolume(engine, pool, importName).catch((cleanupErr: unknown) =>
+        ctx.log.warn(LogEvent.driverStep, {
+          step: 'remove restored volume',
+          volume: `${pool}/${importName}`,
+          error: cleanupErr,
+        }),
+      );
+    }
+    throw err;
+  }
+}
+
+/** A name for the in-place import or the set-aside original. */
+function temporaryName(name: string): string {
+  return `${name.slice(0, 40)}-stowage-${randomBytes(4).toString('hex')}`;
+}
+
+/** `/1.0/instances/c1?project=x` → `{ kind: 'instances', name: 'c1' }`; snapshots are skipped. */
+function userOf(url: string): { kind: 'instances' | 'profiles'; name: string } | undefined {
+  const match = /^\/1\.0\/(instances|profiles)\/([^/?]+)(\?.*)?$/.exec(url);
+  if (!match) return undefined;
+  return { kind: match[1] as 'instances' | 'profiles', name: decodeURIComponent(match[2]!) };
+}
+
+/**
+ * Replaces `pool/volume` by the imported `pool/importName` (see the module comment). Throws
+ * after undoing what it can; once the import carries the original's name, an error names the
+ * kept original so nothing is lost.
+ */
+async function swapIn(
+  engine: Engine,
+  pool: string,
+  volume: string,
+  importName: string,
+  ctx: DriverContext,
+): Promise<void> {
+  const current = await getVolume(engine, pool, volume);
+  const users = (current?.used_by ?? []).map(userOf).filter((u) => u !== undefined);
+  const stopped: string[] = [];
+  const aside = temporaryName(volume);
+  const rename = async (from: string, to: string) => {
+    try {
+      await engine.client.run('POST', volumePath(pool, from), { name: to });
+    } catch (err) {
+      throw translate(err, `renaming custom volume ${pool}/${from} to ${to}`, engine.socketPath);
+    }
+  };
+  let swapError: unknown;
+  try {
+    for (const user of users) {
+      if (user.kind !== 'instances') continue;
+      const { name } = user;
+      const instance = await getInstance(engine, name);
+      if (instance?.status === 'Running' || instance?.status === 'Frozen') {
+        ctx.phase(`stopping instance ${name}, which uses the volume`);
+        await changeState(engine, name, 'stop');
+        stopped.push(name);
+      }
+    }
+    await rename(volume, aside);
+    try {
+      await rename(importName, volume);
+    } catch (err) {
+      await rename(aside, volume).catch((undoErr: unknown) =>
+        ctx.log.warn(LogEvent.driverStep, { step: 'undo rename', volume, error: undoErr }),
+      );
+      throw err;
+    }
+    try {
+      for (const user of users) await repoint(engine, user, pool, aside, volume);
+      await removeVolume(engine, pool, aside);
+    } catch (err) {
+      throw new DriverError(
+        `the restored volume is ${pool}/${volume}, but pointing its users back at it or removing the original failed; the original is kept as ${pool}/${aside}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  } catch (err) {
+    swapError = err;
+  }
+  // Every instance gets its start; a failed one wins over the swap's own error (a workload left
+  // down is what the operator must hear about), as in the backups' releases.
+  let startError: unknown;
+  for (const name of stopped) {
+    ctx.phase(`starting instance ${name} again`);
+    await changeState(engine, name, 'start').catch((err: unknown) => {
+      startError ??= err;
+    });
+  }
+  if (startError) throw startError;
+  if (swapError) throw swapError;
+}
+
+/** Points the disk devices of `user` that use `pool/from` at `pool/to`. */
+async function repoint(
+  engine: Engine,
+  user: { kind: 'instances' | 'profiles'; name: string },
+  pool: string,
+  from: string,
+  to: string,
+): Promise<void> {
+  const owner =
+    user.kind === 'instances'
+      ? await getInstance(engine, user.name)
+      : await getProfile(engine, user.name);
+  if (!owner) return;
+  const devices: Record<string, Record<string, string>> = {};
+  for (const [name, device] of Object.entries(owner.devices ?? {})) {
+    if (device.type === 'disk' && device.pool === pool && device.source === from) {
+      devices[name] = { ...device, source: to };
+    }
+  }
+  if (Object.keys(devices).length === 0) return;
+  const path =
+    user.kind === 'instances'
+      ? instancePath(user.name)
+      : `/1.0/profiles/${encodeURIComponent(user.name)}`;
+  try {
+    await engine.client.run('PATCH', path, { devices });
+  } catch (err) {
+    throw translate(err, `pointing ${user.kind} ${user.name} at ${pool}/${to}`, engine.socketPath);
+  }
+}
