@@ -42,7 +42,9 @@ else
     log "lxd: starting (log in $LXD_LOG)"
     # setsid: its own session, so it outlives whatever process group ran this script (a test
     # runner killing its children must not take the engine down with it).
-    setsid nohup lxd --group root >"$LXD_LOG" 2>&1 </dev/null &
+    # From /: a daemon keeps its working directory, and one inside a checkout that is later removed
+    # breaks (lxd's rsync of snapshots fails with getcwd: No such file or directory).
+    (cd / && exec setsid nohup lxd --group root >"$LXD_LOG" 2>&1 </dev/null) &
   fi
   lxd waitready --timeout "$READY_TIMEOUT_S" || die "lxd was not ready within ${READY_TIMEOUT_S}s; see $LXD_LOG"
   log "lxd: ready"

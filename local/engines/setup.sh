@@ -48,7 +48,9 @@ else
     log "dockerd: starting (log in $DOCKERD_LOG)"
     # setsid: its own session, so it outlives whatever process group ran this script (a test
     # runner killing its children must not take the engine down with it).
-    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    # From /: a daemon keeps its working directory, and one inside a checkout that is later removed
+    # breaks (lxd's rsync of snapshots fails with getcwd: No such file or directory).
+    (cd / && exec setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null) &
   fi
   deadline=$((SECONDS + PING_TIMEOUT_S))
   until ping_docker; do
