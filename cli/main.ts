@@ -380,6 +380,10 @@ program
       'LXD: power state after the restore (default: as at backup)',
     ).choices(['running', 'stopped']),
   )
+  .option(
+    '--recover',
+    'LXD servers: first bring back (LXD recover) instances and volumes whose storage survived',
+  )
   .option('--wait', 'wait for the job to finish')
   .action(
     async (
@@ -396,6 +400,7 @@ program
         pool?: string;
         device?: string[];
         state?: string;
+        recover?: boolean;
         wait?: boolean;
       },
       cmd: Command,
@@ -413,6 +418,7 @@ program
         ...(opts.pool ? { pool: opts.pool } : {}),
         ...(opts.device ? { devices: deviceOverrides(opts.device) } : {}),
         ...(opts.state ? { state: opts.state } : {}),
+        ...(opts.recover ? { recover: true } : {}),
       };
       await startJob(
         cmd,
