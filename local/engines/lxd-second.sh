@@ -7,6 +7,10 @@
 #                                           no pool, no profile device, no network, no image
 #   local/engines/lxd-second.sh stop DIR    `lxd shutdown` (stops its instances), unmounts what it
 #                                           left mounted under DIR, removes DIR and DIR.log
+#   local/engines/lxd-second.sh stop-keep-storage DIR
+#                                           a disaster for recovery tests: shuts it down and
+#                                           deletes its database only (DIR/database), so a
+#                                           `start` finds storage it has no record of
 #
 # Both daemons coexist: each has its own socket and state, and LXD names an instance's cgroup and
 # AppArmor profile after its own directory, so even the same instance name runs in both. The
@@ -20,7 +24,7 @@ SHUTDOWN_TIMEOUT_S=60
 log() { printf 'lxd-second: %s\n' "$*"; }
 die() { printf 'lxd-second: error: %s\n' "$*" >&2; exit 1; }
 
-[[ $# -eq 2 ]] || die "usage: $0 start|stop DIR"
+[[ $# -eq 2 ]] || die "usage: $0 start|stop|stop-keep-storage DIR"
 action=$1
 dir=$2
 [[ $dir == /* ]] || die "DIR must be an absolute path (got $dir)"
@@ -43,11 +47,16 @@ start)
     die "lxd in $dir was not ready within ${READY_TIMEOUT_S}s; see $dir.log"
   log "ready on $dir/unix.socket"
   ;;
-stop)
+stop | stop-keep-storage)
   if [[ -S $dir/unix.socket ]]; then
     log "shutting down lxd in $dir"
     LXD_DIR=$dir timeout $((SHUTDOWN_TIMEOUT_S + 10)) lxd shutdown --timeout "$SHUTDOWN_TIMEOUT_S" ||
       log "lxd shutdown in $dir failed or timed out; going on with the clean-up"
+  fi
+  if [[ $action == stop-keep-storage ]]; then
+    rm -rf "$dir/database"
+    log "deleted the database of $dir; its storage stays"
+    exit 0
   fi
   # Anything it left mounted under DIR (its shmounts and devlxd tmpfs), deepest first.
   if command -v findmnt >/dev/null; then

@@ -38,7 +38,7 @@ const WEB = `${RUN}-web`;
 const IDLE = `${RUN}-idle`;
 const PROFILE_CONFIG = { 'user.stowage-run': RUN, 'environment.GREETING': 'hello from the point' };
 
-function script(action: 'start' | 'stop'): void {
+function script(action: 'start' | 'stop' | 'stop-keep-storage'): void {
   execFileSync('bash', ['local/engines/lxd-second.sh', action, SECOND_DIR], { stdio: 'ignore' });
 }
 
@@ -328,5 +328,37 @@ describe('lxd-server driver', () => {
     expect((await shOn(second, WEB, 'cat /root/after')).trim()).toBe('written-after-the-backup');
     expect(await shOn(second, WEB, FILES)).toEqual(files);
     expect(ctx.phases.some((p) => p.startsWith('recovering'))).toBe(true);
+  }, 300_000);
+
+  it('after the whole database is lost: pools, instances and volumes come back from their storage', async () => {
+    const point2 = makeMemoryPoint();
+    const backup = await secondDriver.backup('second-site', point2.sink, makeDriverContext());
+    await shOn(second, WEB, 'echo after-the-second-backup > /root/later');
+    const files = await shOn(second, WEB, FILES);
+    const volume = treeFingerprint(`${SECOND_DIR}/storage-pools/default/custom/default_${VOLUME}`);
+    // The daemon loses its database; its storage pool directory stays.
+    script('stop-keep-storage');
+    script('start');
+    expect(await names(second, '/1.0/storage-pools')).toEqual([]);
+    expect(await names(second, '/1.0/instances')).toEqual([]);
+    const ctx = makeDriverContext();
+    await secondDriver.restore(
+      backup.metadata,
+      point2.source(),
+      { name: 'second-site', inPlace: true, recover: true },
+      ctx,
+    );
+    expect(await names(second, '/1.0/storage-pools')).toEqual(['default']);
+    expect(await status(second, WEB)).toBe('Running');
+    expect(await status(second, IDLE)).toBe('Stopped');
+    expect((await shOn(second, WEB, 'cat /root/later')).trim()).toBe('after-the-second-backup');
+    expect(await shOn(second, WEB, FILES)).toEqual(files);
+    expect(treeFingerprint(`${SECOND_DIR}/storage-pools/default/custom/default_${VOLUME}`)).toEqual(
+      volume,
+    );
+    const profile = await second.get<{ config: Record<string, string> }>(
+      `/1.0/profiles/${PROFILE}`,
+    );
+    expect(profile.config).toEqual(PROFILE_CONFIG);
   }, 300_000);
 });

@@ -93,6 +93,9 @@ export class LxdClient {
       method,
       headers,
       signal,
+      // A connection per request: Node keeps pooled sockets alive, and one pooled before lxd
+      // restarted (a disaster recovery does restart it) fails the next request with EPIPE.
+      agent: false,
     });
   }
 

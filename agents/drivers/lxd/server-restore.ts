@@ -45,7 +45,7 @@ import {
   type LxdProfileDefinition,
   type LxdServerBackupMetadata,
 } from './server';
-import { getPool, getVolume, listPools, poolPath, removeVolume } from './volume';
+import { getPool, getVolume, listPools, poolPath, removeVolume, volumePath } from './volume';
 import { restoreVolume } from './volume-restore';
 
 function parseMetadata(metadata: Record<string, unknown>): LxdServerBackupMetadata {
@@ -189,6 +189,7 @@ export async function restoreServer(
         const what = `${v.type === 'volume' ? 'custom volume' : 'instance'} ${v.project}/${v.type === 'volume' ? `${v.pool}/` : ''}${v.name}`;
         recovered.add(what);
         ctx.log.info(LogEvent.driverStep, { step: 'recovered', what });
+        if (v.type === 'volume') await restoreIdmap(engine, metadata, v);
       }
     }
 
@@ -283,6 +284,42 @@ export async function restoreServer(
     }
     throw err;
   }
+}
+
+/**
+ * LXD's recover brings a custom volume back without the `volatile.idmap.*` keys that say how its
+ * files are shifted on disk for the containers that use it; without them the next container
+ * start shifts them again (every owner off by the idmap's base). Sets them back from the point
+ * before any instance starts, when the point has them and the recovered volume does not.
+ */
+async function restoreIdmap(
+  engine: Engine,
+  metadata: LxdServerBackupMetadata,
+  found: { project: string; pool: string; name: string },
+): Promise<void> {
+  const recorded = metadata.volumes.find(
+    (v) =>
+      v.project === found.project &&
+      v.metadata.pool === found.pool &&
+      v.metadata.name === found.name,
+  )?.metadata.config;
+  if (!recorded) return;
+  const at = engineFor(engine, found.project);
+  const current = await getVolume(at, found.pool, found.name);
+  if (!current) return;
+  const missing = Object.fromEntries(
+    Object.entries(recorded).filter(
+      ([key]) => key.startsWith('volatile.idmap.') && current.config[key] === undefined,
+    ),
+  );
+  if (Object.keys(missing).length === 0) return;
+  await call(
+    at,
+    'PATCH',
+    volumePath(found.pool, found.name),
+    { config: missing },
+    `setting the idmap of the recovered custom volume ${found.pool}/${found.name}`,
+  );
 }
 
 /** Creates a profile the server lacks, or fills in one that exists but is empty. */
