@@ -157,7 +157,12 @@ program
   .command('agent')
   .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
-  .action(async (opts: { site: string }, cmd: Command) => {
+  .option(
+    '--lxd-socket <path>',
+    "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
+    process.env.STOWAGE_LXD_SOCKET,
+  )
+  .action(async (opts: { site: string; lxdSocket?: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
@@ -192,6 +197,7 @@ program
         },
       };
     }
+    if (opts.lxdSocket) config.lxdSocket = opts.lxdSocket;
     const agent = await startAgent(config, log);
     process.stderr.write(
       `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
