@@ -36,6 +36,10 @@ const PROFILE = `${RUN}-prof`;
 const VOLUME = `${RUN}-data`;
 const WEB = `${RUN}-web`;
 const IDLE = `${RUN}-idle`;
+/** A macvlan network is only a database record until an instance uses it: safe on any host. */
+const NETWORK = `${RUN}n`;
+const PROJECT = `${RUN}-p`;
+const PROJECT_PROFILE_CONFIG = { 'user.in-project': RUN };
 const PROFILE_CONFIG = { 'user.stowage-run': RUN, 'environment.GREETING': 'hello from the point' };
 
 function script(action: 'start' | 'stop' | 'stop-keep-storage'): void {
@@ -102,6 +106,8 @@ async function inventory(client: LxdClient) {
     instances: await names(client, '/1.0/instances'),
     images: await names(client, '/1.0/images'),
     aliases: await names(client, '/1.0/images/aliases'),
+    projects: await names(client, '/1.0/projects'),
+    networks: await names(client, '/1.0/networks'),
     profiles: profiles.map((p) => ({ name: p.name, config: p.config, devices: p.devices })),
   };
 }
@@ -142,6 +148,20 @@ beforeAll(async () => {
     config: PROFILE_CONFIG,
   });
   await lxd.run('POST', '/1.0/storage-pools/default/volumes/custom', { name: VOLUME });
+  await lxd.run('POST', '/1.0/networks', {
+    name: NETWORK,
+    type: 'macvlan',
+    description: `stowage test ${RUN}`,
+    config: { parent: 'eth0' },
+  });
+  await lxd.run('POST', '/1.0/projects', {
+    name: PROJECT,
+    config: { 'features.profiles': 'true', 'features.images': 'false' },
+  });
+  await lxd.run('POST', `/1.0/profiles?project=${PROJECT}`, {
+    name: PROFILE,
+    config: PROJECT_PROFILE_CONFIG,
+  });
   execFileSync('sh', [
     '-c',
     String.raw`set -e; cd "$1"; mkdir -p sub; head -c 1048576 /dev/urandom > sub/random.bin
@@ -182,6 +202,9 @@ afterAll(async () => {
     .run('DELETE', `/1.0/storage-pools/default/volumes/custom/${VOLUME}`)
     .catch(() => undefined);
   await lxd.run('DELETE', `/1.0/profiles/${PROFILE}`).catch(() => undefined);
+  await lxd.run('DELETE', `/1.0/profiles/${PROFILE}?project=${PROJECT}`).catch(() => undefined);
+  await lxd.run('DELETE', `/1.0/projects/${PROJECT}`).catch(() => undefined);
+  await lxd.run('DELETE', `/1.0/networks/${NETWORK}`).catch(() => undefined);
   // Last, so a failing stop cannot keep the main daemon's objects behind.
   script('stop');
 }, 180_000);
@@ -254,6 +277,18 @@ describe('lxd-server driver', () => {
       `/1.0/profiles/${PROFILE}`,
     );
     expect(profile.config).toEqual(PROFILE_CONFIG);
+    const network = await second.get<{ type: string; config: Record<string, string> }>(
+      `/1.0/networks/${NETWORK}`,
+    );
+    expect(network).toMatchObject({ type: 'macvlan', config: { parent: 'eth0' } });
+    const project = await second.get<{ config: Record<string, string> }>(
+      `/1.0/projects/${PROJECT}`,
+    );
+    expect(project.config).toMatchObject({ 'features.profiles': 'true' });
+    const inProject = await second.get<{ config: Record<string, string> }>(
+      `/1.0/profiles/${PROFILE}?project=${PROJECT}`,
+    );
+    expect(inProject.config).toEqual(PROJECT_PROFILE_CONFIG);
     const mainImage = await lxd.get<{ target: string }>(`/1.0/images/aliases/${LXD_TEST_ALIAS}`);
     const secondImage = await second.get<{ target: string }>(
       `/1.0/images/aliases/${LXD_TEST_ALIAS}`,
