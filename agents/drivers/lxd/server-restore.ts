@@ -14,8 +14,9 @@
  * With `recover` (disaster recovery after the database was lost and the storage was not), LXD's
  * recover API (recover.ts) first brings back every instance and custom volume whose storage is
  * still in the server's pools, with its current data, after the projects, networks and profiles
- * they need are back; a pool the server no longer knows is offered to the scan with the point's
- * definition of it. Only what is still missing after that is restored from the point's streams.
+ * they need are back; on the server the point was taken of, a pool it no longer knows is offered
+ * to the scan with the point's definition of it (never on another server: the recorded source
+ * may be the storage of the original, still running, daemon). Only what is still missing after that is restored from the point's streams.
  *
  * On failure, what this restore created is removed again, newest first (recovered instances and
  * volumes are kept: they were the server's own); the server is as it was before.
@@ -128,11 +129,13 @@ export async function restoreServer(
       });
     }
 
-    // Pools: what recover will bring back with its record is left to it.
+    // Pools: what recover will bring back with its record is left to it. Only on the server the
+    // point was taken of: elsewhere the recorded source may be another live daemon's storage.
     const deferred: RecoverPool[] = [];
+    const sameServer = metadata.server === server;
     for (const pool of metadata.pools) {
       const exists = (await getPool(engine, pool.name)) !== undefined;
-      if (!exists && options.recover) {
+      if (!exists && options.recover && sameServer) {
         const definition = {
           name: pool.name,
           driver: pool.driver,
