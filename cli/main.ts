@@ -158,11 +158,16 @@ program
   .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
   .option(
+    '--lxd-project <name>',
+    'the LXD project whose instances and volumes it serves',
+    process.env.STOWAGE_LXD_PROJECT ?? 'default',
+  )
+  .option(
     '--lxd-socket <path>',
     "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
     process.env.STOWAGE_LXD_SOCKET,
   )
-  .action(async (opts: { site: string; lxdSocket?: string }, cmd: Command) => {
+  .action(async (opts: { site: string; lxdProject: string; lxdSocket?: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
@@ -197,8 +202,14 @@ program
         },
       };
     }
-    if (opts.lxdSocket) config.lxdSocket = opts.lxdSocket;
-    const agent = await startAgent(config, log);
+    const agent = await startAgent(
+      {
+        ...config,
+        lxdProject: opts.lxdProject,
+        ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
+      },
+      log,
+    );
     process.stderr.write(
       `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
     );

@@ -115,6 +115,16 @@ export function isValidVolumeName(volume: string): boolean {
  */
 export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void {
   if (ref.platform === 'lxd-volume') splitVolumeName(ref.name);
+  if (ref.platform === 'lxd' && !isValidInstanceName(ref.name)) {
+    throw new ValidationError(
+      `"${ref.name}" is not a valid LXD instance name (letters, digits and dashes, 1-63, starting with a letter, not ending with a dash)`,
+    );
+  }
+}
+
+/** LXD's rule for instance names: a hostname label (letters, digits, dashes), 1-63 characters. */
+export function isValidInstanceName(name: string): boolean {
+  return /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/.test(name) && !name.endsWith('-');
 }
 
 /** The canonical text of a target, without the agent: the key recovery points are listed by. */

@@ -5,7 +5,7 @@
  * instance. Every instance this file creates has the run's prefix and is removed in afterAll.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -297,13 +297,20 @@ describe('lxd driver', () => {
       name,
       'mkdir -p /data && echo one > /data/state.txt && head -c 1048576 /dev/urandom > /data/r.bin',
     );
-    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, { name: 'snap0' });
+    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, {
+      name: 'snap0',
+      expires_at: '2099-01-01T00:00:00Z',
+    });
     await sh(name, 'echo two > /data/state.txt');
     const point = makeMemoryPoint();
 
     const outcome = await driver.backup(name, point.sink, makeContext());
 
-    expect(outcome.metadata).toMatchObject({ instanceOnly: false, snapshots: ['snap0'] });
+    expect(outcome.metadata).toMatchObject({
+      instanceOnly: false,
+      snapshots: ['snap0'],
+      snapshotExpiry: { snap0: '2099-01-01T00:00:00Z' },
+    });
     expect(outcome.summary).toMatchObject({ snapshots: 1 });
     const copy = `${RUN}-snapscopy`;
     await driver.restore(
@@ -313,6 +320,10 @@ describe('lxd driver', () => {
       makeContext(),
     );
     expect(await snapshotsOf(copy)).toEqual(['snap0']);
+    const restoredSnap = await lxd.get<{ expires_at: string }>(
+      `/1.0/instances/${copy}/snapshots/snap0`,
+    );
+    expect(restoredSnap.expires_at).toBe('2099-01-01T00:00:00Z');
     expect(treeFingerprint(`${rootfs('default', copy, 'snap0')}/data`)).toBe(
       treeFingerprint(`${rootfs('default', name, 'snap0')}/data`),
     );
@@ -460,4 +471,28 @@ describe('lxd driver', () => {
     expect(opened).toBe(0);
     expect(await runInstances()).toEqual(before);
   });
+
+  it.each(['stop', 'pause'] as const)(
+    'starts the instance again and leaves no LXD backup when a %s backup is abandoned while LXD writes it',
+    async (consistency) => {
+      const name = await launch(`held-${consistency}`);
+      const abort = new AbortController();
+      const ctx = makeContext({
+        signal: abort.signal,
+        phase: (text) => {
+          if (text === 'creating LXD backup') abort.abort();
+        },
+      });
+
+      await expect(
+        driver.backup(name, makeMemoryPoint().sink, ctx, { consistency }),
+      ).rejects.toMatchObject({ name: 'TransientError' });
+
+      expect(await statusOf(name)).toBe('Running');
+      expect(await backupsOf(name)).toEqual([]);
+      expect(readdirSync('/var/lib/lxd/backups/instances')).not.toContainEqual(
+        expect.stringContaining(name),
+      );
+    },
+  );
 });

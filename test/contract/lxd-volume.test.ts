@@ -110,6 +110,8 @@ beforeAll(async () => {
 afterAll(async () => {
   const instances = await lxd.get<Array<{ name: string }>>('/1.0/instances?recursion=1');
   for (const i of instances) if (i.name.startsWith(RUN)) await removeInstance(i.name);
+  // Before the volumes: a profile that attaches a volume keeps it in use.
+  await lxd.run('DELETE', `/1.0/profiles/${RUN}-volprof`).catch(() => undefined);
   for (const pool of ['default', POOL2]) {
     for (const v of await runVolumes(pool).catch(() => [])) {
       await lxd.run('DELETE', `${volumes(pool)}/${v}`).catch(() => undefined);
@@ -346,6 +348,46 @@ describe('lxd-volume driver', () => {
     expect(treeFingerprint(volumeDir('default', name))).toBe(backedUp);
     expect(await snapshotNames(name)).toEqual(['snap0']);
     expect(await runVolumes()).not.toContainEqual(expect.stringContaining(`${name}-stowage-`));
+  });
+
+  it('refuses in place a volume a profile attaches, leaving volume, profile and instance as they were', async () => {
+    const name = await createVolume(`${RUN}-viaprof`);
+    const profile = `${RUN}-volprof`;
+    await lxd.request('POST', '/1.0/profiles', {
+      body: {
+        name: profile,
+        description: '',
+        config: {},
+        devices: { shared: { type: 'disk', pool: 'default', source: name, path: '/shared' } },
+      },
+    });
+    const user = await launchInstance(`${RUN}-profuser`, ['default', profile]);
+    await sh(user, 'echo before > /shared/state.txt');
+    const point = makeMemoryPoint();
+    const outcome = await driver.backup(`default/${name}`, point.sink, makeContext());
+    await sh(user, 'echo after > /shared/state.txt');
+    const listed = await runVolumes();
+
+    const refused = driver.restore(
+      outcome.metadata,
+      point.source(),
+      { name: `default/${name}`, inPlace: true },
+      makeContext(),
+    );
+
+    await expect(refused).rejects.toMatchObject({ name: 'ValidationError' });
+    await expect(refused).rejects.toThrow(
+      new RegExp(`attached through profile ${profile}.*Restore it under another name`),
+    );
+    const prof = await lxd.get<{ devices: Record<string, Record<string, string>> }>(
+      `/1.0/profiles/${profile}`,
+    );
+    expect(prof.devices.shared?.source).toBe(name);
+    expect(await runVolumes()).toEqual(listed);
+    expect(await lxd.get<{ status: string }>(`/1.0/instances/${user}`)).toMatchObject({
+      status: 'Running',
+    });
+    expect(await sh(user, 'cat /shared/state.txt')).toBe('after\n');
   });
 
   it('removes a half-imported volume when the point cannot be read, and keeps the original', async () => {

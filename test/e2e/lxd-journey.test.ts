@@ -13,6 +13,7 @@ import { StowageProcess } from '../fixtures/stowage-process';
 const RUN = `stw-e2e-${randomBytes(3).toString('hex')}`;
 const C1 = `${RUN}-c1`;
 const C2 = `${RUN}-c2`;
+const C3 = `${RUN}-c3`;
 let root: string;
 let stowage: StowageProcess;
 
@@ -34,7 +35,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stowage?.stop();
-  for (const name of [C1, C2]) await removeInstance(name);
+  for (const name of [C1, C2, C3]) await removeInstance(name);
   if (root) removeDir(root);
 }, 120_000);
 
@@ -55,4 +56,50 @@ it('backs up an instance and restores it under a new name, running, with the sam
   const taken = stowage.cli('restore', pointId, '--name', C1);
   expect(taken.code).toBe(2);
   expect(taken.json).toMatchObject({ error: 'NameTaken' });
+});
+
+it('takes restore options from the command line: device overrides, power state, and a clear error for an unknown pool', async () => {
+  const backup = stowage.cli('backup', `lxd:${C1}`, '--no-snapshots', '--wait');
+  expect(backup.code, backup.stderr).toBe(0);
+  const pointId = (backup.json as { recoveryPointId: string }).recoveryPointId;
+
+  const badPool = stowage.cli(
+    'restore',
+    pointId,
+    '--name',
+    C3,
+    '--pool',
+    `${RUN}-nopool`,
+    '--wait',
+  );
+  expect(badPool.code).toBe(1);
+  expect(badPool.json).toMatchObject({
+    status: 'FAILED',
+    error: { name: 'ValidationError', message: expect.stringMatching(/pools are: .*default/) },
+  });
+
+  const restore = stowage.cli(
+    'restore',
+    pointId,
+    '--name',
+    C3,
+    '--state',
+    'stopped',
+    '--device',
+    'extra,type=disk,source=/tmp',
+    '--device',
+    'extra,path=/mnt/extra',
+    '--wait',
+  );
+  expect(restore.code, restore.stderr).toBe(0);
+  const restored = await lxd.get<{
+    status: string;
+    devices: Record<string, Record<string, string>>;
+  }>(`/1.0/instances/${C3}`);
+  expect(restored.status).toBe('Stopped');
+  expect(restored.devices.extra).toEqual({ type: 'disk', source: '/tmp', path: '/mnt/extra' });
+
+  const refused = stowage.cli('restore', pointId, '--name', `${C3}x`, '--device', 'extra');
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/--device takes NAME,KEY=VALUE/);
 });

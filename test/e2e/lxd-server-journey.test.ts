@@ -6,7 +6,7 @@
  * the same files inside (sha256), its profile and its custom volume. Everything this file makes
  * on the main daemon carries the run's prefix; the second daemon is removed in afterAll.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -22,13 +22,11 @@ const second = new LxdClient({ socketPath: `${SECOND_DIR}/unix.socket`, project:
 const C1 = `${RUN}-c1`;
 const PROFILE = `${RUN}-prof`;
 const VOLUME = `${RUN}-vol`;
-const BIN = new URL('../../cli/bin.mjs', import.meta.url).pathname;
 const FILES = String.raw`for d in /root /data; do find "$d" -type f; done | sort | while IFS= read -r f; do
   echo "$f $(stat -c '%a %u:%g %s' "$f") $(sha256sum < "$f" | cut -d' ' -f1)"; done`;
 
 let root: string;
 let stowage: StowageProcess;
-let agent: ChildProcess | undefined;
 
 function secondDaemon(action: 'start' | 'stop'): void {
   execFileSync('bash', ['local/engines/lxd-second.sh', action, SECOND_DIR], { stdio: 'ignore' });
@@ -73,14 +71,7 @@ beforeAll(async () => {
 
   stowage = new StowageProcess(join(root, 'data'));
   await stowage.start();
-  agent = spawn(
-    process.execPath,
-    [BIN, 'agent', '--site', SECOND_SITE, '--lxd-socket', `${SECOND_DIR}/unix.socket`],
-    {
-      env: { ...process.env, STOWAGE_API: `http://127.0.0.1:${stowage.port}` },
-      stdio: ['ignore', 'ignore', 'ignore'],
-    },
-  );
+  await stowage.startAgent(SECOND_SITE, '--lxd-socket', `${SECOND_DIR}/unix.socket`);
   await eventually(async () => {
     const targets = stowage.cli('targets', '--platform', 'lxd-server').json as Array<{
       target: string;
@@ -91,11 +82,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  if (agent && agent.exitCode === null) {
-    const exited = new Promise((r) => agent!.once('exit', r));
-    agent.kill('SIGTERM');
-    await exited;
-  }
+  // Stops the second agent too.
   await stowage?.stop();
   await removeInstance(C1);
   await lxd

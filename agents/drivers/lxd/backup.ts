@@ -2,7 +2,9 @@
  * Backup of one LXD instance: its config, devices and profiles (with every referenced profile's
  * definition) as metadata, and one stream, `export` (lxd-backup-tar): LXD's own instance backup
  * (`POST /1.0/instances/{name}/backups`, uncompressed so the chunk store can deduplicate it),
- * streamed from `GET .../backups/{b}/export`.
+ * streamed from `GET .../backups/{b}/export`. The export holds the instance's snapshots unless
+ * `snapshots: false` (LXD's `instance_only`), and is in the pool driver's optimized format only
+ * when asked and the root pool's driver has one (export.ts); the metadata says which.
  *
  * LXD first writes the backup whole under /var/lib/lxd/backups/, then serves it; export.ts
  * always deletes that LXD-side backup afterwards.
@@ -58,7 +60,9 @@ export async function backupInstance(
       `pool ${rootPool ?? '?'} (${rootPoolDriver ?? 'unknown'}) has no optimized storage: plain export`,
     );
   }
-  const snapshots = instanceOnly ? [] : await snapshotNames(engine, name);
+  const { names: snapshots, expiry: snapshotExpiry } = instanceOnly
+    ? { names: [], expiry: {} }
+    : await readSnapshots(engine, name);
   const metadata: LxdBackupMetadata = {
     format: METADATA_FORMAT,
     project: engine.project,
@@ -76,6 +80,7 @@ export async function backupInstance(
     rootPoolDriver,
     instanceOnly,
     snapshots,
+    snapshotExpiry,
     optimizedStorage,
     consistency,
   };
@@ -108,14 +113,25 @@ export async function backupInstance(
   };
 }
 
-/** The names of the instance's snapshots, oldest first (what an export with them holds). */
-async function snapshotNames(engine: Engine, name: string): Promise<string[]> {
+/**
+ * The instance's snapshots, oldest first (what an export with them holds), with the expiry of
+ * those that have one: LXD's import drops it, so the restore puts it back.
+ */
+async function readSnapshots(
+  engine: Engine,
+  name: string,
+): Promise<{ names: string[]; expiry: Record<string, string> }> {
+  let list: Array<{ name: string; expires_at?: string }>;
   try {
-    const urls = await engine.client.get<string[]>(`${instancePath(name)}/snapshots`);
-    return urls.map((u) => decodeURIComponent(u.split('?')[0]!.split('/').pop() ?? ''));
+    list = await engine.client.get(`${instancePath(name)}/snapshots?recursion=1`);
   } catch (err) {
     throw translate(err, `listing snapshots of instance ${name}`, engine.socketPath);
   }
+  const expiry: Record<string, string> = {};
+  for (const s of list) {
+    if (s.expires_at && !s.expires_at.startsWith('0001-')) expiry[s.name] = s.expires_at;
+  }
+  return { names: list.map((s) => s.name), expiry };
 }
 
 /** Every profile the instance uses, as it is defined now. */

@@ -4,6 +4,7 @@
  * from "failed", and state changes that wait for LXD to finish them (stop is asynchronous: an
  * instance must be Stopped before it can be deleted or renamed).
  */
+import { isValidInstanceName } from '../../../functions/core/targets';
 import type { DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdClient } from './client';
@@ -63,17 +64,15 @@ export interface LxdBackupMetadata {
   instanceOnly: boolean;
   /** The snapshots the export holds (none when instanceOnly). */
   snapshots?: string[];
+  /** `expires_at` of the snapshots that have one, by snapshot name (LXD's import drops it). */
+  snapshotExpiry?: Record<string, string>;
   /** Whether the export is in the pool driver's optimized format (see export.ts). */
   optimizedStorage?: boolean;
   consistency: 'live' | 'pause' | 'stop';
 }
 
-/** LXD's rule for instance names: a hostname label (letters, digits, dashes), 1-63 characters. */
-const NAME_RE = /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/;
-
-export function isValidName(name: string): boolean {
-  return NAME_RE.test(name) && !name.endsWith('-');
-}
+/** LXD's rule for instance names (shared with the API's check of a restore's name). */
+export const isValidName = isValidInstanceName;
 
 export function instancePath(name: string): string {
   return `/1.0/instances/${encodeURIComponent(name)}`;

@@ -133,6 +133,8 @@ export async function restoreInstance(
         throw translate(err, `importing instance ${importName}`, engine.socketPath);
       });
 
+    await restoreSnapshotExpiry(engine, importName, metadata.snapshotExpiry ?? {});
+
     // On the import, before the original is touched: a device LXD refuses fails the restore here.
     if (Object.keys(patch).length > 0) {
       ctx.phase('applying device overrides');
@@ -248,6 +250,25 @@ export function planDevices(
     patch[name] = merged;
   }
   return pool === undefined ? { patch } : { pool, patch };
+}
+
+/** Puts back the snapshots' expiry, which LXD's import drops (it keeps their descriptions). */
+async function restoreSnapshotExpiry(
+  engine: Engine,
+  name: string,
+  expiry: Record<string, string>,
+): Promise<void> {
+  for (const [snapshot, expiresAt] of Object.entries(expiry)) {
+    try {
+      await engine.client.run(
+        'PATCH',
+        `${instancePath(name)}/snapshots/${encodeURIComponent(snapshot)}`,
+        { expires_at: expiresAt },
+      );
+    } catch (err) {
+      throw translate(err, `setting the expiry of snapshot ${snapshot}`, engine.socketPath);
+    }
+  }
 }
 
 /** PATCHes devices onto an instance (LXD merges them by name into its own devices). */

@@ -14,7 +14,8 @@
  * rename the original aside (LXD points the devices of the instances and profiles that use it at
  * the new name), rename the import to the original's name, point those devices back at it,
  * delete the original. A failure before the swap leaves the original as it was; the instances
- * that ran are started again whatever happens.
+ * that ran are started again whatever happens. A volume a profile attaches is refused in place
+ * (LXD 5.0 rewrites the profile before the rename and can leave it pointing nowhere).
  */
 import { randomBytes } from 'node:crypto';
 import { DriverError, NameTaken, ValidationError } from '../../../functions/shared/errors';
@@ -100,6 +101,17 @@ export async function restoreVolume(
       `${target} is a ${existing.content_type} volume and the point holds a ${metadata.contentType} one; restore it under another name`,
     );
   }
+  const viaProfiles = (existing?.used_by ?? [])
+    .map(userOf)
+    .filter((u) => u?.kind === 'profiles')
+    .map((u) => u!.name);
+  if (existing && viaProfiles.length > 0) {
+    // LXD 5.0 rewrites a profile's device before it renames the volume and leaves the profile
+    // pointing at a volume that does not exist when an instance of the profile objects.
+    throw new ValidationError(
+      `${target} is attached through profile ${viaProfiles.join(', ')}; LXD cannot swap such a volume in place. Restore it under another name (--name ${volume}-restored) and point the profile at it`,
+    );
+  }
   const importName = existing ? temporaryName(volume) : volume;
 
   let imported = false;
@@ -179,14 +191,16 @@ async function swapIn(
       throw translate(err, `renaming custom volume ${pool}/${from} to ${to}`, engine.socketPath);
     }
   };
+  let swapError: unknown;
   try {
     for (const user of users) {
       if (user.kind !== 'instances') continue;
-      const instance = await getInstance(engine, user.name);
+      const { name } = user;
+      const instance = await getInstance(engine, name);
       if (instance?.status === 'Running' || instance?.status === 'Frozen') {
-        ctx.phase(`stopping instance ${user.name}, which uses the volume`);
-        await changeState(engine, user.name, 'stop');
-        stopped.push(user.name);
+        ctx.phase(`stopping instance ${name}, which uses the volume`);
+        await changeState(engine, name, 'stop');
+        stopped.push(name);
       }
     }
     await rename(volume, aside);
@@ -207,12 +221,20 @@ async function swapIn(
         { cause: err },
       );
     }
-  } finally {
-    for (const name of stopped) {
-      ctx.phase(`starting instance ${name} again`);
-      await changeState(engine, name, 'start');
-    }
+  } catch (err) {
+    swapError = err;
   }
+  // Every instance gets its start; a failed one wins over the swap's own error (a workload left
+  // down is what the operator must hear about), as in the backups' releases.
+  let startError: unknown;
+  for (const name of stopped) {
+    ctx.phase(`starting instance ${name} again`);
+    await changeState(engine, name, 'start').catch((err: unknown) => {
+      startError ??= err;
+    });
+  }
+  if (startError) throw startError;
+  if (swapError) throw swapError;
 }
 
 /** Points the disk devices of `user` that use `pool/from` at `pool/to`. */

@@ -556,6 +556,7 @@ describe('LXD request options', () => {
     [{ recoveryPointId: 'rp-c1', name: 'c2', devices: { eth0: { Network: 'x' } } }, /device key/],
     [{ recoveryPointId: 'rp-c1', name: 'c2', pool: 'a/b' }, /pool name has no slash/],
     [{ recoveryPointId: 'rp-data', name: 'slow/d2', pool: 'fast' }, /give the pool once/],
+    [{ recoveryPointId: 'rp-c1', name: 'c_2' }, /not a valid LXD instance name/],
   ])('refuses %j with a ValidationError that says why', async (body, message) => {
     const refused = requestRestore(deps, body);
     await expect(refused).rejects.toBeInstanceOf(ValidationError);
