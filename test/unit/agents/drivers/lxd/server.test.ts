@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hasOwn, portablePoolConfig } from '../../../../agents/drivers/lxd/server';
+import { hasOwn, portablePoolConfig } from '../../../../../agents/drivers/lxd/server';
 
 describe('portablePoolConfig', () => {
   it('drops a source at LXD’s default place and volatile keys, keeps a chosen source', () => {
