@@ -234,7 +234,12 @@ program
     'the LXD project whose instances and volumes it serves',
     process.env.STOWAGE_LXD_PROJECT ?? 'default',
   )
-  .action(async (opts: { site: string; lxdProject: string }, cmd: Command) => {
+  .option(
+    '--lxd-socket <path>',
+    "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
+    process.env.STOWAGE_LXD_SOCKET,
+  )
+  .action(async (opts: { site: string; lxdProject: string; lxdSocket?: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
     const { createLogger } = await import('../functions/shared/logger');
     const log = createLogger({ service: 'stowage-agent' });
@@ -269,7 +274,14 @@ program
         },
       };
     }
-    const agent = await startAgent({ ...config, lxdProject: opts.lxdProject }, log);
+    const agent = await startAgent(
+      {
+        ...config,
+        lxdProject: opts.lxdProject,
+        ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
+      },
+      log,
+    );
     process.stderr.write(
       `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
     );
@@ -587,6 +599,10 @@ program
       'LXD: power state after the restore (default: as at backup)',
     ).choices(['running', 'stopped']),
   )
+  .option(
+    '--recover',
+    'LXD servers: first bring back (LXD recover) instances and volumes whose storage survived',
+  )
   .option('--wait', 'wait for the job to finish')
   .action(
     async (
@@ -603,6 +619,7 @@ program
         pool?: string;
         device?: string[];
         state?: string;
+        recover?: boolean;
         wait?: boolean;
       },
       cmd: Command,
@@ -620,6 +637,7 @@ program
         ...(opts.pool ? { pool: opts.pool } : {}),
         ...(opts.device ? { devices: deviceOverrides(opts.device) } : {}),
         ...(opts.state ? { state: opts.state } : {}),
+        ...(opts.recover ? { recover: true } : {}),
       };
       await startJob(
         cmd,

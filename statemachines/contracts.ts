@@ -93,6 +93,11 @@ export interface RestoreRequestOptions {
   devices?: Record<string, Record<string, string>>;
   /** LXD: the power state the restored instance ends in (default: as at backup time). */
   state?: 'running' | 'stopped';
+  /**
+   * LXD servers: first bring back, through LXD's recover API, the instances and custom volumes
+   * whose storage is intact but whose database record is gone; restore the rest from the point.
+   */
+  recover?: boolean;
 }
 export interface VerifyExecutionInput {
   jobId: string;

@@ -159,6 +159,11 @@ export interface RestoreOptions {
   devices?: Record<string, Record<string, string>>;
   /** LXD: the power state the restored instance ends in (default: as it was at backup time). */
   state?: 'running' | 'stopped';
+  /**
+   * LXD servers: before restoring from the point, bring back through LXD's recover API the
+   * instances and custom volumes whose storage is intact but whose database record is gone.
+   */
+  recover?: boolean;
 }
 
 export interface RestoreOutcome {

@@ -16,7 +16,7 @@ import type { Logger } from '../../functions/shared/logger';
 import type { Driver } from '../core/driver';
 import { createComposeDriver, createDockerDriver } from '../drivers/docker';
 import { createPathDriver } from '../drivers/path';
-import { createLxdDriver, createLxdVolumeDriver } from '../drivers/lxd';
+import { createLxdDriver, createLxdServerDriver, createLxdVolumeDriver } from '../drivers/lxd';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
 import { withRetry } from '../store/retry';
@@ -67,7 +67,7 @@ export interface RunningAgent {
 
 /** The drivers whose engines this host has. */
 export function detectDrivers(
-  config: Pick<AgentConfig, 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
+  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -81,6 +81,11 @@ export function detectDrivers(
     const lxdOptions = { socketPath: lxdSocket, log, project: config.lxdProject ?? 'default' };
     drivers.set('lxd', createLxdDriver(lxdOptions));
     drivers.set('lxd-volume', createLxdVolumeDriver(lxdOptions));
+    // The whole server, every project: named after the agent (`lxd-server:<site>`).
+    drivers.set(
+      'lxd-server',
+      createLxdServerDriver({ ...lxdOptions, project: 'default', site: config.site }),
+    );
   }
   // Files, devices and directories of this host: always there.
   drivers.set('path', createPathDriver({ log }));

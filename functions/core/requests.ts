@@ -207,9 +207,9 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
     (k) => options[k] !== undefined,
   );
   const platform = target !== undefined ? parseTarget(target).platform : 'docker';
-  if (lxdOnly.length > 0 && platform !== 'lxd' && platform !== 'lxd-volume') {
+  if (lxdOnly.length > 0 && !['lxd', 'lxd-volume', 'lxd-server'].includes(platform)) {
     throw new ValidationError(
-      `${lxdOnly.join(' and ')} apply to LXD instances and custom volumes, not to ${platform} targets`,
+      `${lxdOnly.join(' and ')} apply to LXD instances, custom volumes and servers, not to ${platform} targets`,
     );
   }
   const now = deps.clock.now();
@@ -322,6 +322,7 @@ export interface RestoreRequest {
   pool?: unknown;
   devices?: unknown;
   state?: unknown;
+  recover?: unknown;
 }
 
 const dockerName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid Docker name');
@@ -353,6 +354,7 @@ const restoreOptionsSchema = z.object({
     )
     .optional(),
   state: z.enum(['running', 'stopped']).optional(),
+  recover: z.boolean().optional(),
 });
 
 /** Restore options that only LXD targets understand, by the platforms that take them. */
@@ -360,6 +362,7 @@ const LXD_RESTORE_OPTIONS = {
   pool: ['lxd', 'lxd-volume'],
   devices: ['lxd'],
   state: ['lxd'],
+  recover: ['lxd-server'],
 } as const;
 
 export async function requestRestore(
@@ -378,8 +381,9 @@ export async function requestRestore(
     throw new ValidationError('"to" must be a target such as docker:web2@site');
   }
   const inPlace = body.inPlace === true;
-  const { volumes, network, ports, volume, intoVolume, pool, devices, state } = body;
+  const { volumes, network, ports, volume, intoVolume, pool, devices, state, recover } = body;
   const options = parseBody(restoreOptionsSchema, {
+    recover,
     volumes,
     network,
     ports,
@@ -424,6 +428,9 @@ export async function requestRestore(
     throw new ValidationError(
       `--name ${body.name} and --to ${formatTarget(to)} name different targets`,
     );
+  }
+  if (source.platform === 'lxd-server') {
+    return requestServerRestore(deps, point, inPlace, name, to, options);
   }
   if (source.platform === 'lxd-volume') {
     if (!name && options.pool) name = splitVolumeName(source.name).volume;
@@ -475,6 +482,74 @@ export async function requestRestore(
       target: job.target,
       agent: agentName,
       queueUrl: deps.queueUrlFor(agentName),
+      inPlace,
+      options: Object.fromEntries(
+        Object.entries(options).filter(([, v]) => v !== undefined),
+      ) as RestoreRequestOptions,
+    }),
+  );
+}
+
+/**
+ * A whole LXD server point is restored onto the LXD server of an agent, the target naming the
+ * agent: `--to lxd-server:OTHER` (or `--name OTHER`) onto agent OTHER's server, `--in-place`
+ * onto the server it was taken of. The server exists by definition and the restore never
+ * clobbers (it skips what is there), so there is no NameTaken here.
+ */
+async function requestServerRestore(
+  deps: RequestDeps,
+  point: { recoveryPointId: string; target: string; agent: string },
+  inPlace: boolean,
+  name: string | undefined,
+  to: TargetRef | undefined,
+  options: RestoreRequestOptions,
+): Promise<JobAccepted> {
+  const sourceServer = parseTargetKey(point.target).name;
+  if (to?.agent && to.agent !== to.name) {
+    throw new ValidationError(
+      `a server target is named after its agent: write --to lxd-server:${to.agent}, not ${formatTarget(to)}`,
+    );
+  }
+  if (inPlace && name && name !== sourceServer) {
+    throw new ValidationError(
+      `--in-place restores onto lxd-server:${sourceServer}, the server the point was taken of; to restore onto another server give --to lxd-server:${name} without --in-place`,
+    );
+  }
+  const server = name ?? (inPlace ? sourceServer : undefined);
+  if (!server) {
+    throw new ValidationError(
+      `say where to restore: --to lxd-server:AGENT onto that agent's LXD server, or --in-place onto lxd-server:${sourceServer}`,
+    );
+  }
+  const agent = await deps.catalog.getAgent(server);
+  if (!agent) {
+    throw new AgentUnavailable(
+      `agent "${server}" has never reported; start it with \`stowage agent --site ${server}\` on the LXD host`,
+    );
+  }
+  if (!agent.platforms.includes('lxd-server')) {
+    throw new AgentUnavailable(
+      `agent ${server} serves no LXD server (it serves: ${agent.platforms.join(', ') || 'nothing'}); start it on a host where lxd runs`,
+    );
+  }
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'RESTORE',
+    target: `lxd-server:${server}`,
+    source: point.target,
+    agent: server,
+    status: 'PENDING',
+    createdAt: deps.clock.now(),
+    recoveryPointId: point.recoveryPointId,
+  };
+  return launch(deps, job, () =>
+    deps.workflows.startRestore({
+      jobId: job.jobId,
+      recoveryPointId: point.recoveryPointId,
+      source: point.target,
+      target: job.target,
+      agent: server,
+      queueUrl: deps.queueUrlFor(server),
       inPlace,
       options: Object.fromEntries(
         Object.entries(options).filter(([, v]) => v !== undefined),

@@ -61,6 +61,8 @@ export interface DownloadResult {
   stream: Readable;
   /** Content-Length when LXD sent one. */
   size?: number;
+  /** Content-Type as LXD sent it (an image export is a tarball or a multipart body). */
+  contentType?: string;
 }
 
 export class LxdClient {
@@ -91,6 +93,9 @@ export class LxdClient {
       method,
       headers,
       signal,
+      // A connection per request: Node keeps pooled sockets alive, and one pooled before lxd
+      // restarted (a disaster recovery does restart it) fails the next request with EPIPE.
+      agent: false,
     });
   }
 
@@ -165,7 +170,12 @@ export class LxdClient {
           return;
         }
         const length = Number(res.headers['content-length']);
-        resolve({ stream: res, size: Number.isFinite(length) ? length : undefined });
+        const contentType = res.headers['content-type'];
+        resolve({
+          stream: res,
+          size: Number.isFinite(length) ? length : undefined,
+          ...(contentType ? { contentType } : {}),
+        });
       });
       req.on('error', reject);
       req.end();

@@ -2,9 +2,12 @@
  * The LXD drivers: instances as targets (`lxd:<name>`), backed up as their config and profiles
  * (metadata) + LXD's own uncompressed instance backup (backup.ts), restored by import under a new
  * name or in place over the original (restore.ts), with local snapshots as a fast tier
- * (snapshots.ts); and custom storage volumes (`lxd-volume:<pool>/<name>`), backed up and
- * restored on their own the same way (volume-backup.ts, volume-restore.ts). Both talk to LXD's
- * REST API over its unix socket with Node's `http` (client.ts); no LXD type leaves this folder.
+ * (snapshots.ts); custom storage volumes (`lxd-volume:<pool>/<name>`), backed up and restored on
+ * their own the same way (volume-backup.ts, volume-restore.ts); and the whole server
+ * (`lxd-server:<agent>`: projects, pools, networks, profiles, images, volumes and instances in one
+ * point, server-backup.ts, server-restore.ts, with LXD's disaster recovery API in recover.ts).
+ * All talk to LXD's REST API over its unix socket with Node's `http` (client.ts); no LXD type
+ * leaves this folder.
  *
  * The inventory lists each instance's snapshots and schedule; listing first deletes the snapshots
  * past their expiry, so what is published never holds an expired one.
@@ -21,6 +24,9 @@ import { splitVolumeName } from '../../../functions/core/targets';
 import { getVolume, listVolumes } from './volume';
 import { backupVolume } from './volume-backup';
 import { restoreVolume } from './volume-restore';
+import { backupServer } from './server-backup';
+import { restoreServer } from './server-restore';
+import { engineFor, list } from './server';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -130,5 +136,50 @@ export function createLxdVolumeDriver(options: LxdDriverOptions = {}): Driver {
       backupVolume(engine, name, sink, ctx, backupOptions),
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreVolume(engine, metadata, source, restoreOptions, ctx),
+  };
+}
+
+export interface LxdServerDriverOptions extends LxdDriverOptions {
+  /** The agent's name: its server is the target `lxd-server:<site>`. */
+  site: string;
+}
+
+/** The whole LXD server the agent runs next to, as the one target `lxd-server:<site>`. */
+export function createLxdServerDriver(options: LxdServerDriverOptions): Driver {
+  const engine = engineOf(options);
+  const { site } = options;
+
+  async function listTargets(): Promise<DiscoveredTarget[]> {
+    const projects = await list<{ name: string }>(engine, '/1.0/projects?recursion=1', 'projects');
+    let instances = 0;
+    for (const project of projects) {
+      const at = engineFor(engine, project.name);
+      instances += (await list(at, '/1.0/instances', `instances of project ${project.name}`))
+        .length;
+    }
+    const pools = await list(engine, '/1.0/storage-pools', 'storage pools');
+    return [
+      {
+        target: `lxd-server:${site}`,
+        platform: 'lxd-server',
+        name: site,
+        state: 'online',
+        details: {
+          projects: String(projects.length),
+          pools: String(pools.length),
+          instances: String(instances),
+        },
+      },
+    ];
+  }
+
+  return {
+    platform: 'lxd-server',
+    listTargets,
+    exists: (name) => Promise.resolve(name === site),
+    backup: (name, sink, ctx, backupOptions) =>
+      backupServer(engine, site, name, sink, ctx, backupOptions),
+    restore: (metadata, source, restoreOptions, ctx) =>
+      restoreServer(engine, site, metadata, source, restoreOptions, ctx),
   };
 }

@@ -769,3 +769,83 @@ describe('requestRollback of a Compose project', () => {
     await expectNothingStarted();
   });
 });
+
+describe('LXD server targets', () => {
+  beforeEach(async () => {
+    await catalog.putAgent(
+      makeAgent({
+        agent: 'site-1',
+        platforms: ['lxd', 'lxd-server'],
+        targets: ['lxd-server:site-1'],
+      }),
+    );
+    await catalog.putAgent(
+      makeAgent({ agent: 'site-2', platforms: ['lxd-server'], targets: ['lxd-server:site-2'] }),
+    );
+    await catalog.putAgent(makeAgent({ agent: 'docker-only', platforms: ['docker'], targets: [] }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-srv', target: 'lxd-server:site-1', agent: 'site-1' }),
+    );
+  });
+
+  it('backs up a server with the LXD options', async () => {
+    await requestBackup(deps, { target: 'lxd-server:site-1', snapshots: false });
+    expect(workflows.backups).toEqual([
+      expect.objectContaining({
+        target: 'lxd-server:site-1',
+        agent: 'site-1',
+        options: { snapshots: false },
+      }),
+    ]);
+  });
+
+  it('restores onto the agent the target names, in place onto its own, with recover', async () => {
+    await requestRestore(deps, { recoveryPointId: 'rp-srv', to: 'lxd-server:site-2' });
+    await requestRestore(deps, { recoveryPointId: 'rp-srv', inPlace: true, recover: true });
+
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({
+        target: 'lxd-server:site-2',
+        agent: 'site-2',
+        queueUrl: queueUrlFor('site-2'),
+        inPlace: false,
+        options: {},
+      }),
+      expect.objectContaining({
+        target: 'lxd-server:site-1',
+        agent: 'site-1',
+        inPlace: true,
+        options: { recover: true },
+      }),
+    ]);
+  });
+
+  it.each([
+    [{}, ValidationError, /--to lxd-server:AGENT .* or --in-place/],
+    [{ to: 'lxd-server:site-2@site-1' }, ValidationError, /named after its agent/],
+    [
+      { to: 'lxd-server:site-2', inPlace: true },
+      ValidationError,
+      /--in-place restores onto lxd-server:site-1/,
+    ],
+    [{ to: 'lxd-server:nobody' }, AgentUnavailable, /agent "nobody" has never reported/],
+    [{ to: 'lxd-server:docker-only' }, AgentUnavailable, /serves no LXD server/],
+    [{ inPlace: true, pool: 'fast' }, ValidationError, /"pool" applies to lxd and lxd-volume/],
+  ])('refuses %j', async (extra, kind, message) => {
+    const attempt = requestRestore(deps, { recoveryPointId: 'rp-srv', ...extra });
+    await expect(attempt).rejects.toBeInstanceOf(kind);
+    await expect(requestRestore(deps, { recoveryPointId: 'rp-srv', ...extra })).rejects.toThrow(
+      message,
+    );
+    await expectNothingStarted();
+  });
+
+  it('refuses recover for anything but a server point', async () => {
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-c1', target: 'lxd:c1', agent: 'site-1' }),
+    );
+    await expect(
+      requestRestore(deps, { recoveryPointId: 'rp-c1', inPlace: true, recover: true }),
+    ).rejects.toThrow(/"recover" applies to lxd-server points, not to lxd:c1/);
+  });
+});
