@@ -793,8 +793,8 @@ describe('LXD server targets', () => {
     expect(workflows.backups).toEqual([
       expect.objectContaining({
         target: 'lxd-server:site-1',
-        agent: 'site-1',
         options: { snapshots: false },
+        items: [expect.objectContaining({ target: 'lxd-server:site-1', agent: 'site-1' })],
       }),
     ]);
   });
