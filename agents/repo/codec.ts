@@ -205,8 +205,8 @@ export function openBlob(sealed: Uint8Array, key: Buffer, aad: Uint8Array): Buff
 /**
  * Opens a sealed blob straight into `out`, which must be exactly its plain length, like openBlob
  * (IntegrityError when it was altered, sealed for other `aad` or key, or is not `out`'s length).
- * The plaintext is decrypted over the ciphertext in `sealed`, which is altered; nothing reaches
- * `out` before the tag has been checked.
+ * `sealed` is altered (a compressed blob is decrypted over its own ciphertext). When it throws,
+ * `out` may hold unverified bytes: the caller must drop it (the data path fails the whole range).
  */
 export function openBlobInto(
   sealed: Uint8Array,
@@ -223,25 +223,26 @@ export function openBlobInto(
   decipher.setAAD(Buffer.concat([buf.subarray(0, HEADER), aad]));
   decipher.setAuthTag(buf.subarray(buf.length - TAG));
   const body = buf.subarray(HEADER + NONCE, buf.length - TAG);
+  const compressed = (flags & FLAG_ZSTD) !== 0;
+  if (!compressed && body.length !== out.length)
+    throw new IntegrityError(`blob holds ${body.length} bytes, not ${out.length}`);
+  // A stored chunk is decrypted straight into `out`; a compressed one over its own ciphertext,
+  // then decompressed into `out`.
+  const plainTo = compressed ? body : out;
   try {
     let written = 0;
     for (let i = 0; i < body.length; i += CIPHER_SLICE) {
       const plain = decipher.update(body.subarray(i, Math.min(body.length, i + CIPHER_SLICE)));
-      body.set(plain, written);
+      plainTo.set(plain, written);
       written += plain.length;
     }
-    body.set(decipher.final(), written);
+    plainTo.set(decipher.final(), written);
   } catch (err) {
     throw new IntegrityError('sealed blob fails authentication (altered, or another key)', {
       cause: err,
     });
   }
-  if (!(flags & FLAG_ZSTD)) {
-    if (body.length !== out.length)
-      throw new IntegrityError(`blob holds ${body.length} bytes, not ${out.length}`);
-    out.set(body);
-    return;
-  }
+  if (!compressed) return;
   dctx ??= new zstd.DCtx();
   let n: number;
   try {
