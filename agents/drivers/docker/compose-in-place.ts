@@ -65,15 +65,15 @@ import {
   checkVolumeUsers,
   copyVolume,
   putBackAll,
+  readIntoTemporaryVolumes,
   recreateVolume,
+  removeTemporaryVolumes,
   setAside,
   type SetAside,
 } from './restore-in-place';
 import {
   checkStreams,
   createContainer,
-  createRestoreVolume,
-  fillVolume,
   loadImage,
   safeDriverOptions,
   type Created,
@@ -197,15 +197,17 @@ export async function restoreProjectInPlace(
       if (!imageWasThere) created.images.push(image);
       images.push(image);
     }
-    for (const [n, volume] of meta.volumes.entries()) {
-      checkAborted(ctx, what);
-      ctx.phase(`volume ${volume.name}`);
-      const temp = `stowage-inplace-${id}-${n}`;
-      const spec = { driver: 'local', options: {}, labels: {} };
-      await createRestoreVolume(engine, temp, spec, id, created.volumes);
-      await fillVolume(engine, temp, `volume/${volume.name}`, target, source, ctx);
-      temps.set(volume.name, temp);
-    }
+    await readIntoTemporaryVolumes(
+      engine,
+      meta.volumes,
+      id,
+      target,
+      source,
+      ctx,
+      what,
+      created.volumes,
+      temps,
+    );
   } catch (err) {
     await removeProjectCreated(engine, created, ctx);
     throw err;
@@ -292,17 +294,7 @@ export async function restoreProjectInPlace(
       { cause: err },
     );
   }
-  for (const temp of temps.values()) {
-    await engine.docker
-      .getVolume(temp)
-      .remove()
-      .catch((err: unknown) =>
-        ctx.log.warn(LogEvent.driverStep, {
-          step: 'remove temporary volume',
-          error: translate(err, `removing volume ${temp}`, engine.socketPath),
-        }),
-      );
-  }
+  await removeTemporaryVolumes(engine, temps, ctx);
   ctx.log.info(LogEvent.driverStep, {
     step: 'project restored in place',
     project: name,

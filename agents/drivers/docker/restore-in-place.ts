@@ -223,6 +223,52 @@ export async function copyVolume(
   );
 }
 
+/**
+ * Step 1 of an in-place restore: reads each volume's stream into a new temporary volume
+ * (`stowage-inplace-<id>-<n>`, recorded in `created` so a failure removes it), while the original
+ * runs untouched. `temps` maps each original volume name to its temporary volume.
+ */
+export async function readIntoTemporaryVolumes(
+  engine: Engine,
+  volumes: readonly VolumeRecord[],
+  id: string,
+  target: string,
+  source: RestoreSource,
+  ctx: DriverContext,
+  what: string,
+  created: Pick<Created, 'volumes'>,
+  temps: Map<string, string>,
+): Promise<void> {
+  for (const [n, volume] of volumes.entries()) {
+    checkAborted(ctx, what);
+    ctx.phase(`volume ${volume.name}`);
+    const temp = `stowage-inplace-${id}-${n}`;
+    const spec = { driver: 'local', options: {}, labels: {} };
+    await createRestoreVolume(engine, temp, spec, id, created);
+    await fillVolume(engine, temp, `volume/${volume.name}`, target, source, ctx);
+    temps.set(volume.name, temp);
+  }
+}
+
+/** The last step: the temporary volumes go; one that will not is logged, not fatal. */
+export async function removeTemporaryVolumes(
+  engine: Engine,
+  temps: ReadonlyMap<string, string>,
+  ctx: DriverContext,
+): Promise<void> {
+  for (const temp of temps.values()) {
+    await engine.docker
+      .getVolume(temp)
+      .remove()
+      .catch((err: unknown) =>
+        ctx.log.warn(LogEvent.driverStep, {
+          step: 'remove temporary volume',
+          error: translate(err, `removing volume ${temp}`, engine.socketPath),
+        }),
+      );
+  }
+}
+
 /** Removes volume `name` (if present) and creates it again, empty, with the same settings. */
 export async function recreateVolume(engine: Engine, record: VolumeRecord): Promise<void> {
   const handle = engine.docker.getVolume(record.name);
@@ -311,15 +357,17 @@ export async function restoreInPlace(
     const imageWasThere = await imageExists(engine, meta.image);
     image = await loadImage(engine, meta, source, ctx);
     if (!imageWasThere) created.image = image;
-    for (const [n, volume] of meta.volumes.entries()) {
-      checkAborted(ctx, what);
-      ctx.phase(`volume ${volume.name}`);
-      const temp = `stowage-inplace-${id}-${n}`;
-      const spec = { driver: 'local', options: {}, labels: {} };
-      await createRestoreVolume(engine, temp, spec, id, created);
-      await fillVolume(engine, temp, `volume/${volume.name}`, target, source, ctx);
-      temps.set(volume.name, temp);
-    }
+    await readIntoTemporaryVolumes(
+      engine,
+      meta.volumes,
+      id,
+      target,
+      source,
+      ctx,
+      what,
+      created,
+      temps,
+    );
   } catch (err) {
     await removeCreated(engine, created, ctx);
     throw err;
@@ -385,16 +433,6 @@ export async function restoreInPlace(
       { cause: err },
     );
   }
-  for (const temp of temps.values()) {
-    await engine.docker
-      .getVolume(temp)
-      .remove()
-      .catch((err: unknown) =>
-        ctx.log.warn(LogEvent.driverStep, {
-          step: 'remove temporary volume',
-          error: translate(err, `removing volume ${temp}`, engine.socketPath),
-        }),
-      );
-  }
+  await removeTemporaryVolumes(engine, temps, ctx);
   return { restoredTarget: target };
 }

@@ -112,7 +112,7 @@ export async function createRestoreVolume(
   name: string,
   spec: { driver: string; options: Record<string, string>; labels: Record<string, string> },
   restoreId: string,
-  created: Created,
+  created: Pick<Created, 'volumes'>,
 ): Promise<void> {
   let labels: Record<string, string> | null | undefined;
   try {
