@@ -54,7 +54,7 @@ export type ByteReader = (into: Uint8Array) => Promise<number>;
 
 /**
  * Receives a verified piece of a stream (one or more chunks) to put at `offset`. Pieces come in
- * order, but a few may be in flight at once, so write each at its own offset. The bytes are valid
+ * order, one at a time. The bytes are valid
  * only until the returned promise resolves (their buffer is re-used); `zero` says they are all
  * zeros, so a new file may keep a hole there instead.
  */

@@ -64,12 +64,6 @@ const READ_BYTES = 2 * 1024 * 1024;
  */
 const PREFETCH_RANGES = 4;
 const MAX_RANGE_BYTES = 8 * 1024 * 1024;
-/**
- * forEachChunk lets the consumer write this many pieces at once. One: the workers keep opening
- * the ranges prefetched meanwhile, and a file's writes are serialized by the kernel anyway (with
- * two, ext4's inode lock spun, ~3 % of a restore's CPU).
- */
-const WRITES_IN_FLIGHT = 1;
 
 export interface RepositoryConfig {
   version: 1;
@@ -173,10 +167,10 @@ export class Repository {
 
   /**
    * Hands a stream to `write` in verified pieces (a fetched range of chunks, or one all-zero
-   * chunk), the fastest way back for a consumer that writes at offsets (a file, a device): up to
-   * WRITES_IN_FLIGHT pieces are written at once, each at its own offset. A piece's bytes are valid
-   * until its `write` resolves; their buffer is then re-used, so memory stays at a few range
-   * buffers whatever the stream size. `zero` says a piece is all zeros (known from the chunk's id
+   * chunk), the fastest way back for a consumer that writes at offsets (a file, a device), one
+   * piece at a time while the next ranges are fetched and opened (more writes at once only made
+   * ext4's inode lock spin). A piece's bytes are valid until its `write` resolves; their buffer is
+   * then re-used, so memory stays at a few range buffers whatever the stream size. `zero` says a piece is all zeros (known from the chunk's id
    * alone, without a fetch), so a new file may keep a hole there.
    */
   async forEachChunk(
@@ -193,52 +187,29 @@ export class Repository {
     // per-range allocation for either thread to collect.
     const freeSlots: SharedArrayBuffer[] = [];
     const freeInputs: SharedArrayBuffer[] = [];
-    const fetches: Array<Promise<{ slot: SharedArrayBuffer; length: number }> | undefined> = [];
-    let next = 0;
-    const startFetch = () => {
-      const step = steps[next++]!;
-      if (!('pack' in step)) {
-        fetches.push(undefined);
-        return;
-      }
+    const fetchInto = async (step: PlannedRange) => {
       const slot = freeSlots.pop() ?? new SharedArrayBuffer(slotBytes);
       const input = freeInputs.pop() ?? new SharedArrayBuffer(inputBytes);
-      const promise = (async () => {
-        const data = new Uint8Array(input, 0, step.length);
-        await this.fetchRange(step, integrity, data);
-        const out = await this.pool.openRangeInto(data, step.blobs, slot);
-        freeInputs.push(input);
-        if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
-        return { slot, length: step.blobs.reduce((n, b) => n + b.rawLength, 0) };
-      })();
-      promise.catch(() => undefined); // observed when awaited in order
-      fetches.push(promise);
+      const data = new Uint8Array(input, 0, step.length);
+      await this.fetchRange(step, integrity, data);
+      const out = await this.pool.openRangeInto(data, step.blobs, slot);
+      freeInputs.push(input);
+      if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
+      return { slot, length: step.blobs.reduce((n, b) => n + b.rawLength, 0) };
     };
-    const writes: Array<Promise<void>> = [];
     let size = 0;
-    try {
-      for (let i = 0; i < steps.length; i++) {
-        while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
-        const step = steps[i]!;
-        const fetched = await fetches[i];
-        fetches[i] = undefined;
-        const length = fetched ? fetched.length : step.length;
-        const bytes = fetched
-          ? new Uint8Array(fetched.slot, 0, length)
-          : this.zeroChunk.bytes.subarray(0, length);
-        const written = write(bytes, size, !fetched).then(() => {
-          if (fetched) freeSlots.push(fetched.slot);
-          onBytes(length);
-        });
-        written.catch(() => undefined); // observed below, in order
-        writes.push(written);
-        size += length;
-        if (writes.length >= WRITES_IN_FLIGHT) await writes.shift();
-      }
-    } finally {
-      await Promise.allSettled(writes);
+    for await (const { step, result: fetched } of prefetched(steps, (step) =>
+      'pack' in step ? fetchInto(step) : undefined,
+    )) {
+      const length = fetched ? fetched.length : step.length;
+      const bytes = fetched
+        ? new Uint8Array(fetched.slot, 0, length)
+        : this.zeroChunk.bytes.subarray(0, length);
+      await write(bytes, size, !fetched);
+      if (fetched) freeSlots.push(fetched.slot);
+      onBytes(length);
+      size += length;
     }
-    for (const written of writes) await written;
     if (size !== record.size)
       throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
   }
@@ -270,30 +241,20 @@ export class Repository {
   ): AsyncGenerator<Buffer> {
     const integrity = integrityOf(record, context);
     const steps = planRanges(record, this.index, integrity, this.zeroChunk);
-    const fetches: Array<Promise<Uint8Array[]>> = [];
-    let next = 0;
-    const startFetch = () => {
-      const step = steps[next++]!;
-      if (!('pack' in step)) {
-        // Shared and never written: readers of a Readable do not modify what they are given.
-        fetches.push(Promise.resolve([this.zeroChunk.bytes.subarray(0, step.length)]));
-        return;
-      }
-      const promise = (async () => {
-        const data = await this.fetchRange(step, integrity);
-        const out = await this.pool.openRange(data, step.blobs);
-        if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
-        return out.plain!;
-      })();
-      promise.catch(() => undefined); // observed when awaited in order
-      fetches.push(promise);
+    const open = async (step: PlannedRange) => {
+      const data = await this.fetchRange(step, integrity);
+      const out = await this.pool.openRange(data, step.blobs);
+      if (out.bad !== undefined) throw badChunk(step, out.bad, out.reason, integrity);
+      return out.plain!;
     };
     let size = 0;
-    for (let i = 0; i < steps.length; i++) {
-      while (next < steps.length && next < i + PREFETCH_RANGES) startFetch();
-      const plain = await fetches[i]!;
-      fetches[i] = undefined as never;
-      for (const chunk of plain) {
+    for await (const { step, result: plain } of prefetched(steps, (step) =>
+      'pack' in step ? open(step) : undefined,
+    )) {
+      // A zero chunk's bytes are shared and never written: readers of a Readable do not modify
+      // what they are given.
+      const chunks = plain ?? [this.zeroChunk.bytes.subarray(0, step.length)];
+      for (const chunk of chunks) {
         size += chunk.length;
         onBytes(chunk.length);
         yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
@@ -301,6 +262,29 @@ export class Repository {
     }
     if (size !== record.size)
       throw integrity(size, `stream ends at ${size} bytes, ${record.size} recorded`);
+  }
+}
+
+/**
+ * Runs `start` for each step in order, at most PREFETCH_RANGES ahead of the one being consumed,
+ * and yields each step with its result, in order (`undefined` where `start` has nothing to do). A failure
+ * surfaces when its step's turn comes; those started after it are left to settle unobserved.
+ */
+async function* prefetched<S, T>(
+  steps: readonly S[],
+  start: (step: S) => Promise<T> | undefined,
+): AsyncGenerator<{ step: S; result: T | undefined }> {
+  const started: Array<Promise<T> | undefined> = [];
+  let next = 0;
+  for (let i = 0; i < steps.length; i++) {
+    while (next < steps.length && next < i + PREFETCH_RANGES) {
+      const promise = start(steps[next++]!);
+      promise?.catch(() => undefined); // observed when its turn comes
+      started.push(promise);
+    }
+    const result = await started[i];
+    started[i] = undefined;
+    yield { step: steps[i]!, result };
   }
 }
 
