@@ -18,7 +18,7 @@ import {
   updateProject,
 } from '../fixtures/compose-project';
 import { docker, execIn, removeByPrefix, requireTestImage } from '../fixtures/docker';
-import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-ce2e-${process.pid}`;
@@ -37,16 +37,6 @@ function filesUnder(dir: string): string[] {
   });
 }
 
-/**
- * Whether the agent lists `target`. (Its state may lag: the inventory follows container
- * create, destroy and rename events, and refreshes states only every 30 s.)
- */
-async function inInventory(target: string): Promise<true | undefined> {
-  const r = stowage('targets', '--platform', 'docker-compose');
-  const targets = r.json as Array<{ target: string }> | undefined;
-  return targets?.some((t) => t.target === target) ? true : undefined;
-}
-
 beforeAll(async () => {
   await requireTestImage();
   await removeByPrefix(RUN);
@@ -54,7 +44,7 @@ beforeAll(async () => {
   stowageProcess = new StowageProcess(join(root, 'data'), ['--store', join(root, 'repository')]);
   await makeComposeProject(PROJECT);
   await stowageProcess.start();
-  await eventually(() => inInventory(TARGET), `${TARGET} in the inventory`);
+  await stowageProcess.waitForTargets([TARGET]);
 }, 120_000);
 
 afterAll(async () => {
@@ -97,7 +87,7 @@ describe('a Compose project through protect-update and rollback', () => {
 
   it('fails a rollback whose recovery point cannot be read, leaving the updated project running as it was', async () => {
     const v2 = await updateProject(PROJECT);
-    await eventually(() => inInventory(TARGET), `${TARGET} listed after the update`);
+    await stowageProcess.waitForTargets([TARGET], `${TARGET} listed after the update`);
     updated = await projectContainers(PROJECT);
     updatedData = await projectData(PROJECT);
     expect(updated.web.image).toBe(v2);
@@ -148,7 +138,7 @@ describe('a Compose project through protect-update and rollback', () => {
     await expect(execIn(containerOf(PROJECT, 'web'), ['ls', '/etc/new-in-v2'])).rejects.toThrow();
     expect(await projectData(PROJECT)).toEqual(before);
     await pingAliases(PROJECT);
-    await eventually(() => inInventory(TARGET), `${TARGET} listed after the rollback`);
+    await stowageProcess.waitForTargets([TARGET], `${TARGET} listed after the rollback`);
   });
 
   it('restores the point over the project again with restore --in-place', async () => {

@@ -12,7 +12,7 @@ import {
   requireTestImage,
   TEST_IMAGE,
 } from '../fixtures/docker';
-import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-e2e-${process.pid}`;
@@ -64,14 +64,7 @@ beforeAll(async () => {
   await makeWeb();
   await stowageProcess.start();
   // The agent reports its inventory on start and on container events.
-  await eventually(async () => {
-    const r = stowage('targets', '--platform', 'docker');
-    return (r.json as Array<{ target: string }> | undefined)?.some(
-      (t) => t.target === `docker:${WEB}`,
-    )
-      ? true
-      : undefined;
-  }, `docker:${WEB} in the inventory`);
+  await stowageProcess.waitForTargets([`docker:${WEB}`]);
 });
 
 afterAll(async () => {

@@ -14,7 +14,7 @@ import {
   requireTestImage,
   TEST_IMAGE,
 } from '../fixtures/docker';
-import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-sel-${process.pid}`;
@@ -66,11 +66,7 @@ beforeAll(async () => {
   await makeContainer(B, { 'stowage-test.app': RUN, tier: 'web', extra: 'yes' });
   await makeContainer(C, { 'stowage-test.app': RUN, tier: 'db' });
   await stowageProcess.start();
-  await eventually(async () => {
-    const r = stowage('targets', '--platform', 'docker');
-    const seen = (r.json as Array<{ target: string }> | undefined) ?? [];
-    return [A, B, C].every((n) => seen.some((t) => t.target === `docker:${n}`)) ? true : undefined;
-  }, 'the three containers in the inventory');
+  await stowageProcess.waitForTargets([A, B, C].map((n) => `docker:${n}`));
 });
 
 afterAll(async () => {

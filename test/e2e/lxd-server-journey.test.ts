@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { LxdClient } from '../../agents/drivers/lxd/client';
 import { LXD_TEST_ALIAS, lxd, removeInstance, sh } from '../fixtures/lxd';
-import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `lse-${randomBytes(3).toString('hex')}`;
@@ -72,13 +72,7 @@ beforeAll(async () => {
   stowage = new StowageProcess(join(root, 'data'));
   await stowage.start();
   await stowage.startAgent(SECOND_SITE, '--lxd-socket', `${SECOND_DIR}/unix.socket`);
-  await eventually(async () => {
-    const targets = stowage.cli('targets', '--platform', 'lxd-server').json as Array<{
-      target: string;
-    }>;
-    const seen = new Set((targets ?? []).map((t) => t.target));
-    return seen.has('lxd-server:local') && seen.has(`lxd-server:${SECOND_SITE}`) ? true : undefined;
-  }, 'both servers in the inventory');
+  await stowage.waitForTargets(['lxd-server:local', `lxd-server:${SECOND_SITE}`]);
 }, 240_000);
 
 afterAll(async () => {

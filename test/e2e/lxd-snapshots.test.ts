@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { launchInstance, lxd, removeInstance, sh } from '../fixtures/lxd';
-import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
+import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-snap-${randomBytes(3).toString('hex')}`;
@@ -43,10 +43,7 @@ beforeAll(async () => {
   );
   stowage = new StowageProcess(join(root, 'data'));
   await stowage.start();
-  await eventually(async () => {
-    const targets = stowage.cli('targets', '--platform', 'lxd').json as Array<{ target: string }>;
-    return targets?.some((t) => t.target === `lxd:${C1}`) ? true : undefined;
-  }, `lxd:${C1} in the inventory`);
+  await stowage.waitForTargets([`lxd:${C1}`]);
 }, 180_000);
 
 afterAll(async () => {
