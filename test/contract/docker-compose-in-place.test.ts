@@ -5,9 +5,7 @@
  * afterAll, with the temporary volumes (`stowage-inplace-*`) a failed test may leave.
  */
 import { randomBytes } from 'node:crypto';
-import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RestoreSource } from '../../agents/core/driver';
 import { createComposeDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import {
@@ -20,7 +18,11 @@ import {
   updateProject,
 } from '../fixtures/compose-project';
 import { docker, ensureTestImage, execIn, removeByPrefix, TEST_IMAGE } from '../fixtures/docker';
-import { makeDriverContext as makeContext, makeMemoryPoint } from '../fixtures/memory-point';
+import {
+  breakingSource,
+  makeDriverContext as makeContext,
+  makeMemoryPoint,
+} from '../fixtures/memory-point';
 
 const RUN = `stowage-ci-${randomBytes(4).toString('hex')}`;
 const PROJECT = `${RUN}-shop`;
@@ -172,21 +174,7 @@ describe('docker-compose driver: in-place restore', () => {
     const healthy = point.source();
     const integrity = new TransientError('chunk 77 failed its integrity check');
     const lastVolume = `volume/${PROJECT}_shared`;
-    const broken: RestoreSource = {
-      streams: healthy.streams,
-      async openStream(stream) {
-        const data = await healthy.openStream(stream);
-        if (stream !== lastVolume) return data;
-        let pieces = 0;
-        return data.pipe(
-          new Transform({
-            transform(chunk, _enc, done) {
-              done(++pieces === 5 ? integrity : null, chunk);
-            },
-          }),
-        );
-      },
-    };
+    const broken = breakingSource(healthy, (stream) => stream === lastVolume, integrity, 5);
 
     // Act
     const attempt = driver.restore(

@@ -14,9 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BackupSink, RestoreSource } from '../../agents/core/driver';
+import type { BackupSink } from '../../agents/core/driver';
 import { createComposeDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import {
@@ -28,6 +27,7 @@ import {
   removeByPrefix,
 } from '../fixtures/docker';
 import {
+  breakingSource,
   makeMemoryPoint,
   type MemoryPoint,
   makeDriverContext as makeContext,
@@ -430,21 +430,12 @@ describe('docker-compose driver', () => {
     const outcome = await driver.backup(PROJECT, point.sink, makeContext());
     const healthy = point.source();
     const integrity = new TransientError('chunk 1234 failed its integrity check');
-    const broken: RestoreSource = {
-      streams: healthy.streams,
-      async openStream(stream) {
-        const data = await healthy.openStream(stream);
-        if (stream !== 'container/web/image') return data;
-        let pieces = 0;
-        return data.pipe(
-          new Transform({
-            transform(chunk, _enc, done) {
-              done(++pieces === 4 ? integrity : null, chunk);
-            },
-          }),
-        );
-      },
-    };
+    const broken = breakingSource(
+      healthy,
+      (stream) => stream === 'container/web/image',
+      integrity,
+      4,
+    );
     const copy = `${RUN}-broken`;
     const before = await inventory(RUN);
 

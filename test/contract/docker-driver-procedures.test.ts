@@ -8,15 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type {
-  BackupOptions,
-  BackupSink,
-  DriverContext,
-  RestoreSource,
-} from '../../agents/core/driver';
+import type { BackupOptions, BackupSink, DriverContext } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import { createLogger } from '../../functions/shared/logger';
@@ -28,7 +22,7 @@ import {
   ensureTestImage,
   removeByPrefix,
 } from '../fixtures/docker';
-import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
+import { breakingSource, makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
 
 const RUN = `stowage-p-${randomBytes(4).toString('hex')}`;
 const driver = createDockerDriver();
@@ -439,21 +433,7 @@ describe('docker driver: in-place restore', () => {
     const oldId = (await docker.getContainer(name).inspect()).Id;
     const healthy = point.source();
     const integrity = new TransientError('chunk 99 failed its integrity check');
-    const broken: RestoreSource = {
-      streams: healthy.streams,
-      async openStream(stream) {
-        const data = await healthy.openStream(stream);
-        if (!stream.startsWith('volume/')) return data;
-        let pieces = 0;
-        return data.pipe(
-          new Transform({
-            transform(chunk, _enc, done) {
-              done(++pieces === 10 ? integrity : null, chunk);
-            },
-          }),
-        );
-      },
-    };
+    const broken = breakingSource(healthy, (stream) => stream.startsWith('volume/'), integrity, 10);
 
     // Act
     const attempt = driver.restore(

@@ -6,11 +6,10 @@
  * afterAll; the shared helper image `stowage/helper:1` is left in place on purpose.
  */
 import { randomBytes } from 'node:crypto';
-import { Transform } from 'node:stream';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RestoreSource, StreamInfo } from '../../agents/core/driver';
+import type { StreamInfo } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
 import { TransientError } from '../../functions/shared/errors';
 import {
@@ -22,6 +21,7 @@ import {
   removeByPrefix,
 } from '../fixtures/docker';
 import {
+  breakingSource,
   makeMemoryPoint as makeSharedMemoryPoint,
   type MemoryPoint,
   makeDriverContext as makeContext,
@@ -311,21 +311,12 @@ describe('docker driver', () => {
     const outcome = await driver.backup(name, point.sink, makeContext());
     const healthy = point.source();
     const integrity = new TransientError('chunk 1234 failed its integrity check');
-    const broken: RestoreSource = {
-      streams: healthy.streams,
-      async openStream(stream) {
-        const data = await healthy.openStream(stream);
-        if (stream !== `volume/${name}-cache`) return data;
-        let pieces = 0;
-        return data.pipe(
-          new Transform({
-            transform(chunk, _enc, done) {
-              done(++pieces === 8 ? integrity : null, chunk);
-            },
-          }),
-        );
-      },
-    };
+    const broken = breakingSource(
+      healthy,
+      (stream) => stream === `volume/${name}-cache`,
+      integrity,
+      8,
+    );
     const restored = `${RUN}-brokenstore-copy`;
     const volumesBefore = await runVolumes();
 

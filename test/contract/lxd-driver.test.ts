@@ -7,11 +7,14 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RestoreSource } from '../../agents/core/driver';
 import { createLxdDriver } from '../../agents/drivers/lxd';
-import { makeMemoryPoint, makeDriverContext as makeContext } from '../fixtures/memory-point';
+import {
+  breakingSource,
+  makeMemoryPoint,
+  makeDriverContext as makeContext,
+} from '../fixtures/memory-point';
 import {
   FINGERPRINT,
   LXD_SOCKET,
@@ -52,26 +55,6 @@ async function runProfiles(): Promise<string[]> {
     .map((p) => decodeURIComponent(p.split('/').pop() ?? ''))
     .filter((n) => n.startsWith(RUN))
     .sort();
-}
-
-/** The point's streams, failing with `chunk store unreachable` after `pieces` pieces. */
-function breakingSource(source: RestoreSource, pieces: number): RestoreSource {
-  return {
-    streams: source.streams,
-    async openStream(name) {
-      const inner = await source.openStream(name);
-      let seen = 0;
-      return inner.pipe(
-        new Transform({
-          transform(chunk, _encoding, callback) {
-            seen += 1;
-            if (seen > pieces) callback(new Error('chunk store unreachable'));
-            else callback(null, chunk);
-          },
-        }),
-      );
-    },
-  };
 }
 
 async function backupsOf(name: string): Promise<string[]> {
@@ -248,7 +231,7 @@ describe('lxd driver', () => {
     await expect(
       driver.restore(
         outcome.metadata,
-        breakingSource(point.source(), 5),
+        breakingSource(point.source(), () => true, new Error('chunk store unreachable'), 6),
         { name: copy, inPlace: false },
         makeContext(),
       ),

@@ -16,13 +16,16 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { renameSync } from 'node:fs';
-import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RestoreSource } from '../../agents/core/driver';
 import { createLxdServerDriver } from '../../agents/drivers/lxd';
 import { LxdClient } from '../../agents/drivers/lxd/client';
 import type { LxdServerBackupMetadata } from '../../agents/drivers/lxd/server';
-import { makeMemoryPoint, makeDriverContext, type MemoryPoint } from '../fixtures/memory-point';
+import {
+  breakingSource,
+  makeMemoryPoint,
+  makeDriverContext,
+  type MemoryPoint,
+} from '../fixtures/memory-point';
 import { LXD_SOCKET, LXD_TEST_ALIAS, lxd, treeFingerprint, volumeDir } from '../fixtures/lxd';
 
 const RUN = `lsv-${randomBytes(3).toString('hex')}`;
@@ -109,27 +112,6 @@ async function inventory(client: LxdClient) {
     projects: await names(client, '/1.0/projects'),
     networks: await names(client, '/1.0/networks'),
     profiles: profiles.map((p) => ({ name: p.name, config: p.config, devices: p.devices })),
-  };
-}
-
-/** The point's streams, failing with `chunk store unreachable` inside the stream `failOn`. */
-function breakingSource(source: RestoreSource, failOn: string): RestoreSource {
-  return {
-    streams: source.streams,
-    async openStream(name) {
-      const inner = await source.openStream(name);
-      if (name !== failOn) return inner;
-      let seen = 0;
-      return inner.pipe(
-        new Transform({
-          transform(chunk, _encoding, callback) {
-            seen += 1;
-            if (seen > 3) callback(new Error('chunk store unreachable'));
-            else callback(null, chunk);
-          },
-        }),
-      );
-    },
   };
 }
 
@@ -250,7 +232,12 @@ describe('lxd-server driver', () => {
     await expect(
       secondDriver.restore(
         serverMetadata,
-        breakingSource(point.source(), `instance/default/${WEB}`),
+        breakingSource(
+          point.source(),
+          (stream) => stream === `instance/default/${WEB}`,
+          new Error('chunk store unreachable'),
+          4,
+        ),
         { name: 'second-site', inPlace: false },
         makeDriverContext(),
       ),

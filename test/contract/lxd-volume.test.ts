@@ -8,11 +8,13 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RestoreSource } from '../../agents/core/driver';
 import { createLxdVolumeDriver } from '../../agents/drivers/lxd';
-import { makeMemoryPoint, makeDriverContext as makeContext } from '../fixtures/memory-point';
+import {
+  breakingSource,
+  makeMemoryPoint,
+  makeDriverContext as makeContext,
+} from '../fixtures/memory-point';
 import {
   LXD_SOCKET,
   launchInstance,
@@ -80,26 +82,6 @@ printf 'unicode' > 'naïve ファイル ✓.txt'
     dir,
     marker,
   ]);
-}
-
-/** The point's streams, failing with `chunk store unreachable` after `pieces` pieces. */
-function breakingSource(source: RestoreSource, pieces: number): RestoreSource {
-  return {
-    streams: source.streams,
-    async openStream(name) {
-      const inner = await source.openStream(name);
-      let seen = 0;
-      return inner.pipe(
-        new Transform({
-          transform(chunk, _encoding, callback) {
-            seen += 1;
-            if (seen > pieces) callback(new Error('chunk store unreachable'));
-            else callback(null, chunk);
-          },
-        }),
-      );
-    },
-  };
 }
 
 beforeAll(async () => {
@@ -402,7 +384,7 @@ describe('lxd-volume driver', () => {
       await expect(
         driver.restore(
           outcome.metadata,
-          breakingSource(point.source(), 5),
+          breakingSource(point.source(), () => true, new Error('chunk store unreachable'), 6),
           { name: `default/${inPlace ? name : `${RUN}-brokencopy`}`, inPlace },
           makeContext(),
         ),

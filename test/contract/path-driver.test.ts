@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core/driver';
@@ -23,6 +23,7 @@ import { Warnings, type PathBackupMetadata } from '../../agents/drivers/path/com
 import { IntegrityError } from '../../functions/shared/errors';
 import { createLogger } from '../../functions/shared/logger';
 import {
+  breakingSource,
   makeMemoryPoint as makeSharedMemoryPoint,
   type MemoryPoint,
 } from '../fixtures/memory-point';
@@ -38,25 +39,6 @@ function makeMemoryPoint(
 ): MemoryPoint {
   const { onChunk } = overrides;
   return makeSharedMemoryPoint(onChunk ? { onChunk: (info, piece) => onChunk(info, piece) } : {});
-}
-
-/** A source whose `name` stream breaks with `error` after `after` pieces. */
-function makeBrokenSource(healthy: RestoreSource, name: string, error: Error, after = 4) {
-  return {
-    streams: healthy.streams,
-    async openStream(stream: string) {
-      const data = await healthy.openStream(stream);
-      if (stream !== name) return data;
-      let pieces = 0;
-      return data.pipe(
-        new Transform({
-          transform(chunk, _enc, done) {
-            done(++pieces === after ? error : null, chunk);
-          },
-        }),
-      );
-    },
-  } satisfies RestoreSource;
 }
 
 function makeContext(
@@ -418,7 +400,7 @@ describe('path driver', () => {
     // Act
     const broken = driver.restore(
       outcome.metadata,
-      makeBrokenSource(point.source(), 'tree', integrity, 8),
+      breakingSource(point.source(), (stream) => stream === 'tree', integrity, 8),
       { name: dir, inPlace: true },
       makeContext(),
     );
