@@ -90,6 +90,7 @@ export async function getInto(
 ): Promise<void> {
   if (into.length !== range.length)
     throw new RangeError('getInto: buffer and range differ in length');
+  if (store.getInto) return store.getInto(key, range, into);
   const body = await store.get(key, range);
   let at = 0;
   for await (const piece of body) {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirStore, InvalidKey } from '../../agents/store/dir-store';
+import { getInto } from '../../agents/store/store';
 import { describeObjectStoreContract } from './store-suite';
 
 async function makeRoot(): Promise<{ root: string; cleanup: () => Promise<void> }> {
@@ -70,6 +71,17 @@ describe('DirStore on disk', () => {
     await expect(store.delete(key)).rejects.toBeInstanceOf(InvalidKey);
 
     expect(await tree(parent)).toEqual([]);
+  });
+
+  it('serves getInto with one read of the file, not through a stream', async () => {
+    const data = Buffer.from('0123456789abcdef'.repeat(1024));
+    await store.put('packs/one', data);
+    store.get = () => Promise.reject(new Error('getInto must not open a stream'));
+    const into = new Uint8Array(new SharedArrayBuffer(100), 0, 100);
+
+    await getInto(store, 'packs/one', { offset: 4000, length: 100 }, into);
+
+    expect(Buffer.from(into).equals(data.subarray(4000, 4100))).toBe(true);
   });
 
   it('rejects a list or deletePrefix prefix that would leave the root', async () => {

@@ -27,6 +27,7 @@ import type {
   StoredStream,
 } from '../../core/driver';
 import { forEachChunk, writeFrom } from '../../core/driver-streams';
+import { SequentialWriter } from './direct-io';
 import {
   canChown,
   checkAborted,
@@ -36,7 +37,6 @@ import {
   removeQuietly,
   sideName,
   translate,
-  writeFully,
   type PathBackupMetadata,
   type Warnings,
 } from './common';
@@ -157,15 +157,26 @@ export async function writeChunks(
   what: string,
   dest: string,
 ): Promise<number> {
-  const size = await forEachChunk(source, name, async (bytes, offset, zero) => {
-    checkAborted(ctx, what);
-    if (sparse && zero) return;
+  // Around the page cache where the file system allows it (direct-io.ts).
+  const writer = await SequentialWriter.open(handle, { sparse });
+  const writing = async (step: () => Promise<void>) => {
     try {
-      await writeFully(handle, bytes, offset);
+      await step();
     } catch (err) {
       throw translate(err, `writing ${dest}`);
     }
-  });
+  };
+  let size: number;
+  try {
+    size = await forEachChunk(source, name, async (bytes, offset, zero) => {
+      checkAborted(ctx, what);
+      await writing(() => writer.write(bytes, offset, zero));
+    });
+    await writing(() => writer.finish());
+  } catch (err) {
+    await writer.abandon();
+    throw err;
+  }
   if (sparse) {
     try {
       await handle.truncate(size);
