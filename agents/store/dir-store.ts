@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
+import { SequentialWriter } from '../core/direct-io';
 import { Readable } from 'node:stream';
 import {
   ObjectNotFound,
@@ -42,6 +43,8 @@ export class InvalidKey extends Error {
 }
 
 const TEMP_PREFIX = '.stowage-tmp-';
+/** Bodies of at least this size (packs) are written with O_DIRECT; smaller ones (indexes) are not. */
+const DIRECT_BYTES = 1024 * 1024;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 
@@ -63,8 +66,12 @@ export class DirStore implements ObjectStore {
     try {
       let created: string | undefined;
       ({ handle, created } = await createFile(dir, temp));
-      // Consumes a stream with backpressure; a body that errors rejects here.
-      await writeFile(handle, body);
+      if (Buffer.isBuffer(body) && body.length >= DIRECT_BYTES) {
+        await writeAround(handle, body);
+      } else {
+        // Consumes a stream with backpressure; a body that errors rejects here.
+        await writeFile(handle, body);
+      }
       await handle.sync();
       await handle.close();
       handle = undefined;
@@ -265,6 +272,22 @@ async function createFile(
     } catch (err) {
       if (codeOf(err) !== 'ENOENT' || attempt === 3) throw err;
     }
+  }
+}
+
+/**
+ * Writes a large body (a pack) around the page cache (core/direct-io.ts): the object is fsynced
+ * next anyway, and a backup's packs would otherwise fill the host's memory with pages nobody reads
+ * again soon. Falls back on the page cache by itself where O_DIRECT is refused.
+ */
+async function writeAround(handle: FileHandle, body: Buffer): Promise<void> {
+  const writer = await SequentialWriter.open(handle, { sparse: false });
+  try {
+    await writer.write(body, 0, false);
+    await writer.finish();
+  } catch (err) {
+    await writer.abandon();
+    throw err;
   }
 }
 

@@ -2,7 +2,7 @@
  * DirStore passes the ObjectStore contract on a temp directory, and keeps what only a directory
  * can get wrong: file and directory modes, keys that would leave the root, crash leftovers.
  */
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -82,6 +82,17 @@ describe('DirStore on disk', () => {
     await getInto(store, 'packs/one', { offset: 4000, length: 100 }, into);
 
     expect(Buffer.from(into).equals(data.subarray(4000, 4100))).toBe(true);
+  });
+
+  it('stores a pack-sized body (written with O_DIRECT) byte for byte, odd tail included', async () => {
+    const body = Buffer.alloc(17 * 1024 * 1024 + 4097);
+    for (let i = 0; i + 4 <= body.length; i += 4096) body.writeUInt32LE((i * 2654435761) >>> 0, i);
+    body[body.length - 1] = 0x5a;
+
+    await store.put('packs/big', body);
+
+    expect((await readFile(join(root, 'packs/big'))).equals(body)).toBe(true);
+    expect((await stat(join(root, 'packs/big'))).mode & 0o777).toBe(0o600);
   });
 
   it('rejects a list or deletePrefix prefix that would leave the root', async () => {

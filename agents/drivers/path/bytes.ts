@@ -27,7 +27,7 @@ import type {
   StoredStream,
 } from '../../core/driver';
 import { forEachChunk, writeFrom } from '../../core/driver-streams';
-import { SequentialWriter } from './direct-io';
+import { SequentialWriter } from '../../core/direct-io';
 import {
   canChown,
   checkAborted,

@@ -1,6 +1,6 @@
 /**
- * Direct I/O (O_DIRECT) for the path driver's big sequential transfers: a restore of a disk image
- * or a device, and a backup's read of one.
+ * Direct I/O (O_DIRECT) for the agent's big sequential transfers: restoring a disk image or a
+ * device (path driver), and writing packs into a directory repository (DirStore).
  *
  * Through the page cache, every byte of a multi-gigabyte image costs the host a page of memory to
  * allocate, copy into, write back and reclaim, and pushes out whatever the host had cached (the
@@ -74,6 +74,18 @@ async function writeAll(handle: fs.FileHandle, bytes: Uint8Array, position: numb
 const STAGES = 2;
 export const STAGE_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Stages writers have given back, for the next writer: fresh memory costs a page fault per page
+ * on first touch (a pack upload every ~16 MiB would pay it again and again), so stages are
+ * re-used, up to what two writers at once need.
+ */
+const freeStages: Uint8Array[] = [];
+const MAX_FREE_STAGES = 2 * STAGES;
+
+function takeStage(): Uint8Array {
+  return freeStages.pop() ?? new Uint8Array(alignedMemory(STAGE_BYTES), 0, STAGE_BYTES);
+}
+
 export interface SequentialWriterOptions {
   /** Zero pieces may be left as holes (a new file); otherwise every zero is written (a device). */
   sparse: boolean;
@@ -111,7 +123,7 @@ export class SequentialWriter {
   ) {
     this.wentDirect = direct !== undefined;
     for (let i = 0; i < STAGES; i++) {
-      this.stages.push(new Uint8Array(alignedMemory(STAGE_BYTES), 0, STAGE_BYTES));
+      this.stages.push(takeStage());
       this.inFlight.push(undefined);
     }
   }
@@ -167,15 +179,22 @@ export class SequentialWriter {
     await Promise.all(this.inFlight);
     this.throwIfFailed();
     if (tail.length > 0) await writeAll(this.handle, tail, tailAt);
-    await this.direct?.close();
-    this.direct = undefined;
+    await this.release();
   }
 
-  /** Lets go of the direct handle after a failure (finish does it otherwise). */
+  /** Lets go of the direct handle and the stages after a failure (finish does it otherwise). */
   async abandon(): Promise<void> {
     await Promise.allSettled(this.inFlight);
-    await this.direct?.close().catch(() => undefined);
+    await this.release().catch(() => undefined);
+  }
+
+  private async release(): Promise<void> {
+    const direct = this.direct;
     this.direct = undefined;
+    for (const stage of this.stages.splice(0)) {
+      if (freeStages.length < MAX_FREE_STAGES) freeStages.push(stage);
+    }
+    await direct?.close();
   }
 
   /**

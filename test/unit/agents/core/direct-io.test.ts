@@ -9,7 +9,7 @@ import {
   openDirect,
   SequentialWriter,
   STAGE_BYTES,
-} from '../../../../agents/drivers/path/direct-io';
+} from '../../../../agents/core/direct-io';
 import { MiB, prngBytes } from '../../../fixtures/data';
 
 // On the project's own disk (ext4 here) rather than /tmp, which may be a tmpfs without O_DIRECT.
