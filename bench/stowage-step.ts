@@ -19,7 +19,7 @@ import { LocalKeyFile } from '../agents/repo/keys';
 import { DirStore } from '../agents/store/dir-store';
 import type { StreamRecord } from '../agents/repo/types';
 import { PointReader, PointWriter, type Manifest } from '../agents/core/points';
-import { FILE_STREAM, fileReader, writeChunks } from '../agents/drivers/path/bytes';
+import { FILE_STREAM, openFileReader, writeChunks } from '../agents/drivers/path/bytes';
 import type { DriverContext } from '../agents/core/driver';
 import { silentLogger } from '../functions/shared/logger';
 
@@ -60,9 +60,11 @@ async function main(): Promise<void> {
       const writer = repo.writer();
       const sink = new PointWriter(writer, () => undefined);
       const file = await open(need('file'));
+      const reader = await openFileReader(file, ctx, 'backup', need('file'));
       try {
-        await sink.writeFrom(FILE_STREAM, fileReader(file, ctx, 'backup', need('file')));
+        await sink.writeFrom(FILE_STREAM, reader.read);
       } finally {
+        await reader.close();
         await file.close();
       }
       await writer.flush();

@@ -1,6 +1,7 @@
 /**
- * Direct I/O (O_DIRECT) for the agent's big sequential transfers: restoring a disk image or a
- * device (path driver), and writing packs into a directory repository (DirStore).
+ * Direct I/O (O_DIRECT) for the agent's big sequential transfers: reading a disk image or a
+ * device for a backup and writing one back (path driver), and writing packs into a directory
+ * repository (DirStore).
  *
  * Through the page cache, every byte of a multi-gigabyte image costs the host a page of memory to
  * allocate, copy into, write back and reclaim, and pushes out whatever the host had cached (the
@@ -17,7 +18,9 @@
  * EINVAL on a write), the same code carries on through the page cache: direct I/O is an
  * optimisation, never a requirement.
  */
+import { execFile } from 'node:child_process';
 import { constants, promises as fs } from 'node:fs';
+import { promisify } from 'node:util';
 
 /** Alignment of memory, offsets and lengths for every direct transfer. */
 export const ALIGN = 4096;
@@ -28,17 +31,40 @@ const WASM_PAGE = 64 * 1024;
 const { Memory } = (
   globalThis as unknown as {
     WebAssembly: {
-      Memory: new (size: { initial: number; maximum: number; shared: true }) => {
-        buffer: SharedArrayBuffer;
+      Memory: new (size: { initial: number; maximum: number; shared: boolean }) => {
+        buffer: ArrayBuffer | SharedArrayBuffer;
       };
     };
   }
 ).WebAssembly;
 
+/** Every buffer alignedMemory made, so that a view can be known to be aligned. */
+const alignedBuffers = new WeakSet<ArrayBufferLike>();
+
 /** `bytes` (rounded up to 64 KiB) of zeroed, page-aligned memory that threads can share. */
 export function alignedMemory(bytes: number): SharedArrayBuffer {
+  return pageAligned(bytes, true) as SharedArrayBuffer;
+}
+
+/**
+ * A Buffer of `bytes` in page-aligned memory that is not shared, so that any API (an S3 client, a
+ * socket) takes it as an ordinary Buffer: a repository's pack buffers, which a directory store
+ * then writes with O_DIRECT without a copy.
+ */
+export function alignedBuffer(bytes: number): Buffer {
+  return Buffer.from(pageAligned(bytes, false), 0, bytes);
+}
+
+function pageAligned(bytes: number, shared: boolean): ArrayBufferLike {
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
-  return new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
+  const buffer = new Memory({ initial: pages, maximum: pages, shared }).buffer;
+  alignedBuffers.add(buffer);
+  return buffer;
+}
+
+/** Whether `view` starts at an ALIGN boundary of memory from alignedMemory. */
+export function isAligned(view: Uint8Array): boolean {
+  return view.byteOffset % ALIGN === 0 && alignedBuffers.has(view.buffer);
 }
 
 export const alignDown = (n: number): number => n - (n % ALIGN);
@@ -95,7 +121,8 @@ export interface SequentialWriterOptions {
 
 /**
  * Writes a stream's pieces, which come in order, through O_DIRECT: they are copied into one of
- * two aligned staging buffers, and each full buffer is written while the other fills. A piece
+ * two aligned staging buffers, and each full buffer is written while the other fills (a piece in
+ * aligned memory at an aligned offset is written from where it is, without the copy). A piece
  * that is all zeros is skipped when `sparse`: whole blocks of it stay holes, and the blocks at its
  * edges are written with zeros. The last partial block goes through the ordinary `handle` (a
  * direct write would have to write past the end of the stream, over a device's other bytes).
@@ -158,6 +185,13 @@ export class SequentialWriter {
     }
     if (this.sparse && zero) return; // a hole, dealt with by the next piece or by finish
     if (offset > this.end) await this.skipTo(offset);
+    if (this.fill === 0 && isAligned(bytes) && bytes.length >= ALIGN) {
+      // Aligned memory at an aligned offset (a pack buffer): written from where it is.
+      const whole = alignDown(bytes.length);
+      await this.writeStage(bytes.subarray(0, whole), this.base);
+      this.base += whole;
+      bytes = bytes.subarray(whole);
+    }
     for (let at = 0; at < bytes.length;) {
       const n = Math.min(bytes.length - at, STAGE_BYTES - this.fill);
       this.stages[this.current]!.set(bytes.subarray(at, at + n), this.fill);
@@ -261,5 +295,86 @@ export class SequentialWriter {
 
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+/**
+ * Reads a file or device from byte 0 to its end, into the buffers it is handed: with O_DIRECT
+ * while the buffer is aligned memory (the repository's chunking ring) and the position is
+ * aligned, else, and for the last partial block, through `handle`. The file is read once either
+ * way; a direct read refused with EINVAL moves everything after it to the page cache.
+ */
+export class SequentialReader {
+  private position = 0;
+
+  private constructor(
+    private readonly handle: fs.FileHandle,
+    private direct: fs.FileHandle | undefined,
+  ) {}
+
+  static async open(
+    handle: fs.FileHandle,
+    options: { openDirect?: SequentialWriterOptions['openDirect'] } = {},
+  ): Promise<SequentialReader> {
+    const direct = await (options.openDirect ?? openDirect)(handle, constants.O_RDONLY);
+    return new SequentialReader(handle, direct);
+  }
+
+  /** Whether reads may go around the page cache (false once it was refused). */
+  get isDirect(): boolean {
+    return this.direct !== undefined;
+  }
+
+  /** The offset the next read starts at. */
+  get offset(): number {
+    return this.position;
+  }
+
+  /** Reads the next bytes into `into`: how many, 0 at the end. */
+  async read(into: Uint8Array): Promise<number> {
+    const direct = this.direct;
+    const length = alignDown(into.length);
+    let n: number | undefined;
+    if (direct && length > 0 && this.position % ALIGN === 0 && isAligned(into)) {
+      try {
+        ({ bytesRead: n } = await direct.read(into, 0, length, this.position));
+      } catch (err) {
+        if (!isEinval(err)) throw err;
+        this.direct = undefined;
+        await direct.close().catch(() => undefined);
+      }
+    }
+    n ??= (await this.handle.read(into, 0, into.length, this.position)).bytesRead;
+    this.position += n;
+    return n;
+  }
+
+  /** Closes the direct handle (the caller closes its own). */
+  async close(): Promise<void> {
+    const direct = this.direct;
+    this.direct = undefined;
+    await direct?.close();
+  }
+}
+
+/**
+ * The share (0 to 1) of the file at `path` that is in the page cache, by util-linux's `fincore`
+ * (mincore(2) over the file), or undefined where that cannot be told. A file the host has just
+ * written or read is cheapest to read through the cache; one it has not (a disk image a VM
+ * writes with cache=none, a device) is read around it, so a backup does not push out what the
+ * host had cached.
+ */
+export async function cachedShare(path: string): Promise<number | undefined> {
+  try {
+    const { stdout } = await promisify(execFile)(
+      'fincore',
+      ['--bytes', '--noheadings', '--raw', '--output', 'RES,SIZE', path],
+      { timeout: 10_000 },
+    );
+    const [resident, size] = stdout.trim().split(/\s+/).map(Number);
+    if (!Number.isFinite(resident) || !Number.isFinite(size)) return undefined;
+    return size! > 0 ? resident! / size! : 1;
+  } catch {
+    return undefined;
   }
 }

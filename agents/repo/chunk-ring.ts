@@ -14,7 +14,12 @@
  *
  * Memory: `size` bytes whatever the stream size (at least 4 × maxSize so that a full chunk, the
  * tail being chunked and the spans in flight always fit).
+ *
+ * The ring is page-aligned memory, and with `align` (core/direct-io.ts ALIGN) the space it offers
+ * starts and ends at multiples of it, so a file can be read into it with O_DIRECT: after a wrap
+ * the tail is placed so that it ends on such a boundary.
  */
+import { alignedMemory } from '../core/direct-io';
 import { findBoundary } from './chunker';
 import type { ChunkingParams } from './types';
 
@@ -32,14 +37,18 @@ export class ChunkRing {
   private filled = 0;
   /** Spans handed out and not released yet, oldest first. */
   private readonly held: Span[] = [];
+  /** Whether the last `space()` is still being filled (until `commit`). */
+  private reserved = false;
 
   constructor(
     size: number,
     private readonly params: ChunkingParams,
+    private readonly align = 1,
   ) {
-    if (size < 4 * params.maxSize) throw new RangeError('the ring must hold 4 × maxSize bytes');
-    this.buffer = new SharedArrayBuffer(size);
-    this.view = new Uint8Array(this.buffer);
+    if (size < 4 * params.maxSize + align - 1)
+      throw new RangeError('the ring must hold 4 × maxSize bytes (and one alignment)');
+    this.buffer = alignedMemory(size);
+    this.view = new Uint8Array(this.buffer, 0, size);
   }
 
   get heldSpans(): number {
@@ -56,25 +65,38 @@ export class ChunkRing {
     this.pos = 0;
     this.filled = 0;
     this.held.length = 0;
+    this.reserved = false;
   }
 
   /**
-   * The free bytes that may be written next (up to `max`): a reader fills them and then calls
-   * `commit` with the count, so a file is read straight into the ring without a copy. Undefined
-   * when nothing fits: the caller must release a span first (there is one then).
+   * The free bytes that may be written next (up to `max`; when `aligned` and the write position
+   * is aligned, a multiple of `align`): a reader fills them and then calls `commit` with the count, so a file
+   * is read straight into the ring without a copy. Chunks may be cut and released meanwhile; no
+   * other `space()` until the commit. Undefined when nothing fits: the caller must release a
+   * span first (there is one then).
    */
-  space(max = Infinity): Uint8Array | undefined {
-    let limit = this.limit();
-    if (this.filled === limit) {
-      if (limit !== this.view.length || !this.wrap()) return undefined;
-      limit = this.limit();
+  space(max = Infinity, aligned = true): Uint8Array | undefined {
+    let length = this.room(max, aligned);
+    if (length === 0) {
+      if (this.limit() !== this.view.length || !this.wrap()) return undefined;
+      length = this.room(max, aligned);
+      if (length === 0) return undefined;
     }
-    return this.view.subarray(this.filled, Math.min(limit, this.filled + max));
+    this.reserved = true;
+    return this.view.subarray(this.filled, this.filled + length);
   }
 
-  /** Marks `n` bytes of the last `space()` as written. */
+  /** Marks `n` bytes of the last `space()` as written (0 at the end of the stream). */
   commit(n: number): void {
     this.filled += n;
+    this.reserved = false;
+  }
+
+  /** How much `space(max, aligned)` can offer without wrapping. */
+  private room(max: number, aligned: boolean): number {
+    const length = Math.min(this.limit(), this.filled + max) - this.filled;
+    if (!aligned || this.filled % this.align !== 0) return length;
+    return length - (length % this.align);
   }
 
   /**
@@ -82,7 +104,7 @@ export class ChunkRing {
    * nothing fits: the caller must release a span first (there is one then).
    */
   write(piece: Uint8Array, offset: number): number {
-    const space = this.space(piece.length - offset);
+    const space = this.space(piece.length - offset, false);
     if (!space) return 0;
     space.set(piece.subarray(offset, offset + space.length));
     this.commit(space.length);
@@ -106,7 +128,7 @@ export class ChunkRing {
   /** Releases the oldest held span. */
   release(): void {
     this.held.shift();
-    if (this.held.length === 0 && this.pos === this.filled) {
+    if (this.held.length === 0 && this.pos === this.filled && !this.reserved) {
       this.pos = 0;
       this.filled = 0;
     }
@@ -118,13 +140,18 @@ export class ChunkRing {
     return oldest && oldest.start >= this.filled ? oldest.start : this.view.length;
   }
 
-  /** Moves the unchunked tail to the front, if the front has room for a whole chunk after it. */
+  /**
+   * Moves the unchunked tail to the front, ending on an `align` boundary, if the front has room
+   * for a whole chunk after it.
+   */
   private wrap(): boolean {
+    const tail = this.filled - this.pos;
+    const end = Math.ceil(tail / this.align) * this.align;
     const oldest = this.held[0];
-    if (oldest && oldest.start < this.params.maxSize + (this.filled - this.pos)) return false;
-    this.view.copyWithin(0, this.pos, this.filled);
-    this.filled -= this.pos;
-    this.pos = 0;
+    if (oldest && oldest.start < this.params.maxSize + end) return false;
+    this.view.copyWithin(end - tail, this.pos, this.filled);
+    this.pos = end - tail;
+    this.filled = end;
     return true;
   }
 }

@@ -25,6 +25,7 @@ import { getBuffer, getInto, ObjectNotFound } from '../store/store';
 import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
 import { IntegrityError } from '../../functions/shared/errors';
 import { CHUNKER_VERSION } from './chunker';
+import { ALIGN, alignedBuffer } from '../core/direct-io';
 import { ChunkRing, type Span } from './chunk-ring';
 import {
   DEFAULT_COMPRESSION_LEVEL,
@@ -493,7 +494,9 @@ export class RepositoryWriter {
 
   /**
    * Stores a stream that `read` fills in, straight into the chunking ring: files and devices
-   * skip the read buffer and its copy. `read` resolves the bytes it wrote, 0 at the end.
+   * skip the read buffer and its copy. `read` resolves the bytes it wrote, 0 at the end. The
+   * next read is under way while the bytes of the last one are cut into chunks, and the space
+   * offered is aligned (core/direct-io.ts), so a file may be read with O_DIRECT.
    */
   writeFrom(
     info: { name: string; kind: string },
@@ -502,19 +505,31 @@ export class RepositoryWriter {
   ): Promise<StreamRecord> {
     return this.writeChunks(info, async (ring, makeRoom) => {
       let size = 0;
-      for (;;) {
+      let reading: Promise<number> | undefined;
+      const startRead = () => {
         const space = ring.space(READ_BYTES);
-        if (!space) {
-          await makeRoom(true);
-          continue;
+        if (space) reading = read(space);
+        return reading !== undefined;
+      };
+      try {
+        for (;;) {
+          if (!reading && !startRead()) {
+            await makeRoom(true);
+            continue;
+          }
+          const n = await reading!;
+          reading = undefined;
+          ring.commit(n);
+          if (n === 0) return size;
+          size += n;
+          this.stats.bytesRead += n;
+          onBytes(n);
+          startRead();
+          await makeRoom(false);
         }
-        const n = await read(space);
-        if (n === 0) return size;
-        ring.commit(n);
-        size += n;
-        this.stats.bytesRead += n;
-        onBytes(n);
-        await makeRoom(false);
+      } finally {
+        // A failure while a read is under way: let it finish before the ring is reused.
+        await reading?.catch(() => 0);
       }
     });
   }
@@ -529,8 +544,9 @@ export class RepositoryWriter {
     fill: (ring: ChunkRing, makeRoom: (full: boolean) => Promise<void>) => Promise<number>,
   ): Promise<StreamRecord> {
     const ring = (this.ring ??= new ChunkRing(
-      Math.max(RING_BYTES, 4 * this.params.maxSize),
+      Math.max(RING_BYTES, 4 * this.params.maxSize + ALIGN),
       this.params,
+      ALIGN,
     ));
     ring.reset();
     const chunks: ChunkRef[] = [];
@@ -611,9 +627,10 @@ export class RepositoryWriter {
       await new Promise<void>((resolve) => this.bodyWaiters.push(resolve));
     }
     const pack = this.pack;
+    // Page-aligned, so a directory store writes it with O_DIRECT as it is (core/direct-io.ts).
     pack.body ??=
       this.freeBodies.pop() ??
-      Buffer.allocUnsafeSlow(PACK_TARGET_BYTES + this.params.maxSize + SEAL_OVERHEAD);
+      alignedBuffer(PACK_TARGET_BYTES + this.params.maxSize + SEAL_OVERHEAD);
     const length = frame.length + ciphertext.length;
     pack.body.set(frame.subarray(0, FRAME_HEAD), pack.size);
     pack.body.set(ciphertext, pack.size + FRAME_HEAD);

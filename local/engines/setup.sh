@@ -12,7 +12,9 @@ source "$(dirname "$0")/lib.sh"
 
 SOCKET=/var/run/docker.sock
 TEST_IMAGE=stowage-test/busybox:latest
-PACKAGES=(docker.io busybox-static zstd xz-utils tar)
+# util-linux-extra: fincore, which the agent asks whether a file is in the page cache before it
+# reads it (core/direct-io.ts).
+PACKAGES=(docker.io busybox-static zstd xz-utils tar util-linux-extra)
 DOCKERD_LOG=/var/log/stowage-dockerd.log
 # dockerd answers in under a second once started; 30 s covers a cold first start.
 PING_TIMEOUT_S=30

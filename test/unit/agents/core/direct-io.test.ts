@@ -1,12 +1,16 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   ALIGN,
+  cachedShare,
+  alignedBuffer,
   alignedMemory,
+  isAligned,
   openDirect,
+  SequentialReader,
   SequentialWriter,
   STAGE_BYTES,
 } from '../../../../agents/core/direct-io';
@@ -120,6 +124,22 @@ describe('SequentialWriter', () => {
     expect(got.subarray(whole.length).every((b) => b === 0xaa)).toBe(true);
   });
 
+  it('writes a piece in aligned memory from where it is, its odd tail included', async () => {
+    const path = join(dir, 'pack.img');
+    const body = alignedBuffer(5 * MiB + 123);
+    prngBytes(body.length, 77).copy(body);
+    expect(isAligned(body)).toBe(true);
+
+    const handle = await open(path, 'w');
+    const writer = await SequentialWriter.open(handle, { sparse: false });
+    await writer.write(body, 0, false);
+    await writer.finish();
+    await handle.close();
+
+    expect(writer.isDirect).toBe(true);
+    expect(readFileSync(path).equals(body)).toBe(true);
+  });
+
   it('goes through the page cache when the file system refuses O_DIRECT', async () => {
     const path = join(dir, 'no-direct.img');
     const writer = await writeAll(path, parts, true, {
@@ -172,5 +192,82 @@ describe('SequentialWriter', () => {
     await expect(ordered.write(Buffer.alloc(10, 1), 5, false)).rejects.toThrow(/in order/);
     await ordered.abandon();
     await other.close();
+  });
+});
+
+describe('SequentialReader', () => {
+  const data = prngBytes(5 * MiB + 1234, 42);
+  const path = join(dir, 'source.img');
+
+  /** Reads the file through `reader` into views of one aligned buffer, `sizes` bytes at a time. */
+  async function readAll(reader: SequentialReader, sizes: (i: number) => number, offset = 0) {
+    const memory = alignedMemory(2 * MiB + ALIGN);
+    const got: Buffer[] = [];
+    for (let i = 0, n = -1; n !== 0; i++) {
+      const into = new Uint8Array(memory, offset, sizes(i));
+      n = await reader.read(into);
+      got.push(Buffer.from(into.subarray(0, n)));
+    }
+    return Buffer.concat(got);
+  }
+
+  it('reads aligned buffers around the page cache, and the odd tail through the page cache', async () => {
+    writeFileSync(path, data);
+    const handle = await open(path, 'r');
+    const reader = await SequentialReader.open(handle);
+    expect(reader.isDirect).toBe(true);
+
+    const got = await readAll(reader, () => 2 * MiB);
+
+    expect(got.equals(data)).toBe(true);
+    expect(reader.isDirect).toBe(true);
+    await reader.close();
+    await handle.close();
+  });
+
+  it('takes any buffer: unaligned memory or lengths go through the page cache, same bytes', async () => {
+    const handle = await open(path, 'r');
+    const reader = await SequentialReader.open(handle);
+
+    expect(isAligned(new Uint8Array(alignedMemory(ALIGN), 512))).toBe(false);
+    expect(isAligned(Buffer.allocUnsafeSlow(ALIGN))).toBe(false);
+    const odd = await readAll(reader, (i) => [ALIGN, 777_777, 3 * ALIGN, 100, MiB][i % 5]!, 512);
+
+    expect(odd.equals(data)).toBe(true);
+    await reader.close();
+    await handle.close();
+  });
+
+  it('carries on through the page cache when a direct read is refused with EINVAL', async () => {
+    const handle = await open(path, 'r');
+    let refused = 0;
+    const refusing = {
+      read: () => {
+        refused++;
+        return Promise.reject(Object.assign(new Error('EINVAL'), { code: 'EINVAL' }));
+      },
+      close: () => Promise.resolve(),
+    } as unknown as FileHandle;
+    const reader = await SequentialReader.open(handle, {
+      openDirect: () => Promise.resolve(refusing),
+    });
+
+    const got = await readAll(reader, () => MiB);
+
+    expect(refused).toBe(1);
+    expect(reader.isDirect).toBe(false);
+    expect(got.equals(data)).toBe(true);
+    await handle.close();
+  });
+});
+
+describe('cachedShare', () => {
+  it('tells how much of a file is in the page cache, and nothing for a missing one', async () => {
+    const path = join(dir, 'cached.img');
+    writeFileSync(path, prngBytes(4 * MiB, 5));
+
+    // Just written, so in the cache (this machine hands idle cache back within a minute or two).
+    expect(await cachedShare(path)).toBeGreaterThan(0.9);
+    expect(await cachedShare(join(dir, 'missing.img'))).toBeUndefined();
   });
 });

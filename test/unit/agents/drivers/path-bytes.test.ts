@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ChunkWrite, RestoreSource } from '../../../../agents/core/driver';
-import { fileReader, writeChunks } from '../../../../agents/drivers/path/bytes';
+import { openFileReader, writeChunks } from '../../../../agents/drivers/path/bytes';
 import { MiB, prngBytes } from '../../../fixtures/data';
 import { makeDriverContext } from '../../../fixtures/memory-point';
 
@@ -74,7 +74,7 @@ describe('writing a stream to a file chunk by chunk', () => {
     const path = join(dir, 'read.img');
     writeFileSync(path, whole);
     const handle = await open(path, 'r');
-    const read = fileReader(handle, makeDriverContext(), 't', path);
+    const { read, close } = await openFileReader(handle, makeDriverContext(), 't', path);
     const got: Buffer[] = [];
     for (let n = -1; n !== 0;) {
       const into = Buffer.alloc(777_777);
@@ -83,6 +83,7 @@ describe('writing a stream to a file chunk by chunk', () => {
     }
     await handle.close();
 
+    await close();
     expect(Buffer.concat(got).equals(whole)).toBe(true);
   });
 
@@ -90,7 +91,7 @@ describe('writing a stream to a file chunk by chunk', () => {
     const path = join(dir, 'read.img');
     const controller = new AbortController();
     const handle = await open(path, 'r');
-    const read = fileReader(
+    const { read, close } = await openFileReader(
       handle,
       makeDriverContext({ signal: controller.signal }),
       'backup of x',
@@ -100,6 +101,7 @@ describe('writing a stream to a file chunk by chunk', () => {
     controller.abort();
 
     await expect(read(Buffer.alloc(1024))).rejects.toThrow(/backup of x stopped/);
+    await close();
     await handle.close();
   });
 });

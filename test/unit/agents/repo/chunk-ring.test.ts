@@ -115,4 +115,59 @@ describe('ChunkRing', () => {
   it('refuses a ring smaller than 4 × maxSize', () => {
     expect(() => new ChunkRing(4 * SMALL.maxSize - 1, SMALL)).toThrow(RangeError);
   });
+
+  it('offers aligned space for direct reads, cutting and releasing while a read is under way', () => {
+    const align = 512;
+    const ringSize = 4 * SMALL.maxSize + align - 1;
+    for (const [seed, zeros] of [
+      [5, 0],
+      [6, 7000],
+    ] as const) {
+      const data = bytesOf(200_000 + seed, seed, zeros);
+      const ring = new ChunkRing(ringSize, SMALL, align);
+      const view = new Uint8Array(ring.buffer);
+      const held: Array<{ span: Span; from: number }> = [];
+      const cuts: number[] = [];
+      let consumed = 0;
+      let read = 0;
+      const releaseOldest = () => {
+        const { span, from } = held.shift()!;
+        expect(view.subarray(span.start, span.end)).toEqual(
+          data.subarray(from, from + span.end - span.start),
+        );
+        ring.release();
+      };
+      const cut = (final: boolean) => {
+        for (let span = ring.next(final); span; span = ring.next(final)) {
+          held.push({ span, from: consumed });
+          consumed += span.end - span.start;
+          cuts.push(consumed);
+          // Release as the writer does, possibly while the next read is reserved.
+          while (held.length > 3) releaseOldest();
+        }
+      };
+      for (let i = 0; ; i++) {
+        const space = ring.space(5000);
+        if (!space) {
+          releaseOldest();
+          continue;
+        }
+        // Like an O_DIRECT read: aligned start and length, until the short read at the end.
+        if (read % align === 0) {
+          expect(space.byteOffset % align).toBe(0);
+          expect(space.length % align).toBe(0);
+        }
+        const n = Math.min(space.length, data.length - read);
+        space.set(data.subarray(read, read + n));
+        // The bytes of earlier reads are cut while this one is "under way".
+        cut(false);
+        ring.commit(n);
+        read += n;
+        if (n === 0) break;
+      }
+      cut(true);
+      while (held.length > 0) releaseOldest();
+      expect(cuts).toEqual(referenceCuts(data, SMALL));
+    }
+  });
 });
