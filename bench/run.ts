@@ -611,10 +611,10 @@ async function main(): Promise<void> {
     };
     const dataBytes = data.full.bytes + data.incr.bytes;
     const cacheNote =
-      'No page cache is dropped (there is no fair portable way): every tool reads the same files, ' +
+      'Before each step what it reads (the image, or the repository for a restore) was read once, ' +
       (dataBytes < totalmem() / 2
-        ? 'which fit in RAM and are most likely cached, so backups measure the tools, not the disk.'
-        : 'which may not all fit in the page cache.');
+        ? 'so every tool found it in the page cache: backups measure the tools, not the disk.'
+        : 'but the data set may not fit in the page cache.');
     const { text, rows } = table(results);
 
     const out: string[] = [];
