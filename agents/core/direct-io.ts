@@ -38,7 +38,7 @@ const { Memory } = (
   }
 ).WebAssembly;
 
-/** Every buffer alignedMemory made, so that a view can be known to be aligned. */
+/** Every buffer alignedMemory and alignedBuffer made, so that a view can be known to be aligned. */
 const alignedBuffers = new WeakSet<ArrayBufferLike>();
 
 /** `bytes` (rounded up to 64 KiB) of zeroed, page-aligned memory that threads can share. */
@@ -62,7 +62,7 @@ function pageAligned(bytes: number, shared: boolean): ArrayBufferLike {
   return buffer;
 }
 
-/** Whether `view` starts at an ALIGN boundary of memory from alignedMemory. */
+/** Whether `view` starts at an ALIGN boundary of memory from alignedMemory or alignedBuffer. */
 export function isAligned(view: Uint8Array): boolean {
   return view.byteOffset % ALIGN === 0 && alignedBuffers.has(view.buffer);
 }
