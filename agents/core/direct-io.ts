@@ -314,9 +314,15 @@ export class SequentialReader {
 
   static async open(
     handle: fs.FileHandle,
-    options: { openDirect?: SequentialWriterOptions['openDirect'] } = {},
+    options: {
+      /** Read through the page cache only (a file that is mostly cached: cachedShare). */
+      throughCache?: boolean;
+      openDirect?: SequentialWriterOptions['openDirect'];
+    } = {},
   ): Promise<SequentialReader> {
-    const direct = await (options.openDirect ?? openDirect)(handle, constants.O_RDONLY);
+    const direct = options.throughCache
+      ? undefined
+      : await (options.openDirect ?? openDirect)(handle, constants.O_RDONLY);
     return new SequentialReader(handle, direct);
   }
 

@@ -90,10 +90,7 @@ export async function openFileReader(
   path: string,
 ): Promise<FileReader> {
   const cached = (await cachedShare(path)) ?? 0;
-  const reader = await SequentialReader.open(
-    handle,
-    cached >= MOSTLY_CACHED ? { openDirect: () => Promise.resolve(undefined) } : {},
-  );
+  const reader = await SequentialReader.open(handle, { throughCache: cached >= MOSTLY_CACHED });
   return {
     read: async (into) => {
       checkAborted(ctx, what);
