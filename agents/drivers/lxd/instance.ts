@@ -5,6 +5,7 @@
  * instance must be Stopped before it can be deleted or renamed).
  */
 import { isValidInstanceName } from '../../../functions/core/targets';
+import { ValidationError } from '../../../functions/shared/errors';
 import type { DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdClient } from './client';
@@ -144,4 +145,17 @@ export async function removeInstance(engine: Engine, name: string): Promise<void
 /** For `client.wait`: stop waiting when the job is abandoned. */
 export function abortCheck(ctx: DriverContext, what: string): () => void {
   return () => checkAborted(ctx, what);
+}
+
+/**
+ * A recovery point's driver metadata as the format it says it is (`format`), or a
+ * ValidationError naming what kind of point was expected (`instance`, `server`...).
+ */
+export function metadataOf<T>(metadata: Record<string, unknown>, format: string, kind: string): T {
+  if (metadata.format !== format) {
+    throw new ValidationError(
+      `not an LXD ${kind} recovery point (format ${String(metadata.format)}, expected ${format})`,
+    );
+  }
+  return metadata as unknown as T;
 }

@@ -38,18 +38,14 @@ import {
   getProfile,
   instancePath,
   isValidName,
+  metadataOf,
   removeInstance,
   type Engine,
   type LxdBackupMetadata,
 } from './instance';
 
 function parseMetadata(metadata: Record<string, unknown>): LxdBackupMetadata {
-  if (metadata.format !== METADATA_FORMAT) {
-    throw new ValidationError(
-      `not an LXD instance recovery point (format ${String(metadata.format)}, expected ${METADATA_FORMAT})`,
-    );
-  }
-  return metadata as unknown as LxdBackupMetadata;
+  return metadataOf<LxdBackupMetadata>(metadata, METADATA_FORMAT, 'instance');
 }
 
 export async function restoreInstance(

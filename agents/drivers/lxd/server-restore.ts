@@ -32,7 +32,7 @@ import type {
 import { checkAborted } from '../../core/driver-streams';
 import { translate } from './errors';
 import { importImage, removeImage } from './image';
-import { changeState, getInstance, removeInstance, type Engine } from './instance';
+import { changeState, getInstance, metadataOf, removeInstance, type Engine } from './instance';
 import { recoverLost, scanForRecovery, type RecoverPool } from './recover';
 import { restoreInstance } from './restore';
 import {
@@ -50,12 +50,7 @@ import { getPool, getVolume, listPools, poolPath, removeVolume, volumePath } fro
 import { restoreVolume } from './volume-restore';
 
 function parseMetadata(metadata: Record<string, unknown>): LxdServerBackupMetadata {
-  if (metadata.format !== SERVER_METADATA_FORMAT) {
-    throw new ValidationError(
-      `not an LXD server recovery point (format ${String(metadata.format)}, expected ${SERVER_METADATA_FORMAT})`,
-    );
-  }
-  return metadata as unknown as LxdServerBackupMetadata;
+  return metadataOf<LxdServerBackupMetadata>(metadata, SERVER_METADATA_FORMAT, 'server');
 }
 
 /** The one stream a sub-restore reads, under the name the instance or volume code expects. */

@@ -36,6 +36,7 @@ import {
   getInstance,
   getProfile,
   instancePath,
+  metadataOf,
   type Engine,
 } from './instance';
 import {
@@ -50,12 +51,7 @@ import {
 } from './volume';
 
 function parseMetadata(metadata: Record<string, unknown>): LxdVolumeBackupMetadata {
-  if (metadata.format !== VOLUME_METADATA_FORMAT) {
-    throw new ValidationError(
-      `not an LXD custom volume recovery point (format ${String(metadata.format)}, expected ${VOLUME_METADATA_FORMAT})`,
-    );
-  }
-  return metadata as unknown as LxdVolumeBackupMetadata;
+  return metadataOf<LxdVolumeBackupMetadata>(metadata, VOLUME_METADATA_FORMAT, 'custom volume');
 }
 
 export async function restoreVolume(
