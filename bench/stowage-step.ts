@@ -21,7 +21,7 @@ import type { StreamRecord } from '../agents/repo/types';
 import { PointReader, PointWriter, type Manifest } from '../agents/core/points';
 import { FILE_STREAM, openFileReader, writeChunks } from '../agents/drivers/path/bytes';
 import type { DriverContext } from '../agents/core/driver';
-import { silentLogger } from '../functions/shared/logger';
+import { silentLogger } from '../kernel/logger';
 
 /** What the path driver gets from the agent, minus progress. */
 const ctx: DriverContext = {

@@ -1,6 +1,6 @@
 /**
  * Where the CDK app finds what it deploys, and the defaults every construct shares. cdk/ never
- * imports runtime code (only the plain data of functions/shared/resources.ts): it points at
+ * imports runtime code (only the plain data of kernel/resources.ts): it points at
  * handler entry files and ASL files by path, resolved from this file so that `cdk synth`, vitest
  * and tsx agree whatever the working directory.
  */

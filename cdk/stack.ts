@@ -2,7 +2,7 @@
  * The Stowage control plane in one stack: catalog table, backup bucket, the KMS data key, site
  * queues, the three functions, the backup/restore/verify/snapshot state machines, the HTTP API, the
  * agents' access, and alarms.
- * Every table, bucket and queue setting comes from functions/shared/resources.ts, which local mode
+ * Every table, bucket and queue setting comes from kernel/resources.ts, which local mode
  * reads too, so AWS and local mode cannot drift.
  *
  * Sites come from the `stowage:sites` context (cdk.json, or `-c stowage:sites=a,b`), one queue
@@ -12,7 +12,7 @@ import { Aws, CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
-import { DEFAULT_SITE, FUNCTIONS } from '../functions/shared/resources';
+import { DEFAULT_SITE, FUNCTIONS } from '../kernel/resources';
 import { AGENT_POLICY_NAME, AgentAccess } from './constructs/agent-access';
 import { HttpApi } from './constructs/api';
 import { BackupBucket } from './constructs/backup-bucket';
@@ -26,7 +26,7 @@ import { acknowledge, nagAttr } from './nag';
 
 export const SITES_CONTEXT_KEY = 'stowage:sites';
 
-/** Where recovery points live (functions/core/object-layout.ts); commit-point checks manifests. */
+/** Where recovery points live (kernel/object-layout.ts); commit-point checks manifests. */
 const POINT_MANIFEST_PREFIX = 'points/';
 
 /** The api function's variable for the ARN of the `name` machine, e.g. VERIFY_STATE_MACHINE_ARN. */

@@ -1,6 +1,6 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
-import type { Job, JobItem, RecoveryPoint } from '../functions/core/model';
-import type { SnapshotListing } from '../functions/core/snapshots';
+import type { Job, JobItem, RecoveryPoint } from '../kernel/model';
+import type { SnapshotListing } from '../kernel/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
 
 /** What GET /points answers: offsite points and local snapshots, told apart by `tier`. */

@@ -8,7 +8,7 @@ import './warnings';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import type { AgentRecord, Job } from '../functions/core/model';
+import type { AgentRecord, Job } from '../kernel/model';
 import type { JobAccepted } from '../functions/core/requests';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
@@ -241,7 +241,7 @@ program
   )
   .action(async (opts: { site: string; lxdProject: string; lxdSocket?: string }, cmd: Command) => {
     const { startAgent } = await import('../agents/worker/main');
-    const { createLogger } = await import('../functions/shared/logger');
+    const { createLogger } = await import('../kernel/logger');
     const log = createLogger({ service: 'stowage-agent' });
     let config: AgentConfig;
     if (process.env.STOWAGE_QUEUE_URL) {

@@ -15,16 +15,11 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
-import { DynamoDbCatalog } from '../functions/adapters/dynamodb-catalog';
+import { DynamoDbCatalog } from '../kernel/adapters/dynamodb-catalog';
 import { markJobFailed } from '../functions/core/jobs';
-import { createLogger, LogEvent, type Logger } from '../functions/shared/logger';
-import { systemClock } from '../functions/shared/ids';
-import {
-  ASL_SUBSTITUTIONS,
-  DEFAULT_SITE,
-  FUNCTIONS,
-  WORKFLOWS,
-} from '../functions/shared/resources';
+import { createLogger, LogEvent, type Logger } from '../kernel/logger';
+import { systemClock } from '../kernel/ids';
+import { ASL_SUBSTITUTIONS, DEFAULT_SITE, FUNCTIONS, WORKFLOWS } from '../kernel/resources';
 import {
   startAgent,
   type AgentConfig,

@@ -7,7 +7,7 @@
  *
  * SQS messages are held in memory (local-aws-sqs): a task in flight belongs to an execution
  * that does not survive a restart anyway. Tables and queues are created here from the same
- * definitions the CDK stack uses (functions/shared/resources.ts).
+ * definitions the CDK stack uses (kernel/resources.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -24,13 +24,8 @@ import {
 import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import dynalite from 'dynalite';
 import { createSqsServer } from 'local-aws-sqs';
-import { catalogTableInput } from '../functions/adapters/dynamodb-catalog';
-import {
-  BACKUP_BUCKET,
-  CATALOG_TABLE,
-  SITE_QUEUE,
-  siteQueueName,
-} from '../functions/shared/resources';
+import { catalogTableInput } from '../kernel/adapters/dynamodb-catalog';
+import { BACKUP_BUCKET, CATALOG_TABLE, SITE_QUEUE, siteQueueName } from '../kernel/resources';
 
 export interface EmulatorPorts {
   dynamodb: number;

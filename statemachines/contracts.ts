@@ -3,7 +3,7 @@
  * an agent receives. Handlers, the agent and local mode import these; the ASL files must agree
  * with them (test/statemachines checks the round trip).
  */
-import type { ErrorRecord } from '../functions/shared/errors';
+import type { ErrorRecord } from '../kernel/errors';
 
 export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY' | 'SNAPSHOT';
 export type JobStatus =

@@ -12,7 +12,7 @@ import type {
   StoredStream,
   StreamInfo,
 } from './driver';
-import { StowageError, TransientError } from '../../functions/shared/errors';
+import { StowageError, TransientError } from '../../kernel/errors';
 
 /** Throws if the job is being abandoned (heartbeat lost, agent draining); call between steps. */
 export function checkAborted(ctx: DriverContext, what: string): void {

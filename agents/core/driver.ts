@@ -14,10 +14,10 @@
  * - `snapshots` (optional): local snapshots of a target, kept by the engine itself (the fast tier
  *   beside offsite points). A driver whose engine has them implements SnapshotOps.
  * - Errors: TargetNotFound, NameTaken, DriverError, TransientError, SnapshotNotFound,
- *   Unsupported (functions/shared/errors).
+ *   Unsupported (kernel/errors).
  */
 import type { Readable } from 'node:stream';
-import type { Logger } from '../../functions/shared/logger';
+import type { Logger } from '../../kernel/logger';
 import type { SnapshotInfo, SnapshotSchedule } from '../../statemachines/contracts';
 
 export type { SnapshotInfo, SnapshotSchedule };

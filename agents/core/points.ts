@@ -17,7 +17,7 @@ import type {
 } from './driver';
 import type { Repository, RepositoryWriter } from '../repo/repository';
 import type { StreamRecord } from '../repo/types';
-import { IntegrityError } from '../../functions/shared/errors';
+import { IntegrityError } from '../../kernel/errors';
 
 export const MANIFEST_VERSION = 2;
 

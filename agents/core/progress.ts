@@ -3,7 +3,7 @@
  * not turn into a write per chunk (a phase change is written at once). The rate is measured over
  * the last interval; the ETA comes from it and the total the driver announced, if any.
  */
-import type { JobProgress } from '../../functions/core/model';
+import type { JobProgress } from '../../kernel/model';
 
 export type ProgressWrite = (progress: JobProgress) => Promise<void>;
 

@@ -12,11 +12,11 @@ import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest
 import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
 import { ObjectNotFound } from '../store/store';
-import { parseTargetKey } from '../../functions/core/targets';
-import { expiresAt } from '../../functions/core/snapshots';
-import { DriverError, PointNotFound, Unsupported } from '../../functions/shared/errors';
-import type { Logger } from '../../functions/shared/logger';
-import { LogEvent } from '../../functions/shared/logger';
+import { parseTargetKey } from '../../kernel/targets';
+import { expiresAt } from '../../kernel/snapshots';
+import { DriverError, PointNotFound, Unsupported } from '../../kernel/errors';
+import type { Logger } from '../../kernel/logger';
+import { LogEvent } from '../../kernel/logger';
 import type {
   BackupResult,
   BackupTask,

@@ -11,7 +11,7 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { isAllZero } from './chunker';
 import { idBytes, openBlobInto, sealInPlace, sha256Hex } from './codec';
 import { mightContain } from './known-ids';
-import { IntegrityError } from '../../functions/shared/errors';
+import { IntegrityError } from '../../kernel/errors';
 
 const { key, level } = workerData as { key: Uint8Array; level: number };
 const dataKey = Buffer.from(key);

@@ -12,7 +12,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { Compressor, Decompressor } from 'zstd-napi';
 import { createRequire } from 'node:module';
-import { IntegrityError } from '../../functions/shared/errors';
+import { IntegrityError } from '../../kernel/errors';
 
 export const BLOB_VERSION = 1;
 const FLAG_ZSTD = 1;

@@ -8,8 +8,8 @@ import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk
 import type { KeyProvider } from './keys';
 import type { ObjectStore } from '../store/store';
 import { getBuffer, ObjectNotFound } from '../store/store';
-import { KMS_DATA_KEY } from '../../functions/core/object-layout';
-import { DATA_KEY } from '../../functions/shared/resources';
+import { KMS_DATA_KEY } from '../../kernel/object-layout';
+import { DATA_KEY } from '../../kernel/resources';
 
 /** Binds the encrypted data key to its use, so it cannot be decrypted for another purpose. */
 const ENCRYPTION_CONTEXT = { ...DATA_KEY.encryptionContext };

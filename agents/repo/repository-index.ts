@@ -6,7 +6,7 @@
  */
 import type { ObjectStore } from '../store/store';
 import { getBuffer } from '../store/store';
-import { INDEX_PREFIX, indexKey, packIdOfIndexKey } from '../../functions/core/object-layout';
+import { INDEX_PREFIX, indexKey, packIdOfIndexKey } from '../../kernel/object-layout';
 import { openJson, sealJson } from './codec';
 import type { BlobLocation } from './types';
 

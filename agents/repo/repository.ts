@@ -1,7 +1,7 @@
 /**
  * A Stowage repository in an object store: content-defined chunks, deduplicated by SHA-256,
  * compressed, encrypted and packed into objects of ~16 MiB, with sealed manifests per recovery
- * point. See types.ts for the vocabulary and functions/core/object-layout.ts for the keys.
+ * point. See types.ts for the vocabulary and kernel/object-layout.ts for the keys.
  *
  * Writing: the calling thread copies each read once into a shared ring (chunk-ring.ts) and cuts
  * chunks there; worker threads hash every chunk in place and, when a Bloom filter of the known ids
@@ -22,8 +22,8 @@ import { Readable } from 'node:stream';
 import type { ByteReader, ChunkWrite } from '../core/driver';
 import type { ObjectStore } from '../store/store';
 import { getBuffer, getInto, ObjectNotFound } from '../store/store';
-import { CONFIG_KEY, manifestKey, packKey } from '../../functions/core/object-layout';
-import { IntegrityError } from '../../functions/shared/errors';
+import { CONFIG_KEY, manifestKey, packKey } from '../../kernel/object-layout';
+import { IntegrityError } from '../../kernel/errors';
 import { CHUNKER_VERSION } from './chunker';
 import { ALIGN, alignedBuffer } from '../core/direct-io';
 import { ChunkRing, type Span } from './chunk-ring';

@@ -1,7 +1,7 @@
 /**
  * The object store port the agent keeps its repository in: S3 (AWS and local mode's S3 server)
  * or a directory (a NAS or disk target, and the benchmark's). Keys come from
- * functions/core/object-layout.ts; adapters only move bytes. One conformance suite
+ * kernel/object-layout.ts; adapters only move bytes. One conformance suite
  * (test/contract/store-suite.ts) holds every adapter to this contract:
  *
  * - `put` consumes the body to its end and resolves once the object is durable; an object is

@@ -4,10 +4,10 @@
  * Publishing is serialized and coalesced: a change during a publish causes one more publish.
  */
 import type { Driver } from '../core/driver';
-import type { Catalog } from '../../functions/core/catalog';
-import type { InventoryTarget } from '../../functions/core/model';
-import type { Logger } from '../../functions/shared/logger';
-import { LogEvent } from '../../functions/shared/logger';
+import type { Catalog } from '../../kernel/catalog';
+import type { InventoryTarget } from '../../kernel/model';
+import type { Logger } from '../../kernel/logger';
+import { LogEvent } from '../../kernel/logger';
 
 export class InventoryPublisher {
   private timer?: NodeJS.Timeout;

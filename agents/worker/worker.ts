@@ -18,10 +18,10 @@ import {
   SendTaskSuccessCommand,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
-import type { Catalog } from '../../functions/core/catalog';
-import type { Logger } from '../../functions/shared/logger';
-import { LogEvent } from '../../functions/shared/logger';
-import { SITE_QUEUE } from '../../functions/shared/resources';
+import type { Catalog } from '../../kernel/catalog';
+import type { Logger } from '../../kernel/logger';
+import { LogEvent } from '../../kernel/logger';
+import { SITE_QUEUE } from '../../kernel/resources';
 import type { AgentTaskMessage } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
 import { runBackup, runRestore, runSnapshot, runVerify, type RunnerDeps } from '../core/runner';

@@ -1,6 +1,6 @@
 /**
  * The store: the agents' repository of sealed packs, indexes and point manifests (key layout:
- * functions/core/object-layout.ts). Agents write to it directly over HTTPS; nothing in it is ever
+ * kernel/object-layout.ts). Agents write to it directly over HTTPS; nothing in it is ever
  * public. Versioning stays off because every key is written once, by the job that owns it, and
  * retention is the catalog's job, not S3's.
  *
@@ -13,7 +13,7 @@
 import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import { BlockPublicAccess, Bucket, BucketEncryption } from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { BACKUP_BUCKET } from '../../functions/shared/resources';
+import { BACKUP_BUCKET } from '../../kernel/resources';
 
 export class BackupBucket extends Construct {
   readonly bucket: Bucket;

@@ -1,13 +1,13 @@
 /**
  * The catalog: one DynamoDB table holding policies, targets, jobs, recovery points and agents,
- * keyed as functions/adapters/dynamodb-catalog.ts describes. Its key and index names come from
+ * keyed as kernel/adapters/dynamodb-catalog.ts describes. Its key and index names come from
  * CATALOG_TABLE, which local mode uses to create the same table in its emulator.
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { AttributeType, BillingMode, ProjectionType, Table } from 'aws-cdk-lib/aws-dynamodb';
 import { type IGrantable, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
-import { CATALOG_TABLE } from '../../functions/shared/resources';
+import { CATALOG_TABLE } from '../../kernel/resources';
 
 /** Item reads and writes, queries on the indexes; no table administration, no streams. */
 const READ_WRITE_ACTIONS = [

@@ -1,7 +1,7 @@
 /**
  * The KMS key of the repository's envelope encryption. The agents seal every chunk, index and
  * manifest with one data key; the bucket holds that data key only as KMS ciphertext
- * (keys/data-key.kms, functions/core/object-layout.ts), which this key wraps. Whoever cannot have
+ * (keys/data-key.kms, kernel/object-layout.ts), which this key wraps. Whoever cannot have
  * KMS decrypt it cannot read anything in the bucket, whatever their S3 permissions.
  *
  * The key policy keeps cryptographic use narrow: the account may administer the key (so the key
@@ -11,7 +11,7 @@
  * policy is the only one that grants them (AgentAccess); no Lambda ever gets KMS permissions, as
  * none of them reads sealed data (commit-point only HEADs a manifest).
  */
-import { DATA_KEY } from '../../functions/shared/resources';
+import { DATA_KEY } from '../../kernel/resources';
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { AccountRootPrincipal, PolicyDocument, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { Key, KeySpec, KeyUsage } from 'aws-cdk-lib/aws-kms';

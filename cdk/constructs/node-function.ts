@@ -16,7 +16,7 @@ import { Architecture, Runtime, Tracing } from 'aws-cdk-lib/aws-lambda';
 import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import { LogGroup } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { FUNCTIONS } from '../../functions/shared/resources';
+import { FUNCTIONS } from '../../kernel/resources';
 import { acknowledge } from '../nag';
 import { LOG_RETENTION, REPO_ROOT, handlerEntry } from '../project';
 

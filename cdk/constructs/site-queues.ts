@@ -7,7 +7,7 @@
 import { Duration } from 'aws-cdk-lib';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { SITE_QUEUE, siteQueueName } from '../../functions/shared/resources';
+import { SITE_QUEUE, siteQueueName } from '../../kernel/resources';
 
 /** SQS queue names: at most 80 characters of [A-Za-z0-9_-]; the DLQ name is the longest. */
 const MAX_SITE_LENGTH = 80 - SITE_QUEUE.namePrefix.length - SITE_QUEUE.dlqSuffix.length;

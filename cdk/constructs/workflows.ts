@@ -19,7 +19,7 @@ import {
   StateMachineType,
 } from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { ASL_SUBSTITUTIONS, WORKFLOWS } from '../../functions/shared/resources';
+import { ASL_SUBSTITUTIONS, WORKFLOWS } from '../../kernel/resources';
 import { acknowledge } from '../nag';
 import { LOG_RETENTION, aslFile } from '../project';
 

@@ -1,7 +1,7 @@
 /** The Workflows port on Step Functions: one execution per job, named after the job id. */
 import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import type { Workflows } from '../core/requests';
-import { ConflictError, TransientError } from '../shared/errors';
+import { ConflictError, TransientError } from '../../kernel/errors';
 
 export class SfnWorkflows implements Workflows {
   constructor(

@@ -2,14 +2,14 @@
  * The API Gateway (REST, IAM auth) proxy handler. Local mode calls it with the same event shape.
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import type { RequestDeps } from '../core/requests';
-import { siteQueueName } from '../shared/resources';
+import { siteQueueName } from '../../kernel/resources';
 import { requireEnv } from '../shared/env';
-import { newId, systemClock } from '../shared/ids';
-import { createLogger, LogEvent } from '../shared/logger';
-import { StowageError } from '../shared/errors';
+import { newId, systemClock } from '../../kernel/ids';
+import { createLogger, LogEvent } from '../../kernel/logger';
+import { StowageError } from '../../kernel/errors';
 import { route } from './routes';
 
 const log = createLogger({ service: 'stowage-api' });

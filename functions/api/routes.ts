@@ -2,7 +2,7 @@
  * The HTTP API's routes (described by functions/api/openapi.json). Pure routing over the core
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
-import type { Catalog } from '../core/catalog';
+import type { Catalog } from '../../kernel/catalog';
 import {
   requestBackup,
   requestRestore,
@@ -15,9 +15,9 @@ import {
   requestVerify,
   type RequestDeps,
 } from '../core/requests';
-import { listedSnapshots, type SnapshotListing } from '../core/snapshots';
-import { isPlatform, PLATFORMS } from '../core/targets';
-import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../shared/errors';
+import { listedSnapshots, type SnapshotListing } from '../../kernel/snapshots';
+import { isPlatform, PLATFORMS } from '../../kernel/targets';
+import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../../kernel/errors';
 
 export interface ApiRequest {
   method: string;

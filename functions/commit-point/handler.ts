@@ -2,14 +2,14 @@
  * Lambda task of the backup workflow: after the agent's SendTaskSuccess, checks that the manifest
  * the agent reports is in the repository, then writes the COMPLETED recovery point.
  */
-import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { dirManifestCheck, s3ManifestCheck, type ManifestCheck } from '../adapters/manifest-check';
 import { commitRecoveryPoint } from '../core/jobs';
-import { manifestKey } from '../core/object-layout';
+import { manifestKey } from '../../kernel/object-layout';
 import { requireEnv } from '../shared/env';
-import { IntegrityError } from '../shared/errors';
-import { systemClock } from '../shared/ids';
-import { createLogger, LogEvent } from '../shared/logger';
+import { IntegrityError } from '../../kernel/errors';
+import { systemClock } from '../../kernel/ids';
+import { createLogger, LogEvent } from '../../kernel/logger';
 import type { CommitPointEvent, CommitPointOutput } from '../../statemachines/contracts';
 
 const log = createLogger({ service: 'stowage-commit-point' });

@@ -3,10 +3,10 @@
  * Step Functions may run a task twice, and a second call finds the job already where the first
  * left it. A job in a terminal state is never moved again.
  */
-import type { Catalog } from './catalog';
-import type { Job, JobItem, JobProgress, RecoveryPoint } from './model';
-import { platformOf } from './targets';
-import { ConflictError, NotFoundError, type ErrorRecord } from '../shared/errors';
+import type { Catalog } from '../../kernel/catalog';
+import type { Job, JobItem, JobProgress, RecoveryPoint } from '../../kernel/model';
+import { platformOf } from '../../kernel/targets';
+import { ConflictError, NotFoundError, type ErrorRecord } from '../../kernel/errors';
 import type {
   BackupItemOutcome,
   BackupRequestOptions,

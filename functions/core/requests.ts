@@ -3,8 +3,8 @@
  * the catalog and the agents' inventory, record a PENDING job, start the workflow. Everything that can be
  * refused is refused here, before an execution exists, so bad input never leaves one running.
  */
-import type { Catalog } from './catalog';
-import type { AgentRecord, Job, JobItem } from './model';
+import type { Catalog } from '../../kernel/catalog';
+import type { AgentRecord, Job, JobItem } from '../../kernel/model';
 import {
   checkTargetName,
   formatTarget,
@@ -18,7 +18,7 @@ import {
   targetKey,
   type LabelSelector,
   type TargetRef,
-} from './targets';
+} from '../../kernel/targets';
 import {
   AgentUnavailable,
   NameTaken,
@@ -27,7 +27,7 @@ import {
   TargetNotFound,
   Unsupported,
   ValidationError,
-} from '../shared/errors';
+} from '../../kernel/errors';
 import { z } from 'zod';
 import type {
   BackupExecutionInput,
@@ -50,7 +50,7 @@ import {
   parseExpiry,
   parseSnapshotId,
   snapshotId,
-} from './snapshots';
+} from '../../kernel/snapshots';
 
 /** Port to Step Functions: starts an execution named after the job, returns its ARN. */
 export interface Workflows {

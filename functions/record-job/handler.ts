@@ -3,7 +3,7 @@
  * snapshot), FAILED, and for a backup its end from the items' outcomes (SUCCEEDED,
  * PARTIALLY_FAILED or FAILED).
  */
-import { DynamoDbCatalog } from '../adapters/dynamodb-catalog';
+import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import {
   endBackupJob,
   errorFromStates,
@@ -14,8 +14,8 @@ import {
   markSnapshotSucceeded,
 } from '../core/jobs';
 import { requireEnv } from '../shared/env';
-import { systemClock } from '../shared/ids';
-import { createLogger, LogEvent } from '../shared/logger';
+import { systemClock } from '../../kernel/ids';
+import { createLogger, LogEvent } from '../../kernel/logger';
 import type { RecordJobEvent } from '../../statemachines/contracts';
 
 const log = createLogger({ service: 'stowage-record-job' });

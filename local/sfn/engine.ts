@@ -18,8 +18,8 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
-import type { Logger } from '../../functions/shared/logger';
-import { silentLogger, LogEvent } from '../../functions/shared/logger';
+import type { Logger } from '../../kernel/logger';
+import { silentLogger, LogEvent } from '../../kernel/logger';
 
 export type ExecutionStatus = 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'TIMED_OUT' | 'ABORTED';
 

@@ -28,7 +28,7 @@ import {
   WORKFLOWS,
   siteQueueName,
   DATA_KEY,
-} from '../../functions/shared/resources';
+} from '../../kernel/resources';
 
 const SITES = ['local', 'lab'];
 

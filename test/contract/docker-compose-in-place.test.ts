@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createComposeDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../functions/shared/errors';
+import { TransientError } from '../../kernel/errors';
 import {
   containerOf,
   makeComposeProject,

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupSink } from '../../agents/core/driver';
 import { createComposeDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../functions/shared/errors';
+import { TransientError } from '../../kernel/errors';
 import {
   docker,
   execIn,

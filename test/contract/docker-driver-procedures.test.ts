@@ -12,8 +12,8 @@ import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupOptions, BackupSink, DriverContext } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../functions/shared/errors';
-import { createLogger } from '../../functions/shared/logger';
+import { TransientError } from '../../kernel/errors';
+import { createLogger } from '../../kernel/logger';
 import {
   docker,
   execIn,

@@ -11,7 +11,7 @@ import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StreamInfo } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../functions/shared/errors';
+import { TransientError } from '../../kernel/errors';
 import {
   docker,
   execIn,

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll } from 'vitest';
 import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import dynalite from 'dynalite';
-import { catalogTableInput, DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
+import { catalogTableInput, DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { LOCAL_AWS } from '../../local/emulators';
 import { describeCatalogContract } from '../fixtures/catalog-conformance';
 

@@ -20,8 +20,8 @@ import type { DriverContext, RestoreSource, StreamInfo } from '../../agents/core
 import { createPathDriver } from '../../agents/drivers/path';
 import { backupBytes, restoreOntoDevice } from '../../agents/drivers/path/bytes';
 import { Warnings, type PathBackupMetadata } from '../../agents/drivers/path/common';
-import { IntegrityError } from '../../functions/shared/errors';
-import { createLogger } from '../../functions/shared/logger';
+import { IntegrityError } from '../../kernel/errors';
+import { createLogger } from '../../kernel/logger';
 import {
   breakingSource,
   makeMemoryPoint as makeSharedMemoryPoint,

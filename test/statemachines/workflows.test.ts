@@ -16,8 +16,8 @@ import {
 } from '@aws-sdk/client-sfn';
 import { DeleteMessageCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { ControlPlane } from '../../local/control-plane';
-import { DynamoDbCatalog } from '../../functions/adapters/dynamodb-catalog';
-import { manifestKey } from '../../functions/core/object-layout';
+import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
+import { manifestKey } from '../../kernel/object-layout';
 import { LOCAL_AWS } from '../../local/emulators';
 import type {
   AgentTaskMessage,

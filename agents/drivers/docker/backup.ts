@@ -22,8 +22,8 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { Readable } from 'node:stream';
-import { DriverError, TargetNotFound } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, TargetNotFound } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import {
   METADATA_FORMAT,

@@ -12,7 +12,7 @@
  * (volumes) or `N-` (containers) in front. The project label is rewritten to `N`; the
  * working-dir and config-files labels are left as they were.
  */
-import { DriverError } from '../../../functions/shared/errors';
+import { DriverError } from '../../../kernel/errors';
 import type { Consistency, DockerBackupMetadata, HookRecordJson, InspectJson } from './config';
 import type { VolumeRecord } from './config';
 

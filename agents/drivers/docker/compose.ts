@@ -23,8 +23,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type Docker from 'dockerode';
-import { DriverError, NameTaken, TargetNotFound } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, NameTaken, TargetNotFound } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   BackupOptions,
   BackupOutcome,

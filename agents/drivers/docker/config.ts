@@ -7,7 +7,7 @@
  * no network alias that names the original, and (when the original still holds them) no host
  * ports. Everything else that shapes behaviour is carried over.
  */
-import { DriverError } from '../../../functions/shared/errors';
+import { DriverError } from '../../../kernel/errors';
 
 export const METADATA_FORMAT = 'stowage.docker/1';
 

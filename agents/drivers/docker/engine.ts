@@ -6,7 +6,7 @@
 import { checkAborted, consumeStream } from '../../core/driver-streams';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
-import { LogEvent } from '../../../functions/shared/logger';
+import { LogEvent } from '../../../kernel/logger';
 import type { BackupSink, DriverContext, StoredStream, StreamInfo } from '../../core/driver';
 import type { InspectJson } from './config';
 import { statusOf, translate } from './errors';

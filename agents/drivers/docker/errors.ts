@@ -3,12 +3,7 @@
  * rejects with a plain Error carrying `statusCode` and `json` (dockerd's `{ message }`) for HTTP
  * answers, and with the socket error (`code`: ECONNREFUSED, ENOENT...) when dockerd is unreachable.
  */
-import {
-  DriverError,
-  StowageError,
-  TransientError,
-  isStowageError,
-} from '../../../functions/shared/errors';
+import { DriverError, StowageError, TransientError, isStowageError } from '../../../kernel/errors';
 
 /** Socket-level failures that a retry after dockerd (re)starts will fix. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);

@@ -12,8 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import tar from 'tar-stream';
-import { DriverError } from '../../../functions/shared/errors';
-import { LogEvent, type Logger } from '../../../functions/shared/logger';
+import { DriverError } from '../../../kernel/errors';
+import { LogEvent, type Logger } from '../../../kernel/logger';
 import { statusOf, translate } from './errors';
 
 export const HELPER_IMAGE_REPO = 'stowage/helper';

@@ -9,8 +9,8 @@
  * keeps a shorter tail.
  */
 import { Writable } from 'node:stream';
-import { DriverError, isStowageError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, isStowageError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type { BackupHook, DriverContext } from '../../core/driver';
 import type { HookRecordJson, InspectJson } from './config';
 import type { Engine } from './engine';

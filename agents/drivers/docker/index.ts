@@ -10,8 +10,8 @@
  * compose.ts; in place over the project: compose-in-place.ts), built from the same pieces.
  */
 import Docker from 'dockerode';
-import { DriverError } from '../../../functions/shared/errors';
-import { LogEvent, silentLogger, type Logger } from '../../../functions/shared/logger';
+import { DriverError } from '../../../kernel/errors';
+import { LogEvent, silentLogger, type Logger } from '../../../kernel/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
 import { backupContainer } from './backup';
 import {

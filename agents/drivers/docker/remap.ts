@@ -4,7 +4,7 @@
  * so a typo fails with the names that would have been valid instead of half a restore.
  * Pure functions: no dockerd calls.
  */
-import { DriverError } from '../../../functions/shared/errors';
+import { DriverError } from '../../../kernel/errors';
 import { isValidName } from './engine';
 import {
   restoredVolumeName,

@@ -34,8 +34,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { DriverError, isStowageError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, isStowageError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   DriverContext,
   RestoreOptions,

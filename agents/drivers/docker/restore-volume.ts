@@ -20,8 +20,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { DriverError, NameTaken, isStowageError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, NameTaken, isStowageError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   DriverContext,
   RestoreOptions,

@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
-import { DriverError, NameTaken } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, NameTaken } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   DriverContext,
   RestoreOptions,

@@ -16,7 +16,7 @@
  * - `stop`: stopped while LXD creates the backup, then started again.
  * The release (thaw, start) runs in `finally`: an instance running before is running after.
  */
-import { TargetNotFound } from '../../../functions/shared/errors';
+import { TargetNotFound } from '../../../kernel/errors';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import { translate } from './errors';

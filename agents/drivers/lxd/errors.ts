@@ -10,7 +10,7 @@ import {
   TargetNotFound,
   TransientError,
   isStowageError,
-} from '../../../functions/shared/errors';
+} from '../../../kernel/errors';
 import { LxdApiError } from './client';
 
 /** Socket-level failures that a retry after lxd (re)starts will fix. */

@@ -12,8 +12,8 @@
  * die first.
  */
 import { randomBytes } from 'node:crypto';
-import { ValidationError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { ValidationError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type { BackupSink, DriverContext, StoredStream } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
 import { isNotFound, translate } from './errors';

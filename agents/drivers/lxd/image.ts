@@ -7,7 +7,7 @@
  * it: `POST /1.0/images` takes either form, so both kinds come back with the same fingerprint.
  * The aliases, properties, `public` and `auto_update` are set again afterwards.
  */
-import { DriverError } from '../../../functions/shared/errors';
+import { DriverError } from '../../../kernel/errors';
 import type { BackupSink, DriverContext, RestoreSource } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
 import { isNotFound, translate } from './errors';

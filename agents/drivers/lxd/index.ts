@@ -12,7 +12,7 @@
  * The inventory lists each instance's snapshots and schedule; listing first deletes the snapshots
  * past their expiry, so what is published never holds an expired one.
  */
-import { silentLogger, type Logger } from '../../../functions/shared/logger';
+import { silentLogger, type Logger } from '../../../kernel/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
 import { backupInstance, type LxdBackupOptions } from './backup';
 import { LxdClient } from './client';
@@ -20,7 +20,7 @@ import { translate } from './errors';
 import { getInstance, type Engine, type LxdInstance } from './instance';
 import { restoreInstance } from './restore';
 import { createSnapshotOps, scheduleOf, type CriuCheck } from './snapshots';
-import { splitVolumeName } from '../../../functions/core/targets';
+import { splitVolumeName } from '../../../kernel/targets';
 import { getVolume, listVolumes } from './volume';
 import { backupVolume } from './volume-backup';
 import { restoreVolume } from './volume-restore';

@@ -4,8 +4,8 @@
  * from "failed", and state changes that wait for LXD to finish them (stop is asynchronous: an
  * instance must be Stopped before it can be deleted or renamed).
  */
-import { isValidInstanceName } from '../../../functions/core/targets';
-import { ValidationError } from '../../../functions/shared/errors';
+import { isValidInstanceName } from '../../../kernel/targets';
+import { ValidationError } from '../../../kernel/errors';
 import type { DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdClient } from './client';

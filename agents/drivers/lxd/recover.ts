@@ -12,7 +12,7 @@
  * `config` with its `source`) for one whose record is gone too: LXD mounts it for the scan and
  * recreates its record if it finds anything there.
  */
-import { DriverError } from '../../../functions/shared/errors';
+import { DriverError } from '../../../kernel/errors';
 import { translate } from './errors';
 import type { Engine } from './instance';
 

@@ -17,8 +17,8 @@
  * profiles it added), so a retry starts clean.
  */
 import { randomBytes } from 'node:crypto';
-import { DriverError, NameTaken, ValidationError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   DriverContext,
   RestoreOptions,

@@ -10,7 +10,7 @@
  * running after it if it ran. What is deleted between the listing and its export is recorded as
  * vanished rather than failing the whole server.
  */
-import { TargetNotFound } from '../../../functions/shared/errors';
+import { TargetNotFound } from '../../../kernel/errors';
 import type {
   BackupOptions,
   BackupOutcome,

@@ -21,8 +21,8 @@
  * On failure, what this restore created is removed again, newest first (recovered instances and
  * volumes are kept: they were the server's own); the server is as it was before.
  */
-import { DriverError, ValidationError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, ValidationError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   DriverContext,
   RestoreOptions,

@@ -17,13 +17,8 @@
  *   LXD itself takes them (its expiry syntax counts minutes `M` and hours `H`; Stowage's `m`, `h`).
  */
 import { execFile } from 'node:child_process';
-import {
-  NameTaken,
-  SnapshotNotFound,
-  TargetNotFound,
-  Unsupported,
-} from '../../../functions/shared/errors';
-import { LogEvent, type Logger } from '../../../functions/shared/logger';
+import { NameTaken, SnapshotNotFound, TargetNotFound, Unsupported } from '../../../kernel/errors';
+import { LogEvent, type Logger } from '../../../kernel/logger';
 import type {
   DriverContext,
   SnapshotCreateOptions,

@@ -10,8 +10,8 @@
  * (crash-consistent). `pause`/`stop` would have to hold those instances; they are refused rather
  * than silently ignored.
  */
-import { TargetNotFound, ValidationError } from '../../../functions/shared/errors';
-import { splitVolumeName } from '../../../functions/core/targets';
+import { TargetNotFound, ValidationError } from '../../../kernel/errors';
+import { splitVolumeName } from '../../../kernel/targets';
 import type { BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdBackupOptions } from './backup';

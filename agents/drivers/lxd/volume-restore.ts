@@ -18,9 +18,9 @@
  * (LXD 5.0 rewrites the profile before the rename and can leave it pointing nowhere).
  */
 import { randomBytes } from 'node:crypto';
-import { DriverError, NameTaken, ValidationError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
-import { splitVolumeName } from '../../../functions/core/targets';
+import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
+import { splitVolumeName } from '../../../kernel/targets';
 import type {
   DriverContext,
   RestoreOptions,

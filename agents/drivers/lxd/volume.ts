@@ -4,7 +4,7 @@
  * "failed". A volume target is `lxd-volume:POOL/NAME`; instance backups never include custom
  * volumes (LXD exports only the instance's own root), so each volume is a target of its own.
  */
-import { ValidationError } from '../../../functions/shared/errors';
+import { ValidationError } from '../../../kernel/errors';
 import { isNotFound, translate } from './errors';
 import type { Engine } from './instance';
 

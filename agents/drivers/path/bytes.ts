@@ -17,8 +17,8 @@ import { constants, promises as fs, type Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
-import { DriverError, NameTaken } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, NameTaken } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type {
   BackupSink,
   ByteReader,

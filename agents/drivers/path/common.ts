@@ -10,12 +10,7 @@ import { constants, promises as fs, type Stats } from 'node:fs';
 import { dirname, basename, isAbsolute, normalize } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import {
-  DriverError,
-  StowageError,
-  TargetNotFound,
-  isStowageError,
-} from '../../../functions/shared/errors';
+import { DriverError, StowageError, TargetNotFound, isStowageError } from '../../../kernel/errors';
 import type { DriverContext } from '../../core/driver';
 
 export const METADATA_FORMAT = 'stowage.path/1';

@@ -24,8 +24,8 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { DriverError, isStowageError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { DriverError, isStowageError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type { DriverContext, RestoreSource } from '../../core/driver';
 import {
   canChown,

@@ -17,8 +17,8 @@
  * block device, which can only be overwritten where it is.
  */
 import { promises as fs, type Stats } from 'node:fs';
-import { DriverError } from '../../../functions/shared/errors';
-import { LogEvent, silentLogger, type Logger } from '../../../functions/shared/logger';
+import { DriverError } from '../../../kernel/errors';
+import { LogEvent, silentLogger, type Logger } from '../../../kernel/logger';
 import type {
   BackupOutcome,
   BackupSink,

@@ -26,8 +26,8 @@ import { constants, promises as fs, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { isStowageError } from '../../../functions/shared/errors';
-import { LogEvent } from '../../../functions/shared/logger';
+import { isStowageError } from '../../../kernel/errors';
+import { LogEvent } from '../../../kernel/logger';
 import type { BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted, consumeStream, errnoOf, translate, Warnings } from './common';
 

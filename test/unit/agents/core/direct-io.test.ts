@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -16,9 +16,8 @@ import {
 } from '../../../../agents/core/direct-io';
 import { MiB, prngBytes } from '../../../fixtures/data';
 
-// On the project's own disk (ext4 here) rather than /tmp, which may be a tmpfs without O_DIRECT.
-mkdirSync('.test-scratch', { recursive: true });
-const dir = mkdtempSync(join('.test-scratch', 'direct-io-'));
+// /var/tmp rather than /tmp, which may be a tmpfs without O_DIRECT; never inside the checkout.
+const dir = mkdtempSync(join('/var/tmp', 'stowage-direct-io-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Piece {

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ProgressReporter, type ProgressWrite } from '../../../../agents/core/progress';
-import type { JobProgress } from '../../../../functions/core/model';
+import type { JobProgress } from '../../../../kernel/model';
 import { T0 } from '../../../fixtures/factories';
 
 /** A ProgressWrite that records what it was given; `failing` makes the next calls reject. */

@@ -10,7 +10,7 @@ import type {
 } from '../../../../agents/core/driver';
 import { ProgressReporter } from '../../../../agents/core/progress';
 import { runSnapshot, type RunnerDeps, type TaskRun } from '../../../../agents/core/runner';
-import { silentLogger } from '../../../../functions/shared/logger';
+import { silentLogger } from '../../../../kernel/logger';
 import type { SnapshotTask } from '../../../../statemachines/contracts';
 
 const info = (name: string, expiresAt: string | null = null): SnapshotInfo => ({

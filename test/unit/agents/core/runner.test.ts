@@ -22,10 +22,10 @@ import {
 } from '../../../../agents/core/runner';
 import { StaticKey } from '../../../../agents/repo/keys';
 import { Repository } from '../../../../agents/repo/repository';
-import type { JobProgress } from '../../../../functions/core/model';
-import { manifestKey } from '../../../../functions/core/object-layout';
-import { DriverError, PointNotFound } from '../../../../functions/shared/errors';
-import { silentLogger } from '../../../../functions/shared/logger';
+import type { JobProgress } from '../../../../kernel/model';
+import { manifestKey } from '../../../../kernel/object-layout';
+import { DriverError, PointNotFound } from '../../../../kernel/errors';
+import { silentLogger } from '../../../../kernel/logger';
 import type { BackupTask, RestoreTask, VerifyTask } from '../../../../statemachines/contracts';
 import { MiB, mixedData, prngBytes, readAll, readsOf } from '../../../fixtures/data';
 import { MemoryStore } from '../../../fixtures/memory-store';

@@ -11,7 +11,7 @@ import {
   sealJson,
   sha256Hex,
 } from '../../../../agents/repo/codec';
-import { IntegrityError } from '../../../../functions/shared/errors';
+import { IntegrityError } from '../../../../kernel/errors';
 import { MiB, prngBytes } from '../../../fixtures/data';
 
 const KEY = prngBytes(32, 0x6b6579);

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { KmsKeyProvider } from '../../../../agents/repo/kms-key';
-import { KMS_DATA_KEY } from '../../../../functions/core/object-layout';
-import { DATA_KEY } from '../../../../functions/shared/resources';
+import { KMS_DATA_KEY } from '../../../../kernel/object-layout';
+import { DATA_KEY } from '../../../../kernel/resources';
 import { MemoryStore } from '../../../fixtures/memory-store';
 
 const KEY_ID = 'arn:aws:kms:eu-west-1:111122223333:key/test';

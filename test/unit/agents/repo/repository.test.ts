@@ -10,8 +10,8 @@ import { LocalKeyFile, StaticKey, type KeyProvider } from '../../../../agents/re
 import { Repository } from '../../../../agents/repo/repository';
 import { DEFAULT_CHUNKING, type StreamRecord } from '../../../../agents/repo/types';
 import { ObjectNotFound } from '../../../../agents/store/store';
-import { manifestKey, packKey, PACKS_PREFIX } from '../../../../functions/core/object-layout';
-import { IntegrityError } from '../../../../functions/shared/errors';
+import { manifestKey, packKey, PACKS_PREFIX } from '../../../../kernel/object-layout';
+import { IntegrityError } from '../../../../kernel/errors';
 import { drain, MiB, mixedData, prngBytes, readAll, readsOf } from '../../../fixtures/data';
 import { MemoryStore } from '../../../fixtures/memory-store';
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ROUTES } from '../../../../functions/api/routes';
-import { PLATFORMS } from '../../../../functions/core/targets';
+import { PLATFORMS } from '../../../../kernel/targets';
 
 const doc = JSON.parse(
   readFileSync(new URL('../../../../functions/api/openapi.json', import.meta.url), 'utf8'),

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { route, type ApiRequest } from '../../../../functions/api/routes';
 import type { RequestDeps } from '../../../../functions/core/requests';
-import { AgentUnavailable } from '../../../../functions/shared/errors';
+import { AgentUnavailable } from '../../../../kernel/errors';
 import { makeAgent, makeJob, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
 import {
   executionArn,

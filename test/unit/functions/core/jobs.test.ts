@@ -7,8 +7,8 @@ import {
   markJobStarted,
   markRestoreSucceeded,
 } from '../../../../functions/core/jobs';
-import type { Job } from '../../../../functions/core/model';
-import { ConflictError, NotFoundError } from '../../../../functions/shared/errors';
+import type { Job } from '../../../../kernel/model';
+import { ConflictError, NotFoundError } from '../../../../kernel/errors';
 import {
   TERMINAL_STATUSES,
   type BackupResult,

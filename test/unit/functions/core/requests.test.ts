@@ -12,7 +12,7 @@ import {
   PointNotFound,
   TargetNotFound,
   ValidationError,
-} from '../../../../functions/shared/errors';
+} from '../../../../kernel/errors';
 import { makeAgent, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
 import {
   executionArn,

@@ -9,8 +9,8 @@ import {
   parseExpiry,
   parseSnapshotId,
   snapshotId,
-} from '../../../../functions/core/snapshots';
-import { makeAgent, makeTarget } from '../../../fixtures/factories';
+} from '../../../kernel/snapshots';
+import { makeAgent, makeTarget } from '../../fixtures/factories';
 
 const NOW = new Date('2026-01-01T00:00:00.000Z');
 

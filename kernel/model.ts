@@ -1,8 +1,8 @@
 /**
- * The catalog's records as the domain sees them. Only functions/adapters/dynamodb-catalog.ts
+ * The catalog's records as the domain sees them. Only kernel/adapters/dynamodb-catalog.ts
  * knows how they are keyed and stored.
  */
-import type { ErrorRecord } from '../shared/errors';
+import type { ErrorRecord } from './errors';
 import type {
   JobKind,
   JobStatus,
@@ -11,7 +11,7 @@ import type {
   SnapshotResult,
   SnapshotSchedule,
   StreamSummary,
-} from '../../statemachines/contracts';
+} from '../statemachines/contracts';
 
 export interface JobProgress {
   /** What the agent is doing, in words (`saving image`, `volume data`...). */

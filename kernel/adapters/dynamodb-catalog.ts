@@ -17,10 +17,10 @@ import {
   UpdateCommand,
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import type { Catalog, JobItemUpdate, JobUpdate } from '../core/catalog';
-import type { AgentRecord, Job, RecoveryPoint } from '../core/model';
-import { ConflictError, TransientError } from '../shared/errors';
-import { CATALOG_TABLE } from '../shared/resources';
+import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
+import type { AgentRecord, Job, RecoveryPoint } from '../model';
+import { ConflictError, TransientError } from '../errors';
+import { CATALOG_TABLE } from '../resources';
 import type { JobStatus } from '../../statemachines/contracts';
 
 const KEYS = ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'] as const;

@@ -1,4 +1,4 @@
-import { ValidationError } from '../shared/errors';
+import { ValidationError } from './errors';
 
 /**
  * A target is written `PLATFORM:NAME[@AGENT]` (docs: DESIGN "The user's interface").

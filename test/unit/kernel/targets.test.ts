@@ -9,8 +9,8 @@ import {
   PLATFORMS,
   targetKey,
   type TargetRef,
-} from '../../../../functions/core/targets';
-import { ValidationError } from '../../../../functions/shared/errors';
+} from '../../../kernel/targets';
+import { ValidationError } from '../../../kernel/errors';
 
 /** Deterministic PRNG (mulberry32) so a failing generated case is the same on every run. */
 function random(seed: number): () => number {

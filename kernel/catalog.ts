@@ -3,7 +3,7 @@
  * local DynamoDB has no transactions, and Step Functions retries Lambda tasks).
  */
 import type { AgentRecord, Job, JobItem, JobProgress, RecoveryPoint } from './model';
-import type { JobStatus } from '../../statemachines/contracts';
+import type { JobStatus } from '../statemachines/contracts';
 
 export interface JobUpdate {
   status?: JobStatus;

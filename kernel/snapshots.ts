@@ -8,8 +8,8 @@
  * name has slashes of its own (`lxd-volume:default/data/snap0`); `@` keeps meaning "agent", so
  * `lxd:web/snap0@site1` names the snapshot as seen by agent site1.
  */
-import { ValidationError } from '../shared/errors';
-import type { SnapshotInfo } from '../../statemachines/contracts';
+import { ValidationError } from './errors';
+import type { SnapshotInfo } from '../statemachines/contracts';
 import type { AgentRecord, InventoryTarget } from './model';
 import { parseTarget, targetKey, type TargetRef } from './targets';
 
