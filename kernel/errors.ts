@@ -16,6 +16,7 @@ export type ErrorName =
   | 'DriverError'
   | 'AgentUnavailable'
   | 'IntegrityError'
+  | 'UnknownTask'
   | 'InternalError';
 
 export class StowageError extends Error {
@@ -107,6 +108,13 @@ export class AgentUnavailable extends StowageError {
 export class IntegrityError extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('IntegrityError', 500, message, options);
+  }
+}
+
+/** A task message this agent cannot run: a kind it does not know (a newer control plane). */
+export class UnknownTask extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('UnknownTask', 400, message, options);
   }
 }
 

@@ -22,8 +22,9 @@ export const BACKUP_BUCKET = {
 export const SITE_QUEUE = {
   namePrefix: 'stowage-site-',
   /**
-   * A task message stays invisible while its agent works; the agent extends it with every
-   * heartbeat, so this only has to outlast one heartbeat interval with margin.
+   * A received task message stays invisible while its agent checks the task's token; the agent
+   * then deletes it before the task runs (Step Functions, not the queue, re-dispatches a task
+   * whose agent died), so this only has to outlast that check with margin.
    */
   visibilityTimeoutSeconds: 120,
   receiveWaitTimeSeconds: 20,

@@ -14,10 +14,11 @@ import type { Repository } from '../repo/repository';
 import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../kernel/targets';
 import { expiresAt } from '../../kernel/snapshots';
-import { DriverError, PointNotFound, Unsupported } from '../../kernel/errors';
+import { DriverError, PointNotFound, UnknownTask, Unsupported } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
 import type {
+  AgentTask,
   BackupResult,
   BackupTask,
   RestoreResult,
@@ -68,6 +69,33 @@ async function openRepository(deps: RunnerDeps): Promise<Repository> {
   const repo = await deps.repository();
   await repo.refresh();
   return repo;
+}
+
+/**
+ * Runs any task by its kind. The switch is exhaustive: a new kind in contracts.ts is a compile
+ * error here until it is handled. A message from a newer control plane (or a forged one) with a
+ * kind this agent does not know fails with UnknownTask before anything is touched.
+ */
+export function runTask(deps: RunnerDeps, task: AgentTask, run: TaskRun): Promise<unknown> {
+  switch (task.kind) {
+    case 'BACKUP':
+      return runBackup(deps, task, run);
+    case 'RESTORE':
+      return runRestore(deps, task, run);
+    case 'VERIFY':
+      return runVerify(deps, task, run);
+    case 'SNAPSHOT':
+      return runSnapshot(deps, task, run);
+    default:
+      return Promise.reject(unknownKind(task));
+  }
+}
+
+function unknownKind(task: never): Error {
+  const kind = JSON.stringify((task as { kind?: unknown }).kind);
+  return new UnknownTask(
+    `this agent cannot run a task of kind ${kind} (it runs BACKUP, RESTORE, VERIFY and SNAPSHOT): upgrade the agent to the control plane's version`,
+  );
 }
 
 export async function runBackup(

@@ -1,12 +1,22 @@
 /**
- * The agent's queue worker. Long-polls the site's queue; for each task message it heartbeats to
- * Step Functions (SendTaskHeartbeat) and extends the message's visibility while the task runs,
- * then answers with SendTaskSuccess or SendTaskFailure and only then deletes the message. If a
- * heartbeat is refused (the token expired: Step Functions gave up on this attempt), the task is
- * aborted and its message dropped. Connection errors back off; SIGTERM drains (`stop`).
+ * The agent's queue worker. Long-polls the site's queue for task messages and runs up to
+ * `concurrency` tasks at once; it asks the queue only for as many messages as it has free slots,
+ * so a message it cannot start yet stays in the queue for another agent.
+ *
+ * For each message:
+ * 1. The task's token is checked first (one SendTaskHeartbeat): a token Step Functions no longer
+ *    knows (the job ended, was stopped, or gave up on this attempt) means the task must not run;
+ *    the message is deleted and nothing is done.
+ * 2. The message is deleted before the task runs. Step Functions, not the queue, re-dispatches a
+ *    task whose agent died (after HeartbeatSeconds, with a new message and a new token), so a
+ *    message is never re-delivered to run the same task twice.
+ * 3. While the task runs it heartbeats; a heartbeat refused because the token is gone aborts it.
+ * 4. Its result is reported with SendTaskSuccess / SendTaskFailure, retried with backoff while the
+ *    service cannot be reached (the task is never run again to report it), and given up only when
+ *    the token is gone.
+ * Connection errors of the poll back off; `stop` stops polling and drains the tasks under way.
  */
 import {
-  ChangeMessageVisibilityCommand,
   DeleteMessageCommand,
   ReceiveMessageCommand,
   type Message,
@@ -22,9 +32,12 @@ import type { Catalog } from '../../kernel/catalog';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
 import { SITE_QUEUE } from '../../kernel/resources';
-import type { AgentTaskMessage } from '../../statemachines/contracts';
+import type { AgentTask, AgentTaskMessage } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
-import { runBackup, runRestore, runSnapshot, runVerify, type RunnerDeps } from '../core/runner';
+import { runTask, type RunnerDeps, type TaskRun } from '../core/runner';
+
+/** Runs one task; resolves its result (SendTaskSuccess output), rejects with its error. */
+export type TaskExecutor = (task: AgentTask, run: TaskRun) => Promise<unknown>;
 
 export interface WorkerOptions {
   queueUrl: string;
@@ -33,10 +46,18 @@ export interface WorkerOptions {
   catalog: Catalog;
   runner: RunnerDeps;
   log: Logger;
+  /** Tasks run at once (default 1). */
+  concurrency?: number;
   /** How often a running task heartbeats; well under the state's HeartbeatSeconds (120). */
   heartbeatMs?: number;
   /** Long-poll wait; shorter in tests so `stop` returns quickly. */
   waitTimeSeconds?: number;
+  /** First delay between attempts to report a result (doubles, at most 30 s). */
+  reportRetryMs?: number;
+  /** Attempts to report a result before it is given up (default 10: minutes, past a heartbeat). */
+  reportAttempts?: number;
+  /** Runs a task (default: the runner's runTask). Tests put a scripted task here. */
+  execute?: TaskExecutor;
   /**
    * Called after every task (the inventory changes after a restore); for a snapshot task before
    * it is answered, so the listing shows its effect once the job has ended.
@@ -44,39 +65,52 @@ export interface WorkerOptions {
   afterTask?: () => Promise<void>;
 }
 
+/** What SendTask* answer when Step Functions no longer waits for the token. */
 const TOKEN_GONE = new Set(['TaskTimedOut', 'TaskDoesNotExist', 'InvalidToken']);
 const MAX_BACKOFF_MS = 30_000;
+
+const isTokenGone = (err: unknown) => TOKEN_GONE.has((err as Error)?.name);
 
 export class AgentWorker {
   private stopping = false;
   private readonly pollAbort = new AbortController();
   private loop?: Promise<void>;
   private readonly log: Logger;
+  private readonly running = new Set<Promise<void>>();
+  private readonly concurrency: number;
+  private readonly execute: TaskExecutor;
 
   constructor(private readonly options: WorkerOptions) {
     this.log = options.log;
+    this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1));
+    this.execute = options.execute ?? ((task, run) => runTask(options.runner, task, run));
   }
 
   start(): void {
     this.loop ??= this.run();
   }
 
-  /** Stops polling and waits for the task under way to finish and report. */
+  /** Stops polling and waits for every task under way to finish and report. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.pollAbort.abort();
     await this.loop;
+    await Promise.all([...this.running]);
   }
 
   private async run(): Promise<void> {
     let backoff = 1000;
     while (!this.stopping) {
+      if (this.running.size >= this.concurrency) {
+        await Promise.race(this.running);
+        continue;
+      }
       let messages: Message[] = [];
       try {
         const out = await this.options.sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: this.options.queueUrl,
-            MaxNumberOfMessages: 1,
+            MaxNumberOfMessages: Math.min(10, this.concurrency - this.running.size),
             WaitTimeSeconds: this.options.waitTimeSeconds ?? SITE_QUEUE.receiveWaitTimeSeconds,
             MessageSystemAttributeNames: ['All'],
           }),
@@ -91,7 +125,12 @@ export class AgentWorker {
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
         continue;
       }
-      for (const message of messages) await this.handle(message);
+      for (const message of messages) {
+        const handling: Promise<void> = this.handle(message)
+          .catch((err: unknown) => this.log.error('agent.task.crashed', { error: err }))
+          .finally(() => this.running.delete(handling));
+        this.running.add(handling);
+      }
     }
   }
 
@@ -99,7 +138,8 @@ export class AgentWorker {
     let parsed: AgentTaskMessage;
     try {
       parsed = JSON.parse(message.Body ?? '') as AgentTaskMessage;
-      if (!parsed.taskToken || !parsed.task?.kind) throw new Error('no taskToken or task');
+      if (typeof parsed.taskToken !== 'string' || !parsed.task || typeof parsed.task !== 'object')
+        throw new Error('no taskToken or task');
     } catch (err) {
       this.log.error('agent.task.malformed', { error: err, messageId: message.MessageId });
       await this.deleteMessage(message);
@@ -108,6 +148,22 @@ export class AgentWorker {
     const { taskToken, task } = parsed;
     const log = this.log.child({ jobId: task.jobId, target: task.target, kind: task.kind });
     log.info(LogEvent.taskReceived, { receiveCount: message.Attributes?.ApproximateReceiveCount });
+
+    // The token first: a task whose job has ended (or whose attempt was given up) never runs.
+    try {
+      await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken }));
+    } catch (err) {
+      if (isTokenGone(err)) {
+        log.warn(LogEvent.taskAbandoned, {
+          reason: 'the task token is gone before the task started (its job ended or timed out)',
+        });
+        await this.deleteMessage(message);
+        return;
+      }
+      log.warn('agent.heartbeat.failed', { error: err });
+    }
+    // Step Functions re-dispatches a task whose agent dies; the queue never does.
+    await this.deleteMessage(message);
 
     const abort = new AbortController();
     const progress = new ProgressReporter(async (p) => {
@@ -123,85 +179,83 @@ export class AgentWorker {
       }
     });
     const heartbeat = setInterval(
-      () => void this.heartbeat(taskToken, message, abort, log),
+      () => void this.heartbeat(taskToken, abort, log),
       this.options.heartbeatMs ?? 30_000,
     );
     progress.start();
     let outcome: { ok: true; output: unknown } | { ok: false; error: Error };
     try {
-      const run = { progress, signal: abort.signal };
-      const output =
-        task.kind === 'BACKUP'
-          ? await runBackup(this.options.runner, task, run)
-          : task.kind === 'RESTORE'
-            ? await runRestore(this.options.runner, task, run)
-            : task.kind === 'SNAPSHOT'
-              ? await runSnapshot(this.options.runner, task, run)
-              : await runVerify(this.options.runner, task, run);
+      const output = await this.execute(task, { progress, signal: abort.signal });
       outcome = { ok: true, output };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
     } finally {
-      clearInterval(heartbeat);
       await progress.stop();
     }
-    // What a snapshot task changed is in the listing before its job is seen to end.
-    const republished = task.kind === 'SNAPSHOT';
-    if (republished) await this.options.afterTask?.().catch(() => undefined);
-    if (abort.signal.aborted) {
-      log.warn(LogEvent.taskAbandoned, { reason: 'the task token expired while the task ran' });
-      await this.deleteMessage(message);
-      return;
-    }
     try {
-      if (outcome.ok) {
-        await this.options.sfn.send(
-          new SendTaskSuccessCommand({ taskToken, output: JSON.stringify(outcome.output) }),
-        );
-        log.info(LogEvent.taskSucceeded);
+      // What a snapshot task changed is in the listing before its job is seen to end.
+      const republished = task.kind === 'SNAPSHOT';
+      if (republished) await this.options.afterTask?.().catch(() => undefined);
+      if (abort.signal.aborted) {
+        log.warn(LogEvent.taskAbandoned, { reason: 'the task token expired while the task ran' });
       } else {
-        await this.options.sfn.send(
-          new SendTaskFailureCommand({
-            taskToken,
-            error: outcome.error.name.slice(0, 256),
-            cause: outcome.error.message.slice(0, 32_000),
-          }),
-        );
-        log.warn(LogEvent.taskFailed, { error: outcome.error });
+        await this.report(taskToken, outcome, log);
       }
-      await this.deleteMessage(message);
-    } catch (err) {
-      if (TOKEN_GONE.has((err as Error).name)) {
-        log.warn(LogEvent.taskAbandoned, { reason: 'the task token expired before the answer' });
-        await this.deleteMessage(message);
-      } else {
-        // Leave the message: it becomes visible again and the task is retried.
-        log.error('agent.task.report_failed', { error: err });
-      }
+      if (!republished) await this.options.afterTask?.().catch(() => undefined);
+    } finally {
+      clearInterval(heartbeat);
     }
-    if (!republished) await this.options.afterTask?.().catch(() => undefined);
   }
 
-  private async heartbeat(token: string, message: Message, abort: AbortController, log: Logger) {
+  /** Reports the outcome, retrying while Step Functions cannot be reached; never re-runs. */
+  private async report(
+    taskToken: string,
+    outcome: { ok: true; output: unknown } | { ok: false; error: Error },
+    log: Logger,
+  ): Promise<void> {
+    const command = outcome.ok
+      ? new SendTaskSuccessCommand({ taskToken, output: JSON.stringify(outcome.output ?? null) })
+      : new SendTaskFailureCommand({
+          taskToken,
+          error: outcome.error.name.slice(0, 256),
+          cause: outcome.error.message.slice(0, 32_000),
+        });
+    const attempts = this.options.reportAttempts ?? 10;
+    let delay = this.options.reportRetryMs ?? 1000;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.options.sfn.send(command as SendTaskSuccessCommand);
+        if (outcome.ok) log.info(LogEvent.taskSucceeded);
+        else log.warn(LogEvent.taskFailed, { error: outcome.error });
+        return;
+      } catch (err) {
+        if (isTokenGone(err)) {
+          log.warn(LogEvent.taskAbandoned, {
+            reason: 'the task token expired before the answer',
+          });
+          return;
+        }
+        if (attempt >= attempts) {
+          log.error('agent.task.report_failed', { error: err, attempts });
+          return;
+        }
+        log.warn('agent.task.report_retry', { error: err, attempt, retryInMs: delay });
+        await sleep(delay);
+        delay = Math.min(delay * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async heartbeat(token: string, abort: AbortController, log: Logger): Promise<void> {
     try {
       await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken: token }));
     } catch (err) {
-      if (TOKEN_GONE.has((err as Error).name)) {
+      if (isTokenGone(err)) {
+        if (!abort.signal.aborted) log.warn('agent.task.token_gone', { error: err });
         abort.abort();
         return;
       }
       log.warn('agent.heartbeat.failed', { error: err });
-    }
-    try {
-      await this.options.sqs.send(
-        new ChangeMessageVisibilityCommand({
-          QueueUrl: this.options.queueUrl,
-          ReceiptHandle: message.ReceiptHandle,
-          VisibilityTimeout: SITE_QUEUE.visibilityTimeoutSeconds,
-        }),
-      );
-    } catch (err) {
-      log.warn('agent.visibility.failed', { error: err });
     }
   }
 
