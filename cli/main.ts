@@ -124,20 +124,25 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
         }
       : {}),
     ...(job.error ? { error: job.error } : {}),
+    ...(job.warnings ? { warnings: job.warnings } : {}),
     ...extra,
   };
+  const warned = (text: string) =>
+    [text, ...(job.warnings ?? []).map((w) => `warning: ${w}`)].join('\n');
   print(cmd, out, () => {
     if (multi) {
       const done = job.items!.filter((i) => i.status === 'COMPLETED').length;
       return `backup of ${job.target} ${job.status}: ${done} of ${job.items!.length} targets backed up\n${itemsTable(job.items!)}`;
     }
-    return job.status === 'SUCCEEDED'
-      ? job.kind === 'BACKUP'
-        ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
-        : snapshot
-          ? snapshotOutcome(job)
-          : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
-      : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`;
+    return warned(
+      job.status === 'SUCCEEDED'
+        ? job.kind === 'BACKUP'
+          ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
+          : snapshot
+            ? snapshotOutcome(job)
+            : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
+        : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
+    );
   });
   if (job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
 }

@@ -14,6 +14,7 @@ export interface JobUpdate {
   progress?: JobProgress;
   snapshot?: Job['snapshot'];
   recoveryPointId?: string;
+  warnings?: string[];
   items?: JobItem[];
 }
 

@@ -77,6 +77,8 @@ export interface Job {
   items?: JobItem[];
   /** For a SNAPSHOT job: what was asked, and once it succeeded, what the agent did. */
   snapshot?: SnapshotJob;
+  /** What a finished job found wrong beside its own work (a verify: bad index objects skipped). */
+  warnings?: string[];
 }
 
 export interface SnapshotJob {

@@ -293,6 +293,11 @@ export interface VerifyResult {
   bytesVerified: number;
   chunks: number;
   streams: number;
+  /**
+   * What the verify found wrong besides the point (objects under `index/` that were skipped as
+   * bad, each with why); absent when nothing was.
+   */
+  warnings?: string[];
 }
 
 export type { ErrorRecord };

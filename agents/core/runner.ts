@@ -225,12 +225,15 @@ export async function runVerify(
     );
     chunks += stream.chunks.length;
   }
+  // Bad objects under index/ were skipped when the repository was read: say so with the result.
+  const warnings = repo.badIndexes().map((bad) => `skipped a bad index object ${bad}`);
   return {
     startedAt,
     completedAt: new Date().toISOString(),
     bytesVerified: run.progress.total,
     chunks,
     streams: manifest.streams.length,
+    ...(warnings.length > 0 ? { warnings } : {}),
   };
 }
 

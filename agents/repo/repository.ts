@@ -38,7 +38,7 @@ import {
 import type { KeyProvider } from './keys';
 import { KnownIds } from './known-ids';
 import { createCodecPool, type CodecPool } from './pool';
-import { RepositoryIndex, type PackIndex } from './repository-index';
+import { RepositoryIndex, type BadIndexReport, type PackIndex } from './repository-index';
 import {
   DEFAULT_CHUNKING,
   type ChunkingParams,
@@ -79,6 +79,8 @@ export interface OpenOptions {
   /** Worker threads; default one per core. */
   workers?: number;
   compressionLevel?: number;
+  /** Told once about each bad object under `index/`, which is skipped (repository-index.ts). */
+  onBadIndex?: BadIndexReport;
 }
 
 export class Repository {
@@ -88,6 +90,7 @@ export class Repository {
     private readonly key: Buffer,
     readonly index: RepositoryIndex,
     private readonly pool: CodecPool,
+    private readonly onBadIndex?: BadIndexReport,
   ) {
     this.zeroChunk = new ZeroChunk(config.chunker.params.maxSize);
   }
@@ -97,12 +100,12 @@ export class Repository {
   static async open(options: OpenOptions): Promise<Repository> {
     const key = await options.keys.dataKey();
     const config = await loadOrCreateConfig(options.store, key, options.keys);
-    const index = await RepositoryIndex.load(options.store, key);
+    const index = await RepositoryIndex.load(options.store, key, options.onBadIndex);
     const pool = createCodecPool(key, {
       level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL,
       ...(options.workers ? { threads: options.workers } : {}),
     });
-    return new Repository(options.store, config, key, index, pool);
+    return new Repository(options.store, config, key, index, pool, options.onBadIndex);
   }
 
   writer(): RepositoryWriter {
@@ -163,7 +166,12 @@ export class Repository {
 
   /** Loads the indexes of packs other writers stored since this repository was opened. */
   async refresh(): Promise<void> {
-    await this.index.refresh(this.store, this.key);
+    await this.index.refresh(this.store, this.key, this.onBadIndex);
+  }
+
+  /** The objects under `index/` skipped as bad, each with why (`index/<x>: reason`). */
+  badIndexes(): string[] {
+    return [...this.index.skipped].map(([key, reason]) => `${key}: ${reason}`).sort();
   }
 
   /**

@@ -116,7 +116,13 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       : new KmsKeyProvider(new KMSClient(base), config.keys.keyId, store);
   let repository: Promise<Repository> | undefined;
   const openRepo = () => {
-    repository ??= Repository.open({ store, keys }).catch((err: unknown) => {
+    const onBadIndex = (key: string, reason: string) =>
+      agentLog.warn('agent.repository.bad_index', {
+        object: key,
+        reason,
+        effect: 'skipped: the chunks it lists are not known to this agent',
+      });
+    repository ??= Repository.open({ store, keys, onBadIndex }).catch((err: unknown) => {
       repository = undefined;
       throw err;
     });

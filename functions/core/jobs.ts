@@ -51,12 +51,14 @@ export async function markRestoreSucceeded(
   result: RestoreResult | VerifyResult,
 ): Promise<Job> {
   const bytes = 'bytesWritten' in result ? result.bytesWritten : result.bytesVerified;
+  const warnings = 'warnings' in result ? result.warnings : undefined;
   const updated = await deps.catalog.updateJob(
     jobId,
     {
       status: 'SUCCEEDED',
       endedAt: deps.clock.now(),
       progress: finalProgress(bytes, deps.clock),
+      ...(warnings && warnings.length > 0 ? { warnings: warnings.slice(0, 100) } : {}),
     },
     ACTIVE,
   );

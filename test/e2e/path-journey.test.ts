@@ -15,6 +15,7 @@ import {
   writeFileSync,
   chmodSync,
   existsSync,
+  rmSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -177,6 +178,27 @@ describe('path targets through the data path, with the repository in a directory
     }
     const keyFile = join(root, 'data', 'keys', 'repository.key');
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+  });
+
+  it('is not blocked by junk or a copied index under index/: verify succeeds and warns about both', () => {
+    const indexDir = join(storeDir, 'index');
+    const [index] = readdirSync(indexDir);
+    const copy = 'cd'.repeat(32);
+    writeFileSync(join(indexDir, 'junk'), 'written without the key');
+    writeFileSync(join(indexDir, copy), readFileSync(join(indexDir, index!)));
+    try {
+      const verify = stowage.cli('verify', incremental.recoveryPointId, '--wait');
+
+      expect(verify.code, verify.stderr).toBe(0);
+      const warnings = (verify.json as { warnings?: string[] }).warnings ?? [];
+      expect(warnings).toEqual([
+        expect.stringContaining(`index/${copy}: it describes pack ${index!}`),
+        expect.stringContaining('index/junk: it cannot be opened'),
+      ]);
+    } finally {
+      rmSync(join(indexDir, 'junk'));
+      rmSync(join(indexDir, copy));
+    }
   });
 
   it('verifies a point, and fails verify and restore with the stream and offset when a pack is damaged', () => {

@@ -503,6 +503,55 @@ describe('integrity', () => {
   });
 });
 
+describe('bad objects under index/', () => {
+  it('opens, backs up and restores past a junk index object and a valid index copied under another pack name, and reports both', async () => {
+    const keys = new StaticKey(randomBytes(32));
+    const store = new MemoryStore();
+    const first = await openRepo(store, keys);
+    const data = mixedData(6 * MiB, 11);
+    const { record } = await backup(first, data);
+    const [index] = store.keys().filter((k) => k.startsWith('index/'));
+    const otherPack = 'ab'.repeat(32);
+    await store.put('index/junk', Buffer.from('not an index at all'));
+    await store.put(`index/${otherPack}`, store.raw(index!)!);
+    const reported: string[] = [];
+
+    const repo = await Repository.open({
+      store,
+      keys,
+      workers: 2,
+      onBadIndex: (key) => reported.push(key),
+    });
+    opened.push(repo);
+    const restored = await readAll(repo.readStream(record));
+    const again = await backup(repo, mixedData(2 * MiB, 12), 'other');
+    await repo.refresh();
+
+    expect(Buffer.compare(restored, data)).toBe(0);
+    expect(again.record.chunks.length).toBeGreaterThan(0);
+    expect(reported.sort()).toEqual(['index/junk', `index/${otherPack}`].sort());
+    expect(repo.badIndexes()).toEqual([
+      `index/${otherPack}: it describes pack ${index!.slice('index/'.length)}, not ${otherPack}`,
+      expect.stringMatching(/^index\/junk: it cannot be opened with the repository's key/),
+    ]);
+    expect(repo.index.has(record.chunks[0]!.id)).toBe(true);
+  });
+
+  it('does not know the chunks a skipped index listed: a point that needs them fails its verify', async () => {
+    const keys = new StaticKey(randomBytes(32));
+    const store = new MemoryStore();
+    const first = await openRepo(store, keys);
+    const { record } = await backup(first, prngBytes(2 * MiB, 5));
+    const [index] = store.keys().filter((k) => k.startsWith('index/'));
+    store.replace(index!, Buffer.from('overwritten by someone without the key'));
+
+    const repo = await openRepo(store, keys);
+
+    await expect(repo.verifyStream(record)).rejects.toThrow(/not in the repository|index/);
+    expect(repo.badIndexes()).toHaveLength(1);
+  });
+});
+
 describe('resuming after a failed backup', () => {
   const size = 40 * MiB;
   const data = mixedData(size, 60);
