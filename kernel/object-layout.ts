@@ -3,6 +3,7 @@
  *
  *   config                           the repository's sealed config (id, chunking, created)
  *   keys/data-key.kms                the data key encrypted by KMS (AWS only)
+ *   keys/data-key-copy.kms           the same ciphertext again: either copy unwraps the key
  *   data/<pp>/<packId>               packs: sealed chunk blobs back to back
  *   index/<packId>                   a pack's sealed index: chunk id → offset, length
  *   points/<recoveryPointId>/manifest   written last: its presence means "all chunks stored"
@@ -12,6 +13,8 @@
  */
 export const CONFIG_KEY = 'config';
 export const KMS_DATA_KEY = 'keys/data-key.kms';
+/** A second copy of the wrapped data key, so losing or damaging one object loses nothing. */
+export const KMS_DATA_KEY_COPY = 'keys/data-key-copy.kms';
 export const PACKS_PREFIX = 'data/';
 export const INDEX_PREFIX = 'index/';
 const POINTS = 'points/';

@@ -4,6 +4,7 @@
  * argv: <port> <directory> <bucket>. Prints `ready <port>` on stdout once listening.
  */
 import S3rver from 's3rver';
+import { refuseOverwrites } from './s3-conditional-writes';
 
 const [portText, directory, bucket] = process.argv.slice(2);
 const server = new S3rver({
@@ -13,6 +14,7 @@ const server = new S3rver({
   silent: true,
   configureBuckets: [{ name: bucket!, configs: [] }],
 });
+refuseOverwrites(server);
 const address = await server.run();
 process.stdout.write(`ready ${address.port}\n`);
 const stop = () => void server.close().finally(() => process.exit(0));

@@ -21,7 +21,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ByteReader, ChunkWrite } from '../core/driver';
 import type { ObjectStore } from '../store/store';
-import { getBuffer, getInto, ObjectNotFound } from '../store/store';
+import { getBuffer, getInto, ObjectExists, ObjectNotFound } from '../store/store';
 import { CONFIG_KEY, manifestKey, packKey } from '../../kernel/object-layout';
 import { IntegrityError } from '../../kernel/errors';
 import { CHUNKER_VERSION } from './chunker';
@@ -427,7 +427,13 @@ async function loadOrCreateConfig(
     chunker: { version: CHUNKER_VERSION, params: DEFAULT_CHUNKING },
     createdAt: new Date().toISOString(),
   };
-  await store.put(CONFIG_KEY, sealJson(config, key, 'config'));
+  try {
+    await store.put(CONFIG_KEY, sealJson(config, key, 'config'));
+  } catch (err) {
+    // Another agent created the repository at the same moment: its config is the repository's.
+    if (err instanceof ObjectExists) return loadOrCreateConfig(store, key, keys);
+    throw err;
+  }
   return config;
 }
 

@@ -4,11 +4,15 @@
  * A key is a '/'-separated path relative to the root. Keys that could leave the root or name
  * something odd (`..`, `.`, empty segments, a leading '/', '\', NUL) are refused with InvalidKey.
  *
- * `put` is atomic: it writes `<dir>/.stowage-tmp-<random>` in the object's own directory (so the
- * rename stays on one filesystem), fsyncs it, renames it over the key and fsyncs the directory.
- * Readers see the old object or the new one, whole; a failing body leaves nothing behind. A crash
- * mid-put can leave a temp file: list, get and exists never show one, and no key may look like
- * one. Such leftovers are not swept (a concurrent put's temp file looks the same).
+ * `put` is atomic and only creates: it writes `<dir>/.stowage-tmp-<random>` in the object's own
+ * directory (so the link stays on one filesystem), fsyncs it, hard-links it to the key's name
+ * (link(2) fails with EEXIST instead of replacing: ObjectExists, the stored object untouched),
+ * removes the temp name and fsyncs the directory. Readers see no object or the whole one; a
+ * failing body leaves nothing behind; of two racing puts exactly one links. A filesystem without
+ * hard links (some SMB and FAT mounts) gets an existence check and a rename instead, which only
+ * a put racing on the same key can slip past. A crash mid-put can leave a temp file: list, get and
+ * exists never show one, and no key may look like one. Such leftovers are not swept (a concurrent
+ * put's temp file looks the same).
  *
  * Files are created 0600 and directories 0700: a repository holds backup data. Directories a
  * delete empties are removed, up to but not including the root.
@@ -18,11 +22,24 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { SequentialWriter } from '../core/direct-io';
 import { Readable } from 'node:stream';
 import {
+  ObjectExists,
   ObjectNotFound,
   RangeNotSatisfiable,
   type ByteRange,
@@ -75,7 +92,7 @@ export class DirStore implements ObjectStore {
       await handle.sync();
       await handle.close();
       handle = undefined;
-      await rename(temp, file);
+      await createOnly(temp, file, key);
       await syncDir(dir);
       // Directories made for this object are only durable once their parents' entries are.
       for (let up = dir; created !== undefined && up !== dirname(created);) {
@@ -273,6 +290,32 @@ async function createFile(
       if (codeOf(err) !== 'ENOENT' || attempt === 3) throw err;
     }
   }
+}
+
+/** Errors of link(2) that say the filesystem has no hard links, not that the key is taken. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV', 'EMLINK']);
+
+/**
+ * Gives the finished temp file the key's name unless that name exists (ObjectExists). The temp
+ * name is gone afterwards either way (the caller's cleanup removes it on failure).
+ */
+async function createOnly(temp: string, file: string, key: string): Promise<void> {
+  try {
+    await link(temp, file);
+  } catch (err) {
+    if (codeOf(err) === 'EEXIST') throw new ObjectExists(key);
+    if (!NO_HARD_LINKS.has(codeOf(err) ?? '')) throw err;
+    // No hard links here: check, then rename. Only a put of the same key at the same moment
+    // can slip between the two; the repository never makes two (keys are random or per point).
+    const taken = await lstat(file).then(
+      () => true,
+      (e: unknown) => (isMissing(e) ? false : Promise.reject(e)),
+    );
+    if (taken) throw new ObjectExists(key);
+    await rename(temp, file);
+    return;
+  }
+  await unlink(temp);
 }
 
 /**

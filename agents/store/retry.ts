@@ -8,7 +8,10 @@
  * - every operation whose failure `isTransient` calls transient, up to `attempts` in all;
  *   ObjectNotFound, RangeNotSatisfiable, InvalidKey and other 4xx answers are final at once;
  * - `put` only when its body is a Buffer. A stream is consumed by the first attempt and cannot be
- *   replayed: a failed stream put rejects at once, and the caller must produce the bytes again;
+ *   replayed: a failed stream put rejects at once, and the caller must produce the bytes again.
+ *   A put whose failed attempt may still have stored the object (the answer was lost, not the
+ *   request) meets ObjectExists on the next attempt: the stored object is then read back, and the
+ *   put succeeds if it holds exactly this body (the earlier attempt's), else ObjectExists stands;
  * - `get` retries obtaining the stream. Once the stream is handed over, an error while reading it
  *   is the caller's (re-ask with a range from where it stopped);
  * - `list` starts the listing again after a failure and skips keys it has already yielded;
@@ -19,7 +22,14 @@
  */
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
-import { getInto, type ByteRange, type ObjectInfo, type ObjectStore } from './store';
+import {
+  getBuffer,
+  getInto,
+  ObjectExists,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+} from './store';
 
 export interface RetryOptions {
   /** Attempts in all, the first included. Default 5. */
@@ -50,6 +60,7 @@ export interface RetryEvent {
 /** Errors that retrying cannot fix, whatever else they carry. */
 const PERMANENT_NAMES = new Set([
   'ObjectNotFound',
+  'ObjectExists',
   'RangeNotSatisfiable',
   'InvalidKey',
   'AbortError',
@@ -71,6 +82,9 @@ const TRANSIENT_NAMES = new Set([
   'BandwidthLimitExceeded',
   'ProvisionedThroughputExceededException',
   'PriorRequestNotComplete',
+  // S3's answer to a conditional write that raced another on the same key; the next attempt
+  // gets a definite answer (stored, or 412).
+  'ConditionalRequestConflict',
   'ServiceUnavailable',
   'TransientError',
 ]);
@@ -143,7 +157,22 @@ class RetryingStore implements ObjectStore {
 
   put(key: string, body: Readable | Buffer): Promise<void> {
     if (!Buffer.isBuffer(body)) return this.inner.put(key, body);
-    return this.retry('put', key, () => this.inner.put(key, body));
+    let failedBefore = false;
+    return this.retry('put', key, async () => {
+      try {
+        await this.inner.put(key, body);
+      } catch (err) {
+        if (failedBefore && err instanceof ObjectExists && (await this.holds(key, body))) return;
+        failedBefore = true;
+        throw err;
+      }
+    });
+  }
+
+  /** Whether the stored object is exactly `body` (an earlier attempt of this put stored it). */
+  private async holds(key: string, body: Buffer): Promise<boolean> {
+    const stored = await this.retry('get', key, () => getBuffer(this.inner, key));
+    return stored.equals(body);
   }
 
   get(key: string, range?: ByteRange): Promise<Readable> {

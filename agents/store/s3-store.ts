@@ -6,6 +6,12 @@
  *   stream shorter than one part, like a Buffer, becomes one PutObject. S3 only shows an object
  *   once its upload completes, which gives the port's "whole or not at all" (s3rver does not:
  *   it writes in place, see test/contract/s3-store.test.ts).
+ * - Every put is a conditional write, `If-None-Match: *` (on PutObject, and on
+ *   CompleteMultipartUpload for a multipart upload): S3 refuses to replace an object (412
+ *   PreconditionFailed → ObjectExists), and the bucket policy of the AWS stack refuses agents' writes
+ *   without the header. Of two racing writes S3 may answer the loser 409
+ *   ConditionalRequestConflict, which retry.ts retries into a definite answer. s3rver ignores the
+ *   header; local mode's S3 server adds the check in front of it (local/s3-conditional-writes.ts).
  * - Request/response checksums are only computed when an operation requires one: with a stream
  *   body the default wraps the object in aws-chunked framing that s3rver stores verbatim.
  * - A ranged `get` asks for `bytes=a-b` and then trims the answer to exactly the range, because
@@ -29,6 +35,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { Readable } from 'node:stream';
 import {
+  ObjectExists,
   ObjectNotFound,
   RangeNotSatisfiable,
   type ByteRange,
@@ -60,7 +67,13 @@ export class S3Store implements ObjectStore {
   async put(key: string, body: Readable | Buffer): Promise<void> {
     // One request, which the SDK can resend on its own (a Buffer can be replayed).
     if (Buffer.isBuffer(body) && body.length <= PART_SIZE) {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body }));
+      try {
+        await this.client.send(
+          new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }),
+        );
+      } catch (err) {
+        throw refused(key, err);
+      }
       return;
     }
     // When the body fails, lib-storage aborts the multipart upload and, if the abort fails too
@@ -69,7 +82,9 @@ export class S3Store implements ObjectStore {
     if (!Buffer.isBuffer(body)) body.on('error', (err) => (bodyError ??= err));
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: body },
+      // lib-storage passes IfNoneMatch on to CompleteMultipartUpload (or to the PutObject of a
+      // body shorter than one part); S3 checks it when the object would appear.
+      params: { Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' },
       partSize: PART_SIZE,
       queueSize: QUEUE_SIZE,
       leavePartsOnError: false,
@@ -79,7 +94,7 @@ export class S3Store implements ObjectStore {
     } catch (err) {
       // A body left half read would stall whoever writes into it.
       if (!Buffer.isBuffer(body)) body.destroy();
-      throw bodyError ?? err;
+      throw bodyError ?? refused(key, err);
     }
   }
 
@@ -179,6 +194,13 @@ export class S3Store implements ObjectStore {
       throw err;
     }
   }
+}
+
+/** A write S3 refused because the key exists (412) becomes ObjectExists; the rest as they are. */
+function refused(key: string, err: unknown): unknown {
+  return nameOf(err) === 'PreconditionFailed' || statusOf(err) === 412
+    ? new ObjectExists(key)
+    : err;
 }
 
 function isWellFormed({ offset, length }: ByteRange): boolean {

@@ -5,8 +5,13 @@
  * (test/contract/store-suite.ts) holds every adapter to this contract:
  *
  * - `put` consumes the body to its end and resolves once the object is durable; an object is
- *   visible whole or not at all (a body that errors stores nothing), and a second put of the same
- *   key replaces it whole.
+ *   visible whole or not at all (a body that errors stores nothing).
+ * - `put` only creates: every key of the layout (kernel/object-layout.ts) is written once (packs
+ *   and indexes under random pack ids, manifests under their point's id, the config and the
+ *   wrapped data key once per repository). A put of a key that exists rejects with ObjectExists
+ *   and leaves the stored object as it was, so nothing that holds the store's credentials can
+ *   replace what a backup wrote (S3: `If-None-Match: *`; a directory: link(2), which never
+ *   replaces). Of two puts of one key at once, one stores its object and the other rejects.
  * - `get` of a missing key rejects with ObjectNotFound; with `range` it yields exactly
  *   `range.length` bytes from `range.offset` (a range past the end rejects with RangeNotSatisfiable).
  * - `list` yields every key under a prefix with its size, in no promised order.
@@ -18,6 +23,16 @@ export class ObjectNotFound extends Error {
   override readonly name = 'ObjectNotFound';
   constructor(readonly key: string) {
     super(`object ${key} is not in the store`);
+  }
+}
+
+/** A put of a key that is already stored: the store keeps the object it has. */
+export class ObjectExists extends Error {
+  override readonly name = 'ObjectExists';
+  constructor(readonly key: string) {
+    super(
+      `object ${key} is already in the store, and stored objects are never replaced (every key is written once)`,
+    );
   }
 }
 

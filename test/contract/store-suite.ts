@@ -18,6 +18,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   getBuffer,
   getInto,
+  ObjectExists,
   ObjectNotFound,
   RangeNotSatisfiable,
   type ByteRange,
@@ -33,7 +34,7 @@ export interface StoreUnderTest {
 export interface ContractOptions {
   /** Promises the server under the adapter cannot keep, each with the reason (not the adapter's). */
   serverGaps?: {
-    /** Two puts of one key at once leave one of them whole. */
+    /** Of two puts of one key at once, exactly one stores its object. */
     racingPuts?: string;
   };
 }
@@ -160,26 +161,51 @@ export function describeObjectStoreContract(
         });
       });
 
-      it('replaces an object whole when the same key is put again', async () => {
-        await store.put('objects/k', Buffer.alloc(100 * KiB, 'a'));
+      it('refuses to replace an object, by Buffer or by stream, and keeps the stored one', async () => {
+        const original = randomBytes(100 * KiB);
+        await store.put('objects/k', original);
 
-        await store.put('objects/k', streamOf(Buffer.from('short')));
+        await expect(store.put('objects/k', Buffer.from('short'))).rejects.toBeInstanceOf(
+          ObjectExists,
+        );
+        await expect(store.put('objects/k', streamOf(randomBytes(3 * MiB)))).rejects.toMatchObject({
+          name: 'ObjectExists',
+          key: 'objects/k',
+        });
 
-        expect((await getBuffer(store, 'objects/k')).toString()).toBe('short');
-        expect(await listed(store, 'objects/')).toEqual([{ key: 'objects/k', size: 5 }]);
+        expect((await getBuffer(store, 'objects/k')).equals(original)).toBe(true);
+        expect(await listed(store, 'objects/')).toEqual([{ key: 'objects/k', size: 100 * KiB }]);
+      });
+
+      it('refuses a multipart-sized stream over an existing key when the upload completes', async () => {
+        const original = Buffer.from('first');
+        await store.put('objects/big', original);
+
+        await expect(store.put('objects/big', randomStream(20 * MiB).body)).rejects.toBeInstanceOf(
+          ObjectExists,
+        );
+
+        expect((await getBuffer(store, 'objects/big')).equals(original)).toBe(true);
       });
 
       // A server that cannot keep this promise (see ContractOptions) does not get the case at all:
       // the gap is the emulator's, documented where the backend's test names it.
       if (options.serverGaps?.racingPuts === undefined) {
-        it('leaves one whole object when two puts of the same key race', async () => {
+        it('stores exactly one of two puts of the same key that race, whole', async () => {
           const a = Buffer.alloc(2 * MiB, 'a');
           const b = Buffer.alloc(3 * MiB, 'b');
 
-          await Promise.all([store.put('objects/race', streamOf(a)), store.put('objects/race', b)]);
+          const outcomes = await Promise.allSettled([
+            store.put('objects/race', streamOf(a)),
+            store.put('objects/race', b),
+          ]);
 
+          const won = outcomes.filter((o) => o.status === 'fulfilled');
+          const lost = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : []));
+          expect(won).toHaveLength(1);
+          expect(lost).toEqual([expect.objectContaining({ name: 'ObjectExists' })]);
           const stored = await getBuffer(store, 'objects/race');
-          expect(stored.equals(a) || stored.equals(b)).toBe(true);
+          expect(stored.equals(outcomes[0]!.status === 'fulfilled' ? a : b)).toBe(true);
         });
       }
 

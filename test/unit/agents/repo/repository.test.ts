@@ -394,7 +394,8 @@ describe('integrity', () => {
     try {
       return await act();
     } finally {
-      await shared.store.put(key, original);
+      if (altered) shared.store.replace(key, original);
+      else await shared.store.put(key, original);
     }
   }
 

@@ -9,6 +9,7 @@ import { InvalidKey } from '../../../../agents/store/dir-store';
 import { isTransient, withRetry, type RetryOptions } from '../../../../agents/store/retry';
 import {
   getBuffer,
+  ObjectExists,
   ObjectNotFound,
   RangeNotSatisfiable,
   type ByteRange,
@@ -46,9 +47,15 @@ class FlakyStore implements ObjectStore {
     if (failure !== undefined) throw failure;
   }
 
+  /** The next put stores its object and then fails with this error, as a lost answer does. */
+  loseAnswerOfNextPut?: unknown;
+
   async put(key: string, body: Readable | Buffer): Promise<void> {
     this.call('put');
     await this.inner.put(key, body);
+    const lost = this.loseAnswerOfNextPut;
+    this.loseAnswerOfNextPut = undefined;
+    if (lost !== undefined) throw lost;
   }
   async get(key: string, range?: ByteRange): Promise<Readable> {
     this.call('get');
@@ -194,6 +201,32 @@ describe('withRetry', () => {
 
     expect(flaky.calls.put).toBe(1);
     expect(await flaky.inner.exists('k')).toBe(false);
+  });
+
+  it('accepts the object an attempt whose answer was lost stored, when it is this body', async () => {
+    const flaky = new FlakyStore();
+    flaky.loseAnswerOfNextPut = nodeError('ECONNRESET');
+    const { store } = makeRetrying(flaky);
+
+    await store.put('k', Buffer.from('body'));
+
+    expect(flaky.calls.put).toBe(2);
+    expect((await getBuffer(flaky.inner, 'k')).toString()).toBe('body');
+  });
+
+  it('refuses a put of a taken key with ObjectExists at once, and after a lost answer when the stored object differs', async () => {
+    const flaky = new FlakyStore();
+    await flaky.inner.put('taken', Buffer.from('theirs'));
+    const { store } = makeRetrying(flaky);
+
+    await expect(store.put('taken', Buffer.from('mine'))).rejects.toBeInstanceOf(ObjectExists);
+    expect(flaky.calls.put).toBe(1);
+
+    // Someone else's put landed between our lost answer and our retry: theirs stays.
+    flaky.failNext(nodeError('ECONNRESET'));
+    await flaky.inner.put('raced', Buffer.from('theirs'));
+    await expect(store.put('raced', Buffer.from('mine'))).rejects.toBeInstanceOf(ObjectExists);
+    expect((await getBuffer(flaky.inner, 'raced')).toString()).toBe('theirs');
   });
 
   it('restarts a failed listing without yielding a key twice', async () => {

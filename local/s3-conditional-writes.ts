@@ -1,0 +1,64 @@
+/**
+ * S3's conditional writes for local mode's S3 server. s3rver ignores `If-None-Match: *` and
+ * replaces the object; S3 refuses with 412 PreconditionFailed, and the product relies on that
+ * (agents/store/s3-store.ts: every key is written once). This middleware, put in front of
+ * s3rver's own, answers 412 to a PutObject or CompleteMultipartUpload that carries
+ * `If-None-Match: *` for a key that exists, as S3 does.
+ *
+ * Unlike S3 the check and the write are two steps: two writes of one key at the same moment can
+ * both pass the check (S3 answers one of them 409 ConditionalRequestConflict). The repository
+ * never makes two (its keys are random or per point), and the directory store, which has link(2),
+ * keeps even that promise.
+ */
+import type S3rver from 's3rver';
+
+interface KoaContext {
+  method: string;
+  path: string;
+  query: Record<string, unknown>;
+  get(header: string): string;
+  set(header: string, value: string): void;
+  status: number;
+  body: unknown;
+  type: string;
+}
+
+interface ObjectStoreOfS3rver {
+  existsObject(bucket: string, key: string): Promise<boolean>;
+}
+
+type Middleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
+
+/** Puts the If-None-Match check first in `server`'s middleware (call before `run`). */
+export function refuseOverwrites(server: S3rver): void {
+  const koa = server as unknown as {
+    middleware: Middleware[];
+    context: { store: ObjectStoreOfS3rver };
+  };
+  const store = koa.context.store;
+  koa.middleware.unshift(async (ctx, next) => {
+    const target = conditionalCreate(ctx);
+    if (target && (await store.existsObject(target.bucket, target.key))) {
+      ctx.status = 412;
+      ctx.set('x-amz-error-code', 'PreconditionFailed');
+      ctx.type = 'application/xml';
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
+        '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
+        '<Condition>If-None-Match</Condition></Error>';
+      return;
+    }
+    await next();
+  });
+}
+
+/** The bucket and key of a create-only write (path-style), or undefined for anything else. */
+function conditionalCreate(ctx: KoaContext): { bucket: string; key: string } | undefined {
+  if (ctx.get('if-none-match').trim() !== '*') return undefined;
+  const putObject = ctx.method === 'PUT' && !('partNumber' in ctx.query);
+  const completeUpload = ctx.method === 'POST' && 'uploadId' in ctx.query;
+  if (!putObject && !completeUpload) return undefined;
+  const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+  if (!match) return undefined;
+  return { bucket: decodeURIComponent(match[1]!), key: decodeURIComponent(match[2]!) };
+}
