@@ -131,6 +131,11 @@ export interface BackupOptions {
    * plain one and the point records that.
    */
   optimizedStorage?: boolean;
+  /**
+   * vSphere: which virtual disks to read, by label (`Hard disk 1`): only those in `include` when
+   * it is given, never those in `exclude`. The configuration records every disk either way.
+   */
+  disks?: { include?: string[]; exclude?: string[] };
 }
 
 export interface BackupOutcome {
@@ -164,6 +169,24 @@ export interface RestoreOptions {
    * instances and custom volumes whose storage is intact but whose database record is gone.
    */
   recover?: boolean;
+  /**
+   * vSphere: where a VM restored under a new name goes (inventory paths: a VM folder, a resource
+   * pool; a datastore's name), and its network cards' networks by the original network's name
+   * (`network` alone moves every card). Default: where the original was.
+   */
+  folder?: string;
+  resourcePool?: string;
+  datastore?: string;
+  networks?: Record<string, string>;
+  /**
+   * vSphere: restore one disk of the point (by label) into a new file on the datastore and attach
+   * it to the VM `attachTo` (`DC/vm/NAME`), at `controllerKey`/`unitNumber` when given (else the
+   * disk's own node, or the first free unit of a controller of the same kind).
+   */
+  disk?: string;
+  attachTo?: string;
+  controllerKey?: number;
+  unitNumber?: number;
 }
 
 export interface RestoreOutcome {

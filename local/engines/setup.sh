@@ -79,3 +79,4 @@ fi
 
 log "done"
 bash "$(dirname "$0")/setup-lxd.sh"
+bash "$(dirname "$0")/setup-vcsim.sh"

@@ -1,0 +1,266 @@
+/**
+ * Backup of a VM (`vsphere:DC/vm/NAME`), the appliance procedure:
+ *
+ * 1. record the configuration (config.ts: every device with its controller key and unit number,
+ *    disk backings and capacities, firmware, CPU, memory, networks, extraConfig);
+ * 2. CreateSnapshot_Task without memory, quiesced when VMware Tools runs in the guest (a refused
+ *    quiesce is retried unquiesced, and the point says so);
+ * 3. read every selected disk as it is in that snapshot (the snapshot's own `config` names each
+ *    disk's backing then), one stream per disk through the data path, by the first transport that
+ *    can read it, narrowed by CBT where the VM tracks changes;
+ * 4. RemoveSnapshot_Task of that same snapshot in a finally, whatever failed. A snapshot that
+ *    cannot be removed fails the job with its name, so nobody trusts a point that left one.
+ */
+import { DriverError, Unsupported } from '../../../kernel/errors';
+import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
+import { checkAborted, writeFrom } from '../../core/driver-streams';
+import {
+  flatBacking,
+  nicsOf,
+  parseConfig,
+  parseDevices,
+  type SavedDisk,
+  type SavedVm,
+} from './config';
+import { networkNames, vmFacts, type Engine } from './engine';
+import { findVm } from './inventory';
+import { changedAreas, type Area, type DiskReader, type DiskTransport } from './transport';
+import { VimFault } from './vim';
+import { child, moRef, text, type MoRef } from './xml';
+
+export const DISK_KIND = 'vmdk-raw';
+
+export async function backupVm(
+  engine: Engine,
+  path: string,
+  sink: BackupSink,
+  ctx: DriverContext,
+  options: BackupOptions = {},
+): Promise<BackupOutcome> {
+  if (options.consistency && options.consistency !== 'live') {
+    throw new Unsupported(
+      `--consistency ${options.consistency} does not apply to vSphere VMs: their disks are read from a VM snapshot (quiesced when VMware Tools runs)`,
+    );
+  }
+  const ref = await findVm(engine.vim, path);
+  const facts = await vmFacts(engine, ref, path);
+  const what = `VM ${path}`;
+  const parsed = parseConfig(facts.props.config, what);
+  const names = await networkNames(engine, facts.props.network);
+  const vm: SavedVm = {
+    ...parsed,
+    path,
+    name: text(facts.props.name) ?? path.split('/').pop()!,
+    datacenter: facts.datacenterPath,
+    powerState: facts.powerState,
+    nics: nicsOf(parsed.devices, names),
+    ...(facts.folder !== undefined ? { folder: facts.folder } : {}),
+    ...(facts.resourcePool !== undefined ? { resourcePool: facts.resourcePool } : {}),
+  };
+  const selected = selectDisks(vm.disks, options.disks, what);
+  ctx.expectBytes?.(selected.reduce((n, d) => n + d.capacityBytes, 0));
+
+  const toolsRunning = text(facts.props['guest.toolsRunningStatus']) === 'guestToolsRunning';
+  const quiesce = toolsRunning && facts.powerState === 'poweredOn';
+  checkAborted(ctx, `backup of ${what}`);
+  ctx.phase('taking a VM snapshot');
+  const snapshotName = `stowage-backup-${Date.now().toString(36)}`;
+  const { snapshot, quiesced } = await takeSnapshot(engine, ref, snapshotName, quiesce, ctx);
+  ctx.log.info('driver.vsphere.snapshot_taken', { vm: path, snapshot: snapshot.value, quiesced });
+  let failure: unknown;
+  try {
+    await readDisks(engine, vm, facts.datacenterPath, ref, snapshot, selected, sink, ctx);
+  } catch (err) {
+    failure = err;
+    throw err;
+  } finally {
+    ctx.phase('removing the VM snapshot');
+    await removeSnapshot(engine, snapshot, snapshotName, path, ctx, failure);
+  }
+  const transports = [...new Set(selected.map((d) => d.transport ?? ''))].join(',');
+  return {
+    metadata: {
+      vm,
+      snapshot: { name: snapshotName, quiesced, memory: false },
+    },
+    summary: {
+      disks: selected.length,
+      capacity: selected.reduce((n, d) => n + d.capacityBytes, 0),
+      powerState: vm.powerState,
+      quiesced,
+      transport: transports,
+    },
+  };
+}
+
+function selectDisks(
+  disks: SavedDisk[],
+  choice: BackupOptions['disks'],
+  what: string,
+): SavedDisk[] {
+  const labels = new Set(disks.map((d) => d.label));
+  for (const label of [...(choice?.include ?? []), ...(choice?.exclude ?? [])]) {
+    if (!labels.has(label)) {
+      throw new DriverError(
+        `${what} has no disk "${label}"; its disks: ${[...labels].join(', ') || 'none'}`,
+      );
+    }
+  }
+  const selected = disks.filter(
+    (d) =>
+      (!choice?.include || choice.include.includes(d.label)) &&
+      !(choice?.exclude ?? []).includes(d.label),
+  );
+  if (selected.length === 0 && disks.length > 0) {
+    throw new DriverError(`${what}: the include/exclude lists leave no disk to back up`);
+  }
+  return selected;
+}
+
+async function takeSnapshot(
+  engine: Engine,
+  vm: MoRef,
+  name: string,
+  quiesce: boolean,
+  ctx: DriverContext,
+): Promise<{ snapshot: MoRef; quiesced: boolean }> {
+  const create = async (q: boolean) => {
+    const { result } = await engine.vim.runTask(
+      'CreateSnapshot_Task',
+      vm,
+      {
+        name,
+        description: 'Taken by Stowage for a backup; removed when the backup ends.',
+        memory: false,
+        quiesce: q,
+      },
+      'taking the backup snapshot',
+      ctx.signal,
+    );
+    const snapshot = moRef(result);
+    if (!snapshot)
+      throw new DriverError('vSphere took the snapshot but returned no reference to it');
+    return snapshot;
+  };
+  if (quiesce) {
+    try {
+      return { snapshot: await create(true), quiesced: true };
+    } catch (err) {
+      if (!(err instanceof VimFault)) throw err;
+      ctx.log.warn('driver.vsphere.quiesce_failed', { error: err.message });
+    }
+  }
+  return { snapshot: await create(false), quiesced: false };
+}
+
+/** Removes the backup's snapshot; retried, since a busy host refuses it now and then. */
+async function removeSnapshot(
+  engine: Engine,
+  snapshot: MoRef,
+  name: string,
+  path: string,
+  ctx: DriverContext,
+  failure: unknown,
+): Promise<void> {
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      // Not tied to the job's signal: an abandoned job still removes its snapshot.
+      await engine.vim.runTask(
+        'RemoveSnapshot_Task',
+        snapshot,
+        { removeChildren: false, consolidate: true },
+        `removing snapshot ${name} of ${path}`,
+      );
+      ctx.log.info('driver.vsphere.snapshot_removed', { vm: path, snapshot: snapshot.value });
+      return;
+    } catch (err) {
+      if (err instanceof VimFault && err.faultType === 'ManagedObjectNotFound') return;
+      last = err;
+      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+    }
+  }
+  ctx.log.error('driver.vsphere.snapshot_left', { vm: path, snapshot: name, error: last });
+  if (failure === undefined) {
+    throw new DriverError(
+      `the backup of ${path} read every disk but could not remove its snapshot "${name}" (${(last as Error).message}); remove it in vSphere`,
+      { cause: last },
+    );
+  }
+}
+
+async function readDisks(
+  engine: Engine,
+  vm: SavedVm,
+  datacenterPath: string,
+  vmRef: MoRef,
+  snapshot: MoRef,
+  selected: SavedDisk[],
+  sink: BackupSink,
+  ctx: DriverContext,
+): Promise<void> {
+  const snapProps = await engine.vim.propsOf(snapshot, ['config']);
+  const hardware = child(snapProps.config, 'hardware');
+  const atSnapshot = parseDevices(child(hardware, 'device'), `snapshot of ${vm.path}`);
+  for (const disk of selected) {
+    checkAborted(ctx, `backup of ${vm.path}`);
+    const device = atSnapshot.find((d) => d.key === disk.key);
+    if (!device) {
+      throw new DriverError(`disk "${disk.label}" of ${vm.path} is not in the backup snapshot`);
+    }
+    // The snapshot's backing is what holds still; the VM now writes to a delta beside it.
+    const backing = child(device.element, 'backing');
+    const fileName = text(child(backing, 'fileName'));
+    if (fileName) disk.fileName = fileName;
+    const changeId = text(child(backing, 'changeId'));
+    if (changeId) disk.changeId = changeId;
+    let allocated: Area[] | undefined;
+    if (vm.changeTrackingEnabled) {
+      allocated = await changedAreas(engine.vim, vmRef, snapshot, disk).catch((err: unknown) => {
+        ctx.log.warn('driver.vsphere.cbt_unavailable', { disk: disk.label, error: err });
+        return undefined;
+      });
+    }
+    const src = {
+      disk,
+      flat: flatBacking(device),
+      datacenterPath,
+      vm: vmRef,
+      snapshot,
+      ...(allocated ? { allocated } : {}),
+    };
+    const transport = pick(engine.transports, src, vm.path);
+    ctx.phase(`disk ${disk.label}`);
+    const stream = `disk/${disk.key}`;
+    let reader: DiskReader | undefined;
+    try {
+      reader = await transport.open(src, ctx.signal);
+      const stored = await writeFrom(sink, { name: stream, kind: DISK_KIND }, reader.read);
+      if (stored.size !== disk.capacityBytes) {
+        throw new DriverError(
+          `disk "${disk.label}": ${stored.size} bytes stored, its capacity is ${disk.capacityBytes}`,
+        );
+      }
+    } finally {
+      await reader?.close();
+    }
+    disk.stream = stream;
+    disk.transport = allocated ? `${transport.name}+cbt` : transport.name;
+  }
+}
+
+function pick(
+  transports: DiskTransport[],
+  src: Parameters<DiskTransport['refuses']>[0],
+  path: string,
+): DiskTransport {
+  const reasons: string[] = [];
+  for (const t of transports) {
+    const why = t.refuses(src);
+    if (why === undefined) return t;
+    reasons.push(`${t.name}: ${why}`);
+  }
+  throw new Unsupported(
+    `no disk transport can read disk "${src.disk.label}" of ${path} (${reasons.join('; ') || 'none configured'})`,
+  );
+}

@@ -1,0 +1,157 @@
+/**
+ * Datastore file access over HTTP, `/folder/<path>?dcPath=<datacenter>&dsName=<datastore>` (the
+ * vSphere Web Services SDK's "datastore HTTP access"): GET with Range, HEAD, PUT, with the SOAP
+ * session's cookie. What comes back is checked: a ranged GET must return exactly the bytes asked
+ * for, or the read fails rather than hand on a short or shifted piece.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import { DriverError, TransientError } from '../../../kernel/errors';
+import { drain, readBody } from './http';
+import type { DatastorePath } from './inventory';
+import type { VimClient } from './vim';
+
+/** A descriptor is a few hundred bytes; anything this large is not one. */
+const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
+
+export class DatastoreFiles {
+  constructor(private readonly vim: VimClient) {}
+
+  url(dcPath: string, file: DatastorePath): URL {
+    const url = new URL(this.vim.sdk.href);
+    url.pathname = '/folder/' + file.path.split('/').map(encodeURIComponent).join('/');
+    url.search = '';
+    url.searchParams.set('dcPath', dcPath);
+    url.searchParams.set('dsName', file.datastore);
+    return url;
+  }
+
+  /** The file's size, or undefined when it does not exist. */
+  async size(dcPath: string, file: DatastorePath): Promise<number | undefined> {
+    const res = await this.send('HEAD', dcPath, file);
+    await drain(res);
+    if (res.statusCode === 404) return undefined;
+    check(res, file, 'HEAD');
+    const length = Number(res.headers['content-length']);
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new DriverError(`datastore file ${show(file)}: HEAD gave no usable Content-Length`);
+    }
+    return length;
+  }
+
+  /** A small file's bytes (a VMDK descriptor); undefined when it does not exist. */
+  async readSmall(dcPath: string, file: DatastorePath): Promise<Buffer | undefined> {
+    const res = await this.send('GET', dcPath, file);
+    if (res.statusCode === 404) {
+      await drain(res);
+      return undefined;
+    }
+    check(res, file, 'GET');
+    return readBody(res, MAX_DESCRIPTOR_BYTES);
+  }
+
+  /** Reads bytes [start, start + into.length) of the file into `into`, exactly. */
+  async readRange(
+    dcPath: string,
+    file: DatastorePath,
+    start: number,
+    into: Buffer,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const end = start + into.length - 1;
+    const res = await this.send('GET', dcPath, file, { Range: `bytes=${start}-${end}` }, signal);
+    if (res.statusCode === 200 && start !== 0) {
+      res.destroy();
+      throw new DriverError(`datastore ${show(file)}: the server ignored the byte range asked for`);
+    }
+    check(res, file, 'GET');
+    if (res.statusCode === 206) {
+      const range = String(res.headers['content-range'] ?? '');
+      const m = /^bytes (\d+)-(\d+)\//.exec(range);
+      if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
+        res.destroy();
+        throw new DriverError(
+          `datastore ${show(file)}: asked for bytes ${start}-${end}, got "${range.slice(0, 80)}"`,
+        );
+      }
+    }
+    let at = 0;
+    for await (const piece of res as AsyncIterable<Buffer>) {
+      if (at + piece.length > into.length) {
+        res.destroy();
+        throw new DriverError(`datastore ${show(file)}: more bytes than asked for at ${start}`);
+      }
+      piece.copy(into, at);
+      at += piece.length;
+    }
+    if (at !== into.length) {
+      throw new TransientError(
+        `datastore ${show(file)}: the read at ${start} broke off after ${at} of ${into.length} bytes`,
+      );
+    }
+  }
+
+  /** Writes the whole file (replacing it) from `body`, `length` bytes. */
+  async put(
+    dcPath: string,
+    file: DatastorePath,
+    body: Buffer | Readable,
+    length: number,
+  ): Promise<void> {
+    const res = await this.send(
+      'PUT',
+      dcPath,
+      file,
+      {
+        'Content-Length': String(length),
+        'Content-Type': 'application/octet-stream',
+      },
+      undefined,
+      body,
+    );
+    await drain(res);
+    if (res.statusCode !== 200 && res.statusCode !== 201 && res.statusCode !== 204) {
+      check(res, file, 'PUT');
+      throw new DriverError(`datastore ${show(file)}: PUT answered HTTP ${res.statusCode}`);
+    }
+  }
+
+  private async send(
+    method: 'GET' | 'HEAD' | 'PUT',
+    dcPath: string,
+    file: DatastorePath,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+    body?: Buffer | Readable,
+  ): Promise<IncomingMessage> {
+    const cookie = await this.vim.cookieHeader();
+    return this.vim.http.send({
+      method,
+      url: this.url(dcPath, file),
+      headers: { ...cookie, ...headers },
+      ...(body ? { body } : {}),
+      ...(signal ? { signal } : {}),
+    });
+  }
+}
+
+function show(file: DatastorePath): string {
+  return `[${file.datastore}] ${file.path}`;
+}
+
+function check(res: IncomingMessage, file: DatastorePath, method: string): void {
+  const status = res.statusCode ?? 0;
+  if (status >= 200 && status < 300) return;
+  res.resume();
+  if (status === 404)
+    throw new DriverError(`datastore file ${show(file)} does not exist (${method})`);
+  if (status === 401 || status === 403) {
+    throw new DriverError(
+      `datastore file ${show(file)}: ${method} refused (HTTP ${status}); the vSphere user needs the Datastore.Browse and Datastore.FileManagement privileges`,
+    );
+  }
+  if (status >= 500) {
+    throw new TransientError(`datastore file ${show(file)}: ${method} answered HTTP ${status}`);
+  }
+  throw new DriverError(`datastore file ${show(file)}: ${method} answered HTTP ${status}`);
+}
