@@ -25,7 +25,16 @@ export class Unreachable extends Error {
 }
 
 export class ApiClient {
-  constructor(readonly baseUrl: string) {}
+  /**
+   * `secret`: local mode's bearer secret (`<dataDir>/api-token`), sent to any API but API
+   * Gateway's, which gets SigV4 instead; `secretHint` says where it was looked for, for the
+   * message when the API refuses the request.
+   */
+  constructor(
+    readonly baseUrl: string,
+    private readonly secret?: string,
+    private readonly secretHint?: string,
+  ) {}
 
   get<T>(path: string): Promise<T> {
     return this.request<T>('GET', path);
@@ -47,6 +56,8 @@ export class ApiClient {
     };
     if (/\.execute-api\.[a-z0-9-]+\.amazonaws\.com$/.test(url.hostname)) {
       headers = await sign(url, method, headers, payload);
+    } else if (this.secret) {
+      headers.authorization = `Bearer ${this.secret}`;
     }
     let res: Response;
     try {
@@ -65,7 +76,12 @@ export class ApiClient {
     }
     if (!res.ok) {
       const { error, message } = (data ?? {}) as { error?: string; message?: string };
-      throw new ApiError(res.status, error ?? `HTTP${res.status}`, message ?? `HTTP ${res.status}`);
+      const hint = res.status === 401 && this.secretHint ? ` (${this.secretHint})` : '';
+      throw new ApiError(
+        res.status,
+        error ?? `HTTP${res.status}`,
+        `${message ?? `HTTP ${res.status}`}${hint}`,
+      );
     }
     return data as T;
   }

@@ -4,7 +4,8 @@
  *
  * In AWS the configuration comes from the environment (STOWAGE_SITE, STOWAGE_QUEUE_URL,
  * STOWAGE_TABLE, STOWAGE_BUCKET, STOWAGE_KMS_KEY_ID and the usual AWS credentials). In local mode the control plane
- * passes it directly, or a standalone `stowage agent` asks the local API for it.
+ * passes it directly, or a standalone `stowage agent` reads it from the 0600 agent-config.json
+ * that `stowage start` wrote.
  */
 import { existsSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -52,6 +53,11 @@ export interface AgentConfig {
   lxdSocket?: string;
   /** The LXD project whose instances and volumes this agent serves (default `default`). */
   lxdProject?: string;
+  /**
+   * `path:` targets are backed up and restored only inside these trees (`--paths`); undefined:
+   * any absolute path on the host, as the agent's user may read and write it.
+   */
+  paths?: string[];
   heartbeatMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
@@ -67,7 +73,7 @@ export interface RunningAgent {
 
 /** The drivers whose engines this host has. */
 export function detectDrivers(
-  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
+  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject' | 'paths'>,
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -88,7 +94,13 @@ export function detectDrivers(
     );
   }
   // Files, devices and directories of this host: always there.
-  drivers.set('path', createPathDriver({ log }));
+  drivers.set(
+    'path',
+    createPathDriver({
+      log,
+      ...(config.paths ? { allowed: config.paths, roots: config.paths } : {}),
+    }),
+  );
   return drivers;
 }
 
