@@ -25,16 +25,7 @@ export class Unreachable extends Error {
 }
 
 export class ApiClient {
-  /**
-   * `secret`: local mode's bearer secret (`<dataDir>/api-token`), sent to any API but API
-   * Gateway's, which gets SigV4 instead; `secretHint` says where it was looked for, for the
-   * message when the API refuses the request.
-   */
-  constructor(
-    readonly baseUrl: string,
-    private readonly secret?: string,
-    private readonly secretHint?: string,
-  ) {}
+  constructor(readonly baseUrl: string) {}
 
   get<T>(path: string): Promise<T> {
     return this.request<T>('GET', path);
@@ -56,8 +47,6 @@ export class ApiClient {
     };
     if (/\.execute-api\.[a-z0-9-]+\.amazonaws\.com$/.test(url.hostname)) {
       headers = await sign(url, method, headers, payload);
-    } else if (this.secret) {
-      headers.authorization = `Bearer ${this.secret}`;
     }
     let res: Response;
     try {
@@ -76,12 +65,7 @@ export class ApiClient {
     }
     if (!res.ok) {
       const { error, message } = (data ?? {}) as { error?: string; message?: string };
-      const hint = res.status === 401 && this.secretHint ? ` (${this.secretHint})` : '';
-      throw new ApiError(
-        res.status,
-        error ?? `HTTP${res.status}`,
-        `${message ?? `HTTP ${res.status}`}${hint}`,
-      );
+      throw new ApiError(res.status, error ?? `HTTP${res.status}`, message ?? `HTTP ${res.status}`);
     }
     return data as T;
   }

@@ -5,7 +5,6 @@
  * points were made, some targets failed).
  */
 import './warnings';
-import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
@@ -33,43 +32,11 @@ const TERMINAL = ['SUCCEEDED', 'FAILED', 'PARTIALLY_FAILED', 'CANCELLED'];
 interface Globals {
   json?: boolean;
   api?: string;
-  dataDir?: string;
-}
-
-/** Local mode's data directory: --data-dir, else $STOWAGE_DATA_DIR, else ~/.stowage. */
-function dataDirOf(cmd: Command): string {
-  return (
-    cmd.optsWithGlobals<Globals>().dataDir ??
-    process.env.STOWAGE_DATA_DIR ??
-    join(homedir(), '.stowage')
-  );
-}
-
-/**
- * The API's bearer secret: from --data-dir's api-token when that flag is given, else
- * $STOWAGE_TOKEN, else the api-token of $STOWAGE_DATA_DIR or ~/.stowage. Returns where it looked,
- * for the message when the API refuses.
- */
-function apiSecret(cmd: Command): { secret?: string; hint: string } {
-  const explicitDir = cmd.optsWithGlobals<Globals>().dataDir;
-  const fromEnv = process.env.STOWAGE_TOKEN?.trim();
-  if (!explicitDir && fromEnv)
-    return { secret: fromEnv, hint: 'the token came from STOWAGE_TOKEN' };
-  const file = join(dataDirOf(cmd), 'api-token');
-  try {
-    const secret = readFileSync(file, 'utf8').trim();
-    return { secret, hint: `the token came from ${file}` };
-  } catch (err) {
-    return {
-      hint: `the CLI could not read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; give --data-dir DIR of the running \`stowage start\`, or set STOWAGE_TOKEN`,
-    };
-  }
 }
 
 function client(cmd: Command): ApiClient {
   const g = cmd.optsWithGlobals<Globals>();
-  const { secret, hint } = apiSecret(cmd);
-  return new ApiClient(g.api ?? process.env.STOWAGE_API ?? DEFAULT_API, secret, hint);
+  return new ApiClient(g.api ?? process.env.STOWAGE_API ?? DEFAULT_API);
 }
 
 const isJson = (cmd: Command) => Boolean(cmd.optsWithGlobals<Globals>().json);
@@ -215,15 +182,16 @@ const program = new Command('stowage')
   .description('Backup and restore for Docker, LXD and vSphere')
   .option('--json', 'print one JSON document on stdout')
   .option('--api <url>', `the Stowage HTTP API (default $STOWAGE_API or ${DEFAULT_API})`)
-  .option(
-    '--data-dir <dir>',
-    "local mode's data directory: where `start` keeps all state, and where the CLI finds the API token (default $STOWAGE_DATA_DIR or ~/.stowage)",
-  )
   .showHelpAfterError();
 
 program
   .command('start')
   .description('local mode: control plane, API and an agent for the engines on this host')
+  .option(
+    '--data-dir <dir>',
+    'where all state lives',
+    process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
+  )
   .addOption(
     new Option('--port <n>', 'API port; the emulators use the next four')
       .default(DEFAULT_PORT)
@@ -232,33 +200,24 @@ program
   .option('--no-agent', 'do not run an agent in this process')
   .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
-  .option(
-    '--paths <dirs>',
-    'the embedded agent backs up and restores path: targets only inside these trees (comma-separated; default: any path)',
-  )
   .action(
-    async (
-      opts: {
-        port: number;
-        agent: boolean;
-        site: string;
-        store?: string;
-        paths?: string;
-      },
-      cmd: Command,
-    ) => {
-      const dataDir = dataDirOf(cmd);
+    async (opts: {
+      dataDir: string;
+      port: number;
+      agent: boolean;
+      site: string;
+      store?: string;
+    }) => {
       const { startControlPlane } = await import('../local/control-plane');
       const plane = await startControlPlane({
-        dataDir,
+        dataDir: opts.dataDir,
         port: opts.port,
         agent: opts.agent,
         site: opts.site,
         ...(opts.store ? { storeDir: opts.store } : {}),
-        ...(opts.paths !== undefined ? { agentOptions: { paths: pathList(opts.paths) } } : {}),
       });
       process.stdout.write(
-        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  token:    ${join(dataDir, 'api-token')} (every API request needs it; the CLI reads it there)\n  data dir: ${dataDir}\n  store:    ${
+        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  store:    ${
           plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
         }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
           plane.agent
@@ -273,19 +232,8 @@ program
 
 program
   .command('agent')
-  .description(
-    'run an agent on its own: local mode (--config, default DATA_DIR/agent-config.json), or AWS with STOWAGE_QUEUE_URL etc. set',
-  )
+  .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
-  .option(
-    '--config <file>',
-    'local mode: the agent-config.json `stowage start` wrote (0600; default in --data-dir)',
-  )
-  .option(
-    '--paths <dirs>',
-    'back up and restore path: targets only inside these trees (comma-separated; default: any path)',
-    process.env.STOWAGE_PATHS,
-  )
   .option(
     '--lxd-project <name>',
     'the LXD project whose instances and volumes it serves',
@@ -296,103 +244,55 @@ program
     "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
     process.env.STOWAGE_LXD_SOCKET,
   )
-  .action(
-    async (
-      opts: {
-        site: string;
-        config?: string;
-        paths?: string;
-        lxdProject: string;
-        lxdSocket?: string;
-      },
-      cmd: Command,
-    ) => {
-      const { startAgent } = await import('../agents/worker/main');
-      const { createLogger } = await import('../kernel/logger');
-      const log = createLogger({ service: 'stowage-agent' });
-      let config: AgentConfig;
-      if (process.env.STOWAGE_QUEUE_URL && !opts.config) {
-        const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
-        const keyFile = process.env.STOWAGE_KEY_FILE;
-        if (!kmsKeyId && !keyFile) {
-          throw new Error(
-            'set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE',
-          );
-        }
-        config = {
-          site: opts.site,
-          queueUrl: process.env.STOWAGE_QUEUE_URL,
-          tableName: required('STOWAGE_TABLE'),
-          store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
-          keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
-        };
-      } else {
-        config = await localAgentConfig(
-          opts.config ?? join(dataDirOf(cmd), 'agent-config.json'),
-          opts.site,
-        );
+  .action(async (opts: { site: string; lxdProject: string; lxdSocket?: string }, cmd: Command) => {
+    const { startAgent } = await import('../agents/worker/main');
+    const { createLogger } = await import('../kernel/logger');
+    const log = createLogger({ service: 'stowage-agent' });
+    let config: AgentConfig;
+    if (process.env.STOWAGE_QUEUE_URL) {
+      const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
+      const keyFile = process.env.STOWAGE_KEY_FILE;
+      if (!kmsKeyId && !keyFile) {
+        throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
       }
-      const agent = await startAgent(
-        {
-          ...config,
-          lxdProject: opts.lxdProject,
-          ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
-          ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
+      config = {
+        site: opts.site,
+        queueUrl: process.env.STOWAGE_QUEUE_URL,
+        tableName: required('STOWAGE_TABLE'),
+        store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
+        keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
+      };
+    } else {
+      const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
+        `/local/config?site=${encodeURIComponent(opts.site)}`,
+      );
+      config = {
+        site: opts.site,
+        queueUrl: local.queueUrl,
+        tableName: local.tableName,
+        store: local.store,
+        keys: { kind: 'file', path: local.keyFile },
+        aws: {
+          region: local.region,
+          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+          endpoints: local.endpoints,
         },
-        log,
-      );
-      process.stderr.write(
-        `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
-      );
-      await untilSignal();
-      await agent.stop();
-    },
-  );
-
-/**
- * A standalone local agent's configuration, from the file `stowage start` wrote (never from
- * whatever answers on a port): its site's queue is created with the credentials it holds.
- */
-async function localAgentConfig(file: string, site: string): Promise<AgentConfig> {
-  let local: LocalConfig;
-  try {
-    local = JSON.parse(readFileSync(file, 'utf8')) as LocalConfig;
-  } catch (err) {
-    throw new Error(
-      `cannot read the local agent configuration ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give --config FILE or --data-dir DIR of the running \`stowage start\`, as a user who may read it (it is 0600); for AWS set STOWAGE_QUEUE_URL`,
+      };
+    }
+    const agent = await startAgent(
+      {
+        ...config,
+        lxdProject: opts.lxdProject,
+        ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
+      },
+      log,
     );
-  }
-  if (!local.credentials?.accessKeyId || !local.endpoints?.sqs) {
-    throw new Error(`${file} is not an agent-config.json written by \`stowage start\``);
-  }
-  const { SQSClient } = await import('@aws-sdk/client-sqs');
-  const { createSiteQueue } = await import('../local/emulators');
-  const sqs = new SQSClient({
-    region: local.region,
-    credentials: local.credentials,
-    endpoint: local.endpoints.sqs,
+    process.stderr.write(
+      `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
+    );
+    await untilSignal();
+    await agent.stop();
   });
-  try {
-    return {
-      site,
-      queueUrl: await createSiteQueue(sqs, site),
-      tableName: local.tableName,
-      store: local.store,
-      keys: { kind: 'file', path: local.keyFile },
-      aws: { region: local.region, credentials: local.credentials, endpoints: local.endpoints },
-    };
-  } finally {
-    sqs.destroy();
-  }
-}
-
-/** `--paths /srv,/var/lib/images` as a list (empty items dropped; the driver checks each). */
-function pathList(text: string): string[] {
-  return text
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p !== '');
-}
 
 program
   .command('targets')

@@ -7,10 +7,6 @@
  *
  * Ports: the API on `port`, then DynamoDB, S3, SQS and Step Functions on port+1 … port+4
  * (all on 127.0.0.1). Port 0 picks free ports (tests).
- *
- * Every start makes new secrets (./access.ts): the API's bearer secret in `<dataDir>/api-token`,
- * the emulators' credentials, and `<dataDir>/agent-config.json` with what a standalone agent
- * needs, all 0600.
  */
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -30,15 +26,6 @@ import {
   type RunningAgent,
   type StoreConfig,
 } from '../agents/worker/main';
-import {
-  AGENT_CONFIG_FILE,
-  apiSecretPath,
-  newApiSecret,
-  newLocalCredentials,
-  requireAccessKey,
-  writePrivateFile,
-  type LocalCredentials,
-} from './access';
 import { startApiServer } from './api-server';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
@@ -63,10 +50,6 @@ export interface ControlPlaneOptions {
 
 export interface ControlPlane {
   apiUrl: string;
-  /** The API's bearer secret (also in `<dataDir>/api-token`). */
-  apiSecret: string;
-  /** The emulators' credentials (also in `<dataDir>/agent-config.json`). */
-  credentials: LocalCredentials;
   endpoints: Emulators['endpoints'] & { sfn: string };
   localConfig: LocalConfig;
   sfn: LocalStepFunctions;
@@ -74,18 +57,15 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
-/**
- * What a standalone local agent needs to join: `<dataDir>/agent-config.json` (0600), given to
- * `stowage agent --config FILE`. Never served over the network.
- */
+/** What a standalone local agent needs to join (served at GET /local/config). */
 export interface LocalConfig {
   region: string;
-  /** The only credentials the emulators accept. */
-  credentials: LocalCredentials;
   endpoints: { dynamodb: string; s3: string; sqs: string; sfn: string };
   tableName: string;
   bucket: string;
   queueUrlPrefix: string;
+  /** The queue of the site asked for with ?site= (created if new). */
+  queueUrl?: string;
   store: StoreConfig;
   /** The repository's key file (local mode keeps it in the data directory, mode 0600). */
   keyFile: string;
@@ -111,23 +91,14 @@ const plus = (port: number, n: number) => (port === 0 ? 0 : port + n);
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const log = options.log ?? createLogger({ service: 'stowage-local' });
   const site = options.site ?? DEFAULT_SITE;
-  const credentials = newLocalCredentials();
-  const apiSecret = newApiSecret();
-  const secretPath = apiSecretPath(options.dataDir);
-  // Before anything listens: whoever reads the old file must not get a secret that still works.
-  writePrivateFile(secretPath, `${apiSecret}\n`);
-  const emulators = await startEmulators(
-    options.dataDir,
-    { dynamodb: plus(options.port, 1), s3: plus(options.port, 2), sqs: plus(options.port, 3) },
-    credentials,
-  );
+  const emulators = await startEmulators(options.dataDir, {
+    dynamodb: plus(options.port, 1),
+    s3: plus(options.port, 2),
+    sqs: plus(options.port, 3),
+  });
   const closers: Array<() => Promise<void>> = [() => emulators.close()];
   try {
-    const sqs = new SQSClient({
-      ...LOCAL_AWS,
-      credentials: { ...credentials },
-      endpoint: emulators.endpoints.sqs,
-    });
+    const sqs = new SQSClient({ ...LOCAL_AWS, endpoint: emulators.endpoints.sqs });
     await emulators.ensureSiteQueue(site);
 
     // The handlers' own clients find everything through the environment, as in AWS.
@@ -137,7 +108,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       log,
     });
     const sfnServer = await startSfnServer(sfn, plus(options.port, 4));
-    requireAccessKey(sfnServer, credentials.accessKeyId, 'Step Functions');
     closers.unshift(async () => {
       await sfn.close();
       await new Promise((r) => sfnServer.close(r));
@@ -155,8 +125,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const keyFile = join(options.dataDir, 'keys', 'repository.key');
     Object.assign(process.env, {
       AWS_REGION: LOCAL_AWS.region,
-      AWS_ACCESS_KEY_ID: credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      AWS_ACCESS_KEY_ID: LOCAL_AWS.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: LOCAL_AWS.credentials.secretAccessKey,
       AWS_ENDPOINT_URL_DYNAMODB: endpoints.dynamodb,
       AWS_ENDPOINT_URL_S3: endpoints.s3,
       AWS_ENDPOINT_URL_SQS: endpoints.sqs,
@@ -206,7 +176,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const localConfig: LocalConfig = {
       region: LOCAL_AWS.region,
-      credentials,
       endpoints,
       tableName: emulators.tableName,
       bucket: emulators.bucket,
@@ -214,15 +183,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       store,
       keyFile,
     };
-    writePrivateFile(
-      join(options.dataDir, AGENT_CONFIG_FILE),
-      `${JSON.stringify(localConfig, null, 2)}\n`,
-    );
-    const apiServer = await startApiServer(api.handler, {
-      port: options.port,
-      secret: apiSecret,
-      secretPath,
-    });
+    const serveConfig = async (url: URL): Promise<LocalConfig> => {
+      const asked = url.searchParams.get('site');
+      return asked
+        ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) }
+        : localConfig;
+    };
+    const apiServer = await startApiServer(api.handler, serveConfig, options.port);
     closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
     const apiUrl = `http://127.0.0.1:${portOf(apiServer)}`;
 
@@ -235,7 +202,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           tableName: emulators.tableName,
           store,
           keys: { kind: 'file', path: keyFile },
-          aws: { region: LOCAL_AWS.region, credentials: { ...credentials }, endpoints },
+          aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
           ...options.agentOptions,
         },
         log,
@@ -250,8 +217,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     });
     return {
       apiUrl,
-      apiSecret,
-      credentials,
       endpoints,
       localConfig,
       sfn,

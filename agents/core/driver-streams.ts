@@ -44,7 +44,9 @@ export async function consumeStream<T>(
     return await consume(stream);
   } catch (err) {
     checkAborted(ctx, what);
-    const broke = stream.errored;
+    // A consumer that gives up midway (a store gone away) ends its `for await` on the stream,
+    // and Node then destroys the stream with an AbortError: the consequence, not the cause.
+    const broke = stream.errored?.name === 'AbortError' ? null : stream.errored;
     if (broke instanceof StowageError) throw broke;
     const translated = broke ? translate(broke) : undefined;
     if (translated) throw translated;

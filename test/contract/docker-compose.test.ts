@@ -7,8 +7,9 @@
  * and `web` sharing volume `shared` at /shared, all three on network `backend` with their service
  * name as alias; and `agent` in db's network namespace (`network_mode: service:db`, which Compose
  * writes as `container:<db's id>`) with no depends_on label: only that orders it after db; it
- * bind-mounts a host directory at /conf. Everything carries the run's prefix and is removed in afterAll (the shared
- * helper image `stowage/helper:1` stays, on purpose).
+ * bind-mounts a host directory at /conf. The driver contract (driver-suite.ts) runs last, on the
+ * same project. Everything carries the run's prefix and is removed in afterAll (the shared helper
+ * image `stowage/helper:1` stays, on purpose).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,9 +18,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupSink } from '../../agents/core/driver';
 import { createComposeDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../kernel/errors';
 import {
   docker,
+  engineInventory,
   execIn,
   fingerprint,
   TEST_IMAGE,
@@ -27,11 +28,11 @@ import {
   removeByPrefix,
 } from '../fixtures/docker';
 import {
-  breakingSource,
   makeMemoryPoint,
   type MemoryPoint,
   makeDriverContext as makeContext,
 } from '../fixtures/memory-point';
+import { describeDriverContract } from './driver-suite';
 
 const RUN = `stowage-tc-${randomBytes(4).toString('hex')}`;
 const PROJECT = RUN;
@@ -154,18 +155,6 @@ async function fingerprints(project: string) {
   };
 }
 
-/** Everything on the engine whose name carries `prefix`: containers, volumes, networks. */
-async function inventory(prefix: string) {
-  const containers = await docker.listContainers({ all: true, filters: { name: [prefix] } });
-  const { Volumes } = await docker.listVolumes({ filters: { name: [prefix] } });
-  const networks = await docker.listNetworks({ filters: { name: [prefix] } });
-  return {
-    containers: containers.map((c) => c.Names[0] ?? c.Id).sort(),
-    volumes: (Volumes ?? []).map((v) => v.Name).sort(),
-    networks: networks.map((n) => n.Name).sort(),
-  };
-}
-
 async function states(project: string) {
   const out: Record<string, { Running: boolean; Paused: boolean }> = {};
   for (const service of SERVICES) {
@@ -206,16 +195,6 @@ const ALL_RUNNING = {
   api: { Running: true, Paused: false },
   web: { Running: true, Paused: false },
 };
-
-async function imageExists(ref: string): Promise<boolean> {
-  return docker
-    .getImage(ref)
-    .inspect()
-    .then(
-      () => true,
-      () => false,
-    );
-}
 
 beforeAll(async () => {
   await ensureTestImage();
@@ -370,7 +349,7 @@ describe('docker-compose driver', () => {
     });
   }, 60_000);
 
-  it('refuses with NameTaken to restore onto an existing project or network name, and a one-volume restore, creating nothing', async () => {
+  it('holds every container paused through a pause backup, and refuses with NameTaken a restore that would create an existing network, and a one-volume restore, creating nothing', async () => {
     // Arrange
     const point = makeMemoryPoint();
     const observed = observingSink(point, PROJECT);
@@ -384,15 +363,9 @@ describe('docker-compose driver', () => {
     }
     const squatted = `${RUN}-squat`;
     await docker.createNetwork({ Name: `${squatted}_backend` });
-    const before = await inventory(RUN);
+    const before = await engineInventory(RUN);
 
     // Act
-    const ontoProject = driver.restore(
-      outcome.metadata,
-      point.source(),
-      { name: PROJECT, inPlace: false },
-      makeContext(),
-    );
     const ontoNetwork = driver.restore(
       outcome.metadata,
       point.source(),
@@ -401,15 +374,11 @@ describe('docker-compose driver', () => {
     );
 
     // Assert
-    await expect(ontoProject).rejects.toMatchObject({
-      name: 'NameTaken',
-      message: expect.stringContaining('or replace it with --in-place'),
-    });
     await expect(ontoNetwork).rejects.toMatchObject({
       name: 'NameTaken',
       message: expect.stringContaining(`network ${squatted}_backend`),
     });
-    expect(await inventory(RUN)).toEqual(before);
+    expect(await engineInventory(RUN)).toEqual(before);
     expect(await states(PROJECT)).toEqual(ALL_RUNNING);
     await expect(
       driver.restore(
@@ -422,80 +391,6 @@ describe('docker-compose driver', () => {
       name: 'DriverError',
       message: expect.stringContaining('volume cannot apply to a Compose project restore'),
     });
-  }, 30_000);
-
-  it('removes every network, volume, container and image it created when a stream fails midway through a restore', async () => {
-    // Arrange
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(PROJECT, point.sink, makeContext());
-    const healthy = point.source();
-    const integrity = new TransientError('chunk 1234 failed its integrity check');
-    const broken = breakingSource(
-      healthy,
-      (stream) => stream === 'container/web/image',
-      integrity,
-      4,
-    );
-    const copy = `${RUN}-broken`;
-    const before = await inventory(RUN);
-
-    // Act
-    const attempt = driver.restore(
-      outcome.metadata,
-      broken,
-      { name: copy, inPlace: false },
-      makeContext(),
-    );
-
-    // Assert
-    await expect(attempt).rejects.toBe(integrity);
-    expect(await inventory(RUN)).toEqual(before);
-    expect(await driver.exists(copy)).toBe(false);
-    const images = (outcome.metadata.containers as Array<{ image: string }>).map((c) => c.image);
-    for (const image of images) expect(await imageExists(image)).toBe(false);
-    const helpers = await docker.listContainers({
-      all: true,
-      filters: { label: [`io.stowage.helper.target=docker-compose:${copy}`] },
-    });
-    expect(helpers).toEqual([]);
-  }, 30_000);
-
-  it('leaves every container running when the sink fails midway through a stopped backup', async () => {
-    // Arrange
-    const point = makeMemoryPoint({
-      onStreamEnd: (info, index) => {
-        if (index === 3) throw new Error(`sink broke while storing ${info.name}`);
-      },
-    });
-
-    // Act
-    const attempt = driver.backup(PROJECT, point.sink, makeContext(), { consistency: 'stop' });
-
-    // Assert
-    await expect(attempt).rejects.toThrow('sink broke while storing container/api/image');
-    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
-  }, 30_000);
-
-  it('stops a backup whose job is abandoned, leaving every container running and no helper behind', async () => {
-    // Arrange
-    const abandon = new AbortController();
-    const point = makeMemoryPoint({
-      onChunk: (info) => info.name.startsWith('volume/') && abandon.abort(),
-    });
-
-    // Act
-    const attempt = driver.backup(PROJECT, point.sink, makeContext({ signal: abandon.signal }), {
-      consistency: 'stop',
-    });
-
-    // Assert
-    await expect(attempt).rejects.toMatchObject({ name: 'TransientError' });
-    expect(await states(PROJECT)).toEqual(ALL_RUNNING);
-    const helpers = await docker.listContainers({
-      all: true,
-      filters: { label: [`io.stowage.helper.target=docker-compose:${PROJECT}`] },
-    });
-    expect(helpers).toEqual([]);
   }, 30_000);
 
   it('lists a project with a stopped container as partial and restores that container stopped', async () => {
@@ -531,3 +426,35 @@ describe('docker-compose driver', () => {
     }
   }, 30_000);
 });
+
+// Last: its in-place case leaves the project's data changed.
+describeDriverContract(
+  'docker-compose',
+  async () => ({
+    driver,
+    target: PROJECT,
+    missing: `${RUN}-missing`,
+    copyName: (label) => `${RUN}-c-${label}`,
+    content: fingerprints,
+    state: states,
+    leftovers: () => engineInventory(RUN),
+    change: async (project) => {
+      await execIn(containerOf(project, 'db'), ['sh', '-c', 'echo changed > /data/owned.txt']);
+      await execIn(containerOf(project, 'api'), ['sh', '-c', 'rm -rf /shared/nested']);
+    },
+  }),
+  {
+    holds: [
+      {
+        label: 'stop',
+        options: { consistency: 'stop' },
+        during: Object.fromEntries(SERVICES.map((s) => [s, { Running: false, Paused: false }])),
+      },
+    ],
+    inPlace: true,
+    hints: {
+      targetNotFound: 'stowage targets --platform docker-compose',
+      nameTaken: 'or replace it with --in-place',
+    },
+  },
+);

@@ -1,7 +1,8 @@
 /**
  * The docker driver's whole backup-and-rollback procedure against the real dockerd: consistency
  * modes (live, pause, stop), hooks run inside the container, bind-mounted host directories, and
- * in-place restore over the same container and volume names. Every container, volume, image and
+ * in-place restore over the same container and volume names. (What a failing backup or restore
+ * leaves, in every mode, is the driver contract's: docker-driver.test.ts.) Every container, volume, image and
  * host directory this file creates carries the run's prefix and is removed in afterAll.
  */
 import { randomBytes } from 'node:crypto';
@@ -12,7 +13,6 @@ import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupOptions, BackupSink, DriverContext } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../kernel/errors';
 import { createLogger } from '../../kernel/logger';
 import {
   docker,
@@ -22,7 +22,7 @@ import {
   ensureTestImage,
   removeByPrefix,
 } from '../fixtures/docker';
-import { breakingSource, makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
+import { makeMemoryPoint, type MemoryPoint } from '../fixtures/memory-point';
 
 const RUN = `stowage-p-${randomBytes(4).toString('hex')}`;
 const driver = createDockerDriver();
@@ -74,11 +74,10 @@ async function state(name: string) {
   return (await docker.getContainer(name).inspect()).State;
 }
 
-/** A sink that records the container's state as each stream begins, and may fail on one. */
+/** A sink that records the container's state as each stream begins. */
 function observingSink(
   point: MemoryPoint,
   name: string,
-  failOn?: string,
 ): BackupSink & {
   states: Array<{ stream: string; Running: boolean; Paused: boolean; Status: string }>;
 } {
@@ -88,10 +87,6 @@ function observingSink(
     async writeStream(info, data) {
       const s = await state(name);
       states.push({ stream: info.name, Running: s.Running, Paused: s.Paused, Status: s.Status });
-      if (failOn && info.name.startsWith(failOn)) {
-        data.resume();
-        throw new Error(`sink broke while storing ${info.name}`);
-      }
       return point.sink.writeStream(info, data);
     },
   };
@@ -109,14 +104,6 @@ async function restoreCopy(
     { name: copy, inPlace: false },
     ctx,
   );
-}
-
-async function helpersFor(target: string): Promise<string[]> {
-  const list = await docker.listContainers({
-    all: true,
-    filters: { label: [`io.stowage.helper.target=${target}`] },
-  });
-  return list.map((c) => c.Id);
 }
 
 async function imagesOf(repo: string): Promise<string[]> {
@@ -172,41 +159,6 @@ describe('docker driver: consistency modes', () => {
       expect((await state(copy)).Running).toBe(true);
       expect(await fingerprint(copy, '/data')).toEqual(before);
       expect(await execIn(copy, ['cat', '/etc/stowage-marker'])).toBe('v1\n');
-    },
-    30_000,
-  );
-
-  it.each([
-    ['pause', 'a sink error'],
-    ['stop', 'a sink error'],
-    ['pause', 'an abandoned job'],
-    ['stop', 'an abandoned job'],
-  ] as const)(
-    'leaves the container running and unpaused after %s mode fails with %s',
-    async (mode, failure) => {
-      // Arrange
-      const name = await makeContainer(`fail-${mode}-${failure.split(' ')[1]}`);
-      const abandon = new AbortController();
-      const point = makeMemoryPoint(
-        failure === 'an abandoned job'
-          ? { onChunk: (info) => info.name.startsWith('volume/') && abandon.abort() }
-          : {},
-      );
-      const sink = observingSink(point, name, failure === 'a sink error' ? 'volume/' : undefined);
-
-      // Act
-      const attempt = driver.backup(name, sink, makeContext({ signal: abandon.signal }), {
-        consistency: mode,
-      });
-
-      // Assert
-      await expect(attempt).rejects.toThrow(
-        failure === 'a sink error' ? 'sink broke while storing volume/' : 'abandoned',
-      );
-      expect(sink.states.at(-1)?.Status).toBe(mode === 'pause' ? 'paused' : 'exited');
-      expect(await state(name)).toMatchObject({ Running: true, Paused: false });
-      expect(await helpersFor(`docker:${name}`)).toEqual([]);
-      expect(await imagesOf(`stowage/${name}`)).toEqual([]);
     },
     30_000,
   );
@@ -423,36 +375,6 @@ describe('docker driver: in-place restore', () => {
     expect(await leftoversOf(name)).toEqual({ containers: [], tempVolumes: [] });
   }, 30_000);
 
-  it('leaves the original running with its current data when a stream fails midway', async () => {
-    // Arrange
-    const name = await makeContainer('inplace-broken');
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(name, point.sink, makeContext());
-    await update(name);
-    const updated = await fingerprint(name, '/data');
-    const oldId = (await docker.getContainer(name).inspect()).Id;
-    const healthy = point.source();
-    const integrity = new TransientError('chunk 99 failed its integrity check');
-    const broken = breakingSource(healthy, (stream) => stream.startsWith('volume/'), integrity, 10);
-
-    // Act
-    const attempt = driver.restore(
-      outcome.metadata,
-      broken,
-      { name, inPlace: true },
-      makeContext(),
-    );
-
-    // Assert
-    await expect(attempt).rejects.toBe(integrity);
-    const now = await docker.getContainer(name).inspect();
-    expect(now.Id).toBe(oldId);
-    expect(now.State).toMatchObject({ Running: true, Paused: false });
-    expect(await execIn(name, ['cat', '/etc/stowage-marker'])).toBe('v2\n');
-    expect(await fingerprint(name, '/data')).toEqual(updated);
-    expect(await leftoversOf(name)).toEqual({ containers: [], tempVolumes: [] });
-    expect(await helpersFor(`docker:${name}`)).toEqual([]);
-  }, 30_000);
   it('restores as new when no container has the name', async () => {
     // Arrange
     const name = await makeContainer('inplace-gone');

@@ -1,51 +1,32 @@
 /**
  * The docker driver against the real dockerd (local/engines/setup.sh starts it and builds the
- * stowage-test/busybox image). Streams go to an in-memory sink, so this exercises only the
- * driver: what it reads from dockerd, and whether what it writes back is the same container.
- * Every container, volume and image this file creates has the run's prefix and is removed in
- * afterAll; the shared helper image `stowage/helper:1` is left in place on purpose.
+ * stowage-test/busybox image): the driver contract (driver-suite.ts) on a running container with
+ * two volumes, in each consistency mode, then what only Docker has (container config, anonymous
+ * volumes, volume and network clashes, the event watch). Streams go to an in-memory sink, so this
+ * exercises only the driver: what it reads from dockerd, and whether what it writes back is the
+ * same container. Every container, volume and image this file creates has the run's prefix and is
+ * removed in afterAll; the shared helper image `stowage/helper:1` is left in place on purpose.
  */
 import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { StreamInfo } from '../../agents/core/driver';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { TransientError } from '../../kernel/errors';
 import {
   docker,
+  engineInventory,
   execIn,
   fingerprint,
+  runningState,
   TEST_IMAGE,
   ensureTestImage,
   removeByPrefix,
 } from '../fixtures/docker';
-import {
-  breakingSource,
-  makeMemoryPoint as makeSharedMemoryPoint,
-  type MemoryPoint,
-  makeDriverContext as makeContext,
-} from '../fixtures/memory-point';
+import { makeMemoryPoint, makeDriverContext as makeContext } from '../fixtures/memory-point';
+import { describeDriverContract } from './driver-suite';
 
 const RUN = `stowage-t-${randomBytes(4).toString('hex')}`;
 const driver = createDockerDriver();
-
-// --- in-memory sink and source -----------------------------------------------------------------
-
-/** `onStream` runs mid-stream (after the 4th piece) and at each stream's end: where to fail. */
-function makeMemoryPoint(
-  overrides: { onStream?: (info: StreamInfo, index: number) => void } = {},
-): MemoryPoint {
-  const { onStream } = overrides;
-  return makeSharedMemoryPoint(
-    onStream
-      ? {
-          onChunk: (info, piece, index) => piece === 4 && onStream(info, index),
-          onStreamEnd: onStream,
-        }
-      : {},
-  );
-}
 
 // --- dockerd helpers ---------------------------------------------------------------------------
 
@@ -112,19 +93,6 @@ async function runVolumes(): Promise<string[]> {
   return (Volumes ?? []).map((v) => v.Name).sort();
 }
 
-async function runContainers(): Promise<string[]> {
-  const list = await docker.listContainers({ all: true, filters: { name: [RUN] } });
-  return list.map((c) => c.Names[0] ?? c.Id).sort();
-}
-
-async function helpersFor(target: string): Promise<string[]> {
-  const list = await docker.listContainers({
-    all: true,
-    filters: { label: [`io.stowage.helper.target=${target}`] },
-  });
-  return list.map((c) => c.Id);
-}
-
 async function imagesOf(repo: string): Promise<string[]> {
   const list = await docker.listImages({ filters: { reference: [`${repo}:*`] } });
   return list.flatMap((i) => i.RepoTags ?? []);
@@ -159,6 +127,63 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(() => removeByPrefix(RUN), 60_000);
+
+/** The files of /etc a restore brings back (dockerd writes hostname, hosts, resolv.conf). */
+const ETC = `cd /etc && find . -type f ! -name hostname ! -name hosts ! -name resolv.conf -exec sha256sum {} + | sort`;
+
+describeDriverContract(
+  'docker',
+  async () => {
+    // `sleep` as PID 1 ignores SIGTERM; this one exits on it, so a stop takes no timeout.
+    const target = await makeContainer('contract', ['data', 'cache'], {
+      Cmd: ['sh', '-c', 'trap "exit 0" TERM; sleep 100000 & wait'],
+    });
+    await execIn(target, [
+      'sh',
+      '-c',
+      [
+        'set -e',
+        'mkdir -p /data/sub && echo one > /data/sub/one.txt && chmod 0600 /data/sub/one.txt',
+        'head -c 3000000 /dev/urandom > /data/noise.bin && ln -s sub/one.txt /data/link',
+        'echo cache > /cache/c.txt && chown 1000:1000 /cache/c.txt',
+        'echo v1 > /etc/stowage-marker',
+      ].join('\n'),
+    ]);
+    return {
+      driver,
+      target,
+      missing: `${RUN}-missing`,
+      copyName: (label) => `${RUN}-contract-${label}`,
+      content: async (name) => ({
+        data: await fingerprint(name, '/data'),
+        cache: await fingerprint(name, '/cache'),
+        etc: await execIn(name, ['sh', '-c', ETC]),
+      }),
+      state: runningState,
+      leftovers: () => engineInventory(RUN),
+      change: async (name) => {
+        await execIn(name, [
+          'sh',
+          '-c',
+          'echo v2 > /etc/stowage-marker && touch /etc/new-in-v2 && echo changed > /data/sub/one.txt',
+        ]);
+      },
+    };
+  },
+  {
+    holds: [
+      { label: 'live', options: { consistency: 'live' }, during: { Running: true, Paused: false } },
+      {
+        label: 'pause',
+        options: { consistency: 'pause' },
+        during: { Running: true, Paused: true },
+      },
+      { label: 'stop', options: { consistency: 'stop' }, during: { Running: false } },
+    ],
+    inPlace: true,
+    hints: { targetNotFound: 'stowage targets --platform docker' },
+  },
+);
 
 describe('docker driver', () => {
   it('restores a running container with its volumes and root fs changes under a new name, leaving the original untouched', async () => {
@@ -303,88 +328,6 @@ describe('docker driver', () => {
     expect(await readFileOf(restored, '/anon/file')).toEqual({ mode: 0o600, text: 'anonymous\n' });
   }, 30_000);
 
-  it('removes everything it created when a stream fails midway through a restore', async () => {
-    // Arrange
-    const name = await makeContainer('brokenstore', ['data', 'cache']);
-    await execIn(name, ['sh', '-c', 'head -c 2097152 /dev/urandom > /cache/noise']);
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(name, point.sink, makeContext());
-    const healthy = point.source();
-    const integrity = new TransientError('chunk 1234 failed its integrity check');
-    const broken = breakingSource(
-      healthy,
-      (stream) => stream === `volume/${name}-cache`,
-      integrity,
-      8,
-    );
-    const restored = `${RUN}-brokenstore-copy`;
-    const volumesBefore = await runVolumes();
-
-    // Act
-    const attempt = driver.restore(
-      outcome.metadata,
-      broken,
-      { name: restored, inPlace: false },
-      makeContext(),
-    );
-
-    // Assert
-    await expect(attempt).rejects.toBe(integrity);
-    expect(await driver.exists(restored)).toBe(false);
-    expect(await runVolumes()).toEqual(volumesBefore);
-    expect(await helpersFor(`docker:${restored}`)).toEqual([]);
-    expect(await imagesOf(`stowage/${name}`)).toEqual([]);
-  }, 30_000);
-
-  it('stops a backup whose job is abandoned, leaving the container running and nothing behind', async () => {
-    // Arrange
-    const name = await makeContainer('abandoned', ['data']);
-    const abandon = new AbortController();
-    const point = makeMemoryPoint({ onStream: () => abandon.abort() });
-
-    // Act
-    const attempt = driver.backup(name, point.sink, makeContext({ signal: abandon.signal }));
-
-    // Assert
-    await expect(attempt).rejects.toMatchObject({ name: 'TransientError' });
-    expect(point.stored).toEqual([]);
-    expect((await inspect(name)).State).toMatchObject({ Running: true, Paused: false });
-    expect(await helpersFor(`docker:${name}`)).toEqual([]);
-    expect(await imagesOf(`stowage/${name}`)).toEqual([]);
-  }, 30_000);
-
-  it('rejects a backup of a missing container with TargetNotFound', async () => {
-    await expect(
-      driver.backup(`${RUN}-missing`, makeMemoryPoint().sink, makeContext()),
-    ).rejects.toMatchObject({
-      name: 'TargetNotFound',
-      message: expect.stringContaining('stowage targets --platform docker'),
-    });
-  });
-
-  it('refuses with NameTaken to restore onto an existing container name and creates nothing', async () => {
-    // Arrange
-    const name = await makeContainer('taken', ['data']);
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(name, point.sink, makeContext());
-    const volumesBefore = await runVolumes();
-    const containersBefore = await runContainers();
-
-    // Act
-    const attempt = driver.restore(
-      outcome.metadata,
-      point.source(),
-      { name, inPlace: false },
-      makeContext(),
-    );
-
-    // Assert
-    await expect(attempt).rejects.toMatchObject({ name: 'NameTaken' });
-    expect(await runVolumes()).toEqual(volumesBefore);
-    expect(await runContainers()).toEqual(containersBefore);
-    expect(await imagesOf(`stowage/${name}`)).toEqual([]);
-  }, 30_000);
-
   it('refuses with NameTaken, naming the volume, when a volume the restore would create exists', async () => {
     // Arrange
     const name = await makeContainer('voltaken', ['data']);
@@ -446,28 +389,6 @@ describe('docker driver', () => {
       message: expect.stringContaining('local/engines/setup.sh'),
     });
   });
-
-  it('leaves the container running and no helpers or temporary images behind when the sink fails midway', async () => {
-    // Arrange
-    const name = await makeContainer('failing', ['data', 'cache']);
-    await execIn(name, ['sh', '-c', 'head -c 4194304 /dev/urandom > /cache/noise']);
-    const point = makeMemoryPoint({
-      onStream: (info, index) => {
-        if (index === 1) throw new Error(`sink broke while storing ${info.name}`);
-      },
-    });
-
-    // Act
-    const attempt = driver.backup(name, point.sink, makeContext());
-
-    // Assert
-    await expect(attempt).rejects.toThrow(`sink broke while storing volume/${name}-cache`);
-    const state = (await inspect(name)).State;
-    expect(state.Running).toBe(true);
-    expect(state.Paused).toBe(false);
-    expect(await helpersFor(`docker:${name}`)).toEqual([]);
-    expect(await imagesOf(`stowage/${name}`)).toEqual([]);
-  }, 30_000);
 
   it('lists containers as docker targets with their image and volumes, skipping helper containers', async () => {
     // Arrange

@@ -1,8 +1,11 @@
 /**
  * The LXD driver against the real lxd (local/engines/setup-lxd.sh starts it, preseeds a `dir`
- * pool and imports the stowage-test/busybox image). Streams go to an in-memory point, so this
- * exercises only the driver: what it reads from LXD, and whether what it imports back is the same
- * instance. Every instance this file creates has the run's prefix and is removed in afterAll.
+ * pool and imports the stowage-test/busybox image): the driver contract (driver-suite.ts) on a
+ * running instance with a snapshot, then what only LXD instances have (profiles, pools, devices,
+ * snapshots in the export, holds while LXD writes its backup). Streams go to an in-memory point,
+ * so this exercises only the driver: what it reads from LXD, and whether what it imports back is
+ * the same instance. Every instance this file creates has the run's prefix and is removed in
+ * afterAll.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,11 +23,14 @@ import {
   LXD_SOCKET,
   launchInstance,
   lxd,
+  lxdInventory,
+  namesAt,
   removeInstance,
   sh,
   treeFingerprint,
   type InstanceView,
 } from '../fixtures/lxd';
+import { describeDriverContract } from './driver-suite';
 
 const RUN = `st-${randomBytes(3).toString('hex')}`;
 const POOL2 = `${RUN}-pool2`;
@@ -100,9 +106,40 @@ function rootfs(pool: string, name: string, snapshot?: string): string {
 }
 
 async function snapshotsOf(name: string): Promise<string[]> {
-  const urls = await lxd.get<string[]>(`/1.0/instances/${name}/snapshots`);
-  return urls.map((u) => u.split('/').pop() ?? '').sort();
+  return namesAt(`/1.0/instances/${name}/snapshots`);
 }
+
+describeDriverContract(
+  'lxd',
+  async () => {
+    const target = await launch('contract');
+    await sh(target, FIXTURE);
+    await lxd.run('POST', `/1.0/instances/${target}/snapshots`, { name: 'snap0' });
+    await sh(target, 'echo after the snapshot > /data/hello.txt');
+    return {
+      driver,
+      target,
+      missing: `${RUN}-missing`,
+      copyName: (label) => `${RUN}-c-${label}`,
+      // Inside the instance (owners as it sees them), and each snapshot's files on the pool.
+      content: async (name) => ({
+        files: await sh(name, FINGERPRINT),
+        snapshots: Object.fromEntries(
+          (await snapshotsOf(name)).map((snap) => [
+            snap,
+            treeFingerprint(`${rootfs('default', name, snap)}/data`),
+          ]),
+        ),
+      }),
+      state: statusOf,
+      leftovers: () => lxdInventory(RUN),
+      change: async (name) => {
+        await sh(name, 'echo v2 > /etc/stowage-marker && touch /data/new-in-v2');
+      },
+    };
+  },
+  { inPlace: true },
+);
 
 describe('lxd driver', () => {
   it('restores a running container under a new name byte for byte, leaving the original running', async () => {
@@ -176,46 +213,6 @@ describe('lxd driver', () => {
     expect(await runInstances()).not.toContainEqual(expect.stringContaining(`${name}-stowage-`));
   });
 
-  it('rejects a backup of a missing instance with TargetNotFound', async () => {
-    const point = makeMemoryPoint();
-    await expect(driver.backup(`${RUN}-missing`, point.sink, makeContext())).rejects.toMatchObject({
-      name: 'TargetNotFound',
-    });
-    expect(await driver.exists(`${RUN}-missing`)).toBe(false);
-    expect(point.stored).toEqual([]);
-  });
-
-  it('refuses with NameTaken to restore onto an existing instance name and creates nothing', async () => {
-    const name = await launch('taken');
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(name, point.sink, makeContext());
-    const before = await runInstances();
-
-    await expect(
-      driver.restore(outcome.metadata, point.source(), { name, inPlace: false }, makeContext()),
-    ).rejects.toMatchObject({ name: 'NameTaken' });
-
-    expect(await runInstances()).toEqual(before);
-    expect(await statusOf(name)).toBe('Running');
-  });
-
-  it('leaves no LXD backup behind and the instance running when the sink fails midway', async () => {
-    const name = await launch('sinkfail');
-    await sh(name, 'head -c 2097152 /dev/urandom > /root/filler.bin');
-    const point = makeMemoryPoint({
-      onChunk: (_info, piece) => {
-        if (piece === 3) throw new Error('the store went away');
-      },
-    });
-
-    await expect(driver.backup(name, point.sink, makeContext())).rejects.toThrow(
-      /the store went away/,
-    );
-
-    expect(await backupsOf(name)).toEqual([]);
-    expect(await statusOf(name)).toBe('Running');
-  });
-
   it('recreates a missing profile before the import, and removes it again when the import fails', async () => {
     const profile = `${RUN}-prof`;
     await lxd.request('POST', '/1.0/profiles', {
@@ -254,24 +251,6 @@ describe('lxd driver', () => {
     expect(restored.profiles).toEqual(['default', profile]);
     expect(restored.expanded_config['user.stowage']).toBe('kept');
     expect(restored.status).toBe('Running');
-  });
-
-  it('stops a backup whose job is abandoned, leaving the instance running and no LXD backup', async () => {
-    const name = await launch('abandon');
-    await sh(name, 'head -c 2097152 /dev/urandom > /root/filler.bin');
-    const abort = new AbortController();
-    const point = makeMemoryPoint({
-      onChunk: (_info, piece) => {
-        if (piece === 2) abort.abort();
-      },
-    });
-
-    await expect(
-      driver.backup(name, point.sink, makeContext({ signal: abort.signal })),
-    ).rejects.toMatchObject({ name: 'TransientError' });
-
-    expect(await backupsOf(name)).toEqual([]);
-    expect(await statusOf(name)).toBe('Running');
   });
 
   it('captures the instance with its snapshots by default and brings them back; without them on request', async () => {

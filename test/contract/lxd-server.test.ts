@@ -4,11 +4,13 @@
  * and `dir` storage) and removes in afterAll.
  *
  * On the main daemon the test makes a profile, a custom volume with files, a running instance
- * that uses both and a stopped one, backs the whole server up, and restores the point onto the
- * fresh daemon: the pool, the profile (config equal), the image (same fingerprint and alias), the
- * volume (its files byte for byte on the pool's disk) and the instances (files inside compared by
- * sha256, running as before) come back. A restore that breaks midway leaves the fresh daemon as
- * empty as it was; a second restore clobbers nothing. Disaster recovery: an instance of the
+ * that uses both and a stopped one, a network and a project. The driver contract
+ * (driver-suite.ts) backs the whole server up and restores the point onto the fresh daemon,
+ * after a restore that breaks midway has left it as empty as it was: the pool, the profiles
+ * (config equal), the network, the project, the image (same fingerprint and alias), the volume
+ * (its files byte for byte on the pool's disk) and the instances (files inside compared by
+ * sha256, running or stopped as before) come back (`serverContent`). The tests after it use that
+ * backup and look at that restored daemon: a second restore clobbers nothing. Disaster recovery: an instance of the
  * second daemon loses its database record while its storage stays, and a restore with `recover`
  * brings it back through LXD's recover API, with the file written after the backup (so from its
  * storage, not from the point). Everything on the main daemon carries the run's prefix.
@@ -20,13 +22,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLxdServerDriver } from '../../agents/drivers/lxd';
 import { LxdClient } from '../../agents/drivers/lxd/client';
 import type { LxdServerBackupMetadata } from '../../agents/drivers/lxd/server';
+import { makeMemoryPoint, makeDriverContext } from '../fixtures/memory-point';
 import {
-  breakingSource,
-  makeMemoryPoint,
-  makeDriverContext,
-  type MemoryPoint,
-} from '../fixtures/memory-point';
-import { LXD_SOCKET, LXD_TEST_ALIAS, lxd, treeFingerprint, volumeDir } from '../fixtures/lxd';
+  LXD_SOCKET,
+  LXD_TEST_ALIAS,
+  lxd,
+  lxdInventory,
+  namesAt,
+  treeFingerprint,
+  volumeDir,
+} from '../fixtures/lxd';
+import { describeDriverContract } from './driver-suite';
 
 const RUN = `lsv-${randomBytes(3).toString('hex')}`;
 const SECOND_DIR = `/var/lib/${RUN}-lxd`;
@@ -84,10 +90,7 @@ async function status(client: LxdClient, name: string): Promise<string | undefin
   return list.find((i) => i.name === name)?.status;
 }
 
-async function names(client: LxdClient, path: string): Promise<string[]> {
-  const list = await client.get<string[] | null>(path);
-  return (list ?? []).map((u) => decodeURIComponent(u.split('/').pop() ?? '')).sort();
-}
+const names = (client: LxdClient, path: string) => namesAt(path, client);
 
 /** What a daemon holds, as names: for "nothing was left behind" and "nothing was clobbered". */
 async function inventory(client: LxdClient) {
@@ -115,11 +118,44 @@ async function inventory(client: LxdClient) {
   };
 }
 
-let point: MemoryPoint;
-/** The main server's point metadata, from the backup test. */
-let serverMetadata: Record<string, unknown>;
-let webFiles: string;
-let volumeFiles: string;
+/** Each site's daemon and its LXD_DIR. */
+const SITES: Record<string, { client: LxdClient; dir: string }> = {
+  'main-site': { client: lxd, dir: '/var/lib/lxd' },
+  'second-site': { client: second, dir: SECOND_DIR },
+};
+
+/** What a server restore must bring back of what this file made, as one site's daemon has it. */
+async function serverContent(site: string) {
+  const { client, dir } = SITES[site]!;
+  const config = async (path: string) =>
+    (await client.get<{ config: Record<string, string> }>(path)).config;
+  const network = await client.get<{ type: string; config: Record<string, string> }>(
+    `/1.0/networks/${NETWORK}`,
+  );
+  return {
+    poolDriver: (await client.get<{ driver: string }>('/1.0/storage-pools/default')).driver,
+    profile: await config(`/1.0/profiles/${PROFILE}`),
+    network: { type: network.type, parent: network.config.parent },
+    projectProfiles: (await config(`/1.0/projects/${PROJECT}`))['features.profiles'],
+    profileInProject: await config(`/1.0/profiles/${PROFILE}?project=${PROJECT}`),
+    image: (await client.get<{ target: string }>(`/1.0/images/aliases/${LXD_TEST_ALIAS}`)).target,
+    volume: treeFingerprint(`${dir}/storage-pools/default/custom/default_${VOLUME}`),
+    webFiles: await shOn(client, WEB, FILES),
+    greeting: (await shOn(client, WEB, 'cat /root/greeting')).trim(),
+  };
+}
+
+/** The LXD backup files a daemon holds (none once a backup, failed or not, is over). */
+function backupFiles(dir: string): string[] {
+  try {
+    return execFileSync('find', [`${dir}/backups`, '-mindepth', '1'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .sort();
+  } catch {
+    return [];
+  }
+}
 
 beforeAll(async () => {
   execFileSync('bash', ['local/engines/setup-lxd.sh'], { stdio: 'ignore' });
@@ -169,8 +205,6 @@ printf 'volume of %s\n' "$2" > marker.txt; chown 1000:1000 marker.txt; ln -sfn s
     profiles: ['default'],
     source: { type: 'image', alias: LXD_TEST_ALIAS },
   });
-  webFiles = await shOn(lxd, WEB, FILES);
-  volumeFiles = treeFingerprint(volumeDir('default', VOLUME));
 }, 300_000);
 
 afterAll(async () => {
@@ -191,6 +225,34 @@ afterAll(async () => {
   script('stop');
 }, 180_000);
 
+// First: the tests below look at the point it made and the daemon it restored onto.
+const contract = describeDriverContract(
+  'lxd-server',
+  async () => ({
+    driver: mainDriver,
+    restoreDriver: secondDriver,
+    target: 'main-site',
+    missing: 'second-site',
+    copyName: () => 'second-site',
+    content: serverContent,
+    state: async (site) => ({
+      web: await status(SITES[site]!.client, WEB),
+      idle: await status(SITES[site]!.client, IDLE),
+    }),
+    leftovers: async () => ({
+      main: await lxdInventory(RUN),
+      second: await inventory(second),
+      secondBackups: backupFiles(SECOND_DIR),
+    }),
+  }),
+  {
+    // A server restore adds what is missing and clobbers nothing: no name to be taken.
+    nameTaken: false,
+    breakIn: () => `instance/default/${WEB}`,
+    timeoutMs: 300_000,
+  },
+);
+
 describe('lxd-server driver', () => {
   it('lists the server as one target named after the agent', async () => {
     const targets = await mainDriver.listTargets();
@@ -200,10 +262,8 @@ describe('lxd-server driver', () => {
     expect(await mainDriver.exists('other')).toBe(false);
   });
 
-  it('backs up the whole server: definitions as metadata, one stream per image, volume, instance', async () => {
-    point = makeMemoryPoint();
-    const outcome = await mainDriver.backup('main-site', point.sink, makeDriverContext());
-    serverMetadata = outcome.metadata;
+  it('backs up the whole server: definitions as metadata, one stream per image, volume, instance', () => {
+    const { outcome, point } = contract.backup;
     const meta = outcome.metadata as unknown as LxdServerBackupMetadata;
     expect(meta.server).toBe('main-site');
     expect(meta.pools.find((p) => p.name === 'default')?.driver).toBe('dir');
@@ -219,75 +279,23 @@ describe('lxd-server driver', () => {
     const at = (prefix: string) => streams.findIndex((s) => s.startsWith(prefix));
     expect(at('image/')).toBeLessThan(at('volume/'));
     expect(at('volume/')).toBeLessThan(at('instance/'));
-    expect(await status(lxd, WEB)).toBe('Running');
-    // A point of the server is refused under another agent's name.
-    await expect(
-      mainDriver.backup('second-site', makeMemoryPoint().sink, makeDriverContext()),
-    ).rejects.toMatchObject({ name: 'TargetNotFound' });
-  }, 300_000);
+  });
 
-  it('a restore that breaks midway leaves the fresh daemon as empty as it was', async () => {
-    const before = await inventory(second);
-    expect(before.instances).toEqual([]);
-    await expect(
-      secondDriver.restore(
-        serverMetadata,
-        breakingSource(
-          point.source(),
-          (stream) => stream === `instance/default/${WEB}`,
-          new Error('chunk store unreachable'),
-          4,
-        ),
-        { name: 'second-site', inPlace: false },
-        makeDriverContext(),
-      ),
-    ).rejects.toMatchObject({ name: 'TransientError', message: /chunk store unreachable/ });
-    expect(await inventory(second)).toEqual(before);
-  }, 300_000);
-
-  it('restores the whole server onto a fresh daemon: pool, profile, image, volume, instances', async () => {
-    const ctx = makeDriverContext();
-    const outcome = await secondDriver.restore(
-      serverMetadata,
-      point.source(),
-      { name: 'second-site', inPlace: false },
-      ctx,
-    );
-    expect(outcome.restoredTarget).toBe('lxd-server:second-site');
+  it('restored onto the fresh daemon its own pool directory, the definitions, and an image it launches from', async () => {
     const pool = await second.get<{ driver: string; config: Record<string, string> }>(
       '/1.0/storage-pools/default',
     );
-    expect(pool.driver).toBe('dir');
     // Its own directory, never the main daemon's.
     expect(pool.config.source).toBe(`${SECOND_DIR}/storage-pools/default`);
-    const profile = await second.get<{ config: Record<string, string> }>(
-      `/1.0/profiles/${PROFILE}`,
-    );
-    expect(profile.config).toEqual(PROFILE_CONFIG);
-    const network = await second.get<{ type: string; config: Record<string, string> }>(
-      `/1.0/networks/${NETWORK}`,
-    );
-    expect(network).toMatchObject({ type: 'macvlan', config: { parent: 'eth0' } });
-    const project = await second.get<{ config: Record<string, string> }>(
-      `/1.0/projects/${PROJECT}`,
-    );
-    expect(project.config).toMatchObject({ 'features.profiles': 'true' });
-    const inProject = await second.get<{ config: Record<string, string> }>(
-      `/1.0/profiles/${PROFILE}?project=${PROJECT}`,
-    );
-    expect(inProject.config).toEqual(PROJECT_PROFILE_CONFIG);
-    const mainImage = await lxd.get<{ target: string }>(`/1.0/images/aliases/${LXD_TEST_ALIAS}`);
-    const secondImage = await second.get<{ target: string }>(
-      `/1.0/images/aliases/${LXD_TEST_ALIAS}`,
-    );
-    expect(secondImage.target).toBe(mainImage.target);
-    expect(treeFingerprint(`${SECOND_DIR}/storage-pools/default/custom/default_${VOLUME}`)).toEqual(
-      volumeFiles,
-    );
-    expect(await status(second, WEB)).toBe('Running');
-    expect(await status(second, IDLE)).toBe('Stopped');
-    expect(await shOn(second, WEB, FILES)).toEqual(webFiles);
-    expect((await shOn(second, WEB, 'cat /root/greeting')).trim()).toBe('hello from the point');
+    const content = await serverContent('second-site');
+    expect(content).toMatchObject({
+      poolDriver: 'dir',
+      profile: PROFILE_CONFIG,
+      network: { type: 'macvlan', parent: 'eth0' },
+      projectProfiles: 'true',
+      profileInProject: PROJECT_PROFILE_CONFIG,
+      greeting: 'hello from the point',
+    });
     // The image works: the restored daemon launches a new instance from it.
     await second.run('POST', '/1.0/instances', {
       name: `${RUN}-new`,
@@ -300,8 +308,8 @@ describe('lxd-server driver', () => {
     await shOn(second, WEB, 'echo changed-after-restore > /root/mine');
     const before = await inventory(second);
     await secondDriver.restore(
-      serverMetadata,
-      point.source(),
+      contract.backup.outcome.metadata,
+      contract.backup.point.source(),
       { name: 'second-site', inPlace: true },
       makeDriverContext(),
     );
@@ -313,8 +321,8 @@ describe('lxd-server driver', () => {
   it('refuses to restore onto another agent than the one it runs on', async () => {
     await expect(
       secondDriver.restore(
-        serverMetadata,
-        point.source(),
+        contract.backup.outcome.metadata,
+        contract.backup.point.source(),
         { name: 'main-site', inPlace: false },
         makeDriverContext(),
       ),

@@ -2,28 +2,28 @@
  * LXD custom storage volumes (`lxd-volume:POOL/NAME`) against the real lxd and its `dir` pool:
  * the driver backs a volume up through LXD's own volume backup and imports it back, and the
  * files of the restored volume and of its snapshots are compared byte for byte with the
- * originals on the pool's disk (test/fixtures/lxd.ts treeFingerprint). Everything this file
- * creates (volumes, instances, a second pool) carries the run's prefix and is removed in afterAll.
+ * originals on the pool's disk (test/fixtures/lxd.ts treeFingerprint). The driver contract
+ * (driver-suite.ts) runs first, on a volume with a snapshot. Everything this file creates
+ * (volumes, instances, a second pool) carries the run's prefix and is removed in afterAll.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLxdVolumeDriver } from '../../agents/drivers/lxd';
-import {
-  breakingSource,
-  makeMemoryPoint,
-  makeDriverContext as makeContext,
-} from '../fixtures/memory-point';
+import { makeMemoryPoint, makeDriverContext as makeContext } from '../fixtures/memory-point';
 import {
   LXD_SOCKET,
   launchInstance,
   lxd,
+  lxdInventory,
+  namesAt,
   removeInstance,
   sh,
   treeFingerprint,
   volumeDir,
 } from '../fixtures/lxd';
+import { describeDriverContract } from './driver-suite';
 
 const RUN = `stv-${randomBytes(3).toString('hex')}`;
 const POOL2 = `${RUN}-pool2`;
@@ -45,8 +45,7 @@ async function snapshot(volume: string, snap: string, pool = 'default'): Promise
 }
 
 async function snapshotNames(volume: string, pool = 'default'): Promise<string[]> {
-  const list = await lxd.get<string[]>(`${volumes(pool)}/${volume}/snapshots`);
-  return list.map((p) => decodeURIComponent(p.split('/').pop() ?? '')).sort();
+  return namesAt(`${volumes(pool)}/${volume}/snapshots`);
 }
 
 async function runVolumes(pool = 'default'): Promise<string[]> {
@@ -101,6 +100,38 @@ afterAll(async () => {
   }
   await lxd.run('DELETE', `/1.0/storage-pools/${POOL2}`).catch(() => undefined);
 }, 120_000);
+
+/** A volume's files and each of its snapshots' files, on the pool's disk; `name` is POOL/NAME. */
+async function volumeContent(name: string) {
+  const [pool, volume] = name.split('/') as [string, string];
+  const snapshots: Record<string, string> = {};
+  for (const snap of await snapshotNames(volume, pool)) {
+    snapshots[snap] = treeFingerprint(volumeDir(pool, volume, snap));
+  }
+  return { files: treeFingerprint(volumeDir(pool, volume)), snapshots };
+}
+
+describeDriverContract(
+  'lxd-volume',
+  async () => {
+    const volume = await createVolume(`${RUN}-contract`, { description: 'contract' });
+    writeFixture(volumeDir('default', volume), 'first');
+    await snapshot(volume, 'snap0');
+    writeFixture(volumeDir('default', volume), 'now');
+    return {
+      driver,
+      target: `default/${volume}`,
+      missing: `default/${RUN}-missing`,
+      copyName: (label) => `default/${RUN}-c-${label}`,
+      content: volumeContent,
+      // A volume does not run: what uses it is the instances' business (the in-place case below).
+      state: async () => 'a volume',
+      leftovers: () => lxdInventory(RUN),
+      change: async (name) => writeFixture(volumeDir('default', name.split('/')[1]!), 'changed'),
+    };
+  },
+  { inPlace: true },
+);
 
 describe('lxd-volume driver', () => {
   it('lists filesystem and block custom volumes of every pool as POOL/NAME targets', async () => {
@@ -273,27 +304,6 @@ describe('lxd-volume driver', () => {
     expect(sha(`${volumeDir('default', copy)}/root.img`)).toBe(sha(image));
   });
 
-  it('refuses with NameTaken to restore onto an existing volume and creates nothing', async () => {
-    const name = await createVolume(`${RUN}-taken`);
-    writeFixture(volumeDir('default', name), 'taken');
-    const before = treeFingerprint(volumeDir('default', name));
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(`default/${name}`, point.sink, makeContext());
-    const listed = await runVolumes();
-
-    await expect(
-      driver.restore(
-        outcome.metadata,
-        point.source(),
-        { name: `default/${name}`, inPlace: false },
-        makeContext(),
-      ),
-    ).rejects.toMatchObject({ name: 'NameTaken' });
-
-    expect(await runVolumes()).toEqual(listed);
-    expect(treeFingerprint(volumeDir('default', name))).toBe(before);
-  });
-
   it('restores in place under a running instance that uses the volume, which runs again after', async () => {
     const name = await createVolume(`${RUN}-inplace`);
     const user = await launchInstance(`${RUN}-user`);
@@ -372,54 +382,9 @@ describe('lxd-volume driver', () => {
     expect(await sh(user, 'cat /shared/state.txt')).toBe('after\n');
   });
 
-  it('removes a half-imported volume when the point cannot be read, and keeps the original', async () => {
-    const name = await createVolume(`${RUN}-broken`);
-    writeFixture(volumeDir('default', name), 'broken');
-    const before = treeFingerprint(volumeDir('default', name));
-    const point = makeMemoryPoint();
-    const outcome = await driver.backup(`default/${name}`, point.sink, makeContext());
-    const listed = await runVolumes();
-
-    for (const inPlace of [false, true]) {
-      await expect(
-        driver.restore(
-          outcome.metadata,
-          breakingSource(point.source(), () => true, new Error('chunk store unreachable'), 6),
-          { name: `default/${inPlace ? name : `${RUN}-brokencopy`}`, inPlace },
-          makeContext(),
-        ),
-      ).rejects.toThrow(/chunk store unreachable/);
-    }
-
-    expect(await runVolumes()).toEqual(listed);
-    expect(treeFingerprint(volumeDir('default', name))).toBe(before);
-  });
-
-  it('leaves no LXD backup behind when the sink fails midway, and refuses a missing volume', async () => {
-    const name = await createVolume(`${RUN}-sinkfail`);
-    writeFixture(volumeDir('default', name), 'sink');
-    const point = makeMemoryPoint({
-      onChunk: (_info, piece) => {
-        if (piece === 3) throw new Error('the store went away');
-      },
-    });
-
-    await expect(driver.backup(`default/${name}`, point.sink, makeContext())).rejects.toThrow(
-      /the store went away/,
-    );
-    expect(await backupsOf(name)).toEqual([]);
-    expect(readdirBackups()).not.toContainEqual(expect.stringContaining(name));
-
-    await expect(
-      driver.backup(`default/${RUN}-missing`, makeMemoryPoint().sink, makeContext()),
-    ).rejects.toMatchObject({ name: 'TargetNotFound' });
+  it('refuses a volume name without its pool with a ValidationError', async () => {
     await expect(
       driver.backup('no-slash', makeMemoryPoint().sink, makeContext()),
     ).rejects.toMatchObject({ name: 'ValidationError' });
   });
 });
-
-/** What LXD keeps under its backups directory for custom volumes (should hold none of ours). */
-function readdirBackups(): string[] {
-  return execFileSync('find', ['/var/lib/lxd/backups/custom'], { encoding: 'utf8' }).split('\n');
-}

@@ -45,7 +45,7 @@ async function api<T>(
 ): Promise<{ status: number; body: T }> {
   const res = await fetch(`${plane.apiUrl}${path}`, {
     method,
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${plane.apiSecret}` },
+    headers: { 'content-type': 'application/json' },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   return { status: res.status, body: (await res.json()) as T };
@@ -146,7 +146,7 @@ beforeAll(async () => {
       adjust(definition.States as unknown as Record<string, unknown>);
     },
   });
-  const clientConfig = { ...LOCAL_AWS, credentials: { ...plane.credentials } };
+  const clientConfig = { ...LOCAL_AWS, credentials: { ...LOCAL_AWS.credentials } };
   sqs = new SQSClient({ ...clientConfig, endpoint: plane.endpoints.sqs });
   sfn = new SFNClient({ ...clientConfig, endpoint: plane.endpoints.sfn });
   s3 = new S3Client({ ...clientConfig, endpoint: plane.endpoints.s3, forcePathStyle: true });

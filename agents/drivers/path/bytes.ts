@@ -208,8 +208,6 @@ export async function writeChunks(
 /**
  * Restores the point's file (or device image) as the regular file `dest`. Without `inPlace`,
  * refuses with NameTaken if `dest` appears before the final step; with it, replaces `dest`.
- * `shown` is the destination as messages name it (`dest` may be a name inside a held
- * directory, /proc/PID/fd/N/NAME).
  */
 export async function restoreAsFile(
   meta: PathBackupMetadata,
@@ -217,9 +215,8 @@ export async function restoreAsFile(
   dest: string,
   inPlace: boolean,
   ctx: DriverContext,
-  shown = dest,
 ): Promise<void> {
-  const what = `restore of ${meta.path} to ${shown}`;
+  const what = `restore of ${meta.path} to ${dest}`;
   const streamName = meta.type === 'file' ? FILE_STREAM.name : DEVICE_STREAM.name;
   streamOf(source, streamName);
   const partial = sideName(dest, 'partial');
@@ -232,10 +229,10 @@ export async function restoreAsFile(
         0o600,
       );
     } catch (err) {
-      throw translate(err, `creating a partial file beside ${shown}`);
+      throw translate(err, `creating ${partial}`);
     }
-    ctx.phase(`writing ${shown}`);
-    await writeChunks(handle, source, streamName, true, ctx, what, `${shown} (partial)`);
+    ctx.phase(`writing ${dest}`);
+    await writeChunks(handle, source, streamName, true, ctx, what, partial);
     checkAborted(ctx, what);
     try {
       await handle.sync();
@@ -245,11 +242,11 @@ export async function restoreAsFile(
       const mtime = new Date(meta.mtime);
       await handle.utimes(mtime, mtime);
     } catch (err) {
-      throw translate(err, `setting the mode, owner and mtime of ${shown} (partial)`);
+      throw translate(err, `setting the mode, owner and mtime of ${partial}`);
     }
     await handle.close();
     handle = undefined;
-    await moveInto(partial, dest, inPlace, shown);
+    await moveInto(partial, dest, inPlace);
     await fsyncDir(dirname(dest));
   } catch (err) {
     await handle?.close().catch(() => undefined);
@@ -259,17 +256,12 @@ export async function restoreAsFile(
 }
 
 /** The last step of an atomic replace: `partial` becomes `dest`. */
-async function moveInto(
-  partial: string,
-  dest: string,
-  inPlace: boolean,
-  shown: string,
-): Promise<void> {
+async function moveInto(partial: string, dest: string, inPlace: boolean): Promise<void> {
   if (inPlace) {
     try {
       await fs.rename(partial, dest);
     } catch (err) {
-      throw translate(err, `moving the restored file onto ${shown}`);
+      throw translate(err, `moving the restored file onto ${dest}`);
     }
     return;
   }
@@ -277,8 +269,8 @@ async function moveInto(
     // link(2) fails with EEXIST instead of replacing: nothing that appeared meanwhile is lost.
     await fs.link(partial, dest);
   } catch (err) {
-    if (errnoOf(err) === 'EEXIST') throw nameTaken(shown);
-    throw translate(err, `moving the restored file to ${shown}`);
+    if (errnoOf(err) === 'EEXIST') throw nameTaken(dest);
+    throw translate(err, `moving the restored file to ${dest}`);
   }
   await fs.unlink(partial).catch(() => undefined);
 }
