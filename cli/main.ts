@@ -244,55 +244,68 @@ program
     "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
     process.env.STOWAGE_LXD_SOCKET,
   )
-  .action(async (opts: { site: string; lxdProject: string; lxdSocket?: string }, cmd: Command) => {
-    const { startAgent } = await import('../agents/worker/main');
-    const { createLogger } = await import('../kernel/logger');
-    const log = createLogger({ service: 'stowage-agent' });
-    let config: AgentConfig;
-    if (process.env.STOWAGE_QUEUE_URL) {
-      const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
-      const keyFile = process.env.STOWAGE_KEY_FILE;
-      if (!kmsKeyId && !keyFile) {
-        throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
+  .option(
+    '--data-dir <dir>',
+    'where the agent keeps its state (the journal of its holds, in holds/<site>)',
+    process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
+  )
+  .action(
+    async (
+      opts: { site: string; lxdProject: string; lxdSocket?: string; dataDir: string },
+      cmd: Command,
+    ) => {
+      const { startAgent } = await import('../agents/worker/main');
+      const { createLogger } = await import('../kernel/logger');
+      const log = createLogger({ service: 'stowage-agent' });
+      let config: AgentConfig;
+      if (process.env.STOWAGE_QUEUE_URL) {
+        const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
+        const keyFile = process.env.STOWAGE_KEY_FILE;
+        if (!kmsKeyId && !keyFile) {
+          throw new Error(
+            'set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE',
+          );
+        }
+        config = {
+          site: opts.site,
+          queueUrl: process.env.STOWAGE_QUEUE_URL,
+          tableName: required('STOWAGE_TABLE'),
+          store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
+          keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
+        };
+      } else {
+        const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
+          `/local/config?site=${encodeURIComponent(opts.site)}`,
+        );
+        config = {
+          site: opts.site,
+          queueUrl: local.queueUrl,
+          tableName: local.tableName,
+          store: local.store,
+          keys: { kind: 'file', path: local.keyFile },
+          aws: {
+            region: local.region,
+            credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+            endpoints: local.endpoints,
+          },
+        };
       }
-      config = {
-        site: opts.site,
-        queueUrl: process.env.STOWAGE_QUEUE_URL,
-        tableName: required('STOWAGE_TABLE'),
-        store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
-        keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
-      };
-    } else {
-      const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
-        `/local/config?site=${encodeURIComponent(opts.site)}`,
-      );
-      config = {
-        site: opts.site,
-        queueUrl: local.queueUrl,
-        tableName: local.tableName,
-        store: local.store,
-        keys: { kind: 'file', path: local.keyFile },
-        aws: {
-          region: local.region,
-          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-          endpoints: local.endpoints,
+      const agent = await startAgent(
+        {
+          ...config,
+          lxdProject: opts.lxdProject,
+          holdsDir: join(opts.dataDir, 'holds', opts.site),
+          ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
         },
-      };
-    }
-    const agent = await startAgent(
-      {
-        ...config,
-        lxdProject: opts.lxdProject,
-        ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
-      },
-      log,
-    );
-    process.stderr.write(
-      `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
-    );
-    await untilSignal();
-    await agent.stop();
-  });
+        log,
+      );
+      process.stderr.write(
+        `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
+      );
+      await untilSignal();
+      await agent.stop();
+    },
+  );
 
 program
   .command('targets')

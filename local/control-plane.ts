@@ -203,6 +203,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           store,
           keys: { kind: 'file', path: keyFile },
           aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
+          holdsDir: join(options.dataDir, 'holds', site),
           ...options.agentOptions,
         },
         log,

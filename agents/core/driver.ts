@@ -18,6 +18,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from '../../kernel/logger';
+import type { HoldRecord, HoldTaker } from './holds';
 import type { SnapshotInfo, SnapshotSchedule } from '../../statemachines/contracts';
 
 export type { SnapshotInfo, SnapshotSchedule };
@@ -93,6 +94,13 @@ export interface DriverContext {
   phase(text: string): void;
   /** How many source bytes the job will read in all, when the driver knows (for the ETA). */
   expectBytes?(total: number): void;
+  /**
+   * The agent's hold journal (holds.ts): every hold the driver takes (a pause, a stop, a helper,
+   * a committed image, a temporary volume...) is recorded here before it is taken and cleared
+   * after its release, so an agent that starts after this one was killed can release it. Absent
+   * outside an agent (a driver's own tests): then nothing is journaled.
+   */
+  holds?: HoldTaker;
 }
 
 /** A command run inside the workload around a backup (a database dump, a flush). */
@@ -260,4 +268,10 @@ export interface Driver {
   readonly snapshots?: SnapshotOps;
   /** Calls `onChange` soon after targets appear or vanish; returns the unsubscribe. Optional. */
   watch?(onChange: () => void): () => void;
+  /**
+   * Releases a hold this driver family recorded (`record.platform` is the driver's platform)
+   * and a killed or failed job left: against the engine as it finds it, idempotent, safe for a
+   * hold that was only partly taken. Throws to keep the record for the next sweep.
+   */
+  releaseHold?(record: HoldRecord, log: Logger): Promise<void>;
 }

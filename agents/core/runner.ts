@@ -8,6 +8,7 @@
  * repository (their packs are flushed on the way out), so the retried task re-uses them.
  */
 import type { Driver, DriverContext } from './driver';
+import type { HoldTaker } from './holds';
 import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest } from './points';
 import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
@@ -35,6 +36,11 @@ export interface RunnerDeps {
   /** The repository, opened once per agent; refreshed at the start of every task. */
   repository(): Promise<Repository>;
   log: Logger;
+  /**
+   * The agent's hold journal (holds.ts); each task's drivers record their holds in it under the
+   * task's job. Absent: nothing is journaled (unit tests).
+   */
+  holds?: { taker(jobId?: string): HoldTaker };
 }
 
 export interface TaskRun {
@@ -53,8 +59,9 @@ function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: st
   return { driver, name: ref.name };
 }
 
-function context(run: TaskRun, log: Logger): DriverContext {
+function context(run: TaskRun, log: Logger, holds?: HoldTaker): DriverContext {
   return {
+    ...(holds ? { holds } : {}),
     log,
     signal: run.signal,
     phase: (text) => {
@@ -116,7 +123,12 @@ export async function runBackup(
   const sink = new PointWriter(writer, (n) => run.progress.addBytes(n));
   let outcome;
   try {
-    outcome = await driver.backup(name, sink, context(run, log), task.options ?? {});
+    outcome = await driver.backup(
+      name,
+      sink,
+      context(run, log, deps.holds?.taker(task.jobId)),
+      task.options ?? {},
+    );
     run.progress.setPhase('storing the last pack');
     await writer.flush();
   } catch (err) {
@@ -197,7 +209,7 @@ export async function runRestore(
     manifest.metadata,
     reader,
     { ...(task.options ?? {}), name, inPlace: task.inPlace },
-    context(run, log),
+    context(run, log, deps.holds?.taker(task.jobId)),
   );
   return {
     restoredTarget: outcome.restoredTarget,
@@ -255,7 +267,7 @@ export async function runSnapshot(
       `${task.target} has no local snapshots: the ${driver.platform} driver keeps none`,
     );
   }
-  const ctx = context(run, log);
+  const ctx = context(run, log, deps.holds?.taker(task.jobId));
   const startedAt = new Date();
   const { args } = task;
   const base = { action: task.action, target: task.target, startedAt: startedAt.toISOString() };

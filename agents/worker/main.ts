@@ -27,6 +27,9 @@ import { Repository } from '../repo/repository';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { InventoryPublisher } from './inventory';
 import { AgentWorker } from './worker';
+import { DirHoldJournal, type HoldReleaser } from '../core/holds';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -55,6 +58,11 @@ export interface AgentConfig {
   heartbeatMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
+  /**
+   * The hold journal's directory (agents/core/holds.ts): one per agent process, on a disk that
+   * survives the agent. Default `~/.stowage/holds/<site>`.
+   */
+  holdsDir?: string;
 }
 
 export interface RunningAgent {
@@ -137,6 +145,30 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       hint: 'no engine found on this host (looked for the Docker socket); this agent can run no task',
     });
   }
+  // What a killed predecessor held is released before this agent takes any task: the retry of
+  // its job finds the workload as its owner left it, not as Stowage stopped it.
+  const journal = DirHoldJournal.open(
+    config.holdsDir ?? join(homedir(), '.stowage', 'holds', config.site),
+  );
+  const releasers = new Map<string, HoldReleaser>();
+  for (const driver of drivers.values()) {
+    const release = driver.releaseHold?.bind(driver);
+    if (release) releasers.set(driver.platform, release);
+  }
+  let sweeping: Promise<unknown> | undefined;
+  const sweep = () =>
+    (sweeping ??= journal
+      .sweep(releasers, agentLog)
+      .then((outcome) => {
+        if (outcome.released + outcome.kept > 0) agentLog.info('agent.holds.swept', outcome);
+      })
+      .catch((err: unknown) => agentLog.error('agent.holds.sweep_failed', { error: err }))
+      .finally(() => {
+        sweeping = undefined;
+      }));
+  await sweep();
+  const sweepTimer = setInterval(() => void sweep(), config.inventoryIntervalMs ?? 30_000);
+  sweepTimer.unref();
   const inventory = new InventoryPublisher(
     config.site,
     drivers,
@@ -151,11 +183,14 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     sqs,
     sfn,
     catalog,
-    runner: { agent: config.site, drivers, repository: openRepo, log: agentLog },
+    runner: { agent: config.site, drivers, repository: openRepo, log: agentLog, holds: journal },
     log: agentLog,
     ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
     ...(config.waitTimeSeconds ? { waitTimeSeconds: config.waitTimeSeconds } : {}),
-    afterTask: () => inventory.publish(),
+    afterTask: async () => {
+      await sweep();
+      await inventory.publish();
+    },
   });
   worker.start();
   return {
@@ -164,7 +199,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     refresh: () => inventory.publish(),
     async stop() {
       inventory.stop();
+      clearInterval(sweepTimer);
       await worker.stop();
+      await sweeping;
+      journal.close();
       if (repository) await (await repository.catch(() => undefined))?.close();
       for (const client of [sqs, sfn, s3, ddb]) client.destroy();
     },

@@ -37,6 +37,7 @@ import { checkAborted, inspectByName, removeImageRef, writeToSink, type Engine }
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, withVolumeHelper } from './helper';
 import { runHooks, type HookRecord } from './hooks';
+import { journaled, takeHold } from '../../core/holds';
 /**
  * A docker repository path component for a container name: lowercase, separators collapsed,
  * no separator at either end (container names allow `A_b.-c`, repositories do not).
@@ -140,7 +141,8 @@ function isDirectoryIn(engine: Engine, id: string, path: string): Promise<boolea
 /**
  * Freezes or stops the container as `consistency` asks and returns the release that undoes it
  * (idempotent; throws DriverError, with the manual fix, if the container cannot run again).
- * A failed pause or stop is undone before it is reported.
+ * A failed pause or stop is undone before it is reported. The hold is journaled
+ * (`docker.quiesce`, released by releaseDockerHold) before the container is touched.
  */
 export async function quiesce(
   engine: Engine,
@@ -149,12 +151,25 @@ export async function quiesce(
   ctx: DriverContext,
 ): Promise<() => Promise<void>> {
   const name = inspect.Name.replace(/^\//, '');
-  const container = engine.docker.getContainer(inspect.Id);
   const running = inspect.State?.Running === true;
   const paused = inspect.State?.Paused === true;
   const nothing = async () => undefined;
   if (consistency === 'live' || !running || (consistency === 'pause' && paused)) return nothing;
+  const hold = { container: inspect.Id, name, consistency, ownerPaused: paused };
+  return journaled(ctx.holds, 'docker', 'docker.quiesce', hold, () =>
+    takeQuiesce(engine, inspect, consistency, ctx),
+  );
+}
 
+async function takeQuiesce(
+  engine: Engine,
+  inspect: InspectJson,
+  consistency: Consistency,
+  ctx: DriverContext,
+): Promise<() => Promise<void>> {
+  const name = inspect.Name.replace(/^\//, '');
+  const container = engine.docker.getContainer(inspect.Id);
+  const paused = inspect.State?.Paused === true;
   const current = async () => ((await container.inspect()) as unknown as InspectJson).State ?? {};
   const unpause = async () => {
     if ((await current()).Paused) await container.unpause();
@@ -258,6 +273,7 @@ export async function capture(
   const tag = randomBytes(6).toString('hex');
   const image = `${repo}:${tag}`;
   let imageId: string;
+  const imageHold = await takeHold(ctx.holds, 'docker', 'docker.image', { ref: image });
   try {
     // pause (live mode): dockerd freezes the processes for the commit and thaws them itself,
     // even on error. In pause and stop modes the container is already frozen or stopped.
@@ -269,6 +285,7 @@ export async function capture(
     })) as { Id: string };
     imageId = committed.Id;
   } catch (err) {
+    imageHold?.abandon(); // dockerd may have committed it all the same: the sweep looks
     if (statusOf(err) === 404) throw notFound(name);
     throw translate(err, `committing container ${name}`, engine.socketPath);
   }
@@ -286,7 +303,8 @@ export async function capture(
     const info = { name: `${prefix}image`, kind: 'docker-image-tar' };
     await writeToSink(sink, info, saved, ctx, what);
   } finally {
-    await removeImageRef(engine, image, ctx);
+    if (await removeImageRef(engine, image, ctx)) await imageHold?.clear();
+    else imageHold?.abandon();
   }
 
   for (const volume of volumes) {
@@ -296,7 +314,7 @@ export async function capture(
       engine.docker,
       engine.helperImage,
       engine.socketPath,
-      { volume: volume.name, readOnly: true, target, log: ctx.log },
+      { volume: volume.name, readOnly: true, target, log: ctx.log, holds: ctx.holds },
       async (helper) => {
         let archive: Readable;
         try {
@@ -330,7 +348,14 @@ export async function capture(
       engine.docker,
       engine.helperImage,
       engine.socketPath,
-      { volume: `bind ${source}`, bindSource: source, readOnly: true, target, log: ctx.log },
+      {
+        volume: `bind ${source}`,
+        bindSource: source,
+        readOnly: true,
+        target,
+        log: ctx.log,
+        holds: ctx.holds,
+      },
       async (helper) => {
         let directory: boolean;
         try {

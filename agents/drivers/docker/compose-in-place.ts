@@ -73,6 +73,8 @@ import {
 } from './restore-in-place';
 import {
   checkStreams,
+  holdCreated,
+  keepCreated,
   createContainer,
   loadImage,
   safeDriverOptions,
@@ -173,7 +175,7 @@ export async function restoreProjectInPlace(
   const id = randomBytes(6).toString('hex');
   const created: ProjectCreated = {
     networks: [],
-    volumes: { volumes: [] },
+    volumes: { volumes: [], holds: ctx.holds },
     containers: [],
     images: [],
   };
@@ -193,6 +195,9 @@ export async function restoreProjectInPlace(
       checkAborted(ctx, what);
       ctx.phase(`image of ${c.service}`);
       const imageWasThere = await imageExists(engine, c.image);
+      if (!imageWasThere) {
+        await holdCreated(created.volumes, `image:${c.image}`, 'docker.image', { ref: c.image });
+      }
       const image = await loadImage(engine, c, source, ctx, `${c.streamPrefix}image`);
       if (!imageWasThere) created.images.push(image);
       images.push(image);
@@ -218,7 +223,7 @@ export async function restoreProjectInPlace(
   try {
     ctx.phase('stopping project');
     for (const existing of [...replaced].reverse()) {
-      asides.push(await setAside(engine, existing, nameOf(existing), id));
+      asides.push(await setAside(engine, existing, nameOf(existing), id, ctx.holds));
       checkAborted(ctx, what);
     }
   } catch (err) {
@@ -227,7 +232,10 @@ export async function restoreProjectInPlace(
     throw failure;
   }
 
-  // 3. Point of no return.
+  // 3. Point of no return. The journal's records end here: what follows only moves data
+  // dockerd holds, and on failure the temporary volumes and images are kept for the operator.
+  await keepCreated(created.volumes);
+  for (const aside of asides) await aside.hold?.clear();
   ctx.log.info(LogEvent.driverStep, {
     step: 'in-place point of no return',
     project: name,

@@ -79,6 +79,7 @@ import {
   loadImage,
   safeDriverOptions,
   type Created,
+  removeCreated,
 } from './restore';
 
 export const COMPOSE_PLATFORM = 'docker-compose';
@@ -378,12 +379,6 @@ export async function removeProjectCreated(
       .remove({ force: true, v: false })
       .catch((err: unknown) => warn(`removing container ${container.id}`, err));
   }
-  for (const volume of created.volumes.volumes) {
-    await engine.docker
-      .getVolume(volume)
-      .remove()
-      .catch((err: unknown) => warn(`removing volume ${volume}`, err));
-  }
   for (const network of created.networks) {
     await engine.docker
       .getNetwork(network)
@@ -391,6 +386,8 @@ export async function removeProjectCreated(
       .catch((err: unknown) => warn(`removing network ${network}`, err));
   }
   for (const image of created.images) await removeImageRef(engine, image, ctx);
+  // The volumes, and the journal records of all of it (kept there when journaled).
+  await removeCreated(engine, created.volumes, ctx);
 }
 
 function taken(what: string, name: string, project: string): NameTaken {

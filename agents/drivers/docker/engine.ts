@@ -71,18 +71,20 @@ export async function imageExists(engine: Engine, ref: string): Promise<boolean>
 export async function removeImageRef(
   engine: Engine,
   ref: string,
-  ctx: DriverContext,
-): Promise<void> {
+  ctx: Pick<DriverContext, 'log'>,
+): Promise<boolean> {
   try {
     await engine.docker.getImage(ref).remove();
+    return true;
   } catch (err) {
     const status = statusOf(err);
-    if (status === 409 || status === 404) return;
+    if (status === 409 || status === 404) return true;
     ctx.log.warn(LogEvent.driverStep, {
       step: 'remove image',
       image: ref,
       error: translate(err, `removing image ${ref}`, engine.socketPath),
     });
+    return false;
   }
 }
 

@@ -14,6 +14,7 @@ import type Docker from 'dockerode';
 import tar from 'tar-stream';
 import { DriverError } from '../../../kernel/errors';
 import { LogEvent, type Logger } from '../../../kernel/logger';
+import { takeHold, type HoldTaker } from '../../core/holds';
 import { statusOf, translate } from './errors';
 
 export const HELPER_IMAGE_REPO = 'stowage/helper';
@@ -128,6 +129,8 @@ export interface HelperOptions {
   /** The target this helper works for (a label, for leftovers). */
   target: string;
   log: Logger;
+  /** The job's hold journal: the helper is recorded before it is created (`docker.helper`). */
+  holds?: HoldTaker | undefined;
 }
 
 /**
@@ -141,9 +144,10 @@ export async function withVolumeHelper<T>(
   options: HelperOptions,
   use: (helper: Docker.Container) => Promise<T>,
 ): Promise<T> {
+  const name = `stowage-helper-${randomBytes(6).toString('hex')}`;
   const create = () =>
     docker.createContainer({
-      name: `stowage-helper-${randomBytes(6).toString('hex')}`,
+      name,
       Image: HELPER_IMAGE,
       Cmd: ['/nonexistent'],
       Labels: { [HELPER_LABEL]: '1', [HELPER_TARGET_LABEL]: options.target },
@@ -170,6 +174,7 @@ export async function withVolumeHelper<T>(
       },
     });
   let helper: Docker.Container;
+  const hold = await takeHold(options.holds, 'docker', 'docker.helper', { name });
   try {
     await image.ensure();
     try {
@@ -182,18 +187,39 @@ export async function withVolumeHelper<T>(
       helper = await create();
     }
   } catch (err) {
+    hold?.abandon(); // dockerd may have made it all the same: the sweep looks
     throw translate(err, `creating a helper container for volume ${options.volume}`, socketPath);
   }
   try {
     return await use(helper);
   } finally {
     // v: false: the helper owns no volume; the one it mounts is the user's or the restore's.
-    await helper.remove({ force: true, v: false }).catch((err: unknown) => {
-      options.log.warn(LogEvent.driverStep, {
-        step: 'remove helper',
-        helper: helper.id,
-        error: translate(err, `removing helper container ${helper.id}`, socketPath),
-      });
-    });
+    await helper.remove({ force: true, v: false }).then(
+      () => hold?.clear(),
+      (err: unknown) => {
+        hold?.abandon();
+        options.log.warn(LogEvent.driverStep, {
+          step: 'remove helper',
+          helper: helper.id,
+          error: translate(err, `removing helper container ${helper.id}`, socketPath),
+        });
+      },
+    );
+  }
+}
+
+/** Removes a helper a killed job left (HoldRecord `docker.helper`); one already gone is fine. */
+export async function removeHelper(docker: Docker, name: string, socketPath: string) {
+  try {
+    const info = (await docker.getContainer(name).inspect()) as {
+      Name?: string;
+      Config?: { Labels?: Record<string, string> };
+    };
+    // Only our own helper: a container that merely took the name since is left alone.
+    if (info.Name !== `/${name}` || info.Config?.Labels?.[HELPER_LABEL] !== '1') return;
+    await docker.getContainer(name).remove({ force: true, v: false });
+  } catch (err) {
+    if (statusOf(err) === 404) return;
+    throw translate(err, `removing helper container ${name}`, socketPath);
   }
 }

@@ -28,6 +28,7 @@ import { HELPER_LABEL, HelperImage } from './helper';
 import { restoreContainer } from './restore';
 import { restoreInPlace } from './restore-in-place';
 import { restoreSingleVolume } from './restore-volume';
+import { releaseDockerHold } from './holds';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -187,6 +188,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
         : restoreContainer(engine, metadata, source, restoreOptions, ctx);
     },
     watch,
+    // The Compose driver records its holds as `docker` too: this one releases them all.
+    releaseHold: (record, holdLog) => releaseDockerHold(engine, record, holdLog),
   };
 }
 

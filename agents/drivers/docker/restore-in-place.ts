@@ -43,7 +43,7 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { parseMetadata, type InspectJson, type VolumeRecord } from './config';
-import { checkAborted, imageExists, inspectByName, type Engine } from './engine';
+import { checkAborted, imageExists, inspectByName, volumeExists, type Engine } from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, HELPER_MOUNT_PARENT, withVolumeHelper } from './helper';
 import {
@@ -61,6 +61,9 @@ import {
   type Created,
 } from './restore';
 import { checkPorts, restoredVolumeNames } from './remap';
+import type { Hold, HoldTaker } from '../../core/holds';
+import type { DockerBackupMetadata } from './config';
+import { abandonCreated, holdCreated, keepCreated } from './restore';
 
 /** The name the original container is kept under while the restore may still be undone. */
 export function asideName(name: string, id: string): string {
@@ -107,6 +110,8 @@ export interface SetAside {
   old: string;
   /** Whether it was running before the restore stopped it. */
   ran: boolean;
+  /** Its journal record (`docker.aside`), cleared when it is put back or removed. */
+  hold?: Hold | undefined;
   /**
    * Undoes the setting aside: its own name back, started if it ran. Idempotent. Throws a
    * DriverError that says which state it is left in and what to do by hand.
@@ -123,11 +128,22 @@ export async function setAside(
   existing: InspectJson,
   name: string,
   id: string,
+  holds?: HoldTaker,
 ): Promise<SetAside> {
   const container = engine.docker.getContainer(existing.Id);
   const old = asideName(name, id);
   let stopped = false;
   let renamed = false;
+  const wasRunning = existing.State?.Running === true;
+  // Recorded before it is touched: a sweep renames it back and starts it if it ran.
+  const hold = holds
+    ? await holds.take('docker', 'docker.aside', {
+        container: existing.Id,
+        name,
+        old,
+        ran: wasRunning,
+      })
+    : undefined;
   const putBack = async () => {
     try {
       if (renamed) {
@@ -138,7 +154,9 @@ export async function setAside(
         await container.start();
         stopped = false;
       }
+      await hold?.clear();
     } catch (err) {
+      hold?.abandon();
       throw new DriverError(
         `putting the original back failed (${translate(err, `putting ${name} back`, engine.socketPath).message}): ` +
           `it is container ${renamed ? old : name}${stopped ? ', stopped' : ''}: rename it to ${name} and start it by hand`,
@@ -164,7 +182,7 @@ export async function setAside(
       : translate(err, `setting ${name} aside`, engine.socketPath);
     await putBackAll([{ id: existing.Id, name, old, ran, putBack }], failure);
   }
-  return { id: existing.Id, name, old, ran, putBack };
+  return { id: existing.Id, name, old, ran, putBack, hold };
 }
 
 /**
@@ -195,7 +213,13 @@ export async function copyVolume(
   target: string,
   ctx: DriverContext,
 ): Promise<void> {
-  const opts = (volume: string, readOnly: boolean) => ({ volume, readOnly, target, log: ctx.log });
+  const opts = (volume: string, readOnly: boolean) => ({
+    volume,
+    readOnly,
+    target,
+    log: ctx.log,
+    holds: ctx.holds,
+  });
   await withVolumeHelper(
     engine.docker,
     engine.helperImage,
@@ -236,7 +260,7 @@ export async function readIntoTemporaryVolumes(
   source: RestoreSource,
   ctx: DriverContext,
   what: string,
-  created: Pick<Created, 'volumes'>,
+  created: Pick<Created, 'volumes' | 'holds' | 'records'>,
   temps: Map<string, string>,
 ): Promise<void> {
   for (const [n, volume] of volumes.entries()) {
@@ -346,7 +370,7 @@ export async function restoreInPlace(
   }
 
   const id = randomBytes(6).toString('hex');
-  const created: Created = { volumes: [] };
+  const created: Created = { volumes: [], holds: ctx.holds };
   const temps = new Map<string, string>();
 
   // 1. Read everything while the original runs untouched.
@@ -355,6 +379,7 @@ export async function restoreInPlace(
     checkAborted(ctx, what);
     ctx.phase('loading image');
     const imageWasThere = await imageExists(engine, meta.image);
+    if (!imageWasThere) await holdCreated(created, 'image', 'docker.image', { ref: meta.image });
     image = await loadImage(engine, meta, source, ctx);
     if (!imageWasThere) created.image = image;
     await readIntoTemporaryVolumes(
@@ -377,7 +402,7 @@ export async function restoreInPlace(
   let aside: SetAside;
   try {
     ctx.phase('stopping container');
-    aside = await setAside(engine, existing, name, id);
+    aside = await setAside(engine, existing, name, id, ctx.holds);
     try {
       checkAborted(ctx, what);
     } catch (err) {
@@ -389,42 +414,31 @@ export async function restoreInPlace(
   }
   const old = aside.old;
 
-  // 3. Point of no return.
+  // 3. Point of no return. From here the journal holds the whole swap: a sweep after a kill
+  // (or after a failure here) finishes it from the temporary volumes.
+  const plan: SwapPlan = {
+    name,
+    oldId: aside.id,
+    image,
+    meta,
+    targets,
+    targetNames: [...targetNames],
+    temps: [...temps],
+    remap,
+  };
+  const swap = ctx.holds ? await ctx.holds.take('docker', 'docker.swap', { ...plan }) : undefined;
+  // The loaded image is the restored container's now; the aside record is the swap's.
+  await created.records?.get('image')?.clear();
+  created.records?.delete('image');
+  await aside.hold?.clear();
   ctx.log.info(LogEvent.driverStep, { step: 'in-place point of no return', container: name, old });
   try {
-    ctx.phase('replacing container');
-    try {
-      await engine.docker.getContainer(aside.id).remove({ force: true, v: false });
-    } catch (err) {
-      throw translate(err, `removing the old container ${old}`, engine.socketPath);
-    }
-    for (const [n, volume] of meta.volumes.entries()) {
-      const into = targets[n] as VolumeRecord;
-      ctx.phase(`volume ${into.name}`);
-      await recreateVolume(engine, into);
-      await copyVolume(engine, temps.get(volume.name) as string, into.name, target, ctx);
-    }
-    ctx.phase('creating container');
-    const restoredContainer = await createContainer(
-      engine,
-      meta,
-      name,
-      image,
-      targetNames,
-      { volumes: [] },
-      ctx,
-      undefined,
-      remap,
-    );
-    if (meta.wasRunning) {
-      ctx.phase('starting container');
-      try {
-        await restoredContainer.start();
-      } catch (err) {
-        throw translate(err, `starting container ${name}`, engine.socketPath);
-      }
-    }
+    await finishSwap(engine, plan, ctx);
   } catch (err) {
+    // The temporary volumes hold the restored data: their records and the swap's go to the
+    // sweep, which finishes the swap before anything older is released.
+    swap?.abandon();
+    abandonCreated(created);
     const e = isStowageError(err) ? err : translate(err, what, engine.socketPath);
     throw new DriverError(
       `${what} failed after its point of no return (the old container was removed): ${e.message}; ` +
@@ -433,6 +447,82 @@ export async function restoreInPlace(
       { cause: err },
     );
   }
-  await removeTemporaryVolumes(engine, temps, ctx);
+  await keepCreated(created); // finishSwap removed the temporary volumes
+  await swap?.clear();
   return { restoredTarget: target };
+}
+
+/** What an in-place restore past its point of no return still has to do (journaled as `docker.swap`). */
+export interface SwapPlan {
+  name: string;
+  /** The set-aside original, to remove. */
+  oldId: string;
+  image: string;
+  meta: DockerBackupMetadata;
+  /** The volumes to replace, in the order of meta.volumes. */
+  targets: VolumeRecord[];
+  /** Point volume name → the name it is restored under. */
+  targetNames: Array<[string, string]>;
+  /** Point volume name → the temporary volume holding its restored data. */
+  temps: Array<[string, string]>;
+  remap: ContainerRemap;
+}
+
+/**
+ * Step 3 of an in-place restore, also run by a sweep after the agent was killed in it, so each
+ * step checks what is already done: the old container is removed (if still there); while no
+ * container `name` exists, each volume is replaced by a copy of its temporary volume (one whose
+ * temporary volume is gone was done); the container is created unless it exists, started if
+ * it ran at backup time; the temporary volumes are removed.
+ */
+export async function finishSwap(
+  engine: Engine,
+  plan: SwapPlan,
+  ctx: DriverContext,
+): Promise<void> {
+  const target = `docker:${plan.name}`;
+  const temps = new Map(plan.temps);
+  ctx.phase('replacing container');
+  try {
+    await engine.docker.getContainer(plan.oldId).remove({ force: true, v: false });
+  } catch (err) {
+    if (statusOf(err) !== 404) {
+      throw translate(err, `removing the old container ${plan.oldId}`, engine.socketPath);
+    }
+  }
+  let restored = await inspectByName(engine, plan.name);
+  if (!restored) {
+    for (const [n, volume] of plan.meta.volumes.entries()) {
+      const into = plan.targets[n] as VolumeRecord;
+      const temp = temps.get(volume.name) as string;
+      if (!(await volumeExists(engine, temp))) continue;
+      ctx.phase(`volume ${into.name}`);
+      await recreateVolume(engine, into);
+      await copyVolume(engine, temp, into.name, target, ctx);
+    }
+    ctx.phase('creating container');
+    await createContainer(
+      engine,
+      plan.meta,
+      plan.name,
+      plan.image,
+      new Map(plan.targetNames),
+      { volumes: [] },
+      ctx,
+      undefined,
+      plan.remap,
+    );
+    restored = await inspectByName(engine, plan.name);
+  }
+  if (plan.meta.wasRunning && restored && restored.State?.Running !== true) {
+    ctx.phase('starting container');
+    try {
+      await engine.docker.getContainer(restored.Id).start();
+    } catch (err) {
+      if (statusOf(err) !== 304) {
+        throw translate(err, `starting container ${plan.name}`, engine.socketPath);
+      }
+    }
+  }
+  await removeTemporaryVolumes(engine, temps, ctx);
 }

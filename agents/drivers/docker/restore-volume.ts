@@ -37,6 +37,7 @@ import {
   checkStreams,
   createRestoreVolume,
   fillVolume,
+  keepCreated,
   removeCreated,
   safeDriverOptions,
   type Created,
@@ -68,7 +69,7 @@ async function hasContent(
   target: string,
   ctx: DriverContext,
 ): Promise<boolean> {
-  const options = { volume, readOnly: true, target, log: ctx.log };
+  const options = { volume, readOnly: true, target, log: ctx.log, holds: ctx.holds };
   return withVolumeHelper(
     engine.docker,
     engine.helperImage,
@@ -122,7 +123,7 @@ async function emptyVolume(
     engine.docker,
     engine.helperImage,
     engine.socketPath,
-    { volume, readOnly: false, target, log: ctx.log },
+    { volume, readOnly: false, target, log: ctx.log, holds: ctx.holds },
     async (helper) => {
       const pack = tar.pack();
       pack.entry({ name: 'vol', type: 'file', size: 0, mode: 0o644 }, '');
@@ -167,7 +168,7 @@ export async function restoreSingleVolume(
   const target = `docker:${options.name}`;
   const what = `restore of volume ${record.name} into ${into}`;
   const restoreId = randomBytes(6).toString('hex');
-  const created: Created = { volumes: [] };
+  const created: Created = { volumes: [], holds: ctx.holds };
   const done = (mode: string): RestoreOutcome => {
     ctx.log.info(LogEvent.driverStep, {
       step: 'volume restored',
@@ -194,6 +195,7 @@ export async function restoreSingleVolume(
       await removeCreated(engine, created, ctx);
       throw err;
     }
+    await keepCreated(created);
     return done('new volume');
   }
 
@@ -231,6 +233,7 @@ export async function restoreSingleVolume(
     if (full) await emptyVolume(engine, into, target, ctx);
     await copyVolume(engine, temp, into, target, ctx);
   } catch (err) {
+    await keepCreated(created); // the temporary volume holds the data: left for the operator
     const e = isStowageError(err) ? err : translate(err, what, engine.socketPath);
     throw new DriverError(
       `${what} failed while writing ${into}: ${e.message}; the restored data is kept in volume ` +

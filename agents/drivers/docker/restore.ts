@@ -43,6 +43,7 @@ import {
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
 import { checkPorts, newVolumeNames } from './remap';
+import type { Hold, HoldTaker } from '../../core/holds';
 
 /** Marks the volumes a restore creates, so it never adopts (or later deletes) a volume it did not make. */
 export const RESTORE_LABEL = 'io.stowage.restore';
@@ -51,6 +52,45 @@ export interface Created {
   image?: string;
   volumes: string[];
   container?: Docker.Container;
+  /**
+   * The job's hold journal, when what is created must be journaled until the restore keeps it
+   * (keepCreated) or removes it (removeCreated): a killed restore's sweep then removes it.
+   */
+  holds?: HoldTaker | undefined;
+  /** The records of what was created: `volume:<name>`, `image`, `container`. */
+  records?: Map<string, Hold>;
+}
+
+/** Records `key` of `created` before it is made, when `created` is journaled. */
+export async function holdCreated(
+  created: Pick<Created, 'holds' | 'records'>,
+  key: string,
+  kind: string,
+  data: Record<string, unknown>,
+): Promise<void> {
+  if (!created.holds) return;
+  created.records ??= new Map();
+  created.records.set(key, await created.holds.take('docker', kind, data));
+}
+
+async function clearCreated(created: Pick<Created, 'records'>, key: string, ok: boolean) {
+  const hold = created.records?.get(key);
+  if (!hold) return;
+  created.records!.delete(key);
+  if (ok) await hold.clear();
+  else hold.abandon();
+}
+
+/** What was created stays (the restore succeeded, or keeps it on purpose): its records go. */
+export async function keepCreated(created: Pick<Created, 'records'>): Promise<void> {
+  for (const hold of created.records?.values() ?? []) await hold.clear();
+  created.records?.clear();
+}
+
+/** Hands the records of what was created to the sweep (a failure that left it on purpose). */
+export function abandonCreated(created: Pick<Created, 'records'>): void {
+  for (const hold of created.records?.values() ?? []) hold.abandon();
+  created.records?.clear();
 }
 
 export async function loadImage(
@@ -112,9 +152,10 @@ export async function createRestoreVolume(
   name: string,
   spec: { driver: string; options: Record<string, string>; labels: Record<string, string> },
   restoreId: string,
-  created: Pick<Created, 'volumes'>,
+  created: Pick<Created, 'volumes' | 'holds' | 'records'>,
 ): Promise<void> {
   let labels: Record<string, string> | null | undefined;
+  await holdCreated(created, `volume:${name}`, 'docker.volume', { name, restoreId });
   try {
     await engine.docker.createVolume({
       Name: name,
@@ -128,6 +169,7 @@ export async function createRestoreVolume(
     throw translate(err, `creating volume ${name}`, engine.socketPath);
   }
   if (labels?.[RESTORE_LABEL] !== restoreId) {
+    await clearCreated(created, `volume:${name}`, true); // not ours: nothing to release
     throw new NameTaken(
       `volume ${name} appeared while restoring (another restore to the same name?); ` +
         'restore under another --name',
@@ -149,7 +191,7 @@ export async function fillVolume(
     engine.docker,
     engine.helperImage,
     engine.socketPath,
-    { volume, readOnly: false, target, log: ctx.log },
+    { volume, readOnly: false, target, log: ctx.log, holds: ctx.holds },
     async (helper) => {
       const data = await source.openStream(streamName);
       await consumeStream(data, ctx, `restore of volume ${volume}`, async (s: Readable) => {
@@ -296,6 +338,10 @@ export async function createContainer(
     ports: remap.ports,
   });
   let container: Docker.Container;
+  await holdCreated(created, 'container', 'docker.container', {
+    name,
+    notBefore: new Date(Date.now() - 2000).toISOString(),
+  });
   try {
     container = await engine.docker.createContainer({
       name,
@@ -331,17 +377,27 @@ export async function removeCreated(
     ctx.log.warn(LogEvent.driverStep, { step, error: translate(err, step, engine.socketPath) });
   if (created.container) {
     const id = created.container.id;
-    await created.container
-      .remove({ force: true, v: false })
-      .catch((err: unknown) => warn(`removing container ${id}`, err));
+    const ok = await created.container.remove({ force: true, v: false }).then(
+      () => true,
+      (err: unknown) => (warn(`removing container ${id}`, err), false),
+    );
+    await clearCreated(created, 'container', ok);
   }
   for (const volume of created.volumes) {
-    await engine.docker
+    const ok = await engine.docker
       .getVolume(volume)
       .remove()
-      .catch((err: unknown) => warn(`removing volume ${volume}`, err));
+      .then(
+        () => true,
+        (err: unknown) => (warn(`removing volume ${volume}`, err), statusOf(err) === 404),
+      );
+    await clearCreated(created, `volume:${volume}`, ok);
   }
-  if (created.image) await removeImageRef(engine, created.image, ctx);
+  if (created.image) {
+    await clearCreated(created, 'image', await removeImageRef(engine, created.image, ctx));
+  }
+  // What was recorded but never made (a kill-free failure between record and create).
+  await keepCreated(created);
 }
 
 /** Restores under a new name, beside the original. `options.inPlace` is not looked at here. */
@@ -399,12 +455,13 @@ export async function restoreContainer(
     ...binds.map((b) => `bind/${b.index}`),
   ]);
 
-  const created: Created = { volumes: [] };
+  const created: Created = { volumes: [], holds: ctx.holds };
   const restoreId = randomBytes(8).toString('hex');
   try {
     checkAborted(ctx, what);
     ctx.phase('loading image');
     const imageWasThere = await imageExists(engine, meta.image);
+    if (!imageWasThere) await holdCreated(created, 'image', 'docker.image', { ref: meta.image });
     const image = await loadImage(engine, meta, source, ctx);
     if (!imageWasThere) created.image = image;
 
@@ -455,6 +512,7 @@ export async function restoreContainer(
         throw translate(err, `starting container ${name}`, engine.socketPath);
       }
     }
+    await keepCreated(created);
     return { restoredTarget: target };
   } catch (err) {
     await removeCreated(engine, created, ctx);

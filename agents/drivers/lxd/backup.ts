@@ -19,6 +19,7 @@
 import { TargetNotFound } from '../../../kernel/errors';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
+import { journaled } from '../../core/holds';
 import { translate } from './errors';
 import { exportBackup, optimizedOn } from './export';
 import { getPool } from './volume';
@@ -176,11 +177,21 @@ async function withConsistency(
   const [hold, release] =
     consistency === 'pause' ? (['freeze', 'unfreeze'] as const) : (['stop', 'start'] as const);
   ctx.phase(consistency === 'pause' ? 'freezing instance' : 'stopping instance');
-  await changeState(engine, instance.name, hold);
+  // Journaled before the instance is touched: a sweep after a kill thaws or starts it.
+  const record = {
+    socketPath: engine.socketPath,
+    project: engine.project,
+    instance: instance.name,
+    undo: release,
+  };
+  const undo = await journaled(ctx.holds, 'lxd', 'lxd.state', record, async () => {
+    await changeState(engine, instance.name, hold);
+    return () => changeState(engine, instance.name, release);
+  });
   try {
     await capture();
   } finally {
     ctx.phase(consistency === 'pause' ? 'thawing instance' : 'starting instance');
-    await changeState(engine, instance.name, release);
+    await undo();
   }
 }

@@ -16,6 +16,7 @@ import { ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type { BackupSink, DriverContext, StoredStream } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
+import { takeHold } from '../../core/holds';
 import { isNotFound, translate } from './errors';
 import { abortCheck, type Engine } from './instance';
 
@@ -82,6 +83,12 @@ export async function exportBackup(
   const backupPath = `${spec.collection}/${encodeURIComponent(backupName)}`;
   const stopped = `backup of ${spec.what}`;
   let createOperation: string | undefined;
+  // Journaled before LXD is asked: a sweep after a kill deletes the backup file.
+  const hold = await takeHold(ctx.holds, 'lxd', 'lxd.backup', {
+    socketPath: engine.socketPath,
+    project: engine.project,
+    path: backupPath,
+  });
   const create = async () => {
     ctx.phase('creating LXD backup');
     const answer = await engine.client
@@ -115,7 +122,11 @@ export async function exportBackup(
     );
   } finally {
     // Also when the create request itself failed: LXD may have made the backup all the same.
-    await deleteBackup(engine, backupPath, createOperation, spec.what, ctx);
+    if (await deleteBackup(engine, backupPath, createOperation, spec.what, ctx)) {
+      await hold?.clear();
+    } else {
+      hold?.abandon();
+    }
   }
 }
 
@@ -130,17 +141,19 @@ async function deleteBackup(
   createOperation: string | undefined,
   what: string,
   ctx: DriverContext,
-): Promise<void> {
+): Promise<boolean> {
   try {
     if (createOperation) await engine.client.wait(createOperation).catch(() => undefined);
     await engine.client.run('DELETE', path);
+    return true;
   } catch (err) {
-    if (isNotFound(err)) return;
+    if (isNotFound(err)) return true;
     ctx.log.warn(LogEvent.driverStep, {
       step: 'delete lxd backup',
       of: what,
       backup: path,
       error: translate(err, `deleting backup ${path}`, engine.socketPath),
     });
+    return false;
   }
 }

@@ -27,6 +27,7 @@ import { restoreVolume } from './volume-restore';
 import { backupServer } from './server-backup';
 import { restoreServer } from './server-restore';
 import { engineFor, list } from './server';
+import { releaseLxdHold } from './holds';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -100,6 +101,8 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreInstance(engine, metadata, source, restoreOptions, ctx),
     snapshots,
+    // Every LXD driver records its holds as `lxd`: this one releases them all.
+    releaseHold: (record) => releaseLxdHold(engine, record),
   };
 }
 

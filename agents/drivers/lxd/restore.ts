@@ -26,6 +26,7 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { checkAborted, consumeStream } from '../../core/driver-streams';
+import { takeHold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import { getPool, requirePool } from './volume';
@@ -88,6 +89,21 @@ export async function restoreInstance(
 
   const createdProfiles: string[] = [];
   let imported = false;
+  // LXD leaves an import Stopped; a frozen instance comes back running (thawed), not frozen.
+  const ran = metadata.status === 'Running' || metadata.status === 'Frozen';
+  const start = (options.state ?? (ran ? 'running' : 'stopped')) === 'running';
+  // Journaled before the import: a sweep after a kill removes a half-done import, or past the
+  // point of no return of an in-place restore, finishes the swap (lxd.import in holds.ts).
+  const record = {
+    socketPath: engine.socketPath,
+    project: engine.project,
+    name,
+    temp: importName,
+    notBefore: new Date(Date.now() - 2000).toISOString(),
+    start,
+    phase: 'import',
+  };
+  const hold = await takeHold(ctx.holds, 'lxd', 'lxd.import', record);
   try {
     ctx.phase('recreating profiles');
     for (const profile of metadata.profileDefinitions ?? []) {
@@ -139,6 +155,7 @@ export async function restoreInstance(
 
     if (existing) {
       ctx.phase('replacing the existing instance');
+      await hold?.update({ ...record, phase: 'swap' });
       await removeInstance(engine, name);
       try {
         await engine.client.run('POST', instancePath(importName), { name });
@@ -153,20 +170,53 @@ export async function restoreInstance(
       }
     }
 
-    // LXD leaves an import Stopped; a frozen instance comes back running (thawed), not frozen.
-    const ran = metadata.status === 'Running' || metadata.status === 'Frozen';
-    if ((options.state ?? (ran ? 'running' : 'stopped')) === 'running') {
+    if (start) {
       ctx.phase('starting instance');
       await changeState(engine, name, 'start');
     }
     imported = false;
+    await hold?.clear();
     ctx.phase('done');
     return { restoredTarget: `lxd:${name}` };
   } catch (err) {
     // A NameTaken from LXD means someone else took the name meanwhile: theirs, not ours.
     const ours = imported && !(err instanceof NameTaken);
     await cleanUp(engine, ours ? importName : undefined, createdProfiles, ctx);
+    if (hold?.record.data.phase === 'swap')
+      hold.abandon(); // the sweep finishes the swap
+    else await hold?.clear();
     throw err;
+  }
+}
+
+/**
+ * Releases an `lxd.import` record a killed restore left: before the swap, removes the import
+ * (only one created after the record: never an instance someone else made under that name);
+ * past it (in place, the original being removed), removes what is left of the original, names
+ * the import after it and starts it if the restore would have.
+ */
+export async function releaseImport(engine: Engine, data: Record<string, unknown>): Promise<void> {
+  const name = String(data.name);
+  const temp = String(data.temp);
+  const imported = await getInstance(engine, temp);
+  if (data.phase !== 'swap') {
+    const createdAt = (imported as { created_at?: string } | undefined)?.created_at;
+    if (imported && createdAt && Date.parse(createdAt) >= Date.parse(String(data.notBefore))) {
+      await removeInstance(engine, temp);
+    }
+    return;
+  }
+  if (imported && temp !== name) {
+    await removeInstance(engine, name);
+    try {
+      await engine.client.run('POST', instancePath(temp), { name });
+    } catch (err) {
+      throw translate(err, `renaming the restored instance ${temp} to ${name}`, engine.socketPath);
+    }
+  }
+  const now = await getInstance(engine, name);
+  if (data.start === true && now && now.status !== 'Running') {
+    await changeState(engine, name, now.status === 'Frozen' ? 'unfreeze' : 'start');
   }
 }
 

@@ -28,6 +28,7 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { consumeStream } from '../../core/driver-streams';
+import { takeHold, type Hold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import {
@@ -188,6 +189,7 @@ async function swapIn(
     }
   };
   let swapError: unknown;
+  const holds = new Map<string, Hold>();
   try {
     for (const user of users) {
       if (user.kind !== 'instances') continue;
@@ -195,6 +197,14 @@ async function swapIn(
       const instance = await getInstance(engine, name);
       if (instance?.status === 'Running' || instance?.status === 'Frozen') {
         ctx.phase(`stopping instance ${name}, which uses the volume`);
+        // Journaled first: a sweep after a kill starts it again.
+        const hold = await takeHold(ctx.holds, 'lxd', 'lxd.state', {
+          socketPath: engine.socketPath,
+          project: engine.project,
+          instance: name,
+          undo: 'start',
+        });
+        if (hold) holds.set(name, hold);
         await changeState(engine, name, 'stop');
         stopped.push(name);
       }
@@ -225,10 +235,16 @@ async function swapIn(
   let startError: unknown;
   for (const name of stopped) {
     ctx.phase(`starting instance ${name} again`);
-    await changeState(engine, name, 'start').catch((err: unknown) => {
-      startError ??= err;
-    });
+    await changeState(engine, name, 'start').then(
+      () => holds.get(name)?.clear(),
+      (err: unknown) => {
+        holds.get(name)?.abandon();
+        startError ??= err;
+      },
+    );
   }
+  // Holds taken for instances whose stop failed: the sweep looks at them.
+  for (const [name, hold] of holds) if (!stopped.includes(name)) hold.abandon();
   if (startError) throw startError;
   if (swapError) throw swapError;
 }

@@ -1,0 +1,126 @@
+/**
+ * Releasing the holds a killed (or failed) Docker job left in the agent's journal
+ * (agents/core/holds.ts). Each release looks at dockerd first and does only what is still to
+ * do, so it is safe for a hold that was only partly taken, or already released:
+ *
+ * - `docker.quiesce` (a container paused or stopped for a backup): unpaused, or started, if it
+ *   is not running; paused again if its owner had it paused.
+ * - `docker.helper`, `docker.image`, `docker.volume`, `docker.container`: removed, if they are
+ *   ours (a helper's label, a volume's restore label, a container created after the record).
+ * - `docker.aside` (an in-place restore's original, stopped and renamed): named back and
+ *   started if it ran.
+ * - `docker.swap` (an in-place restore past its point of no return): finished (finishSwap).
+ */
+import { DriverError } from '../../../kernel/errors';
+import type { Logger } from '../../../kernel/logger';
+import type { HoldRecord } from '../../core/holds';
+import type { InspectJson } from './config';
+import { inspectByName, removeImageRef, type Engine } from './engine';
+import { statusOf, translate } from './errors';
+import { removeHelper } from './helper';
+import { RESTORE_LABEL } from './restore';
+import { finishSwap, type SwapPlan } from './restore-in-place';
+
+const str = (data: Record<string, unknown>, key: string): string => {
+  const value = data[key];
+  if (typeof value !== 'string' || value === '') {
+    throw new DriverError(`the hold record has no ${key}`);
+  }
+  return value;
+};
+
+async function inspectId(engine: Engine, id: string): Promise<InspectJson | undefined> {
+  try {
+    return (await engine.docker.getContainer(id).inspect()) as unknown as InspectJson;
+  } catch (err) {
+    if (statusOf(err) === 404) return undefined;
+    throw translate(err, `inspecting container ${id}`, engine.socketPath);
+  }
+}
+
+export async function releaseDockerHold(
+  engine: Engine,
+  record: HoldRecord,
+  log: Logger,
+): Promise<void> {
+  const { data } = record;
+  const ctx = {
+    log,
+    signal: new AbortController().signal,
+    phase: () => undefined,
+  };
+  try {
+    switch (record.kind) {
+      case 'docker.quiesce': {
+        const state = (await inspectId(engine, str(data, 'container')))?.State;
+        if (!state) return;
+        const container = engine.docker.getContainer(str(data, 'container'));
+        if (state.Paused) await container.unpause();
+        else if (!state.Running && data.consistency === 'stop') await container.start();
+        if (data.ownerPaused === true && !state.Paused) await container.pause();
+        return;
+      }
+      case 'docker.helper':
+        await removeHelper(engine.docker, str(data, 'name'), engine.socketPath);
+        return;
+      case 'docker.image':
+        if (!(await removeImageRef(engine, str(data, 'ref'), ctx))) {
+          throw new DriverError(`image ${str(data, 'ref')} could not be removed`);
+        }
+        return;
+      case 'docker.volume': {
+        const name = str(data, 'name');
+        let labels: Record<string, string> | null | undefined;
+        try {
+          labels = (await engine.docker.getVolume(name).inspect()).Labels;
+        } catch (err) {
+          if (statusOf(err) === 404) return;
+          throw err;
+        }
+        // Only the volume this restore made: one of that name made by anyone else stays.
+        if (labels?.[RESTORE_LABEL] !== str(data, 'restoreId')) return;
+        try {
+          await engine.docker.getVolume(name).remove();
+        } catch (err) {
+          if (statusOf(err) !== 404) throw err;
+        }
+        return;
+      }
+      case 'docker.container': {
+        const found = await inspectByName(engine, str(data, 'name'));
+        const created = (found as { Created?: string } | undefined)?.Created;
+        // Only one created after the record was written: the restore's, not a newer owner's.
+        if (!found || !created || created < str(data, 'notBefore')) return;
+        await engine.docker.getContainer(found.Id).remove({ force: true, v: false });
+        return;
+      }
+      case 'docker.aside': {
+        const found = await inspectId(engine, str(data, 'container'));
+        if (!found) return;
+        const name = str(data, 'name');
+        const container = engine.docker.getContainer(found.Id);
+        if (found.Name === `/${str(data, 'old')}`) {
+          if (await inspectByName(engine, name)) {
+            throw new DriverError(
+              `container ${found.Name.slice(1)} was set aside by an in-place restore, but ${name} exists now: rename one of them by hand`,
+            );
+          }
+          await container.rename({ name });
+        }
+        if (data.ran === true && found.State?.Running !== true) {
+          if (found.State?.Paused) await container.unpause();
+          else await container.start();
+        }
+        return;
+      }
+      case 'docker.swap':
+        await finishSwap(engine, data as unknown as SwapPlan, ctx);
+        return;
+      default:
+        throw new DriverError(`unknown docker hold ${record.kind}`);
+    }
+  } catch (err) {
+    if (err instanceof DriverError) throw err;
+    throw translate(err, `releasing ${record.kind}`, engine.socketPath);
+  }
+}

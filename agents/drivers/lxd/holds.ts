@@ -1,0 +1,65 @@
+/**
+ * Releasing the holds a killed (or failed) LXD job left in the agent's journal
+ * (agents/core/holds.ts). Each record names the LXD socket and project it was taken on, and each
+ * release looks at LXD first and does only what is still to do:
+ *
+ * - `lxd.state` (an instance frozen or stopped for a backup): thawed, or started, unless it runs.
+ * - `lxd.backup` (LXD's backup file of an instance or volume): deleted. LXD may still be writing
+ *   it (its operation outlives the agent) and refuses to delete it until then: the release waits
+ *   a little, and a record that still fails stays for the next sweep.
+ * - `lxd.import` (a restore's import): removed, or past an in-place swap's point of no return,
+ *   the swap finished (restore.ts releaseImport).
+ */
+import { DriverError } from '../../../kernel/errors';
+import type { HoldRecord } from '../../core/holds';
+import { LxdClient } from './client';
+import { isNotFound, translate } from './errors';
+import { changeState, getInstance, type Engine } from './instance';
+import { releaseImport } from './restore';
+
+/** How long a release waits for LXD to finish writing a backup file before it gives up for now. */
+const BACKUP_BUSY_WAIT_MS = 20_000;
+
+function engineOf(base: Engine, data: Record<string, unknown>): Engine {
+  const socketPath = typeof data.socketPath === 'string' ? data.socketPath : base.socketPath;
+  const project = typeof data.project === 'string' ? data.project : base.project;
+  if (socketPath === base.socketPath && project === base.project) return base;
+  return { client: new LxdClient({ socketPath, project }), socketPath, project };
+}
+
+export async function releaseLxdHold(base: Engine, record: HoldRecord): Promise<void> {
+  const engine = engineOf(base, record.data);
+  const { data } = record;
+  switch (record.kind) {
+    case 'lxd.state': {
+      const name = String(data.instance);
+      const instance = await getInstance(engine, name);
+      if (!instance) return;
+      if (instance.status === 'Frozen') await changeState(engine, name, 'unfreeze');
+      else if (instance.status === 'Stopped' && data.undo === 'start') {
+        await changeState(engine, name, 'start');
+      }
+      return;
+    }
+    case 'lxd.backup': {
+      const path = String(data.path);
+      const deadline = Date.now() + BACKUP_BUSY_WAIT_MS;
+      for (;;) {
+        try {
+          await engine.client.run('DELETE', path);
+          return;
+        } catch (err) {
+          if (isNotFound(err)) return;
+          if (Date.now() > deadline)
+            throw translate(err, `deleting backup ${path}`, engine.socketPath);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    case 'lxd.import':
+      await releaseImport(engine, data);
+      return;
+    default:
+      throw new DriverError(`unknown lxd hold ${record.kind}`);
+  }
+}
