@@ -5,7 +5,7 @@
  */
 import type { ErrorRecord } from '../kernel/errors';
 
-export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY' | 'SNAPSHOT';
+export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY' | 'SNAPSHOT' | 'PRUNE';
 export type JobStatus =
   'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'PARTIALLY_FAILED' | 'CANCELLED';
 export const TERMINAL_STATUSES: readonly JobStatus[] = [
@@ -186,6 +186,17 @@ export type RecordJobEvent =
   | { action: 'start'; jobId: string; executionArn: string }
   | { action: 'succeed'; jobId: string; result: RestoreResult | VerifyResult | SnapshotResult }
   | { action: 'fail'; jobId: string; error: StatesError }
+  /** A prune's end: what it deleted (or, dry, would have). */
+  | {
+      action: 'pruned';
+      jobId: string;
+      plan: PrunePlan;
+      mark: PruneMarkResult;
+      sweep?: PruneSweepResult;
+      waitedFor?: string[];
+    }
+  /** A prune whose sweep waits for leases: says so on the job. */
+  | { action: 'waiting'; jobId: string; waitingFor: string[] }
   /** After a backup's Map: SUCCEEDED, PARTIALLY_FAILED or FAILED from the items' outcomes. */
   | { action: 'end'; jobId: string; outcomes: BackupItemOutcome[] };
 
@@ -218,7 +229,7 @@ export interface AgentTaskMessage {
   task: AgentTask;
 }
 
-export type AgentTask = BackupTask | RestoreTask | VerifyTask | SnapshotTask;
+export type AgentTask = BackupTask | RestoreTask | VerifyTask | SnapshotTask | PruneTask;
 
 export interface BackupTask {
   kind: 'BACKUP';
@@ -253,6 +264,100 @@ export interface SnapshotTask {
   target: string;
   action: SnapshotAction;
   args: SnapshotArgs;
+}
+
+/**
+ * Garbage collection on an agent (it holds the data key the manifests and indexes are sealed
+ * with): `mark` deletes the manifests of `deletePoints` and marks the unreferenced packs (in a
+ * dry run it only counts them); `sweep` deletes the marked packs still unreferenced once the
+ * leases held at the mark have ended. See agents/repo/gc.ts.
+ */
+export type PruneTask =
+  | {
+      kind: 'PRUNE';
+      jobId: string;
+      target: string;
+      phase: 'mark';
+      dryRun: boolean;
+      deletePoints: string[];
+    }
+  | {
+      kind: 'PRUNE';
+      jobId: string;
+      target: string;
+      phase: 'sweep';
+      markId: string;
+      heldBy: PruneLease[];
+    };
+
+export interface PruneLease {
+  leaseId: string;
+  jobId: string;
+  kind: string;
+}
+
+/** SendTaskSuccess output of a mark. Counts, not lists of packs: payloads stay small. */
+export interface PruneMarkResult {
+  /** Absent in a dry run: nothing was written. */
+  markId?: string;
+  pointsDeleted: string[];
+  /** Points a running job reads: kept until the next prune. */
+  pointsKept: Array<{ recoveryPointId: string; jobId: string }>;
+  packs: number;
+  /** Bytes of the unreferenced packs and their indexes, plus the deleted manifests. */
+  bytes: number;
+  /** The leases live at the mark; the sweep waits for them. */
+  heldBy: PruneLease[];
+}
+
+export type PruneSweepResult =
+  | { done: false; waitingFor: string[]; waitSeconds: number }
+  | {
+      done: true;
+      packsDeleted: number;
+      chunksDeleted: number;
+      bytesFreed: number;
+      packsKept: number;
+      leasesCleared: number;
+    };
+
+/** Execution input of prune.asl.json. */
+export interface PruneExecutionInput {
+  jobId: string;
+  /** The agent that collects garbage (any agent: each holds the data key). */
+  agent: string;
+  queueUrl: string;
+  dryRun: boolean;
+  /** `stowage points delete`: exactly these points, retention aside. Absent: retention decides. */
+  points?: string[];
+}
+
+/** Output of the prune-plan Lambda: the points that go, each with why. */
+export interface PrunePlan {
+  deletePoints: string[];
+  expired: Array<{ recoveryPointId: string; target: string; reasons: string[] }>;
+  /** Expired points a running restore or verify reads: kept until the next prune. */
+  busy: Array<{ recoveryPointId: string; jobId: string }>;
+  /** Points kept, by count. */
+  kept: number;
+}
+
+/** What a prune job records when it ends (the job's `prune` field). */
+export interface PruneSummary {
+  dryRun: boolean;
+  /** The points deleted (or, dry, that would be), with why; at most 200 listed. */
+  points: Array<{ recoveryPointId: string; target: string; reasons: string[] }>;
+  pointsDeleted: number;
+  pointsKept: number;
+  busy: Array<{ recoveryPointId: string; jobId: string }>;
+  /** Unreferenced packs found by the mark, and their bytes (with the manifests'). */
+  packsFound: number;
+  bytesFound: number;
+  packsDeleted: number;
+  chunksDeleted: number;
+  bytesFreed: number;
+  /** Jobs whose leases the sweep waited for. */
+  waitedFor: string[];
 }
 
 export interface StreamSummary {

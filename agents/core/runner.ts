@@ -12,16 +12,27 @@ import type { HoldTaker } from './holds';
 import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest } from './points';
 import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
+import { Lease, markGarbage, sweepGarbage, type LeaseInfo } from '../repo/gc';
+import type { StreamRecord } from '../repo/types';
 import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../kernel/targets';
 import { expiresAt } from '../../kernel/snapshots';
-import { DriverError, PointNotFound, UnknownTask, Unsupported } from '../../kernel/errors';
+import {
+  DriverError,
+  PointNotFound,
+  TransientError,
+  UnknownTask,
+  Unsupported,
+} from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
 import type {
   AgentTask,
   BackupResult,
   BackupTask,
+  PruneMarkResult,
+  PruneSweepResult,
+  PruneTask,
   RestoreResult,
   RestoreTask,
   SnapshotResult,
@@ -41,6 +52,11 @@ export interface RunnerDeps {
    * task's job. Absent: nothing is journaled (unit tests).
    */
   holds?: { taker(jobId?: string): HoldTaker };
+  /**
+   * How long a task's repository lease lives without renewal (renewed every third of it);
+   * garbage collection treats a task whose lease lapsed as dead (repo/gc.ts). Default 10 min.
+   */
+  leaseTtlMs?: number;
 }
 
 export interface TaskRun {
@@ -72,10 +88,56 @@ function context(run: TaskRun, log: Logger, holds?: HoldTaker): DriverContext {
   };
 }
 
-async function openRepository(deps: RunnerDeps): Promise<Repository> {
+/**
+ * The repository under a lease: the lease is written BEFORE the index and the garbage-collection
+ * marks are read (repo/gc.ts, step 1), so a sweep either waits for this task or this task saw
+ * its mark. The caller ends the lease when the task ends, whatever the outcome.
+ */
+async function openRepository(
+  deps: RunnerDeps,
+  info: Omit<LeaseInfo, 'agent'>,
+  log: Logger,
+): Promise<{ repo: Repository; lease: Lease }> {
   const repo = await deps.repository();
+  const lease = await Lease.take(
+    repo.store,
+    { ...info, agent: deps.agent },
+    {
+      ...(deps.leaseTtlMs !== undefined ? { ttlMs: deps.leaseTtlMs } : {}),
+      onRenewError: (err) => log.warn('agent.lease.renew_failed', { error: err }),
+    },
+  );
+  try {
+    await repo.refresh();
+  } catch (err) {
+    await lease.end();
+    throw err;
+  }
+  return { repo, lease };
+}
+
+/**
+ * The commit check (repo/gc.ts, step 4): the lease never lapsed, and every chunk of the point
+ * is still stored. Refuses with a TransientError, so the workflow retries the backup, and the
+ * retry stores again what garbage collection removed.
+ */
+async function checkChunksStored(
+  repo: Repository,
+  lease: Lease,
+  recoveryPointId: string,
+  streams: readonly StreamRecord[],
+): Promise<void> {
+  await lease.confirm(`recovery point ${recoveryPointId} is not committed`);
   await repo.refresh();
-  return repo;
+  for (const stream of streams) {
+    for (const chunk of stream.chunks) {
+      if (!repo.index.has(chunk.id)) {
+        throw new TransientError(
+          `recovery point ${recoveryPointId} is not committed: chunk ${chunk.id} of stream ${stream.name} is no longer stored (garbage collection removed it while the backup ran); the retry stores it again`,
+        );
+      }
+    }
+  }
 }
 
 /**
@@ -93,6 +155,8 @@ export function runTask(deps: RunnerDeps, task: AgentTask, run: TaskRun): Promis
       return runVerify(deps, task, run);
     case 'SNAPSHOT':
       return runSnapshot(deps, task, run);
+    case 'PRUNE':
+      return runPrune(deps, task, run);
     default:
       return Promise.reject(unknownKind(task));
   }
@@ -101,7 +165,7 @@ export function runTask(deps: RunnerDeps, task: AgentTask, run: TaskRun): Promis
 function unknownKind(task: never): Error {
   const kind = JSON.stringify((task as { kind?: unknown }).kind);
   return new UnknownTask(
-    `this agent cannot run a task of kind ${kind} (it runs BACKUP, RESTORE, VERIFY and SNAPSHOT): upgrade the agent to the control plane's version`,
+    `this agent cannot run a task of kind ${kind} (it runs BACKUP, RESTORE, VERIFY, SNAPSHOT and PRUNE): upgrade the agent to the control plane's version`,
   );
 }
 
@@ -117,7 +181,38 @@ export async function runBackup(
   });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
-  const repo = await openRepository(deps);
+  const { repo, lease } = await openRepository(
+    deps,
+    { jobId: task.jobId, kind: task.kind, recoveryPointId: task.recoveryPointId },
+    log,
+  );
+  try {
+    return await backupUnderLease(deps, task, run, { repo, lease, driver, name, startedAt, log });
+  } finally {
+    await lease.end();
+  }
+}
+
+async function backupUnderLease(
+  deps: RunnerDeps,
+  task: BackupTask,
+  run: TaskRun,
+  {
+    repo,
+    lease,
+    driver,
+    name,
+    startedAt,
+    log,
+  }: {
+    repo: Repository;
+    lease: Lease;
+    driver: Driver;
+    name: string;
+    startedAt: string;
+    log: Logger;
+  },
+): Promise<BackupResult> {
   const writer = repo.writer();
   run.progress.track(writer.stats);
   const sink = new PointWriter(writer, (n) => run.progress.addBytes(n));
@@ -151,7 +246,10 @@ export async function runBackup(
     streams: sink.streams,
     metadata: outcome.metadata,
   };
+  await checkChunksStored(repo, lease, task.recoveryPointId, sink.streams);
   const manifestKey = await repo.saveManifest(task.recoveryPointId, manifest);
+  // A stall between the check and the manifest longer than the ttl: a sweep may have run in it.
+  await lease.confirm(`recovery point ${task.recoveryPointId} is not committed`);
   return {
     recoveryPointId: task.recoveryPointId,
     manifestKey,
@@ -168,14 +266,23 @@ export async function runBackup(
 /** The repository and a point's manifest, with the point's size announced for the ETA. */
 async function openPoint(
   deps: RunnerDeps,
-  recoveryPointId: string,
+  task: RestoreTask | VerifyTask,
   run: TaskRun,
-): Promise<{ repo: Repository; manifest: Manifest }> {
+): Promise<{ repo: Repository; manifest: Manifest; lease: Lease }> {
   run.progress.setPhase('reading manifest');
-  const repo = await openRepository(deps);
-  const manifest = await manifestOf(repo, recoveryPointId);
-  run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
-  return { repo, manifest };
+  const { repo, lease } = await openRepository(
+    deps,
+    { jobId: task.jobId, kind: task.kind, recoveryPointId: task.recoveryPointId },
+    deps.log,
+  );
+  try {
+    const manifest = await manifestOf(repo, task.recoveryPointId);
+    run.progress.expect(manifest.streams.reduce((n, s) => n + s.size, 0));
+    return { repo, manifest, lease };
+  } catch (err) {
+    await lease.end();
+    throw err;
+  }
 }
 
 async function manifestOf(repo: Repository, recoveryPointId: string): Promise<Manifest> {
@@ -203,14 +310,16 @@ export async function runRestore(
   });
   const { driver, name } = driverFor(deps, task.target);
   const startedAt = new Date().toISOString();
-  const { repo, manifest } = await openPoint(deps, task.recoveryPointId, run);
+  const { repo, manifest, lease } = await openPoint(deps, task, run);
   const reader = new PointReader(repo, manifest, (n) => run.progress.addBytes(n));
-  const outcome = await driver.restore(
-    manifest.metadata,
-    reader,
-    { ...(task.options ?? {}), name, inPlace: task.inPlace },
-    context(run, log, deps.holds?.taker(task.jobId)),
-  );
+  const outcome = await driver
+    .restore(
+      manifest.metadata,
+      reader,
+      { ...(task.options ?? {}), name, inPlace: task.inPlace },
+      context(run, log, deps.holds?.taker(task.jobId)),
+    )
+    .finally(() => lease.end());
   return {
     restoredTarget: outcome.restoredTarget,
     startedAt,
@@ -225,17 +334,21 @@ export async function runVerify(
   run: TaskRun,
 ): Promise<VerifyResult> {
   const startedAt = new Date().toISOString();
-  const { repo, manifest } = await openPoint(deps, task.recoveryPointId, run);
+  const { repo, manifest, lease } = await openPoint(deps, task, run);
   let chunks = 0;
-  for (const stream of manifest.streams) {
-    if (run.signal.aborted) throw new DriverError('verify abandoned: the task token expired');
-    run.progress.setPhase(`verifying ${stream.name}`);
-    await repo.verifyStream(
-      stream,
-      (n) => run.progress.addBytes(n),
-      `recovery point ${task.recoveryPointId}, `,
-    );
-    chunks += stream.chunks.length;
+  try {
+    for (const stream of manifest.streams) {
+      if (run.signal.aborted) throw new DriverError('verify abandoned: the task token expired');
+      run.progress.setPhase(`verifying ${stream.name}`);
+      await repo.verifyStream(
+        stream,
+        (n) => run.progress.addBytes(n),
+        `recovery point ${task.recoveryPointId}, `,
+      );
+      chunks += stream.chunks.length;
+    }
+  } finally {
+    await lease.end();
   }
   // Bad objects under index/ were skipped when the repository was read: say so with the result.
   const warnings = repo.badIndexes().map((bad) => `skipped a bad index object ${bad}`);
@@ -322,4 +435,47 @@ export async function runSnapshot(
     default:
       throw new DriverError(`unknown snapshot action ${String(task.action)}`);
   }
+}
+
+/**
+ * One phase of garbage collection (repo/gc.ts). It takes no lease: it relies on none, it only
+ * deletes what the leases and the manifests allow.
+ */
+export async function runPrune(
+  deps: RunnerDeps,
+  task: PruneTask,
+  run: TaskRun,
+): Promise<PruneMarkResult | PruneSweepResult> {
+  const repo = await deps.repository();
+  const ttl = deps.leaseTtlMs !== undefined ? { ttlMs: deps.leaseTtlMs } : {};
+  if (task.phase === 'mark') {
+    run.progress.setPhase(
+      task.dryRun ? 'finding unreferenced packs (dry run)' : 'marking unreferenced packs',
+    );
+    const mark = await markGarbage(repo, {
+      jobId: task.jobId,
+      deletePoints: Array.isArray(task.deletePoints) ? task.deletePoints : [],
+      dryRun: task.dryRun === true,
+      ...ttl,
+    });
+    return {
+      ...(mark.markId ? { markId: mark.markId } : {}),
+      pointsDeleted: mark.pointsDeleted,
+      pointsKept: mark.pointsKept,
+      packs: mark.candidates.length,
+      bytes: mark.candidateBytes + mark.manifestBytes,
+      heldBy: mark.heldBy,
+    };
+  }
+  if (task.phase === 'sweep') {
+    run.progress.setPhase('sweeping unreferenced packs');
+    return sweepGarbage(repo, {
+      markId: task.markId,
+      heldBy: Array.isArray(task.heldBy) ? task.heldBy : [],
+      ...ttl,
+    });
+  }
+  throw new UnknownTask(
+    `a PRUNE task of phase ${JSON.stringify((task as { phase?: unknown }).phase)}`,
+  );
 }

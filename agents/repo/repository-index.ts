@@ -62,8 +62,14 @@ function openPackIndex(sealed: Uint8Array, key: string, dataKey: Buffer): PackIn
 
 export class RepositoryIndex {
   private readonly blobs = new Map<string, BlobLocation>();
-  private readonly packs = new Set<string>();
+  /** Every pack index loaded, by pack: what garbage collection reads and `blobs` is built from. */
+  private readonly packs = new Map<string, PackIndex>();
   private readonly bad = new Map<string, string>();
+  /**
+   * Packs a garbage-collection mark found unreferenced (gc.ts): they stay readable, but a writer
+   * must not skip a chunk because one of them holds it, since the sweep may delete them.
+   */
+  private condemned: ReadonlySet<string> = new Set();
 
   get size(): number {
     return this.blobs.size;
@@ -73,9 +79,23 @@ export class RepositoryIndex {
     return this.blobs.has(id);
   }
 
+  /**
+   * Whether a writer may rely on the chunk being stored: it is indexed in a pack that no
+   * garbage-collection mark condemns.
+   */
+  usable(id: string): boolean {
+    const loc = this.blobs.get(id);
+    return loc !== undefined && !this.condemned.has(loc.pack);
+  }
+
   /** Every chunk id in the index. */
   ids(): IterableIterator<string> {
     return this.blobs.keys();
+  }
+
+  /** The pack indexes loaded, by pack id. */
+  packIndexes(): ReadonlyMap<string, PackIndex> {
+    return this.packs;
   }
 
   /** The index objects skipped as bad, with why: key → reason. */
@@ -88,9 +108,12 @@ export class RepositoryIndex {
   }
 
   add(index: PackIndex): void {
-    this.packs.add(index.pack);
+    this.packs.set(index.pack, index);
+    const better = !this.condemned.has(index.pack);
     for (const b of index.blobs) {
-      if (!this.blobs.has(b.id)) {
+      const known = this.blobs.get(b.id);
+      // A chunk stored twice is read from a pack no mark condemns, when there is one.
+      if (!known || (better && this.condemned.has(known.pack))) {
         this.blobs.set(b.id, {
           pack: index.pack,
           offset: b.offset,
@@ -99,6 +122,22 @@ export class RepositoryIndex {
         });
       }
     }
+  }
+
+  /** Condemns these packs (replacing the last set) and re-points chunks stored elsewhere too. */
+  setCondemned(packs: ReadonlySet<string>): void {
+    const same =
+      packs.size === this.condemned.size && [...packs].every((p) => this.condemned.has(p));
+    if (same) return;
+    this.condemned = packs;
+    this.rebuild();
+  }
+
+  private rebuild(): void {
+    this.blobs.clear();
+    const all = [...this.packs.values()];
+    this.packs.clear();
+    for (const index of all) this.add(index);
   }
 
   /** Loads every pack index in the store. */
@@ -117,10 +156,23 @@ export class RepositoryIndex {
    * Bad index objects are skipped and reported through `onBad` the first time they are seen.
    */
   async refresh(store: ObjectStore, key: Buffer, onBad?: BadIndexReport): Promise<void> {
+    // Only packs known before the listing began can be missing from it: one added meanwhile (a
+    // writer of this process stored it) may simply be newer than the listing.
+    const before = new Set(this.packs.keys());
     const keys: string[] = [];
+    const listed = new Set<string>();
     for await (const info of store.list(INDEX_PREFIX)) {
       if (this.bad.has(info.key)) continue;
-      if (!this.packs.has(packIdOfIndexKey(info.key))) keys.push(info.key);
+      const pack = packIdOfIndexKey(info.key);
+      listed.add(pack);
+      if (!this.packs.has(pack)) keys.push(info.key);
+    }
+    // A pack whose index is gone was garbage-collected (gc.ts deletes the index first): its
+    // chunks are no longer stored, so they must not be skipped or read from it.
+    const gone = [...before].filter((p) => !listed.has(p));
+    if (gone.length > 0) {
+      for (const p of gone) this.packs.delete(p);
+      this.rebuild();
     }
     let next = 0;
     const worker = async () => {

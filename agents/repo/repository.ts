@@ -39,6 +39,7 @@ import type { KeyProvider } from './keys';
 import { KnownIds } from './known-ids';
 import { createCodecPool, type CodecPool } from './pool';
 import { RepositoryIndex, type BadIndexReport, type PackIndex } from './repository-index';
+import { loadMarks } from './gc-marks';
 import {
   DEFAULT_CHUNKING,
   type ChunkingParams,
@@ -164,9 +165,25 @@ export class Repository {
     await this.pool.close();
   }
 
-  /** Loads the indexes of packs other writers stored since this repository was opened. */
+  /**
+   * Loads the indexes of packs other writers stored since this repository was opened, forgets
+   * packs garbage collection deleted, and reads the garbage-collection marks: a writer that
+   * refreshed after a mark was written never relies on the packs it condemns (gc.ts).
+   */
   async refresh(): Promise<void> {
+    const marks = await loadMarks(this.store, this.key, this.onBadIndex);
     await this.index.refresh(this.store, this.key, this.onBadIndex);
+    this.index.setCondemned(new Set(marks.flatMap((m) => m.candidates)));
+  }
+
+  /** Seals a small JSON object with the data key (`purpose` binds it to its use). */
+  seal(value: unknown, purpose: string): Buffer {
+    return sealJson(value, this.key, purpose);
+  }
+
+  /** Opens what `seal` made; throws IntegrityError if it was not sealed for `purpose`. */
+  open<T>(sealed: Uint8Array, purpose: string): T {
+    return openJson<T>(sealed, this.key, purpose);
   }
 
   /** The objects under `index/` skipped as bad, each with why (`index/<x>: reason`). */
@@ -608,7 +625,7 @@ export class RepositoryWriter {
     const id = hashed.id;
     this.stats.chunks++;
     // A blob sealed for a chunk the repository has (or another task is storing) is dropped.
-    if (this.index.has(id) || this.pending.has(id)) return { id, length };
+    if (this.index.usable(id) || this.pending.has(id)) return { id, length };
     this.pending.add(id);
     this.known.add(id);
     const sealed =

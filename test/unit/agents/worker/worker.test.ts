@@ -314,13 +314,13 @@ describe('AgentWorker', () => {
     startWorker(sqs, sfn);
     sqs.sendTask({
       taskToken: 't1',
-      task: { kind: 'PRUNE', jobId: 'job-9', target: 'docker:web' },
+      task: { kind: 'REPACK', jobId: 'job-9', target: 'docker:web' },
     });
 
     const [report] = await until(() => sfn.reports().length === 1 && sfn.reports(), 'the answer');
     expect(report!.op).toBe('SendTaskFailure');
     expect(report!.input.error).toBe('UnknownTask');
-    expect(report!.input.cause).toMatch(/kind "PRUNE".*upgrade the agent/);
+    expect(report!.input.cause).toMatch(/kind "REPACK".*upgrade the agent/);
   });
 
   it('drops a message that is not a task without answering anything', async () => {
