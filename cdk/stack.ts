@@ -96,8 +96,17 @@ export class StowageStack extends Stack {
       `Resource::${nagAttr(bucket, 'Arn')}/${POINT_MANIFEST_PREFIX}*`,
     );
 
+    const prunePlan = new NodeFunction(this, 'PrunePlan', {
+      folder: FUNCTIONS.prunePlan,
+      description:
+        'Stowage: applies retention, deletes the catalog items of the points a prune removes',
+      environment: { TABLE_NAME: table.tableName },
+    });
+    catalog.grantReadWriteData(prunePlan.fn);
+
     const workflows = new Workflows(this, 'Workflows', {
       recordJob: recordJob.fn,
+      prunePlan: prunePlan.fn,
       commitPoint: commitPoint.fn,
       siteQueues: queues.queues,
     });
@@ -173,7 +182,7 @@ export class StowageStack extends Stack {
     this.store = store;
     this.dataKey = dataKey;
     this.siteQueues = queues;
-    this.functions = { api, recordJob, commitPoint };
+    this.functions = { api, recordJob, commitPoint, prunePlan };
     this.workflows = workflows;
     this.httpApi = httpApi;
     this.agentAccess = agents;

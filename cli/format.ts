@@ -4,7 +4,13 @@ import type { SnapshotListing } from '../kernel/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
 
 /** What GET /points answers: offsite points and local snapshots, told apart by `tier`. */
-export type ListedPoint = (RecoveryPoint & { tier?: 'offsite' }) | SnapshotListing;
+export type ListedPoint =
+  | (RecoveryPoint & {
+      tier?: 'offsite';
+      /** Why retention keeps it, or that the next prune deletes it (GET /points). */
+      retention?: { keep: boolean; reasons: string[]; keptUntil?: string };
+    })
+  | SnapshotListing;
 
 /** What GET /snapshots answers: each target that keeps snapshots. */
 export interface SnapshotTarget {
@@ -128,6 +134,7 @@ export function pointsTable(points: ListedPoint[]): string {
       'NEW',
       'STORED',
       'STREAMS',
+      'RETENTION',
     ],
     ...points.map((p) =>
       p.tier === 'snapshot'
@@ -143,6 +150,7 @@ export function pointsTable(points: ListedPoint[]): string {
             '-',
             '-',
             '-',
+            'snapshot expiry',
           ]
         : [
             p.recoveryPointId,
@@ -151,11 +159,12 @@ export function pointsTable(points: ListedPoint[]): string {
             p.createdAt,
             p.status,
             p.label ?? '',
-            '-',
+            p.retention?.keep === false ? 'next prune' : (p.retention?.keptUntil ?? '-'),
             bytes(p.bytesRead),
             bytes(p.bytesNew),
             bytes(p.bytesStored),
             String(p.streams.length),
+            p.retention ? p.retention.reasons.join('; ') : '',
           ],
     ),
   ]);
@@ -213,6 +222,36 @@ export function jobDetail(job: Job): string {
   if (job.error) lines.push(`error      ${job.error.name}: ${job.error.message}`);
   if (job.items && (job.items.length > 1 || !job.recoveryPointId)) {
     lines.push('', itemsTable(job.items));
+  }
+  return lines.join('\n');
+}
+
+/** A prune job's outcome in words: what went (or, dry, would go), with why, and what it freed. */
+export function pruneText(job: Job): string {
+  const p = job.prune;
+  if (!p) return `prune ${job.status}`;
+  const lines = [
+    p.dryRun
+      ? `prune --dry-run: would delete ${p.pointsDeleted} recovery point(s) and ${p.packsFound} unreferenced pack(s), freeing about ${bytes(p.bytesFound)}`
+      : `prune SUCCEEDED: deleted ${p.pointsDeleted} recovery point(s), ${p.packsDeleted} pack(s) (${p.chunksDeleted} chunks), freed ${bytes(p.bytesFreed)}`,
+  ];
+  if (p.points.length > 0) {
+    lines.push(
+      table([
+        ['POINT', 'TARGET', 'WHY'],
+        ...p.points.map((x) => [x.recoveryPointId, x.target, x.reasons.join('; ')]),
+      ]),
+    );
+  }
+  for (const b of p.busy) {
+    lines.push(
+      `kept for now: ${b.recoveryPointId} is read by running job ${b.jobId}; the next prune deletes it`,
+    );
+  }
+  if (p.waitedFor.length > 0) {
+    lines.push(
+      `the sweep waited for ${p.waitedFor.join(', ')} (running when the unreferenced packs were marked)`,
+    );
   }
   return lines.join('\n');
 }

@@ -19,6 +19,7 @@ import {
   jobDetail,
   jobsTable,
   pointsTable,
+  pruneText,
   progressLine,
   scheduleText,
   snapshotsTable,
@@ -125,6 +126,7 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
       : {}),
     ...(job.error ? { error: job.error } : {}),
     ...(job.warnings ? { warnings: job.warnings } : {}),
+    ...(job.prune ? { prune: job.prune } : {}),
     ...extra,
   };
   const warned = (text: string) =>
@@ -140,7 +142,11 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
           ? `backup of ${job.target} SUCCEEDED: recovery point ${job.recoveryPointId} (${bytes(job.progress?.bytesDone)})`
           : snapshot
             ? snapshotOutcome(job)
-            : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
+            : job.kind === 'PRUNE'
+              ? pruneText(job)
+              : job.kind === 'VERIFY'
+                ? `verify SUCCEEDED: ${job.recoveryPointId} of ${job.target} read back whole (${bytes(job.progress?.bytesDone)})`
+                : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
         : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
     );
   });
@@ -467,7 +473,7 @@ program
     await startJob(cmd, '/rollbacks', { target }, opts.wait, (job) => `rollback of ${job.target}`);
   });
 
-program
+const points = program
   .command('points [target]')
   .description(
     'recovery points of both tiers, newest first (of one target, or all): offsite points and local snapshots',
@@ -480,6 +486,35 @@ program
     const q = query.size > 0 ? `?${query.toString()}` : '';
     const points = await client(cmd).get<ListedPoint[]>(`/points${q}`);
     print(cmd, points, () => (points.length === 0 ? 'no recovery points' : pointsTable(points)));
+  });
+
+points
+  .command('delete <point>')
+  .description(
+    'delete a recovery point: its catalog item, its manifest, and the chunks no other point references',
+  )
+  .option('--wait', 'wait for the job to finish')
+  .action(async (point: string, opts: { wait?: boolean }, cmd: Command) => {
+    await startJob(
+      cmd,
+      '/points/deletions',
+      { recoveryPointId: point },
+      opts.wait,
+      () => `delete of ${point}`,
+    );
+  });
+
+program
+  .command('prune')
+  .description(
+    "apply every policy's retention, delete the expired points, then garbage-collect what no kept point references",
+  )
+  .option('--dry-run', 'only list what it would delete and the bytes it would free')
+  .option('--wait', 'wait for the job and print what it deleted')
+  .action(async (opts: { dryRun?: boolean; wait?: boolean }, cmd: Command) => {
+    await startJob(cmd, '/prunes', { dryRun: opts.dryRun === true }, opts.wait, () =>
+      opts.dryRun ? 'prune --dry-run' : 'prune',
+    );
   });
 
 const snapshot = program

@@ -2,7 +2,7 @@
  * The catalog port. Every write is a single-item conditional write that is safe to retry (the
  * local DynamoDB has no transactions, and Step Functions retries Lambda tasks).
  */
-import type { AgentRecord, Job, JobItem, JobProgress, RecoveryPoint } from './model';
+import type { AgentRecord, Job, JobItem, JobProgress, Policy, RecoveryPoint } from './model';
 import type { JobStatus } from '../statemachines/contracts';
 
 export interface JobUpdate {
@@ -16,6 +16,7 @@ export interface JobUpdate {
   recoveryPointId?: string;
   warnings?: string[];
   items?: JobItem[];
+  prune?: Job['prune'];
 }
 
 /** The fields of one job item that change while the job runs. */
@@ -52,6 +53,29 @@ export interface Catalog {
   getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined>;
   /** Newest first; all targets when `target` is absent. */
   listPoints(options?: { target?: string; limit?: number }): Promise<RecoveryPoint[]>;
+  /** Removes the point's item; idempotent. */
+  deletePoint(recoveryPointId: string): Promise<void>;
+  /** Sets fields of an existing point (a verify's time); false when there is no such point. */
+  updatePoint(
+    recoveryPointId: string,
+    update: Partial<Pick<RecoveryPoint, 'verifiedAt'>>,
+  ): Promise<boolean>;
+  /** Creates the policy; ConflictError if one of that name exists. */
+  createPolicy(policy: Policy): Promise<void>;
+  /** Replaces an existing policy; NotFoundError if there is none of that name. */
+  replacePolicy(policy: Policy): Promise<void>;
+  /** Sets fields of an existing policy (the scheduler's bookkeeping); false when it is gone. */
+  updatePolicy(
+    name: string,
+    update: Partial<Pick<Policy, 'runs' | 'lastRunAt' | 'lastJobId' | 'nextRunAt'>> & {
+      flag?: string | null;
+    },
+  ): Promise<boolean>;
+  getPolicy(name: string): Promise<Policy | undefined>;
+  /** By name. */
+  listPolicies(): Promise<Policy[]>;
+  /** Idempotent. */
+  deletePolicy(name: string): Promise<void>;
   putAgent(agent: AgentRecord): Promise<void>;
   getAgent(agent: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;

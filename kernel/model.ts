@@ -11,6 +11,8 @@ import type {
   SnapshotResult,
   SnapshotSchedule,
   StreamSummary,
+  BackupRequestOptions,
+  PruneSummary,
 } from '../statemachines/contracts';
 
 export interface JobProgress {
@@ -79,6 +81,10 @@ export interface Job {
   snapshot?: SnapshotJob;
   /** What a finished job found wrong beside its own work (a verify: bad index objects skipped). */
   warnings?: string[];
+  /** A PRUNE job: what it deleted (or, dry, would have). */
+  prune?: PruneSummary;
+  /** The policy whose run started it. */
+  policy?: string;
 }
 
 export interface SnapshotJob {
@@ -106,6 +112,51 @@ export interface RecoveryPoint {
   summary: Record<string, string | number | boolean>;
   /** E.g. `pre-update`, for points made by `stowage protect-update`. */
   label?: string;
+  /** The policy whose run made it. */
+  policy?: string;
+  /** When a verify of it last succeeded. */
+  verifiedAt?: string;
+}
+
+/** Retention rules with restic's meaning (functions/core/retention.ts). */
+export interface RetentionRules {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  keepYearly?: number;
+  /** restic's duration: `1y2m3d4h`. */
+  keepWithin?: string;
+}
+
+/**
+ * A policy: what to back up (targets and selectors), when (an EventBridge Scheduler expression
+ * in a time zone, kernel/schedule.ts), how (backup options) and how long to keep what it makes.
+ */
+export interface Policy {
+  name: string;
+  /** `docker:web`, `docker-compose:shop`, or a selector `docker:app=shop`. */
+  targets: string[];
+  schedule: string;
+  timezone: string;
+  /** EventBridge Scheduler's flexible time window, in minutes (0: off). */
+  flexibleWindowMinutes: number;
+  retention: RetentionRules;
+  options: BackupRequestOptions;
+  /** Every Nth backup of the policy is followed by a verify of its points. */
+  verifyEvery?: number;
+  createdAt: string;
+  /** When the schedule last changed: a rate() counts from here. */
+  updatedAt: string;
+  /** Runs started so far (for --verify-every). */
+  runs: number;
+  lastRunAt?: string;
+  lastJobId?: string;
+  /** When the scheduler expects the next run. */
+  nextRunAt?: string;
+  /** Why the policy is flagged (a missed slot, a failed last run); absent when all is well. */
+  flag?: string;
 }
 
 export interface InventoryTarget {

@@ -56,6 +56,7 @@ export const WORKFLOWS = {
   restore: { file: 'restore.asl.json', localName: 'stowage-restore' },
   verify: { file: 'verify.asl.json', localName: 'stowage-verify' },
   snapshot: { file: 'snapshot.asl.json', localName: 'stowage-snapshot' },
+  prune: { file: 'prune.asl.json', localName: 'stowage-prune' },
 } as const;
 
 /** The Lambda functions, by the folder of their handler (functions/<folder>/handler.ts). */
@@ -63,6 +64,7 @@ export const FUNCTIONS = {
   api: 'api',
   recordJob: 'record-job',
   commitPoint: 'commit-point',
+  prunePlan: 'prune-plan',
 } as const;
 
 /**
@@ -72,4 +74,5 @@ export const FUNCTIONS = {
 export const ASL_SUBSTITUTIONS = {
   recordJobFunction: 'RecordJobFunctionArn',
   commitPointFunction: 'CommitPointFunctionArn',
+  prunePlanFunction: 'PrunePlanFunctionArn',
 } as const;

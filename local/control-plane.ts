@@ -119,6 +119,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const restoreArn = sfn.stateMachineArn(WORKFLOWS.restore.localName);
     const verifyArn = sfn.stateMachineArn(WORKFLOWS.verify.localName);
     const snapshotArn = sfn.stateMachineArn(WORKFLOWS.snapshot.localName);
+    const pruneArn = sfn.stateMachineArn(WORKFLOWS.prune.localName);
     const store: StoreConfig = options.storeDir
       ? { kind: 'dir', path: resolve(options.storeDir) }
       : { kind: 's3', bucket: emulators.bucket };
@@ -139,12 +140,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       RESTORE_STATE_MACHINE_ARN: restoreArn,
       VERIFY_STATE_MACHINE_ARN: verifyArn,
       SNAPSHOT_STATE_MACHINE_ARN: snapshotArn,
+      PRUNE_STATE_MACHINE_ARN: pruneArn,
       ...(store.kind === 'dir' ? { STORE_DIR: store.path } : {}),
       SITE_QUEUE_URL_PREFIX: emulators.queueUrlPrefix,
     });
     const api = await import('../functions/api/handler');
     const recordJob = await import('../functions/record-job/handler');
     const commitPoint = await import('../functions/commit-point/handler');
+    const prunePlan = await import('../functions/prune-plan/handler');
     const functionName = (folder: string) => `stowage-${folder}`;
     sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.recordJob)), (p) =>
       recordJob.handler(p as never),
@@ -152,10 +155,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.commitPoint)), (p) =>
       commitPoint.handler(p as never),
     );
+    sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.prunePlan)), (p) =>
+      prunePlan.handler(p as never),
+    );
 
     const substitutions = {
       [ASL_SUBSTITUTIONS.recordJobFunction]: sfn.functionArn(functionName(FUNCTIONS.recordJob)),
       [ASL_SUBSTITUTIONS.commitPointFunction]: sfn.functionArn(functionName(FUNCTIONS.commitPoint)),
+      [ASL_SUBSTITUTIONS.prunePlanFunction]: sfn.functionArn(functionName(FUNCTIONS.prunePlan)),
     };
     for (const key of Object.keys(WORKFLOWS) as Array<keyof typeof WORKFLOWS>) {
       const definition = loadDefinition(WORKFLOWS[key].file, substitutions);

@@ -56,6 +56,11 @@ export interface AgentConfig {
   /** The LXD project whose instances and volumes this agent serves (default `default`). */
   lxdProject?: string;
   heartbeatMs?: number;
+  /**
+   * Repository lease ttl (repo/gc.ts); default $STOWAGE_LEASE_SECONDS, else 10 minutes. Tests
+   * shorten it so a prune's sweep does not wait minutes for a lease.
+   */
+  leaseTtlMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
   /**
@@ -183,7 +188,14 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     sqs,
     sfn,
     catalog,
-    runner: { agent: config.site, drivers, repository: openRepo, log: agentLog, holds: journal },
+    runner: {
+      agent: config.site,
+      drivers,
+      repository: openRepo,
+      log: agentLog,
+      holds: journal,
+      ...(leaseTtlMs(config) !== undefined ? { leaseTtlMs: leaseTtlMs(config) } : {}),
+    },
     log: agentLog,
     ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
     ...(config.waitTimeSeconds ? { waitTimeSeconds: config.waitTimeSeconds } : {}),
@@ -207,4 +219,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       for (const client of [sqs, sfn, s3, ddb]) client.destroy();
     },
   };
+}
+
+function leaseTtlMs(config: AgentConfig): number | undefined {
+  if (config.leaseTtlMs !== undefined) return config.leaseTtlMs;
+  const seconds = Number(process.env.STOWAGE_LEASE_SECONDS);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : undefined;
 }

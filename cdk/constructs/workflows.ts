@@ -1,5 +1,5 @@
 /**
- * The state machines of WORKFLOWS (backup, restore, verify, snapshot), built from the ASL files under
+ * The state machines of WORKFLOWS (backup, restore, verify, snapshot, prune), built from the ASL files under
  * statemachines/ (the same files local mode executes) with `${Placeholder}` substitutions for the function ARNs. The ASL
  * files are the single source of truth: nothing here adds states.
  *
@@ -28,6 +28,7 @@ export type WorkflowName = keyof typeof WORKFLOWS;
 export interface WorkflowsProps {
   readonly recordJob: IFunction;
   readonly commitPoint: IFunction;
+  readonly prunePlan: IFunction;
   /** The site queues the machines dispatch tasks to (never the DLQs). */
   readonly siteQueues: readonly IQueue[];
 }
@@ -48,6 +49,7 @@ export class Workflows extends Construct {
     const functionsByPlaceholder: Record<string, IFunction> = {
       [ASL_SUBSTITUTIONS.recordJobFunction]: props.recordJob,
       [ASL_SUBSTITUTIONS.commitPointFunction]: props.commitPoint,
+      [ASL_SUBSTITUTIONS.prunePlanFunction]: props.prunePlan,
     };
 
     const build = (name: WorkflowName): StateMachine => {

@@ -5,7 +5,13 @@ import { ConflictError, TransientError } from '../../kernel/errors';
 
 export class SfnWorkflows implements Workflows {
   constructor(
-    private readonly arns: { backup: string; restore: string; verify: string; snapshot: string },
+    private readonly arns: {
+      backup: string;
+      restore: string;
+      verify: string;
+      snapshot: string;
+      prune: string;
+    },
     private readonly client: SFNClient = new SFNClient({}),
   ) {}
 
@@ -23,6 +29,10 @@ export class SfnWorkflows implements Workflows {
 
   startSnapshot(input: { jobId: string }): Promise<string> {
     return this.start(this.arns.snapshot, input.jobId, input);
+  }
+
+  startPrune(input: { jobId: string }): Promise<string> {
+    return this.start(this.arns.prune, input.jobId, input);
   }
 
   private async start(stateMachineArn: string, name: string, input: unknown): Promise<string> {

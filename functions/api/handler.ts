@@ -24,6 +24,7 @@ function wire(): RequestDeps {
       restore: requireEnv('RESTORE_STATE_MACHINE_ARN'),
       verify: requireEnv('VERIFY_STATE_MACHINE_ARN'),
       snapshot: requireEnv('SNAPSHOT_STATE_MACHINE_ARN'),
+      prune: requireEnv('PRUNE_STATE_MACHINE_ARN'),
     }),
     clock: systemClock,
     newId,

@@ -16,6 +16,7 @@ import {
   type RequestDeps,
 } from '../core/requests';
 import { listedSnapshots, type SnapshotListing } from '../../kernel/snapshots';
+import { requestPrune, retentionOf } from '../core/prune';
 import { isPlatform, PLATFORMS } from '../../kernel/targets';
 import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../../kernel/errors';
 
@@ -86,13 +87,26 @@ async function listPoints(deps: RequestDeps, req: ApiRequest) {
   const limit = limitOf(req);
   // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
   const target = req.query.target || undefined;
+  const retention = tier === 'snapshot' ? new Map() : await retentionOf(deps);
   const offsite =
     tier === 'snapshot'
       ? []
-      : (await deps.catalog.listPoints({ limit, ...(target ? { target } : {}) })).map((p) => ({
-          tier: 'offsite' as const,
-          ...p,
-        }));
+      : (await deps.catalog.listPoints({ limit, ...(target ? { target } : {}) })).map((p) => {
+          const decision = retention.get(p.recoveryPointId);
+          return {
+            tier: 'offsite' as const,
+            ...p,
+            ...(decision
+              ? {
+                  retention: {
+                    keep: decision.keep,
+                    reasons: decision.reasons,
+                    ...(decision.keptUntil ? { keptUntil: decision.keptUntil } : {}),
+                  },
+                }
+              : {}),
+          };
+        });
   const snapshots: SnapshotListing[] =
     tier === 'offsite'
       ? []
@@ -131,6 +145,15 @@ async function listSnapshotTargets(deps: RequestDeps, req: ApiRequest) {
   return out;
 }
 
+const pruneDeps = (d: RequestDeps) => ({
+  catalog: d.catalog,
+  clock: d.clock,
+  newId: d.newId,
+  queueUrlFor: d.queueUrlFor,
+  startPrune: (input: Parameters<RequestDeps['workflows']['startPrune']>[0]) =>
+    d.workflows.startPrune(input),
+});
+
 /** Method, path template (as in openapi.json) and what answers it. */
 export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/targets', async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
@@ -140,6 +163,18 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
   ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
   ['GET', '/points', async (d, r) => ok(await listPoints(d, r))],
+  ['POST', '/prunes', async (d, r) => ok(await requestPrune(pruneDeps(d), parseBody(r)), 202)],
+  [
+    'POST',
+    '/points/deletions',
+    async (d, r) => {
+      const body = parseBody(r);
+      if (typeof body.recoveryPointId !== 'string' || body.recoveryPointId === '') {
+        throw new ValidationError('body must name the point: {"recoveryPointId": "rp-..."}');
+      }
+      return ok(await requestPrune(pruneDeps(d), { points: [body.recoveryPointId] }), 202);
+    },
+  ],
   [
     'GET',
     '/points/{id}',

@@ -51,6 +51,13 @@ export async function markRestoreSucceeded(
   result: RestoreResult | VerifyResult,
 ): Promise<Job> {
   const bytes = 'bytesWritten' in result ? result.bytesWritten : result.bytesVerified;
+  if ('bytesVerified' in result) {
+    // Retention never expires the newest point that passed verify (retention.ts).
+    const job = await deps.catalog.getJob(jobId);
+    if (job?.kind === 'VERIFY' && job.recoveryPointId && ACTIVE.includes(job.status)) {
+      await deps.catalog.updatePoint(job.recoveryPointId, { verifiedAt: deps.clock.now() });
+    }
+  }
   const warnings = 'warnings' in result ? result.warnings : undefined;
   const updated = await deps.catalog.updateJob(
     jobId,

@@ -39,6 +39,7 @@ import type {
   SnapshotArgs,
   SnapshotExecutionInput,
   VerifyExecutionInput,
+  PruneExecutionInput,
 } from '../../statemachines/contracts';
 import type { Clock } from './jobs';
 import {
@@ -58,6 +59,7 @@ export interface Workflows {
   startRestore(input: RestoreExecutionInput): Promise<string>;
   startVerify(input: VerifyExecutionInput): Promise<string>;
   startSnapshot(input: SnapshotExecutionInput): Promise<string>;
+  startPrune(input: PruneExecutionInput): Promise<string>;
 }
 
 export interface RequestDeps {

@@ -13,6 +13,7 @@ import {
   markRestoreSucceeded,
   markSnapshotSucceeded,
 } from '../core/jobs';
+import { markPruned, markPruneWaiting, pruneSummary } from '../core/prune';
 import { requireEnv } from '../shared/env';
 import { systemClock } from '../../kernel/ids';
 import { createLogger, LogEvent } from '../../kernel/logger';
@@ -42,6 +43,23 @@ export async function handler(event: RecordJobEvent): Promise<{ jobId: string; s
       if (job.status === 'SUCCEEDED') jobLog.info(LogEvent.jobRecorded, { status: job.status });
       else jobLog.warn(LogEvent.jobFailed, { status: job.status, error: job.error });
       return { jobId: job.jobId, status: job.status };
+    }
+    case 'pruned': {
+      const summary = pruneSummary(
+        event.mark.markId === undefined,
+        event.plan,
+        event.mark,
+        event.sweep,
+        event.waitedFor ?? [],
+      );
+      const job = await markPruned(deps, event.jobId, summary);
+      jobLog.info(LogEvent.jobRecorded, { status: job.status, prune: summary });
+      return { jobId: job.jobId, status: job.status };
+    }
+    case 'waiting': {
+      await markPruneWaiting(deps, event.jobId, event.waitingFor);
+      jobLog.info('job.prune.waiting', { waitingFor: event.waitingFor });
+      return { jobId: event.jobId, status: 'RUNNING' };
     }
     case 'fail': {
       const error = errorFromStates(event.error);

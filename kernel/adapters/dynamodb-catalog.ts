@@ -5,12 +5,14 @@
  *   job         JOB#<jobId>        JOB      JOBS      <createdAt>#<id>
  *   point       POINT#<pointId>    POINT    POINTS    <createdAt>#<id>   TARGET#<target>  <createdAt>#<id>
  *   agent       AGENT#<name>       AGENT    AGENTS    <name>
+ *   policy      POLICY#<name>      POLICY   POLICIES  <name>
  *
  * IAM for agents limits them to the JOB# and AGENT# partitions (dynamodb:LeadingKeys).
  */
 import { DynamoDBClient, ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
   DynamoDBDocumentClient,
+  DeleteCommand,
   GetCommand,
   PutCommand,
   QueryCommand,
@@ -18,8 +20,8 @@ import {
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
-import type { AgentRecord, Job, RecoveryPoint } from '../model';
-import { ConflictError, TransientError } from '../errors';
+import type { AgentRecord, Job, Policy, RecoveryPoint } from '../model';
+import { ConflictError, NotFoundError, TransientError } from '../errors';
 import { CATALOG_TABLE } from '../resources';
 import type { JobStatus } from '../../statemachines/contracts';
 
@@ -28,6 +30,7 @@ const KEYS = ['pk', 'sk', 'gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'] as const;
 const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });
 const pointKey = (id: string) => ({ pk: `POINT#${id}`, sk: 'POINT' });
 const agentKey = (name: string) => ({ pk: `AGENT#${name}`, sk: 'AGENT' });
+const policyKey = (name: string) => ({ pk: `POLICY#${name}`, sk: 'POLICY' });
 
 function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
   if (!item) return undefined;
@@ -220,6 +223,127 @@ export class DynamoDbCatalog implements Catalog {
     return options.target
       ? this.queryIndex<RecoveryPoint>('gsi2', 'gsi2pk', `TARGET#${options.target}`, limit)
       : this.queryIndex<RecoveryPoint>('gsi1', 'gsi1pk', 'POINTS', limit);
+  }
+
+  async deletePoint(recoveryPointId: string): Promise<void> {
+    await this.doc
+      .send(new DeleteCommand({ TableName: this.tableName, Key: pointKey(recoveryPointId) }))
+      .catch(translate);
+  }
+
+  async updatePoint(
+    recoveryPointId: string,
+    update: Partial<Pick<RecoveryPoint, 'verifiedAt'>>,
+  ): Promise<boolean> {
+    return this.updateExisting(pointKey(recoveryPointId), update);
+  }
+
+  /** SETs the defined fields (REMOVEs those given as null) of an item that exists. */
+  private async updateExisting(
+    key: Record<string, string>,
+    update: Record<string, unknown>,
+  ): Promise<boolean> {
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const sets: string[] = [];
+    const removes: string[] = [];
+    for (const [field, value] of Object.entries(update)) {
+      if (value === undefined) continue;
+      names[`#${field}`] = field;
+      if (value === null) {
+        removes.push(`#${field}`);
+        continue;
+      }
+      values[`:${field}`] = value;
+      sets.push(`#${field} = :${field}`);
+    }
+    if (sets.length === 0 && removes.length === 0) return true;
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key,
+          UpdateExpression: [
+            sets.length ? `SET ${sets.join(', ')}` : '',
+            removes.length ? `REMOVE ${removes.join(', ')}` : '',
+          ]
+            .join(' ')
+            .trim(),
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeNames: names,
+          ...(sets.length ? { ExpressionAttributeValues: values } : {}),
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      translate(err);
+    }
+  }
+
+  async createPolicy(policy: Policy): Promise<void> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...policyKey(policy.name), gsi1pk: 'POLICIES', gsi1sk: policy.name, ...policy },
+          ConditionExpression: 'attribute_not_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(
+          `a policy named ${policy.name} exists already; \`stowage policy update ${policy.name}\` changes it`,
+          { cause: err },
+        );
+      }
+      translate(err);
+    }
+  }
+
+  async replacePolicy(policy: Policy): Promise<void> {
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...policyKey(policy.name), gsi1pk: 'POLICIES', gsi1sk: policy.name, ...policy },
+          ConditionExpression: 'attribute_exists(pk)',
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new NotFoundError(`policy ${policy.name} does not exist`, { cause: err });
+      }
+      translate(err);
+    }
+  }
+
+  async updatePolicy(
+    name: string,
+    update: Partial<Pick<Policy, 'runs' | 'lastRunAt' | 'lastJobId' | 'nextRunAt'>> & {
+      flag?: string | null;
+    },
+  ): Promise<boolean> {
+    return this.updateExisting(policyKey(name), update);
+  }
+
+  async getPolicy(name: string): Promise<Policy | undefined> {
+    const out = await this.doc
+      .send(
+        new GetCommand({ TableName: this.tableName, Key: policyKey(name), ConsistentRead: true }),
+      )
+      .catch(translate);
+    return strip<Policy>(out.Item);
+  }
+
+  async listPolicies(): Promise<Policy[]> {
+    return this.queryIndex<Policy>('gsi1', 'gsi1pk', 'POLICIES', 1000, true);
+  }
+
+  async deletePolicy(name: string): Promise<void> {
+    await this.doc
+      .send(new DeleteCommand({ TableName: this.tableName, Key: policyKey(name) }))
+      .catch(translate);
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {

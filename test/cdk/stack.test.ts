@@ -249,10 +249,16 @@ describe('Stowage stack', () => {
   describe('state machines', () => {
     const assemblyDir = () => app.synth().directory;
 
-    it('has one standard state machine per workflow: backup, restore, verify and snapshot', () => {
-      expect(Object.keys(WORKFLOWS).sort()).toEqual(['backup', 'restore', 'snapshot', 'verify']);
+    it('has one standard state machine per workflow: backup, restore, verify, snapshot and prune', () => {
+      expect(Object.keys(WORKFLOWS).sort()).toEqual([
+        'backup',
+        'prune',
+        'restore',
+        'snapshot',
+        'verify',
+      ]);
       expect(Object.keys(stack.workflows.machines).sort()).toEqual(Object.keys(WORKFLOWS).sort());
-      template.resourceCountIs('AWS::StepFunctions::StateMachine', 4);
+      template.resourceCountIs('AWS::StepFunctions::StateMachine', 5);
     });
 
     it.each(Object.keys(WORKFLOWS) as (keyof typeof WORKFLOWS)[])(
@@ -274,14 +280,20 @@ describe('Stowage stack', () => {
         expect(staged).toBe(
           readFileSync(join(REPO_ROOT, 'statemachines', WORKFLOWS[name].file), 'utf8'),
         );
-        // The agent task sits at the top level, or inside the backup's Map of targets.
-        expect(stateNames(JSON.parse(staged) as AslStates)).toContain(`Run ${name} on agent`);
+        // The agent task sits at the top level, or inside the backup's Map of targets; prune
+        // has two (mark, then sweep).
+        expect(stateNames(JSON.parse(staged) as AslStates)).toEqual(
+          expect.arrayContaining(
+            name === 'prune' ? ['Mark on agent', 'Sweep on agent'] : [`Run ${name} on agent`],
+          ),
+        );
 
         // CloudFormation substitutes at deploy time; doing the same here leaves no `${`.
         const arnOf = (fn: IConstruct) => ({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] });
         const expected: Record<string, unknown> = {
           [ASL_SUBSTITUTIONS.recordJobFunction]: arnOf(stack.functions.recordJob.fn),
           [ASL_SUBSTITUTIONS.commitPointFunction]: arnOf(stack.functions.commitPoint.fn),
+          [ASL_SUBSTITUTIONS.prunePlanFunction]: arnOf(stack.functions.prunePlan.fn),
         };
         let substituted = staged;
         for (const [key, value] of Object.entries(props.DefinitionSubstitutions)) {
@@ -315,6 +327,7 @@ describe('Stowage stack', () => {
       const functionByPlaceholder: Record<string, IConstruct> = {
         [ASL_SUBSTITUTIONS.recordJobFunction]: stack.functions.recordJob.fn,
         [ASL_SUBSTITUTIONS.commitPointFunction]: stack.functions.commitPoint.fn,
+        [ASL_SUBSTITUTIONS.prunePlanFunction]: stack.functions.prunePlan.fn,
       };
       const queueArns = new Set(
         stack.siteQueues.queues.map((q) =>
@@ -347,6 +360,21 @@ describe('Stowage stack', () => {
       }
     });
 
+    it('lets prune invoke only record-job and prune-plan', () => {
+      const arn = (fn: IConstruct) => ({ 'Fn::GetAtt': [logicalId(stack, fn), 'Arn'] });
+      const invoke = statementsOfRole(
+        template,
+        logicalId(stack, stack.workflows.machines.prune.role),
+      ).filter((s) => allows(s, 'lambda:InvokeFunction'));
+      expect(invoke.flatMap((s) => asArray(s.Resource))).toEqual(
+        expect.arrayContaining([
+          arn(stack.functions.recordJob.fn),
+          arn(stack.functions.prunePlan.fn),
+        ]),
+      );
+      expect(invoke.flatMap((s) => asArray(s.Resource))).toHaveLength(2);
+    });
+
     it('lets restore, verify and snapshot invoke only record-job', () => {
       const recordJob = { 'Fn::GetAtt': [logicalId(stack, stack.functions.recordJob.fn), 'Arn'] };
       for (const name of ['restore', 'verify', 'snapshot'] as const) {
@@ -364,7 +392,7 @@ describe('Stowage stack', () => {
 
   describe('functions', () => {
     it('run Node.js 22 on arm64 with 256 MB, 30 s and their own log group', () => {
-      template.resourceCountIs('AWS::Lambda::Function', 3);
+      template.resourceCountIs('AWS::Lambda::Function', 4);
       for (const fn of Object.values(stack.functions)) {
         expect(template.toJSON().Resources[logicalId(stack, fn.fn)].Properties).toMatchObject({
           Runtime: 'nodejs22.x',
@@ -387,6 +415,7 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.api.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
         'BUCKET_NAME',
+        'PRUNE_STATE_MACHINE_ARN',
         'RESTORE_STATE_MACHINE_ARN',
         'SITE_QUEUE_URL_PREFIX',
         'SNAPSHOT_STATE_MACHINE_ARN',
@@ -401,15 +430,16 @@ describe('Stowage stack', () => {
         });
       }
       expect(envOf(stack.functions.recordJob.fn)).toEqual(['TABLE_NAME']);
+      expect(envOf(stack.functions.prunePlan.fn)).toEqual(['TABLE_NAME']);
       expect(envOf(stack.functions.commitPoint.fn).sort()).toEqual(['BUCKET_NAME', 'TABLE_NAME']);
     });
 
-    it('lets the api function start the four state machines and nothing else', () => {
+    it('lets the api function start the five state machines and nothing else', () => {
       const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
       const startResources = statements
         .filter((s) => allows(s, 'states:StartExecution'))
         .flatMap((s) => asArray(s.Resource));
-      expect(startResources).toHaveLength(4);
+      expect(startResources).toHaveLength(5);
       expect(startResources).toEqual(
         expect.arrayContaining(
           Object.values(stack.workflows.machines).map((m) => ({ Ref: logicalId(stack, m) })),
@@ -423,7 +453,7 @@ describe('Stowage stack', () => {
       const executionResources = statements
         .filter((s) => allows(s, 'states:DescribeExecution') && allows(s, 'states:StopExecution'))
         .flatMap((s) => asArray(s.Resource).map((r) => JSON.stringify(r)));
-      expect(executionResources).toHaveLength(4);
+      expect(executionResources).toHaveLength(5);
       for (const machine of Object.values(stack.workflows.machines)) {
         const name = JSON.stringify({ 'Fn::GetAtt': [logicalId(stack, machine), 'Name'] });
         expect(executionResources.filter((r) => r.includes(name))).toHaveLength(1);
@@ -438,6 +468,10 @@ describe('Stowage stack', () => {
           ),
         );
       expect(servicesOf(stack.functions.recordJob.role)).toEqual(
+        new Set(['logs', 'xray', 'dynamodb']),
+      );
+      // prune-plan deletes catalog items only: the store is the agent's (it holds the key).
+      expect(servicesOf(stack.functions.prunePlan.role)).toEqual(
         new Set(['logs', 'xray', 'dynamodb']),
       );
       const s3 = statementsOfRole(
@@ -765,7 +799,7 @@ describe('cdk synth', () => {
       const bundles = readdirSync(outdir).filter(
         (f) => f.startsWith('asset.') && existsSync(join(outdir, f, 'index.mjs')),
       );
-      expect(bundles).toHaveLength(3);
+      expect(bundles).toHaveLength(4);
     } finally {
       rmSync(outdir, { recursive: true, force: true });
     }

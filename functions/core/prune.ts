@@ -1,0 +1,312 @@
+/**
+ * Prune: retention, then garbage collection. The API starts the prune workflow
+ * (statemachines/prune.asl.json); its prune-plan Lambda decides which points go (retention, or
+ * the points `stowage points delete` names) and deletes their catalog items, so they vanish from
+ * listings and no restore can start from them; an agent then deletes their manifests and
+ * collects the packs nothing references any more (agents/repo/gc.ts), and record-job writes
+ * what was done on the job.
+ *
+ * A point a running restore or verify reads is never deleted: it waits for the next prune.
+ */
+import type { Catalog } from '../../kernel/catalog';
+import type { Job, Policy } from '../../kernel/model';
+import {
+  AgentUnavailable,
+  ConflictError,
+  PointNotFound,
+  ValidationError,
+} from '../../kernel/errors';
+import type {
+  PruneExecutionInput,
+  PruneMarkResult,
+  PrunePlan,
+  PruneSummary,
+  PruneSweepResult,
+} from '../../statemachines/contracts';
+import type { Clock } from './jobs';
+import { applyRetention, type RetentionDecision, type RetentionPolicy } from './retention';
+
+/** Points read per prune: the catalog lists at most this many (ask again for more). */
+const MAX_POINTS = 100_000;
+const LISTED = 200;
+const ACTIVE = ['PENDING', 'RUNNING'];
+
+export function retentionPolicies(policies: readonly Policy[]): RetentionPolicy[] {
+  return policies.map((p) => ({
+    name: p.name,
+    // Names are covered directly; selectors through the points their runs made.
+    targets: p.targets.filter((t) => !t.includes('=')),
+    timezone: p.timezone,
+    rules: p.retention,
+  }));
+}
+
+/** Every offsite point's retention decision, by point id (for `stowage points`). */
+export async function retentionOf(deps: {
+  catalog: Catalog;
+  clock: Clock;
+}): Promise<Map<string, RetentionDecision>> {
+  const [points, policies] = await Promise.all([
+    deps.catalog.listPoints({ limit: MAX_POINTS }),
+    deps.catalog.listPolicies(),
+  ]);
+  const decisions = applyRetention(
+    points.map((p) => ({ ...p, streams: p.streams })),
+    retentionPolicies(policies),
+    new Date(deps.clock.now()),
+  );
+  return new Map(decisions.map((d) => [d.recoveryPointId, d]));
+}
+
+/** Points that a restore or verify not yet ended reads, with its job. */
+async function pointsInUse(catalog: Catalog): Promise<Map<string, string>> {
+  const jobs = await catalog.listJobs({ limit: 1000 });
+  const reading = new Map<string, string>();
+  for (const job of jobs) {
+    if (!ACTIVE.includes(job.status)) continue;
+    if ((job.kind === 'RESTORE' || job.kind === 'VERIFY') && job.recoveryPointId) {
+      reading.set(job.recoveryPointId, job.jobId);
+    }
+  }
+  return reading;
+}
+
+/**
+ * The prune-plan Lambda: which points go, each with why; deletes their catalog items unless
+ * this is a dry run. Idempotent: a retry finds the deleted items gone and plans the rest again.
+ */
+export async function planPrune(
+  deps: { catalog: Catalog; clock: Clock },
+  input: Pick<PruneExecutionInput, 'jobId' | 'dryRun' | 'points'>,
+): Promise<PrunePlan> {
+  let expired: PrunePlan['expired'];
+  let kept = 0;
+  if (input.points) {
+    expired = [];
+    for (const id of input.points) {
+      const point = await deps.catalog.getPoint(id);
+      // Already gone from the catalog (a retried plan): its manifest still goes.
+      expired.push({
+        recoveryPointId: id,
+        target: point?.target ?? '?',
+        reasons: ['deleted by `stowage points delete`'],
+      });
+    }
+  } else {
+    const decisions = [...(await retentionOf(deps)).values()];
+    expired = decisions
+      .filter((d) => !d.keep)
+      .map((d) => ({ recoveryPointId: d.recoveryPointId, target: d.target, reasons: d.reasons }));
+    kept = decisions.length - expired.length;
+  }
+  const reading = await pointsInUse(deps.catalog);
+  const busy = expired
+    .filter((e) => reading.has(e.recoveryPointId))
+    .map((e) => ({ recoveryPointId: e.recoveryPointId, jobId: reading.get(e.recoveryPointId)! }));
+  const going = expired.filter((e) => !reading.has(e.recoveryPointId));
+  if (!input.dryRun) {
+    for (const e of going) await deps.catalog.deletePoint(e.recoveryPointId);
+  }
+  return {
+    deletePoints: going.map((e) => e.recoveryPointId),
+    expired: going,
+    busy,
+    kept: kept + busy.length,
+  };
+}
+
+/** The job's `prune` record from the workflow's results. */
+export function pruneSummary(
+  dryRun: boolean,
+  plan: PrunePlan,
+  mark: PruneMarkResult,
+  sweep: PruneSweepResult | undefined,
+  waitedFor: readonly string[],
+): PruneSummary {
+  // A point a job began to read between the plan and the mark keeps its manifest.
+  const busy = new Set(mark.pointsKept.map((k) => k.recoveryPointId));
+  const points = plan.expired.filter((e) => !busy.has(e.recoveryPointId));
+  return {
+    dryRun,
+    points: points.slice(0, LISTED),
+    pointsDeleted: points.length,
+    pointsKept: plan.kept,
+    busy: [...plan.busy, ...mark.pointsKept],
+    packsFound: mark.packs,
+    bytesFound: mark.bytes,
+    packsDeleted: sweep?.done ? sweep.packsDeleted : 0,
+    chunksDeleted: sweep?.done ? sweep.chunksDeleted : 0,
+    bytesFreed: sweep?.done ? sweep.bytesFreed : 0,
+    waitedFor: [...waitedFor],
+  };
+}
+
+export async function markPruned(
+  deps: { catalog: Catalog; clock: Clock },
+  jobId: string,
+  summary: PruneSummary,
+): Promise<Job> {
+  const job = await deps.catalog.getJob(jobId);
+  const waited = new Set([...(job?.prune?.waitedFor ?? []), ...summary.waitedFor]);
+  const updated = await deps.catalog.updateJob(
+    jobId,
+    {
+      status: 'SUCCEEDED',
+      endedAt: deps.clock.now(),
+      prune: { ...summary, waitedFor: [...waited] },
+      progress: {
+        phase: 'done',
+        bytesDone: summary.bytesFreed,
+        rate: 0,
+        updatedAt: deps.clock.now(),
+      },
+    },
+    ['PENDING', 'RUNNING'],
+  );
+  return updated ?? (await deps.catalog.getJob(jobId))!;
+}
+
+/** The sweep waits for leases: say so on the job, and remember whom it waited for. */
+export async function markPruneWaiting(
+  deps: { catalog: Catalog; clock: Clock },
+  jobId: string,
+  waitingFor: readonly string[],
+): Promise<void> {
+  const job = await deps.catalog.getJob(jobId);
+  const waited = new Set([...(job?.prune?.waitedFor ?? []), ...waitingFor]);
+  await deps.catalog.updateJob(
+    jobId,
+    {
+      prune: { ...emptySummary(), ...job?.prune, waitedFor: [...waited] },
+      progress: {
+        phase: `sweep waits for ${waitingFor.join(', ')}: they started before the mark and may rely on unreferenced packs`,
+        bytesDone: 0,
+        rate: 0,
+        updatedAt: deps.clock.now(),
+      },
+    },
+    ['RUNNING'],
+  );
+}
+
+function emptySummary(): PruneSummary {
+  return {
+    dryRun: false,
+    points: [],
+    pointsDeleted: 0,
+    pointsKept: 0,
+    busy: [],
+    packsFound: 0,
+    bytesFound: 0,
+    packsDeleted: 0,
+    chunksDeleted: 0,
+    bytesFreed: 0,
+    waitedFor: [],
+  };
+}
+
+export interface PruneRequestDeps {
+  catalog: Catalog;
+  clock: Clock;
+  newId(prefix: 'job' | 'rp'): string;
+  queueUrlFor(agent: string): string;
+  startPrune(input: PruneExecutionInput): Promise<string>;
+}
+
+/** The agent that collects garbage: the one that reported last (each holds the data key). */
+async function pruningAgent(catalog: Catalog): Promise<string> {
+  const agents = await catalog.listAgents();
+  const newest = [...agents].sort((a, b) => b.seenAt.localeCompare(a.seenAt))[0];
+  if (!newest) {
+    throw new AgentUnavailable(
+      'no agent has reported: garbage collection runs on an agent (it holds the key the repository is sealed with); start one',
+    );
+  }
+  return newest.agent;
+}
+
+/** Starts a prune (retention then GC), or a deletion of named points; one prune at a time. */
+export async function requestPrune(
+  deps: PruneRequestDeps,
+  body: { dryRun?: unknown; points?: unknown },
+): Promise<{
+  jobId: string;
+  kind: 'PRUNE';
+  status: Job['status'];
+  target: string;
+  agent: string;
+  executionArn: string;
+}> {
+  if (body.dryRun !== undefined && typeof body.dryRun !== 'boolean') {
+    throw new ValidationError('dryRun must be true or false');
+  }
+  let points: string[] | undefined;
+  if (body.points !== undefined) {
+    if (
+      !Array.isArray(body.points) ||
+      body.points.length === 0 ||
+      body.points.length > 1000 ||
+      !body.points.every((p) => typeof p === 'string' && /^[A-Za-z0-9_-]{1,100}$/.test(p))
+    ) {
+      throw new ValidationError(
+        'points must be a list of 1 to 1000 recovery point ids, e.g. ["rp-..."]',
+      );
+    }
+    points = [...new Set(body.points as string[])];
+    for (const id of points) {
+      if (!(await deps.catalog.getPoint(id))) {
+        throw new PointNotFound(
+          `recovery point ${id} does not exist; \`stowage points\` lists them`,
+        );
+      }
+    }
+  }
+  const running = (await deps.catalog.listJobs({ limit: 1000 })).find(
+    (j) => j.kind === 'PRUNE' && ACTIVE.includes(j.status),
+  );
+  if (running) {
+    throw new ConflictError(
+      `prune ${running.jobId} is still running; one prune runs at a time (\`stowage job ${running.jobId}\`)`,
+    );
+  }
+  const agent = await pruningAgent(deps.catalog);
+  const dryRun = body.dryRun === true;
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'PRUNE',
+    target: points ? points.join(',') : dryRun ? 'repository (dry run)' : 'repository',
+    agent,
+    status: 'PENDING',
+    createdAt: deps.clock.now(),
+  };
+  await deps.catalog.createJob(job);
+  let executionArn: string;
+  try {
+    executionArn = await deps.startPrune({
+      jobId: job.jobId,
+      agent,
+      queueUrl: deps.queueUrlFor(agent),
+      dryRun,
+      ...(points ? { points } : {}),
+    });
+  } catch (err) {
+    await deps.catalog.updateJob(
+      job.jobId,
+      {
+        status: 'FAILED',
+        endedAt: deps.clock.now(),
+        error: { name: (err as Error).name, message: (err as Error).message },
+      },
+      ['PENDING'],
+    );
+    throw err;
+  }
+  return {
+    jobId: job.jobId,
+    kind: 'PRUNE',
+    status: job.status,
+    target: job.target,
+    agent,
+    executionArn,
+  };
+}

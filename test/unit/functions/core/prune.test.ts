@@ -1,0 +1,124 @@
+import { describe, expect, it } from 'vitest';
+import { planPrune, requestPrune } from '../../../../functions/core/prune';
+import type { Policy } from '../../../../kernel/model';
+import { makeAgent, makeClock, makeJob, makePoint } from '../../../fixtures/factories';
+import { MemoryCatalog } from '../../../fixtures/memory-catalog';
+
+const at = (day: number) => new Date(Date.UTC(2025, 2, day, 10)).toISOString();
+
+function policy(overrides: Partial<Policy> = {}): Policy {
+  return {
+    name: 'nightly',
+    targets: ['docker:web'],
+    schedule: 'cron(0 3 * * ? *)',
+    timezone: 'UTC',
+    flexibleWindowMinutes: 0,
+    retention: { keepLast: 2 },
+    options: {},
+    createdAt: at(1),
+    updatedAt: at(1),
+    runs: 0,
+    ...overrides,
+  };
+}
+
+async function setup() {
+  const catalog = new MemoryCatalog();
+  const clock = makeClock(at(20));
+  for (let day = 1; day <= 5; day++) {
+    await catalog.putPoint(makePoint({ recoveryPointId: `rp-${day}`, createdAt: at(day) }));
+  }
+  await catalog.putPoint(
+    makePoint({ recoveryPointId: 'rp-db', target: 'docker:db', createdAt: at(1) }),
+  );
+  await catalog.createPolicy(policy());
+  return { catalog, clock };
+}
+
+describe('prune plan', () => {
+  it('deletes the catalog items retention expires, with why, and keeps what no policy covers', async () => {
+    const deps = await setup();
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: false });
+    expect(plan.deletePoints.sort()).toEqual(['rp-1', 'rp-2', 'rp-3']);
+    expect(plan.expired[0]!.reasons[0]).toMatch(/^expired/);
+    expect(plan.kept).toBe(3);
+    expect((await deps.catalog.listPoints()).map((p) => p.recoveryPointId).sort()).toEqual([
+      'rp-4',
+      'rp-5',
+      'rp-db',
+    ]);
+  });
+
+  it('changes nothing in a dry run', async () => {
+    const deps = await setup();
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: true });
+    expect(plan.deletePoints).toHaveLength(3);
+    expect(await deps.catalog.listPoints()).toHaveLength(6);
+  });
+
+  it('keeps an expired point a running restore reads, for the next prune', async () => {
+    const deps = await setup();
+    await deps.catalog.createJob(
+      makeJob({ jobId: 'job-r', kind: 'RESTORE', status: 'RUNNING', recoveryPointId: 'rp-2' }),
+    );
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: false });
+    expect(plan.deletePoints.sort()).toEqual(['rp-1', 'rp-3']);
+    expect(plan.busy).toEqual([{ recoveryPointId: 'rp-2', jobId: 'job-r' }]);
+    expect(await deps.catalog.getPoint('rp-2')).toBeDefined();
+  });
+
+  it('deletes exactly the points `points delete` names, retention aside', async () => {
+    const deps = await setup();
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: false, points: ['rp-db'] });
+    expect(plan.deletePoints).toEqual(['rp-db']);
+    expect(await deps.catalog.getPoint('rp-db')).toBeUndefined();
+    expect(await deps.catalog.listPoints()).toHaveLength(5);
+  });
+});
+
+describe('prune requests', () => {
+  function deps(catalog: MemoryCatalog) {
+    const started: unknown[] = [];
+    let n = 0;
+    return {
+      started,
+      deps: {
+        catalog,
+        clock: makeClock(at(20)),
+        newId: (prefix: 'job' | 'rp') => `${prefix}-${++n}`,
+        queueUrlFor: (agent: string) => `queue://${agent}`,
+        startPrune: async (input: unknown) => {
+          started.push(input);
+          return 'arn:prune';
+        },
+      },
+    };
+  }
+
+  it('starts one prune on the agent that reported last, and refuses a second while it runs', async () => {
+    const { catalog } = await setup();
+    await catalog.putAgent(makeAgent({ agent: 'old', seenAt: at(1) }));
+    await catalog.putAgent(makeAgent({ agent: 'new', seenAt: at(2) }));
+    const { deps: d, started } = deps(catalog);
+    const job = await requestPrune(d, { dryRun: true });
+    expect(job).toMatchObject({ kind: 'PRUNE', agent: 'new', status: 'PENDING' });
+    expect(started).toEqual([
+      { jobId: job.jobId, agent: 'new', queueUrl: 'queue://new', dryRun: true },
+    ]);
+    await expect(requestPrune(d, {})).rejects.toThrow(/is still running; one prune runs at a time/);
+  });
+
+  it('refuses bad input and unknown points before any job exists', async () => {
+    const { catalog } = await setup();
+    await catalog.putAgent(makeAgent({ agent: 'a' }));
+    const { deps: d } = deps(catalog);
+    await expect(requestPrune(d, { dryRun: 'yes' })).rejects.toThrow(
+      /dryRun must be true or false/,
+    );
+    await expect(requestPrune(d, { points: ['rp-none'] })).rejects.toThrow(
+      /recovery point rp-none does not exist/,
+    );
+    await expect(requestPrune(d, { points: [] })).rejects.toThrow(/list of 1 to 1000/);
+    expect(await catalog.listJobs()).toEqual([]);
+  });
+});
