@@ -1,6 +1,7 @@
 /**
  * The Stowage control plane in one stack: catalog table, backup bucket, the KMS data key, site
- * queues, the three functions, the backup/restore/verify/snapshot state machines, the HTTP API, the
+ * queues, the functions, the backup/restore/verify/snapshot/prune state machines, one
+ * EventBridge Scheduler group for the policies' schedules, the HTTP API, the
  * agents' access, and alarms.
  * Every table, bucket and queue setting comes from kernel/resources.ts, which local mode
  * reads too, so AWS and local mode cannot drift.
@@ -20,6 +21,7 @@ import { CatalogTable } from './constructs/catalog-table';
 import { DataKey } from './constructs/data-key';
 import { Monitoring } from './constructs/monitoring';
 import { NodeFunction } from './constructs/node-function';
+import { PolicySchedules } from './constructs/schedules';
 import { SiteQueues } from './constructs/site-queues';
 import { type WorkflowName, Workflows } from './constructs/workflows';
 import { acknowledge, nagAttr } from './nag';
@@ -51,6 +53,7 @@ export class StowageStack extends Stack {
   readonly dataKey: DataKey;
   readonly siteQueues: SiteQueues;
   readonly functions: Readonly<Record<keyof typeof FUNCTIONS, NodeFunction>>;
+  readonly policySchedules: PolicySchedules;
   readonly workflows: Workflows;
   readonly httpApi: HttpApi;
   readonly agentAccess: AgentAccess;
@@ -111,6 +114,21 @@ export class StowageStack extends Stack {
       siteQueues: queues.queues,
     });
     const machines = Object.entries(workflows.machines) as [WorkflowName, StateMachine][];
+    const queueUrlPrefix = `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`;
+
+    // What each policy's EventBridge Scheduler schedule invokes: one run of the policy.
+    const runPolicy = new NodeFunction(this, 'RunPolicy', {
+      folder: FUNCTIONS.runPolicy,
+      description: 'Stowage: runs a policy when its EventBridge Scheduler schedule fires',
+      environment: {
+        TABLE_NAME: table.tableName,
+        BACKUP_STATE_MACHINE_ARN: workflows.machines.backup.stateMachineArn,
+        SITE_QUEUE_URL_PREFIX: queueUrlPrefix,
+      },
+    });
+    catalog.grantReadWriteData(runPolicy.fn);
+    workflows.machines.backup.grantStartExecution(runPolicy.fn);
+    const schedules = new PolicySchedules(this, 'PolicySchedules', { target: runPolicy.fn });
 
     const api = new NodeFunction(this, 'Api', {
       folder: FUNCTIONS.api,
@@ -125,9 +143,20 @@ export class StowageStack extends Stack {
           ]),
         ),
         // A site's queue URL is this prefix + siteQueueName(site): queue names are fixed.
-        SITE_QUEUE_URL_PREFIX: `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`,
+        SITE_QUEUE_URL_PREFIX: queueUrlPrefix,
+        SCHEDULE_GROUP: schedules.groupName,
+        SCHEDULE_TARGET_ARN: runPolicy.fn.functionArn,
+        SCHEDULE_ROLE_ARN: schedules.invokeRole.roleArn,
       },
     });
+    schedules.grantManage(api.fn);
+    acknowledge(
+      api,
+      'AwsSolutions-IAM5',
+      "Schedules are named after policies, made at run time; this covers the stack's own " +
+        'schedule group only.',
+      `Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:schedule/${schedules.groupName}/*`,
+    );
     catalog.grantReadWriteData(api.fn);
     for (const [, machine] of machines) {
       machine.grantStartExecution(api.fn);
@@ -182,7 +211,8 @@ export class StowageStack extends Stack {
     this.store = store;
     this.dataKey = dataKey;
     this.siteQueues = queues;
-    this.functions = { api, recordJob, commitPoint, prunePlan };
+    this.functions = { api, recordJob, commitPoint, prunePlan, runPolicy };
+    this.policySchedules = schedules;
     this.workflows = workflows;
     this.httpApi = httpApi;
     this.agentAccess = agents;

@@ -465,6 +465,191 @@ withBackupFlags(
   );
 });
 
+interface PolicyFlags extends BackupFlags {
+  target?: string[];
+  selector?: string[];
+  schedule?: string;
+  timezone?: string;
+  flexibleWindow?: number;
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  keepYearly?: number;
+  keepWithin?: string;
+  verifyEvery?: number;
+}
+
+/** A policy body from the flags given (an update sends only those). */
+function policyBody(flags: PolicyFlags): Record<string, unknown> {
+  const targets = [...(flags.target ?? []), ...(flags.selector ?? [])];
+  const retention = Object.fromEntries(
+    (
+      [
+        'keepLast',
+        'keepHourly',
+        'keepDaily',
+        'keepWeekly',
+        'keepMonthly',
+        'keepYearly',
+        'keepWithin',
+      ] as const
+    )
+      .filter((k) => flags[k] !== undefined)
+      .map((k) => [k, flags[k]]),
+  );
+  const { target: _t, ...options } = backupBody('', flags);
+  return {
+    ...(targets.length ? { targets } : {}),
+    ...(flags.schedule !== undefined ? { schedule: flags.schedule } : {}),
+    ...(flags.timezone !== undefined ? { timezone: flags.timezone } : {}),
+    ...(flags.flexibleWindow !== undefined ? { flexibleWindowMinutes: flags.flexibleWindow } : {}),
+    ...(Object.keys(retention).length ? { retention } : {}),
+    ...(Object.keys(options).length ? { options } : {}),
+    ...(flags.verifyEvery !== undefined ? { verifyEvery: flags.verifyEvery } : {}),
+  };
+}
+
+function withPolicyFlags(command: Command): Command {
+  const count = (flag: string, what: string) =>
+    new Option(`--${flag} <n>`, what).argParser((v) => Number(v));
+  return withBackupFlags(
+    command
+      .option('--target <target>', 'PLATFORM:NAME[@AGENT] to back up (repeatable)', collect)
+      .option(
+        '--selector <selector>',
+        'docker:KEY=VALUE[,...]: containers by label (repeatable)',
+        collect,
+      )
+      .option(
+        '--schedule <expr>',
+        'EventBridge Scheduler: cron(0 3 * * ? *), rate(6 hours), at(...)',
+      )
+      .option(
+        '--timezone <tz>',
+        'IANA time zone of the schedule and retention periods (default UTC)',
+      )
+      .addOption(count('flexible-window', 'minutes EventBridge may start it late (AWS; default 0)'))
+      .addOption(count('keep-last', 'keep the N newest points of each target'))
+      .addOption(count('keep-hourly', 'the newest point of each of the last N hours'))
+      .addOption(count('keep-daily', 'the newest point of each of the last N days'))
+      .addOption(count('keep-weekly', 'the newest point of each of the last N ISO weeks'))
+      .addOption(count('keep-monthly', 'the newest point of each of the last N months'))
+      .addOption(count('keep-yearly', 'the newest point of each of the last N years'))
+      .option('--keep-within <duration>', 'every point within 1y2m3d4h of the newest')
+      .addOption(count('verify-every', 'verify the points of every Nth run')),
+  );
+}
+
+interface ListedPolicy {
+  name: string;
+  targets: string[];
+  schedule: string;
+  timezone: string;
+  retention: Record<string, unknown>;
+  runs: number;
+  lastRunAt?: string;
+  lastStatus?: string;
+  nextRunAt?: string;
+  flag?: string;
+}
+
+function policiesTable(policies: ListedPolicy[]): string {
+  return table([
+    ['POLICY', 'SCHEDULE', 'TARGETS', 'RETENTION', 'RUNS', 'LAST RUN', 'NEXT RUN', 'FLAG'],
+    ...policies.map((p) => [
+      p.name,
+      `${p.schedule}${p.timezone !== 'UTC' ? ` ${p.timezone}` : ''}`,
+      p.targets.join(' '),
+      Object.entries(p.retention)
+        .map(([k, v]) => `${k.replace(/^keep/, '').toLowerCase()}=${String(v)}`)
+        .join(' ') || 'keep all',
+      String(p.runs),
+      p.lastRunAt ? `${p.lastRunAt} ${p.lastStatus ?? ''}`.trim() : '-',
+      p.nextRunAt ?? 'never',
+      p.flag ?? '',
+    ]),
+  ]);
+}
+
+const policy = program
+  .command('policy')
+  .description('policies: targets, a schedule, retention (create|list|show|update|delete|run)');
+
+withPolicyFlags(policy.command('create <name>').description('create a policy')).action(
+  async (name: string, opts: PolicyFlags, cmd: Command) => {
+    const created = await client(cmd).post<ListedPolicy>('/policies', {
+      name,
+      ...policyBody(opts),
+    });
+    print(cmd, created, () => `policy ${name} created: ${created.schedule} (${created.timezone})`);
+  },
+);
+
+policy
+  .command('list')
+  .description('the policies, their next run and whether one needs attention')
+  .action(async (_opts: unknown, cmd: Command) => {
+    const policies = await client(cmd).get<ListedPolicy[]>('/policies');
+    print(cmd, policies, () => (policies.length === 0 ? 'no policies' : policiesTable(policies)));
+  });
+
+policy
+  .command('show <name>')
+  .description('one policy')
+  .action(async (name: string, _opts: unknown, cmd: Command) => {
+    const p = await client(cmd).get<ListedPolicy>(`/policies/${encodeURIComponent(name)}`);
+    print(cmd, p, () => `${policiesTable([p])}\n${JSON.stringify(p, null, 2)}`);
+  });
+
+withPolicyFlags(
+  policy.command('update <name>').description('change a policy (only the flags given)'),
+).action(async (name: string, opts: PolicyFlags, cmd: Command) => {
+  const updated = await client(cmd).patch<ListedPolicy>(
+    `/policies/${encodeURIComponent(name)}`,
+    policyBody(opts),
+  );
+  print(cmd, updated, () => `policy ${name} updated: ${updated.schedule} (${updated.timezone})`);
+});
+
+policy
+  .command('delete <name>')
+  .description('delete a policy and its schedule (its points stay, kept until deleted)')
+  .action(async (name: string, _opts: unknown, cmd: Command) => {
+    const out = await client(cmd).delete<unknown>(`/policies/${encodeURIComponent(name)}`);
+    print(cmd, out, () => `policy ${name} deleted`);
+  });
+
+policy
+  .command('run <name>')
+  .description('run a policy now: one backup job per target or selector')
+  .option('--wait', 'wait for its jobs to finish')
+  .action(async (name: string, opts: { wait?: boolean }, cmd: Command) => {
+    const api = client(cmd);
+    const run = await api.post<{
+      jobs: JobAccepted[];
+      refused: Array<{ target: string; error: { message: string } }>;
+    }>(`/policies/${encodeURIComponent(name)}/runs`, {});
+    const ended = opts.wait
+      ? await Promise.all(run.jobs.map((j) => waitForJob(cmd, api, j.jobId, false)))
+      : [];
+    print(cmd, { ...run, ...(opts.wait ? { ended } : {}) }, () =>
+      [
+        ...run.jobs.map((j) => {
+          const done = ended.find((e) => e.jobId === j.jobId);
+          return `${j.jobId} backup of ${j.target}${done ? ` ${done.status}` : ''}`;
+        }),
+        ...run.refused.map((r) => `${r.target}: not started: ${r.error.message}`),
+      ].join('\n'),
+    );
+    if (run.refused.length > 0 || ended.some((e) => e.status !== 'SUCCEEDED')) {
+      throw new JobFailed(
+        ended.some((e) => e.status === 'SUCCEEDED') ? 'PARTIALLY_FAILED' : 'FAILED',
+      );
+    }
+  });
+
 program
   .command('rollback <target>')
   .description('after an update went wrong: restore the newest pre-update point in place')

@@ -65,6 +65,7 @@ export const FUNCTIONS = {
   recordJob: 'record-job',
   commitPoint: 'commit-point',
   prunePlan: 'prune-plan',
+  runPolicy: 'run-policy',
 } as const;
 
 /**
@@ -75,4 +76,9 @@ export const ASL_SUBSTITUTIONS = {
   recordJobFunction: 'RecordJobFunctionArn',
   commitPointFunction: 'CommitPointFunctionArn',
   prunePlanFunction: 'PrunePlanFunctionArn',
+} as const;
+
+/** EventBridge Scheduler: the group that holds one schedule per policy (AWS). */
+export const POLICY_SCHEDULES = {
+  groupName: 'stowage-policies',
 } as const;

@@ -27,6 +27,7 @@ import {
   type StoreConfig,
 } from '../agents/worker/main';
 import { startApiServer } from './api-server';
+import { LocalScheduler } from './scheduler';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
 import { startSfnServer } from './sfn/server';
@@ -46,6 +47,8 @@ export interface ControlPlaneOptions {
   agentOptions?: Partial<AgentConfig>;
   /** Keep the repository in this directory instead of the local S3 server. */
   storeDir?: string;
+  /** How often the scheduler looks at the policies (default $STOWAGE_SCHEDULER_TICK_MS, else 5 s). */
+  schedulerTickMs?: number;
 }
 
 export interface ControlPlane {
@@ -196,6 +199,35 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) }
         : localConfig;
     };
+    // The policies' schedules: what EventBridge Scheduler does in AWS.
+    const requests = await import('../functions/core/requests');
+    const { SfnWorkflows } = await import('../functions/adapters/sfn-workflows');
+    const { newId } = await import('../kernel/ids');
+    const { siteQueueName } = await import('../kernel/resources');
+    const { noSchedules } = await import('../functions/core/policies');
+    const tick = options.schedulerTickMs ?? Number(process.env.STOWAGE_SCHEDULER_TICK_MS);
+    const scheduler = new LocalScheduler({
+      deps: {
+        catalog,
+        workflows: new SfnWorkflows({
+          backup: backupArn,
+          restore: restoreArn,
+          verify: verifyArn,
+          snapshot: snapshotArn,
+          prune: pruneArn,
+        }),
+        clock: systemClock,
+        newId,
+        queueUrlFor: (agent) => `${emulators.queueUrlPrefix}${siteQueueName(agent)}`,
+        schedules: noSchedules,
+      },
+      requestBackup: requests.requestBackup,
+      requestVerify: requests.requestVerify,
+      log,
+      ...(Number.isFinite(tick) && tick > 0 ? { tickMs: tick } : {}),
+    });
+    closers.unshift(() => scheduler.stop());
+
     const apiServer = await startApiServer(api.handler, serveConfig, options.port);
     closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
     const apiUrl = `http://127.0.0.1:${portOf(apiServer)}`;
@@ -217,6 +249,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       );
       closers.unshift(() => agent!.stop());
     }
+    scheduler.start();
     log.info(LogEvent.localReady, {
       api: apiUrl,
       dataDir: options.dataDir,

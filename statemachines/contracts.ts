@@ -58,6 +58,8 @@ export interface BackupRequestOptions {
   snapshots?: boolean;
   /** LXD: the pool driver's optimized format where it has one (zfs, btrfs; not dir). */
   optimizedStorage?: boolean;
+  /** The policy whose run this is; its points record it (retention). */
+  policy?: string;
 }
 
 /** Execution input of restore.asl.json. */

@@ -4,6 +4,7 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
+import { schedulesFromEnv } from '../adapters/eventbridge-schedules';
 import type { RequestDeps } from '../core/requests';
 import { siteQueueName } from '../../kernel/resources';
 import { requireEnv } from '../shared/env';
@@ -17,6 +18,7 @@ let deps: RequestDeps | undefined;
 
 function wire(): RequestDeps {
   const prefix = requireEnv('SITE_QUEUE_URL_PREFIX');
+  const schedules = schedulesFromEnv(process.env);
   return {
     catalog: new DynamoDbCatalog(requireEnv('TABLE_NAME')),
     workflows: new SfnWorkflows({
@@ -29,6 +31,7 @@ function wire(): RequestDeps {
     clock: systemClock,
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
+    ...(schedules ? { schedules } : {}),
   };
 }
 

@@ -15,8 +15,19 @@ import {
   requestVerify,
   type RequestDeps,
 } from '../core/requests';
+import { requestBackup as backupRequest } from '../core/requests';
 import { listedSnapshots, type SnapshotListing } from '../../kernel/snapshots';
 import { requestPrune, retentionOf } from '../core/prune';
+import {
+  createPolicy,
+  deletePolicy,
+  getPolicy,
+  noSchedules,
+  policyStatus,
+  runPolicy,
+  updatePolicy,
+  type PolicyDeps,
+} from '../core/policies';
 import { isPlatform, PLATFORMS } from '../../kernel/targets';
 import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../../kernel/errors';
 
@@ -154,6 +165,11 @@ const pruneDeps = (d: RequestDeps) => ({
     d.workflows.startPrune(input),
 });
 
+const policyDeps = (d: RequestDeps): PolicyDeps => ({
+  ...d,
+  schedules: d.schedules ?? noSchedules,
+});
+
 /** Method, path template (as in openapi.json) and what answers it. */
 export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/targets', async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
@@ -183,6 +199,36 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
       if (!point) throw new NotFoundError(`recovery point ${id} does not exist`);
       return ok(point);
     },
+  ],
+  [
+    'GET',
+    '/policies',
+    async (d) =>
+      ok(await Promise.all((await d.catalog.listPolicies()).map((p) => policyStatus(d, p)))),
+  ],
+  ['POST', '/policies', async (d, r) => ok(await createPolicy(policyDeps(d), parseBody(r)), 201)],
+  [
+    'GET',
+    '/policies/{name}',
+    async (d, _r, [name]) => ok(await policyStatus(d, await getPolicy(d.catalog, name!))),
+  ],
+  [
+    'PATCH',
+    '/policies/{name}',
+    async (d, r, [name]) => ok(await updatePolicy(policyDeps(d), name!, parseBody(r))),
+  ],
+  [
+    'DELETE',
+    '/policies/{name}',
+    async (d, _r, [name]) => {
+      await deletePolicy(policyDeps(d), name!);
+      return ok({ name, deleted: true });
+    },
+  ],
+  [
+    'POST',
+    '/policies/{name}/runs',
+    async (d, _r, [name]) => ok(await runPolicy(policyDeps(d), name!, backupRequest), 202),
   ],
   ['GET', '/snapshots', async (d, r) => ok(await listSnapshotTargets(d, r))],
   ['POST', '/snapshots', async (d, r) => ok(await requestSnapshotCreate(d, parseBody(r)), 202)],

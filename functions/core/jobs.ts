@@ -164,6 +164,7 @@ export async function commitRecoveryPoint(
     manifestKey: result.manifestKey,
     summary: result.summary,
     ...(input.options?.label ? { label: input.options.label } : {}),
+    ...(input.options?.policy ? { policy: input.options.policy } : {}),
   };
   await deps.catalog.putPoint(point);
   // A retried commit finds its item COMPLETED already and leaves it (and its end time) as it is.

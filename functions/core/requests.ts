@@ -68,6 +68,8 @@ export interface RequestDeps {
   clock: Clock;
   newId(prefix: 'job' | 'rp'): string;
   queueUrlFor(agent: string): string;
+  /** Where policies' schedules live (EventBridge Scheduler in AWS); none in local mode. */
+  schedules?: import('./policies').Schedules;
 }
 
 export interface JobAccepted {
@@ -176,6 +178,11 @@ const backupBodySchema = z
       .optional(),
     snapshots: z.boolean().optional(),
     optimizedStorage: z.boolean().optional(),
+    /** Set by a policy's run: its points record the policy (retention). */
+    policy: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a policy name')
+      .optional(),
   })
   .strict();
 
@@ -243,6 +250,7 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
     createdAt: now,
     ...(target !== undefined ? { recoveryPointId: items[0]!.recoveryPointId } : {}),
     ...(options.label ? { label: options.label } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
     items,
   };
   return launch(deps, job, () =>

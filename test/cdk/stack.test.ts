@@ -390,9 +390,69 @@ describe('Stowage stack', () => {
     });
   });
 
+  describe('policy schedules', () => {
+    it('has one EventBridge Scheduler group, whose schedules invoke only run-policy', () => {
+      template.resourceCountIs('AWS::Scheduler::ScheduleGroup', 1);
+      template.hasResourceProperties('AWS::Scheduler::ScheduleGroup', {
+        Name: `${stack.stackName}-stowage-policies`,
+      });
+      // Schedules are made per policy at run time, never in the template.
+      template.resourceCountIs('AWS::Scheduler::Schedule', 0);
+      const role = stack.policySchedules.invokeRole;
+      template.hasResourceProperties('AWS::IAM::Role', {
+        AssumeRolePolicyDocument: {
+          Statement: [
+            Match.objectLike({
+              Principal: { Service: 'scheduler.amazonaws.com' },
+              Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+            }),
+          ],
+        },
+      });
+      const statements = statementsOfRole(template, logicalId(stack, role));
+      expect(statements.flatMap((s) => asArray(s.Action))).toEqual(['lambda:InvokeFunction']);
+      expect(statements.flatMap((s) => asArray(s.Resource))).toEqual([
+        { 'Fn::GetAtt': [logicalId(stack, stack.functions.runPolicy.fn), 'Arn'] },
+      ]);
+    });
+
+    it('lets the api manage the schedules of its group only, and pass the invoke role only to the scheduler', () => {
+      const statements = statementsOfRole(template, logicalId(stack, stack.functions.api.role));
+      const manage = statements.filter((s) => allows(s, 'scheduler:CreateSchedule'));
+      expect(manage).toHaveLength(1);
+      expect(asArray(manage[0]!.Action).sort()).toEqual([
+        'scheduler:CreateSchedule',
+        'scheduler:DeleteSchedule',
+        'scheduler:GetSchedule',
+        'scheduler:UpdateSchedule',
+      ]);
+      expect(JSON.stringify(manage[0]!.Resource)).toContain(
+        `:schedule/${stack.policySchedules.groupName}/*`,
+      );
+      const pass = statements.filter((s) => allows(s, 'iam:PassRole'));
+      expect(pass).toEqual([
+        expect.objectContaining({
+          Resource: { 'Fn::GetAtt': [logicalId(stack, stack.policySchedules.invokeRole), 'Arn'] },
+          Condition: { StringEquals: { 'iam:PassedToService': 'scheduler.amazonaws.com' } },
+        }),
+      ]);
+    });
+
+    it('lets run-policy start backups and nothing else', () => {
+      const statements = statementsOfRole(
+        template,
+        logicalId(stack, stack.functions.runPolicy.role),
+      );
+      const start = statements.filter((s) => allows(s, 'states:StartExecution'));
+      expect(start.flatMap((s) => asArray(s.Resource))).toEqual([
+        { Ref: logicalId(stack, stack.workflows.machines.backup) },
+      ]);
+    });
+  });
+
   describe('functions', () => {
     it('run Node.js 22 on arm64 with 256 MB, 30 s and their own log group', () => {
-      template.resourceCountIs('AWS::Lambda::Function', 4);
+      template.resourceCountIs('AWS::Lambda::Function', 5);
       for (const fn of Object.values(stack.functions)) {
         expect(template.toJSON().Resources[logicalId(stack, fn.fn)].Properties).toMatchObject({
           Runtime: 'nodejs22.x',
@@ -417,6 +477,9 @@ describe('Stowage stack', () => {
         'BUCKET_NAME',
         'PRUNE_STATE_MACHINE_ARN',
         'RESTORE_STATE_MACHINE_ARN',
+        'SCHEDULE_GROUP',
+        'SCHEDULE_ROLE_ARN',
+        'SCHEDULE_TARGET_ARN',
         'SITE_QUEUE_URL_PREFIX',
         'SNAPSHOT_STATE_MACHINE_ARN',
         'TABLE_NAME',
@@ -431,6 +494,11 @@ describe('Stowage stack', () => {
       }
       expect(envOf(stack.functions.recordJob.fn)).toEqual(['TABLE_NAME']);
       expect(envOf(stack.functions.prunePlan.fn)).toEqual(['TABLE_NAME']);
+      expect(envOf(stack.functions.runPolicy.fn).sort()).toEqual([
+        'BACKUP_STATE_MACHINE_ARN',
+        'SITE_QUEUE_URL_PREFIX',
+        'TABLE_NAME',
+      ]);
       expect(envOf(stack.functions.commitPoint.fn).sort()).toEqual(['BUCKET_NAME', 'TABLE_NAME']);
     });
 
@@ -799,7 +867,7 @@ describe('cdk synth', () => {
       const bundles = readdirSync(outdir).filter(
         (f) => f.startsWith('asset.') && existsSync(join(outdir, f, 'index.mjs')),
       );
-      expect(bundles).toHaveLength(4);
+      expect(bundles).toHaveLength(5);
     } finally {
       rmSync(outdir, { recursive: true, force: true });
     }

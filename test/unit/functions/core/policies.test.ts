@@ -1,0 +1,212 @@
+import { describe, expect, it } from 'vitest';
+import {
+  createPolicy,
+  deletePolicy,
+  policyStatus,
+  runPolicy,
+  updatePolicy,
+  type PolicyDeps,
+  type Schedules,
+} from '../../../../functions/core/policies';
+import { requestBackup } from '../../../../functions/core/requests';
+import type { Policy } from '../../../../kernel/model';
+import { silentLogger } from '../../../../kernel/logger';
+import { LocalScheduler } from '../../../../local/scheduler';
+import { makeAgent, makeClock } from '../../../fixtures/factories';
+import { makeRequestDeps } from '../../../fixtures/fake-workflows';
+
+const T0 = '2026-12-06T12:00:00.000Z';
+
+function setup() {
+  const { catalog, workflows, deps } = makeRequestDeps();
+  const clock = makeClock(T0);
+  const put: string[] = [];
+  const deleted: string[] = [];
+  const schedules: Schedules = {
+    put: async (p: Policy) => void put.push(`${p.name} ${p.schedule} ${p.timezone}`),
+    delete: async (name: string) => void deleted.push(name),
+  };
+  const pdeps: PolicyDeps = { ...deps, clock, schedules };
+  return { catalog, workflows, deps: pdeps, clock, put, deleted };
+}
+
+describe('policies', () => {
+  it('validates and stores a policy, and its schedule goes with it', async () => {
+    const { catalog, deps, put, deleted } = setup();
+    const p = await createPolicy(deps, {
+      name: 'nightly',
+      targets: ['docker:web', 'docker:app=shop', 'docker-compose:shop'],
+      schedule: 'cron(0 3 * * ? *)',
+      timezone: 'Europe/Paris',
+      retention: { keepLast: 7, keepDaily: 14 },
+      options: { consistency: 'pause' },
+      verifyEvery: 3,
+    });
+    expect(p).toMatchObject({ runs: 0, timezone: 'Europe/Paris', flexibleWindowMinutes: 0 });
+    expect(put).toEqual(['nightly cron(0 3 * * ? *) Europe/Paris']);
+    await updatePolicy(deps, 'nightly', { schedule: 'rate(6 hours)', retention: { keepLast: 3 } });
+    expect((await catalog.getPolicy('nightly'))?.retention).toEqual({ keepLast: 3, keepDaily: 14 });
+    expect(put).toHaveLength(2);
+    await deletePolicy(deps, 'nightly');
+    expect(deleted).toEqual(['nightly']);
+    expect(await catalog.getPolicy('nightly')).toBeUndefined();
+  });
+
+  it('refuses bad input saying what to fix, and stores nothing', async () => {
+    const { catalog, deps } = setup();
+    const base = { name: 'p', targets: ['docker:web'], schedule: 'rate(1 hour)' };
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ ...base, name: 'Bad Name' }, /a policy name is/],
+      [{ ...base, schedule: 'cron(0 3 * * * *)' }, /exactly one of day-of-month and day-of-week/],
+      [{ ...base, schedule: undefined }, /give the schedule/],
+      [{ ...base, targets: [] }, /give 1 to 100 targets/],
+      [{ ...base, targets: ['web'] }, /./],
+      [{ ...base, timezone: 'Nowhere/City' }, /time zone "Nowhere\/City" is not known/],
+      [{ ...base, retention: { keepLast: 0 } }, /--keep-last must be a whole number of 1 or more/],
+      [{ ...base, retention: { keepForever: 1 } }, /unknown retention rule keepForever/],
+      [{ ...base, options: { consistency: 'frozen' } }, /consistency is live, pause or stop/],
+      [{ ...base, verifyEvery: -1 }, /verifyEvery must be a whole number/],
+      [{ ...base, color: 'red' }, /unknown field color/],
+    ];
+    for (const [body, message] of cases) {
+      await expect(createPolicy(deps, body), JSON.stringify(body)).rejects.toThrow(message);
+    }
+    expect(await catalog.listPolicies()).toEqual([]);
+    await createPolicy(deps, base);
+    await expect(createPolicy(deps, base)).rejects.toThrow(/exists already/);
+  });
+
+  it('runs one backup per target, records the policy on the jobs, and flags what could not start', async () => {
+    const { catalog, workflows, deps } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, {
+      name: 'p',
+      targets: ['docker:web', 'docker:gone'],
+      schedule: 'rate(1 hour)',
+      options: { consistency: 'stop' },
+    });
+    const run = await runPolicy(deps, 'p', requestBackup);
+    expect(run.jobs).toHaveLength(1);
+    expect(run.refused[0]).toMatchObject({ target: 'docker:gone' });
+    expect(workflows.backups[0]!.options).toEqual({ consistency: 'stop', policy: 'p' });
+    expect((await catalog.getJob(run.jobs[0]!.jobId))?.policy).toBe('p');
+    const status = await policyStatus(deps, (await catalog.getPolicy('p'))!);
+    expect(status.runs).toBe(1);
+    expect(status.flag).toMatch(/docker:gone/);
+  });
+
+  it('flags a run that is overdue past its window, and a last run that failed', async () => {
+    const { catalog, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, {
+      name: 'p',
+      targets: ['docker:web'],
+      schedule: 'rate(1 hour)',
+      flexibleWindowMinutes: 10,
+    });
+    clock.advance(3_600_000 + 10 * 60_000 + 30_000);
+    expect((await policyStatus(deps, (await catalog.getPolicy('p'))!)).flag).toBeUndefined();
+    clock.advance(60_000);
+    expect((await policyStatus(deps, (await catalog.getPolicy('p'))!)).flag).toBe(
+      'missed: the run due at 2026-12-06T13:00:00.000Z did not start',
+    );
+    const run = await runPolicy(deps, 'p', requestBackup);
+    await catalog.updateJob(
+      run.jobs[0]!.jobId,
+      { status: 'FAILED', error: { name: 'X', message: 'boom' } },
+      ['PENDING'],
+    );
+    const status = await policyStatus(deps, (await catalog.getPolicy('p'))!);
+    expect(status.flag).toBe(`last run ${run.jobs[0]!.jobId} FAILED: boom`);
+    expect(status.nextRunAt).toBe('2026-12-06T14:00:00.000Z');
+  });
+});
+
+describe('the local scheduler', () => {
+  function scheduler(deps: PolicyDeps, verifies: string[] = []) {
+    return new LocalScheduler({
+      deps,
+      requestBackup,
+      requestVerify: async (_d, body) => {
+        verifies.push(body.recoveryPointId);
+        return {
+          jobId: 'job-v',
+          kind: 'VERIFY',
+          status: 'PENDING',
+          target: 't',
+          agent: 'a',
+          executionArn: 'x',
+        };
+      },
+      log: silentLogger,
+    });
+  }
+
+  it('fires a rate one interval after the policy was made, then every interval', async () => {
+    const { catalog, workflows, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, { name: 'p', targets: ['docker:web'], schedule: 'rate(1 minute)' });
+    const s = scheduler(deps);
+    const fired: number[] = [];
+    for (let second = 0; second <= 185; second += 5) {
+      const before = workflows.backups.length;
+      await s.tick();
+      if (workflows.backups.length > before) fired.push(second);
+      clock.advance(5_000);
+    }
+    expect(fired).toEqual([60, 120, 180]);
+  });
+
+  it('runs slots missed while it was down once, not once per slot', async () => {
+    const { catalog, workflows, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, { name: 'p', targets: ['docker:web'], schedule: 'rate(1 minute)' });
+    clock.advance(10 * 60_000 + 1_000); // down for ten slots
+    const s = scheduler(deps);
+    await s.tick();
+    await s.tick();
+    expect(workflows.backups).toHaveLength(1);
+    // The next slot stays on the rate's grid (as EventBridge's): 12:11:00.
+    clock.advance(58_000);
+    await s.tick();
+    expect(workflows.backups).toHaveLength(1);
+    clock.advance(1_000);
+    await s.tick();
+    expect(workflows.backups).toHaveLength(2);
+  });
+
+  it('verifies the points of every Nth run once its job succeeded', async () => {
+    const { catalog, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, {
+      name: 'p',
+      targets: ['docker:web'],
+      schedule: 'rate(1 minute)',
+      verifyEvery: 2,
+    });
+    const verifies: string[] = [];
+    const s = scheduler(deps, verifies);
+    const succeed = async () => {
+      for (const job of await catalog.listJobs()) {
+        if (job.status === 'PENDING') {
+          await catalog.updateJob(
+            job.jobId,
+            { status: 'SUCCEEDED', items: job.items!.map((i) => ({ ...i, status: 'COMPLETED' })) },
+            ['PENDING'],
+          );
+        }
+      }
+    };
+    for (let i = 0; i < 4; i++) {
+      clock.advance(60_000);
+      await s.tick();
+      await succeed();
+      await s.tick();
+    }
+    const points = (await catalog.listJobs())
+      .filter((j) => j.kind === 'BACKUP')
+      .reverse()
+      .map((j) => j.recoveryPointId);
+    expect(verifies).toEqual([points[1], points[3]]);
+  });
+});
