@@ -37,6 +37,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  GC_PREFIX,
   gcMarkKey,
   indexKey,
   INDEX_PREFIX,
@@ -427,6 +428,12 @@ export async function sweepGarbage(repo: Repository, options: SweepOptions): Pro
       bytesFreed += (packSizes.get(pack) ?? 0) + (indexSizes.get(pack) ?? 0);
     }
     await store.delete(gcMarkKey(options.markId));
+    // Marks older than this one were left by prunes that stopped before their sweep (one prune
+    // runs at a time): dropping them only lets writers rely on their packs again, which are
+    // still stored, and the next mark finds those that are garbage.
+    for await (const { key } of store.list(GC_PREFIX)) {
+      if (key.slice(GC_PREFIX.length) < options.markId) await store.delete(key);
+    }
     await repo.refresh();
   }
   // Leases that ended, or lapsed two ttls ago, protect nothing: their objects go; so do the
