@@ -5,7 +5,8 @@
  * which may invoke that one function and nothing else; the API may manage schedules of this group
  * only, and pass only that role, only to EventBridge Scheduler.
  */
-import { Aws, Stack } from 'aws-cdk-lib';
+import { Aws, Duration, Stack } from 'aws-cdk-lib';
+import { Alarm, ComparisonOperator, Metric, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
 import { PolicyStatement, Role, ServicePrincipal, type IGrantable } from 'aws-cdk-lib/aws-iam';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { CfnScheduleGroup } from 'aws-cdk-lib/aws-scheduler';
@@ -21,6 +22,8 @@ export class PolicySchedules extends Construct {
   readonly groupName: string;
   readonly group: CfnScheduleGroup;
   readonly invokeRole: Role;
+  /** A run EventBridge Scheduler dropped (missed), and a run-policy invocation that failed. */
+  readonly alarms: Alarm[];
 
   constructor(scope: Construct, id: string, props: PolicySchedulesProps) {
     super(scope, id);
@@ -39,6 +42,33 @@ export class PolicySchedules extends Construct {
         resources: [props.target.functionArn],
       }),
     );
+    const alarm = (id: string, description: string, metric: Metric) =>
+      new Alarm(this, id, {
+        alarmDescription: description,
+        metric,
+        threshold: 1,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+      });
+    this.alarms = [
+      alarm(
+        'runs-dropped',
+        'A Stowage policy run was missed: EventBridge Scheduler dropped it after its retries',
+        new Metric({
+          namespace: 'AWS/Scheduler',
+          metricName: 'InvocationDroppedCount',
+          dimensionsMap: { ScheduleGroup: this.groupName },
+          statistic: 'Sum',
+          period: Duration.minutes(5),
+        }),
+      ),
+      alarm(
+        'run-errors',
+        'A Stowage policy run failed to start its backups (run-policy errors)',
+        props.target.metricErrors({ statistic: 'Sum', period: Duration.minutes(5) }),
+      ),
+    ];
   }
 
   /** The schedules of this group's ARN pattern. */

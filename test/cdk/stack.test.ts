@@ -438,6 +438,22 @@ describe('Stowage stack', () => {
       ]);
     });
 
+    it('alarms when a scheduled run is dropped (missed) and when run-policy fails', () => {
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: 'AWS/Scheduler',
+        MetricName: 'InvocationDroppedCount',
+        Dimensions: [{ Name: 'ScheduleGroup', Value: stack.policySchedules.groupName }],
+        Threshold: 1,
+      });
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: 'AWS/Lambda',
+        MetricName: 'Errors',
+        Dimensions: [
+          { Name: 'FunctionName', Value: { Ref: logicalId(stack, stack.functions.runPolicy.fn) } },
+        ],
+      });
+    });
+
     it('lets run-policy start backups and nothing else', () => {
       const statements = statementsOfRole(
         template,
