@@ -9,7 +9,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import type { AgentRecord, Job } from '../kernel/model';
-import type { JobAccepted } from '../functions/core/requests';
+import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';

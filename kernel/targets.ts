@@ -1,21 +1,12 @@
-import { ValidationError } from './errors';
-
 /**
- * A target is written `PLATFORM:NAME[@AGENT]` (docs: DESIGN "The user's interface").
- * Platforms are listed here even before their drivers exist, so a target for a platform the
- * agents do not serve yet is reported as "no agent serves it" rather than "unknown platform".
+ * A target is written `PLATFORM:NAME[@AGENT]` (docs: DESIGN "The user's interface"). The
+ * platforms and their own name rules are in the registry (kernel/platforms); this module knows
+ * only the grammar every platform shares.
  */
-export const PLATFORMS = [
-  'docker',
-  'docker-compose',
-  'lxd',
-  'lxd-volume',
-  'lxd-server',
-  'vsphere',
-  'vapp',
-  'path',
-] as const;
-export type Platform = (typeof PLATFORMS)[number];
+import { ValidationError } from './errors';
+import { isPlatform, PLATFORMS, specOf, type Platform } from './platforms';
+
+export { isPlatform, PLATFORMS, type Platform };
 
 export interface TargetRef {
   platform: Platform;
@@ -25,20 +16,6 @@ export interface TargetRef {
 }
 
 const AGENT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-
-/**
- * Platforms whose targets agents cannot list (any absolute path on the host may be one): the API
- * cannot check them against the inventory, so the agent reports TargetNotFound / NameTaken.
- */
-const UNLISTED_PLATFORMS: readonly Platform[] = ['path'];
-
-export function isListedPlatform(platform: Platform): boolean {
-  return !UNLISTED_PLATFORMS.includes(platform);
-}
-
-export function isPlatform(value: string): value is Platform {
-  return (PLATFORMS as readonly string[]).includes(value);
-}
 
 export function parseTarget(text: string): TargetRef {
   const raw = text.trim();
@@ -73,58 +50,11 @@ export function parseTarget(text: string): TargetRef {
 }
 
 /**
- * LXD's rules for a custom volume target, `lxd-volume:POOL/NAME`: a pool name has no slash or
- * white space and does not start with a dash; a volume name has no slash or white space and is
- * not `.` or `..` (LXD's storage/drivers ValidVolumeName; its snapshots are `NAME/SNAP`, hence
- * no slash).
- */
-export function splitVolumeName(name: string): { pool: string; volume: string } {
-  const slash = name.indexOf('/');
-  const example = 'for example lxd-volume:default/data';
-  if (slash < 0) {
-    throw new ValidationError(
-      `lxd-volume target "${name}" names no pool: write POOL/NAME (${example})`,
-    );
-  }
-  const pool = name.slice(0, slash);
-  const volume = name.slice(slash + 1);
-  if (!isValidPoolName(pool)) {
-    throw new ValidationError(
-      `"${pool}" is not a valid LXD storage pool name (no slash or white space, not starting with -; ${example})`,
-    );
-  }
-  if (!isValidVolumeName(volume)) {
-    throw new ValidationError(
-      `"${volume}" is not a valid LXD custom volume name (not empty, no slash or white space, not . or ..; ${example})`,
-    );
-  }
-  return { pool, volume };
-}
-
-export function isValidPoolName(pool: string): boolean {
-  return pool.length > 0 && !pool.startsWith('-') && !/[/\s]/.test(pool);
-}
-
-export function isValidVolumeName(volume: string): boolean {
-  return volume.length > 0 && volume !== '.' && volume !== '..' && !/[/\s]/.test(volume);
-}
-
-/**
  * Checks a target's name against its platform's own rules where Stowage knows them, so a bad
  * name is refused before any workflow starts (parseTarget checks only the syntax).
  */
 export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void {
-  if (ref.platform === 'lxd-volume') splitVolumeName(ref.name);
-  if (ref.platform === 'lxd' && !isValidInstanceName(ref.name)) {
-    throw new ValidationError(
-      `"${ref.name}" is not a valid LXD instance name (letters, digits and dashes, 1-63, starting with a letter, not ending with a dash)`,
-    );
-  }
-}
-
-/** LXD's rule for instance names: a hostname label (letters, digits, dashes), 1-63 characters. */
-export function isValidInstanceName(name: string): boolean {
-  return /^[a-zA-Z][a-zA-Z0-9-]{0,62}$/.test(name) && !name.endsWith('-');
+  specOf(ref.platform).checkName?.(ref.name);
 }
 
 /** The canonical text of a target, without the agent: the key recovery points are listed by. */
@@ -156,30 +86,30 @@ export function platformOf(target: string): Platform {
 }
 
 /**
- * Containers chosen by their labels: `docker:KEY=VALUE[,KEY=VALUE...][@AGENT]`. A container
- * matches when it carries every pair with exactly that value. Only Docker targets carry labels
- * in the inventory, so only `docker` takes a selector (a Compose project is already one target).
+ * Targets chosen by their labels: `PLATFORM:KEY=VALUE[,KEY=VALUE...][@AGENT]`, for the
+ * platforms whose spec has a selector (Docker containers). A target matches when it carries
+ * every pair with exactly that value.
  */
 export interface LabelSelector {
-  platform: 'docker';
+  platform: Platform;
   labels: Record<string, string>;
   agent?: string;
   /** Canonical text without the agent, pairs in the order given: the job's `target`. */
   text: string;
 }
 
-const SELECTOR_PLATFORMS = ['docker'] as const;
-const SELECTOR_FORM = 'docker:KEY=VALUE[,KEY=VALUE...][@AGENT], for example docker:app=web';
-
 export function parseSelector(text: string): LabelSelector {
   const raw = text.trim();
   const colon = raw.indexOf(':');
   const platform = colon > 0 ? raw.slice(0, colon) : '';
-  if (!(SELECTOR_PLATFORMS as readonly string[]).includes(platform)) {
+  const selecting = PLATFORMS.map(specOf).filter((s) => s.selector);
+  const forms = selecting.map((s) => s.selector!.form).join('; or ');
+  const capability = isPlatform(platform) ? specOf(platform).selector : undefined;
+  if (!capability) {
     throw new ValidationError(
       colon > 0
-        ? `selector "${text}": only docker containers can be chosen by label (not "${platform}"); write ${SELECTOR_FORM}`
-        : `selector "${text}" is not of the form ${SELECTOR_FORM}`,
+        ? `selector "${text}": only ${selecting.map((s) => `${s.name} ${s.selector!.noun}s`).join(', ')} can be chosen by label (not "${platform}"); write ${forms}`
+        : `selector "${text}" is not of the form ${forms}`,
     );
   }
   let body = raw.slice(colon + 1);
@@ -194,27 +124,12 @@ export function parseSelector(text: string): LabelSelector {
       );
     }
   }
-  // A Map, not an object: a label key may be any string, `constructor` or `__proto__` included.
-  const labels = new Map<string, string>();
-  for (const pair of body.split(',')) {
-    const eq = pair.indexOf('=');
-    const key = eq > 0 ? pair.slice(0, eq).trim() : '';
-    if (!key) {
-      throw new ValidationError(
-        `selector "${text}": "${pair}" is not KEY=VALUE; write ${SELECTOR_FORM}`,
-      );
-    }
-    if (labels.has(key)) {
-      throw new ValidationError(`selector "${text}" names the label "${key}" twice`);
-    }
-    labels.set(key, pair.slice(eq + 1));
-  }
-  const pairs = [...labels].map(([k, v]) => `${k}=${v}`);
+  const pairs = capability.parse(body, text);
   return {
-    platform: 'docker',
-    labels: Object.fromEntries(labels),
+    platform: platform as Platform,
+    labels: Object.fromEntries(pairs),
     ...(agent !== undefined ? { agent } : {}),
-    text: `docker:${pairs.join(',')}`,
+    text: `${platform}:${pairs.map(([k, v]) => `${k}=${v}`).join(',')}`,
   };
 }
 

@@ -200,7 +200,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         : localConfig;
     };
     // The policies' schedules: what EventBridge Scheduler does in AWS.
-    const requests = await import('../functions/core/requests');
+    const { requestBackup } = await import('../functions/core/requests/backup');
+    const { requestVerify } = await import('../functions/core/requests/verify');
     const { SfnWorkflows } = await import('../functions/adapters/sfn-workflows');
     const { newId } = await import('../kernel/ids');
     const { siteQueueName } = await import('../kernel/resources');
@@ -221,8 +222,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         queueUrlFor: (agent) => `${emulators.queueUrlPrefix}${siteQueueName(agent)}`,
         schedules: noSchedules,
       },
-      requestBackup: requests.requestBackup,
-      requestVerify: requests.requestVerify,
+      requestBackup,
+      requestVerify,
       log,
       ...(Number.isFinite(tick) && tick > 0 ? { tickMs: tick } : {}),
     });

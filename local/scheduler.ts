@@ -12,7 +12,7 @@
  */
 import type { Logger } from '../kernel/logger';
 import { nextRunOf, runPolicy, type PolicyDeps } from '../functions/core/policies';
-import type { JobAccepted, RequestDeps } from '../functions/core/requests';
+import type { JobAccepted, RequestDeps } from '../functions/core/requests/launch';
 
 export interface SchedulerOptions {
   deps: PolicyDeps;

@@ -1,6 +1,6 @@
 /** The Workflows port on Step Functions: one execution per job, named after the job id. */
 import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
-import type { Workflows } from '../core/requests';
+import type { Workflows } from '../core/requests/launch';
 import { ConflictError, TransientError } from '../../kernel/errors';
 
 export class SfnWorkflows implements Workflows {

@@ -5,7 +5,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import { schedulesFromEnv } from '../adapters/eventbridge-schedules';
-import type { RequestDeps } from '../core/requests';
+import type { RequestDeps } from '../core/requests/launch';
 import { siteQueueName } from '../../kernel/resources';
 import { requireEnv } from '../shared/env';
 import { newId, systemClock } from '../../kernel/ids';

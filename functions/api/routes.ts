@@ -2,22 +2,20 @@
  * The HTTP API's routes (described by functions/api/openapi.json). Pure routing over the core
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
-import type { Catalog } from '../../kernel/catalog';
+import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '../core/queries';
+import { requestBackup } from '../core/requests/backup';
+import type { RequestDeps } from '../core/requests/launch';
+import { requestRestore } from '../core/requests/restore';
 import {
-  requestBackup,
-  requestRestore,
-  requestRollback,
   requestSnapshotCreate,
   requestSnapshotDelete,
   requestSnapshotExpiry,
   requestSnapshotRestore,
   requestSnapshotSchedule,
-  requestVerify,
-  type RequestDeps,
-} from '../core/requests';
-import { requestBackup as backupRequest } from '../core/requests';
-import { listedSnapshots, type SnapshotListing } from '../../kernel/snapshots';
-import { requestPrune, retentionOf } from '../core/prune';
+} from '../core/requests/snapshot';
+import { requestRollback, requestVerify } from '../core/requests/verify';
+import { StowageError, ValidationError } from '../../kernel/errors';
+import { requestPrune } from '../core/prune';
 import {
   createPolicy,
   deletePolicy,
@@ -28,8 +26,6 @@ import {
   updatePolicy,
   type PolicyDeps,
 } from '../core/policies';
-import { isPlatform, PLATFORMS } from '../../kernel/targets';
-import { NotFoundError, StowageError, TargetNotFound, ValidationError } from '../../kernel/errors';
 
 export interface ApiRequest {
   method: string;
@@ -70,92 +66,6 @@ function limitOf(req: ApiRequest): number {
   return n;
 }
 
-async function listTargets(catalog: Catalog, platform: string | undefined) {
-  if (platform !== undefined && !isPlatform(platform)) {
-    throw new ValidationError(
-      `unknown platform "${platform}"; use one of: ${PLATFORMS.join(', ')}`,
-    );
-  }
-  const agents = await catalog.listAgents();
-  return agents.flatMap((a) =>
-    a.targets
-      .filter((t) => platform === undefined || t.platform === platform)
-      .map((t) => ({ ...t, agent: a.agent, seenAt: a.seenAt })),
-  );
-}
-
-const TIERS = ['offsite', 'snapshot'] as const;
-
-/**
- * Both tiers in one list, newest first: offsite recovery points (`tier: offsite`, from the
- * catalog) and local snapshots (`tier: snapshot`, as the agents last reported them).
- */
-async function listPoints(deps: RequestDeps, req: ApiRequest) {
-  const { tier } = req.query;
-  if (tier !== undefined && !(TIERS as readonly string[]).includes(tier)) {
-    throw new ValidationError(`unknown tier "${tier}"; use one of: ${TIERS.join(', ')}`);
-  }
-  const limit = limitOf(req);
-  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
-  const target = req.query.target || undefined;
-  const retention = tier === 'snapshot' ? new Map() : await retentionOf(deps);
-  const offsite =
-    tier === 'snapshot'
-      ? []
-      : (await deps.catalog.listPoints({ limit, ...(target ? { target } : {}) })).map((p) => {
-          const decision = retention.get(p.recoveryPointId);
-          return {
-            tier: 'offsite' as const,
-            ...p,
-            ...(decision
-              ? {
-                  retention: {
-                    keep: decision.keep,
-                    reasons: decision.reasons,
-                    ...(decision.keptUntil ? { keptUntil: decision.keptUntil } : {}),
-                  },
-                }
-              : {}),
-          };
-        });
-  const snapshots: SnapshotListing[] =
-    tier === 'offsite'
-      ? []
-      : listedSnapshots(await deps.catalog.listAgents(), new Date(deps.clock.now()), target);
-  return [...offsite, ...snapshots]
-    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
-    .slice(0, limit);
-}
-
-/** Each target that keeps local snapshots: its snapshots and the engine's schedule, if any. */
-async function listSnapshotTargets(deps: RequestDeps, req: ApiRequest) {
-  // The canonical key as the catalog keeps it (a path may hold `@`; the CLI strips @AGENT).
-  const target = req.query.target || undefined;
-  const agents = await deps.catalog.listAgents();
-  const now = new Date(deps.clock.now());
-  const out = agents.flatMap((a) =>
-    a.targets
-      .filter((t) => t.snapshots && (target === undefined || t.target === target))
-      .map((t) => ({
-        target: t.target,
-        agent: a.agent,
-        state: t.state,
-        seenAt: a.seenAt,
-        schedule: t.snapshotSchedule ?? null,
-        snapshots: listedSnapshots([{ ...a, targets: [t] }], now),
-      })),
-  );
-  if (target !== undefined && out.length === 0) {
-    const seen = agents.some((a) => a.targets.some((t) => t.target === target));
-    throw seen
-      ? new ValidationError(`${target} has no local snapshots (LXD instances do)`)
-      : new TargetNotFound(
-          `${target} is not among the targets the agents see; \`stowage targets\` lists them`,
-        );
-  }
-  return out;
-}
-
 const pruneDeps = (d: RequestDeps) => ({
   catalog: d.catalog,
   clock: d.clock,
@@ -178,7 +88,6 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
   ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
-  ['GET', '/points', async (d, r) => ok(await listPoints(d, r))],
   ['POST', '/prunes', async (d, r) => ok(await requestPrune(pruneDeps(d), parseBody(r)), 202)],
   [
     'POST',
@@ -193,12 +102,21 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ],
   [
     'GET',
-    '/points/{id}',
-    async (d, _r, [id]) => {
-      const point = await d.catalog.getPoint(id!);
-      if (!point) throw new NotFoundError(`recovery point ${id} does not exist`);
-      return ok(point);
-    },
+    '/points',
+    async (d, r) =>
+      ok(
+        await listPoints(d, {
+          limit: limitOf(r),
+          ...(r.query.tier !== undefined ? { tier: r.query.tier } : {}),
+          ...(r.query.target ? { target: r.query.target } : {}),
+        }),
+      ),
+  ],
+  ['GET', '/points/{id}', async (d, _r, [id]) => ok(await getPoint(d.catalog, id!))],
+  [
+    'GET',
+    '/snapshots',
+    async (d, r) => ok(await listSnapshotTargets(d, r.query.target || undefined)),
   ],
   [
     'GET',
@@ -228,9 +146,8 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   [
     'POST',
     '/policies/{name}/runs',
-    async (d, _r, [name]) => ok(await runPolicy(policyDeps(d), name!, backupRequest), 202),
+    async (d, _r, [name]) => ok(await runPolicy(policyDeps(d), name!, requestBackup), 202),
   ],
-  ['GET', '/snapshots', async (d, r) => ok(await listSnapshotTargets(d, r))],
   ['POST', '/snapshots', async (d, r) => ok(await requestSnapshotCreate(d, parseBody(r)), 202)],
   [
     'POST',
@@ -253,15 +170,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
     async (d, r) => ok(await requestSnapshotSchedule(d, parseBody(r)), 202),
   ],
   ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
-  [
-    'GET',
-    '/jobs/{id}',
-    async (d, _r, [id]) => {
-      const job = await d.catalog.getJob(id!);
-      if (!job) throw new NotFoundError(`job ${id} does not exist; \`stowage jobs\` lists them`);
-      return ok(job);
-    },
-  ],
+  ['GET', '/jobs/{id}', async (d, _r, [id]) => ok(await getJob(d.catalog, id!))],
 ];
 
 const MATCHERS = ROUTES.map(

@@ -22,7 +22,7 @@ import {
 import { checkTargetName, parseSelector, parseTarget, targetKey } from '../../kernel/targets';
 import type { BackupRequestOptions } from '../../statemachines/contracts';
 import { checkRetentionRules } from './retention';
-import type { JobAccepted, RequestDeps } from './requests';
+import type { JobAccepted, RequestDeps } from './requests/launch';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const MISSED_GRACE_MS = 60_000;

@@ -6,7 +6,7 @@
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import { noSchedules, runPolicy, type PolicyDeps } from '../core/policies';
-import { requestBackup } from '../core/requests';
+import { requestBackup } from '../core/requests/backup';
 import { requireEnv } from '../shared/env';
 import { NotFoundError } from '../../kernel/errors';
 import { newId, systemClock } from '../../kernel/ids';

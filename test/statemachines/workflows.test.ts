@@ -26,7 +26,7 @@ import type {
   RestoreResult,
   SnapshotResult,
 } from '../../statemachines/contracts';
-import type { JobAccepted } from '../../functions/core/requests';
+import type { JobAccepted } from '../../functions/core/requests/launch';
 import { eventually, removeDir, startTestPlane, tempDir } from '../fixtures/local-plane';
 
 const SITE = 'sm-site';

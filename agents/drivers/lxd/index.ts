@@ -20,7 +20,7 @@ import { translate } from './errors';
 import { getInstance, type Engine, type LxdInstance } from './instance';
 import { restoreInstance } from './restore';
 import { createSnapshotOps, scheduleOf, type CriuCheck } from './snapshots';
-import { splitVolumeName } from '../../../kernel/targets';
+import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
 import { getVolume, listVolumes } from './volume';
 import { backupVolume } from './volume-backup';
 import { restoreVolume } from './volume-restore';

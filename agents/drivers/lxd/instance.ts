@@ -4,7 +4,7 @@
  * from "failed", and state changes that wait for LXD to finish them (stop is asynchronous: an
  * instance must be Stopped before it can be deleted or renamed).
  */
-import { isValidInstanceName } from '../../../kernel/targets';
+import { isValidInstanceName } from '../../../kernel/platforms/lxd';
 import { ValidationError } from '../../../kernel/errors';
 import type { DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';

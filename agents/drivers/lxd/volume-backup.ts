@@ -11,7 +11,7 @@
  * than silently ignored.
  */
 import { TargetNotFound, ValidationError } from '../../../kernel/errors';
-import { splitVolumeName } from '../../../kernel/targets';
+import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
 import type { BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdBackupOptions } from './backup';

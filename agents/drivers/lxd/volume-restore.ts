@@ -20,7 +20,7 @@
 import { randomBytes } from 'node:crypto';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
-import { splitVolumeName } from '../../../kernel/targets';
+import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
 import type {
   DriverContext,
   RestoreOptions,

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { route, type ApiRequest } from '../../../../functions/api/routes';
-import type { RequestDeps } from '../../../../functions/core/requests';
+import type { RequestDeps } from '../../../../functions/core/requests/launch';
 import { makeAgent, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
 import { makeRequestDeps } from '../../../fixtures/fake-workflows';
 import type { MemoryCatalog } from '../../../fixtures/memory-catalog';

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { route, type ApiRequest } from '../../../../functions/api/routes';
-import type { RequestDeps } from '../../../../functions/core/requests';
+import type { RequestDeps } from '../../../../functions/core/requests/launch';
 import { AgentUnavailable } from '../../../../kernel/errors';
 import { makeAgent, makeJob, makePoint, makeTarget, T0 } from '../../../fixtures/factories';
 import {

@@ -8,7 +8,7 @@ import {
   type PolicyDeps,
   type Schedules,
 } from '../../../../functions/core/policies';
-import { requestBackup } from '../../../../functions/core/requests';
+import { requestBackup } from '../../../../functions/core/requests/backup';
 import type { Policy } from '../../../../kernel/model';
 import { silentLogger } from '../../../../kernel/logger';
 import { LocalScheduler } from '../../../../local/scheduler';

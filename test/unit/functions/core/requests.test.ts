@@ -1,11 +1,8 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import {
-  PRE_UPDATE_LABEL,
-  requestBackup,
-  requestRestore,
-  requestRollback,
-  type RequestDeps,
-} from '../../../../functions/core/requests';
+import { requestBackup } from '../../../../functions/core/requests/backup';
+import type { RequestDeps } from '../../../../functions/core/requests/launch';
+import { requestRestore } from '../../../../functions/core/requests/restore';
+import { PRE_UPDATE_LABEL, requestRollback } from '../../../../functions/core/requests/verify';
 import {
   AgentUnavailable,
   NameTaken,
@@ -490,7 +487,7 @@ describe('requestRestore', () => {
     [
       'in place as a string rather than true',
       { recoveryPointId: 'rp-web', inPlace: 'true' },
-      /say where to restore/,
+      /inPlace: "inPlace" is true or false/,
     ],
     [
       '--to on another platform',

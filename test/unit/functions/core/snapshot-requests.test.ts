@@ -1,13 +1,13 @@
 import { beforeEach, describe, expect, it } from 'vitest';
+import type { RequestDeps } from '../../../../functions/core/requests/launch';
+import { requestRestore } from '../../../../functions/core/requests/restore';
 import {
   requestSnapshotCreate,
   requestSnapshotDelete,
   requestSnapshotExpiry,
   requestSnapshotRestore,
   requestSnapshotSchedule,
-  requestRestore,
-  type RequestDeps,
-} from '../../../../functions/core/requests';
+} from '../../../../functions/core/requests/snapshot';
 import { makeAgent, makeTarget, T0 } from '../../../fixtures/factories';
 import {
   executionArn,

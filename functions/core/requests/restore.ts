@@ -1,0 +1,190 @@
+/**
+ * `POST /restores`: a recovery point restored under a new name (`name`, or `to` with another
+ * agent), or over the original (`inPlace`), with its platform's options. The destination is
+ * refused here when it is taken (for listed platforms) or badly named.
+ */
+import { z } from 'zod';
+import {
+  AgentUnavailable,
+  NameTaken,
+  PointNotFound,
+  ValidationError,
+} from '../../../kernel/errors';
+import type { Job, RecoveryPoint } from '../../../kernel/model';
+import { specOf } from '../../../kernel/platforms';
+import {
+  checkTargetName,
+  formatTarget,
+  parseTarget,
+  parseTargetKey,
+  targetKey,
+  type TargetRef,
+} from '../../../kernel/targets';
+import type { RestoreRequestOptions } from '../../../statemachines/contracts';
+import { parseRequestBody, platformOptions } from './body';
+import { launch, type JobAccepted, type RequestDeps } from './launch';
+
+const NAME_THE_POINT = 'body must name the point: {"recoveryPointId": "rp-...", "name": "NEW"}';
+const NON_EMPTY_NAME = '"name" must be a non-empty string';
+
+/** The fields of a restore body besides the options of the point's platform. */
+export const restoreFields = {
+  recoveryPointId: z.string({ error: NAME_THE_POINT }).min(1, NAME_THE_POINT),
+  name: z.string({ error: NON_EMPTY_NAME }).min(1, NON_EMPTY_NAME).optional(),
+  inPlace: z.boolean({ error: '"inPlace" is true or false' }).optional(),
+  to: z.string({ error: '"to" must be a target such as docker:web2@site' }).optional(),
+};
+
+/** What a restore needs once its body and point are read. */
+interface RestorePlan {
+  point: RecoveryPoint;
+  source: TargetRef;
+  inPlace: boolean;
+  name: string | undefined;
+  to: TargetRef | undefined;
+  options: Record<string, unknown>;
+}
+
+export async function requestRestore(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+  const { fields, options: given } = parseRequestBody('restore', restoreFields, body);
+  const point = await deps.catalog.getPoint(fields.recoveryPointId);
+  if (!point) {
+    // A local snapshot's id (lxd:web/snap0) is listed by `stowage points` too.
+    const hint = fields.recoveryPointId.includes(':')
+      ? `; for a local snapshot use \`stowage snapshot restore ${fields.recoveryPointId}\``
+      : '';
+    throw new PointNotFound(
+      `recovery point ${fields.recoveryPointId} does not exist; \`stowage points\` lists them${hint}`,
+    );
+  }
+  const source = parseTargetKey(point.target);
+  const options = platformOptions('restore', source.platform, given, point.target);
+  const to = fields.to !== undefined ? parseTarget(fields.to) : undefined;
+  if (to && to.platform !== source.platform) {
+    throw new ValidationError(
+      `cannot restore a ${source.platform} point to ${formatTarget(to)}: the platforms differ`,
+    );
+  }
+  if (to && fields.name !== undefined && fields.name !== to.name) {
+    throw new ValidationError(
+      `--name ${fields.name} and --to ${formatTarget(to)} name different targets`,
+    );
+  }
+  const plan: RestorePlan = {
+    point,
+    source,
+    inPlace: fields.inPlace === true,
+    name: fields.name ?? to?.name,
+    to,
+    options,
+  };
+  return specOf(source.platform).namedAfterAgent
+    ? restoreOntoAgent(deps, plan)
+    : restoreAsNamed(deps, plan);
+}
+
+/** A target named by the user: refused when it exists (listed platforms) unless in place. */
+async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<JobAccepted> {
+  const { point, source, inPlace, to, options } = plan;
+  const spec = specOf(source.platform);
+  let name = spec.restoreName ? spec.restoreName(source.name, plan.name, options) : plan.name;
+  if (inPlace && name && name !== source.name && !to?.agent) {
+    throw new ValidationError(
+      '--in-place restores over the original; do not give another --name with it',
+    );
+  }
+  // Restoring one volume addresses the point's own container; the agent checks the volume.
+  if (inPlace || options.volume) name ??= source.name;
+  if (!name) {
+    throw new ValidationError(
+      `say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`,
+    );
+  }
+  const destination = { platform: source.platform, name };
+  checkTargetName(destination);
+  const agentName = to?.agent ?? point.agent;
+  const agent = await deps.catalog.getAgent(agentName);
+  if (!agent) {
+    throw new AgentUnavailable(
+      `agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\``,
+    );
+  }
+  // For unlisted platforms (paths) the agent refuses an existing destination itself.
+  const exists = agent.targets.some((t) => t.target === targetKey(destination));
+  if (exists && !inPlace && !options.volume) {
+    throw new NameTaken(
+      `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
+    );
+  }
+  return startRestore(deps, plan, targetKey(destination), agentName);
+}
+
+/**
+ * A target named after its agent (a whole LXD server) is restored onto the agent the target
+ * names: `--to lxd-server:OTHER` (or `--name OTHER`) onto agent OTHER's server, `--in-place`
+ * onto the one it was taken of. The target exists by definition and such a restore never
+ * clobbers (it skips what is there), so there is no NameTaken here.
+ */
+async function restoreOntoAgent(deps: RequestDeps, plan: RestorePlan): Promise<JobAccepted> {
+  const { point, source, inPlace, name, to } = plan;
+  const { name: platform, noun } = specOf(source.platform);
+  if (to?.agent && to.agent !== to.name) {
+    throw new ValidationError(
+      `a target of ${platform} is named after its agent: write --to ${platform}:${to.agent}, not ${formatTarget(to)}`,
+    );
+  }
+  if (inPlace && name && name !== source.name) {
+    throw new ValidationError(
+      `--in-place restores onto ${point.target}, the ${noun} the point was taken of; to restore onto another give --to ${platform}:${name} without --in-place`,
+    );
+  }
+  const agentName = name ?? (inPlace ? source.name : undefined);
+  if (!agentName) {
+    throw new ValidationError(
+      `say where to restore: --to ${platform}:AGENT onto that agent's ${noun}, or --in-place onto ${point.target}`,
+    );
+  }
+  const agent = await deps.catalog.getAgent(agentName);
+  if (!agent) {
+    throw new AgentUnavailable(
+      `agent "${agentName}" has never reported; start it with \`stowage agent --site ${agentName}\` on the host of the ${noun}`,
+    );
+  }
+  if (!agent.platforms.includes(platform)) {
+    throw new AgentUnavailable(
+      `agent ${agentName} serves no ${noun} (it serves: ${agent.platforms.join(', ') || 'nothing'}); start it on a host that runs one`,
+    );
+  }
+  return startRestore(deps, plan, `${platform}:${agentName}`, agentName);
+}
+
+function startRestore(
+  deps: RequestDeps,
+  plan: RestorePlan,
+  target: string,
+  agent: string,
+): Promise<JobAccepted> {
+  const { point, inPlace, options } = plan;
+  const job: Job = {
+    jobId: deps.newId('job'),
+    kind: 'RESTORE',
+    target,
+    source: point.target,
+    agent,
+    status: 'PENDING',
+    createdAt: deps.clock.now(),
+    recoveryPointId: point.recoveryPointId,
+  };
+  return launch(deps, job, () =>
+    deps.workflows.startRestore({
+      jobId: job.jobId,
+      recoveryPointId: point.recoveryPointId,
+      source: point.target,
+      target,
+      agent,
+      queueUrl: deps.queueUrlFor(agent),
+      inPlace,
+      options: options as RestoreRequestOptions,
+    }),
+  );
+}

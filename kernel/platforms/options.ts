@@ -1,0 +1,24 @@
+/**
+ * Option schemas and flags that several platforms share (each platform's file lists the ones it
+ * takes). A field means the same wherever it appears; `contracts.ts` gives its type on the wire.
+ */
+import { z } from 'zod';
+import type { CliFlag } from './spec';
+
+/** How a backup treats the running workload (BackupRequestOptions.consistency). */
+export const consistency = z.enum(['live', 'pause', 'stop']);
+
+export const consistencyFlag: CliFlag = {
+  flags: '--consistency <mode>',
+  help: 'live: while it runs; pause: frozen; stop: stopped, then started again',
+  choices: ['live', 'pause', 'stop'],
+  toBody: (value) => (value ? { consistency: value } : {}),
+};
+
+/** A name Docker accepts for a container, volume or network. */
+export const dockerName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid Docker name');
+
+/** `a=b` flag values, collected from a repeated flag. */
+export const collected = (value: unknown): string[] => (Array.isArray(value) ? value : []);
