@@ -7,7 +7,7 @@
 import './warnings';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { AgentRecord, Job } from '../kernel/model';
 import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
@@ -206,6 +206,7 @@ program
   .option('--no-agent', 'do not run an agent in this process')
   .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
+  .addOption(concurrencyOption())
   .action(
     async (opts: {
       dataDir: string;
@@ -213,6 +214,7 @@ program
       agent: boolean;
       site: string;
       store?: string;
+      concurrency: number;
     }) => {
       const { startControlPlane } = await import('../local/control-plane');
       const plane = await startControlPlane({
@@ -220,6 +222,7 @@ program
         port: opts.port,
         agent: opts.agent,
         site: opts.site,
+        agentOptions: { concurrency: opts.concurrency },
         ...(opts.store ? { storeDir: opts.store } : {}),
       });
       process.stdout.write(
@@ -255,12 +258,19 @@ program
     'where the agent keeps its state (the journal of its holds, in holds/<site>)',
     process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
   )
+  .addOption(concurrencyOption())
   .action(
     async (
-      opts: { site: string; lxdProject: string; lxdSocket?: string; dataDir: string },
+      opts: {
+        site: string;
+        lxdProject: string;
+        lxdSocket?: string;
+        dataDir: string;
+        concurrency: number;
+      },
       cmd: Command,
     ) => {
-      const { startAgent } = await import('../agents/worker/main');
+      const { agentHeartbeatMs, startAgent } = await import('../agents/worker/main');
       const { createLogger } = await import('../kernel/logger');
       const log = createLogger({ service: 'stowage-agent' });
       let config: AgentConfig;
@@ -294,12 +304,16 @@ program
             credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
             endpoints: local.endpoints,
           },
+          ...(local.heartbeatSeconds
+            ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) }
+            : {}),
         };
       }
       const agent = await startAgent(
         {
           ...config,
           lxdProject: opts.lxdProject,
+          concurrency: opts.concurrency,
           holdsDir: join(opts.dataDir, 'holds', opts.site),
           ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
         },
@@ -946,6 +960,21 @@ program
     print(cmd, job, () => jobDetail(job));
     if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
   });
+
+/** `--concurrency N`: how many tasks the agent runs at once (the backup Map runs two). */
+function concurrencyOption(): Option {
+  return new Option('--concurrency <n>', 'tasks the agent runs at once')
+    .default(2)
+    .argParser((text) => {
+      const n = Number(text);
+      if (!Number.isInteger(n) || n < 1 || n > 64) {
+        throw new InvalidArgumentError(
+          `--concurrency takes a whole number from 1 to 64, not ${text}`,
+        );
+      }
+      return n;
+    });
+}
 
 function required(name: string): string {
   const v = process.env[name];

@@ -17,6 +17,7 @@ export interface JobUpdate {
   warnings?: string[];
   items?: JobItem[];
   prune?: Job['prune'];
+  pointOfNoReturnAt?: string;
 }
 
 /** The fields of one job item that change while the job runs. */
@@ -76,6 +77,13 @@ export interface Catalog {
   listPolicies(): Promise<Policy[]>;
   /** Idempotent. */
   deletePolicy(name: string): Promise<void>;
+  /**
+   * Stores the run token of a claimed task for the agent that claimed it (the hand-over step of
+   * the workflows). A retried hand-over overwrites the token with the newer one.
+   */
+  putRunToken(jobId: string, claimId: string, taskToken: string): Promise<void>;
+  /** The run token handed over for a claim, removed as it is read; undefined until it is there. */
+  takeRunToken(jobId: string, claimId: string): Promise<string | undefined>;
   putAgent(agent: AgentRecord): Promise<void>;
   getAgent(agent: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;

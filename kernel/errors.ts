@@ -17,6 +17,7 @@ export type ErrorName =
   | 'AgentUnavailable'
   | 'IntegrityError'
   | 'UnknownTask'
+  | 'Cancelled'
   | 'InternalError';
 
 export class StowageError extends Error {
@@ -115,6 +116,13 @@ export class IntegrityError extends StowageError {
 export class UnknownTask extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('UnknownTask', 400, message, options);
+  }
+}
+
+/** The job was cancelled (or ended) while its task ran: the task stops and undoes what it did. */
+export class Cancelled extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('Cancelled', 409, message, options);
   }
 }
 

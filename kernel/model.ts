@@ -85,6 +85,11 @@ export interface Job {
   prune?: PruneSummary;
   /** The policy whose run started it. */
   policy?: string;
+  /**
+   * When an in-place restore passed its point of no return (the agent marks it, only while the
+   * job is RUNNING): a cancel after that lets the restore finish instead of stopping it.
+   */
+  pointOfNoReturnAt?: string;
 }
 
 export interface SnapshotJob {

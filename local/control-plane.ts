@@ -21,6 +21,8 @@ import { createLogger, LogEvent, type Logger } from '../kernel/logger';
 import { systemClock } from '../kernel/ids';
 import { ASL_SUBSTITUTIONS, DEFAULT_SITE, FUNCTIONS, WORKFLOWS } from '../kernel/resources';
 import {
+  agentHeartbeatMs,
+  positiveEnv,
   startAgent,
   type AgentConfig,
   type RunningAgent,
@@ -45,6 +47,12 @@ export interface ControlPlaneOptions {
   /** Replaces a workflow's ASL before it is registered (tests shorten heartbeats with it). */
   adjustDefinition?: (workflow: keyof typeof WORKFLOWS, definition: StateMachineDefinition) => void;
   agentOptions?: Partial<AgentConfig>;
+  /**
+   * Replaces every workflow state's HeartbeatSeconds (120 in the ASL files) in the local Step
+   * Functions engine, and makes the agents heartbeat four times as often (default
+   * $STOWAGE_HEARTBEAT_SECONDS): tests shorten heartbeats here, never in the ASL files.
+   */
+  heartbeatSeconds?: number;
   /** Keep the repository in this directory instead of the local S3 server. */
   storeDir?: string;
   /** How often the scheduler looks at the policies (default $STOWAGE_SCHEDULER_TICK_MS, else 5 s). */
@@ -72,6 +80,8 @@ export interface LocalConfig {
   store: StoreConfig;
   /** The repository's key file (local mode keeps it in the data directory, mode 0600). */
   keyFile: string;
+  /** Set when the workflows' HeartbeatSeconds is shortened: agents heartbeat to match. */
+  heartbeatSeconds?: number;
 }
 
 /** Loads an ASL file with its `${...}` placeholders replaced, as CloudFormation would. */
@@ -94,6 +104,7 @@ const plus = (port: number, n: number) => (port === 0 ? 0 : port + n);
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const log = options.log ?? createLogger({ service: 'stowage-local' });
   const site = options.site ?? DEFAULT_SITE;
+  const heartbeatSeconds = options.heartbeatSeconds ?? positiveEnv('STOWAGE_HEARTBEAT_SECONDS');
   const emulators = await startEmulators(options.dataDir, {
     dynamodb: plus(options.port, 1),
     s3: plus(options.port, 2),
@@ -109,6 +120,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       dataDir: join(options.dataDir, 'stepfunctions'),
       sqs,
       log,
+      ...(heartbeatSeconds ? { heartbeatSeconds } : {}),
     });
     const sfnServer = await startSfnServer(sfn, plus(options.port, 4));
     closers.unshift(async () => {
@@ -192,6 +204,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       queueUrlPrefix: emulators.queueUrlPrefix,
       store,
       keyFile,
+      ...(heartbeatSeconds ? { heartbeatSeconds } : {}),
     };
     const serveConfig = async (url: URL): Promise<LocalConfig> => {
       const asked = url.searchParams.get('site');
@@ -244,6 +257,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           keys: { kind: 'file', path: keyFile },
           aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
           holdsDir: join(options.dataDir, 'holds', site),
+          ...(heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(heartbeatSeconds) } : {}),
           ...options.agentOptions,
         },
         log,

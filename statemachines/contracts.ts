@@ -200,7 +200,12 @@ export type RecordJobEvent =
   /** A prune whose sweep waits for leases: says so on the job. */
   | { action: 'waiting'; jobId: string; waitingFor: string[] }
   /** After a backup's Map: SUCCEEDED, PARTIALLY_FAILED or FAILED from the items' outcomes. */
-  | { action: 'end'; jobId: string; outcomes: BackupItemOutcome[] };
+  | { action: 'end'; jobId: string; outcomes: BackupItemOutcome[] }
+  /**
+   * A task an agent claimed is handed its run token (`lambda:invoke.waitForTaskToken`): the
+   * Lambda stores it in the catalog under the claim, where the claiming agent picks it up.
+   */
+  | { action: 'hand-over'; jobId: string; claimId: string; taskToken: string };
 
 /** What Step Functions puts at a Catch's ResultPath. */
 export interface StatesError {
@@ -225,13 +230,23 @@ export interface CommitPointOutput {
   status: 'COMPLETED';
 }
 
-/** The SQS message body of a dispatched task (MessageBody of the waitForTaskToken states). */
+/**
+ * The SQS message body of a dispatched task (MessageBody of the `Wait for an agent` states).
+ * `taskToken` is the CLAIM token: an agent that takes the task answers it with a TaskClaim and
+ * then runs the task under the run token it is handed (see the ASL files' Parallel states).
+ */
 export interface AgentTaskMessage {
   taskToken: string;
   task: AgentTask;
 }
 
 export type AgentTask = BackupTask | RestoreTask | VerifyTask | SnapshotTask | PruneTask;
+/** SendTaskSuccess output of a claim: who took the task, under which claim id. */
+export interface TaskClaim {
+  /** Unique per claim (the agent makes it); the run token is handed over under it. */
+  claimId: string;
+  agent: string;
+}
 
 export interface BackupTask {
   kind: 'BACKUP';

@@ -101,6 +101,13 @@ export interface DriverContext {
    * outside an agent (a driver's own tests): then nothing is journaled.
    */
   holds?: HoldTaker;
+  /**
+   * Called by an in-place restore right before the first change it cannot undo. Rejects (a
+   * Cancelled error) when the job ended or its token is gone: the restore then undoes what it
+   * did and leaves the target as it was. Once it resolves, `signal` no longer aborts: the
+   * restore finishes even if its job is cancelled. Absent outside an agent's task.
+   */
+  pointOfNoReturn?(): Promise<void>;
 }
 
 /** A command run inside the workload around a backup (a database dump, a flush). */

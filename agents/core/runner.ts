@@ -62,6 +62,8 @@ export interface RunnerDeps {
 export interface TaskRun {
   progress: ProgressReporter;
   signal: AbortSignal;
+  /** See DriverContext.pointOfNoReturn (the worker checks the job and its token). */
+  pointOfNoReturn?: () => Promise<void>;
 }
 
 function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: string } {
@@ -78,6 +80,7 @@ function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: st
 function context(run: TaskRun, log: Logger, holds?: HoldTaker): DriverContext {
   return {
     ...(holds ? { holds } : {}),
+    ...(run.pointOfNoReturn ? { pointOfNoReturn: run.pointOfNoReturn } : {}),
     log,
     signal: run.signal,
     phase: (text) => {

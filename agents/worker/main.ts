@@ -33,6 +33,25 @@ import { join } from 'node:path';
 
 export const AGENT_VERSION = '0.1.0';
 
+/** Tasks an agent runs at once unless told otherwise: the backup Map's MaxConcurrency. */
+export const DEFAULT_CONCURRENCY = 2;
+
+/** An agent's heartbeat interval for a workflow HeartbeatSeconds: four beats per period. */
+export function agentHeartbeatMs(heartbeatSeconds: number): number {
+  return Math.max(100, Math.min(30_000, Math.floor((heartbeatSeconds * 1000) / 4)));
+}
+
+/** A positive number from the environment, or undefined when the variable is not set. */
+export function positiveEnv(name: string): number | undefined {
+  const text = process.env[name];
+  if (text === undefined || text === '') return undefined;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new Error(`${name} must be a positive number (it is ${JSON.stringify(text)})`);
+  }
+  return value;
+}
+
 /** Where the repository lives: an S3 bucket (AWS, local mode's default) or a directory. */
 export type StoreConfig = { kind: 's3'; bucket: string } | { kind: 'dir'; path: string };
 
@@ -55,12 +74,20 @@ export interface AgentConfig {
   lxdSocket?: string;
   /** The LXD project whose instances and volumes this agent serves (default `default`). */
   lxdProject?: string;
+  /** Tasks run at once (default 2, the backup Map's MaxConcurrency). */
+  concurrency?: number;
+  /**
+   * How often a running task heartbeats (default 30 s, or $STOWAGE_AGENT_HEARTBEAT_MS): well
+   * under the workflows' HeartbeatSeconds (120 s; shortened for tests through configuration).
+   */
   heartbeatMs?: number;
   /**
    * Repository lease ttl (repo/gc.ts); default $STOWAGE_LEASE_SECONDS, else 10 minutes. Tests
    * shorten it so a prune's sweep does not wait minutes for a lease.
    */
   leaseTtlMs?: number;
+  /** How often a running task's job is checked, so a cancel reaches it (default 2 s). */
+  jobCheckMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
   /**
@@ -197,7 +224,9 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       ...(leaseTtlMs(config) !== undefined ? { leaseTtlMs: leaseTtlMs(config) } : {}),
     },
     log: agentLog,
-    ...(config.heartbeatMs ? { heartbeatMs: config.heartbeatMs } : {}),
+    concurrency: config.concurrency ?? DEFAULT_CONCURRENCY,
+    heartbeatMs: config.heartbeatMs ?? positiveEnv('STOWAGE_AGENT_HEARTBEAT_MS') ?? 30_000,
+    ...(config.jobCheckMs ? { jobCheckMs: config.jobCheckMs } : {}),
     ...(config.waitTimeSeconds ? { waitTimeSeconds: config.waitTimeSeconds } : {}),
     afterTask: async () => {
       await sweep();

@@ -3,15 +3,23 @@
  * `concurrency` tasks at once; it asks the queue only for as many messages as it has free slots,
  * so a message it cannot start yet stays in the queue for another agent.
  *
- * For each message:
- * 1. The task's token is checked first (one SendTaskHeartbeat): a token Step Functions no longer
- *    knows (the job ended, was stopped, or gave up on this attempt) means the task must not run;
- *    the message is deleted and nothing is done.
- * 2. The message is deleted before the task runs. Step Functions, not the queue, re-dispatches a
- *    task whose agent died (after HeartbeatSeconds, with a new message and a new token), so a
- *    message is never re-delivered to run the same task twice.
- * 3. While the task runs it heartbeats; a heartbeat refused because the token is gone aborts it.
- * 4. Its result is reported with SendTaskSuccess / SendTaskFailure, retried with backoff while the
+ * A task reaches an agent in two steps (the `Wait for an agent` and `Agent runs ...` states of
+ * the workflows), so that its heartbeat clock never runs while it only waits in the queue:
+ * 1. The message carries a CLAIM token, whose state has no HeartbeatSeconds. The job is checked
+ *    first (catalog): a task whose job is no longer RUNNING never runs, its message is dropped.
+ *    The agent claims the task by answering the claim token with a fresh claim id. A claim token
+ *    that is gone (the job ended, the attempt was given up, or this is a second delivery of a
+ *    message already claimed) means the task must not run here; the message is dropped.
+ * 2. The message is deleted once claimed: Step Functions, not the queue, re-dispatches a task
+ *    whose agent died (after HeartbeatSeconds, with a new message), so a message is never
+ *    re-delivered to run the same task twice.
+ * 3. The workflow hands the claim a RUN token (through the catalog, under the claim id); its
+ *    state has HeartbeatSeconds, so its clock starts now, when the task starts. The agent waits
+ *    for it (the job checked again meanwhile) and runs the task, heartbeating the run token.
+ * 4. While the task runs, the job is checked every `jobCheckMs`: a job that ended (cancelled)
+ *    aborts the task, as does a heartbeat refused because the token is gone; past the point of
+ *    no return of an in-place restore (`TaskRun.pointOfNoReturn`) nothing aborts it any more.
+ * 5. Its result is reported with SendTaskSuccess / SendTaskFailure, retried with backoff while the
  *    service cannot be reached (the task is never run again to report it), and given up only when
  *    the token is gone.
  * Connection errors of the poll back off; `stop` stops polling and drains the tasks under way.
@@ -28,11 +36,13 @@ import {
   SendTaskSuccessCommand,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
+import { randomBytes } from 'node:crypto';
 import type { Catalog } from '../../kernel/catalog';
+import { Cancelled } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
 import { SITE_QUEUE } from '../../kernel/resources';
-import type { AgentTask, AgentTaskMessage } from '../../statemachines/contracts';
+import type { AgentTask, AgentTaskMessage, TaskClaim } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
 import { runTask, type RunnerDeps, type TaskRun } from '../core/runner';
 
@@ -46,10 +56,14 @@ export interface WorkerOptions {
   catalog: Catalog;
   runner: RunnerDeps;
   log: Logger;
-  /** Tasks run at once (default 1). */
+  /** Tasks run at once (default 1; `stowage agent --concurrency`, default 2). */
   concurrency?: number;
   /** How often a running task heartbeats; well under the state's HeartbeatSeconds (120). */
   heartbeatMs?: number;
+  /** How often a running task's job is read, so a cancel reaches it within seconds (2000). */
+  jobCheckMs?: number;
+  /** How long a claim waits for its run token before it gives the task up (60 s). */
+  handOverTimeoutMs?: number;
   /** Long-poll wait; shorter in tests so `stop` returns quickly. */
   waitTimeSeconds?: number;
   /** First delay between attempts to report a result (doubles, at most 30 s). */
@@ -140,32 +154,104 @@ export class AgentWorker {
       parsed = JSON.parse(message.Body ?? '') as AgentTaskMessage;
       if (typeof parsed.taskToken !== 'string' || !parsed.task || typeof parsed.task !== 'object')
         throw new Error('no taskToken or task');
+      if (typeof parsed.task.jobId !== 'string') throw new Error('no jobId');
     } catch (err) {
       this.log.error('agent.task.malformed', { error: err, messageId: message.MessageId });
       await this.deleteMessage(message);
       return;
     }
-    const { taskToken, task } = parsed;
+    const { taskToken: claimToken, task } = parsed;
     const log = this.log.child({ jobId: task.jobId, target: task.target, kind: task.kind });
     log.info(LogEvent.taskReceived, { receiveCount: message.Attributes?.ApproximateReceiveCount });
 
-    // The token first: a task whose job has ended (or whose attempt was given up) never runs.
+    // The job first: a task whose job has ended (failed, cancelled) never runs.
+    const ended = await this.jobEnded(task.jobId, log);
+    if (ended) {
+      log.warn(LogEvent.taskAbandoned, { reason: `${ended} before the task started` });
+      await this.deleteMessage(message);
+      return;
+    }
+    // The claim: only one agent, once, gets the task; a second delivery finds the token spent.
+    const claimId = randomBytes(18).toString('base64url');
+    const claim: TaskClaim = { claimId, agent: this.options.runner.agent };
     try {
-      await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken }));
+      await this.options.sfn.send(
+        new SendTaskSuccessCommand({ taskToken: claimToken, output: JSON.stringify(claim) }),
+      );
     } catch (err) {
       if (isTokenGone(err)) {
         log.warn(LogEvent.taskAbandoned, {
-          reason: 'the task token is gone before the task started (its job ended or timed out)',
+          reason:
+            'the task is not for this agent to run: its claim token is gone (the job ended, the attempt was given up, or the task was claimed already)',
         });
         await this.deleteMessage(message);
-        return;
+      } else {
+        // Not known whether the claim went through: the message comes back after its visibility
+        // timeout, and its claim either works then or finds the token spent.
+        log.warn('agent.task.claim_failed', { error: err });
       }
-      log.warn('agent.heartbeat.failed', { error: err });
+      return;
     }
     // Step Functions re-dispatches a task whose agent dies; the queue never does.
     await this.deleteMessage(message);
+    const taskToken = await this.runTokenFor(task.jobId, claimId, log);
+    if (!taskToken) return;
+    await this.runClaimed(task, taskToken, log);
+  }
 
+  /** Why the job must not (or no longer) run, or undefined while it is RUNNING. */
+  private async jobEnded(jobId: string, log: Logger): Promise<string | undefined> {
+    let job;
+    try {
+      job = await this.options.catalog.getJob(jobId);
+    } catch (err) {
+      // The catalog unreachable is no reason to drop work; the tokens still guard it.
+      log.warn('agent.job.check_failed', { error: err });
+      return undefined;
+    }
+    if (!job) return `job ${jobId} is not in the catalog`;
+    return job.status === 'RUNNING' ? undefined : `job ${jobId} is ${job.status}`;
+  }
+
+  /** Waits for the workflow to hand the claim its run token; undefined when the task is off. */
+  private async runTokenFor(
+    jobId: string,
+    claimId: string,
+    log: Logger,
+  ): Promise<string | undefined> {
+    const deadline = Date.now() + (this.options.handOverTimeoutMs ?? 60_000);
+    let delay = 50;
+    let nextJobCheck = Date.now() + 2000;
+    for (;;) {
+      try {
+        const token = await this.options.catalog.takeRunToken(jobId, claimId);
+        if (token) return token;
+      } catch (err) {
+        log.warn('agent.task.hand_over_read_failed', { error: err });
+      }
+      if (Date.now() > deadline) {
+        log.warn(LogEvent.taskAbandoned, {
+          reason:
+            'no run token was handed over for the claim in time; the workflow re-dispatches it',
+        });
+        return undefined;
+      }
+      if (Date.now() > nextJobCheck) {
+        nextJobCheck = Date.now() + 2000;
+        const ended = await this.jobEnded(jobId, log);
+        if (ended) {
+          log.warn(LogEvent.taskAbandoned, { reason: `${ended} before the task started` });
+          return undefined;
+        }
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 500);
+    }
+  }
+
+  private async runClaimed(task: AgentTask, taskToken: string, log: Logger): Promise<void> {
     const abort = new AbortController();
+    let pastNoReturn = false;
     const progress = new ProgressReporter(async (p) => {
       // The job shows the latest progress of any of its items; a backup's item shows its own.
       await this.options.catalog.updateJob(task.jobId, { progress: p }, ['RUNNING']);
@@ -178,18 +264,54 @@ export class AgentWorker {
         );
       }
     });
+    const stopFor = (reason: Error) => {
+      if (pastNoReturn || abort.signal.aborted) return;
+      log.warn('agent.task.stopping', { reason: reason.message });
+      abort.abort(reason);
+    };
     const heartbeat = setInterval(
-      () => void this.heartbeat(taskToken, abort, log),
+      () => void this.heartbeat(taskToken, stopFor, log),
       this.options.heartbeatMs ?? 30_000,
     );
+    const jobCheck = setInterval(() => {
+      void this.jobEnded(task.jobId, log).then((ended) => {
+        if (ended) stopFor(new Cancelled(`${ended}: the task stopped and undid its work`));
+      });
+    }, this.options.jobCheckMs ?? 2000);
+    const pointOfNoReturn = async (): Promise<void> => {
+      // Checked last before the change that cannot be undone: the token alive, the job RUNNING
+      // and marked as past its point of no return (a cancel after this lets the task finish).
+      await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken })).catch((err) => {
+        if (isTokenGone(err)) {
+          const gone = new Cancelled('the task token is gone (the job ended): nothing was changed');
+          stopFor(gone);
+          throw gone;
+        }
+      });
+      const marked = await this.options.catalog.updateJob(
+        task.jobId,
+        { pointOfNoReturnAt: new Date().toISOString() },
+        ['RUNNING'],
+      );
+      if (!marked || abort.signal.aborted) {
+        const cancelled = new Cancelled(
+          `job ${task.jobId} ended before its point of no return: nothing was changed`,
+        );
+        stopFor(cancelled);
+        throw cancelled;
+      }
+      pastNoReturn = true;
+      log.info(LogEvent.driverStep, { step: 'past the point of no return: the task finishes' });
+    };
     progress.start();
     let outcome: { ok: true; output: unknown } | { ok: false; error: Error };
     try {
-      const output = await this.execute(task, { progress, signal: abort.signal });
+      const output = await this.execute(task, { progress, signal: abort.signal, pointOfNoReturn });
       outcome = { ok: true, output };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
     } finally {
+      clearInterval(jobCheck);
       await progress.stop();
     }
     try {
@@ -197,7 +319,9 @@ export class AgentWorker {
       const republished = task.kind === 'SNAPSHOT';
       if (republished) await this.options.afterTask?.().catch(() => undefined);
       if (abort.signal.aborted) {
-        log.warn(LogEvent.taskAbandoned, { reason: 'the task token expired while the task ran' });
+        log.warn(LogEvent.taskAbandoned, {
+          reason: (abort.signal.reason as Error | undefined)?.message ?? 'the task was stopped',
+        });
       } else {
         await this.report(taskToken, outcome, log);
       }
@@ -246,13 +370,16 @@ export class AgentWorker {
     }
   }
 
-  private async heartbeat(token: string, abort: AbortController, log: Logger): Promise<void> {
+  private async heartbeat(
+    token: string,
+    stop: (reason: Error) => void,
+    log: Logger,
+  ): Promise<void> {
     try {
       await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken: token }));
     } catch (err) {
       if (isTokenGone(err)) {
-        if (!abort.signal.aborted) log.warn('agent.task.token_gone', { error: err });
-        abort.abort();
+        stop(new Cancelled('the task token is gone (the job ended or gave up on this attempt)'));
         return;
       }
       log.warn('agent.heartbeat.failed', { error: err });

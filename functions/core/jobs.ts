@@ -6,7 +6,12 @@
 import type { Catalog } from '../../kernel/catalog';
 import type { Job, JobItem, JobProgress, RecoveryPoint } from '../../kernel/model';
 import { platformOf } from '../../kernel/targets';
-import { ConflictError, NotFoundError, type ErrorRecord } from '../../kernel/errors';
+import {
+  ConflictError,
+  NotFoundError,
+  ValidationError,
+  type ErrorRecord,
+} from '../../kernel/errors';
 import type {
   BackupItemOutcome,
   BackupRequestOptions,
@@ -42,6 +47,24 @@ export async function markJobStarted(
     ['PENDING'],
   );
   return updated ?? mustGet(deps.catalog, jobId);
+}
+
+/**
+ * Hands a claimed task's run token to the agent that claimed it (through the catalog, under the
+ * claim id). A job that has ended (failed, cancelled) gets no token: its task must not run.
+ */
+export async function handOverRunToken(
+  deps: { catalog: Catalog },
+  input: { jobId: string; claimId: string; taskToken: string },
+): Promise<void> {
+  if (!/^[A-Za-z0-9_-]{8,128}$/.test(input.claimId)) {
+    throw new ValidationError(`claim id ${JSON.stringify(input.claimId)} is not a claim id`);
+  }
+  const job = await mustGet(deps.catalog, input.jobId);
+  if (!ACTIVE.includes(job.status)) {
+    throw new ConflictError(`job ${input.jobId} is ${job.status}: its task is not run`);
+  }
+  await deps.catalog.putRunToken(input.jobId, input.claimId, input.taskToken);
 }
 
 /** Ends a restore or verify job that its agent finished. */

@@ -7,6 +7,7 @@ import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import {
   endBackupJob,
   errorFromStates,
+  handOverRunToken,
   isSnapshotResult,
   markJobFailed,
   markJobStarted,
@@ -59,6 +60,10 @@ export async function handler(event: RecordJobEvent): Promise<{ jobId: string; s
     case 'waiting': {
       await markPruneWaiting(deps, event.jobId, event.waitingFor);
       jobLog.info('job.prune.waiting', { waitingFor: event.waitingFor });
+      return { jobId: event.jobId, status: 'RUNNING' };
+    }
+    case 'hand-over': {
+      await handOverRunToken(deps, event);
       return { jobId: event.jobId, status: 'RUNNING' };
     }
     case 'fail': {

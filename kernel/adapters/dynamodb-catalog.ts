@@ -6,6 +6,7 @@
  *   point       POINT#<pointId>    POINT    POINTS    <createdAt>#<id>   TARGET#<target>  <createdAt>#<id>
  *   agent       AGENT#<name>       AGENT    AGENTS    <name>
  *   policy      POLICY#<name>      POLICY   POLICIES  <name>
+ *   run token   JOB#<jobId>        CLAIM#<claimId>       (a claimed task's token, read once)
  *
  * IAM for agents limits them to the JOB# and AGENT# partitions (dynamodb:LeadingKeys).
  */
@@ -31,6 +32,10 @@ const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });
 const pointKey = (id: string) => ({ pk: `POINT#${id}`, sk: 'POINT' });
 const agentKey = (name: string) => ({ pk: `AGENT#${name}`, sk: 'AGENT' });
 const policyKey = (name: string) => ({ pk: `POLICY#${name}`, sk: 'POLICY' });
+const claimKey = (jobId: string, claimId: string) => ({
+  pk: `JOB#${jobId}`,
+  sk: `CLAIM#${claimId}`,
+});
 
 function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
   if (!item) return undefined;
@@ -344,6 +349,38 @@ export class DynamoDbCatalog implements Catalog {
     await this.doc
       .send(new DeleteCommand({ TableName: this.tableName, Key: policyKey(name) }))
       .catch(translate);
+  }
+
+  async putRunToken(jobId: string, claimId: string, taskToken: string): Promise<void> {
+    await this.doc
+      .send(
+        new PutCommand({
+          TableName: this.tableName,
+          Item: { ...claimKey(jobId, claimId), taskToken, createdAt: new Date().toISOString() },
+        }),
+      )
+      .catch(translate);
+  }
+
+  async takeRunToken(jobId: string, claimId: string): Promise<string | undefined> {
+    // An UpdateItem that removes the token (agents may Get/Put/Update their rows, not delete).
+    try {
+      const out = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: claimKey(jobId, claimId),
+          UpdateExpression: 'REMOVE taskToken SET takenAt = :now',
+          ConditionExpression: 'attribute_exists(taskToken)',
+          ExpressionAttributeValues: { ':now': new Date().toISOString() },
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      const token = out.Attributes?.taskToken;
+      return typeof token === 'string' ? token : undefined;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return undefined;
+      translate(err);
+    }
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {

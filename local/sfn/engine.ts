@@ -1,9 +1,11 @@
 /**
  * A local Step Functions service: executes the project's ASL files with aws-local-stepfunctions
  * and adds what that library lacks and the service has: named executions with ARNs and history,
- * task tokens (`$$.Task.Token`) for `sqs:sendMessage.waitForTaskToken` states answered through
- * SendTaskSuccess / SendTaskFailure, HeartbeatSeconds enforced from SendTaskHeartbeat, and
- * StopExecution that also closes the execution's open tasks.
+ * task tokens (`$$.Task.Token`) for `sqs:sendMessage.waitForTaskToken` and
+ * `lambda:invoke.waitForTaskToken` states answered through SendTaskSuccess / SendTaskFailure,
+ * HeartbeatSeconds enforced from SendTaskHeartbeat (`heartbeatSeconds` replaces every state's
+ * value: tests shorten it through configuration, never in the ASL files), and StopExecution that
+ * also closes the execution's open tasks.
  *
  * Lambda tasks (`arn:aws:states:::lambda:invoke`) call in-process handlers registered by
  * function ARN, with the service's error shape: Error = the thrown error's name, Cause = a JSON
@@ -81,6 +83,8 @@ export interface LocalStepFunctionsOptions {
   dataDir?: string;
   sqs: SQSClient;
   log?: Logger;
+  /** Replaces the HeartbeatSeconds of every state that has one (tests: seconds, not minutes). */
+  heartbeatSeconds?: number;
 }
 
 const TOKEN_PLACEHOLDER = '__stowage_local_task_token__';
@@ -133,7 +137,7 @@ export class LocalStepFunctions {
   register(name: string, definition: StateMachineDefinition): string {
     for (const [stateName, state] of taskStates(definition)) {
       const resource = state.Resource as string;
-      if (!isLambdaResource(resource) && !isSqsCallback(resource)) {
+      if (!isLambdaResource(resource) && !isCallback(resource)) {
         throw new SfnServiceError(
           'InvalidDefinition',
           `state "${stateName}": resource ${resource} is not supported locally`,
@@ -265,9 +269,9 @@ export class LocalStepFunctions {
     const handlers: Record<string, (input: unknown) => Promise<unknown>> = {};
     for (const [stateName, state] of taskStates(machine.definition)) {
       const resource = state.Resource as string;
-      handlers[stateName] = isLambdaResource(resource)
-        ? (payload) => this.invokeLambda(payload)
-        : (params) => this.dispatchCallback(record.executionArn, stateName, state, params);
+      handlers[stateName] = isCallback(resource)
+        ? (params) => this.dispatchCallback(record.executionArn, stateName, state, params)
+        : (payload) => this.invokeLambda(payload);
     }
     const sm = new StateMachine(machine.definition, { validationOptions: { checkArn: false } });
     const exec = sm.run(input as never, {
@@ -341,21 +345,18 @@ export class LocalStepFunctions {
     state: Record<string, unknown>,
     params: unknown,
   ): Promise<unknown> {
-    const { QueueUrl, MessageBody, ...rest } = params as {
-      QueueUrl: string;
-      MessageBody: unknown;
-      [k: string]: unknown;
-    };
     const token = randomBytes(48).toString('base64url');
-    const body = (
-      typeof MessageBody === 'string' ? MessageBody : JSON.stringify(MessageBody)
-    ).split(TOKEN_PLACEHOLDER);
-    if (body.length < 2) {
-      throw namedError(
-        'States.Runtime',
-        `state "${stateName}" does not pass $$.Task.Token in its message`,
-      );
-    }
+    const withToken = (text: string): string => {
+      const parts = text.split(TOKEN_PLACEHOLDER);
+      if (parts.length < 2) {
+        throw namedError('States.Runtime', `state "${stateName}" does not pass $$.Task.Token`);
+      }
+      return parts.join(token);
+    };
+    const heartbeatSeconds =
+      typeof state.HeartbeatSeconds === 'number'
+        ? (this.options.heartbeatSeconds ?? state.HeartbeatSeconds)
+        : undefined;
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
     const task: OpenTask = {
       token,
@@ -363,22 +364,45 @@ export class LocalStepFunctions {
       stateName,
       resolve,
       reject,
-      ...(typeof state.HeartbeatSeconds === 'number'
-        ? { heartbeatSeconds: state.HeartbeatSeconds }
-        : {}),
+      ...(heartbeatSeconds !== undefined ? { heartbeatSeconds } : {}),
     };
     this.tasks.set(token, task);
-    try {
-      await this.options.sqs.send(
-        new SendMessageCommand({
-          QueueUrl,
-          MessageBody: body.join(token),
-          ...(rest as Record<string, never>),
-        }),
-      );
-    } catch (err) {
-      this.closeTask(task);
-      throw namedError('SQS.SdkClientException', (err as Error).message);
+    if (isSqsCallback(state.Resource as string)) {
+      const { QueueUrl, MessageBody, ...rest } = params as {
+        QueueUrl: string;
+        MessageBody: unknown;
+        [k: string]: unknown;
+      };
+      let body: string;
+      try {
+        body = withToken(
+          typeof MessageBody === 'string' ? MessageBody : JSON.stringify(MessageBody),
+        );
+        await this.options.sqs.send(
+          new SendMessageCommand({
+            QueueUrl,
+            MessageBody: body,
+            ...(rest as Record<string, never>),
+          }),
+        );
+      } catch (err) {
+        this.closeTask(task);
+        if ((err as Error).name === 'States.Runtime') throw err;
+        throw namedError('SQS.SdkClientException', (err as Error).message);
+      }
+    } else {
+      // lambda:invoke.waitForTaskToken: the function gets the token and returns at once; the
+      // task then waits for SendTask* on it. A function that fails fails the task.
+      try {
+        const { Payload, ...rest } = params as { Payload?: unknown; [k: string]: unknown };
+        await this.invokeLambda({
+          ...rest,
+          Payload: JSON.parse(withToken(JSON.stringify(Payload ?? {}))),
+        });
+      } catch (err) {
+        this.closeTask(task);
+        throw err;
+      }
     }
     this.armHeartbeat(task);
     try {
@@ -528,6 +552,10 @@ function isLambdaResource(resource: string): boolean {
 
 function isSqsCallback(resource: string): boolean {
   return resource === 'arn:aws:states:::sqs:sendMessage.waitForTaskToken';
+}
+
+function isCallback(resource: string): boolean {
+  return isSqsCallback(resource) || resource === 'arn:aws:states:::lambda:invoke.waitForTaskToken';
 }
 
 /** Every Task state, including those inside Map and Parallel states. */

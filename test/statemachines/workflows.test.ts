@@ -25,6 +25,7 @@ import type {
   BackupTask,
   RestoreResult,
   SnapshotResult,
+  TaskClaim,
 } from '../../statemachines/contracts';
 import type { JobAccepted } from '../../functions/core/requests/launch';
 import { eventually, removeDir, startTestPlane, tempDir } from '../fixtures/local-plane';
@@ -51,8 +52,8 @@ async function api<T>(
   return { status: res.status, body: (await res.json()) as T };
 }
 
-/** Receives the next task message, as an agent would. */
-async function nextTask(): Promise<AgentTaskMessage> {
+/** Receives the next task message as an agent would, without claiming it. */
+async function nextMessage(): Promise<AgentTaskMessage> {
   return eventually(async () => {
     const out = await sqs.send(
       new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 1, MaxNumberOfMessages: 1 }),
@@ -64,6 +65,29 @@ async function nextTask(): Promise<AgentTaskMessage> {
     );
     return JSON.parse(m.Body!) as AgentTaskMessage;
   }, 'a task on the site queue');
+}
+
+let claims = 0;
+/**
+ * Claims a task as an agent does (answers its claim token with a claim id) and returns it with
+ * the run token the workflow hands over through the catalog, the one to heartbeat and answer.
+ */
+async function claim(message: AgentTaskMessage): Promise<AgentTaskMessage> {
+  const claimId = `test-claim-${++claims}`;
+  const answer: TaskClaim = { claimId, agent: SITE };
+  await sfn.send(
+    new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(answer) }),
+  );
+  const runToken = await eventually(
+    () => catalog.takeRunToken(message.task.jobId, claimId),
+    'the run token of the claim',
+  );
+  return { taskToken: runToken, task: message.task };
+}
+
+/** The next task, claimed: what an agent runs. */
+async function nextTask(): Promise<AgentTaskMessage> {
+  return claim(await nextMessage());
 }
 
 async function executionOf(jobId: string) {
@@ -132,11 +156,11 @@ beforeAll(async () => {
     dataDir,
     agent: false,
     site: SITE,
+    // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
+    heartbeatSeconds: 1,
     adjustDefinition: (_name, definition) => {
-      // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
       const adjust = (states: Record<string, unknown>) => {
         for (const state of Object.values(states) as Array<Record<string, unknown>>) {
-          if (state.HeartbeatSeconds) state.HeartbeatSeconds = 1;
           for (const retry of (state.Retry as Array<Record<string, unknown>>) ?? [])
             retry.IntervalSeconds = 0;
           const inner = state.ItemProcessor as { States: Record<string, unknown> } | undefined;
@@ -264,7 +288,8 @@ describe('backup workflow', () => {
       .map((e) => e.stateEnteredEventDetails?.name);
     expect(entered).toEqual([
       'Record job started',
-      'Run backup on agent',
+      'Wait for an agent',
+      'Agent runs the backup',
       'Commit recovery point',
       'Record job ended',
     ]);
@@ -294,6 +319,27 @@ describe('backup workflow', () => {
     expect(done.items?.[0]).toMatchObject({ status: 'FAILED', error: done.error });
     expect((await executionOf(job.jobId)).status).toBe('FAILED');
     expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
+  });
+
+  it('starts the heartbeat clock when an agent claims the task, not while it waits in the queue', async () => {
+    const job = await startBackup();
+    const message = await nextMessage();
+    // Three times HeartbeatSeconds (1 s in this test) with no agent taking the task.
+    await new Promise((r) => setTimeout(r, 3000));
+    const running = await claim(message);
+    await succeed(running);
+
+    expect((await jobWhenDone(job.jobId)).status).toBe('SUCCEEDED');
+    expect((await catalog.getPoint(job.recoveryPointId!))?.status).toBe('COMPLETED');
+  });
+
+  it('lets only one claim of a task through: a second delivery of its message finds the token spent', async () => {
+    const job = await startBackup();
+    const message = await nextMessage();
+    const running = await claim(message);
+    await expect(claim(message)).rejects.toMatchObject({ name: 'TaskTimedOut' });
+    await succeed(running);
+    expect((await jobWhenDone(job.jobId)).status).toBe('SUCCEEDED');
   });
 
   it('retries a task whose agent stops heartbeating, then fails the job with States.HeartbeatTimeout', async () => {
@@ -373,7 +419,9 @@ describe('backup workflow over several targets (label selector)', () => {
         await sqs.send(
           new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle }),
         );
-        await answer(JSON.parse(m.Body!) as AgentTaskMessage).catch(() => undefined);
+        await claim(JSON.parse(m.Body!) as AgentTaskMessage)
+          .then(answer)
+          .catch(() => undefined);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -655,7 +703,8 @@ describe('snapshot workflow', () => {
       .map((e) => e.stateEnteredEventDetails?.name);
     expect(entered).toEqual([
       'Record job started',
-      'Run snapshot on agent',
+      'Wait for an agent',
+      'Agent runs the snapshot',
       'Record job succeeded',
     ]);
   });

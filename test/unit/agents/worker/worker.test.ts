@@ -10,7 +10,7 @@ import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import { AgentWorker, type TaskExecutor } from '../../../../agents/worker/worker';
 import type { TaskRun } from '../../../../agents/core/runner';
 import { silentLogger } from '../../../../kernel/logger';
-import type { AgentTask, SnapshotTask } from '../../../../statemachines/contracts';
+import type { AgentTask, JobStatus, SnapshotTask } from '../../../../statemachines/contracts';
 import { MemoryCatalog } from '../../../fixtures/memory-catalog';
 
 const QUEUE = 'http://queue.test/stowage-site-test';
@@ -74,14 +74,28 @@ type SfnCall = { op: string; input: Record<string, unknown> };
 class FakeSfn {
   readonly calls: SfnCall[] = [];
   readonly gone = new Set<string>();
+  /** The catalog the workflow hands run tokens over in, and the agent reads jobs from. */
+  readonly catalog = new MemoryCatalog();
+  /** Claim token → the job and the run token the workflow hands over when it is claimed. */
+  readonly claims = new Map<string, { jobId: string; run: string }>();
   failReports = 0;
   goneError = 'TaskTimedOut';
 
   async send(command: Command) {
     const op = command.constructor.name.replace(/Command$/, '');
     this.calls.push({ op, input: command.input });
-    if (this.gone.has(String(command.input.taskToken))) {
+    const token = String(command.input.taskToken);
+    if (this.gone.has(token)) {
       throw Object.assign(new Error('Task Timed Out'), { name: this.goneError });
+    }
+    const claim = this.claims.get(token);
+    if (claim && op === 'SendTaskSuccess') {
+      // The claim spends the token (a second delivery finds it gone), and the workflow hands
+      // the claim its run token.
+      this.gone.add(token);
+      const { claimId } = JSON.parse(String(command.input.output)) as { claimId: string };
+      await this.catalog.putRunToken(claim.jobId, claimId, claim.run);
+      return {};
     }
     if (op !== 'SendTaskHeartbeat' && this.failReports > 0) {
       this.failReports--;
@@ -94,9 +108,39 @@ class FakeSfn {
     return this.calls.filter((c) => c.input.taskToken === token).map((c) => c.op);
   }
 
+  /** Answers on run tokens (claims and heartbeats left out). */
   reports(): SfnCall[] {
-    return this.calls.filter((c) => c.op !== 'SendTaskHeartbeat');
+    return this.calls.filter(
+      (c) => c.op !== 'SendTaskHeartbeat' && !this.claims.has(String(c.input.taskToken)),
+    );
   }
+}
+
+/**
+ * Puts a task on the queue as the workflow does: its message carries the claim token
+ * `claim:<run>`, its job is RUNNING in the catalog (unless `jobStatus` says otherwise), and a
+ * claim of it is handed the run token `run`.
+ */
+async function dispatch(
+  sqs: FakeSqs,
+  sfn: FakeSfn,
+  run: string,
+  task: AgentTask,
+  jobStatus: JobStatus = 'RUNNING',
+): Promise<string> {
+  const claimToken = `claim:${run}`;
+  sfn.claims.set(claimToken, { jobId: task.jobId, run });
+  if (!(await sfn.catalog.getJob(task.jobId))) {
+    await sfn.catalog.createJob({
+      jobId: task.jobId,
+      kind: task.kind,
+      target: task.target,
+      agent: 'test',
+      status: jobStatus,
+      createdAt: new Date().toISOString(),
+    });
+  }
+  return sqs.sendTask({ taskToken: claimToken, task });
 }
 
 function snapshotTask(overrides: Partial<SnapshotTask> = {}): SnapshotTask {
@@ -140,13 +184,18 @@ afterEach(async () => {
 function startWorker(
   sqs: FakeSqs,
   sfn: FakeSfn,
-  overrides: { execute?: TaskExecutor; concurrency?: number; reportAttempts?: number } = {},
+  overrides: {
+    execute?: TaskExecutor;
+    concurrency?: number;
+    reportAttempts?: number;
+    jobCheckMs?: number;
+  } = {},
 ) {
   const worker = new AgentWorker({
     queueUrl: QUEUE,
     sqs: sqs as unknown as SQSClient,
     sfn: sfn as unknown as SFNClient,
-    catalog: new MemoryCatalog(),
+    catalog: sfn.catalog,
     runner: {
       agent: 'test',
       drivers: new Map(),
@@ -155,6 +204,7 @@ function startWorker(
     },
     log: silentLogger,
     heartbeatMs: 20,
+    jobCheckMs: 20,
     waitTimeSeconds: 1,
     reportRetryMs: 5,
     ...overrides,
@@ -180,7 +230,7 @@ describe('AgentWorker', () => {
     const sfn = new FakeSfn();
     const task = scriptedTask();
     startWorker(sqs, sfn, { execute: task.execute });
-    const id = sqs.sendTask({ taskToken: 't1', task: snapshotTask() });
+    const id = await dispatch(sqs, sfn, 't1', snapshotTask());
 
     await until(() => task.runs.length === 1, 'the task to start');
     expect(sqs.deleted).toEqual([id]);
@@ -194,22 +244,86 @@ describe('AgentWorker', () => {
     expect(task.runs[0]!.task).toEqual(snapshotTask());
   });
 
-  it('never runs a task whose token is gone when it arrives (its job ended), and drops its message', async () => {
+  it('never runs a task whose job has ended or whose claim token is gone (claimed already), and drops their messages', async () => {
     const sqs = new FakeSqs();
     const sfn = new FakeSfn();
     const task = scriptedTask();
     startWorker(sqs, sfn, { execute: task.execute });
-    sfn.gone.add('stale');
-    const stale = sqs.sendTask({ taskToken: 'stale', task: snapshotTask({ jobId: 'old' }) });
-    const fresh = sqs.sendTask({ taskToken: 'fresh', task: snapshotTask({ jobId: 'new' }) });
+    const ended = await dispatch(sqs, sfn, 'ended', snapshotTask({ jobId: 'old' }), 'CANCELLED');
+    sfn.gone.add('claim:spent');
+    const spent = await dispatch(sqs, sfn, 'spent', snapshotTask({ jobId: 'twice' }));
+    const fresh = await dispatch(sqs, sfn, 'fresh', snapshotTask({ jobId: 'new' }));
 
     await until(() => task.runs.length === 1, 'the live task to start');
     task.finish({});
     await until(() => sfn.reports().length === 1, 'the live task to answer');
 
     expect(task.runs.map((r) => r.task.jobId)).toEqual(['new']);
-    expect(sqs.deleted.sort()).toEqual([stale, fresh].sort());
-    expect(sfn.ops('stale')).toEqual(['SendTaskHeartbeat']);
+    expect(sqs.deleted.sort()).toEqual([ended, spent, fresh].sort());
+    expect(sfn.ops('claim:ended')).toEqual([]);
+    expect(sfn.ops('claim:spent')).toEqual(['SendTaskSuccess']);
+  });
+
+  it('runs a message delivered twice once: the second claim finds the token spent', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute, concurrency: 2 });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+    sqs.sendTask({ taskToken: 'claim:t1', task: snapshotTask() });
+
+    await until(() => sqs.deleted.length === 2, 'both deliveries to be handled');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(task.runs).toHaveLength(1);
+    task.finish({});
+    await until(() => sfn.reports().length === 1, 'the answer');
+  });
+
+  it('stops a running task within a job check when its job is cancelled, and sends no answer', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+    await until(() => task.runs.length === 1, 'the task to start');
+
+    await sfn.catalog.updateJob('job-1', { status: 'CANCELLED' }, ['RUNNING']);
+    await until(() => task.runs[0]!.run.signal.aborted, 'the abort');
+    expect(task.runs[0]!.run.signal.reason).toMatchObject({ name: 'Cancelled' });
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sfn.reports()).toEqual([]);
+  });
+
+  it('lets a task past its point of no return finish when its job is cancelled after it', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+    await until(() => task.runs.length === 1, 'the task to start');
+
+    await task.runs[0]!.run.pointOfNoReturn!();
+    expect((await sfn.catalog.getJob('job-1'))?.pointOfNoReturnAt).toBeDefined();
+    await sfn.catalog.updateJob('job-1', { status: 'CANCELLED' }, ['RUNNING']);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(task.runs[0]!.run.signal.aborted).toBe(false);
+    task.finish({ restored: true });
+    await until(() => sfn.reports().length === 1, 'the answer');
+  });
+
+  it('refuses the point of no return of a task whose job was cancelled, and stops it', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute, jobCheckMs: 60_000 });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+    await until(() => task.runs.length === 1, 'the task to start');
+
+    await sfn.catalog.updateJob('job-1', { status: 'CANCELLED' }, ['RUNNING']);
+    await expect(task.runs[0]!.run.pointOfNoReturn!()).rejects.toMatchObject({
+      name: 'Cancelled',
+    });
+    expect(task.runs[0]!.run.signal.aborted).toBe(true);
   });
 
   for (const name of ['TaskTimedOut', 'InvalidToken']) {
@@ -219,7 +333,7 @@ describe('AgentWorker', () => {
       sfn.goneError = name;
       const task = scriptedTask();
       startWorker(sqs, sfn, { execute: task.execute });
-      sqs.sendTask({ taskToken: 't1', task: snapshotTask() });
+      await dispatch(sqs, sfn, 't1', snapshotTask());
       await until(() => task.runs.length === 1, 'the task to start');
 
       sfn.gone.add('t1');
@@ -237,7 +351,7 @@ describe('AgentWorker', () => {
     sfn.failReports = 3;
     const task = scriptedTask();
     startWorker(sqs, sfn, { execute: task.execute });
-    sqs.sendTask({ taskToken: 't1', task: snapshotTask() });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
     await until(() => task.runs.length === 1, 'the task to start');
     task.finish({ ok: 1 });
 
@@ -254,7 +368,7 @@ describe('AgentWorker', () => {
     const sfn = new FakeSfn();
     const task = scriptedTask();
     startWorker(sqs, sfn, { execute: task.execute });
-    sqs.sendTask({ taskToken: 't1', task: snapshotTask() });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
     await until(() => task.runs.length === 1, 'the task to start');
     sfn.failReports = 1;
     task.finish({});
@@ -272,7 +386,7 @@ describe('AgentWorker', () => {
     const sfn = new FakeSfn();
     const task = scriptedTask();
     const worker = startWorker(sqs, sfn, { execute: task.execute });
-    sqs.sendTask({ taskToken: 't1', task: snapshotTask() });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
     await until(() => task.runs.length === 1, 'the task to start');
 
     let stopped = false;
@@ -280,14 +394,14 @@ describe('AgentWorker', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(stopped).toBe(false);
     expect(task.runs[0]!.run.signal.aborted).toBe(false);
-    sqs.sendTask({ taskToken: 't2', task: snapshotTask({ jobId: 'later' }) });
+    await dispatch(sqs, sfn, 't2', snapshotTask({ jobId: 'later' }));
     const receives = sqs.receives;
     task.finish({});
     await stopping;
 
     expect(sfn.reports().map((c) => c.input.taskToken)).toEqual(['t1']);
     expect(sqs.receives).toBe(receives);
-    expect(sqs.pending.map((m) => JSON.parse(m.Body!).taskToken)).toEqual(['t2']);
+    expect(sqs.pending.map((m) => JSON.parse(m.Body!).taskToken)).toEqual(['claim:t2']);
   });
 
   it('runs up to its concurrency of tasks at once and takes the next message only when one ends', async () => {
@@ -295,8 +409,7 @@ describe('AgentWorker', () => {
     const sfn = new FakeSfn();
     const task = scriptedTask();
     startWorker(sqs, sfn, { execute: task.execute, concurrency: 2 });
-    for (const t of ['a', 'b', 'c'])
-      sqs.sendTask({ taskToken: t, task: snapshotTask({ jobId: t }) });
+    for (const t of ['a', 'b', 'c']) await dispatch(sqs, sfn, t, snapshotTask({ jobId: t }));
 
     await until(() => task.runs.length === 2, 'two tasks to start');
     await new Promise((r) => setTimeout(r, 50));
@@ -312,10 +425,11 @@ describe('AgentWorker', () => {
     const sqs = new FakeSqs();
     const sfn = new FakeSfn();
     startWorker(sqs, sfn);
-    sqs.sendTask({
-      taskToken: 't1',
-      task: { kind: 'REPACK', jobId: 'job-9', target: 'docker:web' },
-    });
+    await dispatch(sqs, sfn, 't1', {
+      kind: 'REPACK',
+      jobId: 'job-9',
+      target: 'docker:web',
+    } as never);
 
     const [report] = await until(() => sfn.reports().length === 1 && sfn.reports(), 'the answer');
     expect(report!.op).toBe('SendTaskFailure');

@@ -3,12 +3,13 @@ import {
   commitRecoveryPoint,
   endBackupJob,
   errorFromStates,
+  handOverRunToken,
   markJobFailed,
   markJobStarted,
   markRestoreSucceeded,
 } from '../../../../functions/core/jobs';
 import type { Job } from '../../../../kernel/model';
-import { ConflictError, NotFoundError } from '../../../../kernel/errors';
+import { ConflictError, NotFoundError, ValidationError } from '../../../../kernel/errors';
 import {
   TERMINAL_STATUSES,
   type BackupResult,
@@ -56,6 +57,34 @@ function commitInput(job: Job, result: BackupResult, itemIndex = 0) {
     result,
   };
 }
+
+describe('handOverRunToken', () => {
+  it('stores the run token under the claim for the claiming agent to take once', async () => {
+    const job = await given({ status: 'RUNNING' });
+    await handOverRunToken(deps, { jobId: job.jobId, claimId: 'claim-12345', taskToken: 'run' });
+    expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBe('run');
+    expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBeUndefined();
+  });
+
+  for (const status of TERMINAL_STATUSES) {
+    it(`hands no token to a task of a ${status} job, so it never runs`, async () => {
+      const job = await given({ status });
+      await expect(
+        handOverRunToken(deps, { jobId: job.jobId, claimId: 'claim-12345', taskToken: 'run' }),
+      ).rejects.toBeInstanceOf(ConflictError);
+      expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBeUndefined();
+    });
+  }
+
+  it('refuses a claim id that is not one (the agent wrote it)', async () => {
+    const job = await given({ status: 'RUNNING' });
+    for (const claimId of ['', 'short', 'a/b/c/d/e/f', 'x'.repeat(129)]) {
+      await expect(
+        handOverRunToken(deps, { jobId: job.jobId, claimId, taskToken: 'run' }),
+      ).rejects.toBeInstanceOf(ValidationError);
+    }
+  });
+});
 
 describe('markJobStarted', () => {
   it('moves a PENDING job to RUNNING with the start time and the execution', async () => {
