@@ -54,8 +54,22 @@ export function parseTarget(text: string): TargetRef {
  * name is refused before any workflow starts (parseTarget checks only the syntax).
  */
 export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void {
+  if (ref.name.length > MAX_NAME_LENGTH) {
+    throw new ValidationError(
+      `the name of ${ref.platform} target "${ref.name.slice(0, 40)}..." is ${ref.name.length} characters; at most ${MAX_NAME_LENGTH}`,
+    );
+  }
+  // eslint-disable-next-line no-control-regex -- control characters are what it looks for
+  if (/[\u0000-\u001f\u007f]/.test(ref.name)) {
+    throw new ValidationError(
+      `the name of ${ref.platform} target ${JSON.stringify(ref.name)} holds control characters (NUL, newline, ...), which no platform accepts`,
+    );
+  }
   specOf(ref.platform).checkName?.(ref.name);
 }
+
+/** Longer than any real path (PATH_MAX is 4096) or engine name: refused before any lookup. */
+export const MAX_NAME_LENGTH = 4096;
 
 /** The canonical text of a target, without the agent: the key recovery points are listed by. */
 export function targetKey(ref: Pick<TargetRef, 'platform' | 'name'>): string {

@@ -4,6 +4,7 @@
  * restore takes none of a container's remaps, which name one container.
  */
 import { z } from 'zod';
+import { ValidationError } from '../errors';
 import { containerBackupFlags, containerBackupOptions, DOCKER_ENGINE } from './docker';
 import type { PlatformSpec } from './spec';
 
@@ -11,6 +12,14 @@ export const dockerCompose = {
   name: 'docker-compose',
   noun: 'Compose project',
   example: 'docker-compose:shop',
+  /** Compose's rule for project names (compose-spec): lower case, digits, _ and -. */
+  checkName(name: string): void {
+    if (!/^[a-z0-9][a-z0-9_-]*$/.test(name)) {
+      throw new ValidationError(
+        `"${name}" is not a valid Compose project name (lower-case letters, digits, _ and -, starting with a letter or digit)`,
+      );
+    }
+  },
   listed: true,
   snapshots: false,
   backupOptions: containerBackupOptions,

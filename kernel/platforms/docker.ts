@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import { collected, consistency, consistencyFlag, dockerName } from './options';
+import { collected, consistency, consistencyFlag, dockerName, isValidDockerName } from './options';
 import { flagPairs, type CliFlag, type PlatformSpec, type SelectorCapability } from './spec';
 
 export const DOCKER_ENGINE = { id: 'docker', defaultEndpoint: '/var/run/docker.sock', flags: [] };
@@ -157,6 +157,13 @@ export const docker = {
   name: 'docker',
   noun: 'Docker container',
   example: 'docker:web',
+  checkName(name: string): void {
+    if (!isValidDockerName(name)) {
+      throw new ValidationError(
+        `"${name}" is not a valid Docker container name (letters, digits and _ . -, starting with a letter or digit)`,
+      );
+    }
+  },
   listed: true,
   selector,
   snapshots: false,

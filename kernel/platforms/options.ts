@@ -15,10 +15,13 @@ export const consistencyFlag: CliFlag = {
   toBody: (value) => (value ? { consistency: value } : {}),
 };
 
+/** Docker's rule for container, volume and network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`. */
+export function isValidDockerName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name);
+}
+
 /** A name Docker accepts for a container, volume or network. */
-export const dockerName = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'not a valid Docker name');
+export const dockerName = z.string().refine(isValidDockerName, 'not a valid Docker name');
 
 /** `a=b` flag values, collected from a repeated flag. */
 export const collected = (value: unknown): string[] => (Array.isArray(value) ? value : []);

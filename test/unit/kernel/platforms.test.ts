@@ -9,7 +9,12 @@ import {
 } from '../../../kernel/platforms';
 import { isValidInstanceName, isValidPoolName } from '../../../kernel/platforms/lxd';
 import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
-import { checkTargetName, parseSelector, parseTarget } from '../../../kernel/targets';
+import {
+  checkTargetName,
+  MAX_NAME_LENGTH,
+  parseSelector,
+  parseTarget,
+} from '../../../kernel/targets';
 
 /** A value each flag takes, as the CLI would hand it over (repeatable flags: an array). */
 const FLAG_VALUES: Record<string, unknown> = {
@@ -199,7 +204,7 @@ describe('LXD name rules', () => {
   });
 
   it('leaves names of platforms without rules to their agents', () => {
-    for (const platform of ['docker', 'docker-compose', 'path', 'vsphere'] as const) {
+    for (const platform of ['vapp'] as const) {
       expect(() => checkTargetName({ platform, name: 'any name/at all' })).not.toThrow();
     }
   });
@@ -211,5 +216,46 @@ describe('label selectors by platform', () => {
       /only docker containers can be chosen by label \(not "lxd"\)/,
     );
     expect(() => parseSelector('vsphere:app=x')).toThrow(/only docker containers/);
+  });
+});
+
+describe('name rules, each in its platform spec, checked before any workflow', () => {
+  const refused = (platform: Platform, name: string) => () => checkTargetName({ platform, name });
+
+  it('refuses a name longer than MAX_NAME_LENGTH on every platform', () => {
+    for (const platform of PLATFORMS) {
+      expect(refused(platform, 'a'.repeat(MAX_NAME_LENGTH + 1))).toThrow(/at most 4096/);
+    }
+  });
+
+  it('refuses control characters in a name on every platform', () => {
+    for (const platform of PLATFORMS) {
+      for (const c of ['\u0000', '\n', '\u001f', '\u007f']) {
+        expect(refused(platform, `a${c}b`)).toThrow(/control characters/);
+      }
+    }
+  });
+
+  it("takes Docker's container names and refuses the others", () => {
+    expect(refused('docker', 'web_1.a-b')).not.toThrow();
+    for (const bad of ['_web', '.web', 'we b', 'web/1', 'wéb']) {
+      expect(refused('docker', bad)).toThrow(/not a valid Docker container name/);
+    }
+  });
+
+  it("takes Compose's project names and refuses the others", () => {
+    expect(refused('docker-compose', 'shop_2-b')).not.toThrow();
+    for (const bad of ['Shop', '-shop', 'shop.1', 'sh op']) {
+      expect(refused('docker-compose', bad)).toThrow(/not a valid Compose project name/);
+    }
+  });
+
+  it('takes absolute paths without . or .. segments as path targets', () => {
+    expect(refused('path', '/srv/data')).not.toThrow();
+    expect(refused('path', '/srv/..data/x.')).not.toThrow();
+    expect(refused('path', 'srv/data')).toThrow(/not an absolute path/);
+    for (const bad of ['/srv/../etc', '/srv/./data', '/..', '/srv/data/.']) {
+      expect(refused('path', bad)).toThrow(/"\." or "\.\." segments/);
+    }
   });
 });
