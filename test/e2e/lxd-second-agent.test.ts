@@ -145,4 +145,6 @@ it('restores an instance and a custom volume through a second agent on another s
   expect(treeFingerprint(`${pool}/custom-snapshots/${PROJECT}_${VOL}/s0`)).toBe(
     treeFingerprint(`${pool}/custom-snapshots/default_${VOL}/s0`),
   );
-});
+  // Four LXD jobs (two exports, two imports) run here one after another: a minute on a busy
+  // two-core machine is not enough.
+}, 240_000);

@@ -33,7 +33,14 @@ import {
   type InspectJson,
   type VolumeRecord,
 } from './config';
-import { checkAborted, inspectByName, removeImageRef, writeToSink, type Engine } from './engine';
+import {
+  checkAborted,
+  inspectByName,
+  removeImageRef,
+  writeToSink,
+  type Engine,
+  STOP_GRACE_S,
+} from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, withVolumeHelper } from './helper';
 import { runHooks, type HookRecord } from './hooks';
@@ -155,7 +162,13 @@ export async function quiesce(
   const paused = inspect.State?.Paused === true;
   const nothing = async () => undefined;
   if (consistency === 'live' || !running || (consistency === 'pause' && paused)) return nothing;
-  const hold = { container: inspect.Id, name, consistency, ownerPaused: paused };
+  const hold = {
+    container: inspect.Id,
+    name,
+    consistency,
+    ownerPaused: paused,
+    ...(consistency === 'stop' ? { stopGraceS: STOP_GRACE_S } : {}),
+  };
   return journaled(ctx.holds, 'docker', 'docker.quiesce', hold, () =>
     takeQuiesce(engine, inspect, consistency, ctx),
   );
@@ -206,7 +219,7 @@ async function takeQuiesce(
   ctx.phase(consistency === 'pause' ? 'pausing container' : 'stopping container');
   try {
     if (consistency === 'pause') await container.pause();
-    else await container.stop();
+    else await container.stop({ t: STOP_GRACE_S });
   } catch (err) {
     // 304: already stopped meanwhile; still ours to start again.
     if (!(consistency === 'stop' && statusOf(err) === 304)) {

@@ -12,6 +12,13 @@ import type { InspectJson } from './config';
 import { statusOf, translate } from './errors';
 import type { HelperImage } from './helper';
 
+/**
+ * Seconds dockerd gives a container's processes to stop before it kills them (Docker's own
+ * default, made explicit): a stop asked for by an agent that is then killed runs on in dockerd
+ * for at most this long, and the hold's release waits that out before it decides (holds.ts).
+ */
+export const STOP_GRACE_S = 10;
+
 export interface Engine {
   docker: Docker;
   socketPath: string;

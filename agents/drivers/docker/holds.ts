@@ -4,7 +4,8 @@
  * do, so it is safe for a hold that was only partly taken, or already released:
  *
  * - `docker.quiesce` (a container paused or stopped for a backup): unpaused, or started, if it
- *   is not running; paused again if its owner had it paused.
+ *   is not running (once a stop the killed agent asked for has had time to end); paused again if
+ *   its owner had it paused.
  * - `docker.helper`, `docker.image`, `docker.volume`, `docker.container`: removed, if they are
  *   ours (a helper's label, a volume's restore label, a container created after the record).
  * - `docker.aside` (an in-place restore's original, stopped and renamed): named back and
@@ -15,7 +16,7 @@ import { DriverError } from '../../../kernel/errors';
 import type { Logger } from '../../../kernel/logger';
 import type { HoldRecord } from '../../core/holds';
 import type { InspectJson } from './config';
-import { inspectByName, removeImageRef, type Engine } from './engine';
+import { inspectByName, removeImageRef, STOP_GRACE_S, type Engine } from './engine';
 import { statusOf, translate } from './errors';
 import { removeHelper } from './helper';
 import { RESTORE_LABEL } from './restore';
@@ -28,6 +29,31 @@ const str = (data: Record<string, unknown>, key: string): string => {
   }
   return value;
 };
+
+/**
+ * The container as it is once a stop the killed agent may have asked for has run its course.
+ * dockerd goes on with a stop after its client is gone, for up to the stop's grace period, so a
+ * container seen running right after the kill may stop a few seconds later: deciding then ("it
+ * runs, nothing to do") left it stopped, and the retried backup took the stop for its owner's.
+ * So while it runs and the grace (from the moment the record was written, before the stop was
+ * asked for, plus a margin) has not passed, look again.
+ */
+async function settledAfterStop(
+  engine: Engine,
+  id: string,
+  record: HoldRecord,
+): Promise<InspectJson | undefined> {
+  const grace = typeof record.data.stopGraceS === 'number' ? record.data.stopGraceS : STOP_GRACE_S;
+  const until = Date.parse(record.takenAt) + (grace + STOP_SETTLE_MARGIN_S) * 1000;
+  for (;;) {
+    const found = await inspectId(engine, id);
+    if (!found?.State?.Running || found.State.Paused || !(Date.now() < until)) return found;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Beyond the grace: dockerd's own kill and the container's exit. */
+const STOP_SETTLE_MARGIN_S = 5;
 
 async function inspectId(engine: Engine, id: string): Promise<InspectJson | undefined> {
   try {
@@ -52,7 +78,12 @@ export async function releaseDockerHold(
   try {
     switch (record.kind) {
       case 'docker.quiesce': {
-        const state = (await inspectId(engine, str(data, 'container')))?.State;
+        const id = str(data, 'container');
+        const state = (
+          data.consistency === 'stop'
+            ? await settledAfterStop(engine, id, record)
+            : await inspectId(engine, id)
+        )?.State;
         if (!state) return;
         const container = engine.docker.getContainer(str(data, 'container'));
         if (state.Paused) await container.unpause();
@@ -95,7 +126,7 @@ export async function releaseDockerHold(
         return;
       }
       case 'docker.aside': {
-        const found = await inspectId(engine, str(data, 'container'));
+        const found = await settledAfterStop(engine, str(data, 'container'), record);
         if (!found) return;
         const name = str(data, 'name');
         const container = engine.docker.getContainer(found.Id);

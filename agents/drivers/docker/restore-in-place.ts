@@ -43,7 +43,14 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { parseMetadata, type InspectJson, type VolumeRecord } from './config';
-import { checkAborted, imageExists, inspectByName, volumeExists, type Engine } from './engine';
+import {
+  checkAborted,
+  imageExists,
+  inspectByName,
+  volumeExists,
+  type Engine,
+  STOP_GRACE_S,
+} from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, HELPER_MOUNT_PARENT, withVolumeHelper } from './helper';
 import {
@@ -142,6 +149,7 @@ export async function setAside(
         name,
         old,
         ran: wasRunning,
+        stopGraceS: STOP_GRACE_S,
       })
     : undefined;
   const putBack = async () => {
@@ -169,7 +177,7 @@ export async function setAside(
     const now = (await container.inspect()) as unknown as InspectJson;
     ran = now.State?.Running === true;
     if (ran) {
-      await container.stop().catch((err: unknown) => {
+      await container.stop({ t: STOP_GRACE_S }).catch((err: unknown) => {
         if (statusOf(err) !== 304) throw err;
       });
       stopped = true;

@@ -3,7 +3,8 @@
  * (agents/core/holds.ts). Each record names the LXD socket and project it was taken on, and each
  * release looks at LXD first and does only what is still to do:
  *
- * - `lxd.state` (an instance frozen or stopped for a backup): thawed, or started, unless it runs.
+ * - `lxd.state` (an instance frozen or stopped for a backup): thawed, or started, unless it runs
+ *   (once a stop the killed agent asked for, which LXD carries on with, has ended).
  * - `lxd.backup` (LXD's backup file of an instance or volume): deleted. LXD may still be writing
  *   it (its operation outlives the agent) and refuses to delete it until then: the release waits
  *   a little, and a record that still fails stays for the next sweep.
@@ -14,7 +15,7 @@ import { DriverError } from '../../../kernel/errors';
 import type { HoldRecord } from '../../core/holds';
 import { LxdClient } from './client';
 import { isNotFound, translate } from './errors';
-import { changeState, getInstance, type Engine } from './instance';
+import { changeState, getInstance, STOP_TIMEOUT_S, type Engine } from './instance';
 import { releaseImport } from './restore';
 
 /** How long a release waits for LXD to finish writing a backup file before it gives up for now. */
@@ -27,14 +28,44 @@ function engineOf(base: Engine, data: Record<string, unknown>): Engine {
   return { client: new LxdClient({ socketPath, project }), socketPath, project };
 }
 
+/** Longer than any stop the driver asks LXD for (its graceful stop's timeout, then forced). */
+const STOP_SETTLE_MS = (STOP_TIMEOUT_S + 15) * 1000;
+
+/** Whether LXD has a stop of this instance running (one the killed agent asked for). */
+async function stopUnderWay(engine: Engine, name: string): Promise<boolean> {
+  const operations = await engine.client.get<{
+    running?: Array<{ description?: string; resources?: Record<string, string[]> | null }>;
+  }>('/1.0/operations?recursion=1');
+  return (operations.running ?? []).some(
+    (op) =>
+      /stop/i.test(op.description ?? '') &&
+      Object.values(op.resources ?? {})
+        .flat()
+        .some((resource) => resource.split('?')[0]!.endsWith(`/instances/${name}`)),
+  );
+}
+
 export async function releaseLxdHold(base: Engine, record: HoldRecord): Promise<void> {
   const engine = engineOf(base, record.data);
   const { data } = record;
   switch (record.kind) {
     case 'lxd.state': {
       const name = String(data.instance);
-      const instance = await getInstance(engine, name);
+      let instance = await getInstance(engine, name);
       if (!instance) return;
+      // LXD runs a stop the killed agent asked for to its end: an instance seen running now may
+      // be stopped a moment later. Starting it only if it is stopped must wait for that stop.
+      const until = Date.now() + STOP_SETTLE_MS;
+      while (
+        data.undo === 'start' &&
+        instance.status !== 'Stopped' &&
+        Date.now() < until &&
+        (await stopUnderWay(engine, name))
+      ) {
+        await new Promise((r) => setTimeout(r, 500));
+        instance = await getInstance(engine, name);
+        if (!instance) return;
+      }
       if (instance.status === 'Frozen') await changeState(engine, name, 'unfreeze');
       else if (instance.status === 'Stopped' && data.undo === 'start') {
         await changeState(engine, name, 'start');
