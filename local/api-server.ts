@@ -4,13 +4,31 @@
  * one route of its own, GET /local/config, which tells a standalone local agent where the
  * emulators are.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
-function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEvent {
-  const url = new URL(req.url ?? '/', 'http://local');
+/** Bodies larger than this are refused (413) before they are read whole: the API takes JSON. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/**
+ * The request target as a URL on this server. A target is a path: one that would parse as
+ * something else (`//host/x` is a scheme-relative URL, which `new URL(target, base)` takes for
+ * another host, or throws on) is read as a path all the same, and one no URL can hold is
+ * undefined (answered 400).
+ */
+export function requestUrl(target: string | undefined): URL | undefined {
+  const text = target ?? '/';
+  if (!text.startsWith('/')) return undefined;
+  try {
+    return new URL(`http://local${text}`);
+  } catch {
+    return undefined;
+  }
+}
+
+function toEvent(req: IncomingMessage, url: URL, body: Buffer): APIGatewayProxyEvent {
   const query: Record<string, string> = {};
   url.searchParams.forEach((v, k) => (query[k] = v));
   const headers: Record<string, string> = {};
@@ -44,6 +62,15 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEvent {
   };
 }
 
+function reply(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
 export async function startApiServer(
   handler: ApiHandler,
   localConfig: (url: URL) => Promise<unknown>,
@@ -51,32 +78,62 @@ export async function startApiServer(
   host = '127.0.0.1',
 ): Promise<Server> {
   const server = createServer((req, res) => {
+    // Nothing a client sends may throw out of this callback: it would end the process.
+    const url = requestUrl(req.url);
+    if (!url) {
+      req.resume();
+      reply(res, 400, { error: 'ValidationError', message: 'malformed request target' });
+      return;
+    }
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > MAX_BODY_BYTES) {
+      req.resume();
+      reply(res, 413, {
+        error: 'PayloadTooLarge',
+        message: `request bodies are at most ${MAX_BODY_BYTES} bytes`,
+      });
+      return;
+    }
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    let size = 0;
+    let refused = false;
+    req.on('data', (c: Buffer) => {
+      if (refused) return;
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        refused = true;
+        chunks.length = 0;
+        reply(res, 413, {
+          error: 'PayloadTooLarge',
+          message: `request bodies are at most ${MAX_BODY_BYTES} bytes`,
+        });
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', () => res.destroy());
     req.on('end', () => {
-      const url = new URL(req.url ?? '/', 'http://local');
+      if (refused) return;
       if (req.method === 'GET' && url.pathname === '/local/config') {
         localConfig(url).then(
-          (config) => {
-            res.writeHead(200, { 'content-type': 'application/json' });
-            res.end(JSON.stringify(config));
-          },
-          (err: Error) => {
-            res.writeHead(400, { 'content-type': 'application/json' });
-            res.end(JSON.stringify({ error: 'LocalConfigError', message: err.message }));
-          },
+          (config) => reply(res, 200, config),
+          (err: Error) => reply(res, 400, { error: 'LocalConfigError', message: err.message }),
         );
         return;
       }
-      handler(toEvent(req, Buffer.concat(chunks))).then(
+      let event: APIGatewayProxyEvent;
+      try {
+        event = toEvent(req, url, Buffer.concat(chunks));
+      } catch (err) {
+        reply(res, 400, { error: 'ValidationError', message: (err as Error).message });
+        return;
+      }
+      handler(event).then(
         (out) => {
           res.writeHead(out.statusCode, out.headers as Record<string, string>);
           res.end(out.body);
         },
-        (err: Error) => {
-          res.writeHead(500, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ error: 'InternalError', message: err.message }));
-        },
+        (err: Error) => reply(res, 500, { error: 'InternalError', message: err.message }),
       );
     });
   });

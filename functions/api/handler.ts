@@ -37,6 +37,20 @@ function wire(): RequestDeps {
 
 export async function handler(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
   deps ??= wire();
+  return answer(deps, event);
+}
+
+/** The handler over given dependencies (tests run it over an in-memory catalog). */
+export function handlerWith(
+  given: RequestDeps,
+): (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult> {
+  return (event) => answer(given, event);
+}
+
+async function answer(
+  deps: RequestDeps,
+  event: APIGatewayProxyEvent,
+): Promise<APIGatewayProxyResult> {
   const started = Date.now();
   const query: Record<string, string | undefined> = { ...(event.queryStringParameters ?? {}) };
   const body =

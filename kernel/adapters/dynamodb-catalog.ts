@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
 import type { AgentRecord, Job, Policy, RecoveryPoint } from '../model';
-import { ConflictError, NotFoundError, TransientError } from '../errors';
+import { ConflictError, NotFoundError, TransientError, ValidationError } from '../errors';
 import { CATALOG_TABLE } from '../resources';
 import type { JobStatus } from '../../statemachines/contracts';
 
@@ -36,6 +36,41 @@ const claimKey = (jobId: string, claimId: string) => ({
   pk: `JOB#${jobId}`,
   sk: `CLAIM#${claimId}`,
 });
+
+/**
+ * DynamoDB's limits on key values, in UTF-8 bytes: 2,048 for a partition key, 1,024 for a sort
+ * key (the indexes' too). A request with a longer key fails with ValidationException, so an id
+ * that long (a client can send any) is checked here: nothing can be stored under it, so a read
+ * finds nothing and a write is refused with ValidationError (400), never a 500.
+ */
+const MAX_PARTITION_KEY_BYTES = 2048;
+const MAX_SORT_KEY_BYTES = 1024;
+const PARTITION_KEYS = new Set(['pk', 'gsi1pk', 'gsi2pk']);
+const bytes = (text: string) => Buffer.byteLength(text, 'utf8');
+
+/** Whether every key attribute of `item` is within DynamoDB's limits. */
+function keysFit(item: Record<string, unknown>): boolean {
+  return KEYS.every((k) => {
+    const value = item[k];
+    if (typeof value !== 'string') return true;
+    return bytes(value) <= (PARTITION_KEYS.has(k) ? MAX_PARTITION_KEY_BYTES : MAX_SORT_KEY_BYTES);
+  });
+}
+
+/**
+ * Whether an item with this id could be stored: its key, and the index sort key
+ * `<createdAt>#<id>` (or `<name>`) it is listed by.
+ */
+export function storableId(id: string): boolean {
+  return keysFit({ pk: `POLICY#${id}`, gsi1sk: `${new Date(0).toISOString()}#${id}` });
+}
+
+/** Refuses an item whose keys DynamoDB would refuse. */
+function mustFit(item: Record<string, unknown>, what: string): void {
+  if (!keysFit(item)) {
+    throw new ValidationError(`${what} is too long to be stored in the catalog`);
+  }
+}
 
 function strip<T>(item: Record<string, unknown> | undefined): T | undefined {
   if (!item) return undefined;
@@ -72,6 +107,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async createJob(job: Job): Promise<void> {
+    mustFit({ ...jobKey(job.jobId), gsi1sk: `${job.createdAt}#${job.jobId}` }, 'the job id');
     try {
       await this.doc.send(
         new PutCommand({
@@ -94,6 +130,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async getJob(jobId: string): Promise<Job | undefined> {
+    if (!storableId(jobId)) return undefined;
     const out = await this.doc
       .send(new GetCommand({ TableName: this.tableName, Key: jobKey(jobId), ConsistentRead: true }))
       .catch(translate);
@@ -109,6 +146,7 @@ export class DynamoDbCatalog implements Catalog {
     update: JobUpdate,
     whenStatus: readonly JobStatus[],
   ): Promise<Job | undefined> {
+    if (!storableId(jobId)) return undefined;
     const names: Record<string, string> = { '#status': 'status' };
     const values: Record<string, unknown> = {};
     const sets: string[] = [];
@@ -148,7 +186,7 @@ export class DynamoDbCatalog implements Catalog {
     update: JobItemUpdate,
     whenStatus: readonly JobStatus[],
   ): Promise<boolean> {
-    if (!Number.isInteger(index) || index < 0) return false;
+    if (!Number.isInteger(index) || index < 0 || !storableId(jobId)) return false;
     const names: Record<string, string> = { '#status': 'status', '#items': 'items' };
     const values: Record<string, unknown> = {};
     const sets: string[] = [];
@@ -183,6 +221,14 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async putPoint(point: RecoveryPoint): Promise<void> {
+    mustFit(
+      {
+        ...pointKey(point.recoveryPointId),
+        gsi1sk: `${point.createdAt}#${point.recoveryPointId}`,
+        gsi2pk: `TARGET#${point.target}`,
+      },
+      "the point's id or target",
+    );
     try {
       await this.doc.send(
         new PutCommand({
@@ -211,6 +257,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined> {
+    if (!storableId(recoveryPointId)) return undefined;
     const out = await this.doc
       .send(
         new GetCommand({
@@ -225,12 +272,14 @@ export class DynamoDbCatalog implements Catalog {
 
   async listPoints(options: { target?: string; limit?: number } = {}): Promise<RecoveryPoint[]> {
     const limit = options.limit ?? 100;
+    if (options.target && !keysFit({ gsi2pk: `TARGET#${options.target}` })) return [];
     return options.target
       ? this.queryIndex<RecoveryPoint>('gsi2', 'gsi2pk', `TARGET#${options.target}`, limit)
       : this.queryIndex<RecoveryPoint>('gsi1', 'gsi1pk', 'POINTS', limit);
   }
 
   async deletePoint(recoveryPointId: string): Promise<void> {
+    if (!storableId(recoveryPointId)) return;
     await this.doc
       .send(new DeleteCommand({ TableName: this.tableName, Key: pointKey(recoveryPointId) }))
       .catch(translate);
@@ -248,6 +297,7 @@ export class DynamoDbCatalog implements Catalog {
     key: Record<string, string>,
     update: Record<string, unknown>,
   ): Promise<boolean> {
+    if (!keysFit(key)) return false;
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = {};
     const sets: string[] = [];
@@ -287,6 +337,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async createPolicy(policy: Policy): Promise<void> {
+    mustFit({ ...policyKey(policy.name), gsi1sk: policy.name }, 'the policy name');
     try {
       await this.doc.send(
         new PutCommand({
@@ -307,6 +358,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async replacePolicy(policy: Policy): Promise<void> {
+    mustFit({ ...policyKey(policy.name), gsi1sk: policy.name }, 'the policy name');
     try {
       await this.doc.send(
         new PutCommand({
@@ -333,6 +385,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async getPolicy(name: string): Promise<Policy | undefined> {
+    if (!storableId(name)) return undefined;
     const out = await this.doc
       .send(
         new GetCommand({ TableName: this.tableName, Key: policyKey(name), ConsistentRead: true }),
@@ -346,12 +399,14 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async deletePolicy(name: string): Promise<void> {
+    if (!storableId(name)) return;
     await this.doc
       .send(new DeleteCommand({ TableName: this.tableName, Key: policyKey(name) }))
       .catch(translate);
   }
 
   async putRunToken(jobId: string, claimId: string, taskToken: string): Promise<void> {
+    mustFit(claimKey(jobId, claimId), 'the job or claim id');
     await this.doc
       .send(
         new PutCommand({
@@ -363,6 +418,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async takeRunToken(jobId: string, claimId: string): Promise<string | undefined> {
+    if (!keysFit(claimKey(jobId, claimId))) return undefined;
     // An UpdateItem that removes the token (agents may Get/Put/Update their rows, not delete).
     try {
       const out = await this.doc.send(
@@ -384,6 +440,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {
+    mustFit({ ...agentKey(agent.agent), gsi1sk: agent.agent }, 'the agent name');
     await this.doc
       .send(
         new PutCommand({
@@ -395,6 +452,7 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async getAgent(agent: string): Promise<AgentRecord | undefined> {
+    if (!storableId(agent)) return undefined;
     const out = await this.doc
       .send(new GetCommand({ TableName: this.tableName, Key: agentKey(agent) }))
       .catch(translate);
