@@ -12,6 +12,8 @@ const AGENTS =
 const FUNCTIONS =
   'functions/ imports only the kernel (kernel/, statemachines/contracts), never agents/';
 const DOMAIN = 'the pure domain imports no SDK, adapter or driver';
+const CONSOLE =
+  'the web console is a client of the HTTP API: it imports only the shared kernel (name rules, option schemas, types)';
 const CLI =
   'the CLI is a client of the HTTP API: it imports the kernel, and loads the agent or local mode with a dynamic import() only when `stowage agent` or `stowage start` runs';
 
@@ -63,6 +65,12 @@ export default tseslint.config(
     ['functions/core/**/*.ts'],
     [...FUNCTION_FORBIDS, ...DOMAIN_FORBIDS],
     `${FUNCTIONS}; ${DOMAIN}`,
+  ),
+  ...layer(
+    ['console/**/*.ts', 'console/**/*.tsx'],
+    ['**/agents/**', '**/functions/**', '**/local/**', '**/cli/**', '**/cdk/**', ...SDKS],
+    CONSOLE,
+    true,
   ),
   ...layer(
     ['cli/**/*.ts'],

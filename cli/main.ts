@@ -226,7 +226,11 @@ program
         ...(opts.store ? { storeDir: opts.store } : {}),
       });
       process.stdout.write(
-        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  data dir: ${opts.dataDir}\n  store:    ${
+        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  console:  ${
+          plane.console.built
+            ? plane.console.url
+            : `not built (run npm run build:console, then open ${plane.console.url})`
+        }\n  data dir: ${opts.dataDir}\n  store:    ${
           plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
         }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
           plane.agent

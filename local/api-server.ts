@@ -2,12 +2,15 @@
  * The HTTP API in local mode: each request becomes the API Gateway (REST, proxy integration)
  * event the Lambda handler receives in AWS, so the very same handler answers. Local mode adds
  * one route of its own, GET /local/config, which tells a standalone local agent where the
- * emulators are.
+ * emulators are. `files` answers first for the web console's static files (local/console-files.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
+
+/** Answers a request for a static file and returns true, or returns false to leave it to the API. */
+export type FileServer = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 /** Bodies larger than this are refused (413) before they are read whole: the API takes JSON. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -76,8 +79,13 @@ export async function startApiServer(
   localConfig: (url: URL) => Promise<unknown>,
   port: number,
   host = '127.0.0.1',
+  files?: FileServer,
 ): Promise<Server> {
   const server = createServer((req, res) => {
+    if (files?.(req, res)) {
+      req.resume();
+      return;
+    }
     // Nothing a client sends may throw out of this callback: it would end the process.
     const url = requestUrl(req.url);
     if (!url) {

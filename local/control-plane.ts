@@ -29,6 +29,7 @@ import {
   type StoreConfig,
 } from '../agents/worker/main';
 import { startApiServer } from './api-server';
+import { CONSOLE_DIR, consoleBuilt, consoleFiles } from './console-files';
 import { LocalScheduler } from './scheduler';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
@@ -57,12 +58,16 @@ export interface ControlPlaneOptions {
   storeDir?: string;
   /** How often the scheduler looks at the policies (default $STOWAGE_SCHEDULER_TICK_MS, else 5 s). */
   schedulerTickMs?: number;
+  /** The web console's built files (default dist/console/ of this checkout). */
+  consoleDir?: string;
 }
 
 export interface ControlPlane {
   apiUrl: string;
   endpoints: Emulators['endpoints'] & { sfn: string };
   localConfig: LocalConfig;
+  /** The web console at the API's address: its sign-in link, or why there is none. */
+  console: { url: string; built: boolean };
   sfn: LocalStepFunctions;
   agent?: RunningAgent;
   close(): Promise<void>;
@@ -242,7 +247,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     });
     closers.unshift(() => scheduler.stop());
 
-    const apiServer = await startApiServer(api.handler, serveConfig, options.port);
+    const consoleDir = options.consoleDir ?? CONSOLE_DIR;
+    const apiServer = await startApiServer(
+      api.handler,
+      serveConfig,
+      options.port,
+      '127.0.0.1',
+      consoleFiles(consoleDir),
+    );
     closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
     const apiUrl = `http://127.0.0.1:${portOf(apiServer)}`;
 
@@ -275,6 +287,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       apiUrl,
       endpoints,
       localConfig,
+      console: { url: `${apiUrl}/`, built: consoleBuilt(consoleDir) },
       sfn,
       ...(agent ? { agent } : {}),
       async close() {

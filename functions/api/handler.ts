@@ -4,6 +4,7 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
+import { SfnHistory } from '../adapters/sfn-history';
 import { schedulesFromEnv } from '../adapters/eventbridge-schedules';
 import type { RequestDeps } from '../core/requests/launch';
 import { siteQueueName } from '../../kernel/resources';
@@ -31,6 +32,7 @@ function wire(): RequestDeps {
     clock: systemClock,
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
+    history: new SfnHistory(),
     ...(schedules ? { schedules } : {}),
   };
 }

@@ -2,6 +2,7 @@
  * The HTTP API's routes (described by functions/api/openapi.json). Pure routing over the core
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
+import { getJobHistory } from '../core/history';
 import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '../core/queries';
 import { requestBackup } from '../core/requests/backup';
 import type { RequestDeps } from '../core/requests/launch';
@@ -171,6 +172,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ],
   ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
   ['GET', '/jobs/{id}', async (d, _r, [id]) => ok(await getJob(d.catalog, id!))],
+  ['GET', '/jobs/{id}/history', async (d, _r, [id]) => ok(await getJobHistory(d, id!))],
 ];
 
 const MATCHERS = ROUTES.map(

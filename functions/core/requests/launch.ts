@@ -31,6 +31,8 @@ export interface RequestDeps {
   queueUrlFor(agent: string): string;
   /** Where policies' schedules live (EventBridge Scheduler in AWS); none in local mode. */
   schedules?: import('../policies').Schedules;
+  /** Where jobs' workflow histories are read (Step Functions); without it a history is empty. */
+  history?: import('../history').ExecutionHistory;
 }
 
 export interface JobAccepted {
