@@ -8,6 +8,7 @@ import './warnings';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import pkg from '../package.json' with { type: 'json' };
 import type { AgentRecord, Job } from '../kernel/model';
 import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
@@ -186,6 +187,7 @@ async function startJob(
 
 const program = new Command('stowage')
   .description('Backup and restore for Docker, LXD and vSphere')
+  .version(pkg.version, '-V, --version', 'print the version')
   .option('--json', 'print one JSON document on stdout')
   .option('--api <url>', `the Stowage HTTP API (default $STOWAGE_API or ${DEFAULT_API})`)
   .showHelpAfterError();
