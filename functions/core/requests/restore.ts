@@ -1,7 +1,8 @@
 /**
  * `POST /restores`: a recovery point restored under a new name (`name`, or `to` with another
- * agent), or over the original (`inPlace`), with its platform's options. The destination is
- * refused here when it is taken (for listed platforms) or badly named.
+ * agent), over the original (`inPlace`), or, with neither, under the original name when nothing
+ * has that name any more, with its platform's options. The destination is refused here when it
+ * is taken (for listed platforms) or badly named.
  */
 import { z } from 'zod';
 import {
@@ -95,11 +96,10 @@ async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<Job
   }
   // Restoring one volume addresses the point's own container; the agent checks the volume.
   if (inPlace || options.volume) name ??= source.name;
-  if (!name) {
-    throw new ValidationError(
-      `say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`,
-    );
-  }
+  // Neither --name nor --in-place: under the original name, which must be free (the usual case
+  // after a deletion). For unlisted platforms (paths) the agent finds out and refuses.
+  const original = name === undefined;
+  name ??= source.name;
   const destination = { platform: source.platform, name };
   checkTargetName(destination);
   const agentName = to?.agent ?? point.agent;
@@ -113,7 +113,9 @@ async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<Job
   const exists = agent.targets.some((t) => t.target === targetKey(destination));
   if (exists && !inPlace && !options.volume) {
     throw new NameTaken(
-      `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
+      original
+        ? `${targetKey(destination)} still exists on agent ${agentName}; say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`
+        : `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
     );
   }
   return startRestore(deps, plan, targetKey(destination), agentName);

@@ -483,7 +483,6 @@ describe('requestRestore', () => {
     ['an empty name', { recoveryPointId: 'rp-web', name: '' }, /"name" must be/],
     ['a name that is not a string', { recoveryPointId: 'rp-web', name: 7 }, /"name" must be/],
     ['a --to that is not a string', { recoveryPointId: 'rp-web', to: {} }, /"to" must be/],
-    ['neither a name nor in place', { recoveryPointId: 'rp-web' }, /say where to restore/],
     [
       'in place as a string rather than true',
       { recoveryPointId: 'rp-web', inPlace: 'true' },
@@ -512,6 +511,50 @@ describe('requestRestore', () => {
     await expect(request).rejects.toThrow(why);
     await expectNothingStarted();
   });
+
+  it('restores under the original name when neither --name nor --in-place is given and nothing has that name any more', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:db'] }));
+
+    const accepted = await requestRestore(deps, { recoveryPointId: 'rp-web' });
+
+    expect(accepted).toMatchObject({ target: 'docker:web', agent: 'site-1' });
+    expect(workflows.restores).toEqual([
+      expect.objectContaining({ source: 'docker:web', target: 'docker:web', inPlace: false }),
+    ]);
+  });
+
+  it('refuses a restore with neither --name nor --in-place while the original still exists, saying what to give', async () => {
+    const request = requestRestore(deps, { recoveryPointId: 'rp-web' });
+
+    await expect(request).rejects.toBeInstanceOf(NameTaken);
+    await expect(request).rejects.toThrow(
+      /docker:web still exists on agent site-1; say where to restore: --name NEW to restore beside docker:web, or --in-place to replace it/,
+    );
+    await expectNothingStarted();
+  });
+
+  it.each<[string, string, string[], string]>([
+    ['a Compose project', 'docker-compose:shop', ['docker-compose'], 'docker-compose:shop'],
+    ['an LXD instance', 'lxd:c1', ['lxd'], 'lxd:c1'],
+    [
+      'an LXD custom volume, in its own pool',
+      'lxd-volume:fast/data',
+      ['lxd-volume'],
+      'lxd-volume:fast/data',
+    ],
+    ['a path (the agent refuses it if it exists)', 'path:/srv/data', ['path'], 'path:/srv/data'],
+  ])(
+    'restores %s under its original name when it no longer exists',
+    async (_what, target, platforms, expected) => {
+      await catalog.putPoint(makePoint({ recoveryPointId: 'rp-x', target, agent: 'site-3' }));
+      await catalog.putAgent(makeAgent({ agent: 'site-3', platforms, targets: [] }));
+
+      const accepted = await requestRestore(deps, { recoveryPointId: 'rp-x' });
+
+      expect(accepted.target).toBe(expected);
+      expect(workflows.restores[0]).toMatchObject({ target: expected, inPlace: false });
+    },
+  );
 
   it('answers NameTaken when the name exists on the agent, and records no job', async () => {
     const request = requestRestore(deps, { recoveryPointId: 'rp-web', name: 'db' });
