@@ -13,6 +13,7 @@ import type { AgentRecord, Job } from '../kernel/model';
 import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
+import { addEngineFlags, addPlatformFlags, enginesOf, platformBody } from './platform-flags';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
 import {
   bytes,
@@ -192,7 +193,7 @@ const program = new Command('stowage')
   .option('--api <url>', `the Stowage HTTP API (default $STOWAGE_API or ${DEFAULT_API})`)
   .showHelpAfterError();
 
-program
+const startCommand = program
   .command('start')
   .description('local mode: control plane, API and an agent for the engines on this host')
   .option(
@@ -208,130 +209,115 @@ program
   .option('--no-agent', 'do not run an agent in this process')
   .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
-  .addOption(concurrencyOption())
-  .action(
-    async (opts: {
-      dataDir: string;
-      port: number;
-      agent: boolean;
-      site: string;
-      store?: string;
-      concurrency: number;
-    }) => {
-      const { startControlPlane } = await import('../local/control-plane');
-      const plane = await startControlPlane({
-        dataDir: opts.dataDir,
-        port: opts.port,
-        agent: opts.agent,
-        site: opts.site,
-        agentOptions: { concurrency: opts.concurrency },
-        ...(opts.store ? { storeDir: opts.store } : {}),
-      });
-      process.stdout.write(
-        `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  console:  ${
-          plane.console.built
-            ? plane.console.url
-            : `not built (run npm run build:console, then open ${plane.console.url})`
-        }\n  data dir: ${opts.dataDir}\n  store:    ${
-          plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
-        }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
-          plane.agent
-            ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
-            : 'none'
-        }\nStop with Ctrl-C.\n`,
-      );
-      await untilSignal();
-      await plane.close();
-    },
-  );
+  .addOption(concurrencyOption());
+addEngineFlags(startCommand).action(
+  async (opts: {
+    dataDir: string;
+    port: number;
+    agent: boolean;
+    site: string;
+    store?: string;
+    concurrency: number;
+  }) => {
+    const { startControlPlane } = await import('../local/control-plane');
+    const plane = await startControlPlane({
+      dataDir: opts.dataDir,
+      port: opts.port,
+      agent: opts.agent,
+      site: opts.site,
+      agentOptions: { concurrency: opts.concurrency, engines: enginesOf(opts) },
+      ...(opts.store ? { storeDir: opts.store } : {}),
+    });
+    process.stdout.write(
+      `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  console:  ${
+        plane.console.built
+          ? plane.console.url
+          : `not built (run npm run build:console, then open ${plane.console.url})`
+      }\n  data dir: ${opts.dataDir}\n  store:    ${
+        plane.localConfig.store.kind === 'dir' ? plane.localConfig.store.path : 'local S3 server'
+      }\n  key file: ${plane.localConfig.keyFile} (keep a copy: without it the backups cannot be read)\n  agent:    ${
+        plane.agent
+          ? `${plane.agent.site} (${plane.agent.platforms.join(', ') || 'no engines found'})`
+          : 'none'
+      }\nStop with Ctrl-C.\n`,
+    );
+    await untilSignal();
+    await plane.close();
+  },
+);
 
-program
+const agentCommand = program
   .command('agent')
   .description('run an agent on its own (local mode, or AWS with STOWAGE_QUEUE_URL etc. set)')
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
-  .option(
-    '--lxd-project <name>',
-    'the LXD project whose instances and volumes it serves',
-    process.env.STOWAGE_LXD_PROJECT ?? 'default',
-  )
-  .option(
-    '--lxd-socket <path>',
-    "the LXD daemon's unix socket (default /var/lib/lxd/unix.socket)",
-    process.env.STOWAGE_LXD_SOCKET,
-  )
   .option(
     '--data-dir <dir>',
     'where the agent keeps its state (the journal of its holds, in holds/<site>)',
     process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
   )
-  .addOption(concurrencyOption())
-  .action(
-    async (
-      opts: {
-        site: string;
-        lxdProject: string;
-        lxdSocket?: string;
-        dataDir: string;
-        concurrency: number;
-      },
-      cmd: Command,
-    ) => {
-      const { agentHeartbeatMs, startAgent } = await import('../agents/worker/main');
-      const { createLogger } = await import('../kernel/logger');
-      const log = createLogger({ service: 'stowage-agent' });
-      let config: AgentConfig;
-      if (process.env.STOWAGE_QUEUE_URL) {
-        const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
-        const keyFile = process.env.STOWAGE_KEY_FILE;
-        if (!kmsKeyId && !keyFile) {
-          throw new Error(
-            'set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE',
-          );
-        }
-        config = {
-          site: opts.site,
-          queueUrl: process.env.STOWAGE_QUEUE_URL,
-          tableName: required('STOWAGE_TABLE'),
-          store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
-          keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
-        };
-      } else {
-        const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
-          `/local/config?site=${encodeURIComponent(opts.site)}`,
-        );
-        config = {
-          site: opts.site,
-          queueUrl: local.queueUrl,
-          tableName: local.tableName,
-          store: local.store,
-          keys: { kind: 'file', path: local.keyFile },
-          aws: {
-            region: local.region,
-            credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-            endpoints: local.endpoints,
-          },
-          ...(local.heartbeatSeconds
-            ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) }
-            : {}),
-        };
-      }
-      const agent = await startAgent(
-        {
-          ...config,
-          lxdProject: opts.lxdProject,
-          concurrency: opts.concurrency,
-          holdsDir: join(opts.dataDir, 'holds', opts.site),
-          ...(opts.lxdSocket ? { lxdSocket: opts.lxdSocket } : {}),
-        },
-        log,
-      );
-      process.stderr.write(
-        `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
-      );
-      await untilSignal();
-      await agent.stop();
+  .addOption(concurrencyOption());
+addEngineFlags(agentCommand).action(
+  async (
+    opts: {
+      site: string;
+      dataDir: string;
+      concurrency: number;
     },
-  );
+    cmd: Command,
+  ) => {
+    const { agentHeartbeatMs, startAgent } = await import('../agents/worker/main');
+    const { createLogger } = await import('../kernel/logger');
+    const log = createLogger({ service: 'stowage-agent' });
+    let config: AgentConfig;
+    if (process.env.STOWAGE_QUEUE_URL) {
+      const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
+      const keyFile = process.env.STOWAGE_KEY_FILE;
+      if (!kmsKeyId && !keyFile) {
+        throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
+      }
+      config = {
+        site: opts.site,
+        queueUrl: process.env.STOWAGE_QUEUE_URL,
+        tableName: required('STOWAGE_TABLE'),
+        store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
+        keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
+      };
+    } else {
+      const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
+        `/local/config?site=${encodeURIComponent(opts.site)}`,
+      );
+      config = {
+        site: opts.site,
+        queueUrl: local.queueUrl,
+        tableName: local.tableName,
+        store: local.store,
+        keys: { kind: 'file', path: local.keyFile },
+        aws: {
+          region: local.region,
+          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+          endpoints: local.endpoints,
+        },
+        ...(local.heartbeatSeconds
+          ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) }
+          : {}),
+      };
+    }
+    const agent = await startAgent(
+      {
+        ...config,
+        engines: enginesOf(opts),
+        concurrency: opts.concurrency,
+        holdsDir: join(opts.dataDir, 'holds', opts.site),
+      },
+      log,
+    );
+    process.stderr.write(
+      `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
+    );
+    await untilSignal();
+    await agent.stop();
+  },
+);
 
 program
   .command('targets')
@@ -374,70 +360,23 @@ program
 
 interface BackupFlags {
   wait?: boolean;
-  consistency?: string;
-  includeBinds?: boolean;
-  preHook?: string[];
-  postHook?: string[];
-  hookTimeout?: number;
-  hookOnError?: string;
-  snapshots?: boolean;
-  optimizedStorage?: boolean;
+  [flag: string]: unknown;
 }
 
 /** The backup request body from the command's flags (the API validates it). */
 function backupBody(target: string, flags: BackupFlags, label?: string): Record<string, unknown> {
-  const hook = (command: string) => ({
-    command: ['sh', '-c', command],
-    ...(flags.hookTimeout ? { timeoutSeconds: flags.hookTimeout } : {}),
-    ...(flags.hookOnError ? { onError: flags.hookOnError } : {}),
-  });
-  const pre = (flags.preHook ?? []).map(hook);
-  const post = (flags.postHook ?? []).map(hook);
-  return {
-    target,
-    ...(flags.consistency ? { consistency: flags.consistency } : {}),
-    ...(flags.includeBinds ? { includeBinds: true } : {}),
-    ...(pre.length || post.length
-      ? { hooks: { ...(pre.length ? { pre } : {}), ...(post.length ? { post } : {}) } }
-      : {}),
-    ...(label ? { label } : {}),
-    ...(flags.snapshots === false ? { snapshots: false } : {}),
-    ...(flags.optimizedStorage ? { optimizedStorage: true } : {}),
-  };
+  return { target, ...platformBody('backup', flags), ...(label ? { label } : {}) };
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function withBackupFlags(command: Command, defaultConsistency?: string): Command {
-  return command
-    .option('--wait', 'wait for the job and print the recovery point')
-    .addOption(
-      new Option(
-        '--consistency <mode>',
-        'live: while it runs; pause: frozen; stop: stopped, then started again',
-      )
-        .choices(['live', 'pause', 'stop'])
-        .default(defaultConsistency),
-    )
-    .option('--include-binds', 'also capture bind-mounted host directories (Docker)')
-    .option(
-      '--pre-hook <command>',
-      'run this (sh -c) inside the workload before the capture',
-      collect,
-    )
-    .option('--post-hook <command>', 'run this (sh -c) inside the workload after it', collect)
-    .addOption(new Option('--hook-timeout <seconds>', 'per hook (default 60)').argParser(Number))
-    .addOption(
-      new Option('--hook-on-error <policy>', 'fail (default) or continue').choices([
-        'fail',
-        'continue',
-      ]),
-    )
-    .option('--no-snapshots', 'LXD: the instance or custom volume alone, without its snapshots')
-    .option(
-      '--optimized-storage',
-      "LXD: the pool driver's own format where it has one (zfs, btrfs; not dir)",
-    );
+  command.option('--wait', 'wait for the job and print the recovery point');
+  return addPlatformFlags(
+    command,
+    'backup',
+    defaultConsistency ? { consistency: defaultConsistency } : {},
+  );
 }
 
 withBackupFlags(
@@ -830,111 +769,37 @@ snapshot
     },
   );
 
-program
-  .command('restore <point>')
-  .description('restore a recovery point under a new name, or in place')
-  .option('--name <new>', 'restore beside the original under this name')
-  .option('--in-place', 'replace the original')
-  .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
-  .option('--volume-name <old=new>', 'name a restored volume (repeatable)', collect)
-  .option('--network <name>', 'attach the restored container to this network instead')
-  .option(
-    '--port <port=host>',
-    'publish a container port on another host port; empty drops it',
-    collect,
-  )
-  .option('--volume <name>', 'restore only this volume of the point')
-  .option('--into <volume>', 'with --volume: the volume to restore into')
-  .option('--pool <pool>', 'LXD: the storage pool for the instance (root disk) or custom volume')
-  .option(
-    '--device <name,key=value,...>',
-    'LXD: override a device of the instance (repeatable), e.g. eth0,type=none or data,source=/srv',
-    collect,
-  )
-  .addOption(
-    new Option(
-      '--state <state>',
-      'LXD: power state after the restore (default: as at backup)',
-    ).choices(['running', 'stopped']),
-  )
-  .option(
-    '--recover',
-    'LXD servers: first bring back (LXD recover) instances and volumes whose storage survived',
-  )
-  .option('--wait', 'wait for the job to finish')
-  .action(
-    async (
-      point: string,
-      opts: {
-        name?: string;
-        inPlace?: boolean;
-        to?: string;
-        volumeName?: string[];
-        network?: string;
-        port?: string[];
-        volume?: string;
-        into?: string;
-        pool?: string;
-        device?: string[];
-        state?: string;
-        recover?: boolean;
-        wait?: boolean;
-      },
-      cmd: Command,
-    ) => {
-      const body = {
-        recoveryPointId: point,
-        ...(opts.name ? { name: opts.name } : {}),
-        ...(opts.inPlace ? { inPlace: true } : {}),
-        ...(opts.to ? { to: opts.to } : {}),
-        ...(opts.volumeName ? { volumes: pairs(opts.volumeName, '--volume-name') } : {}),
-        ...(opts.network ? { network: opts.network } : {}),
-        ...(opts.port ? { ports: pairs(opts.port, '--port') } : {}),
-        ...(opts.volume ? { volume: opts.volume } : {}),
-        ...(opts.into ? { intoVolume: opts.into } : {}),
-        ...(opts.pool ? { pool: opts.pool } : {}),
-        ...(opts.device ? { devices: deviceOverrides(opts.device) } : {}),
-        ...(opts.state ? { state: opts.state } : {}),
-        ...(opts.recover ? { recover: true } : {}),
-      };
-      await startJob(
-        cmd,
-        '/restores',
-        body,
-        opts.wait,
-        (job) => `restore of ${point} to ${job.target}`,
-      );
-    },
-  );
-
-/** `a=b` flags as an object; a flag without `=` is a usage error that names it. */
-function pairs(values: string[], flag: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const v of values) {
-    const eq = v.indexOf('=');
-    if (eq <= 0) throw new Error(`${flag} takes KEY=VALUE (got "${v}")`);
-    out[v.slice(0, eq)] = v.slice(eq + 1);
-  }
-  return out;
-}
-
-/**
- * `--device NAME,KEY=VALUE[,KEY=VALUE...]` flags as `{ NAME: { KEY: VALUE } }`; several flags for
- * one device add up. `KEY=` (empty) asks the restore to drop that key.
- */
-function deviceOverrides(values: string[]): Record<string, Record<string, string>> {
-  const out: Record<string, Record<string, string>> = {};
-  for (const v of values) {
-    const [name, ...settings] = v.split(',');
-    if (!name || settings.length === 0) {
-      throw new Error(
-        `--device takes NAME,KEY=VALUE[,KEY=VALUE...] (got "${v}"), e.g. eth0,type=none`,
-      );
-    }
-    out[name] = { ...(out[name] ?? {}), ...pairs(settings, `--device ${name}`) };
-  }
-  return out;
-}
+addPlatformFlags(
+  program
+    .command('restore <point>')
+    .description('restore a recovery point under a new name, or in place')
+    .option('--name <new>', 'restore beside the original under this name')
+    .option('--in-place', 'replace the original')
+    .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
+    .option('--wait', 'wait for the job to finish'),
+  'restore',
+).action(
+  async (
+    point: string,
+    opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean },
+    cmd: Command,
+  ) => {
+    const body = {
+      recoveryPointId: point,
+      ...(opts.name ? { name: opts.name } : {}),
+      ...(opts.inPlace ? { inPlace: true } : {}),
+      ...(opts.to ? { to: opts.to } : {}),
+      ...platformBody('restore', opts),
+    };
+    await startJob(
+      cmd,
+      '/restores',
+      body,
+      opts.wait,
+      (job) => `restore of ${point} to ${job.target}`,
+    );
+  },
+);
 
 program
   .command('verify <point>')

@@ -6,17 +6,13 @@
  * STOWAGE_TABLE, STOWAGE_BUCKET, STOWAGE_KMS_KEY_ID and the usual AWS credentials). In local mode the control plane
  * passes it directly, or a standalone `stowage agent` asks the local API for it.
  */
-import { existsSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import type { Logger } from '../../kernel/logger';
-import type { Driver } from '../core/driver';
-import { createComposeDriver, createDockerDriver } from '../drivers/docker';
-import { createPathDriver } from '../drivers/path';
-import { createLxdDriver, createLxdServerDriver, createLxdVolumeDriver } from '../drivers/lxd';
+import { detectDrivers } from '../drivers';
 import { s3ClientConfig, S3Store } from '../store/s3-store';
 import { DirStore } from '../store/dir-store';
 import { withRetry } from '../store/retry';
@@ -70,10 +66,12 @@ export interface AgentConfig {
     credentials?: { accessKeyId: string; secretAccessKey: string };
     endpoints?: { dynamodb?: string; s3?: string; sqs?: string; sfn?: string };
   };
-  dockerSocket?: string;
-  lxdSocket?: string;
-  /** The LXD project whose instances and volumes this agent serves (default `default`). */
-  lxdProject?: string;
+  /**
+   * Each engine's settings by its registry id (kernel/platforms EngineSpec: `docker`, `lxd`):
+   * `endpoint` (a socket path) and what its driver reads (LXD's `project`); the registry's
+   * defaults for what is not given.
+   */
+  engines?: Record<string, Record<string, string>>;
   /** Tasks run at once (default 2, the backup Map's MaxConcurrency). */
   concurrency?: number;
   /**
@@ -103,33 +101,6 @@ export interface RunningAgent {
   /** Publishes the inventory now (tests use it to avoid waiting for the engine's events). */
   refresh(): Promise<void>;
   stop(): Promise<void>;
-}
-
-/** The drivers whose engines this host has. */
-export function detectDrivers(
-  config: Pick<AgentConfig, 'site' | 'dockerSocket' | 'lxdSocket' | 'lxdProject'>,
-  log: Logger,
-): Map<string, Driver> {
-  const drivers = new Map<string, Driver>();
-  const dockerSocket = config.dockerSocket ?? '/var/run/docker.sock';
-  if (existsSync(dockerSocket)) {
-    drivers.set('docker', createDockerDriver({ socketPath: dockerSocket, log }));
-    drivers.set('docker-compose', createComposeDriver({ socketPath: dockerSocket, log }));
-  }
-  const lxdSocket = config.lxdSocket ?? '/var/lib/lxd/unix.socket';
-  if (existsSync(lxdSocket)) {
-    const lxdOptions = { socketPath: lxdSocket, log, project: config.lxdProject ?? 'default' };
-    drivers.set('lxd', createLxdDriver(lxdOptions));
-    drivers.set('lxd-volume', createLxdVolumeDriver(lxdOptions));
-    // The whole server, every project: named after the agent (`lxd-server:<site>`).
-    drivers.set(
-      'lxd-server',
-      createLxdServerDriver({ ...lxdOptions, project: 'default', site: config.site }),
-    );
-  }
-  // Files, devices and directories of this host: always there.
-  drivers.set('path', createPathDriver({ log }));
-  return drivers;
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
@@ -172,11 +143,6 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const catalog = new DynamoDbCatalog(config.tableName, ddb);
   const agentLog = log.child({ agent: config.site });
   const drivers = detectDrivers(config, agentLog);
-  if (drivers.size === 0) {
-    agentLog.warn('agent.no_drivers', {
-      hint: 'no engine found on this host (looked for the Docker socket); this agent can run no task',
-    });
-  }
   // What a killed predecessor held is released before this agent takes any task: the retry of
   // its job finds the workload as its owner left it, not as Stowage stopped it.
   const journal = DirHoldJournal.open(

@@ -6,9 +6,26 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { collected, consistency, consistencyFlag, dockerName, isValidDockerName } from './options';
-import { flagPairs, type CliFlag, type PlatformSpec, type SelectorCapability } from './spec';
+import {
+  flagPairs,
+  type CliFlag,
+  type EngineSpec,
+  type PlatformSpec,
+  type SelectorCapability,
+} from './spec';
 
-export const DOCKER_ENGINE = { id: 'docker', defaultEndpoint: '/var/run/docker.sock', flags: [] };
+export const DOCKER_ENGINE: EngineSpec = {
+  id: 'docker',
+  defaultEndpoint: '/var/run/docker.sock',
+  flags: [
+    {
+      flags: '--docker-socket <path>',
+      help: "dockerd's unix socket (default /var/run/docker.sock)",
+      env: 'STOWAGE_DOCKER_SOCKET',
+      setting: 'endpoint',
+    },
+  ],
+};
 
 const hook = z
   .object({
