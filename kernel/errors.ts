@@ -135,8 +135,3 @@ export interface ErrorRecord {
   name: string;
   message: string;
 }
-
-export function toErrorRecord(err: unknown): ErrorRecord {
-  if (err instanceof Error) return { name: err.name || 'Error', message: err.message };
-  return { name: 'Error', message: String(err) };
-}

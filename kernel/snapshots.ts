@@ -11,7 +11,7 @@
 import { ValidationError } from './errors';
 import type { SnapshotInfo } from '../statemachines/contracts';
 import type { AgentRecord, InventoryTarget } from './model';
-import { parseTarget, targetKey, type TargetRef } from './targets';
+import { parseTarget, type TargetRef } from './targets';
 
 export interface SnapshotRef {
   target: TargetRef;
@@ -37,11 +37,6 @@ export function parseSnapshotId(text: string): SnapshotRef {
   }
   const target: TargetRef = { ...ref, name: ref.name.slice(0, slash) };
   return { target, name };
-}
-
-export function formatSnapshotRef(ref: SnapshotRef): string {
-  const id = snapshotId(targetKey(ref.target), ref.name);
-  return ref.target.agent ? `${id}@${ref.target.agent}` : id;
 }
 
 export type Expiry =
@@ -105,15 +100,6 @@ export function checkPattern(pattern: string): string {
     );
   }
   return pattern;
-}
-
-export function checkSnapshotName(name: string): string {
-  if (!NAME_RE.test(name)) {
-    throw new ValidationError(
-      `"${name}" is not a snapshot name (letters, digits, . _ -, starting with a letter or digit)`,
-    );
-  }
-  return name;
 }
 
 const SCHEDULE_ALIASES = [

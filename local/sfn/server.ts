@@ -4,7 +4,6 @@
  * AWS_ENDPOINT_URL_SFN. Timestamps are epoch seconds, as the protocol has them.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { SfnServiceError, type ExecutionRecord, type LocalStepFunctions } from './engine';
 
 const epoch = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : undefined);
@@ -142,8 +141,4 @@ export async function startSfnServer(
     server.listen(port, host, () => resolve());
   });
   return server;
-}
-
-export function serverPort(server: Server): number {
-  return (server.address() as AddressInfo).port;
 }

@@ -23,7 +23,6 @@ export const SERVICE_LABEL = 'com.docker.compose.service';
 export const NUMBER_LABEL = 'com.docker.compose.container-number';
 export const DEPENDS_ON_LABEL = 'com.docker.compose.depends_on';
 export const ONEOFF_LABEL = 'com.docker.compose.oneoff';
-export const NETWORK_LABEL = 'com.docker.compose.network';
 
 /** Compose's own rule for project names (`docker compose -p`). */
 const PROJECT_RE = /^[a-z0-9][a-z0-9_-]*$/;
