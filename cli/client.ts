@@ -23,7 +23,14 @@ export class Unreachable extends Error {
 }
 
 export class ApiClient {
-  constructor(readonly baseUrl: string) {}
+  /**
+   * `token`: local mode's bearer token (`<dataDir>/api-token`), sent to any API but API
+   * Gateway's, which gets SigV4 instead.
+   */
+  constructor(
+    readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
 
   get<T>(path: string): Promise<T> {
     return this.request<T>('GET', path);
@@ -53,6 +60,8 @@ export class ApiClient {
     };
     if (/\.execute-api\.[a-z0-9-]+\.amazonaws\.com$/.test(url.hostname)) {
       headers = await sign(url, method, headers, payload);
+    } else if (this.token) {
+      headers.authorization = `Bearer ${this.token}`;
     }
     let res: { status: number; text: string };
     try {

@@ -5,6 +5,7 @@
  * points were made, some targets failed).
  */
 import './warnings';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -39,7 +40,23 @@ interface Globals {
 
 function client(cmd: Command): ApiClient {
   const g = cmd.optsWithGlobals<Globals>();
-  return new ApiClient(g.api ?? process.env.STOWAGE_API ?? DEFAULT_API);
+  const { dataDir } = cmd.opts<{ dataDir?: string }>();
+  return new ApiClient(g.api ?? process.env.STOWAGE_API ?? DEFAULT_API, localToken(dataDir));
+}
+
+/**
+ * Local mode's API token: $STOWAGE_TOKEN, else the api-token file `stowage start` wrote in its
+ * data directory (the command's --data-dir, else $STOWAGE_DATA_DIR, default ~/.stowage), if
+ * this user may read it.
+ */
+function localToken(given?: string): string | undefined {
+  if (process.env.STOWAGE_TOKEN) return process.env.STOWAGE_TOKEN;
+  const dataDir = given ?? process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage');
+  try {
+    return readFileSync(join(dataDir, 'api-token'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const isJson = (cmd: Command) => Boolean(cmd.optsWithGlobals<Globals>().json);

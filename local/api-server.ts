@@ -2,10 +2,12 @@
  * The HTTP API in local mode: each request becomes the API Gateway (REST, proxy integration)
  * event the Lambda handler receives in AWS, so the very same handler answers. Local mode adds
  * one route of its own, GET /local/config, which tells a standalone local agent where the
- * emulators are. `files` answers first for the web console's static files (local/console-files.ts).
+ * emulators are. `files` answers first for the web console's static files (local/console-files.ts),
+ * then `access` (local/access.ts) refuses what may not call the API.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
+import { refusal, type ApiAccess } from './access';
 
 export type ApiHandler = (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>;
 
@@ -79,11 +81,26 @@ export async function startApiServer(
   localConfig: (url: URL) => Promise<unknown>,
   port: number,
   host = '127.0.0.1',
-  files?: FileServer,
+  extras: {
+    /** Answers first, for the web console's static files. */
+    files?: FileServer;
+    /** Who may call the API (local/access.ts); every API request is checked when set. */
+    access?: ApiAccess;
+  } = {},
 ): Promise<Server> {
   const server = createServer((req, res) => {
-    if (files?.(req, res)) {
+    if (extras.files?.(req, res)) {
       req.resume();
+      return;
+    }
+    const denied = extras.access
+      ? refusal(req, req.socket.localPort ?? port, extras.access)
+      : undefined;
+    if (denied) {
+      req.resume();
+      const [status, error, message] = denied;
+      res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify({ error, message }));
       return;
     }
     // Nothing a client sends may throw out of this callback: it would end the process.

@@ -30,6 +30,7 @@ import {
 } from '../agents/worker/main';
 import { startApiServer } from './api-server';
 import { CONSOLE_DIR, consoleBuilt, consoleFiles } from './console-files';
+import { apiTokenPath, newApiToken, writePrivateFile } from './access';
 import { LocalScheduler } from './scheduler';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
@@ -64,6 +65,8 @@ export interface ControlPlaneOptions {
 
 export interface ControlPlane {
   apiUrl: string;
+  /** The API's bearer token (also in <dataDir>/api-token). */
+  apiToken: string;
   endpoints: Emulators['endpoints'] & { sfn: string };
   localConfig: LocalConfig;
   /** The web console at the API's address: its sign-in link, or why there is none. */
@@ -248,13 +251,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     closers.unshift(() => scheduler.stop());
 
     const consoleDir = options.consoleDir ?? CONSOLE_DIR;
-    const apiServer = await startApiServer(
-      api.handler,
-      serveConfig,
-      options.port,
-      '127.0.0.1',
-      consoleFiles(consoleDir),
-    );
+    // A new token on every start: a restart revokes whatever was handed out before.
+    const apiToken = newApiToken();
+    const tokenPath = apiTokenPath(options.dataDir);
+    writePrivateFile(tokenPath, `${apiToken}\n`);
+    const apiServer = await startApiServer(api.handler, serveConfig, options.port, '127.0.0.1', {
+      files: consoleFiles(consoleDir),
+      access: { token: apiToken, tokenPath },
+    });
     closers.unshift(() => new Promise((r) => apiServer.close(() => r())));
     const apiUrl = `http://127.0.0.1:${portOf(apiServer)}`;
 
@@ -287,7 +291,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       apiUrl,
       endpoints,
       localConfig,
-      console: { url: `${apiUrl}/`, built: consoleBuilt(consoleDir) },
+      apiToken,
+      // The token rides in the fragment, which the browser never sends: no log line carries it.
+      console: { url: `${apiUrl}/#token=${apiToken}`, built: consoleBuilt(consoleDir) },
       sfn,
       ...(agent ? { agent } : {}),
       async close() {

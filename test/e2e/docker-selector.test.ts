@@ -95,7 +95,9 @@ describe('docker backups by label selector, one job for several containers', () 
     // While it runs, the agent's progress shows on the item it is working on.
     const seen: Item[] = [];
     for (;;) {
-      const res = await fetch(`http://127.0.0.1:${stowageProcess.port}/jobs/${jobId}`);
+      const res = await fetch(`http://127.0.0.1:${stowageProcess.port}/jobs/${jobId}`, {
+        headers: stowageProcess.apiHeaders(),
+      });
       const polled = (await res.json()) as { status: string; items: Item[] };
       seen.push(...polled.items.filter((i) => i.status === 'RUNNING'));
       if (!['PENDING', 'RUNNING'].includes(polled.status)) break;

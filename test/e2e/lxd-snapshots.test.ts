@@ -87,7 +87,7 @@ it('lists offsite points and local snapshots in one list and restores an instanc
   const human = spawnSync(
     process.execPath,
     [new URL('../../cli/bin.mjs', import.meta.url).pathname, 'points', `lxd:${C1}`],
-    { env: { ...process.env, STOWAGE_API: `http://127.0.0.1:${stowage.port}` }, encoding: 'utf8' },
+    { env: stowage.userEnv, encoding: 'utf8' },
   );
   expect(human.stdout).toMatch(/^POINT\s+TIER\s+TARGET/);
   expect(human.stdout).toMatch(new RegExp(`lxd:${C1}/pre-0\\s+snapshot\\s`));

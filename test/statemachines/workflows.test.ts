@@ -46,7 +46,7 @@ async function api<T>(
 ): Promise<{ status: number; body: T }> {
   const res = await fetch(`${plane.apiUrl}${path}`, {
     method,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${plane.apiToken}` },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   return { status: res.status, body: (await res.json()) as T };
