@@ -16,6 +16,7 @@ import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
 import { addEngineFlags, addPlatformFlags, enginesOf, platformBody } from './platform-flags';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
+import { ProgressReporter } from './progress';
 import {
   bytes,
   itemsTable,
@@ -23,7 +24,6 @@ import {
   jobsTable,
   pointsTable,
   pruneText,
-  progressLine,
   scheduleText,
   snapshotsTable,
   table,
@@ -73,23 +73,22 @@ class JobFailed extends Error {
 }
 
 async function waitForJob(
-  cmd: Command,
+  _cmd: Command,
   api: ApiClient,
   jobId: string,
   follow: boolean,
 ): Promise<Job> {
-  let last = '';
-  for (;;) {
-    const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
-    if (follow && !isJson(cmd)) {
-      const line = progressLine(job);
-      if (line !== last) {
-        process.stderr.write(`${jobId} ${line}\n`);
-        last = line;
-      }
+  // Progress goes to stderr whatever --json says: stdout keeps only the result.
+  const progress = follow ? new ProgressReporter(process.stderr, jobId) : undefined;
+  try {
+    for (;;) {
+      const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
+      progress?.update(job);
+      if (TERMINAL.includes(job.status)) return job;
+      await new Promise((r) => setTimeout(r, 500));
     }
-    if (TERMINAL.includes(job.status)) return job;
-    await new Promise((r) => setTimeout(r, 500));
+  } finally {
+    progress?.end();
   }
 }
 
@@ -199,7 +198,7 @@ async function startJob(
     );
     return;
   }
-  if (!isJson(cmd)) process.stderr.write(`${describe(job)} started as ${job.jobId}\n`);
+  process.stderr.write(`${describe(job)} started as ${job.jobId}\n`);
   finish(cmd, await waitForJob(cmd, api, job.jobId, true));
 }
 
