@@ -29,3 +29,12 @@ export function nagAttr(resource: IConstruct, attribute: string): string {
   const logicalId = Stack.of(element).resolve(element.logicalId) as string;
   return `<${logicalId}.${attribute}>`;
 }
+
+/** How cdk-nag prints a `Ref` of `resource`: `<LogicalId>`. */
+export function nagRef(resource: IConstruct): string {
+  const element = resource instanceof CfnElement ? resource : resource.node.defaultChild;
+  if (!(element instanceof CfnElement)) {
+    throw new Error(`${resource.node.path} has no CloudFormation resource to name`);
+  }
+  return `<${Stack.of(element).resolve(element.logicalId) as string}>`;
+}

@@ -7,16 +7,26 @@
  * reads too, so AWS and local mode cannot drift.
  *
  * Sites come from the `stowage:sites` context (cdk.json, or `-c stowage:sites=a,b`), one queue
- * each; without it, the single DEFAULT_SITE.
+ * and one role each; without it, the single DEFAULT_SITE. The MAINTENANCE_SITE is added to them:
+ * prunes run on its agent, whose role alone may delete from the store.
+ *
+ * Other context: `stowage:objectLock` (governance|compliance) and `stowage:objectLockDays`,
+ * `stowage:noncurrentDays` (BackupBucket), `stowage:agentCaCertificateFile` or
+ * `stowage:agentCaArn` (IAM Roles Anywhere for the agents, AgentAccess).
  */
 import { Aws, CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
-import { DEFAULT_SITE, FUNCTIONS } from '../kernel/resources';
-import { AGENT_POLICY_NAME, AgentAccess } from './constructs/agent-access';
+import { BACKUP_BUCKET, DEFAULT_SITE, FUNCTIONS, MAINTENANCE_SITE } from '../kernel/resources';
+import { AgentAccess, agentCaFromContext } from './constructs/agent-access';
 import { HttpApi } from './constructs/api';
-import { BackupBucket } from './constructs/backup-bucket';
+import {
+  BackupBucket,
+  NONCURRENT_DAYS_CONTEXT_KEY,
+  objectLockFromContext,
+  positiveDays,
+} from './constructs/backup-bucket';
 import { CatalogTable } from './constructs/catalog-table';
 import { DataKey } from './constructs/data-key';
 import { Monitoring } from './constructs/monitoring';
@@ -63,10 +73,21 @@ export class StowageStack extends Stack {
       description: 'Stowage: serverless backup and restore control plane',
       ...props,
     });
-    const sites = props.sites ?? sitesFromContext(this);
+    const userSites = props.sites ?? sitesFromContext(this);
+    const sites = userSites.includes(MAINTENANCE_SITE)
+      ? userSites
+      : [...userSites, MAINTENANCE_SITE];
 
     const catalog = new CatalogTable(this, 'Catalog');
-    const store = new BackupBucket(this, 'Store');
+    const objectLock = objectLockFromContext(this);
+    const store = new BackupBucket(this, 'Store', {
+      ...(objectLock ? { objectLock } : {}),
+      noncurrentDays: positiveDays(
+        this,
+        NONCURRENT_DAYS_CONTEXT_KEY,
+        BACKUP_BUCKET.noncurrentVersionDays,
+      ),
+    });
     const dataKey = new DataKey(this, 'DataKey');
     const queues = new SiteQueues(this, 'SiteQueues', { sites });
     const { table } = catalog;
@@ -147,6 +168,8 @@ export class StowageStack extends Stack {
         SCHEDULE_GROUP: schedules.groupName,
         SCHEDULE_TARGET_ARN: runPolicy.fn.functionArn,
         SCHEDULE_ROLE_ARN: schedules.invokeRole.roleArn,
+        // Prunes run on the maintenance site's agent: its role alone may delete.
+        PRUNE_AGENT: MAINTENANCE_SITE,
       },
     });
     schedules.grantManage(api.fn);
@@ -177,11 +200,14 @@ export class StowageStack extends Stack {
 
     const httpApi = new HttpApi(this, 'HttpApi', { handler: api.fn });
 
+    const ca = agentCaFromContext(this);
     const agents = new AgentAccess(this, 'AgentAccess', {
-      siteQueues: queues.queues,
+      sites: queues.sites,
+      maintenanceSite: MAINTENANCE_SITE,
       bucket,
       table,
-      dataKey: dataKey.key,
+      dataKey,
+      ...(ca ? { ca } : {}),
     });
 
     new Monitoring(this, 'Monitoring', {
@@ -202,9 +228,26 @@ export class StowageStack extends Stack {
       value: dataKey.key.keyArn,
       description: 'STOWAGE_KMS_KEY_ID for agents: the KMS key wrapping the repository data key',
     });
-    new CfnOutput(this, 'AgentRoleArn', {
-      value: agents.role.roleArn,
-      description: `Role for on-prem agents (managed policy ${AGENT_POLICY_NAME})`,
+    for (const [site, role] of Object.entries(agents.roles)) {
+      new CfnOutput(this, `AgentRoleArn-${site}`, {
+        value: role.roleArn,
+        description:
+          site === MAINTENANCE_SITE
+            ? 'Role of the maintenance agent (prunes; the only role that may delete)'
+            : `Role of site ${site}'s agents`,
+      });
+    }
+    if (agents.trustAnchor && agents.profile) {
+      new CfnOutput(this, 'AgentTrustAnchorArn', { value: agents.trustAnchor.attrTrustAnchorArn });
+      new CfnOutput(this, 'AgentProfileArn', { value: agents.profile.attrProfileArn });
+    }
+    new CfnOutput(this, 'OperatorPolicyArn', {
+      value: httpApi.operatorPolicy.managedPolicyArn,
+      description: 'Attach to whoever operates Stowage: every API method',
+    });
+    new CfnOutput(this, 'ViewerPolicyArn', {
+      value: httpApi.viewerPolicy.managedPolicyArn,
+      description: 'Attach to whoever may only look: the GET methods of the API',
     });
 
     this.catalog = catalog;

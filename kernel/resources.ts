@@ -17,7 +17,21 @@ export const BACKUP_BUCKET = {
   localName: 'stowage-backups',
   /** Incomplete multipart uploads of an interrupted stream are useless after a week. */
   abortIncompleteMultipartUploadDays: 7,
+  /**
+   * How long a version that a prune deleted (or anything overwrote) stays recoverable before S3
+   * removes it: the window in which a stolen maintenance credential's deletions can be undone.
+   * The `stowage:noncurrentDays` context changes it.
+   */
+  noncurrentVersionDays: 30,
+  /** Object Lock's default retention when `stowage:objectLock` turns it on. */
+  objectLockDays: 30,
 } as const;
+
+/**
+ * The site whose agent runs prunes in AWS: its role is the only identity of the stack that may
+ * delete from the store (`stowage agent --site maintenance` with that role's credentials).
+ */
+export const MAINTENANCE_SITE = 'maintenance';
 
 export const SITE_QUEUE = {
   namePrefix: 'stowage-site-',

@@ -1,8 +1,17 @@
 /**
  * The HTTP API: API Gateway REST API in front of the `api` function, every method behind IAM
  * (SigV4) auth, so the CLI and the console sign their requests with the caller's credentials and
- * the function never sees an unauthenticated request. Root and `{proxy+}` both go to the one
- * function, which routes by path itself (the same handler serves the local HTTP server).
+ * the function never sees an unauthenticated request.
+ *
+ * Its resources and methods are those of the OpenAPI document (functions/api/openapi.json), each
+ * with the document's body schema as a request model and its parameters, validated by API Gateway
+ * before the function runs (cdk/openapi-models.ts); every method goes to the one function, which
+ * routes and validates again by itself (the same handler serves local mode, where there is no
+ * API Gateway). A path the document does not have never reaches the function.
+ *
+ * Two managed policies are shipped for the people and scripts who call it: `operatorPolicy`
+ * (every method) and `viewerPolicy` (GET only: lists, points, jobs, policies; nothing that starts,
+ * changes or deletes anything).
  */
 import { RemovalPolicy } from 'aws-cdk-lib';
 import {
@@ -10,14 +19,20 @@ import {
   AuthorizationType,
   EndpointType,
   LambdaIntegration,
+  JsonSchemaVersion,
   LogGroupLogDestination,
   MethodLoggingLevel,
+  type IResource,
+  type JsonSchema,
+  RequestValidator,
   RestApi,
 } from 'aws-cdk-lib/aws-apigateway';
+import { ManagedPolicy, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { LogGroup } from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { acknowledge } from '../nag';
+import { acknowledge, nagRef } from '../nag';
+import { apiOperations } from '../openapi-models';
 import { LOG_RETENTION } from '../project';
 
 /**
@@ -34,6 +49,10 @@ export interface HttpApiProps {
 export class HttpApi extends Construct {
   readonly restApi: RestApi;
   readonly accessLogs: LogGroup;
+  /** execute-api:Invoke on every method of the API. */
+  readonly operatorPolicy: ManagedPolicy;
+  /** execute-api:Invoke on the GET methods only. */
+  readonly viewerPolicy: ManagedPolicy;
 
   constructor(scope: Construct, id: string, props: HttpApiProps) {
     super(scope, id);
@@ -73,15 +92,79 @@ export class HttpApi extends Construct {
       // The console's "Test" button is not how this API is exercised; fewer invoke permissions.
       allowTestInvoke: false,
     });
-    this.restApi.root.addMethod('ANY', integration);
-    this.restApi.root.addProxy({ defaultIntegration: integration, anyMethod: true });
+    const validator = new RequestValidator(this, 'Validator', {
+      restApi: this.restApi,
+      requestValidatorName: 'openapi-body-and-parameters',
+      validateRequestBody: true,
+      validateRequestParameters: true,
+    });
+    const resources = new Map<string, IResource>([['/', this.restApi.root]]);
+    const resourceFor = (path: string): IResource => {
+      const known = resources.get(path);
+      if (known) return known;
+      const cut = path.lastIndexOf('/');
+      const parent = resourceFor(path.slice(0, cut) || '/');
+      const resource = parent.addResource(path.slice(cut + 1));
+      resources.set(path, resource);
+      return resource;
+    };
+    for (const op of apiOperations()) {
+      const modelName = `${op.method}${op.path}`.replace(/[^A-Za-z0-9]/g, '');
+      resourceFor(op.path).addMethod(op.method, integration, {
+        requestValidator: validator,
+        requestParameters: op.requestParameters,
+        ...(op.bodySchema
+          ? {
+              requestModels: {
+                'application/json': this.restApi.addModel(`${modelName}Body`, {
+                  contentType: 'application/json',
+                  modelName: `${modelName}Body`,
+                  schema: { ...op.bodySchema, schema: JsonSchemaVersion.DRAFT4 } as JsonSchema,
+                }),
+              },
+            }
+          : {}),
+      });
+    }
 
-    acknowledge(
-      this.restApi,
-      'AwsSolutions-APIG2',
-      'Every request goes to one proxy function that validates path, query and body itself: the ' +
-        'same handler serves local mode, where there is no API Gateway to validate for it.',
+    const invoke = (id: string, description: string, methods: string) =>
+      new ManagedPolicy(this, id, {
+        description,
+        statements: [
+          new PolicyStatement({
+            actions: ['execute-api:Invoke'],
+            resources: [
+              this.restApi.arnForExecuteApi(methods, '/*', this.restApi.deploymentStage.stageName),
+            ],
+          }),
+        ],
+      });
+    this.operatorPolicy = invoke(
+      'OperatorPolicy',
+      'Stowage operator: every method of the Stowage HTTP API (backups, restores, prunes, policies)',
+      '*',
     );
+    this.viewerPolicy = invoke(
+      'ViewerPolicy',
+      'Stowage viewer: the read-only GET methods of the Stowage HTTP API',
+      'GET',
+    );
+    const stageArn =
+      'arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:' +
+      `${nagRef(this.restApi)}/${nagRef(this.restApi.deploymentStage)}`;
+    acknowledge(
+      this.operatorPolicy,
+      'AwsSolutions-IAM5',
+      'The operator may call every method and path of this one API stage: that is the policy.',
+      `Resource::${stageArn}/*/*`,
+    );
+    acknowledge(
+      this.viewerPolicy,
+      'AwsSolutions-IAM5',
+      'The viewer may call the GET methods (read-only) of every path of this one API stage.',
+      `Resource::${stageArn}/GET/*`,
+    );
+
     acknowledge(
       this.restApi,
       'AwsSolutions-COG4',

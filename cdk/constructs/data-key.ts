@@ -6,14 +6,19 @@
  *
  * The key policy keeps cryptographic use narrow: the account may administer the key (so the key
  * can never become unmanageable), but the only cryptographic operations it allows are the two
- * the agents use, kms:GenerateDataKey (first agent of an empty repository) and kms:Decrypt, and
- * only under the encryption context the agents pass. Both are delegated to IAM, where the agent
- * policy is the only one that grants them (AgentAccess); no Lambda ever gets KMS permissions, as
- * none of them reads sealed data (commit-point only HEADs a manifest).
+ * the agents use, kms:GenerateDataKey (first agent of an empty repository) and kms:Decrypt, only
+ * under the encryption context the agents pass, and only to the roles it names (`allowUse`: the
+ * site roles and the maintenance role of AgentAccess), not to the account: no other IAM policy
+ * can grant them. No Lambda ever gets KMS permissions, as none of them reads sealed data.
  */
 import { DATA_KEY } from '../../kernel/resources';
 import { RemovalPolicy } from 'aws-cdk-lib';
-import { AccountRootPrincipal, PolicyDocument, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import {
+  AccountRootPrincipal,
+  type IRole,
+  PolicyDocument,
+  PolicyStatement,
+} from 'aws-cdk-lib/aws-iam';
 import { Key, KeySpec, KeyUsage } from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
@@ -89,15 +94,24 @@ export class DataKey extends Construct {
             actions: ADMIN_ACTIONS,
             resources: ['*'],
           }),
-          new PolicyStatement({
-            sid: 'UseForRepositoryDataKeyOnly',
-            principals: [account],
-            actions: [...DATA_KEY_USE_ACTIONS],
-            resources: ['*'],
-            conditions: DATA_KEY_USE_CONDITION,
-          }),
         ],
       }),
     });
+  }
+
+  /**
+   * Names `roles` in the key policy as the only principals that may use the key, for the
+   * repository data key's encryption context only. Called once, with every role that may.
+   */
+  allowUse(roles: readonly IRole[]): void {
+    this.key.addToResourcePolicy(
+      new PolicyStatement({
+        sid: 'UseForRepositoryDataKeyOnly',
+        principals: roles.map((r) => r.grantPrincipal),
+        actions: [...DATA_KEY_USE_ACTIONS],
+        resources: ['*'],
+        conditions: DATA_KEY_USE_CONDITION,
+      }),
+    );
   }
 }

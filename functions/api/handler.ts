@@ -33,6 +33,7 @@ function wire(): RequestDeps {
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
     history: new SfnHistory(),
+    ...(process.env.PRUNE_AGENT ? { pruneAgent: process.env.PRUNE_AGENT } : {}),
     ...(schedules ? { schedules } : {}),
   };
 }

@@ -74,6 +74,7 @@ const pruneDeps = (d: RequestDeps) => ({
   queueUrlFor: d.queueUrlFor,
   startPrune: (input: Parameters<RequestDeps['workflows']['startPrune']>[0]) =>
     d.workflows.startPrune(input),
+  ...(d.pruneAgent ? { pruneAgent: d.pruneAgent } : {}),
 });
 
 const policyDeps = (d: RequestDeps): PolicyDeps => ({

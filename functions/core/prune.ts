@@ -211,10 +211,23 @@ export interface PruneRequestDeps {
   newId(prefix: 'job' | 'rp'): string;
   queueUrlFor(agent: string): string;
   startPrune(input: PruneExecutionInput): Promise<string>;
+  /**
+   * The agent prunes must run on (AWS: the maintenance site, whose role alone may delete from
+   * the store); without it, the agent that reported last.
+   */
+  pruneAgent?: string;
 }
 
 /** The agent that collects garbage: the one that reported last (each holds the data key). */
-async function pruningAgent(catalog: Catalog): Promise<string> {
+async function pruningAgent(catalog: Catalog, required?: string): Promise<string> {
+  if (required) {
+    if (!(await catalog.getAgent(required))) {
+      throw new AgentUnavailable(
+        `prunes run on agent ${required}, the only one whose credentials may delete from the store, and it has not reported: start \`stowage agent --site ${required}\` with the maintenance role's credentials`,
+      );
+    }
+    return required;
+  }
   const agents = await catalog.listAgents();
   const newest = [...agents].sort((a, b) => b.seenAt.localeCompare(a.seenAt))[0];
   if (!newest) {
@@ -269,7 +282,7 @@ export async function requestPrune(
       `prune ${running.jobId} is still running; one prune runs at a time (\`stowage job ${running.jobId}\`)`,
     );
   }
-  const agent = await pruningAgent(deps.catalog);
+  const agent = await pruningAgent(deps.catalog, deps.pruneAgent);
   const dryRun = body.dryRun === true;
   const job: Job = {
     jobId: deps.newId('job'),

@@ -3,8 +3,8 @@
  * context of cdk.json (so feature flags match a real synth) plus `aws:cdk:bundling-stacks: []`,
  * so no function is bundled; one test at the end runs the real `cdk synth`, bundling included.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +19,16 @@ import {
   DATA_KEY_USE_ACTIONS,
 } from '../../cdk/constructs/data-key';
 import { placeholdersIn } from '../../cdk/constructs/workflows';
+import {
+  AGENT_CA_FILE_CONTEXT_KEY,
+  AGENT_WRITABLE_KEYS,
+  PRUNE_DELETABLE_KEYS,
+  STORE_KEYS,
+  agentCertificateCn,
+} from '../../cdk/constructs/agent-access';
+import { OBJECT_LOCK_CONTEXT_KEY } from '../../cdk/constructs/backup-bucket';
+import { apiOperations } from '../../cdk/openapi-models';
+import * as layout from '../../kernel/object-layout';
 import { REPO_ROOT } from '../../cdk/project';
 import { SITES_CONTEXT_KEY, StowageStack } from '../../cdk/stack';
 import {
@@ -28,9 +38,12 @@ import {
   WORKFLOWS,
   siteQueueName,
   DATA_KEY,
+  MAINTENANCE_SITE,
 } from '../../kernel/resources';
 
 const SITES = ['local', 'lab'];
+/** Every site of the stack: the ones asked for and the maintenance site. */
+const ALL_SITES = [...SITES, MAINTENANCE_SITE];
 
 type Json = Record<string, unknown>;
 interface Statement {
@@ -112,6 +125,12 @@ function identityStatements(template: Template): { holder: string; statement: St
   );
 }
 
+/** A resource list as sorted JSON strings (CDK sorts and merges the resources it renders). */
+const sortedJson = (value: unknown) =>
+  asArray(value)
+    .map((v) => JSON.stringify(v))
+    .sort();
+
 const mentionsKms = (statement: Statement) =>
   asArray(statement.Action).some((a) => a.toLowerCase().startsWith('kms:'));
 
@@ -161,9 +180,20 @@ describe('Stowage stack', () => {
   });
 
   describe('backup bucket', () => {
-    it('blocks public access, is S3-encrypted, unversioned and aborts stale multipart uploads', () => {
-      template.resourceCountIs('AWS::S3::Bucket', 1);
-      template.hasResourceProperties('AWS::S3::Bucket', {
+    const bucketProps = () =>
+      template.toJSON().Resources[logicalId(stack, stack.store.bucket)].Properties as Json;
+    const bucketPolicy = () =>
+      (
+        Object.values(template.findResources('AWS::S3::BucketPolicy')).find(
+          (p) =>
+            JSON.stringify((p.Properties as Json).Bucket) ===
+            JSON.stringify({ Ref: logicalId(stack, stack.store.bucket) }),
+        )!.Properties as { PolicyDocument: { Statement: Statement[] } }
+      ).PolicyDocument.Statement;
+
+    it('blocks public access, is S3-encrypted, versioned, and aborts stale multipart uploads', () => {
+      template.resourceCountIs('AWS::S3::Bucket', 2);
+      expect(bucketProps()).toMatchObject({
         PublicAccessBlockConfiguration: {
           BlockPublicAcls: true,
           BlockPublicPolicy: true,
@@ -175,10 +205,10 @@ describe('Stowage stack', () => {
             { ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } },
           ],
         },
-        VersioningConfiguration: Match.absent(),
+        VersioningConfiguration: { Status: 'Enabled' },
         LifecycleConfiguration: {
-          Rules: Match.arrayWith([
-            Match.objectLike({
+          Rules: expect.arrayContaining([
+            expect.objectContaining({
               Status: 'Enabled',
               AbortIncompleteMultipartUpload: {
                 DaysAfterInitiation: BACKUP_BUCKET.abortIncompleteMultipartUploadDays,
@@ -187,7 +217,77 @@ describe('Stowage stack', () => {
           ]),
         },
       });
+      expect(bucketProps().ObjectLockEnabled).toBeUndefined();
       template.hasResource('AWS::S3::Bucket', { DeletionPolicy: 'Retain' });
+    });
+
+    it('expires deleted (noncurrent) versions only after the undo window, and their markers', () => {
+      expect(bucketProps()).toMatchObject({
+        LifecycleConfiguration: {
+          Rules: expect.arrayContaining([
+            expect.objectContaining({
+              Status: 'Enabled',
+              NoncurrentVersionExpiration: {
+                NoncurrentDays: BACKUP_BUCKET.noncurrentVersionDays,
+              },
+              ExpiredObjectDeleteMarker: true,
+            }),
+          ]),
+        },
+      });
+    });
+
+    it('logs every access to a log bucket of its own', () => {
+      expect(bucketProps().LoggingConfiguration).toEqual({
+        DestinationBucketName: { Ref: logicalId(stack, stack.store.accessLogs) },
+        LogFilePrefix: 'store/',
+      });
+    });
+
+    it('denies deleting a version, or bypassing a governance retention, to every principal', () => {
+      expect(bucketPolicy()).toContainEqual(
+        expect.objectContaining({
+          Sid: 'NoVersionIsDeletedButByLifecycle',
+          Effect: 'Deny',
+          Principal: { AWS: '*' },
+          Action: ['s3:BypassGovernanceRetention', 's3:DeleteObjectVersion'],
+        }),
+      );
+    });
+
+    it('refuses object-creating puts without If-None-Match from every agent role (UploadPart exempt)', () => {
+      const deny = bucketPolicy().find((st) => st.Sid === 'AgentsOnlyCreate')!;
+      expect(deny).toMatchObject({
+        Effect: 'Deny',
+        Action: 's3:PutObject',
+        Condition: {
+          Null: { 's3:if-none-match': 'true' },
+          Bool: { 's3:ObjectCreationOperation': 'true' },
+        },
+      });
+      const principals = asArray((deny.Principal as { AWS: unknown }).AWS).map((p) =>
+        JSON.stringify(p),
+      );
+      expect(principals.sort()).toEqual(
+        ALL_SITES.map((site) =>
+          JSON.stringify({
+            'Fn::GetAtt': [logicalId(stack, stack.agentAccess.roles[site]!), 'Arn'],
+          }),
+        ).sort(),
+      );
+    });
+
+    it('denies deleting to every site role but the maintenance role', () => {
+      const deny = bucketPolicy().find((st) => st.Sid === 'SiteAgentsNeverDelete')!;
+      expect(deny).toMatchObject({
+        Effect: 'Deny',
+        Action: ['s3:DeleteObject', 's3:DeleteObjectVersion'],
+      });
+      const principals = JSON.stringify(deny.Principal);
+      for (const site of SITES) {
+        expect(principals).toContain(logicalId(stack, stack.agentAccess.roles[site]!));
+      }
+      expect(principals).not.toContain(logicalId(stack, stack.agentAccess.maintenanceRole));
     });
 
     it('denies requests without TLS and has no auto-delete custom resource', () => {
@@ -206,11 +306,11 @@ describe('Stowage stack', () => {
   });
 
   describe('site queues', () => {
-    it('has one queue and one DLQ per site', () => {
-      template.resourceCountIs('AWS::SQS::Queue', SITES.length * 2);
+    it('has one queue and one DLQ per site, the maintenance site included', () => {
+      template.resourceCountIs('AWS::SQS::Queue', ALL_SITES.length * 2);
     });
 
-    it.each(SITES)('sends the poisoned tasks of site %s to its own DLQ', (site) => {
+    it.each(ALL_SITES)('sends the poisoned tasks of site %s to its own DLQ', (site) => {
       const { queue, deadLetterQueue } = stack.siteQueues.sites.find((s) => s.site === site)!;
       template.hasResourceProperties('AWS::SQS::Queue', {
         QueueName: `${siteQueueName(site)}${SITE_QUEUE.dlqSuffix}`,
@@ -242,7 +342,7 @@ describe('Stowage stack', () => {
           },
         },
       });
-      expect(Object.keys(policies)).toHaveLength(SITES.length * 2);
+      expect(Object.keys(policies)).toHaveLength(ALL_SITES.length * 2);
     });
   });
 
@@ -491,6 +591,7 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.api.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
         'BUCKET_NAME',
+        'PRUNE_AGENT',
         'PRUNE_STATE_MACHINE_ARN',
         'RESTORE_STATE_MACHINE_ARN',
         'SCHEDULE_GROUP',
@@ -612,6 +713,17 @@ describe('Stowage stack', () => {
         asArray(s.Action).some((a) => a === 'kms:Decrypt' || a.startsWith('kms:GenerateDataKey')),
       );
       expect(crypto).toHaveLength(1);
+      // The roles it names, not the account: no IAM policy can hand the key to anyone else.
+      const principals = asArray((crypto[0]!.Principal as { AWS: unknown }).AWS).map((p) =>
+        JSON.stringify(p),
+      );
+      expect(principals.sort()).toEqual(
+        ALL_SITES.map((site) =>
+          JSON.stringify({
+            'Fn::GetAtt': [logicalId(stack, stack.agentAccess.roles[site]!), 'Arn'],
+          }),
+        ).sort(),
+      );
       expect(crypto[0]).toMatchObject({
         Effect: 'Allow',
         Action: [...DATA_KEY_USE_ACTIONS],
@@ -628,28 +740,28 @@ describe('Stowage stack', () => {
       expect(DATA_KEY_ENCRYPTION_CONTEXT).toEqual({ purpose: 'stowage-repository-data-key' });
     });
 
-    it('is granted to the agent policy only, for Decrypt and GenerateDataKey under the context', () => {
-      const agentPolicyId = logicalId(stack, stack.agentAccess.policy);
+    it('is granted to the site roles only, for Decrypt and GenerateDataKey under the context', () => {
       const kms = identityStatements(template).filter(
         ({ statement }) =>
           mentionsKms(statement) || JSON.stringify(statement.Resource).includes(keyId()),
       );
-      expect(kms).toEqual([
-        {
-          holder: agentPolicyId,
-          statement: {
-            Sid: 'UseRepositoryDataKey',
-            Effect: 'Allow',
-            Action: [...DATA_KEY_USE_ACTIONS],
-            Resource: { 'Fn::GetAtt': [keyId(), 'Arn'] },
-            Condition: {
-              StringEquals: {
-                'kms:EncryptionContext:purpose': 'stowage-repository-data-key',
-              },
+      const sitePolicies = ALL_SITES.map((site) =>
+        logicalId(stack, stack.agentAccess.policies[site]!),
+      );
+      expect(kms.map((k) => k.holder).sort()).toEqual([...sitePolicies].sort());
+      for (const { statement } of kms) {
+        expect(statement).toEqual({
+          Sid: 'UseRepositoryDataKey',
+          Effect: 'Allow',
+          Action: [...DATA_KEY_USE_ACTIONS],
+          Resource: { 'Fn::GetAtt': [keyId(), 'Arn'] },
+          Condition: {
+            StringEquals: {
+              'kms:EncryptionContext:purpose': 'stowage-repository-data-key',
             },
           },
-        },
-      ]);
+        });
+      }
     });
 
     it('is out of reach of every Lambda and state machine role', () => {
@@ -669,22 +781,64 @@ describe('Stowage stack', () => {
   });
 
   describe('HTTP API', () => {
-    it('requires IAM auth on every method, root and {proxy+}', () => {
-      const methods = Object.values(template.findResources('AWS::ApiGateway::Method'));
-      expect(methods).toHaveLength(2);
-      for (const method of methods) {
+    const methods = () => Object.values(template.findResources('AWS::ApiGateway::Method'));
+
+    it('has exactly the methods of the OpenAPI document, each behind IAM auth', () => {
+      const operations = apiOperations();
+      expect(methods()).toHaveLength(operations.length);
+      for (const method of methods()) {
         expect(method.Properties).toMatchObject({
           AuthorizationType: 'AWS_IAM',
-          HttpMethod: 'ANY',
           Integration: { Type: 'AWS_PROXY' },
         });
       }
-      template.hasResourceProperties('AWS::ApiGateway::Resource', { PathPart: '{proxy+}' });
+      expect(
+        methods()
+          .map((m) => (m.Properties as Json).HttpMethod)
+          .sort(),
+      ).toEqual(operations.map((o) => o.method).sort());
+      // No catch-all: a path the document does not have never reaches the function.
+      expect(
+        Object.values(template.findResources('AWS::ApiGateway::Resource')).map(
+          (r) => (r.Properties as Json).PathPart,
+        ),
+      ).not.toContain('{proxy+}');
+    });
+
+    it("validates bodies and parameters by the document's schemas before the function runs", () => {
+      template.resourceCountIs('AWS::ApiGateway::RequestValidator', 1);
+      template.hasResourceProperties('AWS::ApiGateway::RequestValidator', {
+        ValidateRequestBody: true,
+        ValidateRequestParameters: true,
+      });
+      const withBody = apiOperations().filter((o) => o.bodySchema);
+      expect(withBody.length).toBeGreaterThan(10);
+      const models = Object.values(template.findResources('AWS::ApiGateway::Model'));
+      expect(models).toHaveLength(withBody.length);
+      for (const method of methods()) {
+        expect((method.Properties as Json).RequestValidatorId).toBeDefined();
+      }
+      expect(methods().filter((m) => (m.Properties as Json).RequestModels)).toHaveLength(
+        withBody.length,
+      );
+      const restores = models.find((m) => (m.Properties as Json).Name === 'POSTrestoresBody')!
+        .Properties as { Schema: Json };
+      expect(restores.Schema).toMatchObject({
+        $schema: 'http://json-schema.org/draft-04/schema#',
+        type: 'object',
+        required: ['recoveryPointId'],
+      });
+      expect(JSON.stringify(models)).not.toMatch(/"\$ref"|"example"|"nullable"/);
+      template.hasResourceProperties('AWS::ApiGateway::Method', {
+        HttpMethod: 'GET',
+        RequestParameters: { 'method.request.path.id': true },
+      });
     });
 
     it('logs access and throttles the stage', () => {
       template.hasResourceProperties('AWS::ApiGateway::Stage', {
         AccessLogSetting: { DestinationArn: Match.anyValue(), Format: Match.anyValue() },
+        TracingEnabled: true,
         MethodSettings: Match.arrayWith([
           Match.objectLike({
             HttpMethod: '*',
@@ -695,41 +849,65 @@ describe('Stowage stack', () => {
         ]),
       });
     });
+
+    it('ships an operator policy (every method) and a viewer policy (GET only)', () => {
+      const statementsOf = (policy: IConstruct) =>
+        (
+          template.toJSON().Resources[logicalId(stack, policy)].Properties as {
+            PolicyDocument: { Statement: Statement[] };
+          }
+        ).PolicyDocument.Statement;
+      const [operator] = statementsOf(stack.httpApi.operatorPolicy);
+      const [viewer] = statementsOf(stack.httpApi.viewerPolicy);
+      expect(statementsOf(stack.httpApi.operatorPolicy)).toHaveLength(1);
+      expect(statementsOf(stack.httpApi.viewerPolicy)).toHaveLength(1);
+      expect(operator!.Action).toBe('execute-api:Invoke');
+      expect(viewer!.Action).toBe('execute-api:Invoke');
+      const restApi = logicalId(stack, stack.httpApi.restApi);
+      expect(JSON.stringify(operator!.Resource)).toContain(restApi);
+      expect(JSON.stringify(operator!.Resource)).toMatch(/\/\*\/\*"/);
+      expect(JSON.stringify(viewer!.Resource)).toContain(restApi);
+      expect(JSON.stringify(viewer!.Resource)).toMatch(/\/GET\/\*"/);
+      expect(JSON.stringify(viewer!.Resource)).not.toMatch(/POST|PATCH|DELETE|\/\*\/\*"/);
+      template.hasOutput('OperatorPolicyArn', Match.anyValue());
+      template.hasOutput('ViewerPolicyArn', Match.anyValue());
+    });
   });
 
   describe('agent access', () => {
-    const agentPolicy = () =>
-      template.toJSON().Resources[logicalId(stack, stack.agentAccess.policy)].Properties as {
-        ManagedPolicyName: string;
-        PolicyDocument: { Statement: Statement[] };
-      };
+    const statementsOf = (site: string) =>
+      (
+        template.toJSON().Resources[logicalId(stack, stack.agentAccess.policies[site]!)]
+          .Properties as { PolicyDocument: { Statement: Statement[] }; Roles: unknown[] }
+      ).PolicyDocument.Statement;
+    const arnOf = (construct: IConstruct) => ({
+      'Fn::GetAtt': [logicalId(stack, construct), 'Arn'],
+    });
+    const objects = (keys: readonly string[]) =>
+      keys.map((key) => ({ 'Fn::Join': ['', [arnOf(stack.store.bucket), `/${key}`]] }));
 
-    it('limits catalog writes to the JOB# and AGENT# partitions', () => {
-      const policy = agentPolicy();
-      expect(policy.ManagedPolicyName).toBe('StowageAgentPolicy');
-      const dynamo = policy.PolicyDocument.Statement.filter((s) =>
-        asArray(s.Action).some((a) => a.startsWith('dynamodb:')),
-      );
-      expect(dynamo).toHaveLength(1);
-      expect(dynamo[0]).toMatchObject({
-        Action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
-        Resource: { 'Fn::GetAtt': [logicalId(stack, stack.catalog.table), 'Arn'] },
-        Condition: {
-          'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*', 'AGENT#*'] },
-        },
-      });
+    it('has one role per site, each carrying its own policy', () => {
+      expect(Object.keys(stack.agentAccess.roles).sort()).toEqual([...ALL_SITES].sort());
+      for (const site of ALL_SITES) {
+        const policy = template.toJSON().Resources[
+          logicalId(stack, stack.agentAccess.policies[site]!)
+        ].Properties as { Roles: unknown[] };
+        expect(policy.Roles).toEqual([{ Ref: logicalId(stack, stack.agentAccess.roles[site]!) }]);
+      }
     });
 
-    it('polls the site queues only and answers tasks with Resource "*"', () => {
-      const statements = agentPolicy().PolicyDocument.Statement;
-      const sqs = statements.find((s) => allows(s, 'sqs:ReceiveMessage'))!;
-      const sorted = (values: unknown[]) => values.map((v) => JSON.stringify(v)).sort();
-      expect(sorted(asArray(sqs.Resource))).toEqual(
-        sorted(
-          stack.siteQueues.queues.map((q) => ({ 'Fn::GetAtt': [logicalId(stack, q), 'Arn'] })),
-        ),
+    it.each(ALL_SITES)("lets site %s's role receive from its own queue only", (site) => {
+      const own = stack.siteQueues.sites.find((s) => s.site === site)!.queue;
+      const sqs = statementsOf(site).filter((st) =>
+        asArray(st.Action).some((a) => a.startsWith('sqs:')),
       );
-      const answer = statements.find((s) => allows(s, 'states:SendTaskSuccess'))!;
+      expect(sqs).toHaveLength(1);
+      expect(asArray(sqs[0]!.Resource)).toEqual([arnOf(own)]);
+      expect(asArray(sqs[0]!.Action)).not.toContain('sqs:SendMessage');
+    });
+
+    it('answers tasks with Resource "*" (the task token is the authorisation)', () => {
+      const answer = statementsOf('local').find((st) => allows(st, 'states:SendTaskSuccess'))!;
       expect(answer.Resource).toBe('*');
       expect(asArray(answer.Action).sort()).toEqual([
         'states:SendTaskFailure',
@@ -738,37 +916,105 @@ describe('Stowage stack', () => {
       ]);
     });
 
-    it('reads, writes and lists the bucket but can never delete from it', () => {
-      const statements = agentPolicy().PolicyDocument.Statement;
-      const s3Actions = statements
-        .flatMap((s) => asArray(s.Action))
-        .filter((a) => a.startsWith('s3:'));
-      expect(s3Actions.sort()).toEqual([
-        's3:AbortMultipartUpload',
-        's3:GetObject',
-        's3:ListBucket',
-        's3:ListMultipartUploadParts',
-        's3:PutObject',
+    it.each(SITES)(
+      "lets site %s's role read everything but create only agent keys, and never delete",
+      (site) => {
+        const statements = statementsOf(site);
+        const s3Actions = statements
+          .flatMap((st) => asArray(st.Action))
+          .filter((a) => a.startsWith('s3:'));
+        expect(s3Actions.sort()).toEqual([
+          's3:AbortMultipartUpload',
+          's3:GetObject',
+          's3:ListBucket',
+          's3:ListMultipartUploadParts',
+          's3:PutObject',
+        ]);
+        expect(statements.find((st) => allows(st, 's3:GetObject'))!.Resource).toEqual(
+          objects(['*'])[0],
+        );
+        expect(sortedJson(statements.find((st) => allows(st, 's3:PutObject'))!.Resource)).toEqual(
+          sortedJson(objects(AGENT_WRITABLE_KEYS)),
+        );
+        expect(JSON.stringify(statements)).not.toContain('/gc/');
+      },
+    );
+
+    it('lets only the maintenance role delete, on the prefixes a prune sweeps, and write gc/ marks', () => {
+      const statements = statementsOf(MAINTENANCE_SITE);
+      const deletes = statements.filter((st) => allows(st, 's3:DeleteObject'));
+      expect(deletes).toHaveLength(1);
+      expect(sortedJson(deletes[0]!.Resource)).toEqual(sortedJson(objects(PRUNE_DELETABLE_KEYS)));
+      expect(asArray(deletes[0]!.Action)).toEqual(['s3:DeleteObject']);
+      expect(sortedJson(statements.find((st) => allows(st, 's3:PutObject'))!.Resource)).toEqual(
+        sortedJson(objects([...AGENT_WRITABLE_KEYS, 'gc/*'])),
+      );
+      const deleters = identityStatements(template).filter(({ statement }) =>
+        asArray(statement.Action).some((a) => a.startsWith('s3:Delete')),
+      );
+      expect(deleters.map((d) => d.holder)).toEqual([
+        logicalId(stack, stack.agentAccess.policies[MAINTENANCE_SITE]!),
       ]);
-      expect(statements.find((s) => allows(s, 's3:ListBucket'))!.Resource).toEqual({
-        'Fn::GetAtt': [logicalId(stack, stack.store.bucket), 'Arn'],
-      });
     });
 
-    it('is a role the account can assume, carrying the policy', () => {
-      expect(
-        template.toJSON().Resources[logicalId(stack, stack.agentAccess.role)].Properties,
-      ).toMatchObject({
-        AssumeRolePolicyDocument: {
-          Statement: [
-            {
-              Action: 'sts:AssumeRole',
-              Principal: { AWS: expect.anything() },
-            },
-          ],
-        },
-        ManagedPolicyArns: [{ Ref: logicalId(stack, stack.agentAccess.policy) }],
+    it("uses the store's key layout", () => {
+      expect(STORE_KEYS).toEqual({
+        config: layout.CONFIG_KEY,
+        wrappedKey: layout.KMS_DATA_KEY,
+        wrappedKeyCopy: layout.KMS_DATA_KEY_COPY,
+        packs: layout.PACKS_PREFIX,
+        indexes: layout.INDEX_PREFIX,
+        points: layout.POINTS_PREFIX,
+        leases: layout.LEASES_PREFIX,
+        gcMarks: layout.GC_PREFIX,
       });
+      expect(layout.packKey('ab12').startsWith(STORE_KEYS.packs)).toBe(true);
+      expect(layout.leaseKey('l1', 1).startsWith(STORE_KEYS.leases)).toBe(true);
+      expect(layout.manifestKey('rp-1').startsWith(STORE_KEYS.points)).toBe(true);
+    });
+
+    it.each(ALL_SITES)(
+      "binds site %s's catalog writes to job items and its own agent item",
+      (site) => {
+        const dynamo = statementsOf(site).filter((st) =>
+          asArray(st.Action).some((a) => a.startsWith('dynamodb:')),
+        );
+        expect(dynamo).toEqual([
+          expect.objectContaining({
+            Action: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+            Resource: arnOf(stack.catalog.table),
+            Condition: {
+              'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*', `AGENT#${site}`] },
+            },
+          }),
+          expect.objectContaining({
+            Action: 'dynamodb:PutItem',
+            Resource: arnOf(stack.catalog.table),
+            Condition: {
+              'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },
+            },
+          }),
+        ]);
+        const actions = dynamo.flatMap((st) => asArray(st.Action));
+        for (const never of ['dynamodb:Scan', 'dynamodb:Query', 'dynamodb:DeleteItem']) {
+          expect(actions).not.toContain(never);
+        }
+      },
+    );
+
+    it('without a CA, the roles trust the account (no Roles Anywhere resources)', () => {
+      template.resourceCountIs('AWS::RolesAnywhere::TrustAnchor', 0);
+      template.resourceCountIs('AWS::RolesAnywhere::Profile', 0);
+      const trust = (
+        template.toJSON().Resources[logicalId(stack, stack.agentAccess.roles.local!)]
+          .Properties as { AssumeRolePolicyDocument: { Statement: Statement[] } }
+      ).AssumeRolePolicyDocument.Statement;
+      expect(trust).toEqual([
+        expect.objectContaining({
+          Action: 'sts:AssumeRole',
+          Principal: { AWS: expect.anything() },
+        }),
+      ]);
     });
   });
 
@@ -797,17 +1043,17 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('outputs the API URL, table, bucket, data key, each site queue URL and the agent role', () => {
+    it('outputs the API URL, table, bucket, data key, the API policies, and each site queue URL and role', () => {
       const outputs = Object.keys(template.toJSON().Outputs).sort();
       expect(outputs).toEqual(
         [
-          'AgentRoleArn',
           'ApiUrl',
           'BucketName',
           'DataKeyId',
           'TableName',
-          'SiteQueueUrllab',
-          'SiteQueueUrllocal',
+          'OperatorPolicyArn',
+          'ViewerPolicyArn',
+          ...ALL_SITES.flatMap((site) => [`SiteQueueUrl${site}`, `AgentRoleArn${site}`]),
         ].sort(),
       );
       template.hasOutput('DataKeyId', {
@@ -823,8 +1069,9 @@ describe('sites', () => {
     delete context[SITES_CONTEXT_KEY];
     const app = new App({ context: { ...context, 'aws:cdk:bundling-stacks': [] } });
     const template = Template.fromStack(new StowageStack(app, 'Stowage'));
-    template.resourceCountIs('AWS::SQS::Queue', 2);
+    template.resourceCountIs('AWS::SQS::Queue', 4);
     template.hasResourceProperties('AWS::SQS::Queue', { QueueName: 'stowage-site-local' });
+    template.hasResourceProperties('AWS::SQS::Queue', { QueueName: 'stowage-site-maintenance' });
   });
 
   it('takes a comma-separated list from the command line', () => {
@@ -841,11 +1088,115 @@ describe('sites', () => {
   });
 });
 
+describe('Object Lock', () => {
+  it.each(['governance', 'compliance'] as const)(
+    'is on in %s mode with the default retention the context gives',
+    (mode) => {
+      const { stack } = makeStack({
+        [OBJECT_LOCK_CONTEXT_KEY]: mode,
+        'stowage:objectLockDays': 45,
+      });
+      const props = Template.fromStack(stack).toJSON().Resources[
+        logicalId(stack, stack.store.bucket)
+      ].Properties as Json;
+      expect(props).toMatchObject({
+        ObjectLockEnabled: true,
+        ObjectLockConfiguration: {
+          ObjectLockEnabled: 'Enabled',
+          Rule: { DefaultRetention: { Mode: mode.toUpperCase(), Days: 45 } },
+        },
+        VersioningConfiguration: { Status: 'Enabled' },
+      });
+    },
+  );
+
+  it('refuses an unknown mode', () => {
+    expect(() => makeStack({ [OBJECT_LOCK_CONTEXT_KEY]: 'forever' })).toThrow(/governance/);
+  });
+});
+
+describe('IAM Roles Anywhere', () => {
+  // A syntactically plausible PEM: CloudFormation, not synth, checks the certificate itself.
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
+  let stack: StowageStack;
+  let template: Template;
+
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmpdir(), 'stowage-ca-'));
+    const file = join(dir, 'ca.pem');
+    writeFileSync(file, pem);
+    ({ stack } = makeStack({ [AGENT_CA_FILE_CONTEXT_KEY]: file }));
+    template = Template.fromStack(stack);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes a trust anchor of the CA and a profile of the site roles', () => {
+    template.hasResourceProperties('AWS::RolesAnywhere::TrustAnchor', {
+      Enabled: true,
+      Source: { SourceType: 'CERTIFICATE_BUNDLE', SourceData: { X509CertificateData: pem } },
+    });
+    const profile = Object.values(template.findResources('AWS::RolesAnywhere::Profile'));
+    expect(profile).toHaveLength(1);
+    expect(
+      ((profile[0]!.Properties as Json).RoleArns as unknown[]).map((r) => JSON.stringify(r)).sort(),
+    ).toEqual(
+      ALL_SITES.map((site) =>
+        JSON.stringify({
+          'Fn::GetAtt': [logicalId(stack, stack.agentAccess.roles[site]!), 'Arn'],
+        }),
+      ).sort(),
+    );
+    template.hasOutput('AgentTrustAnchorArn', Match.anyValue());
+    template.hasOutput('AgentProfileArn', Match.anyValue());
+  });
+
+  it.each(ALL_SITES)(
+    'lets only a certificate whose CN names site %s, through this trust anchor, assume its role',
+    (site) => {
+      const trust = (
+        template.toJSON().Resources[logicalId(stack, stack.agentAccess.roles[site]!)]
+          .Properties as { AssumeRolePolicyDocument: { Statement: Statement[] } }
+      ).AssumeRolePolicyDocument.Statement;
+      const condition = {
+        ArnEquals: {
+          'aws:SourceArn': {
+            'Fn::GetAtt': [logicalId(stack, stack.agentAccess.trustAnchor!), 'TrustAnchorArn'],
+          },
+        },
+        StringEquals: { 'aws:PrincipalTag/x509Subject/CN': agentCertificateCn(site) },
+      };
+      expect(trust.flatMap((st) => asArray(st.Action)).sort()).toEqual([
+        'sts:AssumeRole',
+        'sts:SetSourceIdentity',
+        'sts:TagSession',
+      ]);
+      for (const statement of trust) {
+        expect(statement.Principal).toEqual({ Service: 'rolesanywhere.amazonaws.com' });
+        expect(statement.Condition).toEqual(condition);
+      }
+    },
+  );
+
+  it('commits no certificate or key', () => {
+    const tracked = execFileSync('git', ['ls-files'], { cwd: REPO_ROOT, encoding: 'utf8' });
+    expect(tracked.split('\n').filter((f) => /\.(pem|key|crt|p12)$/.test(f))).toEqual([]);
+  });
+});
+
 describe('cdk-nag AwsSolutions', () => {
-  it('finds nothing that is not acknowledged with a reason', () => {
+  it.each([
+    ['the default context', {}],
+    ['Object Lock and an agent CA', { [OBJECT_LOCK_CONTEXT_KEY]: 'compliance', withCa: true }],
+  ])('finds nothing that is not acknowledged with a reason, with %s', (_name, extra) => {
     const outdir = mkdtempSync(join(tmpdir(), 'stowage-nag-'));
     try {
-      const app = makeApp({ [SITES_CONTEXT_KEY]: SITES }, outdir);
+      const { withCa, ...context } = extra as Json & { withCa?: boolean };
+      if (withCa) {
+        const file = join(outdir, 'ca.pem');
+        writeFileSync(file, '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n');
+        context[AGENT_CA_FILE_CONTEXT_KEY] = file;
+      }
+      const app = makeApp({ [SITES_CONTEXT_KEY]: SITES, ...context }, outdir);
       new StowageStack(app, 'Stowage');
       Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
       expect(() => app.synth()).not.toThrow();

@@ -29,6 +29,8 @@ export interface RequestDeps {
   clock: Clock;
   newId(prefix: 'job' | 'rp'): string;
   queueUrlFor(agent: string): string;
+  /** The agent prunes run on (AWS: the maintenance site); none: the newest agent. */
+  pruneAgent?: string;
   /** Where policies' schedules live (EventBridge Scheduler in AWS); none in local mode. */
   schedules?: import('../policies').Schedules;
   /** Where jobs' workflow histories are read (Step Functions); without it a history is empty. */

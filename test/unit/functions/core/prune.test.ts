@@ -108,6 +108,25 @@ describe('prune requests', () => {
     await expect(requestPrune(d, {})).rejects.toThrow(/is still running; one prune runs at a time/);
   });
 
+  it('runs on the maintenance agent when one is required (AWS), and refuses while it has not reported', async () => {
+    const { catalog } = await setup();
+    await catalog.putAgent(makeAgent({ agent: 'site-1', seenAt: at(2) }));
+    const { deps: d, started } = deps(catalog);
+    const aws = { ...d, pruneAgent: 'maintenance' };
+
+    await expect(requestPrune(aws, {})).rejects.toThrow(
+      /prunes run on agent maintenance.*has not reported/,
+    );
+    expect(started).toEqual([]);
+
+    await catalog.putAgent(makeAgent({ agent: 'maintenance', seenAt: at(1) }));
+    const job = await requestPrune(aws, {});
+    expect(job).toMatchObject({ agent: 'maintenance' });
+    expect(started).toEqual([
+      { jobId: job.jobId, agent: 'maintenance', queueUrl: 'queue://maintenance', dryRun: false },
+    ]);
+  });
+
   it('refuses bad input and unknown points before any job exists', async () => {
     const { catalog } = await setup();
     await catalog.putAgent(makeAgent({ agent: 'a' }));
