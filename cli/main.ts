@@ -14,8 +14,8 @@ import type { AgentRecord, Job } from '../kernel/model';
 import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
-import { addEngineFlags, addPlatformFlags, enginesOf, platformBody } from './platform-flags';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
+import { commandWord, needsRegistry } from './argv';
 import { ProgressReporter } from './progress';
 import {
   bytes,
@@ -32,6 +32,30 @@ import {
 } from './format';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'PARTIALLY_FAILED', 'CANCELLED'];
+
+/**
+ * The platform registry (kernel/platforms) keeps its zod schemas beside the flags, ~50 ms of
+ * start-up: it is loaded only when the command being run takes platform or engine flags, or
+ * when help may list them, so `stowage jobs` and `stowage --version` never pay for it. The other
+ * commands are then defined without those flags, which they do not take.
+ */
+const word = commandWord(process.argv.slice(2));
+const registry = needsRegistry(word) ? await import('./platform-flags') : undefined;
+
+function loadedRegistry(): typeof import('./platform-flags') {
+  if (!registry) throw new Error(`internal: the platform registry is not loaded for ${word}`);
+  return registry;
+}
+
+const addEngineFlags = (command: Command) => registry?.addEngineFlags(command) ?? command;
+const addPlatformFlags = (
+  command: Command,
+  kind: 'backup' | 'restore',
+  defaults?: Record<string, string>,
+) => registry?.addPlatformFlags(command, kind, defaults) ?? command;
+const enginesOf = (opts: Record<string, unknown>) => loadedRegistry().enginesOf(opts);
+const platformBody = (kind: 'backup' | 'restore', flags: Record<string, unknown>) =>
+  loadedRegistry().platformBody(kind, flags);
 
 interface Globals {
   json?: boolean;
