@@ -1,5 +1,6 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
 import type { Job, JobItem, RecoveryPoint } from '../kernel/model';
+import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
 import type { SnapshotListing } from '../kernel/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
 
@@ -253,5 +254,17 @@ export function pruneText(job: Job): string {
       `the sweep waited for ${p.waitedFor.join(', ')} (running when the unreferenced packs were marked)`,
     );
   }
+  return lines.join('\n');
+}
+
+/** A restore plan in words: the steps in order, what is read, and that nothing changed. */
+export function planText(plan: RestorePlanAnswer): string {
+  const lines = [
+    `restore plan: ${plan.recoveryPointId} (${plan.source}) ${plan.inPlace ? 'in place onto' : 'to'} ${plan.target} on agent ${plan.agent}`,
+    table(plan.steps.map((s) => [`  ${s.action}`, s.what, s.detail ?? ''])),
+    `  reads ${bytes(plan.bytesRead)} from the repository (${plan.streams.length} stream${plan.streams.length === 1 ? '' : 's'})`,
+    ...plan.notes.map((n) => `  note: ${n}`),
+    'nothing has been changed; run the same command without --plan to restore',
+  ];
   return lines.join('\n');
 }

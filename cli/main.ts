@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
 import type { AgentRecord, Job } from '../kernel/model';
+import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
 import type { JobAccepted } from '../functions/core/requests/launch';
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
@@ -22,6 +23,7 @@ import {
   itemsTable,
   jobDetail,
   jobsTable,
+  planText,
   pointsTable,
   pruneText,
   scheduleText,
@@ -812,16 +814,22 @@ snapshot
 addPlatformFlags(
   program
     .command('restore <point>')
-    .description('restore a recovery point under a new name, or in place')
+    .description(
+      'restore a recovery point under a new name, in place, or (neither) under its original name when that is free',
+    )
     .option('--name <new>', 'restore beside the original under this name')
     .option('--in-place', 'replace the original')
     .option('--to <target>', 'restore as TARGET@AGENT (another name and/or another agent)')
+    .option(
+      '--plan',
+      'show what the restore would do (create, replace, stop, start...); change nothing',
+    )
     .option('--wait', 'wait for the job to finish'),
   'restore',
 ).action(
   async (
     point: string,
-    opts: { name?: string; inPlace?: boolean; to?: string; wait?: boolean },
+    opts: { name?: string; inPlace?: boolean; to?: string; plan?: boolean; wait?: boolean },
     cmd: Command,
   ) => {
     const body = {
@@ -831,6 +839,11 @@ addPlatformFlags(
       ...(opts.to ? { to: opts.to } : {}),
       ...platformBody('restore', opts),
     };
+    if (opts.plan) {
+      const plan = await client(cmd).post<RestorePlanAnswer>('/restores', { ...body, plan: true });
+      print(cmd, plan, () => planText(plan));
+      return;
+    }
     await startJob(
       cmd,
       '/restores',

@@ -6,7 +6,7 @@ import { getJobHistory } from '../core/history';
 import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '../core/queries';
 import { requestBackup } from '../core/requests/backup';
 import type { RequestDeps } from '../core/requests/launch';
-import { requestRestore } from '../core/requests/restore';
+import { planRestore, requestRestore } from '../core/requests/restore';
 import {
   requestSnapshotCreate,
   requestSnapshotDelete,
@@ -87,7 +87,17 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/targets', async (d, r) => ok(await listTargets(d.catalog, r.query.platform))],
   ['GET', '/agents', async (d) => ok(await d.catalog.listAgents())],
   ['POST', '/backups', async (d, r) => ok(await requestBackup(d, parseBody(r)), 202)],
-  ['POST', '/restores', async (d, r) => ok(await requestRestore(d, parseBody(r)), 202)],
+  [
+    'POST',
+    '/restores',
+    async (d, r) => {
+      const body = parseBody(r);
+      // A plan starts nothing: 200 with what the restore would do.
+      return body.plan === true
+        ? ok(await planRestore(d, body))
+        : ok(await requestRestore(d, body), 202);
+    },
+  ],
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
   ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
   ['POST', '/prunes', async (d, r) => ok(await requestPrune(pruneDeps(d), parseBody(r)), 202)],

@@ -7,6 +7,16 @@ import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { collected, consistency, consistencyFlag, dockerName, isValidDockerName } from './options';
 import {
+  planBytes,
+  ranAtBackup,
+  runsNow,
+  streamSize,
+  streamsUnder,
+  type PlanInput,
+  type PlanStep,
+  type PlatformPlan,
+} from './restore-plan';
+import {
   flagPairs,
   type CliFlag,
   type EngineSpec,
@@ -170,6 +180,112 @@ const selector: SelectorCapability = {
   parse: parseLabels,
 };
 
+/**
+ * A container restore (agents/drivers/docker restore.ts, restore-in-place.ts,
+ * restore-volume.ts): under a new name, new volumes `<name>_<volume>` (or as remapped) and
+ * `<name>_bind<i>` for captured bind mounts; in place, every stream read into temporary volumes
+ * first, then the container stopped, set aside and replaced with its volumes' contents.
+ */
+function planContainerRestore(input: PlanInput): PlatformPlan {
+  const { name, inPlace, options } = input;
+  const volumes = streamsUnder(input, 'volume');
+  const binds = streamsUnder(input, 'bind');
+  const remapped = (options.volumes ?? {}) as Record<string, string>;
+  const size = (stream: string) => planBytes(streamSize(input, stream));
+  if (typeof options.volume === 'string') {
+    const into = typeof options.intoVolume === 'string' ? options.intoVolume : options.volume;
+    return {
+      streams: [`volume/${options.volume}`],
+      steps: [
+        {
+          action: inPlace ? 'replace' : 'create',
+          what: `volume ${into}`,
+          detail: `${inPlace ? 'its contents, ' : ''}from volume ${options.volume} of the point (${size(`volume/${options.volume}`)}); no container is created, stopped or started`,
+        },
+      ],
+      notes: [
+        inPlace
+          ? 'refused if a running container mounts it'
+          : 'refused if it exists and holds anything',
+      ],
+    };
+  }
+  const steps: PlanStep[] = [];
+  const image = String(input.point.summary.image ?? 'its image');
+  if (inPlace && input.existing) {
+    steps.push({
+      action: 'read',
+      what: `${volumes.length} temporary volume(s)`,
+      detail: 'every stream read first, while the container keeps running',
+    });
+    if (runsNow(input)) steps.push({ action: 'stop', what: `container ${name}` });
+    steps.push({
+      action: 'rename',
+      what: `container ${name}`,
+      detail: `set aside as ${name}-stowage-old-<id>, then removed`,
+    });
+    for (const v of volumes) {
+      const to = remapped[v] ?? v;
+      steps.push({
+        action: 'replace',
+        what: `volume ${to}`,
+        detail: `its contents, from volume ${v} of the point (${size(`volume/${v}`)})`,
+      });
+    }
+    steps.push({
+      action: 'replace',
+      what: `container ${name}`,
+      detail: `from the committed image of the point (created from ${image})`,
+    });
+  } else {
+    steps.push({
+      action: 'create',
+      what: `image stowage/${input.sourceName}:<id>`,
+      detail: `the container's committed image (${size('image')}), unless dockerd has it`,
+    });
+    for (const v of volumes) {
+      steps.push({
+        action: 'create',
+        what: `volume ${remapped[v] ?? `${name}_${v}`}`,
+        detail: `copy of volume ${v} (${size(`volume/${v}`)})`,
+      });
+    }
+    for (const b of binds) {
+      steps.push({
+        action: 'create',
+        what: `volume ${name}_bind${b}`,
+        detail: `copy of bind mount ${b} (${size(`bind/${b}`)}); the host path is not written`,
+      });
+    }
+    steps.push({
+      action: 'create',
+      what: `container ${name}`,
+      detail: `with the recorded configuration (created from ${image})`,
+    });
+  }
+  for (const [v, to] of Object.entries(remapped)) {
+    steps.push({ action: 'remap', what: `volume ${v}`, detail: `to ${to}` });
+  }
+  if (typeof options.network === 'string') {
+    steps.push({
+      action: 'remap',
+      what: 'network',
+      detail: `attached to ${options.network} instead of the recorded networks`,
+    });
+  }
+  for (const [port, host] of Object.entries((options.ports ?? {}) as Record<string, string>)) {
+    steps.push({
+      action: 'remap',
+      what: `port ${port}`,
+      detail: host === '' ? 'not published' : `published on host port ${host}`,
+    });
+  }
+  if (ranAtBackup(input)) {
+    steps.push({ action: 'start', what: `container ${name}`, detail: 'it ran at backup time' });
+  }
+  return { steps };
+}
+
 export const docker = {
   name: 'docker',
   noun: 'Docker container',
@@ -188,4 +304,5 @@ export const docker = {
   restoreOptions,
   engine: DOCKER_ENGINE,
   cli: { backup: containerBackupFlags, restore: restoreFlags },
+  planRestore: planContainerRestore,
 } as const satisfies PlatformSpec<'docker'>;

@@ -10,6 +10,7 @@ import { lxdServer } from './lxd-server';
 import { lxdVolume } from './lxd-volume';
 import { path } from './path';
 import { plannedPlatform, type PlatformSpec } from './spec';
+import { planVmRestore } from './vsphere-plan';
 
 /** In the order `stowage targets` and the OpenAPI document list them. */
 export const PLATFORM_SPECS = [
@@ -18,7 +19,7 @@ export const PLATFORM_SPECS = [
   lxd,
   lxdVolume,
   lxdServer,
-  plannedPlatform('vsphere', 'vSphere VM'),
+  { ...plannedPlatform('vsphere', 'vSphere VM'), planRestore: planVmRestore },
   plannedPlatform('vapp', 'vSphere vApp'),
   path,
 ] as const;

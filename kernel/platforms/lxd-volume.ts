@@ -4,7 +4,54 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { isValidPoolName, LXD_ENGINE, lxdBackupFlags, poolFlag, poolOption } from './lxd';
+import {
+  planBytes,
+  runsNow,
+  streamSize,
+  type PlanInput,
+  type PlatformPlan,
+  type PlanStep,
+} from './restore-plan';
 import type { PlatformSpec } from './spec';
+
+/**
+ * A custom volume restore (agents/drivers/lxd volume-restore.ts): imported whole; in place under
+ * a temporary name first, then the instances that use it stopped, the import swapped in, and
+ * those instances started again.
+ */
+function planVolumeRestore(input: PlanInput): PlatformPlan {
+  const { name, inPlace, point } = input;
+  const snapshots = Number(point.summary.snapshots ?? 0);
+  const stream = point.streams[0]?.name ?? 'volume-export';
+  const imported = `imported from the export (${planBytes(streamSize(input, stream))})${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}`;
+  const volume = `custom volume ${name}`;
+  const steps: PlanStep[] = [];
+  if (inPlace && input.existing) {
+    steps.push({
+      action: 'create',
+      what: 'a custom volume under a temporary name',
+      detail: imported,
+    });
+    if (runsNow(input)) {
+      steps.push({ action: 'stop', what: `the instances that use ${name}` });
+    }
+    steps.push({
+      action: 'replace',
+      what: volume,
+      detail: 'the import swapped in; their devices keep pointing at it',
+    });
+    if (runsNow(input)) {
+      steps.push({
+        action: 'start',
+        what: `the instances that use ${name}`,
+        detail: 'those that ran',
+      });
+    }
+    return { steps, notes: ['refused if a profile attaches the volume'] };
+  }
+  steps.push({ action: 'create', what: volume, detail: imported });
+  return { steps };
+}
 
 const EXAMPLE = 'for example lxd-volume:default/data';
 
@@ -79,4 +126,5 @@ export const lxdVolume = {
   },
   engine: LXD_ENGINE,
   cli: { backup: lxdBackupFlags, restore: [poolFlag] },
+  planRestore: planVolumeRestore,
 } as const satisfies PlatformSpec<'lxd-volume'>;

@@ -5,7 +5,72 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { consistency, consistencyFlag } from './options';
+import {
+  planBytes,
+  ranAtBackup,
+  runsNow,
+  streamSize,
+  type PlanInput,
+  type PlatformPlan,
+  type PlanStep,
+} from './restore-plan';
 import type { CliFlag, EngineSpec, PlatformSpec } from './spec';
+
+/**
+ * An instance restore (agents/drivers/lxd restore.ts): the profiles it uses that the server
+ * lacks, then the instance imported (under a temporary name first when in place, the original
+ * stopped and replaced only then), devices overridden, started as at backup or as --state says.
+ */
+function planInstanceRestore(input: PlanInput): PlatformPlan {
+  const { name, inPlace, options, point } = input;
+  const type = String(point.summary.type ?? 'instance');
+  const snapshots = Number(point.summary.snapshots ?? 0);
+  const profiles = String(point.summary.profiles ?? '');
+  const pool = typeof options.pool === 'string' ? options.pool : undefined;
+  const devices = (options.devices ?? {}) as Record<string, Record<string, string>>;
+  const exportSize = planBytes(streamSize(input, 'export'));
+  const instance = `${type} ${name}`;
+  const steps: PlanStep[] = [];
+  if (profiles) {
+    steps.push({
+      action: 'create',
+      what: `profiles ${profiles.split(',').join(', ')}`,
+      detail: 'those the server lacks, from their recorded definitions',
+    });
+  }
+  const imported = `imported from the export (${exportSize})${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}${pool ? `, root disk in pool ${pool}` : ''}`;
+  if (inPlace && input.existing) {
+    steps.push({ action: 'create', what: `${type} under a temporary name`, detail: imported });
+    if (runsNow(input)) steps.push({ action: 'stop', what: instance });
+    steps.push({ action: 'replace', what: instance, detail: 'the import renamed over it' });
+  } else {
+    steps.push({ action: 'create', what: instance, detail: imported });
+  }
+  for (const [device, keys] of Object.entries(devices)) {
+    steps.push({
+      action: 'remap',
+      what: `device ${device}`,
+      detail: Object.entries(keys)
+        .map(([k, v]) => (v === '' ? `${k} dropped` : `${k}=${v}`))
+        .join(', '),
+    });
+  }
+  const start = options.state === undefined ? ranAtBackup(input) : options.state === 'running';
+  steps.push(
+    start
+      ? {
+          action: 'start',
+          what: instance,
+          detail: options.state ? '--state running' : 'it ran at backup time',
+        }
+      : {
+          action: 'skip',
+          what: `starting ${instance}`,
+          detail: options.state ? '--state stopped' : 'it was stopped at backup time',
+        },
+  );
+  return { steps };
+}
 
 export const LXD_ENGINE: EngineSpec = {
   id: 'lxd',
@@ -146,4 +211,5 @@ export const lxd = {
       },
     ],
   },
+  planRestore: planInstanceRestore,
 } as const satisfies PlatformSpec<'lxd'>;

@@ -5,7 +5,25 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
+import { planBytes, type PlanInput, type PlatformPlan } from './restore-plan';
 import type { PlatformSpec } from './spec';
+
+/**
+ * A path restore (agents/drivers/path): the file, device or tree written at the destination; in
+ * place only back to the recorded real path. Paths are not listed, so whether the destination
+ * exists is the agent's to find out: under a new name an existing one is refused then.
+ */
+function planPathRestore(input: PlanInput): PlatformPlan {
+  const type = String(input.point.summary.type ?? 'path');
+  const size = planBytes(Number(input.point.summary.size ?? 0));
+  const what = `${type} ${input.name}`;
+  return input.inPlace
+    ? { steps: [{ action: 'replace', what, detail: `with the point's ${size}` }] }
+    : {
+        steps: [{ action: 'create', what, detail: `${size} from ${input.sourceName}` }],
+        notes: [`refused by the agent if ${input.name} exists (use --in-place to replace it)`],
+      };
+}
 
 export const path = {
   name: 'path',
@@ -32,4 +50,5 @@ export const path = {
   backupOptions: z.object({}).strict(),
   restoreOptions: z.object({}).strict(),
   cli: { backup: [], restore: [] },
+  planRestore: planPathRestore,
 } as const satisfies PlatformSpec<'path'>;

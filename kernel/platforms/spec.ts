@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
+import type { RestorePlanner } from './restore-plan';
 
 /**
  * A flag of `stowage backup` or `stowage restore` that a platform takes. Several platforms may
@@ -103,6 +104,11 @@ export interface PlatformSpec<N extends string = string> {
     name: string | undefined,
     options: Record<string, unknown>,
   ): string | undefined;
+  /**
+   * What a restore of a point of this platform would do, step by step (restore-plan.ts); a
+   * platform without one gets the generic plan (its target created, or replaced in place).
+   */
+  readonly planRestore?: RestorePlanner;
   /** Absent for a platform with no engine to find (paths: the agent's own file system). */
   readonly engine?: EngineSpec;
   /** Flags of `stowage backup` / `protect-update` and of `stowage restore`. */

@@ -11,8 +11,9 @@ import {
   PointNotFound,
   ValidationError,
 } from '../../../kernel/errors';
-import type { Job, RecoveryPoint } from '../../../kernel/model';
+import type { AgentRecord, Job, RecoveryPoint } from '../../../kernel/model';
 import { specOf } from '../../../kernel/platforms';
+import { genericPlan, type RestorePlanAnswer } from '../../../kernel/platforms/restore-plan';
 import {
   checkTargetName,
   formatTarget,
@@ -34,10 +35,11 @@ export const restoreFields = {
   name: z.string({ error: NON_EMPTY_NAME }).min(1, NON_EMPTY_NAME).optional(),
   inPlace: z.boolean({ error: '"inPlace" is true or false' }).optional(),
   to: z.string({ error: '"to" must be a target such as docker:web2@site' }).optional(),
+  plan: z.boolean({ error: '"plan" is true or false' }).optional(),
 };
 
 /** What a restore needs once its body and point are read. */
-interface RestorePlan {
+interface RestoreRequest {
   point: RecoveryPoint;
   source: TargetRef;
   inPlace: boolean;
@@ -46,7 +48,10 @@ interface RestorePlan {
   options: Record<string, unknown>;
 }
 
-export async function requestRestore(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+async function resolveRestore(
+  deps: RequestDeps,
+  body: unknown,
+): Promise<Destination & { request: RestoreRequest; plan: boolean }> {
   const { fields, options: given } = parseRequestBody('restore', restoreFields, body);
   const point = await deps.catalog.getPoint(fields.recoveryPointId);
   if (!point) {
@@ -71,7 +76,7 @@ export async function requestRestore(deps: RequestDeps, body: unknown): Promise<
       `--name ${fields.name} and --to ${formatTarget(to)} name different targets`,
     );
   }
-  const plan: RestorePlan = {
+  const request: RestoreRequest = {
     point,
     source,
     inPlace: fields.inPlace === true,
@@ -79,16 +84,76 @@ export async function requestRestore(deps: RequestDeps, body: unknown): Promise<
     to,
     options,
   };
-  return specOf(source.platform).namedAfterAgent
-    ? restoreOntoAgent(deps, plan)
-    : restoreAsNamed(deps, plan);
+  const destination = specOf(source.platform).namedAfterAgent
+    ? await restoreOntoAgent(deps, request)
+    : await restoreAsNamed(deps, request);
+  return { request, plan: fields.plan === true, ...destination };
+}
+
+/** Where a restore goes: the target it produces and the agent that restores it. */
+interface Destination {
+  target: string;
+  agent: AgentRecord;
+}
+
+/**
+ * `POST /restores`: checks the request whole (the point, its platform's options, the
+ * destination's name and agent) and starts the restore. A body with `"plan": true` is
+ * planRestore's.
+ */
+export async function requestRestore(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+  const { request, plan, target, agent } = await resolveRestore(deps, body);
+  if (plan) {
+    throw new ValidationError('"plan": true asks for a plan, which starts nothing (planRestore)');
+  }
+  return startRestore(deps, request, target, agent.agent);
+}
+
+/**
+ * `POST /restores` with `"plan": true`: the same checks as a restore (a request the restore
+ * would refuse is refused alike), then what it would do, from the point's streams and summary
+ * and the destination as its agent last reported it (kernel/platforms/restore-plan.ts). Nothing
+ * is recorded and nothing starts.
+ */
+export async function planRestore(deps: RequestDeps, body: unknown): Promise<RestorePlanAnswer> {
+  const { request, target, agent } = await resolveRestore(deps, body);
+  const { point, source, inPlace, options } = request;
+  const spec = specOf(source.platform);
+  const name = parseTargetKey(target).name;
+  const existing = agent.targets.find((t) => t.target === target);
+  const planner = spec.planRestore ?? genericPlan(spec.noun);
+  const planned = planner({
+    point,
+    sourceName: source.name,
+    name,
+    inPlace,
+    options,
+    agentTargets: agent.targets,
+    ...(existing ? { existing } : {}),
+  });
+  const read = new Set(planned.streams ?? point.streams.map((s) => s.name));
+  const streams = point.streams
+    .filter((s) => read.has(s.name))
+    .map(({ name: stream, size }) => ({ name: stream, size }));
+  return {
+    plan: true,
+    recoveryPointId: point.recoveryPointId,
+    source: point.target,
+    target,
+    agent: agent.agent,
+    inPlace,
+    bytesRead: streams.reduce((n, s) => n + s.size, 0),
+    streams,
+    steps: planned.steps,
+    notes: planned.notes ?? [],
+  };
 }
 
 /** A target named by the user: refused when it exists (listed platforms) unless in place. */
-async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<JobAccepted> {
-  const { point, source, inPlace, to, options } = plan;
+async function restoreAsNamed(deps: RequestDeps, request: RestoreRequest): Promise<Destination> {
+  const { point, source, inPlace, to, options } = request;
   const spec = specOf(source.platform);
-  let name = spec.restoreName ? spec.restoreName(source.name, plan.name, options) : plan.name;
+  let name = spec.restoreName ? spec.restoreName(source.name, request.name, options) : request.name;
   if (inPlace && name && name !== source.name && !to?.agent) {
     throw new ValidationError(
       '--in-place restores over the original; do not give another --name with it',
@@ -118,7 +183,7 @@ async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<Job
         : `${targetKey(destination)} already exists on agent ${agentName}; choose another --name, or use --in-place to replace it`,
     );
   }
-  return startRestore(deps, plan, targetKey(destination), agentName);
+  return { target: targetKey(destination), agent };
 }
 
 /**
@@ -127,8 +192,8 @@ async function restoreAsNamed(deps: RequestDeps, plan: RestorePlan): Promise<Job
  * onto the one it was taken of. The target exists by definition and such a restore never
  * clobbers (it skips what is there), so there is no NameTaken here.
  */
-async function restoreOntoAgent(deps: RequestDeps, plan: RestorePlan): Promise<JobAccepted> {
-  const { point, source, inPlace, name, to } = plan;
+async function restoreOntoAgent(deps: RequestDeps, request: RestoreRequest): Promise<Destination> {
+  const { point, source, inPlace, name, to } = request;
   const { name: platform, noun } = specOf(source.platform);
   if (to?.agent && to.agent !== to.name) {
     throw new ValidationError(
@@ -157,16 +222,16 @@ async function restoreOntoAgent(deps: RequestDeps, plan: RestorePlan): Promise<J
       `agent ${agentName} serves no ${noun} (it serves: ${agent.platforms.join(', ') || 'nothing'}); start it on a host that runs one`,
     );
   }
-  return startRestore(deps, plan, `${platform}:${agentName}`, agentName);
+  return { target: `${platform}:${agentName}`, agent };
 }
 
 function startRestore(
   deps: RequestDeps,
-  plan: RestorePlan,
+  request: RestoreRequest,
   target: string,
   agent: string,
 ): Promise<JobAccepted> {
-  const { point, inPlace, options } = plan;
+  const { point, inPlace, options } = request;
   const job: Job = {
     jobId: deps.newId('job'),
     kind: 'RESTORE',
