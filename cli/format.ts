@@ -1,6 +1,7 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
-import type { Job, JobItem, RecoveryPoint } from '../kernel/model';
+import type { Job, JobItem, RecoveryPoint, RestoreTestRecord } from '../kernel/model';
 import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
+import type { RestoreTestOutcome } from '../statemachines/contracts';
 import type { SnapshotListing } from '../kernel/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
 
@@ -121,6 +122,28 @@ export function jobsTable(jobs: Job[]): string {
   ]);
 }
 
+const seconds = (ms: number | undefined) =>
+  ms === undefined ? '-' : `${(ms / 1000).toFixed(1)} s`;
+
+/** A restore test in a few words: `RTO 4.2 s, probe exit 0`. */
+export function restoreTestText(test: RestoreTestOutcome | RestoreTestRecord | undefined): string {
+  if (!test) return '-';
+  const probe = test.probe
+    ? test.probe.exitCode === null
+      ? `probe ${test.probe.error ?? 'did not finish'}`
+      : `probe exit ${test.probe.exitCode}`
+    : 'no probe';
+  return test.error && test.rtoMs === undefined
+    ? test.error.name
+    : `RTO ${seconds(test.rtoMs)}, ${test.error ? test.error.name : probe}`;
+}
+
+/** The RESTORE TEST column: the last test's verdict, RTO and when. */
+function lastRestoreTest(test: RestoreTestRecord | undefined): string {
+  if (!test) return '-';
+  return `${test.passed ? 'passed' : 'FAILED'} (${restoreTestText(test)}) ${test.testedAt}`;
+}
+
 export function pointsTable(points: ListedPoint[]): string {
   return table([
     [
@@ -135,6 +158,7 @@ export function pointsTable(points: ListedPoint[]): string {
       'NEW',
       'STORED',
       'STREAMS',
+      'RESTORE TEST',
       'RETENTION',
     ],
     ...points.map((p) =>
@@ -147,6 +171,7 @@ export function pointsTable(points: ListedPoint[]): string {
             p.status,
             p.stateful ? 'stateful' : '',
             p.expiresAt ?? 'never',
+            '-',
             '-',
             '-',
             '-',
@@ -165,6 +190,7 @@ export function pointsTable(points: ListedPoint[]): string {
             bytes(p.bytesNew),
             bytes(p.bytesStored),
             String(p.streams.length),
+            lastRestoreTest(p.restoreTest),
             p.retention ? p.retention.reasons.join('; ') : '',
           ],
     ),

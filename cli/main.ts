@@ -26,6 +26,7 @@ import {
   planText,
   pointsTable,
   pruneText,
+  restoreTestText,
   scheduleText,
   snapshotsTable,
   table,
@@ -171,6 +172,9 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
     ...(job.error ? { error: job.error } : {}),
     ...(job.warnings ? { warnings: job.warnings } : {}),
     ...(job.prune ? { prune: job.prune } : {}),
+    ...(job.restoreTest
+      ? { recoveryPointId: job.recoveryPointId, restoreTest: job.restoreTest }
+      : {}),
     ...extra,
   };
   const warned = (text: string) =>
@@ -190,8 +194,12 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
               ? pruneText(job)
               : job.kind === 'VERIFY'
                 ? `verify SUCCEEDED: ${job.recoveryPointId} of ${job.target} read back whole (${bytes(job.progress?.bytesDone)})`
-                : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
-        : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
+                : job.kind === 'RESTORE_TEST'
+                  ? `restore test PASSED: ${job.recoveryPointId} of ${job.source} ran in sandbox ${job.target} (${restoreTestText(job.restoreTest)}); the sandbox was ${job.restoreTest?.removed === false ? 'NOT removed yet (the agent retries)' : 'removed'}`
+                  : `restore SUCCEEDED: ${job.target} restored from ${job.recoveryPointId}`
+        : job.kind === 'RESTORE_TEST'
+          ? `restore test of ${job.recoveryPointId} (${job.source}) ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}${job.restoreTest ? ` (${restoreTestText(job.restoreTest)})` : ''}`
+          : `${snapshot ? `snapshot ${job.snapshot?.action ?? ''}` : job.kind.toLowerCase()} of ${job.target} ${job.status}${job.error ? `: ${job.error.name}: ${job.error.message}` : ''}`,
     );
   });
   if (job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
@@ -480,6 +488,8 @@ interface PolicyFlags extends BackupFlags {
   keepYearly?: number;
   keepWithin?: string;
   verifyEvery?: number;
+  restoreTestEvery?: number;
+  restoreTestProbe?: string;
 }
 
 /** A policy body from the flags given (an update sends only those). */
@@ -509,6 +519,8 @@ function policyBody(flags: PolicyFlags): Record<string, unknown> {
     ...(Object.keys(retention).length ? { retention } : {}),
     ...(Object.keys(options).length ? { options } : {}),
     ...(flags.verifyEvery !== undefined ? { verifyEvery: flags.verifyEvery } : {}),
+    ...(flags.restoreTestEvery !== undefined ? { restoreTestEvery: flags.restoreTestEvery } : {}),
+    ...(flags.restoreTestProbe !== undefined ? { restoreTestProbe: flags.restoreTestProbe } : {}),
   };
 }
 
@@ -539,7 +551,11 @@ function withPolicyFlags(command: Command): Command {
       .addOption(count('keep-monthly', 'the newest point of each of the last N months'))
       .addOption(count('keep-yearly', 'the newest point of each of the last N years'))
       .option('--keep-within <duration>', 'every point within 1y2m3d4h of the newest')
-      .addOption(count('verify-every', 'verify the points of every Nth run')),
+      .addOption(count('verify-every', 'verify the points of every Nth run'))
+      .addOption(
+        count('restore-test-every', 'restore-test the Docker and LXD points of every Nth run'),
+      )
+      .option('--restore-test-probe <command>', 'the probe those restore tests run (sh -c)'),
   );
 }
 
@@ -862,6 +878,38 @@ program
     const body = { recoveryPointId: point };
     await startJob(cmd, '/verifications', body, opts.wait, () => `verify of ${point}`);
   });
+
+program
+  .command('restore-test <point>')
+  .description(
+    'restore a Docker or LXD point into an isolated sandbox (no network, no published ports), start it, run a probe inside, record the result and the RTO on the point, remove the sandbox',
+  )
+  .option('--probe <command>', 'run this (sh -c) inside the sandbox; exit code 0 passes')
+  .addOption(
+    new Option('--probe-timeout <seconds>', 'how long the probe may run (default 60)').argParser(
+      (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1)
+          throw new InvalidArgumentError('a whole number of seconds');
+        return n;
+      },
+    ),
+  )
+  .option('--wait', 'wait for the test and print its result')
+  .action(
+    async (
+      point: string,
+      opts: { probe?: string; probeTimeout?: number; wait?: boolean },
+      cmd: Command,
+    ) => {
+      const body = {
+        recoveryPointId: point,
+        ...(opts.probe !== undefined ? { probe: opts.probe } : {}),
+        ...(opts.probeTimeout !== undefined ? { probeTimeoutSeconds: opts.probeTimeout } : {}),
+      };
+      await startJob(cmd, '/restore-tests', body, opts.wait, () => `restore test of ${point}`);
+    },
+  );
 
 program
   .command('jobs')

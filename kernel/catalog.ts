@@ -17,6 +17,7 @@ export interface JobUpdate {
   warnings?: string[];
   items?: JobItem[];
   prune?: Job['prune'];
+  restoreTest?: Job['restoreTest'];
   pointOfNoReturnAt?: string;
 }
 
@@ -59,7 +60,7 @@ export interface Catalog {
   /** Sets fields of an existing point (a verify's time); false when there is no such point. */
   updatePoint(
     recoveryPointId: string,
-    update: Partial<Pick<RecoveryPoint, 'verifiedAt'>>,
+    update: Partial<Pick<RecoveryPoint, 'verifiedAt' | 'restoreTest'>>,
   ): Promise<boolean>;
   /** Creates the policy; ConflictError if one of that name exists. */
   createPolicy(policy: Policy): Promise<void>;

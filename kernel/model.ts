@@ -13,6 +13,7 @@ import type {
   StreamSummary,
   BackupRequestOptions,
   PruneSummary,
+  RestoreTestOutcome,
 } from '../statemachines/contracts';
 
 export interface JobProgress {
@@ -83,6 +84,8 @@ export interface Job {
   warnings?: string[];
   /** A PRUNE job: what it deleted (or, dry, would have). */
   prune?: PruneSummary;
+  /** A RESTORE_TEST job that ran: what it found (the point records it too). */
+  restoreTest?: RestoreTestOutcome;
   /** The policy whose run started it. */
   policy?: string;
   /**
@@ -121,6 +124,22 @@ export interface RecoveryPoint {
   policy?: string;
   /** When a verify of it last succeeded. */
   verifiedAt?: string;
+  /** The last restore test of it (`stowage restore-test`), passed or not. */
+  restoreTest?: RestoreTestRecord;
+}
+
+/** A restore test as the point records it. */
+export interface RestoreTestRecord extends Omit<
+  RestoreTestOutcome,
+  'rtoMs' | 'restoreMs' | 'removed'
+> {
+  jobId: string;
+  testedAt: string;
+  /** Absent when the test failed before the sandbox ran. */
+  rtoMs?: number;
+  restoreMs?: number;
+  /** Absent when the agent did not report (its task failed): its hold journal removes it. */
+  removed?: boolean;
 }
 
 /** Retention rules with restic's meaning (functions/core/retention.ts). */
@@ -151,6 +170,10 @@ export interface Policy {
   options: BackupRequestOptions;
   /** Every Nth backup of the policy is followed by a verify of its points. */
   verifyEvery?: number;
+  /** Every Nth backup of the policy is followed by a restore test of its Docker and LXD points. */
+  restoreTestEvery?: number;
+  /** The probe those restore tests run inside the sandbox (`sh -c`). */
+  restoreTestProbe?: string;
   createdAt: string;
   /** When the schedule last changed: a rate() counts from here. */
   updatedAt: string;

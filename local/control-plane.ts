@@ -223,6 +223,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     // The policies' schedules: what EventBridge Scheduler does in AWS.
     const { requestBackup } = await import('../functions/core/requests/backup');
     const { requestVerify } = await import('../functions/core/requests/verify');
+    const { requestRestoreTest } = await import('../functions/core/requests/restore-test');
     const { SfnWorkflows } = await import('../functions/adapters/sfn-workflows');
     const { newId } = await import('../kernel/ids');
     const { siteQueueName } = await import('../kernel/resources');
@@ -245,6 +246,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       },
       requestBackup,
       requestVerify,
+      requestRestoreTest,
       log,
       ...(Number.isFinite(tick) && tick > 0 ? { tickMs: tick } : {}),
     });

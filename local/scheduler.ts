@@ -8,7 +8,8 @@
  * policy is read (functions/core/policies.ts).
  *
  * `--verify-every N`: the jobs of every Nth run are watched, and once one has succeeded each of
- * its points is verified.
+ * its points is verified. `--restore-test-every N` likewise restore-tests each Docker and LXD
+ * point of every Nth run (with the policy's probe).
  */
 import type { Logger } from '../kernel/logger';
 import { nextRunOf, runPolicy, type PolicyDeps } from '../functions/core/policies';
@@ -18,6 +19,10 @@ export interface SchedulerOptions {
   deps: PolicyDeps;
   requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted>;
   requestVerify(deps: RequestDeps, body: { recoveryPointId: string }): Promise<JobAccepted>;
+  requestRestoreTest?(
+    deps: RequestDeps,
+    body: { recoveryPointId: string; probe?: string },
+  ): Promise<JobAccepted>;
   log: Logger;
   /** How often the policies are looked at (default 5 s; tests use less). */
   tickMs?: number;
@@ -30,6 +35,8 @@ export class LocalScheduler {
   private ticking: Promise<void> | undefined;
   /** Jobs of runs whose points are to be verified once they succeed. */
   private readonly toVerify = new Set<string>();
+  /** Jobs of runs whose points are to be restore-tested once they succeed, with the probe. */
+  private readonly toRestoreTest = new Map<string, string | undefined>();
 
   constructor(private readonly options: SchedulerOptions) {}
 
@@ -76,7 +83,11 @@ export class LocalScheduler {
         refused: run.refused,
       });
       if (run.verify) for (const job of run.jobs) this.toVerify.add(job.jobId);
+      if (run.restoreTest && this.options.requestRestoreTest) {
+        for (const job of run.jobs) this.toRestoreTest.set(job.jobId, run.restoreTestProbe);
+      }
     }
+    await this.restoreTestRuns();
     for (const jobId of [...this.toVerify]) {
       const job = await deps.catalog.getJob(jobId);
       if (!job || ['FAILED', 'CANCELLED'].includes(job.status)) {
@@ -95,6 +106,36 @@ export class LocalScheduler {
           });
         if (verify)
           log.info('scheduler.verify_started', { policy: job.policy, jobId: verify.jobId });
+      }
+    }
+  }
+
+  /** Restore-tests the Docker and LXD points of the runs waiting for it, once they succeeded. */
+  private async restoreTestRuns(): Promise<void> {
+    const { deps, log } = this.options;
+    const requestRestoreTest = this.options.requestRestoreTest;
+    if (!requestRestoreTest) return;
+    for (const [jobId, probe] of [...this.toRestoreTest]) {
+      const job = await deps.catalog.getJob(jobId);
+      if (!job || ['FAILED', 'CANCELLED'].includes(job.status)) {
+        this.toRestoreTest.delete(jobId);
+        continue;
+      }
+      if (job.status !== 'SUCCEEDED' && job.status !== 'PARTIALLY_FAILED') continue;
+      this.toRestoreTest.delete(jobId);
+      for (const item of job.items ?? []) {
+        const platform = item.target.slice(0, item.target.indexOf(':'));
+        if (item.status !== 'COMPLETED' || !['docker', 'lxd'].includes(platform)) continue;
+        const test = await requestRestoreTest(deps, {
+          recoveryPointId: item.recoveryPointId,
+          ...(probe !== undefined ? { probe } : {}),
+        }).catch((err: unknown) => {
+          log.warn('scheduler.restore_test_not_started', { jobId, error: err });
+          return undefined;
+        });
+        if (test) {
+          log.info('scheduler.restore_test_started', { policy: job.policy, jobId: test.jobId });
+        }
       }
     }
   }

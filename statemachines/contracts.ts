@@ -5,7 +5,7 @@
  */
 import type { ErrorRecord } from '../kernel/errors';
 
-export type JobKind = 'BACKUP' | 'RESTORE' | 'VERIFY' | 'SNAPSHOT' | 'PRUNE';
+export type JobKind = 'BACKUP' | 'RESTORE' | 'RESTORE_TEST' | 'VERIFY' | 'SNAPSHOT' | 'PRUNE';
 export type JobStatus =
   'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'PARTIALLY_FAILED' | 'CANCELLED';
 export const TERMINAL_STATUSES: readonly JobStatus[] = [
@@ -100,6 +100,43 @@ export interface RestoreRequestOptions {
    * whose storage is intact but whose database record is gone; restore the rest from the point.
    */
   recover?: boolean;
+  /**
+   * A restore test (`stowage restore-test`, set by the API only, never by a restore body): the
+   * point is restored into an isolated sandbox under the restore's target name (no network, no
+   * published ports, no host mounts), started, probed, and removed whatever happens.
+   */
+  test?: RestoreTestRequest;
+}
+
+/** What a restore test runs once its sandbox has started. */
+export interface RestoreTestRequest {
+  /** argv run inside the sandbox (the CLI sends `sh -c CMD`); absent: started is enough. */
+  probe?: string[];
+  /** How long the probe may run (default 60 s). */
+  probeTimeoutSeconds?: number;
+}
+
+/** What a restore test found (the agent's result, and what the point records). */
+export interface RestoreTestOutcome {
+  passed: boolean;
+  /** `platform:name` of the sandbox (removed by the time this is reported, unless `removed` is false). */
+  sandbox: string;
+  /** Recovery time: from the task's start to the sandbox running and its probe passing. */
+  rtoMs: number;
+  /** Of which the restore itself (reading the point, creating the sandbox). */
+  restoreMs: number;
+  probe?: {
+    command: string[];
+    /** null: it did not finish (timed out, abandoned). */
+    exitCode: number | null;
+    /** The tail of its output (stdout and stderr). */
+    output: string;
+    error?: string;
+  };
+  /** Why the test failed before its probe (the restore or the start failed). */
+  error?: ErrorRecord;
+  /** Whether the sandbox was removed (false: the agent's hold journal removes it later). */
+  removed: boolean;
 }
 export interface VerifyExecutionInput {
   jobId: string;
@@ -406,6 +443,8 @@ export interface RestoreResult {
   startedAt: string;
   completedAt: string;
   bytesWritten: number;
+  /** A restore test's outcome (RestoreRequestOptions.test). */
+  test?: RestoreTestOutcome;
 }
 
 /** SendTaskSuccess output of a verify task: every chunk of the point was read and checked. */

@@ -202,6 +202,41 @@ export interface RestoreOptions {
   attachTo?: string;
   controllerKey?: number;
   unitNumber?: number;
+  /**
+   * A restore test's sandbox (drivers with SandboxOps): the copy is isolated (no network, no
+   * published ports, no host directories or devices of the original, no restart or autostart)
+   * and started whatever its state at backup time. It is removed by `SandboxOps.remove`.
+   */
+  sandbox?: boolean;
+}
+
+/** What a probe run inside a sandbox did. */
+export interface ProbeResult {
+  /** null: it did not finish (timed out, or the job was abandoned). */
+  exitCode: number | null;
+  /** The tail of its stdout and stderr. */
+  output: string;
+  error?: string;
+}
+
+/**
+ * Restore tests' sandboxes, for drivers whose targets run (Docker containers, LXD instances).
+ * A sandbox is made by `restore` with `sandbox: true` under a name the control plane chose.
+ */
+export interface SandboxOps {
+  /** Runs `command` (argv) inside the running sandbox, at most `timeoutSeconds`. */
+  probe(
+    name: string,
+    command: string[],
+    timeoutSeconds: number,
+    ctx: DriverContext,
+  ): Promise<ProbeResult>;
+  /**
+   * Removes the sandbox `name` and whatever its restore created for it (volumes, an image it
+   * loaded); only what carries the sandbox's mark, never a workload of that name made by anyone
+   * else. Idempotent: a sandbox already gone is fine.
+   */
+  remove(name: string, log: Logger): Promise<void>;
 }
 
 export interface RestoreOutcome {
@@ -273,6 +308,8 @@ export interface Driver {
   ): Promise<RestoreOutcome>;
   /** Local snapshots, where the engine keeps them (LXD instances). */
   readonly snapshots?: SnapshotOps;
+  /** Restore tests' sandboxes, where targets run (Docker containers, LXD instances). */
+  readonly sandbox?: SandboxOps;
   /** Calls `onChange` soon after targets appear or vanish; returns the unsubscribe. Optional. */
   watch?(onChange: () => void): () => void;
   /**

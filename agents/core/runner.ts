@@ -8,7 +8,7 @@
  * repository (their packs are flushed on the way out), so the retried task re-uses them.
  */
 import type { Driver, DriverContext } from './driver';
-import type { HoldTaker } from './holds';
+import { takeHold, type HoldTaker } from './holds';
 import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest } from './points';
 import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
@@ -18,11 +18,13 @@ import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../kernel/targets';
 import { expiresAt } from '../../kernel/snapshots';
 import {
+  Cancelled,
   DriverError,
   PointNotFound,
   TransientError,
   UnknownTask,
   Unsupported,
+  toErrorRecord,
 } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
@@ -35,6 +37,8 @@ import type {
   PruneTask,
   RestoreResult,
   RestoreTask,
+  RestoreTestOutcome,
+  RestoreTestRequest,
   SnapshotResult,
   SnapshotTask,
   VerifyResult,
@@ -306,6 +310,7 @@ export async function runRestore(
   task: RestoreTask,
   run: TaskRun,
 ): Promise<RestoreResult> {
+  if (task.options?.test) return runRestoreTest(deps, task, task.options.test, run);
   const log = deps.log.child({
     jobId: task.jobId,
     target: task.target,
@@ -328,6 +333,108 @@ export async function runRestore(
     startedAt,
     completedAt: new Date().toISOString(),
     bytesWritten: run.progress.total,
+  };
+}
+
+/** How long a restore test's probe may run when the request does not say (seconds). */
+export const DEFAULT_PROBE_TIMEOUT_SECONDS = 60;
+/** What the point keeps of a probe's output: its last lines, where errors are. */
+const PROBE_OUTPUT_TAIL = 2048;
+
+/**
+ * A restore test: the point restored into a sandbox (the task's target, a name the control plane
+ * made unique) that the driver isolates and starts, the probe run inside it, and the sandbox
+ * removed whatever happened. The sandbox is journaled as a hold before the restore creates
+ * anything, so an agent killed meanwhile has its successor remove it (Driver.releaseHold).
+ *
+ * The outcome is the task's result whether the test passed or not (the control plane records it
+ * on the point): a restore that fails is a failed test. Only a TransientError (the workflow
+ * retries the task) and an abandoned task (cancelled, or its token lost) fail the task itself.
+ */
+async function runRestoreTest(
+  deps: RunnerDeps,
+  task: RestoreTask,
+  test: RestoreTestRequest,
+  run: TaskRun,
+): Promise<RestoreResult> {
+  const log = deps.log.child({
+    jobId: task.jobId,
+    target: task.target,
+    recoveryPointId: task.recoveryPointId,
+  });
+  const { driver, name } = driverFor(deps, task.target);
+  const sandbox = driver.sandbox;
+  if (!sandbox) {
+    throw new Unsupported(
+      `restore tests run workloads; the ${driver.platform} driver cannot start what it restores`,
+    );
+  }
+  if (task.inPlace) throw new DriverError('a restore test never restores in place');
+  const started = Date.now();
+  const startedAt = new Date(started).toISOString();
+  const holds = deps.holds?.taker(task.jobId);
+  const hold = await takeHold(holds, driver.platform, `${driver.platform}.sandbox`, { name });
+  const ctx = context(run, log, holds);
+  let restoreMs: number | undefined;
+  let probe: RestoreTestOutcome['probe'];
+  let failure: unknown;
+  try {
+    const { repo, manifest, lease } = await openPoint(deps, task, run);
+    const reader = new PointReader(repo, manifest, (n) => run.progress.addBytes(n));
+    await driver
+      .restore(manifest.metadata, reader, { name, inPlace: false, sandbox: true }, ctx)
+      .finally(() => lease.end());
+    restoreMs = Date.now() - started;
+    if (test.probe) {
+      run.progress.setPhase('probing the sandbox');
+      const timeout = test.probeTimeoutSeconds ?? DEFAULT_PROBE_TIMEOUT_SECONDS;
+      const result = await sandbox.probe(name, test.probe, timeout, ctx);
+      probe = {
+        command: test.probe,
+        exitCode: result.exitCode,
+        output: result.output.slice(-PROBE_OUTPUT_TAIL),
+        ...(result.error !== undefined ? { error: result.error } : {}),
+      };
+      log.info('agent.restore_test.probe', { exitCode: probe.exitCode, error: probe.error });
+    }
+  } catch (err) {
+    failure = err;
+  }
+  const rtoMs = Date.now() - started;
+  run.progress.setPhase('removing the sandbox');
+  const removed = await sandbox.remove(name, log).then(
+    () => true,
+    (err: unknown) => {
+      log.warn('agent.restore_test.remove_failed', { error: err, next: 'the hold sweep retries' });
+      return false;
+    },
+  );
+  if (removed) await hold?.clear();
+  else hold?.abandon();
+  if (failure !== undefined && (failure instanceof TransientError || run.signal.aborted)) {
+    throw failure instanceof Cancelled || failure instanceof TransientError
+      ? failure
+      : new Cancelled('restore test abandoned: the job ended or its token expired', {
+          cause: failure,
+        });
+  }
+  const passed = failure === undefined && (probe === undefined || probe.exitCode === 0);
+  const outcome: RestoreTestOutcome = {
+    passed,
+    sandbox: task.target,
+    rtoMs,
+    restoreMs: restoreMs ?? rtoMs,
+    ...(probe ? { probe } : {}),
+    ...(failure !== undefined ? { error: toErrorRecord(failure) } : {}),
+    removed,
+  };
+  log.info('agent.restore_test.done', { passed, rtoMs, removed });
+  return {
+    restoredTarget: task.target,
+    startedAt,
+    completedAt: new Date().toISOString(),
+    bytesWritten: run.progress.total,
+    test: outcome,
   };
 }
 

@@ -7,6 +7,7 @@ import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '
 import { requestBackup } from '../core/requests/backup';
 import type { RequestDeps } from '../core/requests/launch';
 import { planRestore, requestRestore } from '../core/requests/restore';
+import { requestRestoreTest } from '../core/requests/restore-test';
 import {
   requestSnapshotCreate,
   requestSnapshotDelete,
@@ -99,6 +100,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
     },
   ],
   ['POST', '/verifications', async (d, r) => ok(await requestVerify(d, parseBody(r)), 202)],
+  ['POST', '/restore-tests', async (d, r) => ok(await requestRestoreTest(d, parseBody(r)), 202)],
   ['POST', '/rollbacks', async (d, r) => ok(await requestRollback(d, parseBody(r)), 202)],
   ['POST', '/prunes', async (d, r) => ok(await requestPrune(pruneDeps(d), parseBody(r)), 202)],
   [

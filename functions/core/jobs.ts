@@ -4,7 +4,13 @@
  * left it. A job in a terminal state is never moved again.
  */
 import type { Catalog } from '../../kernel/catalog';
-import type { Job, JobItem, JobProgress, RecoveryPoint } from '../../kernel/model';
+import type {
+  Job,
+  JobItem,
+  JobProgress,
+  RecoveryPoint,
+  RestoreTestRecord,
+} from '../../kernel/model';
 import { platformOf } from '../../kernel/targets';
 import {
   ConflictError,
@@ -19,6 +25,7 @@ import type {
   CommitPointOutput,
   JobStatus,
   RestoreResult,
+  RestoreTestOutcome,
   SnapshotResult,
   StatesError,
   VerifyResult,
@@ -73,6 +80,9 @@ export async function markRestoreSucceeded(
   jobId: string,
   result: RestoreResult | VerifyResult,
 ): Promise<Job> {
+  if ('restoredTarget' in result && result.test) {
+    return markRestoreTested(deps, jobId, result, result.test);
+  }
   const bytes = 'bytesWritten' in result ? result.bytesWritten : result.bytesVerified;
   if ('bytesVerified' in result) {
     // Retention never expires the newest point that passed verify (retention.ts).
@@ -126,11 +136,73 @@ export function isSnapshotResult(
   return 'action' in result && 'pruned' in result;
 }
 
+/**
+ * Ends a restore test its agent ran to the end: the point records the outcome (passed or not,
+ * the RTO, the probe's exit code and output), and the job SUCCEEDED when the test passed, else
+ * FAILED with RestoreTestFailed. A job that already ended leaves the point as it is.
+ */
+async function markRestoreTested(
+  deps: { catalog: Catalog; clock: Clock },
+  jobId: string,
+  result: RestoreResult,
+  test: RestoreTestOutcome,
+): Promise<Job> {
+  const job = await mustGet(deps.catalog, jobId);
+  if (!ACTIVE.includes(job.status)) return job;
+  const testedAt = deps.clock.now();
+  if (job.recoveryPointId) {
+    const record: RestoreTestRecord = { ...test, jobId, testedAt };
+    await deps.catalog.updatePoint(job.recoveryPointId, { restoreTest: record });
+  }
+  const failure = test.passed ? undefined : restoreTestFailure(test);
+  const updated = await deps.catalog.updateJob(
+    jobId,
+    {
+      status: test.passed ? 'SUCCEEDED' : 'FAILED',
+      endedAt: testedAt,
+      progress: finalProgress(result.bytesWritten, deps.clock),
+      restoreTest: test,
+      ...(failure ? { error: failure } : {}),
+    },
+    ACTIVE,
+  );
+  return updated ?? mustGet(deps.catalog, jobId);
+}
+
+/** Why a restore test that ran did not pass, in one error. */
+function restoreTestFailure(test: RestoreTestOutcome): ErrorRecord {
+  if (test.error) return { name: 'RestoreTestFailed', message: test.error.message };
+  const probe = test.probe;
+  if (!probe) return { name: 'RestoreTestFailed', message: `${test.sandbox} did not run` };
+  const how =
+    probe.exitCode === null
+      ? (probe.error ?? 'it did not finish')
+      : `it exited with code ${probe.exitCode}`;
+  const said = probe.output.trim().slice(-500);
+  return {
+    name: 'RestoreTestFailed',
+    message: `probe \`${probe.command.join(' ')}\` in ${test.sandbox} failed: ${how}${said ? `; it wrote: ${said}` : '; it wrote nothing'}`,
+  };
+}
+
 export async function markJobFailed(
   deps: { catalog: Catalog; clock: Clock },
   jobId: string,
   error: ErrorRecord,
 ): Promise<Job> {
+  // A restore test that could not run (the restore failed, no agent) is a failed test too: the
+  // point says so, so `stowage points` never shows an older pass as the last word.
+  const job = await deps.catalog.getJob(jobId);
+  if (job?.kind === 'RESTORE_TEST' && job.recoveryPointId && ACTIVE.includes(job.status)) {
+    const record: RestoreTestRecord = {
+      passed: false,
+      sandbox: job.target,
+      jobId,
+      testedAt: deps.clock.now(),
+      error,
+    };
+    await deps.catalog.updatePoint(job.recoveryPointId, { restoreTest: record });
+  }
   const updated = await deps.catalog.updateJob(
     jobId,
     { status: 'FAILED', endedAt: deps.clock.now(), error },

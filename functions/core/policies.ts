@@ -126,6 +126,8 @@ function checkFields(body: Record<string, unknown>, creating: boolean) {
     'retention',
     'options',
     'verifyEvery',
+    'restoreTestEvery',
+    'restoreTestProbe',
   ];
   const unknown = Object.keys(body).filter((k) => !allowed.includes(k));
   if (unknown.length)
@@ -148,7 +150,18 @@ function checkFields(body: Record<string, unknown>, creating: boolean) {
     retention: body.retention === undefined ? undefined : checkRetention(body.retention),
     options: body.options === undefined ? undefined : checkOptions(body.options),
     verifyEvery: checkInteger(body.verifyEvery, 'verifyEvery', 0, 10_000),
+    restoreTestEvery: checkInteger(body.restoreTestEvery, 'restoreTestEvery', 0, 10_000),
+    restoreTestProbe: checkProbe(body.restoreTestProbe),
   };
+}
+
+/** A restore test's probe: a command line for `sh -c`; "" removes it (an update). */
+function checkProbe(raw: unknown): string | undefined {
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string' || raw.length > 4096) {
+    throw bad('restoreTestProbe is a command line for sh -c, at most 4096 characters');
+  }
+  return raw;
 }
 
 function checkName(raw: unknown): string {
@@ -176,6 +189,8 @@ export async function createPolicy(
     retention: f.retention ?? {},
     options: f.options ?? {},
     ...(f.verifyEvery ? { verifyEvery: f.verifyEvery } : {}),
+    ...(f.restoreTestEvery ? { restoreTestEvery: f.restoreTestEvery } : {}),
+    ...(f.restoreTestProbe ? { restoreTestProbe: f.restoreTestProbe } : {}),
     createdAt: now,
     updatedAt: now,
     runs: 0,
@@ -221,10 +236,14 @@ export async function updatePolicy(
     ...(f.retention ? { retention: { ...current.retention, ...f.retention } } : {}),
     ...(f.options ? { options: f.options } : {}),
     ...(f.verifyEvery !== undefined ? { verifyEvery: f.verifyEvery } : {}),
+    ...(f.restoreTestEvery !== undefined ? { restoreTestEvery: f.restoreTestEvery } : {}),
+    ...(f.restoreTestProbe !== undefined ? { restoreTestProbe: f.restoreTestProbe } : {}),
     // A rate() counts from its last change, as EventBridge's does from the schedule's update.
     ...(scheduleChanged ? { updatedAt: deps.clock.now() } : {}),
   };
   if (next.verifyEvery === 0) delete next.verifyEvery;
+  if (next.restoreTestEvery === 0) delete next.restoreTestEvery;
+  if (next.restoreTestProbe === '') delete next.restoreTestProbe;
   await deps.catalog.replacePolicy(next);
   await deps.schedules.put(next);
   return next;
@@ -290,6 +309,12 @@ export interface PolicyRun {
   refused: Array<{ target: string; error: { name: string; message: string } }>;
   /** Whether this run's backups are to be verified (every verifyEvery-th run). */
   verify: boolean;
+  /**
+   * Whether this run's Docker and LXD points are to be restore-tested (every
+   * restoreTestEvery-th run), and with which probe.
+   */
+  restoreTest: boolean;
+  restoreTestProbe?: string;
 }
 
 /**
@@ -335,5 +360,7 @@ export async function runPolicy(
     jobs,
     refused,
     verify: policy.verifyEvery !== undefined && runs % policy.verifyEvery === 0,
+    restoreTest: policy.restoreTestEvery !== undefined && runs % policy.restoreTestEvery === 0,
+    ...(policy.restoreTestProbe ? { restoreTestProbe: policy.restoreTestProbe } : {}),
   };
 }

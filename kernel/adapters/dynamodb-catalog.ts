@@ -287,7 +287,7 @@ export class DynamoDbCatalog implements Catalog {
 
   async updatePoint(
     recoveryPointId: string,
-    update: Partial<Pick<RecoveryPoint, 'verifiedAt'>>,
+    update: Partial<Pick<RecoveryPoint, 'verifiedAt' | 'restoreTest'>>,
   ): Promise<boolean> {
     return this.updateExisting(pointKey(recoveryPointId), update);
   }

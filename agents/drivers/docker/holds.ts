@@ -11,6 +11,7 @@
  * - `docker.aside` (an in-place restore's original, stopped and renamed): named back and
  *   started if it ran.
  * - `docker.swap` (an in-place restore past its point of no return): finished (finishSwap).
+ * - `docker.sandbox` (a restore test's sandbox): removed with its volumes (sandbox.ts).
  */
 import { DriverError } from '../../../kernel/errors';
 import type { Logger } from '../../../kernel/logger';
@@ -21,6 +22,7 @@ import { statusOf, translate } from './errors';
 import { removeHelper } from './helper';
 import { RESTORE_LABEL } from './restore';
 import { finishSwap, type SwapPlan } from './restore-in-place';
+import { removeSandbox } from './sandbox';
 
 const str = (data: Record<string, unknown>, key: string): string => {
   const value = data[key];
@@ -146,6 +148,9 @@ export async function releaseDockerHold(
       }
       case 'docker.swap':
         await finishSwap(engine, data as unknown as SwapPlan, ctx);
+        return;
+      case 'docker.sandbox':
+        await removeSandbox(engine, str(data, 'name'), log);
         return;
       default:
         throw new DriverError(`unknown docker hold ${record.kind}`);

@@ -66,13 +66,13 @@ function tail(text: string, max: number): string {
   return text.length <= max ? text : text.slice(text.length - max);
 }
 
-interface ExecResult {
+export interface ExecResult {
   exitCode: number | null;
   output: string;
   error?: string;
 }
 
-async function execWithTimeout(
+export async function execWithTimeout(
   engine: Engine,
   containerId: string,
   hook: BackupHook,

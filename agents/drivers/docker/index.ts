@@ -29,6 +29,7 @@ import { restoreContainer } from './restore';
 import { restoreInPlace } from './restore-in-place';
 import { restoreSingleVolume } from './restore-volume';
 import { releaseDockerHold } from './holds';
+import { SANDBOX_LABEL, probeSandbox, removeSandbox } from './sandbox';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 
@@ -77,7 +78,8 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
     }
     const targets: DiscoveredTarget[] = [];
     for (const c of containers) {
-      if (c.Labels?.[HELPER_LABEL] === '1') continue;
+      // Helpers and restore tests' sandboxes come and go within a job: they are not targets.
+      if (c.Labels?.[HELPER_LABEL] === '1' || c.Labels?.[SANDBOX_LABEL]) continue;
       const name = primaryName(c.Names);
       if (!name) continue;
       const volumes = (c.Mounts ?? [])
@@ -186,6 +188,11 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
       return restoreOptions.inPlace
         ? restoreInPlace(engine, metadata, source, restoreOptions, ctx)
         : restoreContainer(engine, metadata, source, restoreOptions, ctx);
+    },
+    sandbox: {
+      probe: (name, command, timeoutSeconds, ctx) =>
+        probeSandbox(engine, name, command, timeoutSeconds, ctx),
+      remove: (name, removeLog) => removeSandbox(engine, name, removeLog),
     },
     watch,
     // The Compose driver records its holds as `docker` too: this one releases them all.

@@ -44,6 +44,7 @@ import { statusOf, translate } from './errors';
 import { HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
 import { checkPorts, newVolumeNames } from './remap';
 import type { Hold, HoldTaker } from '../../core/holds';
+import { SANDBOX_LABEL, isolate } from './sandbox';
 
 /** Marks the volumes a restore creates, so it never adopts (or later deletes) a volume it did not make. */
 export const RESTORE_LABEL = 'io.stowage.restore';
@@ -214,11 +215,12 @@ async function restoreVolume(
   source: RestoreSource,
   created: Created,
   ctx: DriverContext,
+  sandbox?: string,
 ): Promise<void> {
   const spec = {
     driver: volume.driver,
     options: safeDriverOptions(volume, ctx),
-    labels: volume.labels,
+    labels: sandbox === undefined ? volume.labels : { ...volume.labels, [SANDBOX_LABEL]: sandbox },
   };
   await createRestoreVolume(engine, newName, spec, restoreId, created);
   await fillVolume(engine, newName, `volume/${volume.name}`, target, source, ctx);
@@ -284,6 +286,8 @@ export interface ContainerRemap {
   network?: string;
   /** Normalised by checkPorts. */
   ports?: Readonly<Record<string, string>>;
+  /** A restore test's sandbox (sandbox.ts): isolated, named by this label value. */
+  sandbox?: { name: string; loadedImage?: string };
 }
 
 /**
@@ -337,6 +341,10 @@ export async function createContainer(
     network: remap.network,
     ports: remap.ports,
   });
+  if (remap.sandbox) {
+    isolate(plan.body, remap.sandbox.name, remap.sandbox.loadedImage);
+    plan.extraNetworks = [];
+  }
   let container: Docker.Container;
   await holdCreated(created, 'container', 'docker.container', {
     name,
@@ -422,10 +430,10 @@ export async function restoreContainer(
     );
   }
   const volumeNames = newVolumeNames(meta, name, options.volumes);
-  const remap: ContainerRemap = {
-    network: options.network,
-    ports: checkPorts(meta.container, options.ports),
-  };
+  const sandbox = options.sandbox === true;
+  const remap: ContainerRemap = sandbox
+    ? { network: 'none', sandbox: { name } }
+    : { network: options.network, ports: checkPorts(meta.container, options.ports) };
   for (const [original, renamed] of volumeNames) {
     if (await volumeExists(engine, renamed)) {
       const fix =
@@ -464,19 +472,34 @@ export async function restoreContainer(
     if (!imageWasThere) await holdCreated(created, 'image', 'docker.image', { ref: meta.image });
     const image = await loadImage(engine, meta, source, ctx);
     if (!imageWasThere) created.image = image;
+    if (remap.sandbox && !imageWasThere) remap.sandbox.loadedImage = image;
 
     for (const volume of meta.volumes) {
       checkAborted(ctx, what);
       ctx.phase(`volume ${volume.name}`);
       const renamed = volumeNames.get(volume.name) as string;
-      await restoreVolume(engine, volume, renamed, restoreId, target, source, created, ctx);
+      await restoreVolume(
+        engine,
+        volume,
+        renamed,
+        restoreId,
+        target,
+        source,
+        created,
+        ctx,
+        sandbox ? name : undefined,
+      );
     }
 
     for (const bind of binds) {
       checkAborted(ctx, what);
       ctx.phase(`bind ${bind.source}`);
       const volume = bindVolumeName(name, bind.index);
-      const spec = { driver: 'local', options: {}, labels: {} };
+      const spec = {
+        driver: 'local',
+        options: {},
+        labels: (sandbox ? { [SANDBOX_LABEL]: name } : {}) as Record<string, string>,
+      };
       await createRestoreVolume(engine, volume, spec, restoreId, created);
       await fillVolume(engine, volume, `bind/${bind.index}`, target, source, ctx);
       // The host directory is the original's live data: it is never overwritten.
@@ -503,7 +526,7 @@ export async function restoreContainer(
       remap,
     );
 
-    if (meta.wasRunning) {
+    if (meta.wasRunning || sandbox) {
       checkAborted(ctx, what);
       ctx.phase('starting container');
       try {

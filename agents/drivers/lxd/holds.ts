@@ -10,6 +10,7 @@
  *   a little, and a record that still fails stays for the next sweep.
  * - `lxd.import` (a restore's import): removed, or past an in-place swap's point of no return,
  *   the swap finished (restore.ts releaseImport).
+ * - `lxd.sandbox` (a restore test's sandbox): removed, if it is one (sandbox.ts).
  */
 import { DriverError } from '../../../kernel/errors';
 import type { HoldRecord } from '../../core/holds';
@@ -17,6 +18,7 @@ import { LxdClient } from './client';
 import { isNotFound, translate } from './errors';
 import { changeState, getInstance, STOP_TIMEOUT_S, type Engine } from './instance';
 import { releaseImport } from './restore';
+import { removeSandbox } from './sandbox';
 
 /** How long a release waits for LXD to finish writing a backup file before it gives up for now. */
 const BACKUP_BUSY_WAIT_MS = 20_000;
@@ -89,6 +91,9 @@ export async function releaseLxdHold(base: Engine, record: HoldRecord): Promise<
     }
     case 'lxd.import':
       await releaseImport(engine, data);
+      return;
+    case 'lxd.sandbox':
+      await removeSandbox(engine, String(data.name));
       return;
     default:
       throw new DriverError(`unknown lxd hold ${record.kind}`);

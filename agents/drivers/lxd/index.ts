@@ -28,6 +28,7 @@ import { backupServer } from './server-backup';
 import { restoreServer } from './server-restore';
 import { engineFor, list } from './server';
 import { releaseLxdHold } from './holds';
+import { probeSandbox, removeSandbox, SANDBOX_KEY } from './sandbox';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -68,6 +69,8 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
     }
     const targets: DiscoveredTarget[] = [];
     for (const i of instances) {
+      // Restore tests' sandboxes live only within their job: they are not targets.
+      if (i.config?.[SANDBOX_KEY]) continue;
       // An instance deleted meanwhile, or a snapshot LXD will not delete, must not hide the rest.
       const held = await snapshots.list(i.name).catch((err: unknown) => {
         log.warn('agent.inventory.snapshots_failed', { instance: i.name, error: err });
@@ -101,6 +104,11 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreInstance(engine, metadata, source, restoreOptions, ctx),
     snapshots,
+    sandbox: {
+      probe: (name, command, timeoutSeconds, ctx) =>
+        probeSandbox(engine, name, command, timeoutSeconds, ctx),
+      remove: (name, removeLog) => removeSandbox(engine, name, removeLog),
+    },
     // Every LXD driver records its holds as `lxd`: this one releases them all.
     releaseHold: (record) => releaseLxdHold(engine, record),
   };

@@ -30,6 +30,7 @@ import { takeHold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import { getPool, requirePool } from './volume';
+import { sandboxConfig, sandboxDevices } from './sandbox';
 import {
   EXPORT_STREAM,
   METADATA_FORMAT,
@@ -72,7 +73,12 @@ export async function restoreInstance(
   }
   const stream = source.streams.find((s) => s.name === EXPORT_STREAM);
   if (!stream) throw new DriverError(`the recovery point has no ${EXPORT_STREAM} stream`);
-  const { pool: devicePool, patch } = planDevices(metadata, options.devices ?? {});
+  // A restore test's sandbox: every device but the root disk masked (sandbox.ts), started.
+  const sandbox = options.sandbox === true;
+  const overrides = sandbox
+    ? { ...sandboxDevices(metadata.expandedDevices), ...(options.devices ?? {}) }
+    : (options.devices ?? {});
+  const { pool: devicePool, patch } = planDevices(metadata, overrides);
   if (options.pool !== undefined && devicePool !== undefined && options.pool !== devicePool) {
     throw new ValidationError(
       `--pool ${options.pool} and the root device's pool=${devicePool} disagree; give one of them`,
@@ -91,7 +97,7 @@ export async function restoreInstance(
   let imported = false;
   // LXD leaves an import Stopped; a frozen instance comes back running (thawed), not frozen.
   const ran = metadata.status === 'Running' || metadata.status === 'Frozen';
-  const start = (options.state ?? (ran ? 'running' : 'stopped')) === 'running';
+  const start = sandbox || (options.state ?? (ran ? 'running' : 'stopped')) === 'running';
   // Journaled before the import: a sweep after a kill removes a half-done import, or past the
   // point of no return of an in-place restore, finishes the swap (lxd.import in holds.ts).
   const record = {
@@ -148,9 +154,9 @@ export async function restoreInstance(
     await restoreSnapshotExpiry(engine, importName, metadata.snapshotExpiry ?? {});
 
     // On the import, before the original is touched: a device LXD refuses fails the restore here.
-    if (Object.keys(patch).length > 0) {
-      ctx.phase('applying device overrides');
-      await applyDevices(engine, importName, patch);
+    if (Object.keys(patch).length > 0 || sandbox) {
+      ctx.phase(sandbox ? 'isolating the sandbox' : 'applying device overrides');
+      await applyDevices(engine, importName, patch, sandbox ? sandboxConfig(name) : undefined);
     }
 
     if (existing) {
@@ -317,10 +323,18 @@ async function restoreSnapshotExpiry(
   }
 }
 
-/** PATCHes devices onto an instance (LXD merges them by name into its own devices). */
-async function applyDevices(engine: Engine, name: string, devices: Devices): Promise<void> {
+/** PATCHes devices (and config keys) onto an instance (LXD merges them by name into its own). */
+async function applyDevices(
+  engine: Engine,
+  name: string,
+  devices: Devices,
+  config?: Record<string, string>,
+): Promise<void> {
   try {
-    await engine.client.run('PATCH', instancePath(name), { devices });
+    await engine.client.run('PATCH', instancePath(name), {
+      devices,
+      ...(config ? { config } : {}),
+    });
   } catch (err) {
     throw translate(
       err,

@@ -123,10 +123,25 @@ describe('policies', () => {
 });
 
 describe('the local scheduler', () => {
-  function scheduler(deps: PolicyDeps, verifies: string[] = []) {
+  function scheduler(
+    deps: PolicyDeps,
+    verifies: string[] = [],
+    restoreTests: Array<{ recoveryPointId: string; probe?: string }> = [],
+  ) {
     return new LocalScheduler({
       deps,
       requestBackup,
+      requestRestoreTest: async (_d, body) => {
+        restoreTests.push(body);
+        return {
+          jobId: 'job-rt',
+          kind: 'RESTORE_TEST',
+          status: 'PENDING',
+          target: 't',
+          agent: 'a',
+          executionArn: 'x',
+        };
+      },
       requestVerify: async (_d, body) => {
         verifies.push(body.recoveryPointId);
         return {
@@ -208,5 +223,39 @@ describe('the local scheduler', () => {
       .reverse()
       .map((j) => j.recoveryPointId);
     expect(verifies).toEqual([points[1], points[3]]);
+  });
+
+  it('restore-tests the Docker and LXD points of every Nth run with the policy probe', async () => {
+    const { catalog, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web', 'path:/srv'] }));
+    await createPolicy(deps, {
+      name: 'p',
+      targets: ['docker:web', 'path:/srv'],
+      schedule: 'rate(1 minute)',
+      restoreTestEvery: 3,
+      restoreTestProbe: 'wget -qO- localhost',
+    });
+    const tests: Array<{ recoveryPointId: string; probe?: string }> = [];
+    const s = scheduler(deps, [], tests);
+    for (let i = 0; i < 3; i++) {
+      clock.advance(60_000);
+      await s.tick();
+      for (const job of await catalog.listJobs()) {
+        if (job.status !== 'PENDING') continue;
+        const items = job.items!.map((item) => ({ ...item, status: 'COMPLETED' as const }));
+        await catalog.updateJob(job.jobId, { status: 'SUCCEEDED', items }, ['PENDING']);
+      }
+      await s.tick();
+    }
+    const dockerPoints = (await catalog.listJobs())
+      .filter((j) => j.target === 'docker:web')
+      .map((j) => j.recoveryPointId);
+    // The third run's docker point only: path points are not restore-tested.
+    expect(tests).toEqual([{ recoveryPointId: dockerPoints[0], probe: 'wget -qO- localhost' }]);
+    expect((await catalog.getPolicy('p'))?.restoreTestEvery).toBe(3);
+    await updatePolicy(deps, 'p', { restoreTestEvery: 0, restoreTestProbe: '' });
+    const after = await catalog.getPolicy('p');
+    expect(after?.restoreTestEvery).toBeUndefined();
+    expect(after?.restoreTestProbe).toBeUndefined();
   });
 });
