@@ -24,7 +24,7 @@ import {
   TransientError,
   UnknownTask,
   Unsupported,
-  toErrorRecord,
+  type ErrorRecord,
 } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
@@ -336,6 +336,12 @@ export async function runRestore(
   };
 }
 
+/** The `{ name, message }` a failed restore test records. */
+function errorRecordOf(err: unknown): ErrorRecord {
+  if (err instanceof Error) return { name: err.name || 'Error', message: err.message };
+  return { name: 'Error', message: String(err) };
+}
+
 /** How long a restore test's probe may run when the request does not say (seconds). */
 export const DEFAULT_PROBE_TIMEOUT_SECONDS = 60;
 /** What the point keeps of a probe's output: its last lines, where errors are. */
@@ -425,7 +431,7 @@ async function runRestoreTest(
     rtoMs,
     restoreMs: restoreMs ?? rtoMs,
     ...(probe ? { probe } : {}),
-    ...(failure !== undefined ? { error: toErrorRecord(failure) } : {}),
+    ...(failure !== undefined ? { error: errorRecordOf(failure) } : {}),
     removed,
   };
   log.info('agent.restore_test.done', { passed, rtoMs, removed });
