@@ -67,6 +67,7 @@ export class StowageStack extends Stack {
   readonly workflows: Workflows;
   readonly httpApi: HttpApi;
   readonly agentAccess: AgentAccess;
+  readonly monitoring: Monitoring;
 
   constructor(scope: Construct, id: string, props: StowageStackProps = {}) {
     super(scope, id, {
@@ -210,11 +211,18 @@ export class StowageStack extends Stack {
       ...(ca ? { ca } : {}),
     });
 
-    new Monitoring(this, 'Monitoring', {
+    const monitoring = new Monitoring(this, 'Monitoring', {
       stateMachines: workflows.machines,
+      siteQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.queue])),
       deadLetterQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.deadLetterQueue])),
+      jobEventSources: [recordJob.fn],
+      alsoNotify: schedules.alarms,
     });
 
+    new CfnOutput(this, 'AlarmTopicArn', {
+      value: monitoring.alarmTopic.topicArn,
+      description: 'SNS topic of every Stowage alarm: subscribe to it',
+    });
     new CfnOutput(this, 'ApiUrl', { value: httpApi.url, description: 'STOWAGE_API for the CLI' });
     new CfnOutput(this, 'TableName', { value: table.tableName });
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
@@ -259,6 +267,7 @@ export class StowageStack extends Stack {
     this.workflows = workflows;
     this.httpApi = httpApi;
     this.agentAccess = agents;
+    this.monitoring = monitoring;
   }
 }
 

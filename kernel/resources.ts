@@ -96,3 +96,34 @@ export const ASL_SUBSTITUTIONS = {
 export const POLICY_SCHEDULES = {
   groupName: 'stowage-policies',
 } as const;
+
+/**
+ * The CloudWatch metrics Stowage publishes (as EMF lines: kernel/metrics.ts) and the dashboard
+ * and alarms of the stack read (cdk/constructs/monitoring.ts). Units are EMF's.
+ */
+export const METRICS = {
+  namespace: 'Stowage',
+  /** record-job: a job started (dimension Kind). */
+  jobsStarted: 'JobsStarted',
+  /** record-job: a job ended (dimensions Status, and Kind+Status). */
+  jobsEnded: 'JobsEnded',
+  /** record-job: a job's time from start to end, ms (dimension Kind). */
+  jobDuration: 'JobDuration',
+  /** record-job, at a backup's end: bytes read from its targets, new to the store, stored. */
+  bytesProtected: 'BytesProtected',
+  bytesNew: 'BytesNew',
+  bytesStored: 'BytesStored',
+  /** record-job: a restore test's RTO, ms (dimension Passed). */
+  restoreTestRto: 'RestoreTestRto',
+  /** The agent: one per inventory report, at 1 s resolution (dimension Site). */
+  agentHeartbeats: 'AgentHeartbeats',
+} as const;
+
+/** How often an agent reports its inventory (and its heartbeat metric), ms. */
+export const INVENTORY_INTERVAL_MS = 30_000;
+
+/** The EventBridge event of each job state change (record-job puts it on the default bus). */
+export const JOB_EVENTS = {
+  source: 'stowage',
+  detailType: 'Job State Change',
+} as const;

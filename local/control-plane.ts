@@ -166,6 +166,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       PRUNE_STATE_MACHINE_ARN: pruneArn,
       ...(store.kind === 'dir' ? { STORE_DIR: store.path } : {}),
       SITE_QUEUE_URL_PREFIX: emulators.queueUrlPrefix,
+      // Job State Change events, one JSON line each (EventBridge's fields): what AWS puts on the bus.
+      JOB_EVENTS_FILE: join(options.dataDir, 'events.jsonl'),
     });
     const api = await import('../functions/api/handler');
     const recordJob = await import('../functions/record-job/handler');

@@ -8,6 +8,7 @@ import type { Catalog } from '../../kernel/catalog';
 import type { InventoryTarget } from '../../kernel/model';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
+import { INVENTORY_INTERVAL_MS } from '../../kernel/resources';
 
 export class InventoryPublisher {
   private timer?: NodeJS.Timeout;
@@ -21,7 +22,9 @@ export class InventoryPublisher {
     private readonly catalog: Catalog,
     private readonly log: Logger,
     private readonly version: string,
-    private readonly intervalMs = 30_000,
+    private readonly intervalMs = INVENTORY_INTERVAL_MS,
+    /** Called after each publish that reached the catalog (the agent's heartbeat metric). */
+    private readonly onPublished: () => void = () => undefined,
   ) {}
 
   async start(): Promise<void> {
@@ -74,6 +77,7 @@ export class InventoryPublisher {
         version: this.version,
       });
       this.log.debug(LogEvent.inventoryPublished, { targets: targets.length });
+      this.onPublished();
     } catch (err) {
       this.log.warn('agent.inventory.publish_failed', { error: err });
     }

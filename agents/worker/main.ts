@@ -24,8 +24,11 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { InventoryPublisher } from './inventory';
 import { AgentWorker } from './worker';
 import { DirHoldJournal, type HoldReleaser } from '../core/holds';
+import { appendFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { Metrics, noMetrics, type MetricSink } from '../../kernel/metrics';
+import { METRICS } from '../../kernel/resources';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -93,6 +96,25 @@ export interface AgentConfig {
    * survives the agent. Default `~/.stowage/holds/<site>`.
    */
   holdsDir?: string;
+  /**
+   * Where the agent writes its EMF metrics (kernel/metrics.ts: a heartbeat per inventory report,
+   * AgentHeartbeats by Site), for a CloudWatch agent to ship: a file, or `-` for stdout. Default
+   * $STOWAGE_METRICS_FILE; none when neither is set.
+   */
+  metricsFile?: string;
+}
+
+/** The agent's metrics sink: a file appended to, stdout (`-`), or nothing. */
+function metricsSink(target: string | undefined, log: Logger): MetricSink {
+  if (!target) return noMetrics;
+  if (target === '-') return (line) => void process.stdout.write(`${line}\n`);
+  return (line) => {
+    try {
+      appendFileSync(target, `${line}\n`, { mode: 0o644 });
+    } catch (err) {
+      log.warn('agent.metrics.write_failed', { file: target, error: err });
+    }
+  };
 }
 
 export interface RunningAgent {
@@ -167,6 +189,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   await sweep();
   const sweepTimer = setInterval(() => void sweep(), config.inventoryIntervalMs ?? 30_000);
   sweepTimer.unref();
+  const metrics = new Metrics(
+    METRICS.namespace,
+    metricsSink(config.metricsFile ?? process.env.STOWAGE_METRICS_FILE, agentLog),
+  );
   const inventory = new InventoryPublisher(
     config.site,
     drivers,
@@ -174,6 +200,11 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     agentLog,
     AGENT_VERSION,
     config.inventoryIntervalMs,
+    // At 1 s resolution: the agent-silent alarm looks at 30 s periods (cdk/constructs/monitoring.ts).
+    () =>
+      metrics.publish([{ name: METRICS.agentHeartbeats, unit: 'Count', value: 1, resolution: 1 }], {
+        Site: config.site,
+      }),
   );
   await inventory.start();
   const worker = new AgentWorker({

@@ -6,6 +6,7 @@
  * the log line the handler writes for it.
  */
 import type { Catalog } from '../../kernel/catalog';
+import type { Job } from '../../kernel/model';
 import { LogEvent } from '../../kernel/logger';
 import type { RecordJobEvent } from '../../statemachines/contracts';
 import {
@@ -25,6 +26,8 @@ export interface Recorded {
   jobId: string;
   status: string;
   log?: { level: 'info' | 'warn'; event: string; fields: Record<string, unknown> };
+  /** The job as the action left it, when the action moves its state (announced: job-events.ts). */
+  job?: Job;
 }
 
 export async function recordJob(
@@ -84,7 +87,7 @@ export async function recordJob(
 }
 
 function recorded(
-  job: { jobId: string; status: string },
+  job: Job,
   level: 'info' | 'warn',
   event: string,
   fields: Record<string, unknown> = {},
@@ -93,5 +96,6 @@ function recorded(
     jobId: job.jobId,
     status: job.status,
     log: { level, event, fields: { status: job.status, ...fields } },
+    job,
   };
 }

@@ -609,7 +609,8 @@ describe('Stowage stack', () => {
           Ref: logicalId(stack, machine),
         });
       }
-      expect(envOf(stack.functions.recordJob.fn)).toEqual(['TABLE_NAME']);
+      // EVENT_BUS_NAME: where its Job State Change events go (monitoring.ts).
+      expect(envOf(stack.functions.recordJob.fn).sort()).toEqual(['EVENT_BUS_NAME', 'TABLE_NAME']);
       expect(envOf(stack.functions.prunePlan.fn)).toEqual(['TABLE_NAME']);
       expect(envOf(stack.functions.runPolicy.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
@@ -645,7 +646,7 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('gives record-job the table and nothing else, and commit-point only points/* of the bucket', () => {
+    it('gives record-job the table and its events (test/cdk/monitoring.test.ts) and nothing else, and commit-point only points/* of the bucket', () => {
       const servicesOf = (role: IConstruct) =>
         new Set(
           statementsOfRole(template, logicalId(stack, role)).flatMap((s) =>
@@ -653,7 +654,7 @@ describe('Stowage stack', () => {
           ),
         );
       expect(servicesOf(stack.functions.recordJob.role)).toEqual(
-        new Set(['logs', 'xray', 'dynamodb']),
+        new Set(['logs', 'xray', 'dynamodb', 'events']),
       );
       // prune-plan deletes catalog items only: the store is the agent's (it holds the key).
       expect(servicesOf(stack.functions.prunePlan.role)).toEqual(
@@ -687,7 +688,10 @@ describe('Stowage stack', () => {
       };
 
     it('is one symmetric key with rotation, retained, under alias/stowage-data', () => {
-      template.resourceCountIs('AWS::KMS::Key', 1);
+      // The other key encrypts the alarm topic (monitoring.ts), and nothing else.
+      expect(Object.keys(template.findResources('AWS::KMS::Key')).sort()).toEqual(
+        [keyId(), logicalId(stack, stack.monitoring.alarmTopic.masterKey!)].sort(),
+      );
       expect(keyResource().Properties).toMatchObject({
         KeySpec: 'SYMMETRIC_DEFAULT',
         KeyUsage: 'ENCRYPT_DECRYPT',
@@ -1043,10 +1047,11 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('outputs the API URL, table, bucket, data key, the API policies, and each site queue URL and role', () => {
+    it('outputs the API URL, table, bucket, data key, the API policies, the alarm topic, and each site queue URL and role', () => {
       const outputs = Object.keys(template.toJSON().Outputs).sort();
       expect(outputs).toEqual(
         [
+          'AlarmTopicArn',
           'ApiUrl',
           'BucketName',
           'DataKeyId',

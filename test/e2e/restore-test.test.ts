@@ -42,6 +42,8 @@ interface TestJson {
   };
 }
 
+type Json = Record<string, unknown>;
+
 interface PointJson {
   recoveryPointId: string;
   restoreTest?: { passed: boolean; jobId: string; rtoMs?: number; testedAt: string };
@@ -204,6 +206,21 @@ describe('restore tests of a Docker container', () => {
 
     const points = stowage.cli('points', `docker:${WEB}`).json as PointJson[];
     expect(points[0]!.restoreTest).toMatchObject({ passed: true, jobId: out.jobId });
+
+    // Local mode's Job State Change events: the job running, then its end.
+    const events = readFileSync(join(root, 'data', 'events.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { source: string; 'detail-type': string; detail: Json })
+      .filter((e) => e.detail.jobId === out.jobId);
+    expect(events.map((e) => [e.source, e['detail-type'], e.detail.status])).toEqual([
+      ['stowage', 'Job State Change', 'RUNNING'],
+      ['stowage', 'Job State Change', 'SUCCEEDED'],
+    ]);
+    expect(events[1]!.detail).toMatchObject({
+      kind: 'RESTORE_TEST',
+      restoreTest: { passed: true },
+    });
   });
 
   it('fails on a probe that fails, says why, records it on the point and removes the sandbox', async () => {

@@ -1,0 +1,147 @@
+/**
+ * What the outside world sees of a job changing state: an EventBridge event (`source: stowage`,
+ * `detail-type: Job State Change`, the job's id, kind, status, target, agent, point, times and
+ * error in `detail`) and CloudWatch metrics (jobs started and ended by kind and status, job
+ * durations, a backup's bytes, a restore test's RTO). The record-job Lambda calls `jobChanged`
+ * after every transition it makes.
+ *
+ * Delivery is at least once: a retried record-job task announces the same state again, so a
+ * consumer keys on `detail.jobId` + `detail.status`. Announcing never fails a workflow: an event
+ * that cannot be put is logged by the adapter and dropped.
+ */
+import type { Job } from '../../kernel/model';
+import type { MetricDatum } from '../../kernel/metrics';
+import { JOB_EVENTS, METRICS } from '../../kernel/resources';
+import { TERMINAL_STATUSES } from '../../statemachines/contracts';
+
+/** The detail of a Job State Change event. */
+export interface JobStateChange {
+  jobId: string;
+  kind: Job['kind'];
+  status: Job['status'];
+  target: string;
+  agent: string;
+  recoveryPointId?: string;
+  source?: string;
+  policy?: string;
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
+  error?: Job['error'];
+  executionArn?: string;
+  restoreTest?: { passed: boolean; rtoMs: number };
+}
+
+/** An event as PutEvents takes it (and local mode writes it). */
+export interface JobEvent {
+  source: typeof JOB_EVENTS.source;
+  detailType: typeof JOB_EVENTS.detailType;
+  time: string;
+  /** The ARNs of what the event is about: the execution. */
+  resources: string[];
+  detail: JobStateChange;
+}
+
+/** Port: where job events go (EventBridge in AWS, a file in local mode, nowhere in tests). */
+export interface JobEvents {
+  put(event: JobEvent): Promise<void>;
+}
+
+export const noJobEvents: JobEvents = { put: () => Promise.resolve() };
+
+function durationOf(job: Job): number | undefined {
+  if (!job.startedAt || !job.endedAt) return undefined;
+  const ms = Date.parse(job.endedAt) - Date.parse(job.startedAt);
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+}
+
+export function jobEvent(job: Job, now: string): JobEvent {
+  const durationMs = durationOf(job);
+  const detail: JobStateChange = {
+    jobId: job.jobId,
+    kind: job.kind,
+    status: job.status,
+    target: job.target,
+    agent: job.agent,
+    createdAt: job.createdAt,
+    ...(job.recoveryPointId ? { recoveryPointId: job.recoveryPointId } : {}),
+    ...(job.source ? { source: job.source } : {}),
+    ...(job.policy ? { policy: job.policy } : {}),
+    ...(job.startedAt ? { startedAt: job.startedAt } : {}),
+    ...(job.endedAt ? { endedAt: job.endedAt } : {}),
+    ...(durationMs !== undefined ? { durationMs } : {}),
+    ...(job.error ? { error: job.error } : {}),
+    ...(job.executionArn ? { executionArn: job.executionArn } : {}),
+    ...(job.restoreTest
+      ? { restoreTest: { passed: job.restoreTest.passed, rtoMs: job.restoreTest.rtoMs } }
+      : {}),
+  };
+  return {
+    source: JOB_EVENTS.source,
+    detailType: JOB_EVENTS.detailType,
+    time: now,
+    resources: job.executionArn ? [job.executionArn] : [],
+    detail,
+  };
+}
+
+/** One EMF publication: metrics under dimension sets. */
+export interface JobMetrics {
+  metrics: MetricDatum[];
+  dimensions: Record<string, string>;
+  dimensionSets: string[][];
+}
+
+/**
+ * The metrics of a job in its current state: JobsStarted when it runs; once it ended JobsEnded
+ * (by Status, and by Kind and Status), its JobDuration (by Kind), a backup's bytes and a restore
+ * test's RTO. Nothing for a job that is still PENDING.
+ */
+export function jobMetrics(job: Job): JobMetrics[] {
+  const out: JobMetrics[] = [];
+  if (job.status === 'RUNNING') {
+    out.push({
+      metrics: [{ name: METRICS.jobsStarted, unit: 'Count', value: 1 }],
+      dimensions: { Kind: job.kind },
+      dimensionSets: [['Kind']],
+    });
+    return out;
+  }
+  if (!TERMINAL_STATUSES.includes(job.status)) return out;
+  out.push({
+    metrics: [{ name: METRICS.jobsEnded, unit: 'Count', value: 1 }],
+    dimensions: { Kind: job.kind, Status: job.status },
+    dimensionSets: [['Status'], ['Kind', 'Status']],
+  });
+  const durationMs = durationOf(job);
+  if (durationMs !== undefined) {
+    out.push({
+      metrics: [{ name: METRICS.jobDuration, unit: 'Milliseconds', value: durationMs }],
+      dimensions: { Kind: job.kind },
+      dimensionSets: [['Kind']],
+    });
+  }
+  const madePoints = job.status === 'SUCCEEDED' || job.status === 'PARTIALLY_FAILED';
+  if (job.kind === 'BACKUP' && job.progress && madePoints) {
+    out.push({
+      metrics: [
+        { name: METRICS.bytesProtected, unit: 'Bytes', value: job.progress.bytesDone },
+        { name: METRICS.bytesNew, unit: 'Bytes', value: job.progress.bytesNew ?? 0 },
+        { name: METRICS.bytesStored, unit: 'Bytes', value: job.progress.bytesStored ?? 0 },
+      ],
+      dimensions: {},
+      dimensionSets: [[]],
+    });
+  }
+  if (job.kind === 'RESTORE_TEST' && job.restoreTest) {
+    out.push({
+      metrics: [
+        { name: METRICS.restoreTestRto, unit: 'Milliseconds', value: job.restoreTest.rtoMs },
+      ],
+      dimensions: { Passed: String(job.restoreTest.passed) },
+      dimensionSets: [[], ['Passed']],
+    });
+  }
+  return out;
+}
