@@ -124,7 +124,11 @@ export class AgentWorker {
         const out = await this.options.sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: this.options.queueUrl,
-            MaxNumberOfMessages: Math.min(10, this.concurrency - this.running.size),
+            // One at a time, each as soon as it is there: a long poll for several messages
+            // answers, in local mode's SQS server, only once it has them all or its wait is
+            // over, so a single task sent to an idle agent waited 20 s. The loop takes the next
+            // one at once while slots are free.
+            MaxNumberOfMessages: 1,
             WaitTimeSeconds: this.options.waitTimeSeconds ?? SITE_QUEUE.receiveWaitTimeSeconds,
             MessageSystemAttributeNames: ['All'],
           }),
