@@ -306,68 +306,115 @@ const agentCommand = program
     process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
   )
   .addOption(concurrencyOption());
-addEngineFlags(agentCommand).action(
-  async (
-    opts: {
-      site: string;
-      dataDir: string;
-      concurrency: number;
-    },
-    cmd: Command,
-  ) => {
-    const { agentHeartbeatMs, startAgent } = await import('../agents/worker/main');
-    const { createLogger } = await import('../kernel/logger');
-    const log = createLogger({ service: 'stowage-agent' });
-    let config: AgentConfig;
-    if (process.env.STOWAGE_QUEUE_URL) {
-      const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
-      const keyFile = process.env.STOWAGE_KEY_FILE;
-      if (!kmsKeyId && !keyFile) {
-        throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
-      }
-      config = {
-        site: opts.site,
-        queueUrl: process.env.STOWAGE_QUEUE_URL,
-        tableName: required('STOWAGE_TABLE'),
-        store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
-        keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
-      };
-    } else {
-      const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
-        `/local/config?site=${encodeURIComponent(opts.site)}`,
-      );
-      config = {
-        site: opts.site,
-        queueUrl: local.queueUrl,
-        tableName: local.tableName,
-        store: local.store,
-        keys: { kind: 'file', path: local.keyFile },
-        aws: {
-          region: local.region,
-          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-          endpoints: local.endpoints,
-        },
-        ...(local.heartbeatSeconds
-          ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) }
-          : {}),
-      };
-    }
-    const agent = await startAgent(
-      {
-        ...config,
-        engines: enginesOf(opts),
-        concurrency: opts.concurrency,
-        holdsDir: join(opts.dataDir, 'holds', opts.site),
+addEngineFlags(agentCommand)
+  .option(
+    '--check',
+    'say whether this agent reaches its queue, the catalog, the store, its key and each engine, and what to fix; take no task',
+  )
+  .action(
+    async (
+      opts: {
+        site: string;
+        dataDir: string;
+        concurrency: number;
+        check?: boolean;
       },
-      log,
-    );
-    process.stderr.write(
-      `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
-    );
-    await untilSignal();
-    await agent.stop();
-  },
-);
+      cmd: Command,
+    ) => {
+      if (opts.check) return checkAgentCommand(opts, cmd);
+      const { startAgent } = await import('../agents/worker/main');
+      const { createLogger } = await import('../kernel/logger');
+      const log = createLogger({ service: 'stowage-agent' });
+      const config = await agentConfig(opts.site, cmd);
+      const agent = await startAgent(
+        {
+          ...config,
+          engines: enginesOf(opts),
+          concurrency: opts.concurrency,
+          holdsDir: join(opts.dataDir, 'holds', opts.site),
+        },
+        log,
+      );
+      process.stderr.write(
+        `agent ${agent.site} running (${agent.platforms.join(', ') || 'no engines found'}); Ctrl-C stops it\n`,
+      );
+      await untilSignal();
+      await agent.stop();
+    },
+  );
+
+/**
+ * A standalone agent's configuration: from the environment in AWS (STOWAGE_QUEUE_URL and the
+ * stack's other outputs), else from the local API of `stowage start`.
+ */
+async function agentConfig(site: string, cmd: Command): Promise<AgentConfig> {
+  if (process.env.STOWAGE_QUEUE_URL) {
+    const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
+    const keyFile = process.env.STOWAGE_KEY_FILE;
+    if (!kmsKeyId && !keyFile) {
+      throw new Error('set STOWAGE_KMS_KEY_ID (the stack output DataKeyId) or STOWAGE_KEY_FILE');
+    }
+    return {
+      site,
+      queueUrl: process.env.STOWAGE_QUEUE_URL,
+      tableName: required('STOWAGE_TABLE'),
+      store: { kind: 's3', bucket: required('STOWAGE_BUCKET') },
+      keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
+    };
+  }
+  const { agentHeartbeatMs } = await import('../agents/worker/main');
+  const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
+    `/local/config?site=${encodeURIComponent(site)}`,
+  );
+  return {
+    site,
+    queueUrl: local.queueUrl,
+    tableName: local.tableName,
+    store: local.store,
+    keys: { kind: 'file', path: local.keyFile },
+    aws: {
+      region: local.region,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      endpoints: local.endpoints,
+    },
+    ...(local.heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) } : {}),
+  };
+}
+
+/** `stowage agent --check`: a table of checks and what to fix; exit 1 when one failed. */
+async function checkAgentCommand(opts: { site: string }, cmd: Command): Promise<void> {
+  const { checkAgent } = await import('../agents/worker/check');
+  let results: Awaited<ReturnType<typeof checkAgent>>;
+  try {
+    const config = await agentConfig(opts.site, cmd);
+    results = await checkAgent({ ...config, engines: enginesOf(opts) });
+  } catch (err) {
+    // Without a configuration there is nothing else to check.
+    results = [
+      {
+        check: 'configuration',
+        status: 'failed',
+        detail: (err as Error).message,
+        fix: process.env.STOWAGE_QUEUE_URL
+          ? 'set the variables the message names (the stack outputs; in the systemd unit, the EnvironmentFile)'
+          : 'in AWS set STOWAGE_QUEUE_URL, STOWAGE_TABLE, STOWAGE_BUCKET and STOWAGE_KMS_KEY_ID; in local mode start `stowage start` on this host first',
+      },
+    ];
+  }
+  const failed = results.filter((r) => r.status === 'failed');
+  print(cmd, { site: opts.site, ok: failed.length === 0, checks: results }, () =>
+    [
+      table([['CHECK', 'STATUS', 'DETAIL'], ...results.map((r) => [r.check, r.status, r.detail])]),
+      ...results
+        .filter((r) => r.fix && r.status !== 'ok')
+        .map((r) => `${r.status === 'failed' ? 'fix' : 'note'} ${r.check}: ${r.fix}`),
+      failed.length === 0
+        ? `agent ${opts.site} is ready to run`
+        : `agent ${opts.site} is not ready: ${failed.length} check(s) failed`,
+    ].join('\n'),
+  );
+  if (failed.length > 0) process.exitCode = 1;
+}
 
 program
   .command('targets')
