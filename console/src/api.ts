@@ -110,6 +110,20 @@ export interface Accepted {
   recoveryPointId?: string;
 }
 
+/** What POST /restores with "plan": true answers: the steps, in order, and the bytes read. */
+export interface RestorePlan {
+  plan: true;
+  recoveryPointId: string;
+  source: string;
+  target: string;
+  agent: string;
+  inPlace: boolean;
+  bytesRead: number;
+  streams: Array<{ name: string; size: number }>;
+  steps: Array<{ action: string; what: string; detail?: string }>;
+  notes: string[];
+}
+
 export const Api = {
   jobs: (limit = 100) => api<Job[]>('GET', `/jobs?limit=${limit}`),
   job: (id: string) => api<Job>('GET', `/jobs/${q(id)}`),
@@ -124,6 +138,8 @@ export const Api = {
     api<ListedPoint[]>('GET', `/points?limit=${limit}${target ? `&target=${q(target)}` : ''}`),
   point: (id: string) => api<RecoveryPoint>('GET', `/points/${q(id)}`),
   restore: (body: Record<string, unknown>) => api<Accepted>('POST', '/restores', body),
+  planRestore: (body: Record<string, unknown>) =>
+    api<RestorePlan>('POST', '/restores', { ...body, plan: true }),
   backup: (body: Record<string, unknown>) => api<Accepted>('POST', '/backups', body),
   policies: () => api<Policy[]>('GET', '/policies'),
   createPolicy: (body: Record<string, unknown>) => api<Policy>('POST', '/policies', body),

@@ -1,10 +1,12 @@
 /**
  * The restore form: under a new name, in place, or on another agent, with the platform's remaps;
  * each field's problem is shown next to it (checked here by the API's own rules, and again by
- * the API); what the restore will do is said before it runs; then its job is followed.
+ * the API). "Plan" asks the API for the restore's plan (POST /restores with "plan": true: what
+ * it creates, replaces, stops, starts and remaps, and the bytes it reads; nothing changes);
+ * only a planned form can run, and any change to the form asks for a new plan.
  */
 import { useState } from 'preact/hooks';
-import { Api, ApiError } from '../api';
+import { Api, ApiError, type RestorePlan } from '../api';
 import { ErrorNote, Field, JobLink, Section, TargetLink, usePoll } from '../components';
 import { bytes, time } from '../format';
 import {
@@ -27,6 +29,7 @@ export function RestorePage({ point: pointId }: { point: string }) {
   const [errors, setErrors] = useState<FieldErrors>({});
   const [busy, setBusy] = useState(false);
   const [started, setStarted] = useState<string>();
+  const [plan, setPlan] = useState<RestorePlan>();
   const p = point.data;
   if (point.error) return <ErrorNote error={point.error} />;
   if (!p) return <p aria-busy="true">Loading {pointId}…</p>;
@@ -38,9 +41,11 @@ export function RestorePage({ point: pointId }: { point: string }) {
   const set = <K extends keyof RestoreForm>(key: K, value: RestoreForm[K]) => {
     const next = { ...form, [key]: value };
     setForm(next);
+    setPlan(undefined);
     // Once a field was refused, its message follows what is typed.
     if (Object.keys(errors).length) setErrors(validate(next, p.target));
   };
+  /** Checks the form, then asks the API for the plan, or (once planned) runs the restore. */
   const submit = async (e: Event) => {
     e.preventDefault();
     const found = validate(form, p.target);
@@ -48,10 +53,15 @@ export function RestorePage({ point: pointId }: { point: string }) {
     if (Object.keys(found).length) return;
     setBusy(true);
     try {
-      const accepted = await Api.restore(toBody(form, p.recoveryPointId, p.target));
-      setStarted(accepted.jobId);
+      const body = toBody(form, p.recoveryPointId, p.target);
+      if (!plan) {
+        setPlan(await Api.planRestore(body));
+      } else {
+        setStarted((await Api.restore(body)).jobId);
+      }
     } catch (err) {
       const e2 = err as ApiError;
+      setPlan(undefined);
       setErrors({ [fieldOfRefusal(e2.error, e2.message, form)]: `${e2.message}` });
     } finally {
       setBusy(false);
@@ -207,8 +217,32 @@ export function RestorePage({ point: pointId }: { point: string }) {
             {errors.form}
           </p>
         ) : null}
+        {plan ? (
+          <article class="restore-plan" data-restore-plan>
+            <header>
+              Plan: {plan.source} → {plan.target} on agent {plan.agent}, reading{' '}
+              {bytes(plan.bytesRead)} from {plan.streams.length} stream
+              {plan.streams.length === 1 ? '' : 's'}
+            </header>
+            <ol>
+              {plan.steps.map((step, n) => (
+                <li key={n} data-action={step.action}>
+                  <b>{step.action}</b> {step.what}
+                  {step.detail ? <span class="muted"> ({step.detail})</span> : null}
+                </li>
+              ))}
+            </ol>
+            {plan.notes.length ? (
+              <ul class="muted">
+                {plan.notes.map((note, n) => (
+                  <li key={n}>{note}</li>
+                ))}
+              </ul>
+            ) : null}
+          </article>
+        ) : null}
         <button type="submit" aria-busy={busy} disabled={busy || !!started}>
-          {form.mode === 'inPlace' ? 'Replace the original' : 'Restore'}
+          {!plan ? 'Plan' : form.mode === 'inPlace' ? 'Replace the original' : 'Restore'}
         </button>
       </form>
       {started ? (
