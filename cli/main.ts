@@ -834,13 +834,21 @@ snapshot
 
 snapshot
   .command('restore <snapshot>')
-  .description('put the target back to a snapshot (TARGET/NAME); running before, running after')
+  .description(
+    'put the target back to a snapshot (TARGET/NAME); LXD: running before, running after; vSphere: powered off unless the snapshot has memory or --state running',
+  )
+  .addOption(
+    new Option('--state <state>', 'vSphere: the power state afterwards').choices([
+      'running',
+      'stopped',
+    ]),
+  )
   .option('--wait', 'wait for the job to finish')
-  .action(async (id: string, opts: { wait?: boolean }, cmd: Command) => {
+  .action(async (id: string, opts: { wait?: boolean; state?: string }, cmd: Command) => {
     await startJob(
       cmd,
       '/snapshots/restores',
-      { snapshot: id },
+      { snapshot: id, ...(opts.state ? { state: opts.state } : {}) },
       opts.wait,
       () => `restore to ${id}`,
     );

@@ -73,11 +73,15 @@ export function addEngineFlags(command: Command): Command {
   return command;
 }
 
-/** The engines' settings from those flags, by engine: `{ lxd: { endpoint, project } }`. */
+/**
+ * The engines' settings from those flags, by engine: `{ lxd: { endpoint, project } }`; a flag
+ * without a value that was given (`--vsphere-insecure`) is `"true"`.
+ */
 export function enginesOf(opts: Record<string, unknown>): Record<string, Record<string, string>> {
   const engines: Record<string, Record<string, string>> = {};
   for (const { engine, flag } of engineFlags()) {
-    const value = opts[new Option(flag.flags).attributeName()];
+    const raw = opts[new Option(flag.flags).attributeName()];
+    const value = raw === true ? 'true' : raw;
     if (typeof value === 'string' && value !== '') {
       engines[engine] = { ...engines[engine], [flag.setting]: value };
     }

@@ -60,6 +60,8 @@ export interface BackupRequestOptions {
   optimizedStorage?: boolean;
   /** The policy whose run this is; its points record it (retention). */
   policy?: string;
+  /** vSphere: which disks to read, by label (`include`: only those; `exclude`: all but those). */
+  disks?: { include?: string[]; exclude?: string[] };
 }
 
 /** Execution input of restore.asl.json. */
@@ -100,6 +102,19 @@ export interface RestoreRequestOptions {
    * whose storage is intact but whose database record is gone; restore the rest from the point.
    */
   recover?: boolean;
+  /**
+   * vSphere: where a new VM goes (a VM folder's and a resource pool's inventory paths, a
+   * datastore's name) and its cards' networks by the original network's name.
+   */
+  folder?: string;
+  resourcePool?: string;
+  datastore?: string;
+  networks?: Record<string, string>;
+  /** vSphere: one disk of the point (by label) attached to the VM `attachTo` (`vsphere:DC/vm/X`). */
+  disk?: string;
+  attachTo?: string;
+  controllerKey?: number;
+  unitNumber?: number;
   /**
    * A restore test (`stowage restore-test`, set by the API only, never by a restore body): the
    * point is restored into an isolated sandbox under the restore's target name (no network, no
@@ -182,6 +197,11 @@ export interface SnapshotArgs {
   every?: string;
   /** schedule: also snapshot the instance while it is stopped. */
   stopped?: boolean;
+  /**
+   * restore: the power state afterwards, where the platform's spec has snapshotRestoreState
+   * (a vSphere snapshot without memory comes back powered off unless `running` is asked).
+   */
+  state?: 'running' | 'stopped';
 }
 
 /** One local snapshot as agents report it. */

@@ -275,9 +275,16 @@ export interface SnapshotOps {
   delete(name: string, snapshot: string, ctx: DriverContext): Promise<void>;
   /**
    * Puts the target back to the snapshot; its power state afterwards is what it was before (a
-   * running workload runs again, also when the restore fails).
+   * running workload runs again, also when the restore fails), except where the platform's spec
+   * has snapshotRestoreState: then `options.state`, else what the snapshot holds (vSphere: a
+   * snapshot without memory comes back powered off, one with memory running).
    */
-  restore(name: string, snapshot: string, ctx: DriverContext): Promise<SnapshotInfo>;
+  restore(
+    name: string,
+    snapshot: string,
+    ctx: DriverContext,
+    options?: { state?: 'running' | 'stopped' },
+  ): Promise<SnapshotInfo>;
   /** Sets the engine's own schedule (null removes it); returns what is now in force. */
   schedule(
     name: string,
@@ -318,4 +325,6 @@ export interface Driver {
    * hold that was only partly taken. Throws to keep the record for the next sweep.
    */
   releaseHold?(record: HoldRecord, log: Logger): Promise<void>;
+  /** Ends the driver's sessions and connections (vSphere logs out); once, when the agent stops. */
+  close?(): Promise<void>;
 }

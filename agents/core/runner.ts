@@ -534,7 +534,17 @@ export async function runSnapshot(
       return done({ deleted: snapshotName() }, pruned);
     }
     case 'restore':
-      return done({ snapshot: await ops.restore(name, snapshotName(), ctx) }, pruned);
+      return done(
+        {
+          snapshot: await ops.restore(
+            name,
+            snapshotName(),
+            ctx,
+            args.state ? { state: args.state } : {},
+          ),
+        },
+        pruned,
+      );
     case 'schedule': {
       const every = args.every ?? 'none';
       const schedule =

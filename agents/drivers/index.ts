@@ -6,11 +6,13 @@
  */
 import { existsSync } from 'node:fs';
 import { PLATFORM_SPECS, type DrivenPlatform } from '../../kernel/platforms';
+import { ValidationError } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import type { Driver } from '../core/driver';
 import { createComposeDriver, createDockerDriver } from './docker';
 import { createLxdDriver, createLxdServerDriver, createLxdVolumeDriver } from './lxd';
 import { createPathDriver } from './path';
+import { createVsphereDriver } from './vsphere';
 
 /**
  * An engine's settings (EngineSpec.flags: `endpoint` and the settings the driver reads, e.g.
@@ -41,6 +43,21 @@ export const DRIVER_FACTORIES: {
   'lxd-server': (engine, { log, site }) =>
     createLxdServerDriver({ socketPath: engine.endpoint, project: 'default', site, log }),
   path: (_engine, { log }) => createPathDriver({ log }),
+  // Only with --vsphere-url (no default endpoint): user and password file are required then.
+  vsphere: (engine, { log }) => {
+    if (!engine.user || !engine.passwordFile) {
+      throw new ValidationError(
+        '--vsphere-url needs --vsphere-user USER and --vsphere-password-file FILE (a file holding the password)',
+      );
+    }
+    return createVsphereDriver({
+      url: engine.endpoint,
+      user: engine.user,
+      passwordFile: engine.passwordFile,
+      ...(engine.insecure === 'true' ? { insecure: true } : {}),
+      log,
+    });
+  },
 };
 
 /**

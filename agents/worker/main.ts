@@ -242,6 +242,13 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       await sweeping;
       journal.close();
       if (repository) await (await repository.catch(() => undefined))?.close();
+      for (const driver of drivers.values()) {
+        await driver
+          .close?.()
+          .catch((err: unknown) =>
+            agentLog.warn('agent.driver.close_failed', { platform: driver.platform, error: err }),
+          );
+      }
       for (const client of [sqs, sfn, s3, ddb]) client.destroy();
     },
   };

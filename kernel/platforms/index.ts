@@ -9,6 +9,7 @@ import { lxd } from './lxd';
 import { lxdServer } from './lxd-server';
 import { lxdVolume } from './lxd-volume';
 import { path } from './path';
+import { vsphere } from './vsphere';
 import { plannedPlatform, type PlatformSpec } from './spec';
 import { planVmRestore } from './vsphere-plan';
 
@@ -19,7 +20,7 @@ export const PLATFORM_SPECS = [
   lxd,
   lxdVolume,
   lxdServer,
-  { ...plannedPlatform('vsphere', 'vSphere VM'), planRestore: planVmRestore },
+  { ...vsphere, planRestore: planVmRestore },
   plannedPlatform('vapp', 'vSphere vApp'),
   path,
 ] as const;

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import { consistency, consistencyFlag } from './options';
+import { consistency, consistencyFlag, stateFlag, stateOption } from './options';
 import {
   planBytes,
   ranAtBackup,
@@ -188,7 +188,7 @@ export const lxd = {
           ),
         )
         .optional(),
-      state: z.enum(['running', 'stopped']).optional(),
+      state: stateOption.optional(),
     })
     .strict(),
   engine: LXD_ENGINE,
@@ -203,12 +203,7 @@ export const lxd = {
         toBody: (value) =>
           Array.isArray(value) && value.length > 0 ? { devices: deviceOverrides(value) } : {},
       },
-      {
-        flags: '--state <state>',
-        help: 'LXD: power state after the restore (default: as at backup)',
-        choices: ['running', 'stopped'],
-        toBody: (value) => (value ? { state: value } : {}),
-      },
+      stateFlag,
     ],
   },
   planRestore: planInstanceRestore,

@@ -25,3 +25,13 @@ export const dockerName = z.string().refine(isValidDockerName, 'not a valid Dock
 
 /** `a=b` flag values, collected from a repeated flag. */
 export const collected = (value: unknown): string[] => (Array.isArray(value) ? value : []);
+
+/** The power state a restored workload ends in (LXD instances, vSphere VMs). */
+export const stateOption = z.enum(['running', 'stopped']);
+
+export const stateFlag: CliFlag = {
+  flags: '--state <state>',
+  help: 'LXD, vSphere: power state after the restore (LXD default: as at backup; vSphere: stopped)',
+  choices: ['running', 'stopped'],
+  toBody: (value) => (value ? { state: value } : {}),
+};

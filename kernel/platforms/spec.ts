@@ -91,6 +91,12 @@ export interface PlatformSpec<N extends string = string> {
   readonly selector?: SelectorCapability;
   /** Whether targets keep local snapshots (`stowage snapshot ...`). */
   readonly snapshots: boolean;
+  /**
+   * Whether `stowage snapshot restore --state running|stopped` applies: the power state after
+   * going back to a snapshot is not simply what it was (vSphere: a snapshot without memory
+   * comes back powered off).
+   */
+  readonly snapshotRestoreState?: boolean;
   /** What a backup request of this platform may ask beyond its target (strict). */
   readonly backupOptions: z.ZodObject;
   /** What a restore request of a point of this platform may ask beyond its destination (strict). */
@@ -109,6 +115,11 @@ export interface PlatformSpec<N extends string = string> {
    * platform without one gets the generic plan (its target created, or replaced in place).
    */
   readonly planRestore?: RestorePlanner;
+  /**
+   * Whether a restore with these options adds to a target that exists (one disk attached to a
+   * VM) rather than making one: its destination must exist, so it is never refused as taken.
+   */
+  restoresInto?(options: Record<string, unknown>): boolean;
   /** Absent for a platform with no engine to find (paths: the agent's own file system). */
   readonly engine?: EngineSpec;
   /** Flags of `stowage backup` / `protect-update` and of `stowage restore`. */

@@ -384,7 +384,7 @@ describe('vSphere driver (vcsim)', () => {
     await wrong.close();
   });
 
-  it('keeps VM snapshots as the local tier: create by pattern, list, restore (running again), delete', async () => {
+  it('keeps VM snapshots as the local tier: create by pattern, list, restore (powered off without memory, unless asked), delete', async () => {
     const { ref } = await createTestVm(sim, 'snap-vm', disks());
     await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
     const ops = driver.snapshots!;
@@ -406,6 +406,8 @@ describe('vSphere driver (vcsim)', () => {
         ?.snapshots?.map((s) => s.name),
     ).toEqual(['pre-0']);
     await ops.restore('DC0/vm/snap-vm', 'pre-0', ctx);
+    expect((await vmDevices('DC0/vm/snap-vm')).power).toBe('poweredOff');
+    await ops.restore('DC0/vm/snap-vm', 'pre-0', ctx, { state: 'running' });
     expect((await vmDevices('DC0/vm/snap-vm')).power).toBe('poweredOn');
     await expect(ops.restore('DC0/vm/snap-vm', 'nope', ctx)).rejects.toMatchObject({
       name: 'SnapshotNotFound',

@@ -585,7 +585,15 @@ async function restoreInPlace(
     throw err;
   }
 
-  // 3. The point of no return: the disks' bytes are replaced.
+  // 3. The point of no return: the disks' bytes are replaced. A job that ended meanwhile
+  // leaves the VM as it was (powered on again if it ran).
+  try {
+    await ctx.pointOfNoReturn?.();
+  } catch (err) {
+    for (const f of staged) await deleteDisk(engine, dc.ref, f, ctx);
+    if (power === 'poweredOn') await ensurePoweredOn(engine, ref, path);
+    throw err;
+  }
   const sc = await vim.service();
   try {
     for (const [i, p] of plan.entries()) {

@@ -74,8 +74,19 @@ export function snapshotsOf(snapshotProp: XmlValue | undefined): SnapshotInfo[] 
   return treeOf(snapshotProp).map(infoOf);
 }
 
+/**
+ * Whether a snapshot holds the VM's memory: Stowage's own say so in their description; for
+ * others, vSphere records `poweredOn` as the tree's state only for a snapshot with memory.
+ */
+function withMemory(s: VmSnapshot): boolean {
+  if (s.description.startsWith(TAKEN_BY)) return STATEFUL.test(s.description);
+  return s.state === 'poweredOn';
+}
+
+const TAKEN_BY = 'Taken by Stowage.';
+
 function describe(expiresAt: Date | null | undefined, stateful: boolean): string {
-  const parts = ['Taken by Stowage.'];
+  const parts = [TAKEN_BY];
   if (expiresAt) parts.push(`stowage-expires=${expiresAt.toISOString()}`);
   if (stateful) parts.push('stowage-stateful=1');
   return parts.join(' ');
@@ -186,11 +197,13 @@ export function createSnapshotOps(engine: Engine): SnapshotOps {
       );
     },
 
-    async restore(path, snapshot, ctx) {
+    async restore(path, snapshot, ctx, options = {}) {
       await pruneExpired(path, ctx);
       const { vm, snaps, power } = await load(path);
       const s = one(snaps, path, snapshot);
       try {
+        // vSphere puts the VM in the snapshot's own power state: a snapshot without memory
+        // comes back powered off, one with memory running (suspendWithSnapshot stays off).
         await vim.runTask(
           'RevertToSnapshot_Task',
           s.ref,
@@ -198,9 +211,17 @@ export function createSnapshotOps(engine: Engine): SnapshotOps {
           `reverting ${path} to snapshot ${snapshot}`,
           ctx.signal,
         );
-      } finally {
-        // A snapshot without memory comes back powered off; a VM that ran runs again.
-        if (power === 'poweredOn') await ensurePoweredOn(engine, vm, path);
+      } catch (err) {
+        // Nothing was reverted: a VM that ran runs again.
+        if (power === 'poweredOn') await ensurePoweredOn(engine, vm, path).catch(() => undefined);
+        throw err;
+      }
+      if (options.state === 'running') await ensurePoweredOn(engine, vm, path);
+      else if (options.state === 'stopped') await ensurePoweredOff(engine, vm, path);
+      else if (!withMemory(s)) {
+        // vSphere powers a VM off for a snapshot without memory (the simulator keeps the power
+        // state it had): make it so everywhere, as the plan says.
+        await ensurePoweredOff(engine, vm, path);
       }
       return infoOf(s);
     },

@@ -160,6 +160,8 @@ async function restoreAsNamed(deps: RequestDeps, request: RestoreRequest): Promi
     );
   }
   // Restoring one volume addresses the point's own container; the agent checks the volume.
+  // A restore into a target that exists (a disk attached to a VM) is never refused as taken.
+  const into = Boolean(options.volume) || spec.restoresInto?.(options) === true;
   if (inPlace || options.volume) name ??= source.name;
   // Neither --name nor --in-place: under the original name, which must be free (the usual case
   // after a deletion). For unlisted platforms (paths) the agent finds out and refuses.
@@ -176,7 +178,7 @@ async function restoreAsNamed(deps: RequestDeps, request: RestoreRequest): Promi
   }
   // For unlisted platforms (paths) the agent refuses an existing destination itself.
   const exists = agent.targets.some((t) => t.target === targetKey(destination));
-  if (exists && !inPlace && !options.volume) {
+  if (exists && !inPlace && !into) {
     throw new NameTaken(
       original
         ? `${targetKey(destination)} still exists on agent ${agentName}; say where to restore: --name NEW to restore beside ${point.target}, or --in-place to replace it`

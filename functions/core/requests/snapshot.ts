@@ -46,6 +46,13 @@ const snapshotRefSchema = z
   })
   .strict();
 
+const snapshotRestoreSchema = z
+  .object({
+    snapshot: z.string({ error: 'name the snapshot as TARGET/SNAPSHOT, e.g. "lxd:web/snap0"' }),
+    state: z.enum(['running', 'stopped']).optional(),
+  })
+  .strict();
+
 const snapshotExpirySchema = z
   .object({
     snapshot: z.string({ error: 'name the snapshot as TARGET/SNAPSHOT, e.g. "lxd:web/snap0"' }),
@@ -141,9 +148,22 @@ export async function requestSnapshotRestore(
   deps: RequestDeps,
   body: unknown,
 ): Promise<JobAccepted> {
-  const { snapshot } = parseBody(snapshotRefSchema, body);
+  const { snapshot, state } = parseBody(snapshotRestoreSchema, body);
+  const ref = parseSnapshotId(snapshot);
+  const spec = specOf(ref.target.platform);
+  if (state !== undefined && !spec.snapshotRestoreState) {
+    throw new ValidationError(
+      `--state applies to the snapshots of ${PLATFORMS.map(specOf)
+        .filter((s) => s.snapshotRestoreState)
+        .map((s) => `${s.noun}s`)
+        .join(', ')}; ${spec.noun}s come back in the power state they had before`,
+    );
+  }
   const found = await existingSnapshot(deps, snapshot);
-  return launchSnapshot(deps, found.agent, found.target, 'restore', { snapshot: found.name });
+  return launchSnapshot(deps, found.agent, found.target, 'restore', {
+    snapshot: found.name,
+    ...(state ? { state } : {}),
+  });
 }
 
 export async function requestSnapshotExpiry(

@@ -91,4 +91,26 @@ describe('the CLI flags of the platform registry', () => {
     });
     expect(enginesOf({})).toEqual({});
   });
+
+  it('gives vSphere its URL, user, password file and --vsphere-insecure as "true"', () => {
+    const command = addEngineFlags(new Command('agent').exitOverride());
+    command.parse(
+      [
+        '--vsphere-url',
+        'https://vc/sdk',
+        '--vsphere-user',
+        'backup',
+        '--vsphere-password-file',
+        '/etc/pw',
+        '--vsphere-insecure',
+      ],
+      { from: 'user' },
+    );
+    expect(enginesOf(command.opts()).vsphere).toEqual({
+      endpoint: 'https://vc/sdk',
+      user: 'backup',
+      passwordFile: '/etc/pw',
+      insecure: 'true',
+    });
+  });
 });

@@ -35,6 +35,16 @@ const FLAG_VALUES: Record<string, unknown> = {
   '--device <name,key=value,...>': ['eth0,type=none', 'root,pool=fast'],
   '--state <state>': 'stopped',
   '--recover': true,
+  '--include-disk <label>': ['Hard disk 1'],
+  '--exclude-disk <label>': ['Hard disk 2'],
+  '--folder <path>': 'DC0/vm/prod',
+  '--resource-pool <path>': 'DC0/host/DC0_C0/Resources',
+  '--datastore <name>': 'LocalDS_0',
+  '--network-map <old=new>': ['VM Network=DVS-prod'],
+  '--disk <label>': 'Hard disk 2',
+  '--attach-to <vm>': 'vsphere:DC0/vm/other',
+  '--controller <key>': 1000,
+  '--unit <n>': 3,
 };
 
 const driven: PlatformSpec<Platform>[] = PLATFORM_SPECS.filter(
@@ -56,7 +66,9 @@ function bodyOfAllFlags(spec: PlatformSpec, kind: (typeof KINDS)[number]) {
   for (const flag of flags) {
     for (const [key, value] of Object.entries(flag.toBody(values[flag.flags], byName))) {
       const merged =
-        key === 'hooks' ? { ...(body.hooks as object | undefined), ...(value as object) } : value;
+        key === 'hooks' || key === 'disks'
+          ? { ...(body[key] as object | undefined), ...(value as object) }
+          : value;
       body[key] = merged;
     }
   }
@@ -78,8 +90,8 @@ describe('the platform registry', () => {
     for (const platform of PLATFORMS) expect(specOf(platform).name).toBe(platform);
   });
 
-  it('keeps vSphere and vApp as planned platforms that parse but take no option and have no engine', () => {
-    for (const platform of ['vsphere', 'vapp'] as const) {
+  it('keeps vApp as a planned platform that parses but takes no option and has no engine', () => {
+    for (const platform of ['vapp'] as const) {
       const spec = specOf(platform);
 
       expect(spec.planned).toBe(true);
@@ -94,8 +106,8 @@ describe('the platform registry', () => {
     expect(PLATFORMS.filter((p) => !specOf(p).listed)).toEqual(['path']);
   });
 
-  it('gives local snapshots to LXD instances and label selectors to Docker containers only', () => {
-    expect(PLATFORMS.filter((p) => specOf(p).snapshots)).toEqual(['lxd']);
+  it('gives local snapshots to LXD instances and vSphere VMs, and label selectors to Docker containers only', () => {
+    expect(PLATFORMS.filter((p) => specOf(p).snapshots)).toEqual(['lxd', 'vsphere']);
     expect(PLATFORMS.filter((p) => specOf(p).selector)).toEqual(['docker']);
   });
 
@@ -207,6 +219,41 @@ describe('LXD name rules', () => {
     for (const platform of ['vapp'] as const) {
       expect(() => checkTargetName({ platform, name: 'any name/at all' })).not.toThrow();
     }
+  });
+});
+
+describe('vSphere', () => {
+  const vsphere = specOf('vsphere') as PlatformSpec & {
+    restoreName: NonNullable<PlatformSpec['restoreName']>;
+    restoresInto: NonNullable<PlatformSpec['restoresInto']>;
+  };
+
+  it('takes inventory paths DC/vm/NAME with folders, and refuses other names', () => {
+    for (const good of ['DC0/vm/a', 'F/DC0/vm/prod/web', 'DC0/vm/a b']) {
+      expect(() => checkTargetName({ platform: 'vsphere', name: good })).not.toThrow();
+    }
+    for (const bad of ['a', 'DC0/a', 'DC0/vm/', 'vm/a', 'DC0//vm/a', 'DC0/vm/a%b']) {
+      expect(() => checkTargetName({ platform: 'vsphere', name: bad })).toThrow(ValidationError);
+    }
+  });
+
+  it("names a restored VM in the original's folder, in --folder, or by its whole path", () => {
+    expect(vsphere.restoreName('DC0/vm/prod/web', 'web2', {})).toBe('DC0/vm/prod/web2');
+    expect(vsphere.restoreName('DC0/vm/web', 'web2', { folder: 'DC0/vm/dr' })).toBe(
+      'DC0/vm/dr/web2',
+    );
+    expect(vsphere.restoreName('DC0/vm/web', 'DC1/vm/web', {})).toBe('DC1/vm/web');
+    expect(vsphere.restoreName('DC0/vm/web', undefined, {})).toBeUndefined();
+  });
+
+  it('restores one disk into the VM it is attached to, which is never "taken"', () => {
+    const options = { disk: 'Hard disk 2', attachTo: 'vsphere:DC0/vm/other' };
+    expect(vsphere.restoreName('DC0/vm/web', undefined, options)).toBe('DC0/vm/other');
+    expect(vsphere.restoresInto(options)).toBe(true);
+    expect(() => vsphere.restoreName('DC0/vm/web', 'x', options)).toThrow(/--disk attaches/);
+    expect(vsphere.restoreOptions.safeParse({ disk: 'Hard disk 2' }).success).toBe(false);
+    expect(vsphere.restoreOptions.safeParse({ ...options, unitNumber: 2 }).success).toBe(true);
+    expect(vsphere.restoreOptions.safeParse({ unitNumber: 2 }).success).toBe(false);
   });
 });
 

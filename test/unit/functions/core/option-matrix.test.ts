@@ -29,6 +29,7 @@ const BACKUP_OPTIONS: Record<string, Record<string, unknown>> = {
   hooks: { hooks: { pre: [{ command: ['true'] }] } },
   snapshots: { snapshots: false },
   optimizedStorage: { optimizedStorage: true },
+  disks: { disks: { include: ['Hard disk 1'] } },
 };
 const RESTORE_OPTIONS: Record<string, Record<string, unknown>> = {
   volumes: { volumes: { data: 'data2' } },
@@ -40,6 +41,14 @@ const RESTORE_OPTIONS: Record<string, Record<string, unknown>> = {
   devices: { devices: { eth0: { type: 'none' } } },
   state: { state: 'stopped' },
   recover: { recover: true },
+  folder: { folder: 'DC0/vm/prod' },
+  resourcePool: { resourcePool: 'DC0/host/DC0_C0/Resources' },
+  datastore: { datastore: 'LocalDS_0' },
+  networks: { networks: { 'VM Network': 'DVS-prod' } },
+  disk: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a' },
+  attachTo: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a' },
+  controllerKey: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a', controllerKey: 1000 },
+  unitNumber: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a', unitNumber: 3 },
 };
 
 const takers = (field: string, kind: 'backup' | 'restore') =>

@@ -715,7 +715,10 @@ describe('LXD request options', () => {
       { recoveryPointId: 'rp-web', name: 'w2', pool: 'fast' },
       /"pool" applies to lxd and lxd-volume/,
     ],
-    [{ recoveryPointId: 'rp-data', name: 'd2', state: 'running' }, /"state" applies to lxd points/],
+    [
+      { recoveryPointId: 'rp-data', name: 'd2', state: 'running' },
+      /"state" applies to lxd and vsphere points/,
+    ],
     [{ recoveryPointId: 'rp-c1', name: 'c2', state: 'paused' }, /state/],
     [{ recoveryPointId: 'rp-c1', name: 'c2', devices: { eth0: { Network: 'x' } } }, /device key/],
     [{ recoveryPointId: 'rp-c1', name: 'c2', pool: 'a/b' }, /pool name has no slash/],

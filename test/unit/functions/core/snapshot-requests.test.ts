@@ -37,6 +37,9 @@ beforeEach(async () => {
           ],
         }),
         makeTarget('docker:db'),
+        makeTarget('vsphere:DC0/vm/app', {
+          snapshots: [{ name: 'pre-0', createdAt: T0, expiresAt: null, stateful: false }],
+        }),
       ],
     }),
   );
@@ -84,6 +87,16 @@ describe('snapshot requests', () => {
       ['delete', { snapshot: 'soon' }],
       ['expire', { snapshot: 'snap0', expiry: 'never' }],
     ]);
+  });
+
+  it('passes --state on for a vSphere snapshot restore, and refuses it for LXD, where the state is kept', async () => {
+    await requestSnapshotRestore(deps, { snapshot: 'vsphere:DC0/vm/app/pre-0', state: 'running' });
+    expect(workflows.snapshots.map((s) => [s.target, s.action, s.args])).toEqual([
+      ['vsphere:DC0/vm/app', 'restore', { snapshot: 'pre-0', state: 'running' }],
+    ]);
+    await expect(
+      requestSnapshotRestore(deps, { snapshot: 'lxd:web/snap0', state: 'running' }),
+    ).rejects.toThrow(/--state applies to the snapshots of vSphere VMs; LXD instances come back/);
   });
 
   it('refuses an unknown or expired snapshot, naming those that exist', async () => {
