@@ -988,6 +988,39 @@ program
     if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
   });
 
+interface Cancellation {
+  jobId: string;
+  status: string;
+  cancelled: boolean;
+  pastPointOfNoReturn: boolean;
+  tasksRunning: number;
+  settled: boolean;
+  message: string;
+}
+
+program
+  .command('cancel <job>')
+  .description(
+    'cancel a job: it ends CANCELLED, its agents stop, release every hold and remove partial work (an in-place restore past its point of no return finishes)',
+  )
+  .option('--wait', 'wait until its tasks have stopped (past a point of no return: until it ends)')
+  .option('--timeout <seconds>', 'with --wait, give up waiting after this long', '300')
+  .action(async (id: string, opts: { wait?: boolean; timeout: string }, cmd: Command) => {
+    const api = client(cmd);
+    const path = `/jobs/${encodeURIComponent(id)}/cancellation`;
+    let answer = await api.post<Cancellation>(path, {});
+    const deadline = Date.now() + Number(opts.timeout) * 1000;
+    while (opts.wait && !answer.settled && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      answer = await api.get<Cancellation>(path);
+    }
+    const waited =
+      opts.wait && !answer.settled ? ` (still not settled after ${opts.timeout} s)` : '';
+    print(cmd, answer, () => `${answer.message}${waited}`);
+    // Past the point of no return nothing was cancelled; a wait that timed out did not see the end.
+    if (!answer.cancelled || waited) throw new JobFailed(answer.status);
+  });
+
 /** `--concurrency N`: how many tasks the agent runs at once (the backup Map runs two). */
 function concurrencyOption(): Option {
   return new Option('--concurrency <n>', 'tasks the agent runs at once')

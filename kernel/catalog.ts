@@ -2,7 +2,15 @@
  * The catalog port. Every write is a single-item conditional write that is safe to retry (the
  * local DynamoDB has no transactions, and Step Functions retries Lambda tasks).
  */
-import type { AgentRecord, Job, JobItem, JobProgress, Policy, RecoveryPoint } from './model';
+import type {
+  AgentRecord,
+  Job,
+  JobItem,
+  JobProgress,
+  Policy,
+  RecoveryPoint,
+  TaskRecord,
+} from './model';
 import type { JobStatus } from '../statemachines/contracts';
 
 export interface JobUpdate {
@@ -19,6 +27,7 @@ export interface JobUpdate {
   prune?: Job['prune'];
   restoreTest?: Job['restoreTest'];
   pointOfNoReturnAt?: string;
+  cancelRequestedAt?: string;
 }
 
 /** The fields of one job item that change while the job runs. */
@@ -50,6 +59,17 @@ export interface Catalog {
     update: JobItemUpdate,
     whenStatus: readonly JobStatus[],
   ): Promise<boolean>;
+  /**
+   * Cancels the job in one conditional write: only while its status is PENDING or RUNNING and it
+   * has not passed a point of no return (`pointOfNoReturnAt`), it becomes CANCELLED with `end`,
+   * and every item that is not COMPLETED becomes CANCELLED (an item that completes meanwhile
+   * makes the write try again and stay COMPLETED). Returns the job after the write, or undefined
+   * when it is missing, ended, or past its point of no return.
+   */
+  cancelJob(
+    jobId: string,
+    end: { endedAt: string; error: NonNullable<Job['error']>; cancelRequestedAt: string },
+  ): Promise<Job | undefined>;
   /** Writes the point unless a point of that id from another job exists (ConflictError). */
   putPoint(point: RecoveryPoint): Promise<void>;
   getPoint(recoveryPointId: string): Promise<RecoveryPoint | undefined>;
@@ -83,8 +103,19 @@ export interface Catalog {
    * the workflows). A retried hand-over overwrites the token with the newer one.
    */
   putRunToken(jobId: string, claimId: string, taskToken: string): Promise<void>;
-  /** The run token handed over for a claim, removed as it is read; undefined until it is there. */
-  takeRunToken(jobId: string, claimId: string): Promise<string | undefined>;
+  /**
+   * The run token handed over for a claim, removed as it is read (the claim then records `agent`
+   * and when it took the task); undefined until it is there, and once it was taken.
+   */
+  takeRunToken(jobId: string, claimId: string, agent?: string): Promise<string | undefined>;
+  /** Records that a taken task ended (its holds released) and how; idempotent. */
+  endTask(
+    jobId: string,
+    claimId: string,
+    end: { endedAt: string; outcome: NonNullable<TaskRecord['outcome']> },
+  ): Promise<void>;
+  /** Every task handed over for the job, oldest first. */
+  listTasks(jobId: string): Promise<TaskRecord[]>;
   putAgent(agent: AgentRecord): Promise<void>;
   getAgent(agent: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;

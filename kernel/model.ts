@@ -34,7 +34,8 @@ export interface JobProgress {
   updatedAt: string;
 }
 
-export type JobItemStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+/** CANCELLED: the job was cancelled before this item completed; it made no point. */
+export type JobItemStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 
 /** One target of a backup job (a single-target backup has one). */
 export interface JobItem {
@@ -93,6 +94,26 @@ export interface Job {
    * job is RUNNING): a cancel after that lets the restore finish instead of stopping it.
    */
   pointOfNoReturnAt?: string;
+  /**
+   * When a cancel was asked for. A job it stopped is CANCELLED (error `Cancelled`); an in-place
+   * restore past its point of no return keeps running to its end and only records the ask.
+   */
+  cancelRequestedAt?: string;
+}
+
+/**
+ * One task an agent claimed for a job (its run token handed over, read once by the agent): the
+ * agent records when it took the task and when the task ended, after its holds were released,
+ * so `stowage cancel --wait` knows when nothing of the job runs any more.
+ */
+export interface TaskRecord {
+  claimId: string;
+  handedOverAt: string;
+  agent?: string;
+  takenAt?: string;
+  endedAt?: string;
+  /** succeeded | failed | stopped (aborted: the job ended, the token went) */
+  outcome?: 'succeeded' | 'failed' | 'stopped';
 }
 
 export interface SnapshotJob {

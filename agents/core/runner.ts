@@ -4,7 +4,7 @@
  * snapshot operation (the driver's SnapshotOps, on the engine alone). The result is what the
  * agent sends with SendTaskSuccess.
  *
- * A backup that fails stores no manifest, so no point exists; the chunks it did store stay in the
+ * A backup that fails, or whose job is cancelled, stores no manifest, so no point exists; the chunks it did store stay in the
  * repository (their packs are flushed on the way out), so the retried task re-uses them.
  */
 import type { Driver, DriverContext } from './driver';
@@ -17,6 +17,7 @@ import type { StreamRecord } from '../repo/types';
 import { ObjectNotFound } from '../store/store';
 import { parseTargetKey } from '../../kernel/targets';
 import { expiresAt } from '../../kernel/snapshots';
+import { pointPrefix } from '../../kernel/object-layout';
 import {
   Cancelled,
   DriverError,
@@ -254,7 +255,16 @@ async function backupUnderLease(
     metadata: outcome.metadata,
   };
   await checkChunksStored(repo, lease, task.recoveryPointId, sink.streams);
+  // A cancelled job leaves no manifest: none is written after the cancel reached the task, and
+  // one written as it came is removed (the chunks stay for the garbage collection to sweep).
+  throwIfAborted(run.signal);
   const manifestKey = await repo.saveManifest(task.recoveryPointId, manifest);
+  if (run.signal.aborted) {
+    await repo.store
+      .deletePrefix(pointPrefix(task.recoveryPointId))
+      .catch((err: unknown) => log.warn('agent.backup.manifest_not_removed', { error: err }));
+    throwIfAborted(run.signal);
+  }
   // A stall between the check and the manifest longer than the ttl: a sweep may have run in it.
   await lease.confirm(`recovery point ${task.recoveryPointId} is not committed`);
   return {
@@ -268,6 +278,12 @@ async function backupUnderLease(
     streams: sink.streams.map((s) => ({ name: s.name, kind: s.kind, size: s.size })),
     summary: outcome.summary,
   };
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (!signal.aborted) return;
+  const reason: unknown = signal.reason;
+  throw reason instanceof Error ? reason : new Cancelled('the task was stopped');
 }
 
 /** The repository and a point's manifest, with the point's size announced for the ETA. */

@@ -19,6 +19,8 @@
  * 4. While the task runs, the job is checked every `jobCheckMs`: a job that ended (cancelled)
  *    aborts the task, as does a heartbeat refused because the token is gone; past the point of
  *    no return of an in-place restore (`TaskRun.pointOfNoReturn`) nothing aborts it any more.
+ *    Whatever the outcome, once the task's holds are released the claim records that it ended
+ *    (`endTask`): `stowage cancel --wait` waits for that.
  * 5. Its result is reported with SendTaskSuccess / SendTaskFailure, retried with backoff while the
  *    service cannot be reached (the task is never run again to report it), and given up only when
  *    the token is gone.
@@ -200,7 +202,42 @@ export class AgentWorker {
     await this.deleteMessage(message);
     const taskToken = await this.runTokenFor(task.jobId, claimId, log);
     if (!taskToken) return;
-    await this.runClaimed(task, taskToken, log);
+    let outcome: 'succeeded' | 'failed' | 'stopped' = 'stopped';
+    try {
+      // Cancelled while the token was on its way: the task ends before it starts.
+      const ended = await this.jobEnded(task.jobId, log);
+      if (ended) {
+        log.warn(LogEvent.taskAbandoned, { reason: `${ended} before the task started` });
+        return;
+      }
+      outcome = await this.runClaimed(task, taskToken, log);
+    } finally {
+      await this.endTask(task.jobId, claimId, outcome, log);
+    }
+  }
+
+  /**
+   * Records on the claim that the task ended, after its holds were released (what `stowage
+   * cancel --wait` waits for). Retried briefly; the task's outcome does not depend on it.
+   */
+  private async endTask(
+    jobId: string,
+    claimId: string,
+    outcome: 'succeeded' | 'failed' | 'stopped',
+    log: Logger,
+  ): Promise<void> {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        await this.options.catalog.endTask(jobId, claimId, {
+          endedAt: new Date().toISOString(),
+          outcome,
+        });
+        return;
+      } catch (err) {
+        if (attempt === 3) log.warn('agent.task.end_not_recorded', { error: err });
+        else await sleep(500 * attempt);
+      }
+    }
   }
 
   /** Why the job must not (or no longer) run, or undefined while it is RUNNING. */
@@ -228,7 +265,11 @@ export class AgentWorker {
     let nextJobCheck = Date.now() + 2000;
     for (;;) {
       try {
-        const token = await this.options.catalog.takeRunToken(jobId, claimId);
+        const token = await this.options.catalog.takeRunToken(
+          jobId,
+          claimId,
+          this.options.runner.agent,
+        );
         if (token) return token;
       } catch (err) {
         log.warn('agent.task.hand_over_read_failed', { error: err });
@@ -253,7 +294,12 @@ export class AgentWorker {
     }
   }
 
-  private async runClaimed(task: AgentTask, taskToken: string, log: Logger): Promise<void> {
+  /** Runs a claimed task to its end and reports it; resolves how it ended. */
+  private async runClaimed(
+    task: AgentTask,
+    taskToken: string,
+    log: Logger,
+  ): Promise<'succeeded' | 'failed' | 'stopped'> {
     const abort = new AbortController();
     let pastNoReturn = false;
     const progress = new ProgressReporter(async (p) => {
@@ -333,6 +379,7 @@ export class AgentWorker {
     } finally {
       clearInterval(heartbeat);
     }
+    return abort.signal.aborted ? 'stopped' : outcome.ok ? 'succeeded' : 'failed';
   }
 
   /** Reports the outcome, retrying while Step Functions cannot be reached; never re-runs. */

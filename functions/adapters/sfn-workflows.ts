@@ -1,5 +1,11 @@
 /** The Workflows port on Step Functions: one execution per job, named after the job id. */
-import { ExecutionAlreadyExists, SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
+import {
+  ExecutionAlreadyExists,
+  SFNClient,
+  StartExecutionCommand,
+  StopExecutionCommand,
+} from '@aws-sdk/client-sfn';
+import type { Job } from '../../kernel/model';
 import type { Workflows } from '../core/requests/launch';
 import { ConflictError, TransientError } from '../../kernel/errors';
 
@@ -33,6 +39,34 @@ export class SfnWorkflows implements Workflows {
 
   startPrune(input: { jobId: string }): Promise<string> {
     return this.start(this.arns.prune, input.jobId, input);
+  }
+
+  async stop(
+    job: { kind: Job['kind']; jobId: string; executionArn?: string },
+    cause: string,
+  ): Promise<boolean> {
+    // An execution is named after its job: its ARN is known before the job records it.
+    const machine = this.arns[job.kind.toLowerCase() as keyof typeof this.arns];
+    const executionArn =
+      job.executionArn ?? `${machine.replace(':stateMachine:', ':execution:')}:${job.jobId}`;
+    try {
+      await this.client.send(
+        new StopExecutionCommand({
+          executionArn,
+          error: 'Cancelled',
+          cause: cause.slice(0, 32_000),
+        }),
+      );
+      return true;
+    } catch (err) {
+      if ((err as Error).name === 'ExecutionDoesNotExist') return false;
+      throw new TransientError(
+        `Step Functions did not stop ${executionArn}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
   }
 
   private async start(stateMachineArn: string, name: string, input: unknown): Promise<string> {

@@ -4,6 +4,7 @@
  */
 import { getJobHistory } from '../core/history';
 import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '../core/queries';
+import { cancelJob, cancellationStatus } from '../core/cancel';
 import { requestBackup } from '../core/requests/backup';
 import type { RequestDeps } from '../core/requests/launch';
 import { planRestore, requestRestore } from '../core/requests/restore';
@@ -186,6 +187,8 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
   ['GET', '/jobs/{id}', async (d, _r, [id]) => ok(await getJob(d.catalog, id!))],
   ['GET', '/jobs/{id}/history', async (d, _r, [id]) => ok(await getJobHistory(d, id!))],
+  ['POST', '/jobs/{id}/cancellation', async (d, _r, [id]) => ok(await cancelJob(d, id!), 202)],
+  ['GET', '/jobs/{id}/cancellation', async (d, _r, [id]) => ok(await cancellationStatus(d, id!))],
 ];
 
 const MATCHERS = ROUTES.map(

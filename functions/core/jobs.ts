@@ -53,7 +53,13 @@ export async function markJobStarted(
     { status: 'RUNNING', startedAt: deps.clock.now(), executionArn },
     ['PENDING'],
   );
-  return updated ?? mustGet(deps.catalog, jobId);
+  if (updated) return updated;
+  const job = await mustGet(deps.catalog, jobId);
+  // Cancelled before its workflow got here: the workflow must not go on (it fails at once).
+  if (!ACTIVE.includes(job.status)) {
+    throw new ConflictError(`job ${jobId} is ${job.status}: its workflow does not run`);
+  }
+  return job;
 }
 
 /**
@@ -212,9 +218,10 @@ export async function markJobFailed(
 }
 
 /**
- * Writes the recovery point (the only place a COMPLETED point is ever written), then marks the
- * job's item COMPLETED with its final progress. The job itself ends after every item has
- * (`endBackupJob`). If the second write is lost, a retry rewrites the same point and the item.
+ * Marks the job's item COMPLETED with its final progress, then writes the recovery point (the
+ * only place a COMPLETED point is ever written). The job itself ends after every item has
+ * (`endBackupJob`). If the second write is lost, a retry finds the item COMPLETED and writes the
+ * same point.
  */
 export async function commitRecoveryPoint(
   deps: { catalog: Catalog; clock: Clock },
@@ -235,13 +242,7 @@ export async function commitRecoveryPoint(
       `agent reported point ${result.recoveryPointId} for job ${input.jobId}, expected ${input.recoveryPointId}`,
     );
   }
-  // A job that already ended otherwise (failed, cancelled) must not gain a point afterwards.
   const job = await mustGet(deps.catalog, input.jobId);
-  if (!ACTIVE.includes(job.status) && job.status !== 'SUCCEEDED') {
-    throw new ConflictError(
-      `job ${input.jobId} is ${job.status}; recovery point ${input.recoveryPointId} is not committed`,
-    );
-  }
   const point: RecoveryPoint = {
     recoveryPointId: input.recoveryPointId,
     target: input.target,
@@ -261,24 +262,38 @@ export async function commitRecoveryPoint(
     ...(input.options?.label ? { label: input.options.label } : {}),
     ...(input.options?.policy ? { policy: input.options.policy } : {}),
   };
-  await deps.catalog.putPoint(point);
-  // A retried commit finds its item COMPLETED already and leaves it (and its end time) as it is.
-  if (job.items?.[input.itemIndex]?.status === 'COMPLETED') {
-    return { recoveryPointId: point.recoveryPointId, status: 'COMPLETED' };
+  const existing = await deps.catalog.getPoint(point.recoveryPointId);
+  if (existing && existing.jobId !== input.jobId) {
+    throw new ConflictError(
+      `recovery point ${point.recoveryPointId} belongs to another job (${existing.jobId})`,
+    );
   }
-  await deps.catalog.updateJobItem(
-    input.jobId,
-    input.itemIndex,
-    {
-      status: 'COMPLETED',
-      progress: {
-        ...finalProgress(result.bytesRead, deps.clock),
-        bytesNew: result.bytesNew,
-        bytesStored: result.bytesStored,
+  // The item first, conditionally on the job being active: a job that ended otherwise (failed,
+  // cancelled: cancelJob marks every open item CANCELLED in the same write) never gains a point,
+  // and a cancel that comes after this write leaves the COMPLETED item, and its point, alone.
+  // A retried commit finds its item COMPLETED already and leaves it (and its end time) as it is.
+  if (job.items?.[input.itemIndex]?.status !== 'COMPLETED') {
+    const wrote = await deps.catalog.updateJobItem(
+      input.jobId,
+      input.itemIndex,
+      {
+        status: 'COMPLETED',
+        progress: {
+          ...finalProgress(result.bytesRead, deps.clock),
+          bytesNew: result.bytesNew,
+          bytesStored: result.bytesStored,
+        },
       },
-    },
-    ACTIVE,
-  );
+      ACTIVE,
+    );
+    const now = wrote ? undefined : await mustGet(deps.catalog, input.jobId);
+    if (now && now.items?.[input.itemIndex]?.status !== 'COMPLETED') {
+      throw new ConflictError(
+        `job ${input.jobId} is ${now.status}; recovery point ${input.recoveryPointId} is not committed`,
+      );
+    }
+  }
+  await deps.catalog.putPoint(point);
   return { recoveryPointId: point.recoveryPointId, status: 'COMPLETED' };
 }
 

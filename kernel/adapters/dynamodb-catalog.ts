@@ -6,7 +6,8 @@
  *   point       POINT#<pointId>    POINT    POINTS    <createdAt>#<id>   TARGET#<target>  <createdAt>#<id>
  *   agent       AGENT#<name>       AGENT    AGENTS    <name>
  *   policy      POLICY#<name>      POLICY   POLICIES  <name>
- *   run token   JOB#<jobId>        CLAIM#<claimId>       (a claimed task's token, read once)
+ *   task claim  JOB#<jobId>        CLAIM#<claimId>       (a claimed task's run token, read once,
+ *                                                         then who took it, when, how it ended)
  *
  * IAM for agents limits them to the JOB# and AGENT# partitions (dynamodb:LeadingKeys).
  */
@@ -21,7 +22,7 @@ import {
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
-import type { AgentRecord, Job, Policy, RecoveryPoint } from '../model';
+import type { AgentRecord, Job, Policy, RecoveryPoint, TaskRecord } from '../model';
 import { ConflictError, NotFoundError, TransientError, ValidationError } from '../errors';
 import { CATALOG_TABLE } from '../resources';
 import type { JobStatus } from '../../statemachines/contracts';
@@ -220,6 +221,69 @@ export class DynamoDbCatalog implements Catalog {
     }
   }
 
+  async cancelJob(
+    jobId: string,
+    end: { endedAt: string; error: NonNullable<Job['error']>; cancelRequestedAt: string },
+  ): Promise<Job | undefined> {
+    // Items that complete while this reads make the condition fail: read again, a few times.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const job = await this.getJob(jobId);
+      if (!job) return undefined;
+      const open = (job.items ?? []).flatMap((item, i) => (item.status === 'COMPLETED' ? [] : [i]));
+      const names: Record<string, string> = {
+        '#status': 'status',
+        '#endedAt': 'endedAt',
+        '#error': 'error',
+        '#asked': 'cancelRequestedAt',
+        '#noReturn': 'pointOfNoReturnAt',
+        ...(open.length ? { '#items': 'items', '#istatus': 'status' } : {}),
+      };
+      const values: Record<string, unknown> = {
+        ':cancelled': 'CANCELLED',
+        ':endedAt': end.endedAt,
+        ':error': end.error,
+        ':asked': end.cancelRequestedAt,
+        ':pending': 'PENDING',
+        ':running': 'RUNNING',
+        ...(open.length ? { ':completed': 'COMPLETED' } : {}),
+      };
+      const sets = [
+        '#status = :cancelled',
+        '#endedAt = :endedAt',
+        '#error = :error',
+        '#asked = :asked',
+        ...open.map((i) => `#items[${i}].#istatus = :cancelled`),
+      ];
+      const conditions = [
+        'attribute_exists(pk)',
+        '#status IN (:pending, :running)',
+        'attribute_not_exists(#noReturn)',
+        ...open.map((i) => `#items[${i}].#istatus <> :completed`),
+      ];
+      try {
+        const out = await this.doc.send(
+          new UpdateCommand({
+            TableName: this.tableName,
+            Key: jobKey(jobId),
+            UpdateExpression: `SET ${sets.join(', ')}`,
+            ConditionExpression: conditions.join(' AND '),
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: values,
+            ReturnValues: 'ALL_NEW',
+          }),
+        );
+        return strip<Job>(out.Attributes);
+      } catch (err) {
+        if (!(err instanceof ConditionalCheckFailedException)) translate(err);
+      }
+      const now = await this.getJob(jobId);
+      if (!now || !['PENDING', 'RUNNING'].includes(now.status) || now.pointOfNoReturnAt) {
+        return undefined;
+      }
+    }
+    throw new TransientError(`job ${jobId} kept changing while it was cancelled; try again`);
+  }
+
   async putPoint(point: RecoveryPoint): Promise<void> {
     mustFit(
       {
@@ -411,13 +475,17 @@ export class DynamoDbCatalog implements Catalog {
       .send(
         new PutCommand({
           TableName: this.tableName,
-          Item: { ...claimKey(jobId, claimId), taskToken, createdAt: new Date().toISOString() },
+          Item: {
+            ...claimKey(jobId, claimId),
+            taskToken,
+            handedOverAt: new Date().toISOString(),
+          },
         }),
       )
       .catch(translate);
   }
 
-  async takeRunToken(jobId: string, claimId: string): Promise<string | undefined> {
+  async takeRunToken(jobId: string, claimId: string, agent?: string): Promise<string | undefined> {
     if (!keysFit(claimKey(jobId, claimId))) return undefined;
     // An UpdateItem that removes the token (agents may Get/Put/Update their rows, not delete).
     try {
@@ -425,9 +493,13 @@ export class DynamoDbCatalog implements Catalog {
         new UpdateCommand({
           TableName: this.tableName,
           Key: claimKey(jobId, claimId),
-          UpdateExpression: 'REMOVE taskToken SET takenAt = :now',
+          UpdateExpression: `REMOVE taskToken SET takenAt = :now${agent ? ', #agent = :agent' : ''}`,
           ConditionExpression: 'attribute_exists(taskToken)',
-          ExpressionAttributeValues: { ':now': new Date().toISOString() },
+          ...(agent ? { ExpressionAttributeNames: { '#agent': 'agent' } } : {}),
+          ExpressionAttributeValues: {
+            ':now': new Date().toISOString(),
+            ...(agent ? { ':agent': agent } : {}),
+          },
           ReturnValues: 'ALL_OLD',
         }),
       );
@@ -437,6 +509,65 @@ export class DynamoDbCatalog implements Catalog {
       if (err instanceof ConditionalCheckFailedException) return undefined;
       translate(err);
     }
+  }
+
+  async endTask(
+    jobId: string,
+    claimId: string,
+    end: { endedAt: string; outcome: NonNullable<TaskRecord['outcome']> },
+  ): Promise<void> {
+    if (!keysFit(claimKey(jobId, claimId))) return;
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: claimKey(jobId, claimId),
+          UpdateExpression:
+            'SET #ended = if_not_exists(#ended, :at), #outcome = if_not_exists(#outcome, :o)',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeNames: { '#ended': 'endedAt', '#outcome': 'outcome' },
+          ExpressionAttributeValues: { ':at': end.endedAt, ':o': end.outcome },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return;
+      translate(err);
+    }
+  }
+
+  async listTasks(jobId: string): Promise<TaskRecord[]> {
+    if (!storableId(jobId)) return [];
+    const tasks: TaskRecord[] = [];
+    let start: QueryCommandInput['ExclusiveStartKey'];
+    do {
+      const out = await this.doc
+        .send(
+          new QueryCommand({
+            TableName: this.tableName,
+            KeyConditionExpression: 'pk = :pk AND begins_with(sk, :claim)',
+            ExpressionAttributeValues: { ':pk': `JOB#${jobId}`, ':claim': 'CLAIM#' },
+            ConsistentRead: true,
+            ExclusiveStartKey: start,
+          }),
+        )
+        .catch(translate);
+      for (const item of out.Items ?? []) {
+        const { sk, handedOverAt, agent, takenAt, endedAt, outcome } = item as Record<
+          string,
+          string | undefined
+        >;
+        tasks.push({
+          claimId: sk!.slice('CLAIM#'.length),
+          handedOverAt: handedOverAt ?? '',
+          ...(agent ? { agent } : {}),
+          ...(takenAt ? { takenAt } : {}),
+          ...(endedAt ? { endedAt } : {}),
+          ...(outcome ? { outcome: outcome as NonNullable<TaskRecord['outcome']> } : {}),
+        });
+      }
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return tasks.sort((a, b) => a.handedOverAt.localeCompare(b.handedOverAt));
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {

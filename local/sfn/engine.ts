@@ -228,7 +228,11 @@ export class LocalStepFunctions {
     this.addEvent(record, 'ExecutionAborted', { error, cause });
     this.running.get(executionArn)?.abort();
     for (const task of this.tasks.values()) {
-      if (task.executionArn === executionArn) this.closeTask(task);
+      if (task.executionArn !== executionArn) continue;
+      this.closeTask(task);
+      // Settled, so the library clears the state's TimeoutSeconds timer (a day long, it would
+      // otherwise keep the process alive); the aborted execution ignores the outcome.
+      task.reject(namedError('States.Aborted', 'the execution was stopped'));
     }
     return stopDate;
   }

@@ -21,6 +21,14 @@ export interface Workflows {
   startVerify(input: VerifyExecutionInput): Promise<string>;
   startSnapshot(input: SnapshotExecutionInput): Promise<string>;
   startPrune(input: PruneExecutionInput): Promise<string>;
+  /**
+   * Stops the job's execution (StopExecution: its open task tokens go, so an agent's next
+   * heartbeat is refused). Idempotent; false when the job has no execution (not started yet).
+   */
+  stop(
+    job: { kind: Job['kind']; jobId: string; executionArn?: string },
+    cause: string,
+  ): Promise<boolean>;
 }
 
 export interface RequestDeps {

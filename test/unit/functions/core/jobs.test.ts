@@ -222,9 +222,10 @@ describe('a job in a terminal state is never moved again', () => {
     });
     clock.advance(3_600_000);
 
-    // A late commit is refused outright (unless the job already SUCCEEDED: a retried commit).
+    // A late commit of an item that did not complete is refused outright, and so is a late
+    // start (the workflow of a job cancelled before it started must not go on).
     const late = run(job);
-    if (name === 'commit' && status !== 'SUCCEEDED') {
+    if (name === 'commit' || name === 'start') {
       await expect(late).rejects.toBeInstanceOf(ConflictError);
       expect(await catalog.getPoint(job.recoveryPointId!)).toBeUndefined();
     } else {
