@@ -9,6 +9,7 @@
  */
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
@@ -86,8 +87,15 @@ function engineFix(id: string, endpoint: string, err: unknown): string {
   return `check the engine at ${endpoint} (its own CLI should answer), or give the agent another endpoint`;
 }
 
-/** The data key: a key file this user can read, or KMS (checked when a task opens the repository). */
-async function checkKey(config: AgentConfig): Promise<CheckResult> {
+/**
+ * The data key: a key file this user can read, or KMS (checked when a task opens the repository).
+ * A missing key file is made by the first backup of a new repository (LocalKeyFile), so it is
+ * wrong only when the repository exists already: a new key could not read it.
+ */
+async function checkKey(
+  config: AgentConfig,
+  repository: boolean | undefined,
+): Promise<CheckResult> {
   if (config.keys.kind === 'kms') {
     return {
       check: 'key',
@@ -95,25 +103,50 @@ async function checkKey(config: AgentConfig): Promise<CheckResult> {
       detail: `KMS key ${config.keys.keyId} (unwrapped when the first task opens the repository)`,
     };
   }
+  const path = config.keys.path;
   try {
-    await access(config.keys.path, constants.R_OK);
-    return { check: 'key', status: 'ok', detail: `key file ${config.keys.path} is readable` };
+    await access(path, constants.R_OK);
+    return { check: 'key', status: 'ok', detail: `key file ${path} is readable` };
   } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    if (missing && repository === false) {
+      return {
+        check: 'key',
+        status: 'ok',
+        detail: `no key file at ${path} yet: the first backup of the new repository makes it (keep a copy)`,
+      };
+    }
     return {
       check: 'key',
       status: 'failed',
-      detail: `key file ${config.keys.path}: ${messageOf(err)}`,
-      fix: "copy the repository key file here (mode 0600, owned by the agent's user) and point STOWAGE_KEY_FILE at it; without it no backup can be read",
+      detail: `key file ${path}: ${messageOf(err)}`,
+      fix:
+        missing && repository
+          ? `the repository exists, so its key must come from where it was made: copy that key file to ${path} (mode 0600, owned by the agent's user) or point STOWAGE_KEY_FILE at it; without it no backup can be read`
+          : `make ${path} readable by the agent's user (mode 0600, owned by it), or point STOWAGE_KEY_FILE at the repository's key file`,
     };
   }
 }
 
-async function checkStore(config: AgentConfig, s3: S3Client): Promise<CheckResult> {
+/** The store, and whether the repository is in it (undefined when that could not be told). */
+async function checkStore(
+  config: AgentConfig,
+  s3: S3Client,
+): Promise<CheckResult & { repository?: boolean }> {
   if (config.store.kind === 'dir') {
     const path = config.store.path;
     try {
       await withTimeout('directory store', access(path, constants.R_OK | constants.W_OK));
-      return { check: 'store', status: 'ok', detail: `directory ${path} is readable and writable` };
+      const repository = await access(join(path, CONFIG_KEY)).then(
+        () => true,
+        () => false,
+      );
+      return {
+        check: 'store',
+        status: 'ok',
+        detail: `directory ${path} is readable and writable; ${repository ? 'the repository is there' : 'no repository yet (the first backup creates it)'}`,
+        repository,
+      };
     } catch (err) {
       return {
         check: 'store',
@@ -131,6 +164,7 @@ async function checkStore(config: AgentConfig, s3: S3Client): Promise<CheckResul
       check: 'store',
       status: 'ok',
       detail: `bucket ${bucket} answers; ${initialised ? 'the repository is there' : 'no repository yet (the first backup creates it)'}`,
+      repository: initialised,
     };
   } catch (err) {
     return {
@@ -267,8 +301,9 @@ export async function checkAgent(
         fix: awsFix(err, 'table', 'STOWAGE_TABLE'),
       });
     }
-    results.push(await checkStore(config, s3));
-    results.push(await checkKey(config));
+    const { repository, ...store } = await checkStore(config, s3);
+    results.push(store);
+    results.push(await checkKey(config, repository));
     results.push(...(await checkEngines(config, log)));
   } finally {
     for (const client of [sqs, ddb, s3]) client.destroy();

@@ -4,7 +4,7 @@
  * socket that lists no containers, and unreachable ones (a closed port, a socket nobody listens
  * on, a missing directory).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -141,14 +141,9 @@ describe('checkAgent', () => {
     });
   });
 
-  it('checks a directory store and the key file on this host', async () => {
+  it('checks a directory store on this host', async () => {
     const results = byCheck(
-      await checkAgent(
-        makeConfig({
-          store: { kind: 'dir', path: join(dir, 'not-mounted') },
-          keys: { kind: 'file', path: join(dir, 'missing.key') },
-        }),
-      ),
+      await checkAgent(makeConfig({ store: { kind: 'dir', path: join(dir, 'not-mounted') } })),
     );
     const mounted = byCheck(await checkAgent(makeConfig({ store: { kind: 'dir', path: dir } })));
 
@@ -156,13 +151,33 @@ describe('checkAgent', () => {
       status: 'failed',
       fix: expect.stringMatching(/ReadWritePaths=/),
     });
-    expect(results.key).toMatchObject({
-      status: 'failed',
-      fix: expect.stringMatching(/STOWAGE_KEY_FILE/),
-    });
     expect(mounted.store).toMatchObject({
       status: 'ok',
-      detail: expect.stringMatching(/readable and writable/),
+      detail: expect.stringMatching(/readable and writable; no repository yet/),
+    });
+  });
+
+  it('accepts a missing key file for a new repository, and refuses it once the repository exists', async () => {
+    const store = join(dir, 'store');
+    mkdirSync(store);
+    const config = makeConfig({
+      store: { kind: 'dir', path: store },
+      keys: { kind: 'file', path: join(dir, 'missing.key') },
+    });
+
+    const fresh = byCheck(await checkAgent(config));
+    writeFileSync(join(store, 'config'), 'sealed config');
+    const existing = byCheck(await checkAgent(config));
+
+    expect(fresh.key).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(/first backup of the new repository makes it/),
+    });
+    expect(existing.key).toMatchObject({
+      status: 'failed',
+      fix: expect.stringMatching(
+        /the repository exists, so its key must come from where it was made/,
+      ),
     });
   });
 });
