@@ -2,7 +2,7 @@
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { bytes, duration } from './format';
+import { axisBytes, bytes, duration } from './format';
 import type { Series } from './summary';
 
 const COLOURS = ['#1e88e5', '#e53935', '#43a047', '#8e24aa'];
@@ -34,7 +34,14 @@ export function TimeChart(props: {
             ...(props.points ? { paths: () => null, points: { show: true, size: 7 } } : {}),
           })),
         ],
-        axes: [{}, { values: (_u, vals) => vals.map((v) => fmt(v)), size: 80 }],
+        axes: [
+          {},
+          {
+            values: (_u, vals) =>
+              props.unit === 'bytes' ? axisBytes(vals) : vals.map((v) => fmt(v)),
+            size: 90,
+          },
+        ],
       },
       [props.series.x, ...props.series.ys] as uPlot.AlignedData,
       el.current,

@@ -13,6 +13,21 @@ export function bytes(n: number | undefined): string {
   return u === 0 ? `${v} B` : `${v.toFixed(1)} ${UNITS[u]}`;
 }
 
+/**
+ * Labels for a byte axis: one unit for all (from the largest) and as many decimals as the step
+ * between ticks needs, so close values do not all read `1.0 GiB`.
+ */
+export function axisBytes(values: readonly number[]): string[] {
+  const max = Math.max(0, ...values.map(Math.abs));
+  let u = 0;
+  while (max >= 1024 ** (u + 1) && u < UNITS.length - 1) u++;
+  const scale = 1024 ** u;
+  const step = values.length > 1 ? Math.abs(values[1]! - values[0]!) / scale : 1;
+  const decimals =
+    step > 0 ? Math.min(6, Math.max(u === 0 ? 0 : 1, Math.ceil(-Math.log10(step)))) : 1;
+  return values.map((v) => `${(v / scale).toFixed(u === 0 ? 0 : decimals)} ${UNITS[u]}`);
+}
+
 export function rate(bytesPerSecond: number | undefined): string {
   return bytesPerSecond === undefined ? '-' : `${bytes(Math.round(bytesPerSecond))}/s`;
 }

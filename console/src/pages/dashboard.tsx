@@ -95,10 +95,13 @@ export function Dashboard() {
 function RunningJob({ job, onChange }: { job: Job; onChange(): void }) {
   const [error, setError] = useState<ApiError>();
   const [asked, setAsked] = useState(false);
+  const [answer, setAnswer] = useState<string>();
   const cancel = async () => {
     setAsked(true);
     try {
-      await Api.cancel(job.jobId);
+      const out = (await Api.cancel(job.jobId)) as { cancelled?: boolean; message?: string };
+      // An in-place restore past its point of no return finishes: the answer says so.
+      if (out?.cancelled === false && out.message) setAnswer(out.message);
       onChange();
     } catch (err) {
       setError(err as ApiError);
@@ -118,6 +121,7 @@ function RunningJob({ job, onChange }: { job: Job; onChange(): void }) {
       <td>
         <ProgressLine progress={jobProgress(job)} />
         <ErrorNote error={error} />
+        {answer ? <p class="note">{answer}</p> : null}
       </td>
       <td>
         <button class="secondary cancel" disabled={asked} onClick={cancel}>

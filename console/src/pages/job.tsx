@@ -19,6 +19,7 @@ export function JobPage({ jobId }: { jobId: string }) {
   const job = usePoll(() => Api.job(jobId), 1000, [jobId]);
   const history = usePoll(() => Api.history(jobId), 2000, [jobId]);
   const [cancelError, setCancelError] = useState<ApiError>();
+  const [cancelAnswer, setCancelAnswer] = useState<string>();
   const j = job.data;
   if (job.error && !j) return <ErrorNote error={job.error} />;
   if (!j) return <p aria-busy="true">Loading {jobId}…</p>;
@@ -26,7 +27,8 @@ export function JobPage({ jobId }: { jobId: string }) {
   const running = ACTIVE.includes(j.status);
   const cancel = async () => {
     try {
-      await Api.cancel(j.jobId);
+      const out = (await Api.cancel(j.jobId)) as { cancelled?: boolean; message?: string };
+      if (out?.cancelled === false && out.message) setCancelAnswer(out.message);
       job.reload();
     } catch (err) {
       setCancelError(err as ApiError);
@@ -77,6 +79,7 @@ export function JobPage({ jobId }: { jobId: string }) {
           ) : null}
         </dl>
         <ErrorNote error={cancelError} />
+        {cancelAnswer ? <p class="note">{cancelAnswer}</p> : null}
         {running ? <ProgressLine progress={jobProgress(j)} /> : null}
         {!running && j.progress ? (
           <p class="muted">

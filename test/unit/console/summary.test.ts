@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { bytesOverTime, jobDurations, lastResults } from '../../../console/src/summary';
 import { logLines, stateVisits } from '../../../console/src/history';
-import { bytes, duration, fraction } from '../../../console/src/format';
+import { axisBytes, bytes, duration, fraction } from '../../../console/src/format';
 import { parseRoute, href, type Route } from '../../../console/src/route';
 import { makeJob, makePoint } from '../../fixtures/factories';
 
@@ -173,6 +173,13 @@ describe('formats and routes', () => {
     expect(fraction(5, 10)).toBe(0.5);
     expect(fraction(5, undefined)).toBeUndefined();
     expect(fraction(20, 10)).toBe(1);
+  });
+
+  it('labels a byte axis in one unit with the decimals its step needs', () => {
+    const g = 1024 ** 3;
+    expect(axisBytes([g, g * 1.002, g * 1.004])).toEqual(['1.000 GiB', '1.002 GiB', '1.004 GiB']);
+    expect(axisBytes([0, 512 * 1024 ** 2, g])).toEqual(['0.0 GiB', '0.5 GiB', '1.0 GiB']);
+    expect(axisBytes([0, 100, 200])).toEqual(['0 B', '100 B', '200 B']);
   });
 
   it('reads back every route it writes, targets and ids with any character', () => {
