@@ -70,10 +70,12 @@ interface OpenTask {
   reject(err: Error): void;
 }
 
-interface RegisteredMachine {
+export interface RegisteredMachine {
   arn: string;
   name: string;
   definition: StateMachineDefinition;
+  /** When it was registered (CreateStateMachine's creationDate). */
+  creationDate: string;
 }
 
 export interface LocalStepFunctionsOptions {
@@ -146,8 +148,25 @@ export class LocalStepFunctions {
     }
     new StateMachine(definition, { validationOptions: { checkArn: false } });
     const arn = this.stateMachineArn(name);
-    this.machines.set(arn, { arn, name, definition });
+    this.machines.set(arn, { arn, name, definition, creationDate: new Date().toISOString() });
     return arn;
+  }
+
+  /** The registered state machines, by name (ListStateMachines). */
+  listStateMachines(): RegisteredMachine[] {
+    return [...this.machines.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** One state machine (DescribeStateMachine); StateMachineDoesNotExist if it is not registered. */
+  describeStateMachine(stateMachineArn: string): RegisteredMachine {
+    const machine = this.machines.get(stateMachineArn);
+    if (!machine) {
+      throw new SfnServiceError(
+        'StateMachineDoesNotExist',
+        `State Machine Does Not Exist: '${stateMachineArn}'`,
+      );
+    }
+    return machine;
   }
 
   startExecution(req: { stateMachineArn: string; name?: string; input?: string }): {
@@ -296,30 +315,40 @@ export class LocalStepFunctions {
     const history = (async () => {
       for await (const event of exec.eventLogs) this.recordLibraryEvent(record, event as never);
     })().catch(() => undefined);
-    const done = exec.result.then(
-      (output) => {
-        if (record.status !== 'RUNNING') return;
-        this.finish(record, 'SUCCEEDED', { output: JSON.stringify(output ?? null) });
-        this.addEvent(record, 'ExecutionSucceeded', { output: record.output });
-      },
-      (err: Error) => {
-        if (record.status !== 'RUNNING') return;
-        const caught = (err.cause ?? err) as Error & { cause?: unknown };
-        const timedOut = err.name === 'ExecutionTimeoutError';
-        const error = timedOut ? 'States.Timeout' : caught.name;
-        const cause = typeof caught.cause === 'string' ? caught.cause : caught.message;
-        this.finish(record, timedOut ? 'TIMED_OUT' : 'FAILED', { error, cause });
-        this.addEvent(record, timedOut ? 'ExecutionTimedOut' : 'ExecutionFailed', { error, cause });
-      },
+    const outcome = exec.result.then(
+      (output: unknown) => ({ ok: true as const, output }),
+      (err: Error) => ({ ok: false as const, err }),
     );
-    const all = Promise.all([done, history]).then(() => {
+    // The execution's own event comes last, as Step Functions writes it: after every event of its
+    // final state. The library settles its result before its event log has been read to the end
+    // (the log ends with the library's terminal event), so both are waited for.
+    const all = (async () => {
+      const settled = await outcome;
+      await history;
+      if (record.status === 'RUNNING') {
+        if (settled.ok) {
+          this.finish(record, 'SUCCEEDED', { output: JSON.stringify(settled.output ?? null) });
+          this.addEvent(record, 'ExecutionSucceeded', { output: record.output });
+        } else {
+          const err = settled.err;
+          const caught = (err.cause ?? err) as Error & { cause?: unknown };
+          const timedOut = err.name === 'ExecutionTimeoutError';
+          const error = timedOut ? 'States.Timeout' : caught.name;
+          const cause = typeof caught.cause === 'string' ? caught.cause : caught.message;
+          this.finish(record, timedOut ? 'TIMED_OUT' : 'FAILED', { error, cause });
+          this.addEvent(record, timedOut ? 'ExecutionTimedOut' : 'ExecutionFailed', {
+            error,
+            cause,
+          });
+        }
+      }
       this.running.delete(record.executionArn);
       this.log.info(LogEvent.executionEnded, {
         executionArn: record.executionArn,
         status: record.status,
         error: record.error,
       });
-    });
+    })();
     this.running.set(record.executionArn, { abort: () => exec.abort(), done: all });
   }
 
@@ -469,7 +498,8 @@ export class LocalStepFunctions {
     },
   ): void {
     const state = event.state;
-    if (!state) return;
+    // Nothing follows an execution's own end (a stopped execution's states still unwind).
+    if (!state || record.status !== 'RUNNING') return;
     switch (event.type) {
       case 'StateEntered':
         this.addEvent(record, `${state.type}StateEntered`, {
@@ -484,12 +514,22 @@ export class LocalStepFunctions {
         });
         break;
       case 'StateFailed':
-        this.addEvent(record, 'TaskFailed', {
-          resourceType: state.type,
-          resource: state.name,
-          error: event.Error,
-          cause: String(event.Cause ?? ''),
-        });
+        // Step Functions has a failure event for tasks, maps and parallels; a Fail state's
+        // failure is the execution's own (ExecutionFailed).
+        if (state.type === 'Task') {
+          this.addEvent(record, 'TaskFailed', {
+            resourceType: state.type,
+            resource: state.name,
+            error: event.Error,
+            cause: String(event.Cause ?? ''),
+          });
+        } else if (state.type === 'Map' || state.type === 'Parallel') {
+          this.addEvent(record, `${state.type}StateFailed`, {
+            name: state.name,
+            error: event.Error,
+            cause: String(event.Cause ?? ''),
+          });
+        }
         break;
       case 'StateRetried':
         this.addEvent(record, 'TaskStateRetried', {

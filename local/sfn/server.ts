@@ -4,7 +4,29 @@
  * AWS_ENDPOINT_URL_SFN. Timestamps are epoch seconds, as the protocol has them.
  */
 import { createServer, type Server } from 'node:http';
-import { SfnServiceError, type ExecutionRecord, type LocalStepFunctions } from './engine';
+import {
+  SfnServiceError,
+  type ExecutionRecord,
+  type LocalStepFunctions,
+  type RegisteredMachine,
+} from './engine';
+
+/** What local mode's executions run as: no IAM here, but the field is required. */
+const LOCAL_ROLE_ARN = 'arn:aws:iam::000000000000:role/stowage-local';
+
+function machineDescription(m: RegisteredMachine) {
+  return {
+    stateMachineArn: m.arn,
+    name: m.name,
+    status: 'ACTIVE',
+    definition: JSON.stringify(m.definition, null, 2),
+    roleArn: LOCAL_ROLE_ARN,
+    type: 'STANDARD',
+    creationDate: epoch(m.creationDate),
+    loggingConfiguration: { level: 'OFF', includeExecutionData: false },
+    tracingConfiguration: { enabled: false },
+  };
+}
 
 const epoch = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : undefined);
 
@@ -38,6 +60,30 @@ function page<T>(items: T[], body: Body): { items: T[]; nextToken?: string } {
 
 export function handleSfnOperation(sfn: LocalStepFunctions, op: string, body: Body): unknown {
   switch (op) {
+    case 'ListStateMachines': {
+      const { items, nextToken } = page(sfn.listStateMachines(), body);
+      return {
+        stateMachines: items.map((m) => ({
+          stateMachineArn: m.arn,
+          name: m.name,
+          type: 'STANDARD',
+          creationDate: epoch(m.creationDate),
+        })),
+        ...(nextToken ? { nextToken } : {}),
+      };
+    }
+    case 'DescribeStateMachine':
+      return machineDescription(sfn.describeStateMachine(required(body, 'stateMachineArn')));
+    case 'DescribeStateMachineForExecution': {
+      const e = sfn.describeExecution(required(body, 'executionArn'));
+      const {
+        status: _status,
+        type: _type,
+        creationDate,
+        ...rest
+      } = machineDescription(sfn.describeStateMachine(e.stateMachineArn));
+      return { ...rest, updateDate: creationDate };
+    }
     case 'StartExecution': {
       const out = sfn.startExecution({
         stateMachineArn: required(body, 'stateMachineArn'),
