@@ -11,6 +11,7 @@
  * starts clean. In-place restores are in restore-in-place.ts and reuse these steps.
  */
 import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { DriverError, NameTaken } from '../../../kernel/errors';
@@ -41,7 +42,8 @@ import {
   type Engine,
 } from './engine';
 import { statusOf, translate } from './errors';
-import { HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
+import { HELPER_MOUNT, HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
+import { withGuardedTar } from '../../core/tar-guard';
 import { checkPorts, newVolumeNames } from './remap';
 import type { Hold, HoldTaker } from '../../core/holds';
 import { SANDBOX_LABEL, isolate } from './sandbox';
@@ -195,9 +197,13 @@ export async function fillVolume(
     { volume, readOnly: false, target, log: ctx.log, holds: ctx.holds },
     async (helper) => {
       const data = await source.openStream(streamName);
-      await consumeStream(data, ctx, `restore of volume ${volume}`, async (s: Readable) => {
+      const what = `restore of volume ${volume}`;
+      await consumeStream(data, ctx, what, async (s: Readable) => {
         try {
-          await helper.putArchive(s, { path: HELPER_MOUNT_PARENT });
+          // dockerd unpacks as it reads: the guard fails the stream before a hostile entry.
+          await withGuardedTar(s, { what, root: basename(HELPER_MOUNT) }, (guarded) =>
+            helper.putArchive(guarded, { path: HELPER_MOUNT_PARENT }),
+          );
         } catch (err) {
           throw translate(err, `writing volume ${volume}`, engine.socketPath);
         }

@@ -17,6 +17,7 @@
  * profiles it added), so a retry starts clean.
  */
 import { randomBytes } from 'node:crypto';
+import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type {
@@ -140,7 +141,10 @@ export async function restoreInstance(
     ctx.expectBytes?.(stream.size);
     const body = await source.openStream(EXPORT_STREAM);
     const answer = await consumeStream(body, ctx, `import of lxd:${name}`, (s) =>
-      engine.client.upload('/1.0/instances', s, headers),
+      // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
+      withGuardedTar(s, { what: `import of lxd:${name}` }, (guarded) =>
+        engine.client.upload('/1.0/instances', guarded, headers),
+      ),
     ).catch((err: unknown) => {
       throw translate(err, `importing instance ${importName}`, engine.socketPath);
     });

@@ -18,6 +18,7 @@
  * (LXD 5.0 rewrites the profile before the rename and can leave it pointing nowhere).
  */
 import { randomBytes } from 'node:crypto';
+import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
@@ -117,10 +118,13 @@ export async function restoreVolume(
     ctx.expectBytes?.(stream.size);
     const body = await source.openStream(VOLUME_STREAM);
     const answer = await consumeStream(body, ctx, `import of ${target}`, (s) =>
-      engine.client.upload(`${poolPath(pool)}/volumes/custom`, s, {
-        'X-LXD-name': importName,
-        'Content-Length': stream.size,
-      }),
+      // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
+      withGuardedTar(s, { what: `import of ${target}` }, (guarded) =>
+        engine.client.upload(`${poolPath(pool)}/volumes/custom`, guarded, {
+          'X-LXD-name': importName,
+          'Content-Length': stream.size,
+        }),
+      ),
     ).catch((err: unknown) => {
       throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
     });
