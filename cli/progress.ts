@@ -99,6 +99,7 @@ export interface ProgressSink {
   write(text: string): unknown;
   /** A terminal: the line is redrawn in place. */
   isTTY?: boolean;
+  /** Its width; 0 or absent (a terminal that does not say, as under `script`) counts as 80. */
   columns?: number;
 }
 
@@ -126,7 +127,7 @@ export class ProgressReporter {
 
   update(job: Job): void {
     if (this.sink.isTTY) {
-      const line = progressBarLine(job, this.sink.columns ?? 80);
+      const line = progressBarLine(job, this.sink.columns || 80);
       if (line === this.last) return;
       // Carriage return, the line, then erase what a longer previous line left.
       this.sink.write(`\r${line}\x1b[K`);

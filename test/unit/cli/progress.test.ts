@@ -137,6 +137,16 @@ describe('ProgressReporter', () => {
     expect(writes[2]).toBe('\n');
   });
 
+  it('draws a full line on a terminal that does not say how wide it is', () => {
+    const { writes, sink } = makeSink(true, 0);
+
+    new ProgressReporter(sink, 'job-1').update(
+      running({ bytesDone: MiB, bytesTotal: 4 * MiB, rate: MiB, etaSeconds: 3 }),
+    );
+
+    expect(writes[0]).toContain('25% 1.0 MiB of 4.0 MiB, 1.0 MiB/s, ETA 3s  volume data');
+  });
+
   it('writes plain lines off a terminal: a new phase at once, mere byte counts at most every few seconds', () => {
     const { writes, sink } = makeSink(false);
     let now = 0;
