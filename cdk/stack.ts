@@ -215,7 +215,9 @@ export class StowageStack extends Stack {
       stateMachines: workflows.machines,
       siteQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.queue])),
       deadLetterQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.deadLetterQueue])),
-      jobEventSources: [recordJob.fn],
+      // record-job announces the workflows' transitions; the API and run-policy those they make
+      // (a job created PENDING, a workflow that could not start, a cancel).
+      jobEventSources: [recordJob.fn, api.fn, runPolicy.fn],
       alsoNotify: schedules.alarms,
     });
 

@@ -230,6 +230,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const { newId } = await import('../kernel/ids');
     const { siteQueueName } = await import('../kernel/resources');
     const { noSchedules } = await import('../functions/core/policies');
+    const { jobObserversFromEnv } = await import('../functions/adapters/job-events');
     const tick = options.schedulerTickMs ?? Number(process.env.STOWAGE_SCHEDULER_TICK_MS);
     const scheduler = new LocalScheduler({
       deps: {
@@ -245,6 +246,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         newId,
         queueUrlFor: (agent) => `${emulators.queueUrlPrefix}${siteQueueName(agent)}`,
         schedules: noSchedules,
+        jobObservers: jobObserversFromEnv(process.env, log),
       },
       requestBackup,
       requestVerify,

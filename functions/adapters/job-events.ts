@@ -8,7 +8,28 @@
 import { appendFile } from 'node:fs/promises';
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
 import type { Logger } from '../../kernel/logger';
-import type { JobEvent, JobEvents } from '../core/job-events';
+import { Metrics, noMetrics } from '../../kernel/metrics';
+import { METRICS } from '../../kernel/resources';
+import { noJobEvents, type JobEvent, type JobEvents, type JobObservers } from '../core/job-events';
+
+/**
+ * The observers a function's composition root wires from its environment: events on the bus
+ * EVENT_BUS_NAME names (AWS), or appended to JOB_EVENTS_FILE (local mode), or nowhere; EMF
+ * metrics on stdout only in Lambda, where CloudWatch Logs turns them into metrics.
+ */
+export function jobObserversFromEnv(env: NodeJS.ProcessEnv, log: Logger): JobObservers {
+  const bus = env.EVENT_BUS_NAME;
+  const file = env.JOB_EVENTS_FILE;
+  const events = bus
+    ? new EventBridgeJobEvents(bus, log)
+    : file
+      ? new FileJobEvents(file, log)
+      : noJobEvents;
+  const sink = env.AWS_LAMBDA_FUNCTION_NAME
+    ? (line: string) => void process.stdout.write(`${line}\n`)
+    : noMetrics;
+  return { events, metrics: new Metrics(METRICS.namespace, sink) };
+}
 
 export class EventBridgeJobEvents implements JobEvents {
   constructor(

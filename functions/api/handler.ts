@@ -6,6 +6,7 @@ import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import { SfnHistory } from '../adapters/sfn-history';
 import { schedulesFromEnv } from '../adapters/eventbridge-schedules';
+import { jobObserversFromEnv } from '../adapters/job-events';
 import type { RequestDeps } from '../core/requests/launch';
 import { siteQueueName } from '../../kernel/resources';
 import { requireEnv } from '../shared/env';
@@ -33,6 +34,7 @@ function wire(): RequestDeps {
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
     history: new SfnHistory(),
+    jobObservers: jobObserversFromEnv(process.env, log),
     ...(process.env.PRUNE_AGENT ? { pruneAgent: process.env.PRUNE_AGENT } : {}),
     ...(schedules ? { schedules } : {}),
   };

@@ -21,11 +21,14 @@ import { ConflictError, NotFoundError } from '../../kernel/errors';
 import type { Job, TaskRecord } from '../../kernel/model';
 import type { Clock } from './jobs';
 import type { Workflows } from './requests/launch';
+import { announceJob, type JobObservers } from './job-events';
 
 export interface CancelDeps {
   catalog: Catalog;
   clock: Clock;
   workflows: Pick<Workflows, 'stop'>;
+  /** Who hears that the job was CANCELLED (job-events.ts); none: nobody. */
+  jobObservers?: JobObservers;
 }
 
 /** What `POST /jobs/{id}/cancellation` and `GET` of it answer. */
@@ -67,6 +70,7 @@ export async function cancelJob(deps: CancelDeps, jobId: string): Promise<Cancel
     if (!marked?.pointOfNoReturnAt) throw endedAlready((await deps.catalog.getJob(jobId)) ?? job);
     return cancellationOf(marked, await deps.catalog.listTasks(jobId));
   }
+  await announceJob(deps.jobObservers, cancelled, now);
   await deps.workflows.stop(cancelled, `job ${jobId} was cancelled at ${now}`);
   return cancellationOf(cancelled, await deps.catalog.listTasks(jobId));
 }

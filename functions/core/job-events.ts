@@ -2,15 +2,16 @@
  * What the outside world sees of a job changing state: an EventBridge event (`source: stowage`,
  * `detail-type: Job State Change`, the job's id, kind, status, target, agent, point, times and
  * error in `detail`) and CloudWatch metrics (jobs started and ended by kind and status, job
- * durations, a backup's bytes, a restore test's RTO). The record-job Lambda calls `jobChanged`
- * after every transition it makes.
+ * durations, a backup's bytes, a restore test's RTO). The record-job Lambda announces every
+ * transition it makes; the API the ones it makes itself (a job created PENDING, a workflow that
+ * could not start, a cancel).
  *
  * Delivery is at least once: a retried record-job task announces the same state again, so a
  * consumer keys on `detail.jobId` + `detail.status`. Announcing never fails a workflow: an event
  * that cannot be put is logged by the adapter and dropped.
  */
 import type { Job } from '../../kernel/model';
-import type { MetricDatum } from '../../kernel/metrics';
+import type { MetricDatum, Metrics } from '../../kernel/metrics';
 import { JOB_EVENTS, METRICS } from '../../kernel/resources';
 import { TERMINAL_STATUSES } from '../../statemachines/contracts';
 
@@ -144,4 +145,26 @@ export function jobMetrics(job: Job): JobMetrics[] {
     });
   }
   return out;
+}
+
+/** Who hears of job state changes: metrics and events (both optional: tests, local mode). */
+export interface JobObservers {
+  events: JobEvents;
+  metrics?: Metrics;
+}
+
+/** Announces `job` as it is now: its metrics, then its Job State Change event. Never throws. */
+export async function announceJob(
+  observers: JobObservers | undefined,
+  job: Job,
+  now: string,
+): Promise<void> {
+  if (!observers) return;
+  for (const m of jobMetrics(job)) {
+    observers.metrics?.publish(m.metrics, m.dimensions, {
+      dimensionSets: m.dimensionSets,
+      properties: { jobId: job.jobId },
+    });
+  }
+  await observers.events.put(jobEvent(job, now));
 }

@@ -7,6 +7,7 @@ import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import { noSchedules, runPolicy, type PolicyDeps } from '../core/policies';
 import { requestBackup } from '../core/requests/backup';
+import { jobObserversFromEnv } from '../adapters/job-events';
 import { requireEnv } from '../shared/env';
 import { NotFoundError } from '../../kernel/errors';
 import { newId, systemClock } from '../../kernel/ids';
@@ -32,6 +33,7 @@ function wire(): PolicyDeps {
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
     schedules: noSchedules,
+    jobObservers: jobObserversFromEnv(process.env, log),
   };
 }
 

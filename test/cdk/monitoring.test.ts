@@ -154,8 +154,9 @@ describe('the monitoring construct', () => {
     });
   });
 
-  it('lets record-job put events on the default bus as source stowage, and nothing else does', () => {
-    const recordJobRole = logicalId(stack.functions.recordJob.fn.role!);
+  it('lets record-job, the API and run-policy put events on the default bus as source stowage, and nothing else', () => {
+    const { recordJob, api, runPolicy } = stack.functions;
+    const roles = [recordJob, api, runPolicy].map((f) => [{ Ref: logicalId(f.fn.role!) }]);
     const putters: Array<{ roles: unknown; statement: Json }> = [];
     for (const policy of Object.values(template.findResources('AWS::IAM::Policy'))) {
       const props = policy.Properties as Json;
@@ -167,13 +168,15 @@ describe('the monitoring construct', () => {
         }
       }
     }
-    expect(putters).toHaveLength(1);
-    expect(putters[0]!.roles).toEqual([{ Ref: recordJobRole }]);
-    expect(putters[0]!.statement.Action).toBe('events:PutEvents');
-    expect(putters[0]!.statement.Condition).toEqual({
-      StringEquals: { 'events:source': JOB_EVENTS.source },
-    });
-    expect(JSON.stringify(putters[0]!.statement.Resource)).toContain(':event-bus/default');
+    expect(putters.map((p) => p.roles)).toEqual(expect.arrayContaining(roles));
+    expect(putters).toHaveLength(3);
+    for (const { statement } of putters) {
+      expect(statement.Action).toBe('events:PutEvents');
+      expect(statement.Condition).toEqual({
+        StringEquals: { 'events:source': JOB_EVENTS.source },
+      });
+      expect(JSON.stringify(statement.Resource)).toContain(':event-bus/default');
+    }
     template.hasResourceProperties('AWS::Lambda::Function', {
       Environment: { Variables: Match.objectLike({ EVENT_BUS_NAME: 'default' }) },
       Description: Match.stringLikeRegexp('records a job'),

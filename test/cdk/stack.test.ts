@@ -591,6 +591,7 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.api.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
         'BUCKET_NAME',
+        'EVENT_BUS_NAME',
         'PRUNE_AGENT',
         'PRUNE_STATE_MACHINE_ARN',
         'RESTORE_STATE_MACHINE_ARN',
@@ -614,6 +615,7 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.prunePlan.fn)).toEqual(['TABLE_NAME']);
       expect(envOf(stack.functions.runPolicy.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
+        'EVENT_BUS_NAME',
         'SITE_QUEUE_URL_PREFIX',
         'TABLE_NAME',
       ]);

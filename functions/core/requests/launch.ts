@@ -13,6 +13,7 @@ import type {
   PruneExecutionInput,
 } from '../../../statemachines/contracts';
 import type { Clock } from '../jobs';
+import { announceJob } from '../job-events';
 
 /** Port to Step Functions: starts an execution named after the job, returns its ARN. */
 export interface Workflows {
@@ -43,6 +44,8 @@ export interface RequestDeps {
   schedules?: import('../policies').Schedules;
   /** Where jobs' workflow histories are read (Step Functions); without it a history is empty. */
   history?: import('../history').ExecutionHistory;
+  /** Who hears of the job state changes the API makes (job-events.ts); none: nobody. */
+  jobObservers?: import('../job-events').JobObservers;
 }
 
 export interface JobAccepted {
@@ -68,10 +71,11 @@ export async function launch(
   start: () => Promise<string>,
 ): Promise<JobAccepted> {
   await deps.catalog.createJob(job);
+  await announceJob(deps.jobObservers, job, deps.clock.now());
   try {
     return accepted(job, await start());
   } catch (err) {
-    await deps.catalog.updateJob(
+    const failed = await deps.catalog.updateJob(
       job.jobId,
       {
         status: 'FAILED',
@@ -80,6 +84,7 @@ export async function launch(
       },
       ['PENDING'],
     );
+    if (failed) await announceJob(deps.jobObservers, failed, deps.clock.now());
     throw err;
   }
 }

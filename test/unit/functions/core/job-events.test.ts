@@ -3,11 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FileJobEvents } from '../../../../functions/adapters/job-events';
-import { jobEvent, jobMetrics } from '../../../../functions/core/job-events';
+import { cancelJob } from '../../../../functions/core/cancel';
+import {
+  jobEvent,
+  jobMetrics,
+  type JobEvent,
+  type JobObservers,
+} from '../../../../functions/core/job-events';
+import { requestVerify } from '../../../../functions/core/requests/verify';
+import { makeRequestDeps } from '../../../fixtures/fake-workflows';
 import { emfDocument, Metrics } from '../../../../kernel/metrics';
 import { silentLogger } from '../../../../kernel/logger';
 import { METRICS } from '../../../../kernel/resources';
-import { makeJob, T0 } from '../../../fixtures/factories';
+import { makeAgent, makeJob, makePoint, T0 } from '../../../fixtures/factories';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -163,5 +171,55 @@ describe('EMF lines', () => {
     metrics.publish([], { Status: 'FAILED' });
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!)).toMatchObject({ Status: 'FAILED', JobsEnded: 1 });
+  });
+});
+
+describe('the job state changes the API makes', () => {
+  function observed() {
+    const events: JobEvent[] = [];
+    const lines: string[] = [];
+    const observers: JobObservers = {
+      events: { put: async (e) => void events.push(e) },
+      metrics: new Metrics('Stowage', (line) => lines.push(line)),
+    };
+    const made = makeRequestDeps();
+    made.deps.jobObservers = observers;
+    return { ...made, events, lines };
+  }
+
+  async function withPoint(catalog: ReturnType<typeof makeRequestDeps>['catalog']) {
+    await catalog.putAgent(makeAgent({ agent: 'site-1', targets: ['docker:web'] }));
+    await catalog.putPoint(makePoint({ recoveryPointId: 'rp-1', agent: 'site-1' }));
+  }
+
+  it('announce a job created PENDING, and its cancel with the JobsEnded metric', async () => {
+    const { catalog, deps, events, lines } = observed();
+    await withPoint(catalog);
+    const { jobId } = await requestVerify(deps, { recoveryPointId: 'rp-1' });
+    await catalog.updateJob(jobId, { status: 'RUNNING', startedAt: T0 }, ['PENDING']);
+
+    await cancelJob(deps, jobId);
+
+    expect(events.map((e) => [e.detail.jobId, e.detail.kind, e.detail.status])).toEqual([
+      [jobId, 'VERIFY', 'PENDING'],
+      [jobId, 'VERIFY', 'CANCELLED'],
+    ]);
+    expect(lines.map((l) => JSON.parse(l) as Record<string, unknown>)).toEqual([
+      expect.objectContaining({ JobsEnded: 1, Status: 'CANCELLED', Kind: 'VERIFY' }),
+      expect.objectContaining({ JobDuration: expect.any(Number), Kind: 'VERIFY' }),
+    ]);
+  });
+
+  it('announce a job whose workflow could not start as FAILED', async () => {
+    const { catalog, deps, workflows, events } = observed();
+    await withPoint(catalog);
+    workflows.failWith = new Error('throttled');
+
+    await expect(requestVerify(deps, { recoveryPointId: 'rp-1' })).rejects.toThrow('throttled');
+
+    expect(events.map((e) => [e.detail.status, e.detail.error?.name])).toEqual([
+      ['PENDING', undefined],
+      ['FAILED', 'WorkflowNotStarted'],
+    ]);
   });
 });
