@@ -43,7 +43,10 @@ export function lastResults(
     const covered = items.length
       ? items.map((i) => ({
           target: i.target,
-          status: ITEM_STATUS[i.status] ?? job.status,
+          status:
+            i.status !== 'COMPLETED' && job.status === 'CANCELLED'
+              ? 'CANCELLED'
+              : (ITEM_STATUS[i.status] ?? job.status),
           // A one-target job's failure is often recorded on the job alone.
           error: i.error?.message ?? (items.length === 1 ? job.error?.message : undefined),
         }))

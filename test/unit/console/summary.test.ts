@@ -52,6 +52,18 @@ describe('the dashboard summary', () => {
     expect(rows.some((r) => r.target === 'docker:db')).toBe(false);
   });
 
+  it('shows a cancelled backup as CANCELLED, whatever its unfinished item says', () => {
+    const job = makeJob({
+      target: 'docker:web',
+      status: 'CANCELLED',
+      items: [{ target: 'docker:web', agent: 'a', recoveryPointId: 'rp-9', status: 'RUNNING' }],
+    });
+    expect(lastResults([job], [], [])[0]).toMatchObject({
+      target: 'docker:web',
+      status: 'CANCELLED',
+    });
+  });
+
   it("adds up protected bytes from each target's newest point and stored bytes from all", () => {
     const points = [
       makePoint({
