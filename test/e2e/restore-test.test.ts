@@ -207,17 +207,18 @@ describe('restore tests of a Docker container', () => {
     const points = stowage.cli('points', `docker:${WEB}`).json as PointJson[];
     expect(points[0]!.restoreTest).toMatchObject({ passed: true, jobId: out.jobId });
 
-    // Local mode's Job State Change events: the job running, then its end.
+    // Local mode's Job State Change events: the job created (API), running, then its end.
     const events = readFileSync(join(root, 'data', 'events.jsonl'), 'utf8')
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as { source: string; 'detail-type': string; detail: Json })
       .filter((e) => e.detail.jobId === out.jobId);
     expect(events.map((e) => [e.source, e['detail-type'], e.detail.status])).toEqual([
+      ['stowage', 'Job State Change', 'PENDING'],
       ['stowage', 'Job State Change', 'RUNNING'],
       ['stowage', 'Job State Change', 'SUCCEEDED'],
     ]);
-    expect(events[1]!.detail).toMatchObject({
+    expect(events[2]!.detail).toMatchObject({
       kind: 'RESTORE_TEST',
       restoreTest: { passed: true },
     });
