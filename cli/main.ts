@@ -153,7 +153,10 @@ function finish(cmd: Command, job: Job, extra: Record<string, unknown> = {}): vo
     kind: job.kind,
     target: job.target,
     status: job.status,
-    ...(job.kind === 'BACKUP' && job.status === 'SUCCEEDED' && job.recoveryPointId
+    // A point that lacks failed parts (a vApp's child) is still a point: PARTIALLY_FAILED.
+    ...(job.kind === 'BACKUP' &&
+    job.recoveryPointId &&
+    (job.status === 'SUCCEEDED' || (job.status === 'PARTIALLY_FAILED' && !multi))
       ? { recoveryPointId: job.recoveryPointId }
       : {}),
     ...(snapshot && job.snapshot?.action !== 'schedule' ? { snapshotId: job.recoveryPointId } : {}),

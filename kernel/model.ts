@@ -14,6 +14,7 @@ import type {
   BackupRequestOptions,
   PruneSummary,
   RestoreTestOutcome,
+  PartFailure,
 } from '../statemachines/contracts';
 
 export interface JobProgress {
@@ -147,6 +148,8 @@ export interface RecoveryPoint {
   verifiedAt?: string;
   /** The last restore test of it (`stowage restore-test`), passed or not. */
   restoreTest?: RestoreTestRecord;
+  /** The parts of the target it lacks because they failed (a vApp's child VM); never silent. */
+  failures?: PartFailure[];
 }
 
 /** A restore test as the point records it. */

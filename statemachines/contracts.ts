@@ -455,6 +455,17 @@ export interface BackupResult {
   streams: StreamSummary[];
   /** A small, catalog-sized summary of the target's metadata (the full one is in the manifest). */
   summary: Record<string, string | number | boolean>;
+  /**
+   * Parts of the target the point lacks because they failed (a vApp's child VM): the point is
+   * committed with them listed, and the job ends PARTIALLY_FAILED.
+   */
+  failures?: PartFailure[];
+}
+
+/** One part of a target that a backup could not capture, and why. */
+export interface PartFailure {
+  part: string;
+  error: { name: string; message: string };
 }
 
 /** SendTaskSuccess output of a restore task. */

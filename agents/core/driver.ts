@@ -158,6 +158,12 @@ export interface BackupOutcome {
   metadata: Record<string, unknown>;
   /** A few scalar facts for the catalog listing. */
   summary: Record<string, string | number | boolean>;
+  /**
+   * Parts of the target that failed while the others were captured (a vApp's child VM): the
+   * point is committed listing them, and the job ends PARTIALLY_FAILED. A driver whose every
+   * part failed throws instead.
+   */
+  failures?: Array<{ part: string; error: { name: string; message: string } }>;
 }
 
 export interface RestoreOptions {

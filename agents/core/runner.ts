@@ -277,6 +277,7 @@ async function backupUnderLease(
     bytesStored: writer.stats.bytesStored,
     streams: sink.streams.map((s) => ({ name: s.name, kind: s.kind, size: s.size })),
     summary: outcome.summary,
+    ...(outcome.failures?.length ? { failures: outcome.failures } : {}),
   };
 }
 

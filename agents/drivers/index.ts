@@ -12,7 +12,7 @@ import type { Driver } from '../core/driver';
 import { createComposeDriver, createDockerDriver } from './docker';
 import { createLxdDriver, createLxdServerDriver, createLxdVolumeDriver } from './lxd';
 import { createPathDriver } from './path';
-import { createVsphereDriver } from './vsphere';
+import { createVappDriver, createVsphereDriver } from './vsphere';
 
 /**
  * An engine's settings (EngineSpec.flags: `endpoint` and the settings the driver reads, e.g.
@@ -44,21 +44,43 @@ export const DRIVER_FACTORIES: {
     createLxdServerDriver({ socketPath: engine.endpoint, project: 'default', site, log }),
   path: (_engine, { log }) => createPathDriver({ log }),
   // Only with --vsphere-url (no default endpoint): user and password file are required then.
-  vsphere: (engine, { log }) => {
-    if (!engine.user || !engine.passwordFile) {
+  vsphere: (engine, { log }) => createVsphereDriver(vsphereOptions(engine, log)),
+  vapp: (engine, { log }) => {
+    if (engine.vcdUrl && (!engine.vcdUser || !engine.vcdPasswordFile)) {
       throw new ValidationError(
-        '--vsphere-url needs --vsphere-user USER and --vsphere-password-file FILE (a file holding the password)',
+        '--vcd-url needs --vcd-user USER@ORG and --vcd-password-file FILE (a file holding the password)',
       );
     }
-    return createVsphereDriver({
-      url: engine.endpoint,
-      user: engine.user,
-      passwordFile: engine.passwordFile,
-      ...(engine.insecure === 'true' ? { insecure: true } : {}),
-      log,
+    return createVappDriver({
+      ...vsphereOptions(engine, log),
+      ...(engine.vcdUrl
+        ? {
+            vcd: {
+              url: engine.vcdUrl,
+              user: engine.vcdUser!,
+              passwordFile: engine.vcdPasswordFile!,
+              ...(engine.insecure === 'true' ? { insecure: true } : {}),
+            },
+          }
+        : {}),
     });
   },
 };
+
+function vsphereOptions(engine: EngineSettings, log: Logger) {
+  if (!engine.user || !engine.passwordFile) {
+    throw new ValidationError(
+      '--vsphere-url needs --vsphere-user USER and --vsphere-password-file FILE (a file holding the password)',
+    );
+  }
+  return {
+    url: engine.endpoint,
+    user: engine.user,
+    passwordFile: engine.passwordFile,
+    ...(engine.insecure === 'true' ? { insecure: true } : {}),
+    log,
+  };
+}
 
 /**
  * Whether the engine is there to be served: a unix socket that exists (an engine on this host

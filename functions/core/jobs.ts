@@ -24,6 +24,7 @@ import type {
   BackupResult,
   CommitPointOutput,
   JobStatus,
+  PartFailure,
   RestoreResult,
   RestoreTestOutcome,
   SnapshotResult,
@@ -261,6 +262,7 @@ export async function commitRecoveryPoint(
     summary: result.summary,
     ...(input.options?.label ? { label: input.options.label } : {}),
     ...(input.options?.policy ? { policy: input.options.policy } : {}),
+    ...(result.failures?.length ? { failures: result.failures } : {}),
   };
   const existing = await deps.catalog.getPoint(point.recoveryPointId);
   if (existing && existing.jobId !== input.jobId) {
@@ -283,6 +285,9 @@ export async function commitRecoveryPoint(
           bytesNew: result.bytesNew,
           bytesStored: result.bytesStored,
         },
+        // A point that lacks failed parts: the item is COMPLETED with an error, and the job
+        // ends PARTIALLY_FAILED (endBackupJob).
+        ...(result.failures?.length ? { error: partialError(result.failures) } : {}),
       },
       ACTIVE,
     );
@@ -336,8 +341,14 @@ export async function endBackupJob(
   }
   const failed = items.filter((i) => i.status === 'FAILED');
   const completed = items.filter((i) => i.status === 'COMPLETED');
+  // A point committed without some parts (a vApp's failed child) carries their error.
+  const partial = completed.filter((i) => i.error !== undefined);
   const status: JobStatus =
-    failed.length === 0 ? 'SUCCEEDED' : completed.length === 0 ? 'FAILED' : 'PARTIALLY_FAILED';
+    failed.length + partial.length === 0
+      ? 'SUCCEEDED'
+      : completed.length === 0
+        ? 'FAILED'
+        : 'PARTIALLY_FAILED';
   const updated = await deps.catalog.updateJob(
     jobId,
     {
@@ -346,7 +357,9 @@ export async function endBackupJob(
       items,
       // A job with no point keeps the agent's last progress: it shows where it stopped.
       ...(completed.length ? { progress: sumProgress(completed, deps.clock) } : {}),
-      ...(failed.length ? { error: failureOf(failed, items.length) } : {}),
+      ...(failed.length + partial.length
+        ? { error: failureOf([...failed, ...partial], items.length) }
+        : {}),
     },
     ACTIVE,
   );
@@ -354,6 +367,15 @@ export async function endBackupJob(
 }
 
 /** One item: its own error. Several: the first error's name, and every failed target's message. */
+/** The error of a point that lacks parts: PartiallyBackedUp, naming each failed part. */
+export function partialError(failures: readonly PartFailure[]): ErrorRecord {
+  const each = failures.map((f) => `${f.part}: ${f.error.name}: ${f.error.message}`).join('; ');
+  return {
+    name: 'PartiallyBackedUp',
+    message: `the point lacks ${failures.length} part${failures.length > 1 ? 's' : ''} that failed: ${each}`,
+  };
+}
+
 function failureOf(failed: JobItem[], total: number): ErrorRecord {
   const first = failed[0]!.error!;
   if (total === 1) return first;

@@ -9,8 +9,9 @@ import { lxd } from './lxd';
 import { lxdServer } from './lxd-server';
 import { lxdVolume } from './lxd-volume';
 import { path } from './path';
+import { vapp } from './vapp';
 import { vsphere } from './vsphere';
-import { plannedPlatform, type PlatformSpec } from './spec';
+import type { PlatformSpec } from './spec';
 import { planVmRestore } from './vsphere-plan';
 
 /** In the order `stowage targets` and the OpenAPI document list them. */
@@ -21,7 +22,7 @@ export const PLATFORM_SPECS = [
   lxdVolume,
   lxdServer,
   { ...vsphere, planRestore: planVmRestore },
-  plannedPlatform('vapp', 'vSphere vApp'),
+  vapp,
   path,
 ] as const;
 

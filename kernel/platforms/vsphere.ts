@@ -37,6 +37,24 @@ export const VSPHERE_ENGINE: EngineSpec = {
       help: "accept any TLS certificate from vSphere (default: verified against the system's CAs)",
       setting: 'insecure',
     },
+    {
+      flags: '--vcd-url <url>',
+      help: 'vCloud Director (https://vcd.example.com): vApp jobs in its maintenance mode, its metadata kept and put back',
+      env: 'STOWAGE_VCD_URL',
+      setting: 'vcdUrl',
+    },
+    {
+      flags: '--vcd-user <user@org>',
+      help: 'the vCloud Director user (user@org; administrator@System for the provider)',
+      env: 'STOWAGE_VCD_USER',
+      setting: 'vcdUser',
+    },
+    {
+      flags: '--vcd-password-file <file>',
+      help: "a file holding the vCloud Director user's password",
+      env: 'STOWAGE_VCD_PASSWORD_FILE',
+      setting: 'vcdPasswordFile',
+    },
   ],
 };
 
@@ -75,7 +93,7 @@ export function vmPathOf(text: string): string {
 
 const label = z.string().min(1, 'a disk label is not empty, e.g. "Hard disk 1"');
 
-const backupOptions = z
+export const vmBackupOptions = z
   .object({
     disks: z
       .object({ include: z.array(label).min(1).optional(), exclude: z.array(label).optional() })
@@ -86,12 +104,17 @@ const backupOptions = z
 
 const inventoryPath = z.string().min(1).max(4096);
 
+/** The placement options of a restore (new VM or vApp); shared with vapp.ts. */
+export const placementOptions = {
+  folder: inventoryPath.optional(),
+  resourcePool: inventoryPath.optional(),
+  datastore: z.string().min(1).max(255).optional(),
+  networks: z.record(z.string(), z.string().min(1)).optional(),
+};
+
 const restoreOptions = z
   .object({
-    folder: inventoryPath.optional(),
-    resourcePool: inventoryPath.optional(),
-    datastore: z.string().min(1).max(255).optional(),
-    networks: z.record(z.string(), z.string().min(1)).optional(),
+    ...placementOptions,
     disk: label.optional(),
     attachTo: z
       .string()
@@ -118,7 +141,7 @@ const restoreOptions = z
     message: '"controllerKey" and "unitNumber" place the disk that "attachTo" attaches',
   });
 
-const backupFlags: readonly CliFlag[] = [
+export const vmBackupFlags: readonly CliFlag[] = [
   {
     flags: '--include-disk <label>',
     help: 'vSphere: back up only this disk (repeatable; default every disk)',
@@ -133,7 +156,8 @@ const backupFlags: readonly CliFlag[] = [
   },
 ];
 
-const restoreFlags: readonly CliFlag[] = [
+/** Where a new VM (or vApp) goes: its folder, pool, datastore, networks; shared with vapp.ts. */
+export const placementFlags: readonly CliFlag[] = [
   {
     flags: '--folder <path>',
     help: 'vSphere: the VM folder of the new VM (DC/vm/prod)',
@@ -156,6 +180,10 @@ const restoreFlags: readonly CliFlag[] = [
     toBody: (v) =>
       collected(v).length ? { networks: flagPairs(collected(v), '--network-map') } : {},
   },
+];
+
+const restoreFlags: readonly CliFlag[] = [
+  ...placementFlags,
   {
     flags: '--disk <label>',
     help: 'vSphere: restore only this disk, attached to the VM --attach-to names',
@@ -189,7 +217,7 @@ export const vsphere = {
   listed: true,
   snapshots: true,
   snapshotRestoreState: true,
-  backupOptions,
+  backupOptions: vmBackupOptions,
   restoreOptions,
   /**
    * `--name NEW` is NEW in the original's folder (or in `--folder`); a path `DC/vm/.../NEW` is
@@ -211,5 +239,5 @@ export const vsphere = {
   },
   restoresInto: (options) => typeof options.attachTo === 'string',
   engine: VSPHERE_ENGINE,
-  cli: { backup: backupFlags, restore: restoreFlags },
+  cli: { backup: vmBackupFlags, restore: restoreFlags },
 } as const satisfies PlatformSpec<'vsphere'>;

@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 import {
+  createTestVapp,
   createTestVm,
   diskBytes,
   expectedBytes,
@@ -254,6 +255,67 @@ describe('vSphere through the CLI (vcsim)', () => {
     ok('snapshot', 'delete', 'vsphere:DC0/vm/journey-snap/pre-0', '--wait');
     expect((await state('DC0/vm/journey-snap')).snapshots).toBe(0);
   }, 180_000);
+
+  it('backs up a vApp through the CLI, restores it after deletion, and ends PARTIALLY_FAILED (exit 4) when a child fails', async () => {
+    await createTestVapp(sim, 'jshop', [
+      ['jshop-web', [DISKS[1]!]],
+      ['jshop-db', [DISKS[1]!]],
+    ]);
+    await eventually(
+      async () => {
+        const listed = (stowage.cli('targets', '--platform', 'vapp').json ?? []) as Array<{
+          target: string;
+          details: Record<string, string>;
+        }>;
+        return listed.find((t) => t.target === 'vapp:DC0/vapp/jshop');
+      },
+      'vapp:DC0/vapp/jshop in the inventory',
+      70_000,
+    );
+    const whole = ok('backup', 'vapp:DC0/vapp/jshop', '--wait') as { recoveryPointId: string };
+
+    // One child's disk goes: the point holds the other and names it; the job is PARTIALLY_FAILED.
+    const db = await state('DC0/vm/jshop-db');
+    rmSync(localFile(sim, flatOf(db.disks[0]!.fileName)));
+    const half = stowage.cli('backup', 'vapp:DC0/vapp/jshop', '--wait');
+    expect(half.code, half.stderr).toBe(4);
+    expect(half.json).toMatchObject({
+      status: 'PARTIALLY_FAILED',
+      error: { name: 'PartiallyBackedUp', message: expect.stringMatching(/vm jshop-db: /) },
+    });
+    const points = ok('points', 'vapp:DC0/vapp/jshop') as Array<{
+      recoveryPointId: string;
+      failures?: Array<{ part: string }>;
+    }>;
+    expect(points.map((p) => p.failures?.map((f) => f.part) ?? [])).toEqual([['vm jshop-db'], []]);
+
+    // The whole point restores the vApp after it was deleted (the API finds the name free).
+    for (const vm of ['jshop-web', 'jshop-db']) {
+      await sim.vim.runTask('Destroy_Task', (await state(`DC0/vm/${vm}`)).ref, {}, 'test destroy');
+    }
+    const apps = await sim.vim.retrieveAll('VirtualApp', ['name']);
+    const app = apps.find((a) => a.props.name && JSON.stringify(a.props.name).includes('jshop'))!;
+    await sim.vim.runTask('Destroy_Task', app.ref, {}, 'test destroy');
+    await eventually(
+      async () => {
+        const listed = (stowage.cli('targets', '--platform', 'vapp').json ?? []) as Array<{
+          target: string;
+        }>;
+        return listed.some((t) => t.target === 'vapp:DC0/vapp/jshop') ? undefined : true;
+      },
+      'vapp:DC0/vapp/jshop gone from the inventory',
+      70_000,
+    );
+    ok('restore', whole.recoveryPointId, '--name', 'jshop', '--wait');
+    for (const vm of ['jshop-web', 'jshop-db']) {
+      const restored = await state(`DC0/vm/${vm}`);
+      expect(
+        diskBytes(sim, restored.disks[0]!.fileName, DISKS[1]!.capacity).equals(
+          expectedBytes(DISKS[1]!),
+        ),
+      ).toBe(true);
+    }
+  }, 300_000);
 
   it('fails a backup whose disk read fails, and leaves no snapshot on the VM', async () => {
     const { diskFiles } = await createTestVm(sim, 'journey-broken', DISKS);

@@ -37,12 +37,28 @@ export async function backupVm(
   ctx: DriverContext,
   options: BackupOptions = {},
 ): Promise<BackupOutcome> {
+  const ref = await findVm(engine.vim, path);
+  return backupVmAt(engine, ref, path, sink, ctx, options);
+}
+
+/**
+ * The backup of the VM `ref` (named `path` in messages and in the point), its disks as streams
+ * `<streamPrefix>disk/<key>`: a vApp's point holds several VMs, each under its own prefix.
+ */
+export async function backupVmAt(
+  engine: Engine,
+  ref: MoRef,
+  path: string,
+  sink: BackupSink,
+  ctx: DriverContext,
+  options: BackupOptions = {},
+  streamPrefix = '',
+): Promise<BackupOutcome> {
   if (options.consistency && options.consistency !== 'live') {
     throw new Unsupported(
       `--consistency ${options.consistency} does not apply to vSphere VMs: their disks are read from a VM snapshot (quiesced when VMware Tools runs)`,
     );
   }
-  const ref = await findVm(engine.vim, path);
   const facts = await vmFacts(engine, ref, path);
   const what = `VM ${path}`;
   const parsed = parseConfig(facts.props.config, what);
@@ -69,7 +85,17 @@ export async function backupVm(
   ctx.log.info('driver.vsphere.snapshot_taken', { vm: path, snapshot: snapshot.value, quiesced });
   let failure: unknown;
   try {
-    await readDisks(engine, vm, facts.datacenterPath, ref, snapshot, selected, sink, ctx);
+    await readDisks(
+      engine,
+      vm,
+      facts.datacenterPath,
+      ref,
+      snapshot,
+      selected,
+      sink,
+      ctx,
+      streamPrefix,
+    );
   } catch (err) {
     failure = err;
     throw err;
@@ -198,6 +224,7 @@ async function readDisks(
   selected: SavedDisk[],
   sink: BackupSink,
   ctx: DriverContext,
+  streamPrefix: string,
 ): Promise<void> {
   const snapProps = await engine.vim.propsOf(snapshot, ['config']);
   const hardware = child(snapProps.config, 'hardware');
@@ -231,7 +258,7 @@ async function readDisks(
     };
     const transport = pick(engine.transports, src, vm.path);
     ctx.phase(`disk ${disk.label}`);
-    const stream = `disk/${disk.key}`;
+    const stream = `${streamPrefix}disk/${disk.key}`;
     let reader: DiskReader | undefined;
     try {
       reader = await transport.open(src, ctx.signal);

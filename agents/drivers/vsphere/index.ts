@@ -19,6 +19,8 @@ import { createSnapshotOps, snapshotsOf } from './snapshots';
 import { DatastoreHttpTransport, type DiskTransport } from './transport';
 import { NfcTransport } from './nfc';
 import { VimClient } from './vim';
+import { backupVapp, listVapps, putBackVcd, restoreVapp, underVcd, vappExists } from './vapp';
+import { VcdClient, type VcdOptions } from './vcd';
 import { moRef, text } from './xml';
 import type { DatastoreFiles } from './datastore';
 
@@ -59,9 +61,7 @@ export function passwordOf(
   return password;
 }
 
-export function createVsphereDriver(
-  options: VsphereDriverOptions,
-): Driver & { close(): Promise<void> } {
+function engineFor(options: VsphereDriverOptions): Engine {
   const log = options.log ?? silentLogger;
   const vim = new VimClient({
     url: options.url,
@@ -69,11 +69,53 @@ export function createVsphereDriver(
     password: passwordOf(options),
     ...(options.insecure ? { insecure: true } : {}),
   });
-  const engine: Engine = engineOf(vim, log, (files) =>
+  return engineOf(vim, log, (files) =>
     options.transports
       ? options.transports(files, vim)
       : [new DatastoreHttpTransport(files), new NfcTransport(vim)],
   );
+}
+
+/**
+ * vApps (`vapp:DC/vapp/NAME`, vapp.ts), with a session of their own; with `vcd`, jobs run under
+ * vCloud Director's maintenance mode and points keep (and restores put back) its metadata.
+ */
+export function createVappDriver(
+  options: VsphereDriverOptions & { vcd?: VcdOptions },
+): Driver & { close(): Promise<void> } {
+  const engine = engineFor(options);
+  const vcd = options.vcd ? new VcdClient(options.vcd) : undefined;
+  return {
+    platform: 'vapp',
+    listTargets: () => listVapps(engine),
+    exists: (name) => vappExists(engine, name),
+    backup: (name, sink, ctx, backupOptions) =>
+      underVcd(vcd, name, ctx, async (href) => {
+        const out = await backupVapp(engine, name, sink, ctx, backupOptions);
+        if (vcd && href) {
+          out.metadata.vcd = await vcd.record(href);
+          out.summary.vcd = true;
+        }
+        return out;
+      }),
+    restore: (metadata, source, restoreOptions, ctx) =>
+      underVcd(vcd, restoreOptions.name, ctx, async (href) => {
+        const out = await restoreVapp(engine, metadata, source, restoreOptions, ctx);
+        await putBackVcd(vcd, href, restoreOptions.name, metadata, ctx);
+        return out;
+      }),
+    async close() {
+      vcd?.close();
+      await engine.vim.logout();
+    },
+  };
+}
+
+export function createVsphereDriver(
+  options: VsphereDriverOptions,
+): Driver & { close(): Promise<void> } {
+  const engine = engineFor(options);
+  const { vim, log } = engine;
   const snapshots = createSnapshotOps(engine);
 
   async function listTargets(): Promise<DiscoveredTarget[]> {

@@ -36,12 +36,13 @@ import { checkAborted, forEachChunk } from '../../core/driver-streams';
 import {
   VM_FORMAT,
   isAddableController,
+  nicsOf,
   parseDevices,
   type SavedDevice,
   type SavedDisk,
   type SavedVm,
 } from './config';
-import type { Engine } from './engine';
+import { networkNames, type Engine } from './engine';
 import {
   checkVmPath,
   datacenterParts,
@@ -54,7 +55,17 @@ import {
 } from './inventory';
 import { ensurePoweredOff, ensurePoweredOn } from './snapshots';
 import { VimFault } from './vim';
-import { child, list, moRef, refXml, text, without, type MoRef, type XmlObject } from './xml';
+import {
+  child,
+  list,
+  moRef,
+  refXml,
+  text,
+  without,
+  type MoRef,
+  type XmlObject,
+  type XmlValue,
+} from './xml';
 import { adapterTypeOf, flatDescriptor, flatExtentOf } from './vmdk';
 
 export async function restoreVm(
@@ -313,26 +324,39 @@ function extraConfigSpec(entries: { key: string; value: string }[]): XmlObject[]
 
 // ---- under a new name ----------------------------------------------------------------------
 
-async function restoreAsNew(
+/**
+ * Where a VM restored as new goes when it is a vApp's child: created in the vApp
+ * (CreateChildVM_Task), named and reported by `path` (`DC/vm/VAPP/NAME`).
+ */
+export interface VappPlace {
+  vapp: MoRef;
+  path: string;
+}
+
+export async function restoreAsNew(
   engine: Engine,
   vm: SavedVm,
   source: RestoreSource,
   options: RestoreOptions,
   ctx: DriverContext,
+  place?: VappPlace,
 ): Promise<RestoreOutcome> {
   const { vim } = engine;
-  const path = newPathOf(vm, options.name);
+  const path = place ? place.path : newPathOf(vm, options.name);
   const { datacenterPath, vmName } = checkVmPath(path);
-  if (await findByPath(vim, path)) {
+  if (!place && (await findByPath(vim, path))) {
     throw new NameTaken(`vSphere already has ${path}; choose another --name, or --in-place`);
   }
   const dc = await datacenterParts(vim, datacenterPath);
-  const folderPath = options.folder ?? path.slice(0, path.lastIndexOf('/'));
-  const folder = await findByPath(vim, folderPath);
-  if (!folder || folder.type !== 'Folder') {
-    throw new TargetNotFound(`vSphere has no VM folder at ${folderPath} (--folder)`);
+  let folder: MoRef | undefined;
+  if (!place) {
+    const folderPath = options.folder ?? path.slice(0, path.lastIndexOf('/'));
+    folder = await findByPath(vim, folderPath);
+    if (!folder || folder.type !== 'Folder') {
+      throw new TargetNotFound(`vSphere has no VM folder at ${folderPath} (--folder)`);
+    }
   }
-  const pool = await resourcePoolFor(engine, vm, options, dc.hostFolder);
+  const pool = place ? place.vapp : await resourcePoolFor(engine, vm, options, dc.hostFolder);
   const datastores = await namedObjects(vim, 'Datastore', dc.ref);
   const vmxDatastore = vm.vmPathName
     ? parseDatastorePath(vm.vmPathName, vm.path).datastore
@@ -390,13 +414,15 @@ async function restoreAsNew(
     extraConfig: extraConfigSpec(vm.extraConfig),
     ...(vm.firmware ? { firmware: vm.firmware } : {}),
   };
-  const { result } = await vim.runTask(
-    'CreateVM_Task',
-    folder,
-    { config, pool: refXml(pool) },
-    `creating VM ${path}`,
-    ctx.signal,
-  );
+  const { result } = folder
+    ? await vim.runTask(
+        'CreateVM_Task',
+        folder,
+        { config, pool: refXml(pool) },
+        `creating VM ${path}`,
+        ctx.signal,
+      )
+    : await vim.runTask('CreateChildVM_Task', pool, { config }, `creating VM ${path}`, ctx.signal);
   const created = moRef(result);
   if (!created) throw new DriverError(`vSphere created ${path} but returned no reference to it`);
   const uploaded: DatastorePath[] = [];
@@ -499,19 +525,21 @@ function mappedController(saved: SavedDevice[], now: SavedDevice[], key: number)
 
 // ---- in place ------------------------------------------------------------------------------
 
-async function restoreInPlace(
+/** In place over `at` (a vApp's child found by its id), else over the VM at the point's path. */
+export async function restoreInPlace(
   engine: Engine,
   vm: SavedVm,
   source: RestoreSource,
   options: RestoreOptions,
   ctx: DriverContext,
+  at?: { ref: MoRef; path: string },
 ): Promise<RestoreOutcome> {
   const { vim } = engine;
-  const path = options.name && options.name.includes('/') ? options.name : vm.path;
+  const path = at?.path ?? (options.name && options.name.includes('/') ? options.name : vm.path);
   const { datacenterPath } = checkVmPath(path);
-  const ref = await findVm(vim, path);
+  const ref = at?.ref ?? (await findVm(vim, path));
   const dc = await datacenterParts(vim, datacenterPath);
-  const props = await vim.propsOf(ref, ['config', 'snapshot', 'runtime.powerState']);
+  const props = await vim.propsOf(ref, ['config', 'snapshot', 'runtime.powerState', 'network']);
   const power = text(props['runtime.powerState']) ?? '';
   if (list(child(props.snapshot, 'rootSnapshotList')).length > 0) {
     throw new Unsupported(
@@ -546,6 +574,8 @@ async function restoreInPlace(
     plan.push({ disk, now, backing: parseDatastorePath(fileName, path) });
   }
   ctx.expectBytes?.(plan.reduce((n, p) => n + p.disk.capacityBytes, 0));
+  // Network remaps of the cards it has now, checked before anything changes.
+  const nicEdits = await remappedNics(engine, dc.ref, current, props.network, options, path);
 
   // 1. Stage every disk beside its backing while the VM keeps running.
   const stamp = Date.now().toString(36);
@@ -621,6 +651,7 @@ async function restoreInPlace(
       memoryMB: vm.memoryMB,
       extraConfig: extraConfigDiff(vm.extraConfig, props.config),
       ...(vm.firmware ? { firmware: vm.firmware } : {}),
+      ...(nicEdits.length ? { deviceChange: nicEdits } : {}),
     };
     await vim.runTask('ReconfigVM_Task', ref, { spec }, `restoring the configuration of ${path}`);
   } catch (err) {
@@ -637,6 +668,37 @@ async function restoreInPlace(
     await ensurePoweredOn(engine, ref, path);
   }
   return { restoredTarget: `vsphere:${path}` };
+}
+
+/** Edits moving the VM's cards from the networks `options.networks` names to their new ones. */
+async function remappedNics(
+  engine: Engine,
+  dc: MoRef,
+  devices: SavedDevice[],
+  networkProp: XmlValue | undefined,
+  options: RestoreOptions,
+  path: string,
+): Promise<XmlObject[]> {
+  const map = options.networks ?? {};
+  if (Object.keys(map).length === 0) return [];
+  const nics = nicsOf(devices, await networkNames(engine, networkProp));
+  const networks = await networksOf(engine, dc);
+  const edits: XmlObject[] = [];
+  for (const nic of nics) {
+    const wanted = nic.network !== undefined ? map[nic.network] : undefined;
+    if (wanted === undefined) continue;
+    const net = networks.get(wanted);
+    if (!net) {
+      throw new TargetNotFound(
+        `--network-map ${nic.network}=${wanted}: the datacenter of ${path} has no network "${wanted}"; networks: ${[...networks.keys()].join(', ')}`,
+      );
+    }
+    const device = devices.find((d) => d.key === nic.key)!;
+    const element = without(device.element, ['dynamicProperty']) as XmlObject;
+    setField(element, 'backing', nicBacking(net));
+    edits.push({ operation: 'edit', device: element });
+  }
+  return edits;
 }
 
 function capacityOf(device: SavedDevice): number {

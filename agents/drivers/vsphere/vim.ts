@@ -54,6 +54,8 @@ export interface ServiceContent {
   searchIndex: MoRef;
   fileManager: MoRef;
   virtualDiskManager?: MoRef;
+  /** Custom attributes (vCenter only). */
+  customFieldsManager?: MoRef;
   sessionManager: MoRef;
   apiVersion: string;
   apiType: string;
@@ -337,6 +339,7 @@ function parseServiceContent(node: XmlValue | undefined): ServiceContent {
   const what = 'RetrieveServiceContent';
   const about = child(node, 'about');
   const vdm = moRef(child(node, 'virtualDiskManager'));
+  const cfm = moRef(child(node, 'customFieldsManager'));
   return {
     rootFolder: needMoRef(node, 'rootFolder', what),
     propertyCollector: needMoRef(node, 'propertyCollector', what),
@@ -345,6 +348,7 @@ function parseServiceContent(node: XmlValue | undefined): ServiceContent {
     fileManager: needMoRef(node, 'fileManager', what),
     sessionManager: needMoRef(node, 'sessionManager', what),
     ...(vdm ? { virtualDiskManager: vdm } : {}),
+    ...(cfm ? { customFieldsManager: cfm } : {}),
     apiVersion: sanitizeVersion(optText(about, 'apiVersion')),
     apiType: optText(about, 'apiType') ?? 'unknown',
   };

@@ -9,12 +9,7 @@ import {
 } from '../../../kernel/platforms';
 import { isValidInstanceName, isValidPoolName } from '../../../kernel/platforms/lxd';
 import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
-import {
-  checkTargetName,
-  MAX_NAME_LENGTH,
-  parseSelector,
-  parseTarget,
-} from '../../../kernel/targets';
+import { checkTargetName, MAX_NAME_LENGTH, parseSelector } from '../../../kernel/targets';
 
 /** A value each flag takes, as the CLI would hand it over (repeatable flags: an array). */
 const FLAG_VALUES: Record<string, unknown> = {
@@ -88,18 +83,6 @@ describe('the platform registry', () => {
       'path',
     ]);
     for (const platform of PLATFORMS) expect(specOf(platform).name).toBe(platform);
-  });
-
-  it('keeps vApp as a planned platform that parses but takes no option and has no engine', () => {
-    for (const platform of ['vapp'] as const) {
-      const spec = specOf(platform);
-
-      expect(spec.planned).toBe(true);
-      expect(spec.engine).toBeUndefined();
-      expect(Object.keys(spec.backupOptions.shape)).toEqual([]);
-      expect(Object.keys(spec.restoreOptions.shape)).toEqual([]);
-      expect(parseTarget(`${platform}:DC0/vm/a`).platform).toBe(platform);
-    }
   });
 
   it('lists every platform in inventories but paths', () => {
@@ -215,10 +198,16 @@ describe('LXD name rules', () => {
     );
   });
 
-  it('leaves names of platforms without rules to their agents', () => {
-    for (const platform of ['vapp'] as const) {
-      expect(() => checkTargetName({ platform, name: 'any name/at all' })).not.toThrow();
+  it('takes vApps as DC/vapp/NAME and names a restored one in its datacenter', () => {
+    expect(() => checkTargetName({ platform: 'vapp', name: 'F/DC0/vapp/shop' })).not.toThrow();
+    for (const bad of ['shop', 'DC0/vm/shop', 'DC0/vapp/', 'DC0/vapp/a/b']) {
+      expect(() => checkTargetName({ platform: 'vapp', name: bad })).toThrow(ValidationError);
     }
+    const vapp = specOf('vapp') as PlatformSpec & {
+      restoreName: NonNullable<PlatformSpec['restoreName']>;
+    };
+    expect(vapp.restoreName('DC0/vapp/shop', 'shop2', {})).toBe('DC0/vapp/shop2');
+    expect(vapp.restoreName('DC0/vapp/shop', 'DC1/vapp/shop', {})).toBe('DC1/vapp/shop');
   });
 });
 

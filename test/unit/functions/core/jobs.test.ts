@@ -457,6 +457,45 @@ describe('endBackupJob', () => {
     expect(await catalog.listPoints()).toHaveLength(3);
   });
 
+  it('ends PARTIALLY_FAILED when a point lacks parts that failed (a vApp child): the point lists them, its item says so', async () => {
+    const job = await given({ status: 'RUNNING', target: 'vapp:DC0/vapp/shop', items: [] });
+    const withItem = (await catalog.updateJob(
+      job.jobId,
+      {
+        items: [
+          {
+            target: 'vapp:DC0/vapp/shop',
+            agent: 'site-1',
+            recoveryPointId: 'rp-shop',
+            status: 'PENDING',
+          },
+        ],
+      },
+      ['RUNNING'],
+    ))!;
+    const failures = [
+      { part: 'vm db', error: { name: 'DriverError', message: 'db-flat.vmdk does not exist' } },
+    ];
+    const result = { ...makeBackupResult({ recoveryPointId: 'rp-shop' }), failures };
+    await commitRecoveryPoint(deps, {
+      ...commitInput(withItem, result, 0),
+      target: 'vapp:DC0/vapp/shop',
+    });
+
+    const ended = await endBackupJob(deps, job.jobId, [
+      { index: 0, status: 'COMPLETED', recoveryPointId: 'rp-shop' },
+    ]);
+
+    expect(ended.status).toBe('PARTIALLY_FAILED');
+    expect(ended.items?.[0]?.status).toBe('COMPLETED');
+    expect(ended.error).toEqual({
+      name: 'PartiallyBackedUp',
+      message:
+        'the point lacks 1 part that failed: vm db: DriverError: db-flat.vmdk does not exist',
+    });
+    expect(await catalog.getPoint('rp-shop')).toMatchObject({ status: 'COMPLETED', failures });
+  });
+
   it('ends PARTIALLY_FAILED when one item failed: its error on it, the other points kept', async () => {
     const job = await runningJobOf(['a', 'b'], [0]);
 

@@ -717,7 +717,7 @@ describe('LXD request options', () => {
     ],
     [
       { recoveryPointId: 'rp-data', name: 'd2', state: 'running' },
-      /"state" applies to lxd and vsphere points/,
+      /"state" applies to lxd, vsphere and vapp points/,
     ],
     [{ recoveryPointId: 'rp-c1', name: 'c2', state: 'paused' }, /state/],
     [{ recoveryPointId: 'rp-c1', name: 'c2', devices: { eth0: { Network: 'x' } } }, /device key/],
