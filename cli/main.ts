@@ -335,6 +335,7 @@ addEngineFlags(agentCommand)
           engines: enginesOf(opts),
           concurrency: opts.concurrency,
           holdsDir: join(opts.dataDir, 'holds', opts.site),
+          parentsDir: join(opts.dataDir, 'parents', opts.site),
         },
         log,
       );
@@ -927,6 +928,41 @@ addPlatformFlags(
     );
   },
 );
+
+program
+  .command('ls <point> [path]')
+  .description(
+    "the files of a point's tree streams (volumes, directories): PATH inside the tree, STREAM/PATH with several",
+  )
+  .action(async (point: string, path: string | undefined, _opts: unknown, cmd: Command) => {
+    const api = client(cmd);
+    const job = await api.post<JobAccepted>('/restores', {
+      recoveryPointId: point,
+      list: path ?? '',
+    });
+    const done = await waitForJob(cmd, api, job.jobId, false);
+    if (done.status !== 'SUCCEEDED' || !done.listing) {
+      finish(cmd, done);
+      return;
+    }
+    const listing = done.listing;
+    print(cmd, listing, () =>
+      [
+        table([
+          ['TYPE', 'MODE', 'OWNER', 'SIZE', 'MTIME', 'PATH'],
+          ...listing.entries.map((e) => [
+            e.type,
+            e.mode.toString(8).padStart(4, '0'),
+            `${e.uid}:${e.gid}`,
+            e.type === 'file' ? String(e.size) : '-',
+            e.mtime,
+            e.link !== undefined ? `${e.path} -> ${e.link}` : e.path,
+          ]),
+        ]),
+        ...(listing.truncated ? ['(more entries: list a narrower path)'] : []),
+      ].join('\n'),
+    );
+  });
 
 program
   .command('verify <point>')

@@ -10,6 +10,7 @@ import type {
   SnapshotInfo,
   SnapshotResult,
   SnapshotSchedule,
+  TreeListing,
   StreamSummary,
   BackupRequestOptions,
   PruneSummary,
@@ -95,6 +96,8 @@ export interface Job {
    * job is RUNNING): a cancel after that lets the restore finish instead of stopping it.
    */
   pointOfNoReturnAt?: string;
+  /** `stowage ls`: the listing the agent read from the point's tree index. */
+  listing?: TreeListing;
   /**
    * When a cancel was asked for. A job it stopped is CANCELLED (error `Cancelled`); an in-place
    * restore past its point of no return keeps running to its end and only records the ask.

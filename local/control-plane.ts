@@ -279,6 +279,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           keys: { kind: 'file', path: keyFile },
           aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
           holdsDir: join(options.dataDir, 'holds', site),
+          parentsDir: join(options.dataDir, 'parents', site),
           ...(heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(heartbeatSeconds) } : {}),
           ...options.agentOptions,
         },

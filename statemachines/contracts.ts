@@ -62,6 +62,8 @@ export interface BackupRequestOptions {
   policy?: string;
   /** vSphere: which disks to read, by label (`include`: only those; `exclude`: all but those). */
   disks?: { include?: string[]; exclude?: string[] };
+  /** Tree streams: read every file, not only those changed since the previous point. */
+  fullRead?: boolean;
 }
 
 /** Execution input of restore.asl.json. */
@@ -102,6 +104,15 @@ export interface RestoreRequestOptions {
    * whose storage is intact but whose database record is gone; restore the rest from the point.
    */
   recover?: boolean;
+  /** File-level restore: these paths of the point's tree streams (`STREAM/PATH` with several). */
+  files?: string[];
+  /** With `files`: a directory on the agent's host to write them into. */
+  dest?: string;
+  /**
+   * `stowage ls`: list this directory of the point's tree streams ('' the root) instead of
+   * restoring anything; the listing comes back in the result and on the job.
+   */
+  list?: string;
   /**
    * vSphere: where a new VM goes (a VM folder's and a resource pool's inventory paths, a
    * datastore's name) and its cards' networks by the original network's name.
@@ -152,6 +163,25 @@ export interface RestoreTestOutcome {
   error?: ErrorRecord;
   /** Whether the sandbox was removed (false: the agent's hold journal removes it later). */
   removed: boolean;
+}
+
+/** One entry of a tree listing (`stowage ls`). */
+export interface TreeListingEntry {
+  path: string;
+  type: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: string;
+  link?: string;
+}
+
+export interface TreeListing {
+  path: string;
+  entries: TreeListingEntry[];
+  /** More entries than a listing carries (LISTING_MAX): narrow the path. */
+  truncated: boolean;
 }
 export interface VerifyExecutionInput {
   jobId: string;
@@ -476,6 +506,9 @@ export interface RestoreResult {
   bytesWritten: number;
   /** A restore test's outcome (RestoreRequestOptions.test). */
   test?: RestoreTestOutcome;
+  /** A listing (`list`), or the files a file-level restore wrote. */
+  listing?: TreeListing;
+  files?: number;
 }
 
 /** SendTaskSuccess output of a verify task: every chunk of the point was read and checked. */

@@ -17,6 +17,7 @@
  *   Unsupported (kernel/errors).
  */
 import type { Readable } from 'node:stream';
+import type { TreeEntry } from './tree/format';
 import type { Logger } from '../../kernel/logger';
 import type { HoldRecord, HoldTaker } from './holds';
 import type { SnapshotInfo, SnapshotSchedule } from '../../statemachines/contracts';
@@ -61,6 +62,19 @@ export type ByteReader = (into: Uint8Array) => Promise<number>;
  */
 export type ChunkWrite = (bytes: Uint8Array, offset: number, zero: boolean) => Promise<void>;
 
+/** What a tree stream's backup did (agents/core/tree). */
+export interface StoredTree extends StoredStream {
+  entries: number;
+  skipped: number;
+  /** Regular files read from the host, and files whose chunks came from the previous point. */
+  filesRead: number;
+  filesReused: number;
+  bytesReused: number;
+  /** The previous point the unchanged files came from, if any. */
+  parent?: string;
+  warnings: string[];
+}
+
 export interface BackupSink {
   /** Consumes `data` to its end and stores it. Resolves once the bytes are durable. */
   writeStream(info: StreamInfo, data: Readable): Promise<StoredStream>;
@@ -70,6 +84,13 @@ export interface BackupSink {
    * drivers call it through driver-streams.ts `writeFrom`, which falls back on writeStream.
    */
   writeFrom?(info: StreamInfo, read: ByteReader): Promise<StoredStream>;
+  /**
+   * Stores the directory `root` of this host as a tree stream named `info.name` (kind `tree`)
+   * with its index (agents/core/tree/format.ts): files unchanged since the previous point of
+   * the same target are not read again. Optional: a sink without it (an in-memory one in a
+   * driver's tests) makes the driver read through the engine's API instead.
+   */
+  writeTree?(info: { name: string }, root: string, ctx: DriverContext): Promise<StoredTree>;
 }
 
 export interface RestoreSource {
@@ -84,6 +105,20 @@ export interface RestoreSource {
    * driver-streams.ts `forEachChunk`, which falls back on openStream.
    */
   forEachChunk?(name: string, write: ChunkWrite): Promise<number>;
+  /**
+   * Tree streams (kind `tree`): writes the tree, or only `paths` of it, into the directory
+   * `root` of this host, reading only the chunks those files need (agents/core/tree/restore.ts).
+   */
+  restoreTree?(
+    name: string,
+    root: string,
+    ctx: DriverContext,
+    options?: { paths?: readonly string[] },
+  ): Promise<{ entries: number; files: number; bytes: number; skipped: number }>;
+  /** A tree stream's index entries, in walk order (agents/core/tree/format.ts). */
+  treeEntries?(name: string): AsyncIterable<TreeEntry>;
+  /** Tree streams as the tar an engine's API takes, under `prefix/` (agents/core/tree/tar.ts). */
+  treeAsTar?(name: string, prefix: string): Readable;
 }
 
 export interface DriverContext {
@@ -151,6 +186,8 @@ export interface BackupOptions {
    * it is given, never those in `exclude`. The configuration records every disk either way.
    */
   disks?: { include?: string[]; exclude?: string[] };
+  /** Tree streams: read every file, not only those changed since the previous point (the runner's concern). */
+  fullRead?: boolean;
 }
 
 export interface BackupOutcome {
@@ -176,6 +213,8 @@ export interface RestoreOptions {
   ports?: Record<string, string>;
   volume?: string;
   intoVolume?: string;
+  /** File-level restore: these paths of the point's tree streams (agents/core/tree/files.ts). */
+  files?: string[];
   /** LXD: the storage pool to restore into (the instance's root disk, or the custom volume). */
   pool?: string;
   /**

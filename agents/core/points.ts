@@ -6,18 +6,32 @@
  * indexes), the sealed manifest last, so a crash in between leaves chunks that a retry re-uses
  * and no manifest that anything could mistake for a complete point.
  */
+import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type {
   BackupSink,
   ByteReader,
   ChunkWrite,
+  DriverContext,
   RestoreSource,
   StoredStream,
+  StoredTree,
   StreamInfo,
 } from './driver';
 import type { Repository, RepositoryWriter } from '../repo/repository';
-import type { StreamRecord } from '../repo/types';
+import type { ChunkRef, StreamRecord } from '../repo/types';
 import { IntegrityError } from '../../kernel/errors';
+import { LogEvent } from '../../kernel/logger';
+import { discardIndex, walkTree, type ParentTree } from './tree/backup';
+import {
+  indexStreamName,
+  readEntries,
+  TREE_INDEX_KIND,
+  TREE_KIND,
+  type TreeEntry,
+} from './tree/format';
+import { restoreTreeInto, type TreeSource } from './tree/restore';
+import { treeAsTar } from './tree/tar';
 
 export const MANIFEST_VERSION = 2;
 
@@ -33,13 +47,94 @@ export interface Manifest {
   metadata: Record<string, unknown>;
 }
 
+/**
+ * The previous point of the same target, whose tree indexes a backup merges against
+ * (restic's parent snapshot): its streams and a way to read them.
+ */
+export interface ParentPoint {
+  recoveryPointId: string;
+  streams: readonly StreamRecord[];
+  read(record: StreamRecord): Readable;
+}
+
 export class PointWriter implements BackupSink {
   readonly streams: StreamRecord[] = [];
 
   constructor(
     private readonly writer: RepositoryWriter,
     private readonly onBytes: (n: number) => void,
+    private readonly parent?: ParentPoint,
   ) {}
+
+  /** The parent's tree of the same stream name, if it has one. */
+  private parentTree(name: string): ParentTree | undefined {
+    const parent = this.parent;
+    const data = parent?.streams.find((s) => s.name === name && s.kind === TREE_KIND);
+    const index = parent?.streams.find(
+      (s) => s.name === indexStreamName(name) && s.kind === TREE_INDEX_KIND,
+    );
+    if (!parent || !data || !index) return undefined;
+    return { entries: readEntries(parent.read(index)), chunks: data.chunks };
+  }
+
+  async writeTree(info: { name: string }, root: string, ctx: DriverContext): Promise<StoredTree> {
+    const indexName = indexStreamName(info.name);
+    for (const name of [info.name, indexName]) {
+      if (this.streams.some((s) => s.name === name)) {
+        throw new Error(`stream ${name} written twice in one recovery point`);
+      }
+    }
+    const parent = this.parentTree(info.name);
+    const walked = await walkTree(
+      root,
+      {
+        file: async (read) =>
+          (await this.writer.writeFrom({ name: info.name, kind: TREE_KIND }, read, this.onBytes))
+            .chunks,
+        has: (chunks: readonly ChunkRef[]) => chunks.every((c) => this.writer.has(c.id)),
+      },
+      parent,
+      ctx,
+    );
+    try {
+      const data: StreamRecord = {
+        name: info.name,
+        kind: TREE_KIND,
+        size: walked.size,
+        chunks: walked.chunks,
+      };
+      const index = await this.writer.writeStream(
+        { name: indexName, kind: TREE_INDEX_KIND },
+        createReadStream(walked.indexFile),
+      );
+      // The index is made here, not read from the target: bytes read count the target's only.
+      this.writer.stats.bytesRead -= index.size;
+      this.streams.push(data, index);
+    } finally {
+      await discardIndex(walked.indexFile);
+    }
+    ctx.log.info(LogEvent.driverStep, {
+      step: 'tree stored',
+      stream: info.name,
+      entries: walked.entries,
+      filesRead: walked.filesRead,
+      filesReused: walked.filesReused,
+      bytesReused: walked.bytesReused,
+      ...(parent ? { parent: this.parent!.recoveryPointId } : {}),
+    });
+    return {
+      name: info.name,
+      kind: TREE_KIND,
+      size: walked.size,
+      entries: walked.entries,
+      skipped: walked.skipped,
+      filesRead: walked.filesRead,
+      filesReused: walked.filesReused,
+      bytesReused: walked.bytesReused,
+      ...(parent ? { parent: this.parent!.recoveryPointId } : {}),
+      warnings: walked.warnings,
+    };
+  }
 
   writeStream(info: StreamInfo, data: Readable): Promise<StoredStream> {
     return this.add(info, () => this.writer.writeStream(info, data, this.onBytes));
@@ -88,6 +183,45 @@ export class PointReader implements RestoreSource {
     const record = this.record(name);
     await this.repo.forEachChunk(record, write, this.onBytes, this.context);
     return record.size;
+  }
+
+  /** A tree stream's index entries, in walk order. */
+  treeEntries(name: string): AsyncIterable<TreeEntry> {
+    return readEntries(
+      this.repo.readStream(this.record(indexStreamName(name)), () => undefined, this.context),
+    );
+  }
+
+  private treeSource(name: string): TreeSource {
+    const record = this.record(name);
+    return {
+      entries: () => this.treeEntries(name),
+      forEachChunk: async (write, spans) => {
+        const chunks = spans
+          ? spans.flatMap(([first, count]) => record.chunks.slice(first, first + count))
+          : record.chunks;
+        const size = chunks.reduce((n, c) => n + c.length, 0);
+        await this.repo.forEachChunk(
+          { ...record, chunks, size },
+          write,
+          this.onBytes,
+          this.context,
+        );
+      },
+    };
+  }
+
+  restoreTree(
+    name: string,
+    root: string,
+    ctx: DriverContext,
+    options: { paths?: readonly string[] } = {},
+  ): ReturnType<typeof restoreTreeInto> {
+    return restoreTreeInto(this.treeSource(name), root, ctx, options);
+  }
+
+  treeAsTar(name: string, prefix: string): Readable {
+    return treeAsTar(this.treeSource(name), prefix);
   }
 
   private get context(): string {

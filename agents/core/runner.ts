@@ -9,7 +9,16 @@
  */
 import type { Driver, DriverContext } from './driver';
 import { takeHold, type HoldTaker } from './holds';
-import { PointReader, PointWriter, readManifest, MANIFEST_VERSION, type Manifest } from './points';
+import {
+  PointReader,
+  PointWriter,
+  readManifest,
+  MANIFEST_VERSION,
+  type Manifest,
+  type ParentPoint,
+} from './points';
+import type { ParentRegistry } from './parents';
+import { listTree, restoreFiles } from './tree/files';
 import type { ProgressReporter } from './progress';
 import type { Repository } from '../repo/repository';
 import { Lease, markGarbage, sweepGarbage, type LeaseInfo } from '../repo/gc';
@@ -62,6 +71,11 @@ export interface RunnerDeps {
    * garbage collection treats a task whose lease lapsed as dead (repo/gc.ts). Default 10 min.
    */
   leaseTtlMs?: number;
+  /**
+   * The last point this agent made of each target (parents.ts): tree streams take unchanged
+   * files' chunks from it. Absent: every backup reads every file.
+   */
+  parents?: ParentRegistry;
 }
 
 export interface TaskRun {
@@ -223,7 +237,8 @@ async function backupUnderLease(
 ): Promise<BackupResult> {
   const writer = repo.writer();
   run.progress.track(writer.stats);
-  const sink = new PointWriter(writer, (n) => run.progress.addBytes(n));
+  const parent = task.options?.fullRead ? undefined : await parentOf(deps, repo, task.target, log);
+  const sink = new PointWriter(writer, (n) => run.progress.addBytes(n), parent);
   let outcome;
   try {
     outcome = await driver.backup(
@@ -267,6 +282,9 @@ async function backupUnderLease(
   }
   // A stall between the check and the manifest longer than the ttl: a sweep may have run in it.
   await lease.confirm(`recovery point ${task.recoveryPointId} is not committed`);
+  await deps.parents
+    ?.set(task.target, task.recoveryPointId)
+    .catch((err: unknown) => log.warn('agent.backup.parent_not_recorded', { error: err }));
   return {
     recoveryPointId: task.recoveryPointId,
     manifestKey,
@@ -285,6 +303,32 @@ function throwIfAborted(signal: AbortSignal): void {
   if (!signal.aborted) return;
   const reason: unknown = signal.reason;
   throw reason instanceof Error ? reason : new Cancelled('the task was stopped');
+}
+
+/**
+ * The previous point of the target that this agent made, if its manifest still opens; anything
+ * else (pruned, another store, damaged) means no parent: every file is read.
+ */
+async function parentOf(
+  deps: RunnerDeps,
+  repo: Repository,
+  target: string,
+  log: Logger,
+): Promise<ParentPoint | undefined> {
+  const id = await deps.parents?.get(target);
+  if (!id) return undefined;
+  try {
+    const manifest = await readManifest(repo, id);
+    if (manifest.target !== target) return undefined;
+    return {
+      recoveryPointId: id,
+      streams: manifest.streams,
+      read: (record) => repo.readStream(record, () => undefined, `recovery point ${id}, `),
+    };
+  } catch (err) {
+    log.info('agent.backup.no_parent', { parent: id, error: err });
+    return undefined;
+  }
 }
 
 /** The repository and a point's manifest, with the point's size announced for the ETA. */
@@ -337,20 +381,31 @@ export async function runRestore(
   const startedAt = new Date().toISOString();
   const { repo, manifest, lease } = await openPoint(deps, task, run);
   const reader = new PointReader(repo, manifest, (n) => run.progress.addBytes(n));
-  const outcome = await driver
-    .restore(
-      manifest.metadata,
-      reader,
-      { ...(task.options ?? {}), name, inPlace: task.inPlace },
-      context(run, log, deps.holds?.taker(task.jobId)),
-    )
-    .finally(() => lease.end());
-  return {
-    restoredTarget: outcome.restoredTarget,
+  const options = task.options ?? {};
+  const ctx = context(run, log, deps.holds?.taker(task.jobId));
+  const done = (extra: Partial<RestoreResult>): RestoreResult => ({
+    restoredTarget: task.target,
     startedAt,
     completedAt: new Date().toISOString(),
     bytesWritten: run.progress.total,
-  };
+    ...extra,
+  });
+  if (options.list !== undefined) {
+    // `stowage ls`: the index alone is read; nothing is written.
+    run.progress.setPhase('listing');
+    const listing = await listTree(reader, options.list).finally(() => lease.end());
+    return done({ listing });
+  }
+  if (options.files && options.dest !== undefined) {
+    const restored = await restoreFiles(reader, options.files, options.dest, ctx).finally(() =>
+      lease.end(),
+    );
+    return done({ restoredTarget: `path:${options.dest}`, files: restored.files });
+  }
+  const outcome = await driver
+    .restore(manifest.metadata, reader, { ...options, name, inPlace: task.inPlace }, ctx)
+    .finally(() => lease.end());
+  return done({ restoredTarget: outcome.restoredTarget });
 }
 
 /** The `{ name, message }` a failed restore test records. */

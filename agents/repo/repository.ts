@@ -610,6 +610,14 @@ export class RepositoryWriter {
     return { name: info.name, kind: info.kind, size, chunks };
   }
 
+  /**
+   * Whether the chunk is stored (and not condemned by garbage collection) or being stored by
+   * this writer: a chunk a backup may reference without its bytes (a tree's unchanged file).
+   */
+  has(id: string): boolean {
+    return this.index.usable(id) || this.pending.has(id);
+  }
+
   /** Stores the last partial pack and waits for every upload; then lets go of the buffers. */
   async flush(): Promise<void> {
     if (this.pack.blobs.length > 0) this.startUpload();

@@ -25,6 +25,7 @@ import { InventoryPublisher } from './inventory';
 import { AgentWorker } from './worker';
 import { DirHoldJournal, type HoldReleaser } from '../core/holds';
 import { appendFileSync } from 'node:fs';
+import { DirParentRegistry } from '../core/parents';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Metrics, noMetrics, type MetricSink } from '../../kernel/metrics';
@@ -96,6 +97,8 @@ export interface AgentConfig {
    * survives the agent. Default `~/.stowage/holds/<site>`.
    */
   holdsDir?: string;
+  /** Where the last point of each target is noted (core/parents.ts). Default `~/.stowage/parents/<site>`. */
+  parentsDir?: string;
   /**
    * Where the agent writes its EMF metrics (kernel/metrics.ts: a heartbeat per inventory report,
    * AgentHeartbeats by Site), for a CloudWatch agent to ship: a file, or `-` for stdout. Default
@@ -218,6 +221,9 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       repository: openRepo,
       log: agentLog,
       holds: journal,
+      parents: DirParentRegistry.open(
+        config.parentsDir ?? join(homedir(), '.stowage', 'parents', config.site),
+      ),
       ...(leaseTtlMs(config) !== undefined ? { leaseTtlMs: leaseTtlMs(config) } : {}),
     },
     log: agentLog,

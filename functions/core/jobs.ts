@@ -106,6 +106,7 @@ export async function markRestoreSucceeded(
       endedAt: deps.clock.now(),
       progress: finalProgress(bytes, deps.clock),
       ...(warnings && warnings.length > 0 ? { warnings: warnings.slice(0, 100) } : {}),
+      ...('listing' in result && result.listing ? { listing: result.listing } : {}),
     },
     ACTIVE,
   );

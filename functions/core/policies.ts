@@ -96,7 +96,14 @@ function checkOptions(raw: unknown): BackupRequestOptions {
   if (raw === undefined) return {};
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw bad('options must be an object');
   const o = raw as Record<string, unknown>;
-  const allowed = ['consistency', 'includeBinds', 'hooks', 'snapshots', 'optimizedStorage'];
+  const allowed = [
+    'consistency',
+    'includeBinds',
+    'hooks',
+    'snapshots',
+    'optimizedStorage',
+    'fullRead',
+  ];
   const unknown = Object.keys(o).filter((k) => !allowed.includes(k));
   if (unknown.length)
     throw bad(`unknown backup option ${unknown.join(', ')}; use ${allowed.join(', ')}`);

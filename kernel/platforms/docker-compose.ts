@@ -15,6 +15,7 @@ import {
   type PlatformPlan,
   type PlanStep,
 } from './restore-plan';
+import { treeRestoreFlags, treeRestoreShape } from './options';
 import type { PlatformSpec } from './spec';
 
 /**
@@ -109,8 +110,8 @@ export const dockerCompose = {
   listed: true,
   snapshots: false,
   backupOptions: containerBackupOptions,
-  restoreOptions: z.object({}).strict(),
+  restoreOptions: z.object(treeRestoreShape).strict(),
   engine: DOCKER_ENGINE,
-  cli: { backup: containerBackupFlags, restore: [] },
+  cli: { backup: containerBackupFlags, restore: treeRestoreFlags },
   planRestore: planProjectRestore,
 } as const satisfies PlatformSpec<'docker-compose'>;

@@ -5,7 +5,17 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import { collected, consistency, consistencyFlag, dockerName, isValidDockerName } from './options';
+import {
+  collected,
+  consistency,
+  consistencyFlag,
+  dockerName,
+  fullRead,
+  fullReadFlag,
+  isValidDockerName,
+  treeRestoreFlags,
+  treeRestoreShape,
+} from './options';
 import {
   planBytes,
   ranAtBackup,
@@ -50,6 +60,7 @@ export const containerBackupOptions = z
   .object({
     consistency: consistency.optional(),
     includeBinds: z.boolean().optional(),
+    fullRead: fullRead.optional(),
     hooks: z
       .object({ pre: z.array(hook).optional(), post: z.array(hook).optional() })
       .strict()
@@ -78,6 +89,7 @@ function hookFlag(phase: 'pre' | 'post', help: string): CliFlag {
 
 export const containerBackupFlags: readonly CliFlag[] = [
   consistencyFlag,
+  fullReadFlag,
   {
     flags: '--include-binds',
     help: 'also capture bind-mounted host directories (Docker)',
@@ -114,11 +126,12 @@ const restoreOptions = z
       .optional(),
     volume: z.string().min(1).optional(),
     intoVolume: dockerName.optional(),
+    ...treeRestoreShape,
   })
   .strict()
-  .refine((o) => o.intoVolume === undefined || o.volume !== undefined, {
+  .refine((o) => o.intoVolume === undefined || o.volume !== undefined || o.files !== undefined, {
     path: ['intoVolume'],
-    message: '"intoVolume" goes with "volume" (the volume of the point to restore)',
+    message: '"intoVolume" goes with "volume" (the volume of the point to restore) or "files"',
   });
 
 const restoreFlags: readonly CliFlag[] = [
@@ -146,7 +159,13 @@ const restoreFlags: readonly CliFlag[] = [
   },
   {
     flags: '--into <volume>',
-    help: 'with --volume: the volume to restore into',
+    help: 'with --volume or --file: the volume to restore into',
+    toBody: (v) => (v ? { intoVolume: v } : {}),
+  },
+  ...treeRestoreFlags,
+  {
+    flags: '--into-volume <volume>',
+    help: 'with --file: the Docker volume to write them into (created when missing)',
     toBody: (v) => (v ? { intoVolume: v } : {}),
   },
 ];

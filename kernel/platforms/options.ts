@@ -35,3 +35,49 @@ export const stateFlag: CliFlag = {
   choices: ['running', 'stopped'],
   toBody: (value) => (value ? { state: value } : {}),
 };
+/** Tree streams: read every file, not only those changed since the previous point. */
+export const fullRead = z.boolean();
+
+export const fullReadFlag: CliFlag = {
+  flags: '--full-read',
+  help: 'read every file again, not only those changed since the last point',
+  toBody: (value) => (value ? { fullRead: true } : {}),
+};
+
+/**
+ * File-level restore from tree streams (agents/core/tree): `files` are paths in the tree
+ * (`STREAM/PATH` when the point has several tree streams), written with their metadata below
+ * `dest`, a directory on the agent's host (or into a Docker volume: `intoVolume`).
+ */
+export const treeRestoreShape = {
+  files: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .refine(
+          (p) => !p.startsWith('/') && !p.split('/').some((s) => s === '..' || s === '.'),
+          'a file is a path inside the point, without a leading / or . and .. segments',
+        ),
+    )
+    .min(1)
+    .optional(),
+  dest: z
+    .string()
+    .refine((p) => p.startsWith('/') && !p.split('/').includes('..'), 'dest is an absolute path')
+    .optional(),
+};
+
+export const treeRestoreFlags: readonly CliFlag[] = [
+  {
+    flags: '--file <path>',
+    help: 'restore only this file or directory of the point (repeatable)',
+    repeatable: true,
+    toBody: (v) => (collected(v).length ? { files: collected(v) } : {}),
+  },
+  {
+    flags: '--dest <dir>',
+    help: "with --file: the directory on the agent's host to write them into",
+    toBody: (v) => (v ? { dest: v } : {}),
+  },
+];

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { ValidationError } from '../errors';
 import { planBytes, type PlanInput, type PlatformPlan } from './restore-plan';
+import { fullRead, fullReadFlag, treeRestoreFlags, treeRestoreShape } from './options';
 import type { PlatformSpec } from './spec';
 
 /**
@@ -47,8 +48,8 @@ export const path = {
   },
   listed: false,
   snapshots: false,
-  backupOptions: z.object({}).strict(),
-  restoreOptions: z.object({}).strict(),
-  cli: { backup: [], restore: [] },
+  backupOptions: z.object({ fullRead: fullRead.optional() }).strict(),
+  restoreOptions: z.object(treeRestoreShape).strict(),
+  cli: { backup: [fullReadFlag], restore: treeRestoreFlags },
   planRestore: planPathRestore,
 } as const satisfies PlatformSpec<'path'>;

@@ -43,6 +43,7 @@ import {
 } from './engine';
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, withVolumeHelper } from './helper';
+import { hostDirOfBind, hostDirOfVolume } from './host-tree';
 import { runHooks, type HookRecord } from './hooks';
 import { journaled, takeHold } from '../../core/holds';
 /**
@@ -323,6 +324,14 @@ export async function capture(
   for (const volume of volumes) {
     checkAborted(ctx, what);
     ctx.phase(`volume ${volume.name}`);
+    const hostDir = sink.writeTree ? await hostDirOfVolume(engine, volume.name, ctx) : undefined;
+    if (hostDir && sink.writeTree) {
+      // On the host: files unchanged since the last point are not read again.
+      await sink.writeTree({ name: `volume/${volume.name}` }, hostDir, ctx);
+      volume.read = 'host';
+      continue;
+    }
+    volume.read = 'engine-api';
     await withVolumeHelper(
       engine.docker,
       engine.helperImage,
@@ -357,6 +366,13 @@ export async function capture(
     const source = mount.Source as string;
     const destination = mount.Destination as string;
     ctx.phase(`bind ${source}`);
+    const hostDir = sink.writeTree ? await hostDirOfBind(engine, source) : undefined;
+    if (hostDir && sink.writeTree) {
+      const index = binds.length;
+      await sink.writeTree({ name: `${prefix}bind/${index}` }, hostDir, ctx);
+      binds.push({ index, source, destination, readOnly: mount.RW === false, read: 'host' });
+      continue;
+    }
     await withVolumeHelper(
       engine.docker,
       engine.helperImage,
@@ -390,7 +406,13 @@ export async function capture(
         }
         const info = { name: `${prefix}bind/${index}`, kind: 'bind-tar' };
         await writeToSink(sink, info, archive, ctx, what);
-        binds.push({ index, source, destination, readOnly: mount.RW === false });
+        binds.push({
+          index,
+          source,
+          destination,
+          readOnly: mount.RW === false,
+          read: 'engine-api',
+        });
       },
     );
   }

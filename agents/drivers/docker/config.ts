@@ -8,6 +8,7 @@
  * ports. Everything else that shapes behaviour is carried over.
  */
 import { DriverError } from '../../../kernel/errors';
+import type { ReadPath } from './host-tree';
 
 export const METADATA_FORMAT = 'stowage.docker/1';
 
@@ -18,6 +19,11 @@ export interface VolumeRecord {
   driver: string;
   labels: Record<string, string>;
   options: Record<string, string>;
+  /**
+   * How the backup read it: on the host as a tree stream (kind `tree`, with its index), or
+   * through dockerd's archive API as a tar (kind `volume-tar`). Absent in older points (tar).
+   */
+  read?: ReadPath;
 }
 
 /** How the backup treated the running container (BackupOptions.consistency). */
@@ -31,6 +37,8 @@ export interface BindRecord {
   /** Where the container sees it. */
   destination: string;
   readOnly: boolean;
+  /** As VolumeRecord.read (a tree stream, or a `bind-tar`). */
+  read?: ReadPath;
 }
 
 /** A hook as run around the backup (see hooks.ts). */

@@ -23,6 +23,11 @@ export interface Engine {
   docker: Docker;
   socketPath: string;
   helperImage: HelperImage;
+  /**
+   * Whether the agent runs on dockerd's host and may read and write volumes' data there
+   * (host-tree.ts); false: everything goes through the engine's API.
+   */
+  hostAccess: boolean;
 }
 
 /** dockerd's rule for container (and volume) names. */

@@ -28,6 +28,7 @@ import { HELPER_LABEL, HelperImage } from './helper';
 import { restoreContainer } from './restore';
 import { restoreInPlace } from './restore-in-place';
 import { restoreSingleVolume } from './restore-volume';
+import { restoreFilesIntoVolume } from './host-tree';
 import { releaseDockerHold } from './holds';
 import { SANDBOX_LABEL, probeSandbox, removeSandbox } from './sandbox';
 
@@ -40,6 +41,12 @@ export interface DockerDriverOptions {
   log?: Logger;
   /** Quiet time after the last container event before `watch` calls back; default 200 ms. */
   watchDebounceMs?: number;
+  /**
+   * Whether volumes and bind mounts are read and written on this host, as tree streams
+   * (host-tree.ts). Default true: the agent runs as root beside dockerd. False for an engine
+   * on another host: everything goes through its API.
+   */
+  hostAccess?: boolean;
 }
 
 /** Container events that change the set of targets (not their state). */
@@ -67,7 +74,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
   const socketPath = options.socketPath ?? DEFAULT_DOCKER_SOCKET;
   const log = options.log ?? silentLogger;
   const docker = new Docker({ socketPath });
-  const engine: Engine = { docker, socketPath, helperImage: new HelperImage(docker, socketPath) };
+  const engine: Engine = {
+    docker,
+    socketPath,
+    helperImage: new HelperImage(docker, socketPath),
+    hostAccess: options.hostAccess ?? true,
+  };
 
   async function listTargets(): Promise<DiscoveredTarget[]> {
     let containers: Docker.ContainerInfo[];
@@ -179,6 +191,11 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
     backup: (name, sink, ctx, backupOptions) =>
       backupContainer(engine, name, sink, ctx, backupOptions),
     restore: (metadata, source, restoreOptions, ctx) => {
+      if (restoreOptions.files && restoreOptions.intoVolume !== undefined) {
+        const target = `docker:${restoreOptions.name}`;
+        const { files, intoVolume } = restoreOptions;
+        return restoreFilesIntoVolume(engine, source, files, intoVolume, target, ctx);
+      }
       if (restoreOptions.volume !== undefined)
         return restoreSingleVolume(engine, metadata, source, restoreOptions, ctx);
       if (restoreOptions.intoVolume !== undefined) {
@@ -207,7 +224,12 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
 export function createComposeDriver(options: DockerDriverOptions = {}): Driver {
   const socketPath = options.socketPath ?? DEFAULT_DOCKER_SOCKET;
   const docker = new Docker({ socketPath });
-  const engine: Engine = { docker, socketPath, helperImage: new HelperImage(docker, socketPath) };
+  const engine: Engine = {
+    docker,
+    socketPath,
+    helperImage: new HelperImage(docker, socketPath),
+    hostAccess: options.hostAccess ?? true,
+  };
   return {
     platform: COMPOSE_PLATFORM,
     listTargets: () => listProjects(engine),

@@ -44,6 +44,8 @@ import {
 import { statusOf, translate } from './errors';
 import { HELPER_MOUNT, HELPER_MOUNT_PARENT, readProgress, withVolumeHelper } from './helper';
 import { withGuardedTar } from '../../core/tar-guard';
+import { hostDirOfVolume } from './host-tree';
+import { TREE_KIND } from '../../core/tree/format';
 import { checkPorts, newVolumeNames } from './remap';
 import type { Hold, HoldTaker } from '../../core/holds';
 import { SANDBOX_LABEL, isolate } from './sandbox';
@@ -190,13 +192,29 @@ export async function fillVolume(
   source: RestoreSource,
   ctx: DriverContext,
 ): Promise<void> {
+  const tree = source.streams.find((s) => s.name === streamName)?.kind === TREE_KIND;
+  if (tree) {
+    // A tree stream goes straight into the new (empty) volume's directory on the host; where
+    // the agent cannot see it, as the tar dockerd's archive API takes.
+    const hostDir = await hostDirOfVolume(engine, volume, ctx);
+    if (hostDir && source.restoreTree) {
+      await source.restoreTree(streamName, hostDir, ctx);
+      return;
+    }
+    if (!source.treeAsTar) {
+      throw new DriverError(`stream ${streamName} is a tree stream, which this source cannot read`);
+    }
+  }
   await withVolumeHelper(
     engine.docker,
     engine.helperImage,
     engine.socketPath,
     { volume, readOnly: false, target, log: ctx.log, holds: ctx.holds },
     async (helper) => {
-      const data = await source.openStream(streamName);
+      const data =
+        tree && source.treeAsTar
+          ? source.treeAsTar(streamName, HELPER_MOUNT.slice(HELPER_MOUNT_PARENT.length + 1))
+          : await source.openStream(streamName);
       const what = `restore of volume ${volume}`;
       await consumeStream(data, ctx, what, async (s: Readable) => {
         try {

@@ -39,6 +39,12 @@ export interface PathBackupMetadata {
   entries?: number;
   /** Directory only: sockets, FIFOs, device nodes and unreadable names left out. */
   skipped?: number;
+  /**
+   * Directory as a tree stream (agents/core/tree): files read, and files whose chunks came
+   * from the previous point unread. Absent for a directory stored as a tar (older points).
+   */
+  filesRead?: number;
+  filesReused?: number;
   /** What went wrong without failing the backup (a file that changed while read...). Capped. */
   warnings?: string[];
 }

@@ -42,6 +42,7 @@ import {
   type PathBackupMetadata,
 } from './common';
 import { nameTaken } from './bytes';
+import { TREE_KIND } from '../../core/tree/format';
 
 type Kind = 'directory' | 'file' | 'symlink';
 /** One entry of the archive: its header and a stream of its bytes. */
@@ -309,7 +310,8 @@ export async function restoreTree(
   ctx: DriverContext,
 ): Promise<ExtractResult> {
   const what = `restore of ${meta.path} to ${dest}`;
-  if (!source.streams.some((s) => s.name === 'tree')) {
+  const stream = source.streams.find((s) => s.name === 'tree');
+  if (!stream) {
     throw new DriverError(
       `the recovery point has no "tree" stream; it is damaged or was not made by the path driver`,
     );
@@ -323,7 +325,14 @@ export async function restoreTree(
   let result: ExtractResult;
   try {
     ctx.phase(`extracting into ${partial}`);
-    result = await extractTree(partial, await source.openStream('tree'), ctx, what);
+    if (stream.kind === TREE_KIND) {
+      if (!source.restoreTree) {
+        throw new DriverError(`${what}: this restore source cannot read tree streams`);
+      }
+      result = await source.restoreTree('tree', partial, ctx);
+    } else {
+      result = await extractTree(partial, await source.openStream('tree'), ctx, what);
+    }
     await applyDirAttributes(partial, {
       mode: meta.mode & 0o7777,
       uid: meta.uid,

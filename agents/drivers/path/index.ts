@@ -123,11 +123,23 @@ async function backup(name: string, sink: BackupSink, ctx: DriverContext): Promi
     mtime: st.mtime.toISOString(),
   };
   if (type === 'directory') {
-    ctx.phase(`archiving ${real}`);
-    const tree = await backupTree(real, sink, ctx, warnings);
-    metadata.size = tree.size;
-    metadata.entries = tree.entries;
-    metadata.skipped = tree.skipped;
+    if (sink.writeTree) {
+      ctx.phase(`reading ${real}`);
+      // A tree stream: files unchanged since the last point are not read again.
+      const tree = await sink.writeTree({ name: 'tree' }, real, ctx);
+      metadata.size = tree.size;
+      metadata.entries = tree.entries;
+      metadata.skipped = tree.skipped;
+      metadata.filesRead = tree.filesRead;
+      metadata.filesReused = tree.filesReused;
+      for (const w of tree.warnings) warnings.add(w);
+    } else {
+      ctx.phase(`archiving ${real}`);
+      const tree = await backupTree(real, sink, ctx, warnings);
+      metadata.size = tree.size;
+      metadata.entries = tree.entries;
+      metadata.skipped = tree.skipped;
+    }
   } else {
     ctx.phase(type === 'file' ? `reading ${real}` : `reading device ${real}`);
     // The total the job's ETA is computed from.

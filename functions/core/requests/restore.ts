@@ -36,6 +36,12 @@ export const restoreFields = {
   inPlace: z.boolean({ error: '"inPlace" is true or false' }).optional(),
   to: z.string({ error: '"to" must be a target such as docker:web2@site' }).optional(),
   plan: z.boolean({ error: '"plan" is true or false' }).optional(),
+  list: z
+    .string({ error: '"list" is a directory of the point: "" for its root, or a path in it' })
+    .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), {
+      message: '"list" is a path inside the point, without a leading / or .. segments',
+    })
+    .optional(),
 };
 
 /** What a restore needs once its body and point are read. */
@@ -65,6 +71,23 @@ async function resolveRestore(
   }
   const source = parseTargetKey(point.target);
   const options = platformOptions('restore', source.platform, given, point.target);
+  if (fields.list !== undefined) {
+    if (Object.keys(options).length > 0 || fields.inPlace || fields.name || fields.to) {
+      throw new ValidationError('"list" lists a point and takes no other restore field');
+    }
+    options.list = fields.list.replace(/\/+$/, '');
+  }
+  if (
+    options.files !== undefined &&
+    (options.dest === undefined) === (options.intoVolume === undefined)
+  ) {
+    throw new ValidationError(
+      "a file-level restore (--file) says where the files go: --dest DIR on the agent's host, or --into-volume NAME",
+    );
+  }
+  if (options.dest !== undefined && options.files === undefined) {
+    throw new ValidationError('--dest goes with --file (the files of the point to restore)');
+  }
   const to = fields.to !== undefined ? parseTarget(fields.to) : undefined;
   if (to && to.platform !== source.platform) {
     throw new ValidationError(
@@ -159,10 +182,12 @@ async function restoreAsNamed(deps: RequestDeps, request: RestoreRequest): Promi
       '--in-place restores over the original; do not give another --name with it',
     );
   }
-  // Restoring one volume addresses the point's own container; the agent checks the volume.
-  // A restore into a target that exists (a disk attached to a VM) is never refused as taken.
-  const into = Boolean(options.volume) || spec.restoresInto?.(options) === true;
-  if (inPlace || options.volume) name ??= source.name;
+  // Restoring one volume, some files or a listing addresses the point's own target; the agent
+  // checks the volume or the destination directory. A restore into a target that exists (a
+  // disk attached to a VM) is never refused as taken.
+  const partial = options.volume ?? options.files ?? options.list;
+  const into = partial !== undefined || spec.restoresInto?.(options) === true;
+  if (inPlace || partial !== undefined) name ??= source.name;
   // Neither --name nor --in-place: under the original name, which must be free (the usual case
   // after a deletion). For unlisted platforms (paths) the agent finds out and refuses.
   const original = name === undefined;

@@ -21,6 +21,7 @@ const FLAG_VALUES: Record<string, unknown> = {
   '--hook-on-error <policy>': 'continue',
   '--no-snapshots': false,
   '--optimized-storage': true,
+  '--full-read': true,
   '--volume-name <old=new>': ['data=data2'],
   '--network <name>': 'backend',
   '--port <port=host>': ['80/tcp=8080', '443='],
@@ -40,6 +41,9 @@ const FLAG_VALUES: Record<string, unknown> = {
   '--attach-to <vm>': 'vsphere:DC0/vm/other',
   '--controller <key>': 1000,
   '--unit <n>': 3,
+  '--file <path>': ['etc/passwd', 'srv/www'],
+  '--dest <dir>': '/tmp/restored',
+  '--into-volume <volume>': 'data-copy',
 };
 
 const driven: PlatformSpec<Platform>[] = PLATFORM_SPECS.filter(

@@ -30,6 +30,7 @@ const BACKUP_OPTIONS: Record<string, Record<string, unknown>> = {
   snapshots: { snapshots: false },
   optimizedStorage: { optimizedStorage: true },
   disks: { disks: { include: ['Hard disk 1'] } },
+  fullRead: { fullRead: true },
 };
 const RESTORE_OPTIONS: Record<string, Record<string, unknown>> = {
   volumes: { volumes: { data: 'data2' } },
@@ -49,6 +50,8 @@ const RESTORE_OPTIONS: Record<string, Record<string, unknown>> = {
   attachTo: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a' },
   controllerKey: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a', controllerKey: 1000 },
   unitNumber: { disk: 'Hard disk 1', attachTo: 'vsphere:DC0/vm/a', unitNumber: 3 },
+  files: { files: ['etc/passwd'], dest: '/tmp/out' },
+  dest: { files: ['etc/passwd'], dest: '/tmp/out' },
 };
 
 const takers = (field: string, kind: 'backup' | 'restore') =>
