@@ -38,8 +38,12 @@ import { acknowledge, nagAttr } from './nag';
 
 export const SITES_CONTEXT_KEY = 'stowage:sites';
 
-/** Where recovery points live (kernel/object-layout.ts); commit-point checks manifests. */
+/**
+ * Where recovery points live, and packs' indexes (kernel/object-layout.ts): commit-point checks a
+ * point's manifest and pack list, and that every listed pack has its index.
+ */
 const POINT_MANIFEST_PREFIX = 'points/';
+const INDEX_PREFIX = 'index/';
 
 /** The api function's variable for the ARN of the `name` machine, e.g. VERIFY_STATE_MACHINE_ARN. */
 export function stateMachineArnVariable(name: WorkflowName): string {
@@ -113,11 +117,19 @@ export class StowageStack extends Stack {
         resources: [bucket.arnForObjects(`${POINT_MANIFEST_PREFIX}*`)],
       }),
     );
+    // Listing index/ (names only: it never reads an index) tells which packs are indexed.
+    commitPoint.fn.addToRolePolicy(
+      new PolicyStatement({
+        actions: ['s3:ListBucket'],
+        resources: [bucket.bucketArn],
+        conditions: { StringEquals: { 's3:prefix': INDEX_PREFIX } },
+      }),
+    );
     acknowledge(
       commitPoint,
       'AwsSolutions-IAM5',
-      'Checks (HeadObject needs s3:GetObject) the manifest of the point it commits, which lives ' +
-        'under points/<recoveryPointId>/; the id is minted per job.',
+      'Checks (HeadObject needs s3:GetObject) the manifest and reads the pack list of the point ' +
+        'it commits, which live under points/<recoveryPointId>/; the id is minted per job.',
       `Resource::${nagAttr(bucket, 'Arn')}/${POINT_MANIFEST_PREFIX}*`,
     );
 

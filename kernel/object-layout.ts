@@ -6,6 +6,9 @@
  *   keys/data-key-copy.kms           the same ciphertext again: either copy unwraps the key
  *   data/<pp>/<packId>               packs: sealed chunk blobs back to back
  *   index/<packId>                   a pack's sealed index: chunk id → offset, length
+ *   points/<recoveryPointId>/packs/<n>  written just before the manifest, in plain text: the ids
+ *                                    of the packs holding the point's chunks (random names any
+ *                                    listing shows), which commit-point checks against index/
  *   points/<recoveryPointId>/manifest   written last: its presence means "all chunks stored"
  *   leases/<leaseId>/<ms>            a running task's lease, renewed by a new object (put only
  *                                    creates) whose name is the renewal time in epoch ms
@@ -42,6 +45,17 @@ export function packIdOfIndexKey(key: string): string {
 
 export function pointPrefix(recoveryPointId: string): string {
   return `${POINTS}${recoveryPointId}/`;
+}
+
+/** One backup attempt's pack list (`attempt`: random, since a retry writes its own). */
+export function packListKey(recoveryPointId: string, attempt: string): string {
+  return `${pointPrefix(recoveryPointId)}packs/${attempt}`;
+}
+
+/** Whether `key` is a pack list of `recoveryPointId`. */
+export function isPackListKey(recoveryPointId: string, key: string): boolean {
+  const prefix = `${pointPrefix(recoveryPointId)}packs/`;
+  return key.startsWith(prefix) && /^[a-z0-9]{1,64}$/.test(key.slice(prefix.length));
 }
 
 export function manifestKey(recoveryPointId: string): string {

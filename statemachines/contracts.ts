@@ -474,6 +474,11 @@ export interface StreamSummary {
 export interface BackupResult {
   recoveryPointId: string;
   manifestKey: string;
+  /**
+   * The plain-text list of the packs holding the point's chunks (kernel/object-layout.ts
+   * packListKey), which commit-point checks against the store's indexes.
+   */
+  packListKey?: string;
   startedAt: string;
   completedAt: string;
   /** Bytes read from the target. */

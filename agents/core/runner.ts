@@ -273,6 +273,7 @@ async function backupUnderLease(
   // A cancelled job leaves no manifest: none is written after the cancel reached the task, and
   // one written as it came is removed (the chunks stay for the garbage collection to sweep).
   throwIfAborted(run.signal);
+  const packListKey = await repo.savePackList(task.recoveryPointId, sink.streams);
   const manifestKey = await repo.saveManifest(task.recoveryPointId, manifest);
   if (run.signal.aborted) {
     await repo.store
@@ -288,6 +289,7 @@ async function backupUnderLease(
   return {
     recoveryPointId: task.recoveryPointId,
     manifestKey,
+    packListKey,
     startedAt,
     completedAt,
     bytesRead: writer.stats.bytesRead,

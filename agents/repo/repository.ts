@@ -22,7 +22,7 @@ import { Readable } from 'node:stream';
 import type { ByteReader, ChunkWrite } from '../core/driver';
 import type { ObjectStore } from '../store/store';
 import { getBuffer, getInto, ObjectExists, ObjectNotFound } from '../store/store';
-import { CONFIG_KEY, manifestKey, packKey } from '../../kernel/object-layout';
+import { CONFIG_KEY, manifestKey, packKey, packListKey } from '../../kernel/object-layout';
 import { IntegrityError } from '../../kernel/errors';
 import { CHUNKER_VERSION } from './chunker';
 import { ALIGN, alignedBuffer } from '../core/direct-io';
@@ -139,6 +139,29 @@ export class Repository {
   ): Promise<void> {
     // Each chunk is checked against its id as it is opened; nothing is kept.
     await this.forEachChunk(record, () => Promise.resolve(), onBytes, context);
+  }
+
+  /**
+   * Stores the ids of the packs that hold these streams' chunks (as this repository's index knows
+   * them now), one a line, under a key of its own for this attempt; returns the key. Pack ids
+   * are random names any listing of the store shows; the list says which a point uses, nothing
+   * of what they hold. commit-point checks it against the store's indexes (it cannot open
+   * sealed objects). All-zero chunks, known from their id alone, are in no pack.
+   */
+  async savePackList(
+    recoveryPointId: string,
+    streams: ReadonlyArray<{ chunks: ReadonlyArray<{ id: string }> }>,
+  ): Promise<string> {
+    const packs = new Set<string>();
+    for (const stream of streams) {
+      for (const chunk of stream.chunks) {
+        const location = this.index.get(chunk.id);
+        if (location) packs.add(location.pack);
+      }
+    }
+    const key = packListKey(recoveryPointId, randomBytes(8).toString('hex'));
+    await this.store.put(key, Buffer.from([...packs].sort().join('\n')));
+    return key;
   }
 
   async saveManifest<T extends object>(recoveryPointId: string, manifest: T): Promise<string> {

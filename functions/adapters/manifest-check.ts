@@ -1,36 +1,92 @@
 /**
- * Whether a recovery point's manifest is stored: the check commit-point makes before it writes a
- * COMPLETED point. In AWS (and local mode's default) the repository is a bucket; local mode with
- * `--store DIR` keeps it in a directory on the same machine (STORE_DIR).
+ * The store as commit-point reads it (functions/core/commit-check.ts): whether an object exists,
+ * a small object's text, and the packs that have an index. In AWS (and local mode's default) the
+ * repository is a bucket; local mode with `--store DIR` keeps it in a directory on the same
+ * machine (STORE_DIR).
  */
-import { access } from 'node:fs/promises';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { INDEX_PREFIX, packIdOfIndexKey } from '../../kernel/object-layout';
+import type { PointObjects } from '../core/commit-check';
 
-export type ManifestCheck = (key: string) => Promise<boolean>;
+const notFound = (err: unknown) => {
+  const name = (err as Error).name;
+  return name === 'NotFound' || name === 'NoSuchKey';
+};
 
-export function s3ManifestCheck(
+export function s3PointObjects(
   bucket: string,
   client = new S3Client({ forcePathStyle: true }),
-): ManifestCheck {
-  return async (key) => {
-    try {
-      await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      return true;
-    } catch (err) {
-      if ((err as Error).name === 'NotFound') return false;
-      throw err;
-    }
+): PointObjects {
+  return {
+    async exists(key) {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+        return true;
+      } catch (err) {
+        if (notFound(err)) return false;
+        throw err;
+      }
+    },
+    async read(key) {
+      try {
+        const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+        return await out.Body!.transformToString('utf8');
+      } catch (err) {
+        if (notFound(err)) return undefined;
+        throw err;
+      }
+    },
+    async indexedPacks() {
+      const packs = new Set<string>();
+      let token: string | undefined;
+      do {
+        const page = await client.send(
+          new ListObjectsV2Command({
+            Bucket: bucket,
+            Prefix: INDEX_PREFIX,
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        );
+        for (const object of page.Contents ?? []) {
+          if (object.Key) packs.add(packIdOfIndexKey(object.Key));
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return packs;
+    },
   };
 }
 
-export function dirManifestCheck(root: string): ManifestCheck {
-  return async (key) => {
-    try {
-      await access(join(root, key));
-      return true;
-    } catch {
-      return false;
-    }
+export function dirPointObjects(root: string): PointObjects {
+  return {
+    async exists(key) {
+      try {
+        await access(join(root, key));
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async read(key) {
+      try {
+        return await readFile(join(root, key), 'utf8');
+      } catch {
+        return undefined;
+      }
+    },
+    async indexedPacks() {
+      try {
+        return new Set(await readdir(join(root, INDEX_PREFIX)));
+      } catch {
+        return new Set();
+      }
+    },
   };
 }

@@ -677,6 +677,13 @@ describe('Stowage stack', () => {
             ],
           },
         },
+        {
+          // The names under index/ only, to check every pack of a point has its index.
+          Effect: 'Allow',
+          Action: 's3:ListBucket',
+          Resource: { 'Fn::GetAtt': [logicalId(stack, stack.store.bucket), 'Arn'] },
+          Condition: { StringEquals: { 's3:prefix': 'index/' } },
+        },
       ]);
     });
   });

@@ -17,7 +17,7 @@ import {
 import { DeleteMessageCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { ControlPlane } from '../../local/control-plane';
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
-import { manifestKey } from '../../kernel/object-layout';
+import { manifestKey, packListKey } from '../../kernel/object-layout';
 import { LOCAL_AWS } from '../../local/emulators';
 import type {
   AgentTaskMessage,
@@ -107,15 +107,14 @@ async function jobWhenDone(jobId: string) {
   }, `job ${jobId} to end`);
 }
 
-/** The manifest the agent writes last, so commit-point finds it. */
+/** The pack list an agent writes before its manifest: a point of no packs here. */
+const packListOf = (recoveryPointId: string) => packListKey(recoveryPointId, 'a1');
+
+/** The pack list and the manifest the agent writes last, so commit-point finds them. */
 async function storeManifest(recoveryPointId: string): Promise<void> {
-  await s3.send(
-    new PutObjectCommand({
-      Bucket: plane.localConfig.bucket,
-      Key: manifestKey(recoveryPointId),
-      Body: '{}',
-    }),
-  );
+  for (const Key of [packListOf(recoveryPointId), manifestKey(recoveryPointId)]) {
+    await s3.send(new PutObjectCommand({ Bucket: plane.localConfig.bucket, Key, Body: '' }));
+  }
 }
 
 /** Answers a backup task as a successful agent would (manifest stored, then SendTaskSuccess). */
@@ -134,6 +133,7 @@ function backupResultFor(task: BackupTask): BackupResult {
   return {
     recoveryPointId: task.recoveryPointId,
     manifestKey: manifestKey(task.recoveryPointId),
+    packListKey: packListOf(task.recoveryPointId),
     startedAt: '2026-01-01T00:00:00.000Z',
     completedAt: '2026-01-01T00:00:02.500Z',
     bytesRead: 4096,
@@ -250,13 +250,7 @@ describe('backup workflow', () => {
     expect((await catalog.getJob(job.jobId))?.status).toBe('RUNNING');
 
     await sfn.send(new SendTaskHeartbeatCommand({ taskToken: message.taskToken }));
-    await s3.send(
-      new PutObjectCommand({
-        Bucket: plane.localConfig.bucket,
-        Key: manifestKey(job.recoveryPointId!),
-        Body: '{}',
-      }),
-    );
+    await storeManifest(job.recoveryPointId!);
     await sfn.send(
       new SendTaskSuccessCommand({
         taskToken: message.taskToken,
@@ -543,13 +537,7 @@ describe('restore workflow', () => {
   it('dispatches a restore task to the point agent and records the result', async () => {
     const backup = await startBackup();
     const b = await nextTask();
-    await s3.send(
-      new PutObjectCommand({
-        Bucket: plane.localConfig.bucket,
-        Key: manifestKey(backup.recoveryPointId!),
-        Body: '{}',
-      }),
-    );
+    await storeManifest(backup.recoveryPointId!);
     await sfn.send(
       new SendTaskSuccessCommand({
         taskToken: b.taskToken,
