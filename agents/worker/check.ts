@@ -1,7 +1,7 @@
 /**
  * `stowage agent --check`: whether an agent with this configuration would work, without taking
  * any task. It asks what the agent needs, each once and with a short timeout: its site's queue
- * (SQS GetQueueAttributes), the catalog (a read of its own agent record), the store (whether the
+ * (SQS GetQueueAttributes), the catalog (a query of its own agent partition), the store (whether the
  * repository's config object is there, or, for a directory store, that the directory is
  * writable), its data key, and every engine of the platform registry (the driver lists its
  * targets, as the inventory would). Each answer says what is wrong and what to do about it.

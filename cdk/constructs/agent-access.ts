@@ -16,7 +16,8 @@
  * - use the KMS data key, for the repository data key's encryption context only (the key policy
  *   names the roles, DataKey.allowUse);
  * - in the catalog: read and update job items (JOB#..., a job's progress, its claim tokens) and
- *   read, put and update its own agent item (AGENT#<site>) only; dynamodb:LeadingKeys binds the
+ *   read, put, update, delete and query its own agent items (AGENT#<site>: its header and one
+ *   item per target) only; dynamodb:LeadingKeys binds the
  *   agent item to the site, but job ids carry no site, so any site role may update a job whose
  *   id it knows (ids are random; a site learns only its own from its queue). Recovery points
  *   (POINT#) are written only by commit-point, after the state machine has the agent's result.
@@ -219,7 +220,8 @@ export class AgentAccess extends Construct {
         }),
         new PolicyStatement({
           sid: 'PublishOwnInventory',
-          actions: ['dynamodb:PutItem'],
+          // One item per target: written, deleted when the target is gone, listed to compare.
+          actions: ['dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Query'],
           resources: [table.tableArn],
           conditions: {
             'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },

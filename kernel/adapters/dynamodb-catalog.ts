@@ -4,7 +4,8 @@
  *   item        pk                 sk       gsi1pk    gsi1sk             gsi2pk           gsi2sk
  *   job         JOB#<jobId>        JOB      JOBS      <createdAt>#<id>
  *   point       POINT#<pointId>    POINT    POINTS    <createdAt>#<id>   TARGET#<target>  <createdAt>#<id>
- *   agent       AGENT#<name>       AGENT    AGENTS    <name>
+ *   agent       AGENT#<name>       AGENT    AGENTS    <name>   (its header: platforms, seenAt)
+ *   inventory   AGENT#<name>       TARGET#<hash of target>#<part>   (one per target, or its parts)
  *   policy      POLICY#<name>      POLICY   POLICIES  <name>
  *   task claim  JOB#<jobId>        CLAIM#<claimId>       (a claimed task's run token, read once,
  *                                                         then who took it, when, how it ended)
@@ -22,7 +23,15 @@ import {
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
-import type { AgentRecord, Job, Policy, RecoveryPoint, TaskRecord } from '../model';
+import { createHash } from 'node:crypto';
+import type {
+  AgentRecord,
+  InventoryTarget,
+  Job,
+  Policy,
+  RecoveryPoint,
+  TaskRecord,
+} from '../model';
 import { ConflictError, NotFoundError, TransientError, ValidationError } from '../errors';
 import { CATALOG_TABLE } from '../resources';
 import type { JobStatus } from '../../statemachines/contracts';
@@ -570,13 +579,52 @@ export class DynamoDbCatalog implements Catalog {
     return tasks.sort((a, b) => a.handedOverAt.localeCompare(b.handedOverAt));
   }
 
+  /**
+   * The agent's header item, then one item per target (split into parts of at most
+   * INVENTORY_PART_BYTES when a target's record is bigger), so an inventory has no size ceiling.
+   * Only targets whose record changed are written (a digest per part), and the parts of targets
+   * that are gone are deleted, so an engine event costs a write or two, not the whole inventory.
+   */
   async putAgent(agent: AgentRecord): Promise<void> {
     mustFit({ ...agentKey(agent.agent), gsi1sk: agent.agent }, 'the agent name');
+    const { targets, ...header } = agent;
+    const stored = new Map<string, string>();
+    for (const item of await this.agentItems(agent.agent, 'sk, digest')) {
+      if (typeof item.sk === 'string' && item.sk.startsWith('TARGET#')) {
+        stored.set(item.sk, String(item.digest));
+      }
+    }
+    const wanted = new Set<string>();
+    for (const target of targets) {
+      for (const part of inventoryParts(target)) {
+        wanted.add(part.sk);
+        if (stored.get(part.sk) === part.digest) continue;
+        await this.doc
+          .send(
+            new PutCommand({
+              TableName: this.tableName,
+              Item: { pk: agentKey(agent.agent).pk, ...part },
+            }),
+          )
+          .catch(translate);
+      }
+    }
+    for (const sk of stored.keys()) {
+      if (wanted.has(sk)) continue;
+      await this.doc
+        .send(
+          new DeleteCommand({
+            TableName: this.tableName,
+            Key: { pk: agentKey(agent.agent).pk, sk },
+          }),
+        )
+        .catch(translate);
+    }
     await this.doc
       .send(
         new PutCommand({
           TableName: this.tableName,
-          Item: { ...agentKey(agent.agent), gsi1pk: 'AGENTS', gsi1sk: agent.agent, ...agent },
+          Item: { ...agentKey(agent.agent), gsi1pk: 'AGENTS', gsi1sk: agent.agent, ...header },
         }),
       )
       .catch(translate);
@@ -584,14 +632,46 @@ export class DynamoDbCatalog implements Catalog {
 
   async getAgent(agent: string): Promise<AgentRecord | undefined> {
     if (!storableId(agent)) return undefined;
-    const out = await this.doc
-      .send(new GetCommand({ TableName: this.tableName, Key: agentKey(agent) }))
-      .catch(translate);
-    return strip<AgentRecord>(out.Item);
+    return assembleAgent(await this.agentItems(agent));
   }
 
   async listAgents(): Promise<AgentRecord[]> {
-    return this.queryIndex<AgentRecord>('gsi1', 'gsi1pk', 'AGENTS', 1000, true);
+    const headers = await this.queryIndex<{ agent: string }>(
+      'gsi1',
+      'gsi1pk',
+      'AGENTS',
+      1000,
+      true,
+    );
+    const agents: AgentRecord[] = [];
+    for (const { agent } of headers) {
+      const record = assembleAgent(await this.agentItems(agent));
+      if (record) agents.push(record);
+    }
+    return agents;
+  }
+
+  /** Every item of an agent's partition: its header and its targets' parts. */
+  private async agentItems(agent: string, projection?: string): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
+    let start: QueryCommandInput['ExclusiveStartKey'];
+    do {
+      const out = await this.doc
+        .send(
+          new QueryCommand({
+            TableName: this.tableName,
+            KeyConditionExpression: 'pk = :pk',
+            ExpressionAttributeValues: { ':pk': agentKey(agent).pk },
+            ConsistentRead: true,
+            ExclusiveStartKey: start,
+            ...(projection ? { ProjectionExpression: projection } : {}),
+          }),
+        )
+        .catch(translate);
+      items.push(...((out.Items ?? []) as Record<string, unknown>[]));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
   }
 
   private async queryIndex<T>(
@@ -623,6 +703,67 @@ export class DynamoDbCatalog implements Catalog {
     } while (start && items.length < limit);
     return items;
   }
+}
+
+/**
+ * A target's record is stored as its JSON in one item, or in several parts when it is bigger
+ * than this (an item holds 400 KB, keys and attribute names included).
+ */
+export const INVENTORY_PART_BYTES = 300 * 1024;
+
+interface InventoryPart {
+  sk: string;
+  target: string;
+  digest: string;
+  part: number;
+  parts: number;
+  data: Uint8Array;
+}
+
+/**
+ * The items of one target: sort key `TARGET#<hash of the target key>#<part>` (a target key may
+ * be longer than a sort key may), each carrying the digest of the whole record, so a reader
+ * never joins parts of two versions and a writer skips what did not change.
+ */
+function inventoryParts(target: InventoryTarget): InventoryPart[] {
+  const json = Buffer.from(JSON.stringify(target), 'utf8');
+  const digest = createHash('sha256').update(json).digest('hex');
+  const id = createHash('sha256').update(target.target).digest('hex').slice(0, 40);
+  const parts = Math.max(1, Math.ceil(json.length / INVENTORY_PART_BYTES));
+  return Array.from({ length: parts }, (_, part) => ({
+    sk: `TARGET#${id}#${part}`,
+    target: target.target,
+    digest,
+    part,
+    parts,
+    data: json.subarray(part * INVENTORY_PART_BYTES, (part + 1) * INVENTORY_PART_BYTES),
+  }));
+}
+
+/** An agent's record from its partition's items; undefined without a header. */
+function assembleAgent(items: Record<string, unknown>[]): AgentRecord | undefined {
+  const header = items.find((i) => i.sk === 'AGENT');
+  if (!header) return undefined;
+  const byVersion = new Map<string, InventoryPart[]>();
+  for (const item of items) {
+    if (typeof item.sk !== 'string' || !item.sk.startsWith('TARGET#')) continue;
+    const part = item as unknown as InventoryPart;
+    const key = `${part.target}\u0000${part.digest}`;
+    byVersion.set(key, [...(byVersion.get(key) ?? []), part]);
+  }
+  const targets: InventoryTarget[] = [];
+  for (const parts of byVersion.values()) {
+    // A target being rewritten while this read: its parts of one version are not all there yet.
+    if (parts.length !== parts[0]!.parts) continue;
+    parts.sort((a, b) => a.part - b.part);
+    const json = Buffer.concat(parts.map((p) => Buffer.from(p.data))).toString('utf8');
+    targets.push(JSON.parse(json) as InventoryTarget);
+  }
+  targets.sort((a, b) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0));
+  const record = strip<Omit<AgentRecord, 'targets'> & { targets?: unknown }>(header)!;
+  // Written before targets had items of their own: the next report replaces it.
+  delete record.targets;
+  return { ...record, targets };
 }
 
 /** The CreateTable input for the catalog, from the shared definition (local mode uses it). */

@@ -1001,7 +1001,7 @@ describe('Stowage stack', () => {
             },
           }),
           expect.objectContaining({
-            Action: 'dynamodb:PutItem',
+            Action: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query'],
             Resource: arnOf(stack.catalog.table),
             Condition: {
               'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },
@@ -1009,8 +1009,15 @@ describe('Stowage stack', () => {
           }),
         ]);
         const actions = dynamo.flatMap((st) => asArray(st.Action));
-        for (const never of ['dynamodb:Scan', 'dynamodb:Query', 'dynamodb:DeleteItem']) {
-          expect(actions).not.toContain(never);
+        expect(actions).not.toContain('dynamodb:Scan');
+        // Query and delete only in its own agent partition (its inventory's items).
+        for (const st of dynamo) {
+          const acts = asArray(st.Action);
+          if (acts.includes('dynamodb:Query') || acts.includes('dynamodb:DeleteItem')) {
+            expect(st.Condition).toEqual({
+              'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },
+            });
+          }
         }
       },
     );

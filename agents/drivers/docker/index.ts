@@ -110,9 +110,10 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
   }
 
   /**
-   * Follows `GET /events` for container create/destroy/rename and calls back once things have
-   * been quiet for the debounce time. A dropped event stream (dockerd restarted) is reopened
-   * with backoff, and reopening calls back too, since events may have been missed.
+   * Follows `GET /events` for container create/destroy/rename and volume create/destroy, and
+   * calls back once things have been quiet for the debounce time. A dropped event stream
+   * (dockerd restarted) is reopened with backoff, and reopening calls back too, since events
+   * may have been missed.
    */
   function watch(onChange: () => void): () => void {
     const debounceMs = options.watchDebounceMs ?? 200;
@@ -146,7 +147,7 @@ export function createDockerDriver(options: DockerDriverOptions = {}): Driver {
 
     const open = (isRetry: boolean) => {
       docker
-        .getEvents({ filters: { type: ['container'], event: TARGET_EVENTS } })
+        .getEvents({ filters: { type: ['container', 'volume'], event: TARGET_EVENTS } })
         .then((events) => {
           if (stopped) {
             (events as unknown as { destroy(): void }).destroy();

@@ -29,6 +29,7 @@ import { restoreServer } from './server-restore';
 import { engineFor, list } from './server';
 import { releaseLxdHold } from './holds';
 import { probeSandbox, removeSandbox, SANDBOX_KEY } from './sandbox';
+import { watchLxdEvents } from './events';
 
 export const DEFAULT_LXD_SOCKET = '/var/lib/lxd/unix.socket';
 
@@ -98,6 +99,7 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
   return {
     platform: 'lxd',
     listTargets,
+    watch: (onChange) => watchLxdEvents({ socketPath, project: engine.project, log }, onChange),
     exists: async (name) => (await getInstance(engine, name)) !== undefined,
     backup: (name, sink, ctx, backupOptions) =>
       backupInstance(engine, name, sink, ctx, backupOptions),
@@ -117,6 +119,7 @@ export function createLxdDriver(options: LxdDriverOptions = {}): Driver {
 /** Custom storage volumes of every pool as `lxd-volume:POOL/NAME` targets. */
 export function createLxdVolumeDriver(options: LxdDriverOptions = {}): Driver {
   const engine = engineOf(options);
+  const log = options.log ?? silentLogger;
 
   async function listTargets(): Promise<DiscoveredTarget[]> {
     const volumes = await listVolumes(engine);
@@ -139,6 +142,9 @@ export function createLxdVolumeDriver(options: LxdDriverOptions = {}): Driver {
   return {
     platform: 'lxd-volume',
     listTargets,
+    // Storage-volume events (created, deleted, renamed) reach the inventory at once.
+    watch: (onChange) =>
+      watchLxdEvents({ socketPath: engine.socketPath, project: engine.project, log }, onChange),
     async exists(name) {
       const { pool, volume } = splitVolumeName(name);
       return (await getVolume(engine, pool, volume)) !== undefined;

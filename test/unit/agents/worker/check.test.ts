@@ -1,6 +1,6 @@
 /**
  * `stowage agent --check` against stand-ins: an HTTP server that answers the AWS calls the check
- * makes (SQS GetQueueAttributes, DynamoDB GetItem, S3 HeadObject), a Docker engine on a unix
+ * makes (SQS GetQueueAttributes, DynamoDB Query, S3 HeadObject), a Docker engine on a unix
  * socket that lists no containers, and unreachable ones (a closed port, a socket nobody listens
  * on, a missing directory).
  */
@@ -32,9 +32,10 @@ beforeAll(async () => {
       if (target === 'AmazonSQS.GetQueueAttributes') {
         res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' });
         res.end(JSON.stringify({ Attributes: { ApproximateNumberOfMessages: '3' } }));
-      } else if (target === 'DynamoDB_20120810.GetItem') {
+      } else if (target === 'DynamoDB_20120810.Query') {
+        // The agent's own partition: its header and its targets' items (none yet).
         res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' });
-        res.end('{}');
+        res.end('{"Items":[],"Count":0}');
       } else if (req.method === 'HEAD') {
         res.writeHead(404).end();
       } else {
