@@ -205,7 +205,9 @@ it('survives SIGKILLs at random points of backups and in-place restores: workloa
     await new Promise((r) => setTimeout(r, delay));
     await stowage.stop('SIGKILL');
     figures.kills += 1;
+    const restarting = Date.now();
     await stowage.start();
+    const restartMs = Date.now() - restarting;
 
     // The restarted agent has swept its journal before it reported ready.
     const dockerUp = await containerRuns().catch(() => false);
@@ -227,8 +229,12 @@ it('survives SIGKILLs at random points of backups and in-place restores: workloa
     leftoverLog.push(...left.map((l) => `${job.name} @${delay}ms: ${l}`));
     expect(left, `${job.name} killed after ${delay} ms (seed ${SEED})`).toEqual([]);
 
+    const retrying = Date.now();
     const retried = runToEnd(job.args);
     if (retried.recoveryPointId && job.args[0] === 'backup') points.push(retried.recoveryPointId);
+    process.stderr.write(
+      `fault suite kill ${figures.kills}: ${job.name} after ${delay} ms; restarted in ${restartMs} ms, retried in ${Date.now() - retrying} ms\n`,
+    );
   }
   // The restored container holds the point's data.
   expect((await execIn(CONTAINER, ['cat', '/data/marker'])).trim()).toBe('original');
@@ -262,4 +268,6 @@ it('survives SIGKILLs at random points of backups and in-place restores: workloa
   expect(figures.kills).toBeGreaterThanOrEqual(20);
   expect(leftoverLog).toEqual([]);
   expect(figures.badPoints).toBe(0);
-}, 600_000);
+  // 21 kills, each followed by a restart and the retried job: about ten minutes on a busy
+  // two-core machine.
+}, 1_500_000);

@@ -37,8 +37,9 @@ const str = (data: Record<string, unknown>, key: string): string => {
  * dockerd goes on with a stop after its client is gone, for up to the stop's grace period, so a
  * container seen running right after the kill may stop a few seconds later: deciding then ("it
  * runs, nothing to do") left it stopped, and the retried backup took the stop for its owner's.
- * So while it runs and the grace (from the moment the record was written, before the stop was
- * asked for, plus a margin) has not passed, look again.
+ * So while it runs and a stop of it is under way (dockerd's event log shows a `kill` since the
+ * record was written, before the stop was asked for, and no `die` after it), look again, for
+ * no longer than the grace (plus a margin) from the record.
  */
 async function settledAfterStop(
   engine: Engine,
@@ -46,16 +47,42 @@ async function settledAfterStop(
   record: HoldRecord,
 ): Promise<InspectJson | undefined> {
   const grace = typeof record.data.stopGraceS === 'number' ? record.data.stopGraceS : STOP_GRACE_S;
-  const until = Date.parse(record.takenAt) + (grace + STOP_SETTLE_MARGIN_S) * 1000;
-  for (;;) {
-    const found = await inspectId(engine, id);
-    if (!found?.State?.Running || found.State.Paused || !(Date.now() < until)) return found;
+  const since = Date.parse(record.takenAt);
+  const until = since + (grace + STOP_SETTLE_MARGIN_S) * 1000;
+  let found = await inspectId(engine, id);
+  if (!found?.State?.Running || found.State.Paused || !(Date.now() < until)) return found;
+  if (!(await stopUnderWay(engine, id, since))) return found;
+  while (found?.State?.Running && !found.State.Paused && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 250));
+    found = await inspectId(engine, id);
   }
+  return found;
 }
 
 /** Beyond the grace: dockerd's own kill and the container's exit. */
 const STOP_SETTLE_MARGIN_S = 5;
+
+/**
+ * Whether dockerd is stopping the container: its event log since `sinceMs` ends with a `kill`
+ * (a stop begins with SIGTERM, then SIGKILL after the grace) that no `die` has followed.
+ */
+async function stopUnderWay(engine: Engine, id: string, sinceMs: number): Promise<boolean> {
+  const stream = (await engine.docker.getEvents({
+    since: Math.floor(sinceMs / 1000) - 1,
+    until: Math.ceil(Date.now() / 1000),
+    filters: { type: ['container'], container: [id] },
+  })) as NodeJS.ReadableStream;
+  let text = '';
+  for await (const chunk of stream) text += chunk.toString();
+  let stopping = false;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const action = String((JSON.parse(line) as { Action?: string }).Action ?? '');
+    if (action === 'kill') stopping = true;
+    else if (action === 'die' || action === 'stop' || action === 'start') stopping = false;
+  }
+  return stopping;
+}
 
 async function inspectId(engine: Engine, id: string): Promise<InspectJson | undefined> {
   try {
