@@ -45,13 +45,20 @@ async function settledAfterStop(
   engine: Engine,
   id: string,
   record: HoldRecord,
+  log: Logger,
 ): Promise<InspectJson | undefined> {
   const grace = typeof record.data.stopGraceS === 'number' ? record.data.stopGraceS : STOP_GRACE_S;
   const since = Date.parse(record.takenAt);
   const until = since + (grace + STOP_SETTLE_MARGIN_S) * 1000;
   let found = await inspectId(engine, id);
   if (!found?.State?.Running || found.State.Paused || !(Date.now() < until)) return found;
-  if (!(await stopUnderWay(engine, id, since))) return found;
+  const stopping = await stopUnderWay(engine, id, since);
+  log.info('agent.hold.docker_stop', {
+    container: id.slice(0, 12),
+    stopping,
+    until: new Date(until).toISOString(),
+  });
+  if (!stopping) return found;
   while (found?.State?.Running && !found.State.Paused && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 250));
     found = await inspectId(engine, id);
@@ -110,14 +117,33 @@ export async function releaseDockerHold(
         const id = str(data, 'container');
         const state = (
           data.consistency === 'stop'
-            ? await settledAfterStop(engine, id, record)
+            ? await settledAfterStop(engine, id, record, log)
             : await inspectId(engine, id)
         )?.State;
         if (!state) return;
         const container = engine.docker.getContainer(str(data, 'container'));
-        if (state.Paused) await container.unpause();
-        else if (!state.Running && data.consistency === 'stop') await container.start();
+        const action = state.Paused
+          ? 'unpause'
+          : !state.Running && data.consistency === 'stop'
+            ? 'start'
+            : 'none';
+        log.info('agent.hold.docker', {
+          container: data.name,
+          running: state.Running === true,
+          paused: state.Paused === true,
+          action,
+        });
+        if (action === 'unpause') await container.unpause();
+        else if (action === 'start') await container.start();
         if (data.ownerPaused === true && !state.Paused) await container.pause();
+        // A start can race the end of the killed agent's stop: make sure it runs, or keep the
+        // record for the next sweep rather than call the hold released.
+        const after = data.consistency === 'stop' ? await inspectId(engine, id) : undefined;
+        if (after && !after.State?.Running) {
+          throw new DriverError(
+            `container ${String(data.name)} did not run again after its stop for a backup: run \`docker start ${String(data.name)}\``,
+          );
+        }
         return;
       }
       case 'docker.helper':
@@ -155,7 +181,7 @@ export async function releaseDockerHold(
         return;
       }
       case 'docker.aside': {
-        const found = await settledAfterStop(engine, str(data, 'container'), record);
+        const found = await settledAfterStop(engine, str(data, 'container'), record, log);
         if (!found) return;
         const name = str(data, 'name');
         const container = engine.docker.getContainer(found.Id);
