@@ -140,6 +140,39 @@ describe('the web console', () => {
     await screenshot(page, SUITE, '03-dashboard-after-backup');
   }, 300_000);
 
+  it('cancels a running backup from the dashboard: it ends CANCELLED with no point, the container running', async () => {
+    const before = (cli('points', `docker:${WEB}`).json as unknown[]).length;
+    // A pre-hook holds the backup RUNNING long enough to be cancelled by hand.
+    const started = cli('backup', `docker:${WEB}`, '--pre-hook', 'sleep 60').json as {
+      jobId: string;
+    };
+    await go('#/');
+    const row = page.locator(`tr[data-job="${started.jobId}"]`);
+    await row.locator('.status-running').waitFor({ timeout: 60_000 });
+    await screenshot(page, SUITE, '03a-dashboard-before-cancel');
+    await row.getByRole('button', { name: 'Cancel' }).click();
+    const job = await waitForJob(started.jobId, 60_000);
+    expect(job.status).toBe('CANCELLED');
+    await row.waitFor({ state: 'detached' });
+    // Settled: the agent's task for it ended too (it aborted and released its holds).
+    await eventually(
+      async () => {
+        const res = await fetch(
+          `http://127.0.0.1:${stowage.port}/jobs/${started.jobId}/cancellation`,
+          { headers: stowage.apiHeaders() },
+        );
+        const body = (await res.json()) as { settled?: boolean };
+        return body.settled ? true : undefined;
+      },
+      'the cancelled task to end on the agent',
+      60_000,
+    );
+    expect((cli('points', `docker:${WEB}`).json as unknown[]).length).toBe(before);
+    expect((await docker.getContainer(WEB).inspect()).State.Running).toBe(true);
+    await page.locator(`tr[data-target="docker:${WEB}"] .status-cancelled`).waitFor();
+    await screenshot(page, SUITE, '03b-dashboard-cancelled');
+  }, 180_000);
+
   it("lists the target's points with size, new bytes, duration and why each is kept", async () => {
     await go(`#/targets/${encodeURIComponent(`docker:${WEB}`)}`);
     const row = page.locator(`tr[data-point="${pointId}"]`);
@@ -185,6 +218,7 @@ describe('the web console', () => {
     await page.locator(`input[name="volumes.${VOLUME}"]`).fill(`${VOLUME}2`);
     expect(await page.locator('[data-plan]').textContent()).toContain(`creates docker:${WEB}2`);
     expect(await submit.textContent()).toBe('Plan');
+    const jobsBefore = (cli('jobs').json as unknown[]).length;
     await submit.click();
     // The API's plan, before anything runs: what is created, and the bytes read.
     const plan = page.locator('[data-restore-plan]');
@@ -193,7 +227,7 @@ describe('the web console', () => {
     expect(await plan.textContent()).toContain(`${VOLUME}2`);
     expect(await plan.locator('li[data-action="create"]').count()).toBeGreaterThan(0);
     expect(await plan.textContent()).toMatch(/GiB/);
-    expect(cli('jobs').json).toHaveLength(1);
+    expect(cli('jobs').json).toHaveLength(jobsBefore);
     await screenshot(page, SUITE, '07-restore-plan');
     expect(await submit.textContent()).toBe('Restore');
     await submit.click();
