@@ -153,6 +153,32 @@ describe('path targets through the data path, with the repository in a directory
     expect(walk(dest)).toEqual(walk(join(root, 'src', 'tree')));
   });
 
+  it('lists a directory point with stowage ls and restores one file of it with --file --dest', () => {
+    const tree = backup(`path:${join(root, 'src', 'tree')}`);
+    const ls = stowage.cli('ls', tree.recoveryPointId, 'nested');
+    expect(ls.code, ls.stderr).toBe(0);
+    const listing = ls.json as { entries: Array<{ path: string; type: string; mode: number }> };
+    expect(listing.entries.map((e) => `${e.type} ${e.path} ${e.mode.toString(8)}`)).toEqual([
+      'dir nested/empty 755',
+      'file nested/run.sh 755',
+    ]);
+    const dest = join(root, 'one-file');
+    const run = stowage.cli(
+      'restore',
+      tree.recoveryPointId,
+      '--file',
+      'nested/run.sh',
+      '--dest',
+      dest,
+      '--wait',
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const want = walk(join(root, 'src', 'tree')).filter(
+      (line) => line.startsWith('/nested/ ') || line.startsWith('/nested/run.sh '),
+    );
+    expect(walk(dest)).toEqual(want);
+  });
+
   it('refuses to restore over an existing path without --in-place, and leaves it untouched', () => {
     const dest = join(root, 'restored.img');
     const before = readFileSync(dest);
