@@ -262,6 +262,11 @@ const startCommand = program
   .option('--no-agent', 'do not run an agent in this process')
   .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
   .option('--site <name>', 'site name of the embedded agent', 'local')
+  .option(
+    '--paths <dirs>',
+    'the embedded agent backs up and restores path: targets only inside these trees (comma-separated; default: any path)',
+    process.env.STOWAGE_PATHS,
+  )
   .addOption(concurrencyOption());
 addEngineFlags(startCommand).action(
   async (opts: {
@@ -270,6 +275,7 @@ addEngineFlags(startCommand).action(
     agent: boolean;
     site: string;
     store?: string;
+    paths?: string;
     concurrency: number;
   }) => {
     const { startControlPlane } = await import('../local/control-plane');
@@ -278,7 +284,11 @@ addEngineFlags(startCommand).action(
       port: opts.port,
       agent: opts.agent,
       site: opts.site,
-      agentOptions: { concurrency: opts.concurrency, engines: enginesOf(opts) },
+      agentOptions: {
+        concurrency: opts.concurrency,
+        engines: enginesOf(opts),
+        ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
+      },
       ...(opts.store ? { storeDir: opts.store } : {}),
     });
     process.stdout.write(
@@ -308,6 +318,11 @@ const agentCommand = program
     'where the agent keeps its state (the journal of its holds, in holds/<site>)',
     process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
   )
+  .option(
+    '--paths <dirs>',
+    'back up and restore path: targets only inside these trees (comma-separated; default: any path)',
+    process.env.STOWAGE_PATHS,
+  )
   .addOption(concurrencyOption());
 addEngineFlags(agentCommand)
   .option(
@@ -319,6 +334,7 @@ addEngineFlags(agentCommand)
       opts: {
         site: string;
         dataDir: string;
+        paths?: string;
         concurrency: number;
         check?: boolean;
       },
@@ -333,6 +349,7 @@ addEngineFlags(agentCommand)
         {
           ...config,
           engines: enginesOf(opts),
+          ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
           concurrency: opts.concurrency,
           holdsDir: join(opts.dataDir, 'holds', opts.site),
           parentsDir: join(opts.dataDir, 'parents', opts.site),
@@ -346,6 +363,18 @@ addEngineFlags(agentCommand)
       await agent.stop();
     },
   );
+
+/** `--paths /a,/b`: the trees path: targets are limited to (at least one). */
+function pathList(text: string): string[] {
+  const paths = text
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  if (paths.length === 0) {
+    throw new Error('--paths needs at least one absolute path, e.g. --paths /srv,/home');
+  }
+  return paths;
+}
 
 /**
  * A standalone agent's configuration: from the environment in AWS (STOWAGE_QUEUE_URL and the

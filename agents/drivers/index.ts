@@ -23,6 +23,8 @@ export type EngineSettings = { readonly endpoint: string } & Readonly<Record<str
 interface FactoryContext {
   readonly site: string;
   readonly log: Logger;
+  /** The trees `path:` targets are limited to (`--paths`); undefined: every path. */
+  readonly paths?: readonly string[] | undefined;
 }
 
 /** Every platform with a driver (not planned), and how its driver is made. */
@@ -42,7 +44,9 @@ export const DRIVER_FACTORIES: {
   // The whole server, every project: named after the agent (`lxd-server:<site>`).
   'lxd-server': (engine, { log, site }) =>
     createLxdServerDriver({ socketPath: engine.endpoint, project: 'default', site, log }),
-  path: (_engine, { log }) => createPathDriver({ log }),
+  // With --paths, only those trees are backed up and restored (and they are what it lists).
+  path: (_engine, { log, paths }) =>
+    createPathDriver({ log, ...(paths ? { allowed: [...paths], roots: [...paths] } : {}) }),
   // Only with --vsphere-url (no default endpoint): user and password file are required then.
   vsphere: (engine, { log }) => createVsphereDriver(vsphereOptions(engine, log)),
   vapp: (engine, { log }) => {
@@ -94,10 +98,14 @@ function engineHere(endpoint: string): boolean {
 /**
  * The drivers this host can run: for each platform of the registry with a driver, its engine's
  * settings (`engines[id]`, else the registry's default endpoint); a platform without an engine
- * (paths: this host's own file system) is always there.
+ * (paths: this host's own file system, limited to `config.paths` when given) is always there.
  */
 export function detectDrivers(
-  config: { site: string; engines?: Readonly<Record<string, Readonly<Record<string, string>>>> },
+  config: {
+    site: string;
+    engines?: Readonly<Record<string, Readonly<Record<string, string>>>>;
+    paths?: readonly string[] | undefined;
+  },
   log: Logger,
 ): Map<string, Driver> {
   const drivers = new Map<string, Driver>();
@@ -110,7 +118,10 @@ export function detectDrivers(
     if (engine && (!endpoint || !engineHere(endpoint))) continue;
     drivers.set(
       platform,
-      DRIVER_FACTORIES[platform]({ ...given, endpoint }, { site: config.site, log }),
+      DRIVER_FACTORIES[platform](
+        { ...given, endpoint },
+        { site: config.site, log, paths: config.paths },
+      ),
     );
   }
   return drivers;

@@ -76,6 +76,11 @@ export interface AgentConfig {
    * defaults for what is not given.
    */
   engines?: Record<string, Record<string, string>>;
+  /**
+   * `path:` targets are backed up and restored only inside these trees (`--paths`), checked on
+   * real paths; undefined: any absolute path on the host, as the agent's user may read and write it.
+   */
+  paths?: string[];
   /** Tasks run at once (default 2, the backup Map's MaxConcurrency). */
   concurrency?: number;
   /**

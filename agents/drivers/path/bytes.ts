@@ -208,6 +208,8 @@ export async function writeChunks(
 /**
  * Restores the point's file (or device image) as the regular file `dest`. Without `inPlace`,
  * refuses with NameTaken if `dest` appears before the final step; with it, replaces `dest`.
+ * `shown` is the destination as messages name it (`dest` may be a name inside a held
+ * directory, /proc/PID/fd/N/NAME).
  */
 export async function restoreAsFile(
   meta: PathBackupMetadata,
@@ -215,8 +217,9 @@ export async function restoreAsFile(
   dest: string,
   inPlace: boolean,
   ctx: DriverContext,
+  shown = dest,
 ): Promise<void> {
-  const what = `restore of ${meta.path} to ${dest}`;
+  const what = `restore of ${meta.path} to ${shown}`;
   const streamName = meta.type === 'file' ? FILE_STREAM.name : DEVICE_STREAM.name;
   streamOf(source, streamName);
   const partial = sideName(dest, 'partial');
@@ -229,10 +232,10 @@ export async function restoreAsFile(
         0o600,
       );
     } catch (err) {
-      throw translate(err, `creating ${partial}`);
+      throw translate(err, `creating a partial file beside ${shown}`);
     }
-    ctx.phase(`writing ${dest}`);
-    await writeChunks(handle, source, streamName, true, ctx, what, partial);
+    ctx.phase(`writing ${shown}`);
+    await writeChunks(handle, source, streamName, true, ctx, what, `${shown} (partial)`);
     checkAborted(ctx, what);
     try {
       await handle.sync();
@@ -242,11 +245,11 @@ export async function restoreAsFile(
       const mtime = new Date(meta.mtime);
       await handle.utimes(mtime, mtime);
     } catch (err) {
-      throw translate(err, `setting the mode, owner and mtime of ${partial}`);
+      throw translate(err, `setting the mode, owner and mtime of ${shown} (partial)`);
     }
     await handle.close();
     handle = undefined;
-    await moveInto(partial, dest, inPlace);
+    await moveInto(partial, dest, inPlace, shown);
     await fsyncDir(dirname(dest));
   } catch (err) {
     await handle?.close().catch(() => undefined);
@@ -256,12 +259,17 @@ export async function restoreAsFile(
 }
 
 /** The last step of an atomic replace: `partial` becomes `dest`. */
-async function moveInto(partial: string, dest: string, inPlace: boolean): Promise<void> {
+async function moveInto(
+  partial: string,
+  dest: string,
+  inPlace: boolean,
+  shown: string,
+): Promise<void> {
   if (inPlace) {
     try {
       await fs.rename(partial, dest);
     } catch (err) {
-      throw translate(err, `moving the restored file onto ${dest}`);
+      throw translate(err, `moving the restored file onto ${shown}`);
     }
     return;
   }
@@ -269,8 +277,8 @@ async function moveInto(partial: string, dest: string, inPlace: boolean): Promis
     // link(2) fails with EEXIST instead of replacing: nothing that appeared meanwhile is lost.
     await fs.link(partial, dest);
   } catch (err) {
-    if (errnoOf(err) === 'EEXIST') throw nameTaken(dest);
-    throw translate(err, `moving the restored file to ${dest}`);
+    if (errnoOf(err) === 'EEXIST') throw nameTaken(shown);
+    throw translate(err, `moving the restored file to ${shown}`);
   }
   await fs.unlink(partial).catch(() => undefined);
 }

@@ -256,3 +256,65 @@ export function canChown(): boolean {
 export async function removeQuietly(path: string): Promise<void> {
   await fs.rm(path, { recursive: true, force: true }).catch(() => undefined);
 }
+
+/**
+ * A directory held open: names in it resolve in that very directory whatever happens to the
+ * path it was opened by (the `openat(2)` idea, which Node lacks, through the process's own
+ * `/proc/<pid>/fd/N` link; `<pid>`, not `self`, so a helper such as `sync -f` resolves it too).
+ * Used for every step of a restore after its checks, so a path component swapped for a symlink
+ * between the check and the write cannot redirect the write.
+ */
+export interface Anchor {
+  /** The real path the directory had when it was opened and checked. */
+  readonly real: string;
+  /** `name` (one component or a relative path) inside the held directory. */
+  at(name: string): string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the directory `real` (which must be a real path: no symlink in it) and checks that what
+ * was opened is what `real` names now; `check` may refuse it from its stat (an owner, a mode).
+ */
+export async function anchorDirectory(
+  real: string,
+  check?: (st: Stats) => string | undefined,
+): Promise<Anchor> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(real, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (errnoOf(err) === 'ELOOP' || errnoOf(err) === 'ENOTDIR') {
+      throw new DriverError(
+        `${real} is no longer a directory (it was replaced by a symlink or a file while the restore ran); nothing was written there`,
+        { cause: err },
+      );
+    }
+    throw translate(err, `opening ${real}`);
+  }
+  const via = `/proc/${process.pid}/fd/${handle.fd}`;
+  try {
+    const actual = await fs.readlink(via);
+    if (actual !== real) {
+      throw new DriverError(
+        `${real} changed while the restore opened it (a component of its path now leads to ${actual}); nothing was written there`,
+      );
+    }
+    const refused = check?.(await handle.stat());
+    if (refused) throw new DriverError(`${real}: ${refused}; nothing was written there`);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw isStowageError(err) ? err : translate(err, `checking ${real}`);
+  }
+  return {
+    real,
+    // `N/.` is the directory itself: an lchown of `N` would act on the link in /proc.
+    at: (name) => (name === '' ? `${via}/.` : `${via}/${name}`),
+    close: () => handle.close().catch(() => undefined),
+  };
+}
+
+/** `child` is `root` or lies below it (both absolute, normalised, real). */
+export function isInside(child: string, root: string): boolean {
+  return root === '/' || child === root || child.startsWith(`${root}/`);
+}

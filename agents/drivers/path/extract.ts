@@ -19,8 +19,8 @@
  * and get their mode, owner and mtime at the end, deepest first, after their contents stopped
  * changing them.
  */
-import { constants, promises as fs } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { constants, promises as fs, type Stats } from 'node:fs';
+import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
@@ -28,6 +28,7 @@ import { DriverError, isStowageError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type { DriverContext, RestoreSource } from '../../core/driver';
 import {
+  anchorDirectory,
   canChown,
   checkAborted,
   consumeStream,
@@ -39,6 +40,7 @@ import {
   syncFilesystem,
   translate,
   writeFully,
+  type Anchor,
   type PathBackupMetadata,
 } from './common';
 import { nameTaken } from './bytes';
@@ -299,70 +301,94 @@ export async function extractTree(
 }
 
 /**
- * Restores the directory point to `dest`: a new directory, or (in place) a replacement of the
- * directory there. See the module header for the order of steps.
+ * Restores the directory point to `base` inside the held directory `parent`: a new directory, or
+ * (in place) a replacement of the directory there. See the module header for the order of steps.
+ * Every step goes through held directories (common.ts `Anchor`): the parent, the private partial
+ * directory the tree is extracted into, and the private directory the old tree is moved into to
+ * be removed, so renaming or swapping any of their paths meanwhile redirects nothing.
  */
 export async function restoreTree(
   meta: PathBackupMetadata,
   source: RestoreSource,
-  dest: string,
+  parent: Anchor,
+  base: string,
   inPlace: boolean,
   ctx: DriverContext,
 ): Promise<ExtractResult> {
-  const what = `restore of ${meta.path} to ${dest}`;
+  const shown = join(parent.real, base);
+  const what = `restore of ${meta.path} to ${shown}`;
   const stream = source.streams.find((s) => s.name === 'tree');
   if (!stream) {
     throw new DriverError(
       `the recovery point has no "tree" stream; it is damaged or was not made by the path driver`,
     );
   }
-  const partial = sideName(dest, 'partial');
+  const partialName = basename(sideName(base, 'partial'));
+  const partial = parent.at(partialName);
   try {
     await fs.mkdir(partial, { mode: 0o700 });
   } catch (err) {
-    throw translate(err, `creating ${partial}`);
+    throw translate(err, `creating ${join(parent.real, partialName)}`);
   }
   let result: ExtractResult;
   try {
-    ctx.phase(`extracting into ${partial}`);
-    if (stream.kind === TREE_KIND) {
-      if (!source.restoreTree) {
-        throw new DriverError(`${what}: this restore source cannot read tree streams`);
+    const held = await anchorDirectory(join(parent.real, partialName), privateDirectory);
+    try {
+      ctx.phase(`extracting into ${join(parent.real, partialName)}`);
+      if (stream.kind === TREE_KIND) {
+        if (!source.restoreTree) {
+          throw new DriverError(`${what}: this restore source cannot read tree streams`);
+        }
+        result = await source.restoreTree('tree', held.at(''), ctx);
+      } else {
+        result = await extractTree(held.at(''), await source.openStream('tree'), ctx, what);
       }
-      result = await source.restoreTree('tree', partial, ctx);
-    } else {
-      result = await extractTree(partial, await source.openStream('tree'), ctx, what);
+      await applyDirAttributes(held.at(''), {
+        mode: meta.mode & 0o7777,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: new Date(meta.mtime),
+      });
+      ctx.phase('flushing to disk');
+      await syncFilesystem(held.at(''));
+    } finally {
+      await held.close();
     }
-    await applyDirAttributes(partial, {
-      mode: meta.mode & 0o7777,
-      uid: meta.uid,
-      gid: meta.gid,
-      mtime: new Date(meta.mtime),
-    });
-    ctx.phase('flushing to disk');
-    await syncFilesystem(partial);
     checkAborted(ctx, what);
-    ctx.phase(`moving into ${dest}`);
-    await swapIn(partial, dest, inPlace, ctx);
+    ctx.phase(`moving into ${shown}`);
+    await swapIn(parent, partialName, base, inPlace, ctx);
   } catch (err) {
     await removeQuietly(partial);
     throw err;
   }
-  await fsyncDir(dirname(dest));
+  await fsyncDir(parent.at(''));
   return result;
 }
 
+/** A directory this restore just made: still ours (root's, when the agent runs as root), 0700. */
+function privateDirectory(st: Stats): string | undefined {
+  const uid = process.geteuid?.();
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
+    return 'is not the private directory this restore created (it was replaced meanwhile)';
+  }
+  return undefined;
+}
+
 async function swapIn(
-  partial: string,
-  dest: string,
+  parent: Anchor,
+  partialName: string,
+  base: string,
   inPlace: boolean,
   ctx: DriverContext,
 ): Promise<void> {
+  const shown = join(parent.real, base);
+  const partial = parent.at(partialName);
+  const dest = parent.at(base);
   const existing = await lstatOrUndefined(dest);
-  if (existing && !inPlace) throw nameTaken(dest);
+  if (existing && !inPlace) throw nameTaken(shown);
   if (existing && !existing.isDirectory()) {
     throw new DriverError(
-      `${dest} is not a directory; a directory point replaces only a directory`,
+      `${shown} is not a directory; a directory point replaces only a directory`,
     );
   }
   if (!existing) {
@@ -372,31 +398,51 @@ async function swapIn(
       // rename(2) replaces an empty directory that appeared meanwhile, but not a full one.
       const code = errnoOf(err);
       if (code === 'EEXIST' || code === 'ENOTEMPTY') {
-        throw nameTaken(dest);
+        throw nameTaken(shown);
       }
-      throw translate(err, `moving the restored tree to ${dest}`);
+      throw translate(err, `moving the restored tree to ${shown}`);
     }
     return;
   }
-  const old = sideName(dest, 'old');
+  // The old tree goes into a private directory of ours before it is removed: its own
+  // subdirectories may belong to anyone, and a removal walking them by path where their owner
+  // can still rename things could be led out of the tree.
+  const trashName = basename(sideName(base, 'old'));
   try {
-    await fs.rename(dest, old);
+    await fs.mkdir(parent.at(trashName), { mode: 0o700 });
   } catch (err) {
-    throw translate(err, `moving the old ${dest} aside`);
+    throw translate(err, `creating ${join(parent.real, trashName)}`);
+  }
+  let trash: Anchor;
+  try {
+    trash = await anchorDirectory(join(parent.real, trashName), privateDirectory);
+  } catch (err) {
+    await fs.rmdir(parent.at(trashName)).catch(() => undefined);
+    throw err;
   }
   try {
-    await fs.rename(partial, dest);
-  } catch (err) {
-    await fs.rename(old, dest).catch(() => undefined);
-    throw translate(err, `moving the restored tree to ${dest}`);
-  }
-  try {
-    await fs.rm(old, { recursive: true });
-  } catch (err) {
-    ctx.log.warn(LogEvent.driverStep, {
-      step: 'old tree left behind',
-      path: old,
-      error: translate(err, `removing ${old}`),
-    });
+    try {
+      await fs.rename(dest, trash.at('tree'));
+    } catch (err) {
+      throw translate(err, `moving the old ${shown} aside`);
+    }
+    try {
+      await fs.rename(partial, dest);
+    } catch (err) {
+      await fs.rename(trash.at('tree'), dest).catch(() => undefined);
+      throw translate(err, `moving the restored tree to ${shown}`);
+    }
+    try {
+      await fs.rm(trash.at('tree'), { recursive: true });
+    } catch (err) {
+      ctx.log.warn(LogEvent.driverStep, {
+        step: 'old tree left behind',
+        path: join(parent.real, trashName),
+        error: translate(err, `removing the old tree in ${join(parent.real, trashName)}`),
+      });
+    }
+  } finally {
+    await trash.close();
+    await fs.rmdir(parent.at(trashName)).catch(() => undefined);
   }
 }

@@ -17,6 +17,7 @@
  * block device, which can only be overwritten where it is.
  */
 import { promises as fs, type Stats } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { DriverError } from '../../../kernel/errors';
 import { LogEvent, silentLogger, type Logger } from '../../../kernel/logger';
 import type {
@@ -31,10 +32,12 @@ import type {
 } from '../../core/driver';
 import { backupBytes, deviceSize, nameTaken, restoreAsFile, restoreOntoDevice } from './bytes';
 import {
+  anchorDirectory,
   checkAborted,
   checkParent,
   checkPathName,
   errnoOf,
+  isInside,
   lstatOrUndefined,
   METADATA_FORMAT,
   notFound,
@@ -52,6 +55,11 @@ export { METADATA_FORMAT, type PathBackupMetadata } from './common';
 export interface PathDriverOptions {
   /** Absolute paths `listTargets` reports. Default none: any existing absolute path works. */
   roots?: string[];
+  /**
+   * The trees whose files, devices and directories this agent backs up and restores (`--paths`);
+   * undefined: every path its user may read and write. Checked on real paths (symlinks resolved).
+   */
+  allowed?: string[];
   /** For what happens outside a job (listing targets); jobs log through their context. */
   log?: Logger;
 }
@@ -96,13 +104,19 @@ async function resolve(path: string): Promise<Resolved | undefined> {
   }
 }
 
-async function backup(name: string, sink: BackupSink, ctx: DriverContext): Promise<BackupOutcome> {
+async function backup(
+  allowed: string[] | undefined,
+  name: string,
+  sink: BackupSink,
+  ctx: DriverContext,
+): Promise<BackupOutcome> {
   const path = checkPathName(name);
   const what = `backup of path:${path}`;
   checkAborted(ctx, what);
   ctx.phase('inspecting path');
   const target = await resolve(path);
   if (!target) throw notFound(path);
+  checkAllowed(allowed, await realPathOf(path), path);
   const { st, real } = target;
   const type = typeOf(st);
   if (!type) {
@@ -158,7 +172,42 @@ async function backup(name: string, sink: BackupSink, ctx: DriverContext): Promi
   };
 }
 
+/**
+ * Refuses a path outside the trees the agent serves (`--paths`). `real` is the path with every
+ * symlink resolved: what would really be read or written.
+ */
+function checkAllowed(allowed: string[] | undefined, real: string, named: string): void {
+  if (!allowed) return;
+  if (allowed.some((root) => isInside(real, root))) return;
+  throw new DriverError(
+    `${named}${real !== named ? ` (which leads to ${real})` : ''} is outside the paths this agent serves (${allowed.join(', ')}); ` +
+      'choose a path inside them, or start the agent with a --paths that includes it',
+  );
+}
+
+/** `path` with every symlink resolved (the parent's, when `path` itself does not exist). */
+async function realPathOf(path: string): Promise<string> {
+  try {
+    return await fs.realpath(path);
+  } catch (err) {
+    if (errnoOf(err) !== 'ENOENT') throw translate(err, `resolving ${path}`);
+  }
+  try {
+    return join(await fs.realpath(dirname(path)), basename(path));
+  } catch (err) {
+    throw translate(err, `resolving ${dirname(path)}`);
+  }
+}
+
+/**
+ * Who may restore what where: the API only accepts an in-place restore onto the path the point
+ * was taken of, and so does this driver; an in-place restore follows no symlink that was not
+ * there at backup time (the real path must be the one recorded); every restore lands inside
+ * the agent's `--paths` when it has them; and all writes after these checks go through held
+ * directories (common.ts `Anchor`), so a component swapped meanwhile redirects nothing.
+ */
 async function restore(
+  allowed: string[] | undefined,
   raw: Record<string, unknown>,
   source: RestoreSource,
   options: RestoreOptions,
@@ -167,6 +216,12 @@ async function restore(
   const meta = parseMetadata(raw);
   const named = checkPathName(options.name, 'the destination of a path restore');
   if (named === '/') throw new DriverError('cannot restore onto /; give another destination path');
+  if (options.inPlace && named !== meta.path) {
+    throw new DriverError(
+      `an in-place restore goes back to ${meta.path}, the path the point was taken of, not to ${named}; ` +
+        'to restore elsewhere give a new destination path without --in-place',
+    );
+  }
   checkAborted(ctx, `restore of ${meta.path} to ${named}`);
   ctx.phase('checking the destination');
   const restoredTarget = `path:${named}`;
@@ -178,6 +233,8 @@ async function restore(
     // unless in place, where the restore goes to what the link names, as the backup read it.
     const target = await resolve(dest);
     if (target && meta.type === 'block-device' && target.st.isBlockDevice()) {
+      checkAllowed(allowed, target.real, named);
+      checkRecorded(meta, options, target.real);
       await restoreOntoDevice(meta, source, target.real, target.st, ctx);
       return { restoredTarget };
     }
@@ -192,7 +249,10 @@ async function restore(
   }
 
   if (existing?.isBlockDevice() && meta.type === 'block-device') {
-    await restoreOntoDevice(meta, source, dest, existing, ctx);
+    const real = await realPathOf(dest);
+    checkAllowed(allowed, real, named);
+    checkRecorded(meta, options, real);
+    await restoreOntoDevice(meta, source, real, existing, ctx);
     return { restoredTarget };
   }
   if (existing && !options.inPlace) throw nameTaken(named);
@@ -212,19 +272,49 @@ async function restore(
     }
   }
   await checkParent(dest);
+  const real = await realPathOf(dest);
+  checkAllowed(allowed, real, named);
+  checkRecorded(meta, options, real);
 
-  if (meta.type === 'directory') {
-    const result = await restoreTree(meta, source, dest, options.inPlace, ctx);
-    ctx.log.info(LogEvent.driverStep, { step: 'tree restored', dest, ...result });
-  } else {
-    await restoreAsFile(meta, source, dest, options.inPlace, ctx);
+  // From here on nothing is looked up by the path's text again: only inside the held parent.
+  const parent = await anchorDirectory(dirname(real));
+  try {
+    if (meta.type === 'directory') {
+      const result = await restoreTree(meta, source, parent, basename(real), options.inPlace, ctx);
+      ctx.log.info(LogEvent.driverStep, { step: 'tree restored', dest: real, ...result });
+    } else {
+      const at = parent.at(basename(real));
+      await restoreAsFile(meta, source, at, options.inPlace, ctx, real);
+    }
+  } finally {
+    await parent.close();
   }
   return { restoredTarget };
+}
+
+/**
+ * In place, the destination's real path must be the one the backup read: a directory that was
+ * replaced by a symlink since (to a directory someone else owns) is refused, not written through.
+ */
+function checkRecorded(meta: PathBackupMetadata, options: RestoreOptions, real: string): void {
+  if (!options.inPlace) return;
+  const recorded = meta.resolvedPath ?? meta.path;
+  if (real === recorded) return;
+  throw new DriverError(
+    `${meta.path} now leads to ${real}, but when the point was taken it was ${recorded}: a path component was replaced (by a symlink?) since. ` +
+      'An in-place restore does not write through it; check what changed, or restore under a new destination path without --in-place',
+  );
 }
 
 export function createPathDriver(options: PathDriverOptions = {}): Driver {
   const log = options.log ?? silentLogger;
   const roots = (options.roots ?? []).map((root) => checkPathName(root, 'a configured path root'));
+  const allowedNames = options.allowed?.map((p) =>
+    checkPathName(p, 'a path the agent serves (--paths)'),
+  );
+  // Resolved when a job asks (a tree may be mounted or made after the agent starts).
+  const allowedReal = async (): Promise<string[] | undefined> =>
+    allowedNames && (await Promise.all(allowedNames.map((p) => fs.realpath(p).catch(() => p))));
 
   async function listTargets(): Promise<DiscoveredTarget[]> {
     const targets: DiscoveredTarget[] = [];
@@ -257,5 +347,12 @@ export function createPathDriver(options: PathDriverOptions = {}): Driver {
     return (await lstatOrUndefined(checkPathName(name))) !== undefined;
   }
 
-  return { platform: 'path', listTargets, exists, backup, restore };
+  return {
+    platform: 'path',
+    listTargets,
+    exists,
+    backup: async (name, sink, ctx) => backup(await allowedReal(), name, sink, ctx),
+    restore: async (raw, source, restoreOptions, ctx) =>
+      restore(await allowedReal(), raw, source, restoreOptions, ctx),
+  };
 }

@@ -177,9 +177,11 @@ async function restoreAsNamed(deps: RequestDeps, request: RestoreRequest): Promi
   const { point, source, inPlace, to, options } = request;
   const spec = specOf(source.platform);
   let name = spec.restoreName ? spec.restoreName(source.name, request.name, options) : request.name;
-  if (inPlace && name && name !== source.name && !to?.agent) {
+  // Also with --to another agent: in place means the point's own name, wherever it lands
+  // (`--to path:/etc/shadow@local --in-place` must not write a point over another file).
+  if (inPlace && name && name !== source.name) {
     throw new ValidationError(
-      '--in-place restores over the original; do not give another --name with it',
+      `--in-place restores over the original (${point.target}); do not give another --name or --to name with it`,
     );
   }
   // Restoring one volume, some files or a listing addresses the point's own target; the agent

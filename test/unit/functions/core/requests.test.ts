@@ -503,6 +503,11 @@ describe('requestRestore', () => {
       { recoveryPointId: 'rp-web', name: 'other', inPlace: true },
       /--in-place restores over the original/,
     ],
+    [
+      'in place with another name through --to another agent',
+      { recoveryPointId: 'rp-web', to: 'docker:other@site-2', inPlace: true },
+      /--in-place restores over the original/,
+    ],
     ['a malformed --to', { recoveryPointId: 'rp-web', to: 'web2' }, /PLATFORM:NAME/],
   ])('refuses %s with ValidationError, recording no job', async (_c, body, why) => {
     const request = requestRestore(deps, body);
@@ -890,5 +895,26 @@ describe('LXD server targets', () => {
     await expect(
       requestRestore(deps, { recoveryPointId: 'rp-c1', inPlace: true, recover: true }),
     ).rejects.toThrow(/"recover" applies to lxd-server points, not to lxd:c1/);
+  });
+});
+
+describe('requestRestore of a path point (issue 12: a local user replacing a root-owned file)', () => {
+  it('refuses --to another path with --in-place, which once skipped the in-place name check', async () => {
+    await catalog.putAgent(makeAgent({ agent: 'local', platforms: ['path'], targets: [] }));
+    await catalog.putPoint(
+      makePoint({ recoveryPointId: 'rp-mine', target: 'path:/home/ann/notes', agent: 'local' }),
+    );
+
+    const request = requestRestore(deps, {
+      recoveryPointId: 'rp-mine',
+      to: 'path:/etc/shadow@local',
+      inPlace: true,
+    });
+
+    await expect(request).rejects.toBeInstanceOf(ValidationError);
+    await expect(request).rejects.toThrow(
+      /--in-place restores over the original \(path:\/home\/ann\/notes\)/,
+    );
+    await expectNothingStarted();
   });
 });
