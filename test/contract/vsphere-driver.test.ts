@@ -21,6 +21,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Driver } from '../../agents/core/driver';
+import type { HoldTaker } from '../../agents/core/holds';
+import { silentLogger } from '../../kernel/logger';
 import { createVsphereDriver } from '../../agents/drivers/vsphere';
 import { child, list, text } from '../../agents/drivers/vsphere/xml';
 import { makeDriverContext, makeMemoryPoint } from '../fixtures/memory-point';
@@ -333,6 +335,61 @@ describe('vSphere driver (vcsim)', () => {
       driver.backup('DC0/vm/broken-vm', point.sink, makeDriverContext()),
     ).rejects.toThrow(/broken-vm_1-flat\.vmdk does not exist/);
     expect((await vmDevices('DC0/vm/broken-vm')).snapshots).toBe(0);
+  });
+
+  it('journals its snapshot before it takes it and clears the record once it is removed', async () => {
+    await createTestVm(sim, 'journal-vm', disks());
+    const records: Array<{ kind: string; data: Record<string, unknown>; cleared: boolean }> = [];
+    const holds: HoldTaker = {
+      take(_platform, kind, data) {
+        const r = { kind, data, cleared: false };
+        records.push(r);
+        const record = { id: String(records.length), platform: 'vsphere', kind, takenAt: '', data };
+        return Promise.resolve({
+          record,
+          update: () => Promise.resolve(),
+          clear: () => {
+            r.cleared = true;
+            return Promise.resolve();
+          },
+          abandon: () => undefined,
+        });
+      },
+    };
+    await driver.backup('DC0/vm/journal-vm', makeMemoryPoint().sink, makeDriverContext({ holds }));
+    expect(records).toEqual([
+      {
+        kind: 'vsphere.backup-snapshot',
+        data: {
+          vm: expect.any(String),
+          path: 'DC0/vm/journal-vm',
+          snapshot: expect.stringMatching(/^stowage-backup-/),
+        },
+        cleared: true,
+      },
+    ]);
+  });
+
+  it('releases the snapshot a killed agent left, by its journal record, and again finds nothing', async () => {
+    const { ref } = await createTestVm(sim, 'killed-vm', disks());
+    await sim.vim.runTask(
+      'CreateSnapshot_Task',
+      ref,
+      { name: 'stowage-backup-killed', memory: false, quiesce: false },
+      'test snapshot',
+    );
+    expect((await vmDevices('DC0/vm/killed-vm')).snapshots).toBe(1);
+    const record = {
+      id: '1',
+      platform: 'vsphere',
+      kind: 'vsphere.backup-snapshot',
+      takenAt: new Date().toISOString(),
+      data: { vm: ref.value, path: 'DC0/vm/killed-vm', snapshot: 'stowage-backup-killed' },
+    };
+    await driver.releaseHold!(record, silentLogger);
+    expect((await vmDevices('DC0/vm/killed-vm')).snapshots).toBe(0);
+    await driver.releaseHold!(record, silentLogger);
+    await driver.releaseHold!({ ...record, data: { ...record.data, vm: 'vm-gone' } }, silentLogger);
   });
 
   it('removes its snapshot when the sink fails, and leaves a running VM running', async () => {

@@ -11,7 +11,9 @@
  * 4. RemoveSnapshot_Task of that same snapshot in a finally, whatever failed. A snapshot that
  *    cannot be removed fails the job with its name, so nobody trusts a point that left one.
  */
-import { DriverError, Unsupported } from '../../../kernel/errors';
+import { DriverError, TargetNotFound, Unsupported } from '../../../kernel/errors';
+import type { Logger } from '../../../kernel/logger';
+import { takeHold, type HoldRecord } from '../../core/holds';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted, writeFrom } from '../../core/driver-streams';
 import {
@@ -25,6 +27,7 @@ import {
 import { networkNames, vmFacts, type Engine } from './engine';
 import { findVm } from './inventory';
 import { changedAreas, type Area, type DiskReader, type DiskTransport } from './transport';
+import { snapshotsNamed } from './snapshots';
 import { VimFault } from './vim';
 import { child, moRef, text, type MoRef } from './xml';
 
@@ -81,7 +84,21 @@ export async function backupVmAt(
   checkAborted(ctx, `backup of ${what}`);
   ctx.phase('taking a VM snapshot');
   const snapshotName = `stowage-backup-${Date.now().toString(36)}`;
-  const { snapshot, quiesced } = await takeSnapshot(engine, ref, snapshotName, quiesce, ctx);
+  // Journaled before it is taken: an agent killed while it holds the snapshot leaves the
+  // record, and the next agent's sweep removes the snapshot (releaseSnapshotHold).
+  const hold = await takeHold(ctx.holds, 'vsphere', SNAPSHOT_HOLD, {
+    vm: ref.value,
+    path,
+    snapshot: snapshotName,
+  });
+  let taken: { snapshot: MoRef; quiesced: boolean };
+  try {
+    taken = await takeSnapshot(engine, ref, snapshotName, quiesce, ctx);
+  } catch (err) {
+    hold?.abandon();
+    throw err;
+  }
+  const { snapshot, quiesced } = taken;
   ctx.log.info('driver.vsphere.snapshot_taken', { vm: path, snapshot: snapshot.value, quiesced });
   let failure: unknown;
   try {
@@ -101,7 +118,9 @@ export async function backupVmAt(
     throw err;
   } finally {
     ctx.phase('removing the VM snapshot');
-    await removeSnapshot(engine, snapshot, snapshotName, path, ctx, failure);
+    const removed = await removeSnapshot(engine, snapshot, snapshotName, path, ctx, failure);
+    if (removed) await hold?.clear();
+    else hold?.abandon();
   }
   const transports = [...new Set(selected.map((d) => d.transport ?? ''))].join(',');
   return {
@@ -187,7 +206,7 @@ async function removeSnapshot(
   path: string,
   ctx: DriverContext,
   failure: unknown,
-): Promise<void> {
+): Promise<boolean> {
   let last: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -199,9 +218,9 @@ async function removeSnapshot(
         `removing snapshot ${name} of ${path}`,
       );
       ctx.log.info('driver.vsphere.snapshot_removed', { vm: path, snapshot: snapshot.value });
-      return;
+      return true;
     } catch (err) {
-      if (err instanceof VimFault && err.faultType === 'ManagedObjectNotFound') return;
+      if (err instanceof VimFault && err.faultType === 'ManagedObjectNotFound') return true;
       last = err;
       await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
     }
@@ -212,6 +231,43 @@ async function removeSnapshot(
       `the backup of ${path} read every disk but could not remove its snapshot "${name}" (${(last as Error).message}); remove it in vSphere`,
       { cause: last },
     );
+  }
+  return false;
+}
+
+/** The hold kind of a backup's snapshot: `{ vm, path, snapshot }` (the VM's id, its name). */
+export const SNAPSHOT_HOLD = 'vsphere.backup-snapshot';
+
+/**
+ * Releases a backup snapshot a killed or failed job left (DESIGN: crash-safe holds): every
+ * snapshot of that name on that VM is removed; a VM that is gone, or has no such snapshot,
+ * holds nothing. Idempotent; throws (keeping the record) when vSphere refuses a removal.
+ */
+export async function releaseSnapshotHold(
+  engine: Engine,
+  record: HoldRecord,
+  log: Logger,
+): Promise<void> {
+  if (record.kind !== SNAPSHOT_HOLD) {
+    throw new DriverError(`the vSphere driver has no hold of kind ${record.kind}`);
+  }
+  const vm: MoRef = { type: 'VirtualMachine', value: String(record.data.vm) };
+  const name = String(record.data.snapshot);
+  let props;
+  try {
+    props = await engine.vim.propsOf(vm, ['snapshot']);
+  } catch (err) {
+    if (err instanceof TargetNotFound) return;
+    throw err;
+  }
+  for (const s of snapshotsNamed(props.snapshot, name)) {
+    await engine.vim.runTask(
+      'RemoveSnapshot_Task',
+      s,
+      { removeChildren: false, consolidate: true },
+      `removing snapshot ${name} of ${String(record.data.path)} (left by a stopped agent)`,
+    );
+    log.info('driver.vsphere.hold_released', { vm: record.data.path, snapshot: name });
   }
 }
 

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { ValidationError } from '../../../kernel/errors';
 import { silentLogger, type Logger } from '../../../kernel/logger';
 import type { DiscoveredTarget, Driver } from '../../core/driver';
-import { backupVm } from './backup';
+import { backupVm, releaseSnapshotHold } from './backup';
 import { disksOf, parseDevices } from './config';
 import { engineOf, type Engine } from './engine';
 import { checkVmPath, findByPath, loadPaths, parseDatastorePath } from './inventory';
@@ -176,6 +176,7 @@ export function createVsphereDriver(
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreVm(engine, metadata, source, restoreOptions, ctx),
     snapshots,
+    releaseHold: (record, holdLog) => releaseSnapshotHold(engine, record, holdLog),
     close: () => vim.logout(),
   };
 }

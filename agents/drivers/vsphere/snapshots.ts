@@ -50,6 +50,13 @@ function flatten(node: XmlValue | undefined, out: VmSnapshot[]): void {
   }
 }
 
+/** Every snapshot of that name in a VM's `snapshot` property, Stowage's backup ones included. */
+export function snapshotsNamed(snapshotProp: XmlValue | undefined, name: string): MoRef[] {
+  const all: VmSnapshot[] = [];
+  flatten(snapshotProp, all);
+  return all.filter((s) => s.name === name).map((s) => s.ref);
+}
+
 function treeOf(snapshotProp: XmlValue | undefined): VmSnapshot[] {
   const out: VmSnapshot[] = [];
   flatten(snapshotProp, out);
