@@ -54,9 +54,10 @@ export function parseTarget(text: string): TargetRef {
  * name is refused before any workflow starts (parseTarget checks only the syntax).
  */
 export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void {
-  if (ref.name.length > MAX_NAME_LENGTH) {
+  const bytes = Buffer.byteLength(ref.name, 'utf8');
+  if (bytes > MAX_NAME_LENGTH) {
     throw new ValidationError(
-      `the name of ${ref.platform} target "${ref.name.slice(0, 40)}..." is ${ref.name.length} characters; at most ${MAX_NAME_LENGTH}`,
+      `the name of ${ref.platform} target "${ref.name.slice(0, 40)}..." is ${bytes} bytes; at most ${MAX_NAME_LENGTH} (the catalog keys points by their target)`,
     );
   }
   // eslint-disable-next-line no-control-regex -- control characters are what it looks for
@@ -68,8 +69,13 @@ export function checkTargetName(ref: Pick<TargetRef, 'platform' | 'name'>): void
   specOf(ref.platform).checkName?.(ref.name);
 }
 
-/** Longer than any real path (PATH_MAX is 4096) or engine name: refused before any lookup. */
-export const MAX_NAME_LENGTH = 4096;
+/**
+ * The longest name, in UTF-8 bytes, refused before any lookup: the catalog keys a target's points
+ * by its name, and a DynamoDB partition key holds at most 2,048 bytes with the key's prefix, so a
+ * longer name would be backed up and then fail to commit. Longer than any engine's names; a path
+ * longer than this (PATH_MAX is 4,096) cannot be a target.
+ */
+export const MAX_NAME_LENGTH = 1536;
 
 /** The canonical text of a target, without the agent: the key recovery points are listed by. */
 export function targetKey(ref: Pick<TargetRef, 'platform' | 'name'>): string {

@@ -76,6 +76,11 @@ export interface RunnerDeps {
    * files' chunks from it. Absent: every backup reads every file.
    */
   parents?: ParentRegistry;
+  /**
+   * The trees this agent serves on its host (`--paths`): file restores (`--file --dest`) write
+   * only inside them. Absent: every path, as for `path:` targets.
+   */
+  paths?: readonly string[];
 }
 
 export interface TaskRun {
@@ -399,9 +404,13 @@ export async function runRestore(
     return done({ listing });
   }
   if (options.files && options.dest !== undefined) {
-    const restored = await restoreFiles(reader, options.files, options.dest, ctx).finally(() =>
-      lease.end(),
-    );
+    const restored = await restoreFiles(
+      reader,
+      options.files,
+      options.dest,
+      ctx,
+      deps.paths,
+    ).finally(() => lease.end());
     return done({ restoredTarget: `path:${options.dest}`, files: restored.files });
   }
   const outcome = await driver

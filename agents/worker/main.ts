@@ -230,6 +230,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
         config.parentsDir ?? join(homedir(), '.stowage', 'parents', config.site),
       ),
       ...(leaseTtlMs(config) !== undefined ? { leaseTtlMs: leaseTtlMs(config) } : {}),
+      ...(config.paths ? { paths: config.paths } : {}),
     },
     log: agentLog,
     concurrency: config.concurrency ?? DEFAULT_CONCURRENCY,

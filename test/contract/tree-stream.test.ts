@@ -187,4 +187,32 @@ describe('tree streams through the runner and the path driver', () => {
       runRestore(deps, task({ files: ['sparse.img'], dest }), makeRun()),
     ).rejects.toThrow('EEXIST');
   });
+
+  it('writes picked files only inside the trees the agent serves (--paths), symlinks resolved', async () => {
+    const point = (await backup()).recoveryPointId;
+    const task = (options: RestoreTask['options']): RestoreTask => ({
+      kind: 'RESTORE',
+      jobId: `job-${++seq}`,
+      recoveryPointId: point,
+      source: `path:${src}`,
+      target: `path:${src}`,
+      inPlace: false,
+      options,
+    });
+    const allowed = join(dir, 'served');
+    const outside = join(dir, 'elsewhere');
+    await fs.mkdir(allowed);
+    await fs.mkdir(outside);
+    // A link inside the served tree that leads out of it.
+    await fs.symlink(outside, join(allowed, 'escape'));
+    const served: RunnerDeps = { ...deps, paths: [allowed] };
+    const pick = (dest: string) =>
+      runRestore(served, task({ files: ['a/b/f10'], dest }), makeRun());
+    await expect(pick(join(outside, 'x'))).rejects.toThrow('outside the paths this agent serves');
+    await expect(pick(join(allowed, 'escape', 'x'))).rejects.toThrow(`which leads to ${outside}/x`);
+    await expect(pick(`${allowed}/../elsewhere/y`)).rejects.toThrow('without . or .. parts');
+    expect(await fs.readdir(outside)).toEqual([]);
+    await expect(pick(join(allowed, 'ok'))).resolves.toMatchObject({ files: 1 });
+    expect(await fs.readdir(join(allowed, 'ok', 'a', 'b'))).toEqual(['f10']);
+  });
 });

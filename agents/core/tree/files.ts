@@ -6,7 +6,7 @@
  * are read to restore them.
  */
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { DriverError } from '../../../kernel/errors';
 import type { TreeListing, TreeListingEntry } from '../../../statemachines/contracts';
 import type { DriverContext, StoredStream } from '../driver';
@@ -114,6 +114,38 @@ export async function listTree(reader: TreeReader, path: string): Promise<TreeLi
 }
 
 /**
+ * Refuses a destination outside the trees the agent serves (`stowage agent --paths`), as path
+ * restores are: `dest` is resolved with every symlink (its parent's, when it does not exist yet),
+ * so a link inside an allowed tree cannot lead the files out of it. Without `--paths` the agent
+ * serves every path, as for `path:` targets.
+ */
+async function checkDestination(dest: string, allowed: readonly string[] | undefined) {
+  if (!dest.startsWith('/') || dest.split('/').some((part) => part === '.' || part === '..')) {
+    throw new DriverError(`--dest ${dest} must be an absolute path without . or .. parts`);
+  }
+  if (!allowed) return;
+  let real: string;
+  try {
+    real = await fs.realpath(dest);
+  } catch {
+    try {
+      real = join(await fs.realpath(dirname(dest)), basename(dest));
+    } catch {
+      throw new DriverError(`--dest ${dest}: its parent directory does not exist`);
+    }
+  }
+  if (
+    !allowed.some(
+      (root) => real === root || real.startsWith(root.endsWith('/') ? root : `${root}/`),
+    )
+  ) {
+    throw new DriverError(
+      `--dest ${dest}${real !== dest ? ` (which leads to ${real})` : ''} is outside the paths this agent serves (${allowed.join(', ')}); choose a directory inside them`,
+    );
+  }
+}
+
+/**
  * Writes `files` of the point, with their metadata and the directories above them, below the
  * directory `dest` on this host (created when missing; its parent must exist). A file that is
  * already there is refused (nothing is overwritten). With several tree streams, each stream's
@@ -124,7 +156,9 @@ export async function restoreFiles(
   files: readonly string[],
   dest: string,
   ctx: DriverContext,
+  allowed?: readonly string[],
 ): Promise<{ files: number; bytes: number }> {
+  await checkDestination(dest, allowed);
   const trees = treeStreamsOf(reader);
   const byStream = new Map<string, string[]>();
   for (const file of files) {

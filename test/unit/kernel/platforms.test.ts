@@ -264,7 +264,9 @@ describe('name rules, each in its platform spec, checked before any workflow', (
 
   it('refuses a name longer than MAX_NAME_LENGTH on every platform', () => {
     for (const platform of PLATFORMS) {
-      expect(refused(platform, 'a'.repeat(MAX_NAME_LENGTH + 1))).toThrow(/at most 4096/);
+      expect(refused(platform, 'a'.repeat(MAX_NAME_LENGTH + 1))).toThrow(/at most 1536/);
+      // Counted in bytes: 600 three-byte characters are 1,800 bytes.
+      expect(refused(platform, '€'.repeat(600))).toThrow(/1800 bytes/);
     }
   });
 
