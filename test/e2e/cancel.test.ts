@@ -7,13 +7,16 @@
  *    runs, no point is listed, and nothing of Stowage's is left in dockerd.
  * 2. A stop-mode backup is cancelled while the container is stopped (its volume being read):
  *    the agent starts it again, and again no point and no leftovers.
- * 3. Cancelling a job that ended is a 409 that says how it ended.
+ * 3. An in-place restore cancelled while it reads the point (before its point of no return)
+ *    leaves the container as it was: same id, running, same bytes, nothing left over.
+ * 4. Cancelling a job that ended is a 409 that says how it ended.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   docker,
   engineInventory,
   execIn,
+  fingerprint,
   removeByPrefix,
   requireTestImage,
   runningState,
@@ -48,7 +51,11 @@ async function makeContainer(name: string, dataMiB: number): Promise<void> {
   ]);
 }
 
-type Job = { status: string; progress?: { phase: string }; items?: Array<{ status: string }> };
+type Job = {
+  status: string;
+  progress?: { phase: string; bytesDone?: number };
+  items?: Array<{ status: string }>;
+};
 const jobOf = (jobId: string) => stowage('job', jobId).json as Job;
 
 /** What a job left: the job, the points of its target, and whether the container runs. */
@@ -169,6 +176,36 @@ describe('stowage cancel', () => {
     process.stdout.write(
       `cancel figures: stopped container running again ${elapsed} ms after the cancel\n`,
     );
+  });
+
+  it('leaves the target of an in-place restore cancelled before its point of no return as it was', async () => {
+    const backup = stowage('backup', `docker:${BIG}`, '--wait');
+    expect(backup.code, backup.stderr).toBe(0);
+    const { recoveryPointId } = backup.json as { recoveryPointId: string };
+    await execIn(BIG, ['sh', '-c', 'echo changed-after-the-backup > /data/marker']);
+    const { Id: idBefore } = await docker.getContainer(BIG).inspect();
+    const dataBefore = await fingerprint(BIG, '/data');
+    const inventoryBefore = await engineInventory(RUN);
+
+    const started = stowage('restore', recoveryPointId, '--in-place');
+    expect(started.code, started.stderr).toBe(0);
+    const { jobId } = started.json as { jobId: string };
+    // Once it reads the point's bytes, well before it swaps anything.
+    await eventually(
+      async () => ((jobOf(jobId).progress?.bytesDone ?? 0) > 0 ? true : undefined),
+      'the restore reading',
+      60_000,
+    );
+    const cancel = stowage('cancel', jobId, '--wait');
+
+    expect(cancel.code, `${cancel.stdout} ${cancel.stderr}`).toBe(0);
+    expect(cancel.json).toMatchObject({ status: 'CANCELLED', cancelled: true, settled: true });
+    expect((cancel.json as { message: string }).message).toContain(`is as it was before it`);
+    const { Id: idAfter, State } = await docker.getContainer(BIG).inspect();
+    expect(idAfter).toBe(idBefore);
+    expect(State.Running).toBe(true);
+    expect(await fingerprint(BIG, '/data')).toEqual(dataBefore);
+    expect(await engineInventory(RUN)).toEqual(inventoryBefore);
   });
 
   it('answers a clear 409 for a job that ended', async () => {
