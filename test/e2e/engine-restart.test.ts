@@ -1,7 +1,7 @@
 /**
  * An engine restarted in the middle of a job (issue #11): the job fails with a clear error and
- * the workload runs again afterwards. The test runs its own dockerd (its own data and exec roots
- * and socket, no bridge), so it can restart it without touching the shared one; `stowage start
+ * the workload runs again afterwards. The test runs its own dockerd (its own data and exec roots,
+ * socket and bridge), so it can restart it without touching the shared one; `stowage start
  * --docker-socket` points the agent at it.
  *
  * A stop-mode backup stops the container; dockerd is restarted while it is stopped (its stream
@@ -21,6 +21,11 @@ import { StowageProcess } from '../fixtures/stowage-process';
 const RUN = `stw-restart-${process.pid}`;
 const ROOT = `/tmp/${RUN}`;
 const SOCKET = join(ROOT, 'docker.sock');
+/**
+ * A bridge of its own: a dockerd started with --bridge=none deletes the default bridge docker0,
+ * which the shared dockerd's containers use (every later start there failed).
+ */
+const BRIDGE = `stwr${process.pid % 100_000}`;
 const own = new Docker({ socketPath: SOCKET });
 
 let dockerd: ChildProcess | undefined;
@@ -29,6 +34,9 @@ let stowageProcess: StowageProcess;
 const stowage = (...args: string[]) => stowageProcess.cli(...args);
 
 async function startDockerd(): Promise<void> {
+  execSync(
+    `ip link show ${BRIDGE} >/dev/null 2>&1 || { ip link add ${BRIDGE} type bridge && ip addr add 10.213.77.1/24 dev ${BRIDGE} && ip link set ${BRIDGE} up; }`,
+  );
   dockerd = spawn(
     'dockerd',
     [
@@ -40,7 +48,7 @@ async function startDockerd(): Promise<void> {
       `unix://${SOCKET}`,
       '--pidfile',
       join(ROOT, 'docker.pid'),
-      '--bridge=none',
+      `--bridge=${BRIDGE}`,
       '--iptables=false',
       '--ip6tables=false',
     ],
@@ -102,6 +110,7 @@ afterAll(async () => {
     .remove({ force: true, v: true })
     .catch(() => undefined);
   await stopDockerd();
+  execSync(`ip link delete ${BRIDGE} 2>/dev/null || true`);
   try {
     execSync(`umount -R ${ROOT}/root 2>/dev/null; rm -rf ${ROOT}`, { stdio: 'ignore' });
   } catch {
