@@ -315,8 +315,12 @@ const agentCommand = program
   .option('--site <name>', 'the site this agent serves', process.env.STOWAGE_SITE ?? 'local')
   .option(
     '--data-dir <dir>',
-    'where the agent keeps its state (the journal of its holds, in holds/<site>)',
+    'where the agent keeps its state (the journal of its holds, in holds/<site>); in local mode also where `stowage start` wrote agent-config.json',
     process.env.STOWAGE_DATA_DIR ?? join(homedir(), '.stowage'),
+  )
+  .option(
+    '--config <file>',
+    'local mode: the agent-config.json `stowage start` wrote (0600; default DATA_DIR/agent-config.json)',
   )
   .option(
     '--paths <dirs>',
@@ -334,6 +338,7 @@ addEngineFlags(agentCommand)
       opts: {
         site: string;
         dataDir: string;
+        config?: string;
         paths?: string;
         concurrency: number;
         check?: boolean;
@@ -344,7 +349,7 @@ addEngineFlags(agentCommand)
       const { startAgent } = await import('../agents/worker/main');
       const { createLogger } = await import('../kernel/logger');
       const log = createLogger({ service: 'stowage-agent' });
-      const config = await agentConfig(opts.site, cmd);
+      const config = await agentConfig(opts.site, agentConfigFile(opts));
       const agent = await startAgent(
         {
           ...config,
@@ -376,11 +381,15 @@ function pathList(text: string): string[] {
   return paths;
 }
 
+/** Local mode's agent-config.json: --config, else the one in --data-dir. */
+const agentConfigFile = (opts: { dataDir: string; config?: string }) =>
+  opts.config ?? join(opts.dataDir, 'agent-config.json');
+
 /**
  * A standalone agent's configuration: from the environment in AWS (STOWAGE_QUEUE_URL and the
- * stack's other outputs), else from the local API of `stowage start`.
+ * stack's other outputs), else from the agent-config.json `stowage start` wrote (`file`).
  */
-async function agentConfig(site: string, cmd: Command): Promise<AgentConfig> {
+async function agentConfig(site: string, file: string): Promise<AgentConfig> {
   if (process.env.STOWAGE_QUEUE_URL) {
     const kmsKeyId = process.env.STOWAGE_KMS_KEY_ID;
     const keyFile = process.env.STOWAGE_KEY_FILE;
@@ -395,31 +404,62 @@ async function agentConfig(site: string, cmd: Command): Promise<AgentConfig> {
       keys: kmsKeyId ? { kind: 'kms', keyId: kmsKeyId } : { kind: 'file', path: keyFile! },
     };
   }
+  return localAgentConfig(file, site);
+}
+
+/**
+ * A standalone local agent's configuration, from the agent-config.json `stowage start` wrote
+ * (0600; never from whatever answers on a port): the emulators' credentials of this start and
+ * where they are; its site's queue is created with those credentials.
+ */
+async function localAgentConfig(file: string, site: string): Promise<AgentConfig> {
+  let local: LocalConfig;
+  try {
+    local = JSON.parse(readFileSync(file, 'utf8')) as LocalConfig;
+  } catch (err) {
+    throw new Error(
+      `cannot read the local agent configuration ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): start \`stowage start\` first, and give its --data-dir (or --config FILE) as a user who may read it (it is 0600); for AWS set STOWAGE_QUEUE_URL`,
+    );
+  }
+  if (!local.credentials?.accessKeyId || !local.endpoints?.sqs) {
+    throw new Error(`${file} is not an agent-config.json written by \`stowage start\``);
+  }
   const { agentHeartbeatMs } = await import('../agents/worker/main');
-  const local = await client(cmd).get<LocalConfig & { queueUrl: string }>(
-    `/local/config?site=${encodeURIComponent(site)}`,
-  );
-  return {
-    site,
-    queueUrl: local.queueUrl,
-    tableName: local.tableName,
-    store: local.store,
-    keys: { kind: 'file', path: local.keyFile },
-    aws: {
-      region: local.region,
-      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-      endpoints: local.endpoints,
-    },
-    ...(local.heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) } : {}),
-  };
+  const { SQSClient } = await import('@aws-sdk/client-sqs');
+  const { createSiteQueue } = await import('../local/emulators');
+  const sqs = new SQSClient({
+    region: local.region,
+    credentials: { ...local.credentials },
+    endpoint: local.endpoints.sqs,
+  });
+  try {
+    return {
+      site,
+      queueUrl: await createSiteQueue(sqs, site),
+      tableName: local.tableName,
+      store: local.store,
+      keys: { kind: 'file', path: local.keyFile },
+      aws: {
+        region: local.region,
+        credentials: { ...local.credentials },
+        endpoints: local.endpoints,
+      },
+      ...(local.heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(local.heartbeatSeconds) } : {}),
+    };
+  } finally {
+    sqs.destroy();
+  }
 }
 
 /** `stowage agent --check`: a table of checks and what to fix; exit 1 when one failed. */
-async function checkAgentCommand(opts: { site: string }, cmd: Command): Promise<void> {
+async function checkAgentCommand(
+  opts: { site: string; dataDir: string; config?: string },
+  cmd: Command,
+): Promise<void> {
   const { checkAgent } = await import('../agents/worker/check');
   let results: Awaited<ReturnType<typeof checkAgent>>;
   try {
-    const config = await agentConfig(opts.site, cmd);
+    const config = await agentConfig(opts.site, agentConfigFile(opts));
     results = await checkAgent({ ...config, engines: enginesOf(opts) });
   } catch (err) {
     // Without a configuration there is nothing else to check.

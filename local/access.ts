@@ -13,7 +13,7 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 
 /** The API token's file in the data directory. */
@@ -26,6 +26,69 @@ export interface ApiAccess {
 }
 
 export const apiTokenPath = (dataDir: string) => join(dataDir, API_TOKEN_FILE);
+
+/**
+ * A standalone agent's configuration and the emulators' credentials: `<dataDir>/agent-config.json`
+ * (0600, rewritten on every start), which `stowage agent` reads instead of asking the network.
+ */
+export const AGENT_CONFIG_FILE = 'agent-config.json';
+
+export const agentConfigPath = (dataDir: string) => join(dataDir, AGENT_CONFIG_FILE);
+
+export interface LocalCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/**
+ * Fresh emulator credentials for one start (an AWS-shaped access key id, so every SDK accepts
+ * it). The emulators check the access key id only (they verify no signature), so the id is the
+ * secret: 16 random characters of base32.
+ */
+export function newLocalCredentials(): LocalCredentials {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let id = 'ASTW';
+  for (const b of randomBytes(16)) id += alphabet[b % 32];
+  return { accessKeyId: id, secretAccessKey: randomBytes(30).toString('base64url') };
+}
+
+/** The access key id a SigV4-signed request names (header or presigned query), if any. */
+export function accessKeyOf(req: IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  if (typeof header === 'string') {
+    const m = /Credential=([^/,\s]+)\//.exec(header);
+    if (m) return m[1];
+  }
+  const query = new URL(req.url ?? '/', 'http://localhost').searchParams.get('X-Amz-Credential');
+  return query ? query.split('/')[0] : undefined;
+}
+
+/**
+ * Puts a credential check in front of an HTTP server's own request handlers (dynalite, s3rver,
+ * local-aws-sqs, the local Step Functions endpoint): a request signed with another access key,
+ * or not signed, gets 403 and never reaches the emulator.
+ */
+export function requireAccessKey(server: Server, accessKeyId: string, service: string): void {
+  const handlers = server.listeners('request') as Array<
+    (req: IncomingMessage, res: ServerResponse) => void
+  >;
+  server.removeAllListeners('request');
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const given = accessKeyOf(req);
+    if (given !== undefined && sameSecret(given, accessKeyId)) {
+      for (const handler of handlers) handler.call(server, req, res);
+      return;
+    }
+    req.resume();
+    res.writeHead(403, { 'content-type': 'application/json', connection: 'close' });
+    res.end(
+      JSON.stringify({
+        __type: 'UnrecognizedClientException',
+        message: `the local ${service} accepts only the credentials of this Stowage start (agent-config.json in its data directory)`,
+      }),
+    );
+  });
+}
 
 /** A fresh token: 32 random bytes, base64url (43 characters, safe in a URL fragment). */
 export function newApiToken(): string {

@@ -1,8 +1,8 @@
 /**
  * The HTTP API in local mode: each request becomes the API Gateway (REST, proxy integration)
- * event the Lambda handler receives in AWS, so the very same handler answers. Local mode adds
- * one route of its own, GET /local/config, which tells a standalone local agent where the
- * emulators are. `files` answers first for the web console's static files (local/console-files.ts),
+ * event the Lambda handler receives in AWS, so the very same handler answers. It serves no
+ * configuration: a standalone agent reads agent-config.json (0600) in the data directory, never
+ * whoever answers the port. `files` answers first for the web console's static files (local/console-files.ts),
  * then `access` (local/access.ts) refuses what may not call the API.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -78,7 +78,6 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
 
 export async function startApiServer(
   handler: ApiHandler,
-  localConfig: (url: URL) => Promise<unknown>,
   port: number,
   host = '127.0.0.1',
   extras: {
@@ -139,13 +138,6 @@ export async function startApiServer(
     req.on('error', () => res.destroy());
     req.on('end', () => {
       if (refused) return;
-      if (req.method === 'GET' && url.pathname === '/local/config') {
-        localConfig(url).then(
-          (config) => reply(res, 200, config),
-          (err: Error) => reply(res, 400, { error: 'LocalConfigError', message: err.message }),
-        );
-        return;
-      }
       let event: APIGatewayProxyEvent;
       try {
         event = toEvent(req, url, Buffer.concat(chunks));

@@ -7,6 +7,10 @@
  *
  * Ports: the API on `port`, then DynamoDB, S3, SQS and Step Functions on port+1 … port+4
  * (all on 127.0.0.1). Port 0 picks free ports (tests).
+ *
+ * Every start makes new secrets (./access.ts): the API's token in `<dataDir>/api-token`, the
+ * emulators' credentials (nothing else is answered), and `<dataDir>/agent-config.json` with what a
+ * standalone agent needs, credentials included; both files 0600.
  */
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -30,7 +34,15 @@ import {
 } from '../agents/worker/main';
 import { startApiServer } from './api-server';
 import { CONSOLE_DIR, consoleBuilt, consoleFiles } from './console-files';
-import { apiTokenPath, newApiToken, writePrivateFile } from './access';
+import {
+  agentConfigPath,
+  apiTokenPath,
+  newApiToken,
+  newLocalCredentials,
+  requireAccessKey,
+  writePrivateFile,
+  type LocalCredentials,
+} from './access';
 import { LocalScheduler } from './scheduler';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
@@ -67,6 +79,8 @@ export interface ControlPlane {
   apiUrl: string;
   /** The API's bearer token (also in <dataDir>/api-token). */
   apiToken: string;
+  /** The emulators' credentials for this start (also in <dataDir>/agent-config.json). */
+  credentials: LocalCredentials;
   endpoints: Emulators['endpoints'] & { sfn: string };
   localConfig: LocalConfig;
   /** The web console at the API's address: its sign-in link, or why there is none. */
@@ -76,15 +90,18 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
-/** What a standalone local agent needs to join (served at GET /local/config). */
+/**
+ * What a standalone local agent needs to join: `<dataDir>/agent-config.json` (0600, rewritten on
+ * every start), read by `stowage agent`. Never served over the network.
+ */
 export interface LocalConfig {
   region: string;
+  /** The only credentials the emulators accept (new on every start). */
+  credentials: LocalCredentials;
   endpoints: { dynamodb: string; s3: string; sqs: string; sfn: string };
   tableName: string;
   bucket: string;
   queueUrlPrefix: string;
-  /** The queue of the site asked for with ?site= (created if new). */
-  queueUrl?: string;
   store: StoreConfig;
   /** The repository's key file (local mode keeps it in the data directory, mode 0600). */
   keyFile: string;
@@ -113,14 +130,20 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const log = options.log ?? createLogger({ service: 'stowage-local' });
   const site = options.site ?? DEFAULT_SITE;
   const heartbeatSeconds = options.heartbeatSeconds ?? positiveEnv('STOWAGE_HEARTBEAT_SECONDS');
-  const emulators = await startEmulators(options.dataDir, {
-    dynamodb: plus(options.port, 1),
-    s3: plus(options.port, 2),
-    sqs: plus(options.port, 3),
-  });
+  // New on every start: the credentials of a previous start (or the s3rver default) stop working.
+  const credentials = newLocalCredentials();
+  const emulators = await startEmulators(
+    options.dataDir,
+    { dynamodb: plus(options.port, 1), s3: plus(options.port, 2), sqs: plus(options.port, 3) },
+    credentials,
+  );
   const closers: Array<() => Promise<void>> = [() => emulators.close()];
   try {
-    const sqs = new SQSClient({ ...LOCAL_AWS, endpoint: emulators.endpoints.sqs });
+    const sqs = new SQSClient({
+      ...LOCAL_AWS,
+      credentials: { ...credentials },
+      endpoint: emulators.endpoints.sqs,
+    });
     await emulators.ensureSiteQueue(site);
 
     // The handlers' own clients find everything through the environment, as in AWS.
@@ -131,6 +154,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       ...(heartbeatSeconds ? { heartbeatSeconds } : {}),
     });
     const sfnServer = await startSfnServer(sfn, plus(options.port, 4));
+    requireAccessKey(sfnServer, credentials.accessKeyId, 'Step Functions');
     closers.unshift(async () => {
       await sfn.close();
       await new Promise((r) => sfnServer.close(r));
@@ -149,8 +173,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const keyFile = join(options.dataDir, 'keys', 'repository.key');
     Object.assign(process.env, {
       AWS_REGION: LOCAL_AWS.region,
-      AWS_ACCESS_KEY_ID: LOCAL_AWS.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: LOCAL_AWS.credentials.secretAccessKey,
+      AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
       AWS_ENDPOINT_URL_DYNAMODB: endpoints.dynamodb,
       AWS_ENDPOINT_URL_S3: endpoints.s3,
       AWS_ENDPOINT_URL_SQS: endpoints.sqs,
@@ -208,6 +232,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const localConfig: LocalConfig = {
       region: LOCAL_AWS.region,
+      credentials,
       endpoints,
       tableName: emulators.tableName,
       bucket: emulators.bucket,
@@ -216,12 +241,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       keyFile,
       ...(heartbeatSeconds ? { heartbeatSeconds } : {}),
     };
-    const serveConfig = async (url: URL): Promise<LocalConfig> => {
-      const asked = url.searchParams.get('site');
-      return asked
-        ? { ...localConfig, queueUrl: await emulators.ensureSiteQueue(asked) }
-        : localConfig;
-    };
+    writePrivateFile(agentConfigPath(options.dataDir), `${JSON.stringify(localConfig, null, 2)}\n`);
     // The policies' schedules: what EventBridge Scheduler does in AWS.
     const { requestBackup } = await import('../functions/core/requests/backup');
     const { requestVerify } = await import('../functions/core/requests/verify');
@@ -261,7 +281,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const apiToken = newApiToken();
     const tokenPath = apiTokenPath(options.dataDir);
     writePrivateFile(tokenPath, `${apiToken}\n`);
-    const apiServer = await startApiServer(api.handler, serveConfig, options.port, '127.0.0.1', {
+    const apiServer = await startApiServer(api.handler, options.port, '127.0.0.1', {
       files: consoleFiles(consoleDir),
       access: { token: apiToken, tokenPath },
     });
@@ -277,7 +297,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           tableName: emulators.tableName,
           store,
           keys: { kind: 'file', path: keyFile },
-          aws: { region: LOCAL_AWS.region, credentials: { ...LOCAL_AWS.credentials }, endpoints },
+          aws: { region: LOCAL_AWS.region, credentials: { ...credentials }, endpoints },
           holdsDir: join(options.dataDir, 'holds', site),
           parentsDir: join(options.dataDir, 'parents', site),
           ...(heartbeatSeconds ? { heartbeatMs: agentHeartbeatMs(heartbeatSeconds) } : {}),
@@ -296,6 +316,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     });
     return {
       apiUrl,
+      credentials,
       endpoints,
       localConfig,
       apiToken,

@@ -25,6 +25,7 @@ import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import dynalite from 'dynalite';
 import { createSqsServer } from 'local-aws-sqs';
 import { catalogTableInput } from '../kernel/adapters/dynamodb-catalog';
+import { requireAccessKey, type LocalCredentials } from './access';
 import { BACKUP_BUCKET, CATALOG_TABLE, SITE_QUEUE, siteQueueName } from '../kernel/resources';
 
 export interface EmulatorPorts {
@@ -34,6 +35,8 @@ export interface EmulatorPorts {
 }
 
 export interface Emulators {
+  /** The only credentials the emulators accept. */
+  credentials: LocalCredentials;
   endpoints: { dynamodb: string; s3: string; sqs: string };
   tableName: string;
   bucket: string;
@@ -43,11 +46,8 @@ export interface Emulators {
   close(): Promise<void>;
 }
 
-/** Credentials and region the SDK clients need; the emulators check neither. */
-export const LOCAL_AWS = {
-  region: 'us-east-1',
-  credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-} as const;
+/** The region the SDK clients need (credentials are made per start: ./access.ts). */
+export const LOCAL_AWS = { region: 'us-east-1' } as const;
 
 const listen = (server: Server, port: number) =>
   new Promise<number>((resolve, reject) => {
@@ -59,6 +59,7 @@ async function startS3(
   port: number,
   directory: string,
   bucket: string,
+  credentials: LocalCredentials,
 ): Promise<{ child: ChildProcess; port: number }> {
   mkdirSync(directory, { recursive: true });
   // dist/s3-server.mjs beside the bundle (`npm run build`), else the source through tsx.
@@ -69,7 +70,15 @@ async function startS3(
   const child = spawn(
     process.execPath,
     ['--openssl-legacy-provider', ...entry, String(port), directory, bucket],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      // In the environment, not argv: another user can read a process's argv, not its environment.
+      env: {
+        ...process.env,
+        STOWAGE_S3_ACCESS_KEY_ID: credentials.accessKeyId,
+        STOWAGE_S3_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+      },
+    },
   );
   const lines = createInterface({ input: child.stdout! });
   const actual = await new Promise<number>((resolve, reject) => {
@@ -89,7 +98,11 @@ async function startS3(
   return { child, port: actual };
 }
 
-export async function startEmulators(dataDir: string, ports: EmulatorPorts): Promise<Emulators> {
+export async function startEmulators(
+  dataDir: string,
+  ports: EmulatorPorts,
+  credentials: LocalCredentials,
+): Promise<Emulators> {
   const tableName = CATALOG_TABLE.localName;
   const bucket = BACKUP_BUCKET.localName;
 
@@ -101,6 +114,7 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
     deleteTableMs: 0,
     updateTableMs: 0,
   });
+  requireAccessKey(dynamo, credentials.accessKeyId, 'DynamoDB');
   const dynamoPort = await listen(dynamo, ports.dynamodb);
 
   const sqsServer = await createSqsServer({
@@ -108,11 +122,12 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
     hostname: '127.0.0.1',
     emulateQueueCreationLifecycle: false,
   } as never);
+  requireAccessKey(sqsServer, credentials.accessKeyId, 'SQS');
   const sqsPort = (sqsServer.address() as AddressInfo).port;
 
   let s3: { child: ChildProcess; port: number };
   try {
-    s3 = await startS3(ports.s3, join(dataDir, 's3'), bucket);
+    s3 = await startS3(ports.s3, join(dataDir, 's3'), bucket, credentials);
   } catch (err) {
     dynamo.close();
     sqsServer.close();
@@ -125,48 +140,34 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
     sqs: `http://127.0.0.1:${sqsPort}`,
   };
 
-  const ddb = new DynamoDBClient({ ...LOCAL_AWS, endpoint: endpoints.dynamodb });
+  const clientConfig = { ...LOCAL_AWS, credentials: { ...credentials } };
+  const ddb = new DynamoDBClient({ ...clientConfig, endpoint: endpoints.dynamodb });
   try {
     await ddb.send(new CreateTableCommand(catalogTableInput(tableName)));
   } catch (err) {
     if (!(err instanceof ResourceInUseException)) throw err;
   }
 
-  const sqs = new SQSClient({ ...LOCAL_AWS, endpoint: endpoints.sqs });
+  ddb.destroy();
+  const sqs = new SQSClient({ ...clientConfig, endpoint: endpoints.sqs });
   const queues = new Map<string, string>();
   const ensureSiteQueue = async (site: string): Promise<string> => {
     const known = queues.get(site);
     if (known) return known;
-    const name = siteQueueName(site);
-    const dlq = await sqs.send(
-      new CreateQueueCommand({ QueueName: `${name}${SITE_QUEUE.dlqSuffix}` }),
-    );
-    const dlqArn = `arn:aws:sqs:${LOCAL_AWS.region}:123456789012:${name}${SITE_QUEUE.dlqSuffix}`;
-    const out = await sqs.send(
-      new CreateQueueCommand({
-        QueueName: name,
-        Attributes: {
-          VisibilityTimeout: String(SITE_QUEUE.visibilityTimeoutSeconds),
-          MessageRetentionPeriod: String(SITE_QUEUE.retentionSeconds),
-          RedrivePolicy: JSON.stringify({
-            deadLetterTargetArn: dlqArn,
-            maxReceiveCount: SITE_QUEUE.maxReceiveCount,
-          }),
-        },
-      }),
-    );
-    void dlq;
-    queues.set(site, out.QueueUrl!);
-    return out.QueueUrl!;
+    const url = await createSiteQueue(sqs, site);
+    queues.set(site, url);
+    return url;
   };
 
   return {
+    credentials,
     endpoints,
     tableName,
     bucket,
     queueUrlPrefix: `${endpoints.sqs}/123456789012/`,
     ensureSiteQueue,
     async close() {
+      sqs.destroy();
       s3.child.kill('SIGTERM');
       await Promise.all([
         new Promise((r) => dynamo.close(r)),
@@ -175,4 +176,29 @@ export async function startEmulators(dataDir: string, ports: EmulatorPorts): Pro
       ]);
     },
   };
+}
+
+/**
+ * Creates a site's queue and its dead-letter queue as the CDK stack does (idempotent: SQS answers
+ * an existing queue's URL). A standalone agent calls it for its own site with the credentials of
+ * agent-config.json.
+ */
+export async function createSiteQueue(sqs: SQSClient, site: string): Promise<string> {
+  const name = siteQueueName(site);
+  await sqs.send(new CreateQueueCommand({ QueueName: `${name}${SITE_QUEUE.dlqSuffix}` }));
+  const dlqArn = `arn:aws:sqs:${LOCAL_AWS.region}:123456789012:${name}${SITE_QUEUE.dlqSuffix}`;
+  const out = await sqs.send(
+    new CreateQueueCommand({
+      QueueName: name,
+      Attributes: {
+        VisibilityTimeout: String(SITE_QUEUE.visibilityTimeoutSeconds),
+        MessageRetentionPeriod: String(SITE_QUEUE.retentionSeconds),
+        RedrivePolicy: JSON.stringify({
+          deadLetterTargetArn: dlqArn,
+          maxReceiveCount: SITE_QUEUE.maxReceiveCount,
+        }),
+      },
+    }),
+  );
+  return out.QueueUrl!;
 }

@@ -26,3 +26,12 @@ declare module 'dynalite' {
 }
 
 declare module 'promise.withresolvers/auto';
+
+declare module 's3rver/lib/models/account.js' {
+  interface Account {
+    createKeyPair(accessKeyId: string, secretAccessKey: string): void;
+    revokeAccessKey(accessKeyId: string): void;
+  }
+  const AWSAccount: { DUMMY_ACCOUNT: Account };
+  export default AWSAccount;
+}

@@ -4,7 +4,8 @@
  *
  * In AWS the configuration comes from the environment (STOWAGE_SITE, STOWAGE_QUEUE_URL,
  * STOWAGE_TABLE, STOWAGE_BUCKET, STOWAGE_KMS_KEY_ID and the usual AWS credentials). In local mode the control plane
- * passes it directly, or a standalone `stowage agent` asks the local API for it.
+ * passes it directly, or a standalone `stowage agent` reads it from the 0600 agent-config.json
+ * that `stowage start` wrote.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';

@@ -17,7 +17,12 @@ let tables = 0;
 beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const { port } = server.address() as AddressInfo;
-  client = new DynamoDBClient({ ...LOCAL_AWS, endpoint: `http://127.0.0.1:${port}` });
+  client = new DynamoDBClient({
+    ...LOCAL_AWS,
+    // A dynalite of its own, which checks no credentials.
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    endpoint: `http://127.0.0.1:${port}`,
+  });
 });
 
 afterAll(async () => {

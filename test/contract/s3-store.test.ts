@@ -22,6 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3ClientConfig, S3Store } from '../../agents/store/s3-store';
 import { isTransient } from '../../agents/store/retry';
 import { LOCAL_AWS, startEmulators, type Emulators } from '../../local/emulators';
+import { newLocalCredentials } from '../../local/access';
 import { describeObjectStoreContract } from './store-suite';
 
 let dataDir: string;
@@ -31,8 +32,14 @@ let buckets = 0;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'stowage-s3-store-'));
-  emulators = await startEmulators(dataDir, { dynamodb: 0, s3: 0, sqs: 0 });
-  client = new S3Client(s3ClientConfig({ ...LOCAL_AWS, endpoint: emulators.endpoints.s3 }));
+  emulators = await startEmulators(dataDir, { dynamodb: 0, s3: 0, sqs: 0 }, newLocalCredentials());
+  client = new S3Client(
+    s3ClientConfig({
+      ...LOCAL_AWS,
+      credentials: emulators.credentials,
+      endpoint: emulators.endpoints.s3,
+    }),
+  );
 });
 
 afterAll(async () => {
@@ -66,7 +73,12 @@ describeObjectStoreContract(
 describe('S3Store errors', () => {
   it('labels a refused connection transient and a missing bucket permanent', async () => {
     const nowhere = new S3Client(
-      s3ClientConfig({ ...LOCAL_AWS, endpoint: 'http://127.0.0.1:9', maxAttempts: 1 }),
+      s3ClientConfig({
+        ...LOCAL_AWS,
+        credentials: emulators.credentials,
+        endpoint: 'http://127.0.0.1:9',
+        maxAttempts: 1,
+      }),
     );
     const refused = await new S3Store('bucket', nowhere).get('k').catch((err: unknown) => err);
     nowhere.destroy();
@@ -96,7 +108,13 @@ describe('S3Store conditional writes', () => {
   }
 
   it('asks S3 to create, never to replace: If-None-Match * on PutObject and on completing a multipart upload', async () => {
-    const s3 = new S3Client(s3ClientConfig({ ...LOCAL_AWS, endpoint: emulators.endpoints.s3 }));
+    const s3 = new S3Client(
+      s3ClientConfig({
+        ...LOCAL_AWS,
+        credentials: emulators.credentials,
+        endpoint: emulators.endpoints.s3,
+      }),
+    );
     const bucket = `conditional-${++buckets}`;
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const seen = recording(s3);

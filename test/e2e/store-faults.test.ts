@@ -124,7 +124,7 @@ beforeAll(async () => {
       keys: { kind: 'file', path: plane.localConfig.keyFile },
       aws: {
         region: LOCAL_AWS.region,
-        credentials: { ...LOCAL_AWS.credentials },
+        credentials: { ...plane.credentials },
         endpoints: { ...plane.endpoints, s3: proxyUrl },
       },
       engines: {

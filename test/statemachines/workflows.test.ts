@@ -170,7 +170,7 @@ beforeAll(async () => {
       adjust(definition.States as unknown as Record<string, unknown>);
     },
   });
-  const clientConfig = { ...LOCAL_AWS, credentials: { ...LOCAL_AWS.credentials } };
+  const clientConfig = { ...LOCAL_AWS, credentials: { ...plane.credentials } };
   sqs = new SQSClient({ ...clientConfig, endpoint: plane.endpoints.sqs });
   sfn = new SFNClient({ ...clientConfig, endpoint: plane.endpoints.sfn });
   s3 = new S3Client({ ...clientConfig, endpoint: plane.endpoints.s3, forcePathStyle: true });

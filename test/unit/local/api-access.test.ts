@@ -33,7 +33,6 @@ beforeAll(async () => {
       handled++;
       return { statusCode: 200, body: '{"ok":true}', headers: {} };
     },
-    async () => ({}),
     0,
     '127.0.0.1',
     { access: { token, tokenPath } },

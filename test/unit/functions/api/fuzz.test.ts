@@ -298,7 +298,7 @@ beforeAll(async () => {
   );
   await catalog.putPoint(makePoint({ recoveryPointId: POINT, agent: AGENT }));
   await catalog.createJob(makeJob({ jobId: JOB, agent: AGENT }));
-  server = await startApiServer(handlerWith(deps), async () => ({}), 0, '127.0.0.1');
+  server = await startApiServer(handlerWith(deps), 0, '127.0.0.1');
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   // A policy through the API itself, so its stored form is what the API makes.
   const created = await fetch(`${base}/policies`, {
