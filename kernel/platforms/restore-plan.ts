@@ -79,10 +79,16 @@ export function streamSize(input: PlanInput, stream: string): number {
   return input.point.streams.find((s) => s.name === stream)?.size ?? 0;
 }
 
-/** The point's streams under `prefix/`, without the prefix (`volume/data` → `data`). */
+/**
+ * The point's streams under `prefix/`, without the prefix (`volume/data` → `data`). A tree
+ * stream's index (`volume/data.index`, beside `volume/data`) is part of its stream, not a volume
+ * of its own.
+ */
 export function streamsUnder(input: PlanInput, prefix: string): string[] {
+  const names = new Set(input.point.streams.map((s) => s.name));
   return input.point.streams
     .filter((s) => s.name.startsWith(`${prefix}/`))
+    .filter((s) => !(s.name.endsWith('.index') && names.has(s.name.slice(0, -'.index'.length))))
     .map((s) => s.name.slice(prefix.length + 1));
 }
 

@@ -41,6 +41,8 @@ describe('planRestore: docker', () => {
     streams: [
       stream('image', 10 * MiB),
       stream('volume/webdata', 2 * MiB),
+      // A volume read as a tree stream has its index beside it: part of it, not a volume.
+      { name: 'volume/webdata.index', kind: 'tree-index', size: 4096 },
       stream('volume/logs', MiB),
     ],
     summary: { image: 'busybox:latest', volumes: 2, state: 'running' },
@@ -62,7 +64,7 @@ describe('planRestore: docker', () => {
       target: 'docker:web2',
       agent: 'site-1',
       inPlace: false,
-      bytesRead: 13 * MiB,
+      bytesRead: 13 * MiB + 4096, // the tree index is read too
     });
     expect(outline(plan)).toEqual([
       'create image stowage/web:<id>',
