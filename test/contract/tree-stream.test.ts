@@ -138,9 +138,10 @@ describe('tree streams through the runner and the path driver', () => {
     for (const key of Object.keys(got)) expect(got[key]).toEqual(want[key]);
   });
 
-  it('lists a directory of a point and restores files to a directory through restore tasks', async () => {
-    const point = (await backup()).recoveryPointId;
-    const task = (options: RestoreTask['options']): RestoreTask => ({
+  /** A restore task of `point` with `options` (a listing, or files to a directory). */
+  const restoreTask =
+    (point: string) =>
+    (options: RestoreTask['options']): RestoreTask => ({
       kind: 'RESTORE',
       jobId: `job-${++seq}`,
       recoveryPointId: point,
@@ -149,6 +150,9 @@ describe('tree streams through the runner and the path driver', () => {
       inPlace: false,
       options,
     });
+
+  it('lists a directory of a point and restores files to a directory through restore tasks', async () => {
+    const task = restoreTask((await backup()).recoveryPointId);
     const listed = await runRestore(deps, task({ list: 'a/b' }), makeRun());
     expect(listed.listing?.entries.map((e) => `${e.type} ${e.path}`)).toEqual([
       'dir a/b/c',
@@ -189,16 +193,7 @@ describe('tree streams through the runner and the path driver', () => {
   });
 
   it('writes picked files only inside the trees the agent serves (--paths), symlinks resolved', async () => {
-    const point = (await backup()).recoveryPointId;
-    const task = (options: RestoreTask['options']): RestoreTask => ({
-      kind: 'RESTORE',
-      jobId: `job-${++seq}`,
-      recoveryPointId: point,
-      source: `path:${src}`,
-      target: `path:${src}`,
-      inPlace: false,
-      options,
-    });
+    const task = restoreTask((await backup()).recoveryPointId);
     const allowed = join(dir, 'served');
     const outside = join(dir, 'elsewhere');
     await fs.mkdir(allowed);

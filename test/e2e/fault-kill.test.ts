@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { seededRandom } from '../fixtures/data';
 import { docker, execIn, TEST_IMAGE } from '../fixtures/docker';
 import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
 import { launchInstance, lxd, removeInstance } from '../fixtures/lxd';
@@ -28,18 +29,7 @@ const CONTAINER = `fault-web-${tag}`;
 const VOLUME = `fault-data-${tag}`;
 const INSTANCE = `fault-c-${tag}`;
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = prng(SEED);
+const random = seededRandom(SEED);
 
 let root: string;
 let stowage: StowageProcess;

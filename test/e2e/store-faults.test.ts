@@ -17,22 +17,11 @@ import type { ControlPlane } from '../../local/control-plane';
 import { LOCAL_AWS } from '../../local/emulators';
 import { DEFAULT_SITE, siteQueueName } from '../../kernel/resources';
 import { testLog, eventually, removeDir, startTestPlane, tempDir } from '../fixtures/local-plane';
+import { seededRandom } from '../fixtures/data';
 
 const SEED = Number(process.env.STOWAGE_FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const FIVE_XX = 0.05;
 const RESETS = 0.01;
-
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const figures = { requests: 0, errors5xx: 0, resets: 0 };
 
@@ -112,7 +101,7 @@ beforeAll(async () => {
   files = join(dataDir, 'files');
   mkdirSync(files, { recursive: true });
   plane = await startTestPlane({ dataDir: join(dataDir, 'plane'), agent: false });
-  proxy = faultProxy(new URL(plane.endpoints.s3), seeded(SEED));
+  proxy = faultProxy(new URL(plane.endpoints.s3), seededRandom(SEED));
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
   agent = await startAgent(
