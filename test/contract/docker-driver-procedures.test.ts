@@ -315,8 +315,9 @@ describe('docker driver: bind mounts', () => {
       [`volume/${name}-data`, 'volume-tar'],
       ['bind/0', 'bind-tar'],
     ]);
+    // Read through dockerd's archive API (a bind-tar stream), and the point says so.
     expect(outcome.metadata.binds).toEqual([
-      { index: 0, source: dir, destination: '/srv/conf', readOnly: false },
+      { index: 0, source: dir, destination: '/srv/conf', readOnly: false, read: 'engine-api' },
     ]);
     const mounts = (await docker.getContainer(copy).inspect()).Mounts;
     expect(mounts.find((m) => m.Destination === '/srv/conf')).toMatchObject({
