@@ -20,6 +20,7 @@ import {
   PutCommand,
   QueryCommand,
   UpdateCommand,
+  paginateQuery,
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
@@ -546,36 +547,24 @@ export class DynamoDbCatalog implements Catalog {
 
   async listTasks(jobId: string): Promise<TaskRecord[]> {
     if (!storableId(jobId)) return [];
-    const tasks: TaskRecord[] = [];
-    let start: QueryCommandInput['ExclusiveStartKey'];
-    do {
-      const out = await this.doc
-        .send(
-          new QueryCommand({
-            TableName: this.tableName,
-            KeyConditionExpression: 'pk = :pk AND begins_with(sk, :claim)',
-            ExpressionAttributeValues: { ':pk': `JOB#${jobId}`, ':claim': 'CLAIM#' },
-            ConsistentRead: true,
-            ExclusiveStartKey: start,
-          }),
-        )
-        .catch(translate);
-      for (const item of out.Items ?? []) {
-        const { sk, handedOverAt, agent, takenAt, endedAt, outcome } = item as Record<
-          string,
-          string | undefined
-        >;
-        tasks.push({
-          claimId: sk!.slice('CLAIM#'.length),
-          handedOverAt: handedOverAt ?? '',
-          ...(agent ? { agent } : {}),
-          ...(takenAt ? { takenAt } : {}),
-          ...(endedAt ? { endedAt } : {}),
-          ...(outcome ? { outcome: outcome as NonNullable<TaskRecord['outcome']> } : {}),
-        });
-      }
-      start = out.LastEvaluatedKey;
-    } while (start);
+    const items = await this.queryAll({
+      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :claim)',
+      ExpressionAttributeValues: { ':pk': `JOB#${jobId}`, ':claim': 'CLAIM#' },
+    });
+    const tasks: TaskRecord[] = items.map((item) => {
+      const { sk, handedOverAt, agent, takenAt, endedAt, outcome } = item as Record<
+        string,
+        string | undefined
+      >;
+      return {
+        claimId: sk!.slice('CLAIM#'.length),
+        handedOverAt: handedOverAt ?? '',
+        ...(agent ? { agent } : {}),
+        ...(takenAt ? { takenAt } : {}),
+        ...(endedAt ? { endedAt } : {}),
+        ...(outcome ? { outcome: outcome as NonNullable<TaskRecord['outcome']> } : {}),
+      };
+    });
     return tasks.sort((a, b) => a.handedOverAt.localeCompare(b.handedOverAt));
   }
 
@@ -652,25 +641,29 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   /** Every item of an agent's partition: its header and its targets' parts. */
-  private async agentItems(agent: string, projection?: string): Promise<Record<string, unknown>[]> {
+  private agentItems(agent: string, projection?: string): Promise<Record<string, unknown>[]> {
+    return this.queryAll({
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': agentKey(agent).pk },
+      ...(projection ? { ProjectionExpression: projection } : {}),
+    });
+  }
+
+  /** Every item a query matches, read consistently, page after page. */
+  private async queryAll(
+    input: Omit<QueryCommandInput, 'TableName' | 'ConsistentRead' | 'ExclusiveStartKey'>,
+  ): Promise<Record<string, unknown>[]> {
     const items: Record<string, unknown>[] = [];
-    let start: QueryCommandInput['ExclusiveStartKey'];
-    do {
-      const out = await this.doc
-        .send(
-          new QueryCommand({
-            TableName: this.tableName,
-            KeyConditionExpression: 'pk = :pk',
-            ExpressionAttributeValues: { ':pk': agentKey(agent).pk },
-            ConsistentRead: true,
-            ExclusiveStartKey: start,
-            ...(projection ? { ProjectionExpression: projection } : {}),
-          }),
-        )
-        .catch(translate);
-      items.push(...((out.Items ?? []) as Record<string, unknown>[]));
-      start = out.LastEvaluatedKey;
-    } while (start);
+    const pages = paginateQuery(
+      { client: this.doc },
+      { ...input, TableName: this.tableName, ConsistentRead: true },
+    );
+    try {
+      for await (const page of pages)
+        items.push(...((page.Items ?? []) as Record<string, unknown>[]));
+    } catch (err) {
+      translate(err);
+    }
     return items;
   }
 
