@@ -16,7 +16,7 @@ import { DriverError } from '../../../kernel/errors';
 import type { HoldRecord } from '../../core/holds';
 import { LxdClient } from './client';
 import { isNotFound, translate } from './errors';
-import { changeState, getInstance, STOP_TIMEOUT_S, type Engine } from './instance';
+import { changeState, getInstance, type Engine } from './instance';
 import { releaseImport } from './restore';
 import { removeSandbox } from './sandbox';
 
@@ -30,21 +30,22 @@ function engineOf(base: Engine, data: Record<string, unknown>): Engine {
   return { client: new LxdClient({ socketPath, project }), socketPath, project };
 }
 
-/** Longer than any stop the driver asks LXD for (its graceful stop's timeout, then forced). */
-const STOP_SETTLE_MS = (STOP_TIMEOUT_S + 15) * 1000;
-
-/** Whether LXD has a stop of this instance running (one the killed agent asked for). */
-async function stopUnderWay(engine: Engine, name: string): Promise<boolean> {
+/** The id of a stop of this instance LXD is running (one the killed agent asked for), if any. */
+async function runningStop(engine: Engine, name: string): Promise<string | undefined> {
   const operations = await engine.client.get<{
-    running?: Array<{ description?: string; resources?: Record<string, string[]> | null }>;
+    running?: Array<{
+      id: string;
+      description?: string;
+      resources?: Record<string, string[]> | null;
+    }>;
   }>('/1.0/operations?recursion=1');
-  return (operations.running ?? []).some(
+  return (operations.running ?? []).find(
     (op) =>
       /stop/i.test(op.description ?? '') &&
       Object.values(op.resources ?? {})
         .flat()
         .some((resource) => resource.split('?')[0]!.endsWith(`/instances/${name}`)),
-  );
+  )?.id;
 }
 
 export async function releaseLxdHold(base: Engine, record: HoldRecord): Promise<void> {
@@ -55,16 +56,15 @@ export async function releaseLxdHold(base: Engine, record: HoldRecord): Promise<
       const name = String(data.instance);
       let instance = await getInstance(engine, name);
       if (!instance) return;
-      // LXD runs a stop the killed agent asked for to its end: an instance seen running now may
-      // be stopped a moment later. Starting it only if it is stopped must wait for that stop.
-      const until = Date.now() + STOP_SETTLE_MS;
-      while (
-        data.undo === 'start' &&
-        instance.status !== 'Stopped' &&
-        Date.now() < until &&
-        (await stopUnderWay(engine, name))
-      ) {
-        await new Promise((r) => setTimeout(r, 500));
+      // LXD runs a stop the killed agent asked for to its end (its own timeout bounds it): an
+      // instance seen running now may be stopped a moment later. Starting it only if it is
+      // stopped must wait for that stop; a graceful stop that times out leaves it running.
+      const stop =
+        data.undo === 'start' && instance.status !== 'Stopped'
+          ? await runningStop(engine, name)
+          : undefined;
+      if (stop) {
+        await engine.client.wait(stop).catch(() => undefined);
         instance = await getInstance(engine, name);
         if (!instance) return;
       }

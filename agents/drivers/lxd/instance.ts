@@ -100,7 +100,7 @@ export async function getProfile(engine: Engine, name: string): Promise<LxdProfi
 }
 
 /** Seconds LXD gives an instance's init to stop cleanly before the driver forces it. */
-export const STOP_TIMEOUT_S = 30;
+const STOP_TIMEOUT_S = 30;
 
 export type StateAction = 'start' | 'stop' | 'freeze' | 'unfreeze';
 
