@@ -259,8 +259,8 @@ export function pruneText(job: Job): string {
   if (!p) return `prune ${job.status}`;
   const lines = [
     p.dryRun
-      ? `prune --dry-run: would delete ${p.pointsDeleted} recovery point(s) and ${p.packsFound} unreferenced pack(s), freeing about ${bytes(p.bytesFound)}`
-      : `prune SUCCEEDED: deleted ${p.pointsDeleted} recovery point(s), ${p.packsDeleted} pack(s) (${p.chunksDeleted} chunks), freed ${bytes(p.bytesFreed)}`,
+      ? `prune --dry-run: would delete ${p.pointsDeleted} recovery point(s) and ${p.packsFound} unreferenced pack(s) and repack ${p.packsRepacked ?? 0} pack(s) mostly garbage (copying ${bytes(p.bytesRewritten ?? 0)}), freeing about ${bytes(p.bytesFound)}`
+      : `prune SUCCEEDED: deleted ${p.pointsDeleted} recovery point(s), ${p.packsDeleted} pack(s) (${p.chunksDeleted} unreferenced chunks; ${p.packsRepacked ?? 0} of the packs repacked, ${bytes(p.bytesRewritten ?? 0)} copied), freed ${bytes(p.bytesFreed)}`,
   ];
   if (p.points.length > 0) {
     lines.push(

@@ -829,13 +829,27 @@ points
 program
   .command('prune')
   .description(
-    "apply every policy's retention, delete the expired points, then garbage-collect what no kept point references",
+    "apply every policy's retention, delete the expired points, then garbage-collect what no kept point references and repack packs that are mostly garbage",
   )
-  .option('--dry-run', 'only list what it would delete and the bytes it would free')
+  .option('--dry-run', 'only list what it would delete and repack, and the bytes it would free')
+  .option(
+    '--repack-below <percent>',
+    'repack packs whose chunks kept points use fill less than this share of them (0: never)',
+    '50',
+  )
   .option('--wait', 'wait for the job and print what it deleted')
-  .action(async (opts: { dryRun?: boolean; wait?: boolean }, cmd: Command) => {
-    await startJob(cmd, '/prunes', { dryRun: opts.dryRun === true }, opts.wait, () =>
-      opts.dryRun ? 'prune --dry-run' : 'prune',
+  .action(async (opts: { dryRun?: boolean; repackBelow: string; wait?: boolean }, cmd: Command) => {
+    const repackBelow = Number(opts.repackBelow);
+    await startJob(
+      cmd,
+      '/prunes',
+      {
+        dryRun: opts.dryRun === true,
+        // A bad value goes to the API, which says what it takes.
+        repackBelow: Number.isFinite(repackBelow) ? repackBelow : opts.repackBelow,
+      },
+      opts.wait,
+      () => (opts.dryRun ? 'prune --dry-run' : 'prune'),
     );
   });
 

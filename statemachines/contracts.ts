@@ -384,6 +384,11 @@ export type PruneTask =
       phase: 'mark';
       dryRun: boolean;
       deletePoints: string[];
+      /**
+       * Repack packs whose referenced bytes are below this percentage of their size (0: never);
+       * absent: 50 (agents/repo/gc.ts DEFAULT_REPACK_BELOW).
+       */
+      repackBelow?: number;
     }
   | {
       kind: 'PRUNE';
@@ -398,6 +403,8 @@ export interface PruneLease {
   leaseId: string;
   jobId: string;
   kind: string;
+  /** A backup's point: the sweep keeps the packs its pack list names (commit-point reads it). */
+  recoveryPointId?: string;
 }
 
 /** SendTaskSuccess output of a mark. Counts, not lists of packs: payloads stay small. */
@@ -410,6 +417,13 @@ export interface PruneMarkResult {
   packs: number;
   /** Bytes of the unreferenced packs and their indexes, plus the deleted manifests. */
   bytes: number;
+  /** Packs mostly garbage whose referenced chunks were (dry: would be) copied into new packs. */
+  repacked?: number;
+  /** Bytes of those packs and their indexes, which the sweep frees. */
+  repackedBytes?: number;
+  /** Chunks copied and the bytes the copies stored (dry: would store). */
+  repackChunks?: number;
+  repackWritten?: number;
   /** The leases live at the mark; the sweep waits for them. */
   heldBy: PruneLease[];
 }
@@ -418,8 +432,13 @@ export type PruneSweepResult =
   | { done: false; waitingFor: string[]; waitSeconds: number }
   | {
       done: true;
+      /** Packs deleted, repacked ones included. */
       packsDeleted: number;
+      /** Of those, packs that were repacked. */
+      packsRepacked?: number;
+      /** Chunks no kept point referenced that went with them. */
       chunksDeleted: number;
+      /** Bytes of the deleted packs and their indexes (before subtracting what repacks wrote). */
       bytesFreed: number;
       packsKept: number;
       leasesCleared: number;
@@ -432,6 +451,8 @@ export interface PruneExecutionInput {
   agent: string;
   queueUrl: string;
   dryRun: boolean;
+  /** Repack packs whose referenced bytes are below this percentage (0: never). */
+  repackBelow: number;
   /** `stowage points delete`: exactly these points, retention aside. Absent: retention decides. */
   points?: string[];
 }
@@ -454,11 +475,18 @@ export interface PruneSummary {
   pointsDeleted: number;
   pointsKept: number;
   busy: Array<{ recoveryPointId: string; jobId: string }>;
-  /** Unreferenced packs found by the mark, and their bytes (with the manifests'). */
+  /**
+   * What the mark found: unreferenced packs, and their bytes with the manifests'; a dry run's
+   * `bytesFound` also counts what repacking would free (the repacked packs less the copies).
+   */
   packsFound: number;
   bytesFound: number;
+  /** Packs mostly garbage that were (dry: would be) repacked, and the bytes their copies took. */
+  packsRepacked: number;
+  bytesRewritten: number;
   packsDeleted: number;
   chunksDeleted: number;
+  /** Bytes deleted less the bytes repacking wrote: what the store shrank by. */
   bytesFreed: number;
   /** Jobs whose leases the sweep waited for. */
   waitedFor: string[];

@@ -659,20 +659,31 @@ export async function runPrune(
   const ttl = deps.leaseTtlMs !== undefined ? { ttlMs: deps.leaseTtlMs } : {};
   if (task.phase === 'mark') {
     run.progress.setPhase(
-      task.dryRun ? 'finding unreferenced packs (dry run)' : 'marking unreferenced packs',
+      task.dryRun
+        ? 'finding unreferenced and mostly unreferenced packs (dry run)'
+        : 'repacking mostly unreferenced packs, marking unreferenced ones',
     );
+    const repackBelow =
+      typeof task.repackBelow === 'number' && task.repackBelow >= 0 && task.repackBelow <= 100
+        ? { repackBelow: task.repackBelow / 100 }
+        : {};
     const mark = await markGarbage(repo, {
       jobId: task.jobId,
       deletePoints: Array.isArray(task.deletePoints) ? task.deletePoints : [],
       dryRun: task.dryRun === true,
+      ...repackBelow,
       ...ttl,
     });
     return {
       ...(mark.markId ? { markId: mark.markId } : {}),
       pointsDeleted: mark.pointsDeleted,
       pointsKept: mark.pointsKept,
-      packs: mark.candidates.length,
+      packs: mark.candidates.length - mark.repacked.length,
       bytes: mark.candidateBytes + mark.manifestBytes,
+      repacked: mark.repacked.length,
+      repackedBytes: mark.repackedBytes,
+      repackChunks: mark.repackChunks,
+      repackWritten: mark.repackWritten,
       heldBy: mark.heldBy,
     };
   }

@@ -18,8 +18,13 @@ export interface GcMark {
   version: 1;
   markId: string;
   markedAt: string;
-  /** Packs whose chunks no manifest referenced when the mark was made. */
+  /**
+   * Packs the sweep deletes if they are still garbage then: those whose chunks no manifest
+   * referenced when the mark was made, and those repacked (`repacked`).
+   */
   candidates: string[];
+  /** The candidates that were repacked: their referenced chunks were copied into new packs first. */
+  repacked?: string[];
   /** The job (prune) that made the mark. */
   jobId: string;
 }

@@ -31,9 +31,29 @@
  *    again. So an agent frozen past its ttl while a sweep ran never commits a point with holes:
  *    its job fails or is retried, and the retry stores the chunks again.
  *
+ * 5. Repack. A pack whose chunks the manifests still reference, but which is mostly garbage
+ *    (its referenced blobs are less than `repackBelow` of its bytes, 50 % by default), is
+ *    repacked by the mark: before the mark object is written, the referenced chunks that no
+ *    other kept pack holds are copied, sealed blobs as they are and each checked against its id,
+ *    into new packs (each stored before its index, as a writer does). The old pack then joins
+ *    the mark's candidates and goes through steps 2-3 like an unreferenced one: writers that
+ *    start after the mark read the chunks from the new packs (RepositoryIndex prefers a pack no
+ *    mark condemns) and never rely on the old one; tasks that started before it hold leases the
+ *    sweep waits for. The sweep's rule is one for both kinds: a candidate goes only if every
+ *    chunk the manifests reference NOW that it holds is also stored in a pack that is not a
+ *    candidate (a backup of `heldBy` may have committed a point over a chunk the repack did not
+ *    copy), and it is not named in the pack list of a point a `heldBy` backup wrote (commit-point
+ *    checks those lists after the agent's lease ended). An agent that dies between the copies
+ *    and the mark leaves chunks stored twice, which the next mark finds: a repack candidate whose
+ *    chunks are all stored elsewhere copies nothing.
+ *
  * Expired points are removed the same way: the prune workflow deletes their catalog items, then
  * the mark deletes their manifests (never one a live lease reads) before it computes
  * references. Dry runs compute the same lists and write nothing.
+ *
+ * Deletes are plain deletes: with S3 versioning and Object Lock they only place delete markers
+ * (nothing locked is destroyed; lifecycle frees the old versions later), repacked packs
+ * included.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -41,6 +61,7 @@ import {
   gcMarkKey,
   indexKey,
   INDEX_PREFIX,
+  isPackListKey,
   LEASES_PREFIX,
   leaseEndKey,
   leaseKey,
@@ -58,9 +79,17 @@ import type { ObjectStore } from '../store/store';
 import { getBuffer, ObjectExists, ObjectNotFound } from '../store/store';
 import { MARK_PURPOSE, type GcMark } from './gc-marks';
 import type { Repository } from './repository';
+import type { PackIndex } from './repository-index';
 
 /** Ten minutes: a renewal every 200 s outlives a slow store; an agent that died holds a mark this long. */
 export const DEFAULT_LEASE_TTL_MS = 10 * 60_000;
+
+/**
+ * A pack whose referenced blobs fill less than this share of it is repacked: at 50 % a repack
+ * copies at most as many bytes as it frees (restic's prune repacks below its --max-unused 5 %,
+ * trading more copying for less waste; here copies are uploads from the agent's site).
+ */
+export const DEFAULT_REPACK_BELOW = 0.5;
 
 export interface LeaseInfo {
   jobId: string;
@@ -277,6 +306,8 @@ export interface MarkOptions {
   /** Points whose manifests go (their catalog items are already deleted). */
   deletePoints: readonly string[];
   dryRun: boolean;
+  /** Repack packs whose referenced bytes are below this share of their size (0: never); default DEFAULT_REPACK_BELOW. */
+  repackBelow?: number;
   ttlMs?: number;
   clock?: Clock;
 }
@@ -287,12 +318,67 @@ export interface MarkResult {
   pointsDeleted: string[];
   /** Points asked for that a running job reads: their manifests stay until the next prune. */
   pointsKept: Array<{ recoveryPointId: string; jobId: string }>;
-  /** Packs no manifest references: the sweep deletes those still unreferenced then. */
+  /**
+   * Packs the sweep deletes if they are still garbage then: those no manifest references, and
+   * those repacked.
+   */
   candidates: string[];
+  /** Bytes of the unreferenced packs and their indexes. */
   candidateBytes: number;
   manifestBytes: number;
+  /** Packs mostly garbage whose referenced chunks were (dry: would be) copied into new packs. */
+  repacked: string[];
+  /** Bytes of the repacked packs and their indexes. */
+  repackedBytes: number;
+  /** Chunks copied (dry: to copy) and their stored bytes (dry: without the new indexes). */
+  repackChunks: number;
+  repackWritten: number;
   /** Live leases at the mark: the sweep waits until each has ended or expired. */
-  heldBy: Array<{ leaseId: string; jobId: string; kind: string }>;
+  heldBy: HeldLease[];
+}
+
+/** A lease live at the mark; a backup's names the point whose pack list the sweep respects. */
+export interface HeldLease {
+  leaseId: string;
+  jobId: string;
+  kind: string;
+  recoveryPointId?: string;
+}
+
+/**
+ * The chunk ids stored in a pack that is not in `condemned` and whose pack object and index are
+ * both listed: the chunks a candidate may go without.
+ */
+function storedOutside(
+  indexes: ReadonlyMap<string, PackIndex>,
+  packSizes: ReadonlyMap<string, number>,
+  condemned: ReadonlySet<string>,
+): Set<string> {
+  const ids = new Set<string>();
+  for (const [pack, index] of indexes) {
+    if (condemned.has(pack) || !packSizes.has(pack)) continue;
+    for (const b of index.blobs) ids.add(b.id);
+  }
+  return ids;
+}
+
+/** The packs named in the pack lists of these points (plain text, one id a line). */
+async function packsListedBy(store: ObjectStore, points: readonly string[]): Promise<Set<string>> {
+  const packs = new Set<string>();
+  for (const id of new Set(points)) {
+    for await (const { key } of store.list(pointPrefix(id))) {
+      if (!isPackListKey(id, key)) continue;
+      let text: string;
+      try {
+        text = (await getBuffer(store, key)).toString();
+      } catch (err) {
+        if (err instanceof ObjectNotFound) continue;
+        throw err;
+      }
+      for (const line of text.split('\n')) if (line) packs.add(line);
+    }
+  }
+  return packs;
 }
 
 export async function markGarbage(repo: Repository, options: MarkOptions): Promise<MarkResult> {
@@ -315,30 +401,51 @@ export async function markGarbage(repo: Repository, options: MarkOptions): Promi
   const packSizes = await sizes(store, PACKS_PREFIX, packIdOfPackKey);
   const indexSizes = await sizes(store, INDEX_PREFIX, packIdOfIndexKey);
   const indexes = repo.index.packIndexes();
-  const candidates = [...packSizes.keys()].filter((pack) => {
+  const repackBelow = options.repackBelow ?? DEFAULT_REPACK_BELOW;
+  const unreferenced: string[] = [];
+  const repack = new Map<string, PackIndex['blobs']>();
+  for (const [pack, size] of packSizes) {
     const index = indexes.get(pack);
-    return !index || !index.blobs.some((b) => chunks.has(b.id));
-  });
-  const candidateBytes = candidates.reduce(
-    (n, p) => n + packSizes.get(p)! + (indexSizes.get(p) ?? 0),
-    0,
-  );
+    const live = index?.blobs.filter((b) => chunks.has(b.id)) ?? [];
+    if (live.length === 0) unreferenced.push(pack);
+    else if (live.reduce((n, b) => n + b.length, 0) < repackBelow * size) repack.set(pack, live);
+  }
+  const condemned = new Set([...unreferenced, ...repack.keys()]);
+  // The referenced chunks of repacked packs that no pack staying holds: those are copied.
+  const kept = storedOutside(indexes, packSizes, condemned);
+  const copies: Array<{ pack: string; blobs: PackIndex['blobs'] }> = [];
+  const copying = new Set<string>();
+  for (const [pack, live] of repack) {
+    const blobs = live.filter((b) => !kept.has(b.id) && !copying.has(b.id));
+    for (const b of blobs) copying.add(b.id);
+    if (blobs.length > 0) copies.push({ pack, blobs });
+  }
+  const packBytes = (p: string) => (packSizes.get(p) ?? 0) + (indexSizes.get(p) ?? 0);
   const result: MarkResult = {
     pointsDeleted,
     pointsKept,
-    candidates,
-    candidateBytes,
+    candidates: [...condemned],
+    candidateBytes: unreferenced.reduce((n, p) => n + packBytes(p), 0),
     manifestBytes,
+    repacked: [...repack.keys()],
+    repackedBytes: [...repack.keys()].reduce((n, p) => n + packBytes(p), 0),
+    repackChunks: copying.size,
+    repackWritten: copies.reduce((n, c) => n + c.blobs.reduce((m, b) => m + b.length, 0), 0),
     heldBy: [],
   };
   if (options.dryRun) return result;
+
+  // The copies are stored before the mark: from the moment a writer reads the mark, each chunk
+  // it may skip is in a pack the sweep keeps.
+  if (copies.length > 0) result.repackWritten = (await repo.copyBlobs(copies)).bytes;
 
   const markId = `${new Date(clock.now()).toISOString().replace(/[:.]/g, '-')}-${randomBytes(4).toString('hex')}`;
   const mark: GcMark = {
     version: 1,
     markId,
     markedAt: new Date(clock.now()).toISOString(),
-    candidates,
+    candidates: result.candidates,
+    ...(result.repacked.length > 0 ? { repacked: result.repacked } : {}),
     jobId: options.jobId,
   };
   await store.put(gcMarkKey(markId), repo.seal(mark, MARK_PURPOSE));
@@ -347,6 +454,9 @@ export async function markGarbage(repo: Repository, options: MarkOptions): Promi
     leaseId: l.leaseId,
     jobId: l.info?.jobId ?? 'unknown',
     kind: l.info?.kind ?? 'unknown',
+    ...(l.info?.kind === 'BACKUP' && l.info.recoveryPointId
+      ? { recoveryPointId: l.info.recoveryPointId }
+      : {}),
   }));
   result.markId = markId;
   // The manifests go after the mark: if this stops in between, they keep their chunks.
@@ -356,7 +466,7 @@ export async function markGarbage(repo: Repository, options: MarkOptions): Promi
 
 export interface SweepOptions {
   markId: string;
-  heldBy: ReadonlyArray<{ leaseId: string; jobId: string }>;
+  heldBy: ReadonlyArray<{ leaseId: string; jobId: string; recoveryPointId?: string }>;
   ttlMs?: number;
   clock?: Clock;
 }
@@ -372,8 +482,11 @@ export type SweepResult =
   | {
       done: true;
       packsDeleted: number;
-      /** Chunks stored in the deleted packs. */
+      /** Of those, packs that were repacked (their referenced chunks live on in new packs). */
+      packsRepacked: number;
+      /** Chunks no manifest references that went with the deleted packs. */
       chunksDeleted: number;
+      /** Bytes of the deleted packs and their indexes. */
       bytesFreed: number;
       /** Candidates a job committed a point over since the mark: kept. */
       packsKept: number;
@@ -404,6 +517,7 @@ export async function sweepGarbage(repo: Repository, options: SweepOptions): Pro
     if (!(err instanceof ObjectNotFound)) throw err;
   }
   let packsDeleted = 0;
+  let packsRepacked = 0;
   let chunksDeleted = 0;
   let bytesFreed = 0;
   let packsKept = 0;
@@ -413,9 +527,18 @@ export async function sweepGarbage(repo: Repository, options: SweepOptions): Pro
     const indexes = repo.index.packIndexes();
     const packSizes = await sizes(store, PACKS_PREFIX, packIdOfPackKey);
     const indexSizes = await sizes(store, INDEX_PREFIX, packIdOfIndexKey);
+    const candidates = new Set(mark.candidates);
+    const elsewhere = storedOutside(indexes, packSizes, candidates);
+    // commit-point checks a point's pack list after its agent's lease ended: a pack a backup
+    // held at the mark named there stays, even if its chunks are stored elsewhere too.
+    const listed = await packsListedBy(
+      store,
+      options.heldBy.flatMap((h) => (h.recoveryPointId ? [h.recoveryPointId] : [])),
+    );
     for (const pack of mark.candidates) {
       const index = indexes.get(pack);
-      if (index && index.blobs.some((b) => chunks.has(b.id))) {
+      const live = index?.blobs.filter((b) => chunks.has(b.id)) ?? [];
+      if (live.some((b) => !elsewhere.has(b.id)) || listed.has(pack)) {
         packsKept++;
         continue;
       }
@@ -424,7 +547,8 @@ export async function sweepGarbage(repo: Repository, options: SweepOptions): Pro
       await store.delete(indexKey(pack));
       await store.delete(packKey(pack));
       packsDeleted++;
-      chunksDeleted += index?.blobs.length ?? 0;
+      if (live.length > 0) packsRepacked++;
+      chunksDeleted += (index?.blobs.length ?? 0) - live.length;
       bytesFreed += (packSizes.get(pack) ?? 0) + (indexSizes.get(pack) ?? 0);
     }
     await store.delete(gcMarkKey(options.markId));
@@ -448,5 +572,13 @@ export async function sweepGarbage(repo: Repository, options: SweepOptions): Pro
       for (const key of lease.keys) if (key !== newest) await store.delete(key);
     }
   }
-  return { done: true, packsDeleted, chunksDeleted, bytesFreed, packsKept, leasesCleared };
+  return {
+    done: true,
+    packsDeleted,
+    packsRepacked,
+    chunksDeleted,
+    bytesFreed,
+    packsKept,
+    leasesCleared,
+  };
 }

@@ -200,7 +200,10 @@ export class RepositoryIndex {
     await Promise.all(Array.from({ length: Math.min(LOAD_CONCURRENCY, keys.length) }, worker));
   }
 
-  static async write(store: ObjectStore, key: Buffer, pack: PackIndex): Promise<void> {
-    await store.put(indexKey(pack.pack), sealJson(pack, key, PURPOSE));
+  /** Stores a pack's index; resolves its stored size. */
+  static async write(store: ObjectStore, key: Buffer, pack: PackIndex): Promise<number> {
+    const sealed = sealJson(pack, key, PURPOSE);
+    await store.put(indexKey(pack.pack), sealed);
+    return sealed.length;
   }
 }

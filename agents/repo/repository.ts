@@ -199,6 +199,75 @@ export class Repository {
     this.index.setCondemned(new Set(marks.flatMap((m) => m.candidates)));
   }
 
+  /**
+   * Garbage collection's repack (gc.ts): copies these blobs, as they are, into new packs of at
+   * most PACK_TARGET_BYTES, each stored before its index, as a writer stores them. A blob is
+   * sealed with its chunk id as associated data, not its place, so it moves unchanged; each is
+   * opened and checked against its id first, and a damaged one stops the copy (IntegrityError)
+   * rather than be carried on. The new indexes join this repository's index. Returns them and
+   * the bytes stored (packs and indexes).
+   */
+  async copyBlobs(
+    sources: ReadonlyArray<{ pack: string; blobs: PackIndex['blobs'] }>,
+  ): Promise<{ packs: PackIndex[]; bytes: number }> {
+    const written: PackIndex[] = [];
+    let bytes = 0;
+    let body: Buffer[] = [];
+    let blobs: PackIndex['blobs'] = [];
+    let size = 0;
+    const store = async () => {
+      if (blobs.length === 0) return;
+      const packId = randomBytes(32).toString('hex');
+      await this.store.put(packKey(packId), Buffer.concat(body, size));
+      const index: PackIndex = { version: 1, pack: packId, blobs };
+      const indexBytes = await RepositoryIndex.write(this.store, this.key, index);
+      this.index.add(index);
+      written.push(index);
+      bytes += size + indexBytes;
+      body = [];
+      blobs = [];
+      size = 0;
+    };
+    for (const source of sources) {
+      const sorted = [...source.blobs].sort((a, b) => a.offset - b.offset);
+      // Runs of blobs stored back to back, fetched as one ranged read of at most MAX_RANGE_BYTES.
+      for (let i = 0; i < sorted.length;) {
+        let j = i + 1;
+        let end = sorted[i]!.offset + sorted[i]!.length;
+        while (
+          j < sorted.length &&
+          sorted[j]!.offset === end &&
+          end + sorted[j]!.length - sorted[i]!.offset <= MAX_RANGE_BYTES
+        ) {
+          end += sorted[j]!.length;
+          j++;
+        }
+        const start = sorted[i]!.offset;
+        const run = sorted.slice(i, j);
+        const data = await getBuffer(this.store, packKey(source.pack), {
+          offset: start,
+          length: end - start,
+        });
+        const relative = run.map((b) => ({ ...b, offset: b.offset - start }));
+        const checked = await this.pool.openRange(new Uint8Array(data), relative);
+        if (checked.bad !== undefined) {
+          throw new IntegrityError(
+            `repack stopped: chunk ${run[checked.bad]!.id} in pack ${source.pack} is damaged (${checked.reason ?? 'unreadable'}); run stowage verify on the points that use it`,
+          );
+        }
+        for (const b of relative) {
+          if (size > 0 && size + b.length > PACK_TARGET_BYTES) await store();
+          body.push(data.subarray(b.offset, b.offset + b.length));
+          blobs.push({ id: b.id, offset: size, length: b.length, rawLength: b.rawLength });
+          size += b.length;
+        }
+        i = j;
+      }
+    }
+    await store();
+    return { packs: written, bytes };
+  }
+
   /** Seals a small JSON object with the data key (`purpose` binds it to its use). */
   seal(value: unknown, purpose: string): Buffer {
     return sealJson(value, this.key, purpose);

@@ -30,6 +30,11 @@ import { applyRetention, type RetentionDecision, type RetentionPolicy } from './
 const MAX_POINTS = 100_000;
 const LISTED = 200;
 const ACTIVE = ['PENDING', 'RUNNING'];
+/**
+ * A pack whose chunks the kept points use fill less than this share of it is repacked (the
+ * agent's DEFAULT_REPACK_BELOW, agents/repo/gc.ts; functions/ may not import agents/).
+ */
+export const DEFAULT_REPACK_BELOW_PERCENT = 50;
 
 export function retentionPolicies(policies: readonly Policy[]): RetentionPolicy[] {
   return policies.map((p) => ({
@@ -133,10 +138,14 @@ export function pruneSummary(
     pointsKept: plan.kept,
     busy: [...plan.busy, ...mark.pointsKept],
     packsFound: mark.packs,
-    bytesFound: mark.bytes,
+    bytesFound: dryRun
+      ? mark.bytes + Math.max(0, (mark.repackedBytes ?? 0) - (mark.repackWritten ?? 0))
+      : mark.bytes,
+    packsRepacked: dryRun ? (mark.repacked ?? 0) : sweep?.done ? (sweep.packsRepacked ?? 0) : 0,
+    bytesRewritten: mark.repackWritten ?? 0,
     packsDeleted: sweep?.done ? sweep.packsDeleted : 0,
     chunksDeleted: sweep?.done ? sweep.chunksDeleted : 0,
-    bytesFreed: sweep?.done ? sweep.bytesFreed : 0,
+    bytesFreed: sweep?.done ? Math.max(0, sweep.bytesFreed - (mark.repackWritten ?? 0)) : 0,
     waitedFor: [...waitedFor],
   };
 }
@@ -198,6 +207,8 @@ function emptySummary(): PruneSummary {
     busy: [],
     packsFound: 0,
     bytesFound: 0,
+    packsRepacked: 0,
+    bytesRewritten: 0,
     packsDeleted: 0,
     chunksDeleted: 0,
     bytesFreed: 0,
@@ -241,7 +252,7 @@ async function pruningAgent(catalog: Catalog, required?: string): Promise<string
 /** Starts a prune (retention then GC), or a deletion of named points; one prune at a time. */
 export async function requestPrune(
   deps: PruneRequestDeps,
-  body: { dryRun?: unknown; points?: unknown },
+  body: { dryRun?: unknown; points?: unknown; repackBelow?: unknown },
 ): Promise<{
   jobId: string;
   kind: 'PRUNE';
@@ -252,6 +263,16 @@ export async function requestPrune(
 }> {
   if (body.dryRun !== undefined && typeof body.dryRun !== 'boolean') {
     throw new ValidationError('dryRun must be true or false');
+  }
+  const repackBelow = body.repackBelow ?? DEFAULT_REPACK_BELOW_PERCENT;
+  if (
+    !Number.isSafeInteger(repackBelow) ||
+    (repackBelow as number) < 0 ||
+    (repackBelow as number) > 100
+  ) {
+    throw new ValidationError(
+      'repackBelow is a whole percentage from 0 (never repack) to 100: packs whose chunks kept points use fill less than it are repacked',
+    );
   }
   let points: string[] | undefined;
   if (body.points !== undefined) {
@@ -300,6 +321,7 @@ export async function requestPrune(
       agent,
       queueUrl: deps.queueUrlFor(agent),
       dryRun,
+      repackBelow: repackBelow as number,
       ...(points ? { points } : {}),
     });
   } catch (err) {

@@ -3,9 +3,12 @@
  * backups and prunes run at the same time through the agent's real runner, the path driver on
  * real files and a directory store, with seeded data and a seeded schedule, and a short lease
  * ttl so sweeps and lapses happen within seconds. Some backups stall with their lease renewals
- * failing past the ttl: the commit check must refuse them (and their retries succeed). At the
- * end every point the "catalog" kept is restored and compared byte for byte with what was
- * backed up, and the store holds no pack that no kept point references.
+ * failing past the ttl: the commit check must refuse them (and their retries succeed). Each
+ * target's data changes one segment per backup, so its first packs turn mostly garbage while
+ * their other chunks stay in use: the prunes repack them (copying the kept chunks into new
+ * packs) under the same mark-then-sweep as whole packs, while restores of kept points run beside
+ * them. At the end every point the "catalog" kept is restored and compared byte for byte with
+ * what was backed up, and the store holds no pack that no kept point references.
  *
  * STOWAGE_GC_SEED=S replays a run; the figures are printed in one line.
  */
@@ -165,6 +168,9 @@ describe('garbage collection under concurrent backups', () => {
       refused: 0,
       pointsDeleted: 0,
       packsDeleted: 0,
+      packsRepacked: 0,
+      chunksCopied: 0,
+      restoresDuring: 0,
       chunksDeleted: 0,
       bytesFreed: 0,
       sweepWaits: 0,
@@ -239,10 +245,12 @@ describe('garbage collection under concurrent backups', () => {
           phase: 'mark',
           dryRun: false,
           deletePoints: [...expired],
+          repackBelow: 50,
         },
         makeRun(),
       )) as PruneMarkResult;
       figures.pointsDeleted += mark.pointsDeleted.length;
+      figures.chunksCopied += mark.repackChunks ?? 0;
       for (;;) {
         const sweep = (await runPrune(
           deps,
@@ -258,6 +266,7 @@ describe('garbage collection under concurrent backups', () => {
         )) as PruneSweepResult;
         if (sweep.done) {
           figures.packsDeleted += sweep.packsDeleted;
+          figures.packsRepacked += sweep.packsRepacked ?? 0;
           figures.chunksDeleted += sweep.chunksDeleted;
           figures.bytesFreed += sweep.bytesFreed;
           return;
@@ -267,8 +276,41 @@ describe('garbage collection under concurrent backups', () => {
       }
     };
 
+    /** Restores a point as the workflow runs it and compares it with what was backed up. */
+    const restore = async (point: Committed, as: string) => {
+      const dest = join(dir, `restored-${as}-${point.recoveryPointId}`);
+      await runRestore(
+        deps,
+        {
+          kind: 'RESTORE',
+          jobId: `restore-${as}-${point.recoveryPointId}`,
+          recoveryPointId: point.recoveryPointId,
+          source: point.target,
+          target: `path:${dest}`,
+          inPlace: false,
+          options: {},
+        },
+        makeRun(),
+      );
+      const back = await readFile(dest);
+      await rm(dest, { force: true });
+      expect(sha(back), point.recoveryPointId).toBe(point.sha256);
+      expect(back.equals(point.bytes)).toBe(true);
+    };
+
     for (let round = 0; round < ROUNDS; round++) {
       const work: Array<Promise<void>> = [];
+      // A restore of a target's newest point beside the round's backups and prune: keep-last 2
+      // keeps it (a round backs each target up at most once), a repack may move its chunks.
+      const newest = catalog.filter((p) => p.target === `path:${sources[rand(TARGETS)]}`).at(-1);
+      if (newest) {
+        work.push(
+          sleep(rand(40)).then(async () => {
+            await restore(newest, `r${round}`);
+            figures.restoresDuring++;
+          }),
+        );
+      }
       // Distinct targets: two backups of one source at once would race on its file.
       const order = sources.map((_, t) => t).sort(() => (rand(2) === 0 ? -1 : 1));
       for (const t of order.slice(0, 1 + rand(TARGETS))) {
@@ -291,23 +333,7 @@ describe('garbage collection under concurrent backups', () => {
     // Every kept point comes back whole.
     let restored = 0;
     for (const point of catalog) {
-      const dest = join(dir, `restored-${point.recoveryPointId}`);
-      await runRestore(
-        deps,
-        {
-          kind: 'RESTORE',
-          jobId: `restore-${point.recoveryPointId}`,
-          recoveryPointId: point.recoveryPointId,
-          source: point.target,
-          target: `path:${dest}`,
-          inPlace: false,
-          options: {},
-        },
-        makeRun(),
-      );
-      const back = await readFile(dest);
-      expect(sha(back), point.recoveryPointId).toBe(point.sha256);
-      expect(back.equals(point.bytes)).toBe(true);
+      await restore(point, 'end');
       restored++;
     }
     // Nothing unreferenced is left behind: every pack holds a chunk of a kept point.
@@ -331,8 +357,9 @@ describe('garbage collection under concurrent backups', () => {
     expect([...perTarget.values()].every((n) => n <= 2)).toBe(true);
     expect(figures.pointsDeleted).toBeGreaterThan(0);
     expect(figures.packsDeleted).toBeGreaterThan(0);
+    expect(figures.packsRepacked).toBeGreaterThan(0);
     console.log(
-      `gc concurrent figures: seed ${SEED}, rounds ${figures.rounds}, backups ${figures.backups}, commits refused ${figures.refused}, points deleted ${figures.pointsDeleted}, points kept ${catalog.length}, packs deleted ${figures.packsDeleted}, chunks deleted ${figures.chunksDeleted}, bytes freed ${(figures.bytesFreed / MiB).toFixed(1)} MiB, sweeps that waited ${figures.sweepWaits}, packs stored ${(storedPacks / MiB).toFixed(1)} MiB, restores verified ${restored}/${catalog.length}`,
+      `gc concurrent figures: seed ${SEED}, rounds ${figures.rounds}, backups ${figures.backups}, commits refused ${figures.refused}, points deleted ${figures.pointsDeleted}, points kept ${catalog.length}, packs deleted ${figures.packsDeleted} (repacked ${figures.packsRepacked}, ${figures.chunksCopied} chunks copied), chunks deleted ${figures.chunksDeleted}, bytes freed ${(figures.bytesFreed / MiB).toFixed(1)} MiB, sweeps that waited ${figures.sweepWaits}, packs stored ${(storedPacks / MiB).toFixed(1)} MiB, restores verified ${restored}/${catalog.length} (and ${figures.restoresDuring} during the rounds)`,
     );
   });
 });

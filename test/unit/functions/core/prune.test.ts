@@ -100,10 +100,10 @@ describe('prune requests', () => {
     await catalog.putAgent(makeAgent({ agent: 'old', seenAt: at(1) }));
     await catalog.putAgent(makeAgent({ agent: 'new', seenAt: at(2) }));
     const { deps: d, started } = deps(catalog);
-    const job = await requestPrune(d, { dryRun: true });
+    const job = await requestPrune(d, { dryRun: true, repackBelow: 30 });
     expect(job).toMatchObject({ kind: 'PRUNE', agent: 'new', status: 'PENDING' });
     expect(started).toEqual([
-      { jobId: job.jobId, agent: 'new', queueUrl: 'queue://new', dryRun: true },
+      { jobId: job.jobId, agent: 'new', queueUrl: 'queue://new', dryRun: true, repackBelow: 30 },
     ]);
     await expect(requestPrune(d, {})).rejects.toThrow(/is still running; one prune runs at a time/);
   });
@@ -123,7 +123,13 @@ describe('prune requests', () => {
     const job = await requestPrune(aws, {});
     expect(job).toMatchObject({ agent: 'maintenance' });
     expect(started).toEqual([
-      { jobId: job.jobId, agent: 'maintenance', queueUrl: 'queue://maintenance', dryRun: false },
+      {
+        jobId: job.jobId,
+        agent: 'maintenance',
+        queueUrl: 'queue://maintenance',
+        dryRun: false,
+        repackBelow: 50,
+      },
     ]);
   });
 
@@ -138,6 +144,11 @@ describe('prune requests', () => {
       /recovery point rp-none does not exist/,
     );
     await expect(requestPrune(d, { points: [] })).rejects.toThrow(/list of 1 to 1000/);
+    for (const repackBelow of [-1, 101, 12.5, '50']) {
+      await expect(requestPrune(d, { repackBelow })).rejects.toThrow(
+        /repackBelow is a whole percentage from 0/,
+      );
+    }
     expect(await catalog.listJobs()).toEqual([]);
   });
 });
