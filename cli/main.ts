@@ -267,7 +267,8 @@ const startCommand = program
     'the embedded agent backs up and restores path: targets only inside these trees (comma-separated; default: any path)',
     process.env.STOWAGE_PATHS,
   )
-  .addOption(concurrencyOption());
+  .addOption(concurrencyOption())
+  .addOption(holdSweepOption());
 addEngineFlags(startCommand).action(
   async (opts: {
     dataDir: string;
@@ -277,6 +278,7 @@ addEngineFlags(startCommand).action(
     store?: string;
     paths?: string;
     concurrency: number;
+    holdSweepSeconds?: number;
   }) => {
     const { startControlPlane } = await import('../local/control-plane');
     const plane = await startControlPlane({
@@ -286,6 +288,7 @@ addEngineFlags(startCommand).action(
       site: opts.site,
       agentOptions: {
         concurrency: opts.concurrency,
+        ...(opts.holdSweepSeconds ? { holdSweepMs: opts.holdSweepSeconds * 1000 } : {}),
         engines: enginesOf(opts),
         ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
       },
@@ -327,7 +330,8 @@ const agentCommand = program
     'back up and restore path: targets only inside these trees (comma-separated; default: any path)',
     process.env.STOWAGE_PATHS,
   )
-  .addOption(concurrencyOption());
+  .addOption(concurrencyOption())
+  .addOption(holdSweepOption());
 addEngineFlags(agentCommand)
   .option(
     '--check',
@@ -341,6 +345,7 @@ addEngineFlags(agentCommand)
         config?: string;
         paths?: string;
         concurrency: number;
+        holdSweepSeconds?: number;
         check?: boolean;
       },
       cmd: Command,
@@ -356,6 +361,7 @@ addEngineFlags(agentCommand)
           engines: enginesOf(opts),
           ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
           concurrency: opts.concurrency,
+          ...(opts.holdSweepSeconds ? { holdSweepMs: opts.holdSweepSeconds * 1000 } : {}),
           holdsDir: join(opts.dataDir, 'holds', opts.site),
           parentsDir: join(opts.dataDir, 'parents', opts.site),
         },
@@ -1142,6 +1148,25 @@ program
     // Past the point of no return nothing was cancelled; a wait that timed out did not see the end.
     if (!answer.cancelled || waited) throw new JobFailed(answer.status);
   });
+
+/**
+ * `--hold-sweep-seconds N`: how often the agent retries releasing holds whose release failed
+ * (the engine was down), besides after every task; default $STOWAGE_HOLD_SWEEP_SECONDS, else 30.
+ */
+function holdSweepOption(): Option {
+  return new Option(
+    '--hold-sweep-seconds <n>',
+    'how often held workloads whose release failed are tried again (default $STOWAGE_HOLD_SWEEP_SECONDS or 30)',
+  ).argParser((text) => {
+    const n = Number(text);
+    if (!Number.isFinite(n) || n <= 0 || n > 86_400) {
+      throw new InvalidArgumentError(
+        `--hold-sweep-seconds takes a number of seconds above 0 and up to 86400, not ${text}`,
+      );
+    }
+    return n;
+  });
+}
 
 /** `--concurrency N`: how many tasks the agent runs at once (the backup Map runs two). */
 function concurrencyOption(): Option {

@@ -37,6 +37,12 @@ export const AGENT_VERSION = '0.1.0';
 /** Tasks an agent runs at once unless told otherwise: the backup Map's MaxConcurrency. */
 export const DEFAULT_CONCURRENCY = 2;
 
+/**
+ * How often the hold journal is swept between tasks: an engine that was down when a release
+ * failed gets its workload back within this once it answers (the inventory's period, 30 s).
+ */
+export const DEFAULT_HOLD_SWEEP_MS = 30_000;
+
 /** An agent's heartbeat interval for a workflow HeartbeatSeconds: four beats per period. */
 export function agentHeartbeatMs(heartbeatSeconds: number): number {
   return Math.max(100, Math.min(30_000, Math.floor((heartbeatSeconds * 1000) / 4)));
@@ -98,6 +104,13 @@ export interface AgentConfig {
   jobCheckMs?: number;
   waitTimeSeconds?: number;
   inventoryIntervalMs?: number;
+  /**
+   * How often the hold journal is swept besides after every task (default 30 s, or
+   * $STOWAGE_HOLD_SWEEP_SECONDS; `--hold-sweep-seconds`): how long a hold whose release failed
+   * (its engine was down) waits, at most, once the engine answers again. Tests that restart an
+   * engine shorten it.
+   */
+  holdSweepMs?: number;
   /**
    * The hold journal's directory (agents/core/holds.ts): one per agent process, on a disk that
    * survives the agent. Default `~/.stowage/holds/<site>`.
@@ -196,7 +209,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
         sweeping = undefined;
       }));
   await sweep();
-  const sweepTimer = setInterval(() => void sweep(), config.inventoryIntervalMs ?? 30_000);
+  const sweepTimer = setInterval(() => void sweep(), holdSweepMs(config));
   sweepTimer.unref();
   const metrics = new Metrics(
     METRICS.namespace,
@@ -265,6 +278,12 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       for (const client of [sqs, sfn, s3, ddb]) client.destroy();
     },
   };
+}
+
+/** The hold sweep's period: the setting, else $STOWAGE_HOLD_SWEEP_SECONDS, else 30 s. */
+export function holdSweepMs(config: Pick<AgentConfig, 'holdSweepMs'>): number {
+  const seconds = positiveEnv('STOWAGE_HOLD_SWEEP_SECONDS');
+  return config.holdSweepMs ?? (seconds !== undefined ? seconds * 1000 : DEFAULT_HOLD_SWEEP_MS);
 }
 
 function leaseTtlMs(config: AgentConfig): number | undefined {

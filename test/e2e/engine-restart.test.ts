@@ -98,7 +98,13 @@ beforeAll(async () => {
   });
   await c.start();
   dataDir = tempDir('stowage-restart-');
-  stowageProcess = new StowageProcess(dataDir, ['--docker-socket', SOCKET]);
+  // The hold sweep every second (30 s by default): the container runs again soon after dockerd.
+  stowageProcess = new StowageProcess(dataDir, [
+    '--docker-socket',
+    SOCKET,
+    '--hold-sweep-seconds',
+    '1',
+  ]);
   await stowageProcess.start();
   await stowageProcess.waitForTargets([`docker:${RUN}`]);
 }, 180_000);

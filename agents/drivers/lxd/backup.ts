@@ -16,7 +16,7 @@
  * - `stop`: stopped while LXD creates the backup, then started again.
  * The release (thaw, start) runs in `finally`: an instance running before is running after.
  */
-import { TargetNotFound } from '../../../kernel/errors';
+import { DriverError, TargetNotFound } from '../../../kernel/errors';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import { journaled } from '../../core/holds';
@@ -186,7 +186,23 @@ async function withConsistency(
   };
   const undo = await journaled(ctx.holds, 'lxd', 'lxd.state', record, async () => {
     await changeState(engine, instance.name, hold);
-    return () => changeState(engine, instance.name, release);
+    return async () => {
+      try {
+        await changeState(engine, instance.name, release);
+      } catch (err) {
+        // Not a TransientError even when lxd is unreachable (it restarted): a retry of the task
+        // would find the instance stopped or frozen and take that for its owner's choice. The
+        // journal keeps the hold, and the agent's sweep puts the instance back once lxd answers.
+        const said = err instanceof Error ? err.message : String(err);
+        throw new DriverError(
+          `${said}; instance ${instance.name} was running before the backup and is ${
+            release === 'start' ? 'stopped' : 'frozen'
+          } now: the agent ${release === 'start' ? 'starts' : 'thaws'} it again once lxd answers ` +
+            `(or run \`lxc start ${instance.name}\`)`,
+          { cause: err },
+        );
+      }
+    };
   });
   try {
     await capture();
