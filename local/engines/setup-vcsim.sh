@@ -32,7 +32,7 @@ install_packages "${PACKAGES[@]}"
 
 stamp() {
   {
-    sha256sum "$SRC_DIR/main.go"
+    sha256sum <"$SRC_DIR/main.go"
     dpkg-query -W -f '${Version}\n' golang-github-vmware-govmomi-dev
     go version
   } | sha256sum | cut -d' ' -f1

@@ -18,7 +18,7 @@
  * - extraConfig removal: a key set to "" is removed by vSphere, appended by the simulator.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Driver } from '../../agents/core/driver';
 import type { HoldTaker } from '../../agents/core/holds';
@@ -392,6 +392,104 @@ describe('vSphere driver (vcsim)', () => {
     await driver.releaseHold!({ ...record, data: { ...record.data, vm: 'vm-gone' } }, silentLogger);
   });
 
+  it('journals an in-place restore before it powers the VM off, through its stages, and clears it', async () => {
+    const { ref } = await createTestVm(sim, 'ip-journal-vm', disks());
+    await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
+    const point = makeMemoryPoint();
+    const out = await driver.backup('DC0/vm/ip-journal-vm', point.sink, makeDriverContext());
+    const journal = recordingJournal();
+    await driver.restore(
+      out.metadata,
+      point.source(),
+      { name: 'DC0/vm/ip-journal-vm', inPlace: true, state: 'running' },
+      makeDriverContext({ holds: journal.taker }),
+    );
+    const inPlace = journal.records.filter((r) => r.kind === 'vsphere.in-place-restore');
+    expect(inPlace).toHaveLength(1);
+    expect(inPlace[0]!.stages).toEqual(['staged', 'writing', 'written']);
+    expect(inPlace[0]!.cleared).toBe(true);
+    expect(inPlace[0]!.data).toMatchObject({
+      path: 'DC0/vm/ip-journal-vm',
+      wasRunning: true,
+      state: 'running',
+    });
+    expect((await vmDevices('DC0/vm/ip-journal-vm')).power).toBe('poweredOn');
+  });
+
+  it('releases an in-place restore killed before its point of no return: the VM that ran runs again, the staged copies are gone, the disks untouched', async () => {
+    const data = disks();
+    const { ref, diskFiles } = await createTestVm(sim, 'ip-early-vm', data);
+    await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
+    const point = makeMemoryPoint();
+    const out = await driver.backup('DC0/vm/ip-early-vm', point.sink, makeDriverContext());
+    const changed = diskFiles.map((f) => overwriteDisk(f));
+    const journal = recordingJournal();
+    // The agent "dies" at its point of no return: the VM is off, nothing more happens.
+    const atPoint = new Promise<void>((reached) => {
+      void driver.restore(
+        out.metadata,
+        point.source(),
+        { name: 'DC0/vm/ip-early-vm', inPlace: true },
+        makeDriverContext({
+          holds: journal.taker,
+          pointOfNoReturn: () => {
+            reached();
+            return new Promise<void>(() => undefined);
+          },
+        }),
+      );
+    });
+    await atPoint;
+    expect((await vmDevices('DC0/vm/ip-early-vm')).power).toBe('poweredOff');
+    expect(stagedFiles('ip-early-vm').length).toBeGreaterThan(0);
+    const record = journal.records.find((r) => r.kind === 'vsphere.in-place-restore')!;
+    expect(record.data.stage).toBe('staged');
+
+    await driver.releaseHold!(journal.asRecord(record), silentLogger);
+    expect((await vmDevices('DC0/vm/ip-early-vm')).power).toBe('poweredOn');
+    expect(stagedFiles('ip-early-vm')).toEqual([]);
+    changed.forEach((bytes, i) => expect(flatBytes(diskFiles[i]!).equals(bytes)).toBe(true));
+    // Idempotent: a second release finds nothing to do.
+    await driver.releaseHold!(journal.asRecord(record), silentLogger);
+    expect((await vmDevices('DC0/vm/ip-early-vm')).power).toBe('poweredOn');
+  });
+
+  it('finishes an in-place restore killed past its point of no return: the disks hold the point, the VM ends as asked, the staged copies are gone', async () => {
+    const data = disks();
+    const { ref, diskFiles } = await createTestVm(sim, 'ip-late-vm', data);
+    await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
+    const point = makeMemoryPoint();
+    const out = await driver.backup('DC0/vm/ip-late-vm', point.sink, makeDriverContext());
+    diskFiles.forEach((f) => overwriteDisk(f));
+    const journal = recordingJournal({ freezeAt: 'writing' });
+    void driver.restore(
+      out.metadata,
+      point.source(),
+      { name: 'DC0/vm/ip-late-vm', inPlace: true, state: 'running' },
+      makeDriverContext({ holds: journal.taker, pointOfNoReturn: () => Promise.resolve() }),
+    );
+    await journal.frozen;
+    const record = journal.records.find((r) => r.kind === 'vsphere.in-place-restore')!;
+    expect(record.data.stage).toBe('writing');
+    expect((await vmDevices('DC0/vm/ip-late-vm')).power).toBe('poweredOff');
+
+    await driver.releaseHold!(journal.asRecord(record), silentLogger);
+    data.forEach((d, i) =>
+      expect(padded(flatBytes(diskFiles[i]!), d.capacity).equals(expectedBytes(d))).toBe(true),
+    );
+    expect(await vmDevices('DC0/vm/ip-late-vm')).toMatchObject({
+      power: 'poweredOn',
+      numCPU: 2,
+      memoryMB: 256,
+    });
+    expect(stagedFiles('ip-late-vm')).toEqual([]);
+    // A release for a VM that is gone removes what is left and does nothing else.
+    await driver.releaseHold!(
+      journal.asRecord({ ...record, data: { ...record.data, vm: 'vm-gone' } }),
+      silentLogger,
+    );
+  });
+
   it('removes its snapshot when the sink fails, and leaves a running VM running', async () => {
     const { ref } = await createTestVm(sim, 'sinkfail-vm', disks());
     await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
@@ -480,4 +578,72 @@ describe('vSphere driver (vcsim)', () => {
 
 function readdirNames(dir: string): string[] {
   return readdirSync(dir);
+}
+
+/** Overwrites a disk's flat file with 3 MiB of new bytes; returns them. */
+function overwriteDisk(datastorePath: string): Buffer {
+  const bytes = randomBytes(3 << 20);
+  writeFileSync(localFile(sim, flatOf(datastorePath)), bytes);
+  return bytes;
+}
+
+/** The staged copies an in-place restore left in a VM's directory. */
+function stagedFiles(vm: string): string[] {
+  return readdirNames(localFile(sim, `[LocalDS_0] ${vm}`)).filter((n) =>
+    n.startsWith('stowage-restore-'),
+  );
+}
+
+interface Recorded {
+  kind: string;
+  data: Record<string, unknown>;
+  stages: unknown[];
+  cleared: boolean;
+}
+
+/**
+ * A hold journal that records what the driver journals. With `freezeAt`, the update to that
+ * stage is written and never returns, as if the agent were killed right after it: `frozen`
+ * resolves then.
+ */
+function recordingJournal(options: { freezeAt?: string } = {}) {
+  const records: Recorded[] = [];
+  let froze: () => void = () => undefined;
+  const frozen = new Promise<void>((r) => (froze = r));
+  const taker: HoldTaker = {
+    take(_platform, kind, data) {
+      const r: Recorded = { kind, data, stages: [data.stage], cleared: false };
+      records.push(r);
+      const record = { id: String(records.length), platform: 'vsphere', kind, takenAt: '', data };
+      return Promise.resolve({
+        record,
+        update: (next: Record<string, unknown>) => {
+          r.data = next;
+          r.stages.push(next.stage);
+          if (options.freezeAt !== undefined && next.stage === options.freezeAt) {
+            froze();
+            return new Promise<void>(() => undefined);
+          }
+          return Promise.resolve();
+        },
+        clear: () => {
+          r.cleared = true;
+          return Promise.resolve();
+        },
+        abandon: () => undefined,
+      });
+    },
+  };
+  return {
+    taker,
+    records,
+    frozen,
+    asRecord: (r: Recorded) => ({
+      id: '1',
+      platform: 'vsphere',
+      kind: r.kind,
+      takenAt: new Date().toISOString(),
+      data: r.data,
+    }),
+  };
 }

@@ -14,7 +14,7 @@ import { backupVm, releaseSnapshotHold } from './backup';
 import { disksOf, parseDevices } from './config';
 import { engineOf, type Engine } from './engine';
 import { checkVmPath, findByPath, loadPaths, parseDatastorePath } from './inventory';
-import { restoreVm } from './restore';
+import { IN_PLACE_HOLD, releaseInPlaceHold, restoreVm } from './restore';
 import { createSnapshotOps, snapshotsOf } from './snapshots';
 import { DatastoreHttpTransport, type DiskTransport } from './transport';
 import { NfcTransport } from './nfc';
@@ -176,7 +176,10 @@ export function createVsphereDriver(
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreVm(engine, metadata, source, restoreOptions, ctx),
     snapshots,
-    releaseHold: (record, holdLog) => releaseSnapshotHold(engine, record, holdLog),
+    releaseHold: (record, holdLog) =>
+      record.kind === IN_PLACE_HOLD
+        ? releaseInPlaceHold(engine, record, holdLog)
+        : releaseSnapshotHold(engine, record, holdLog),
     close: () => vim.logout(),
   };
 }

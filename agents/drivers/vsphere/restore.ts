@@ -33,6 +33,8 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { checkAborted, forEachChunk } from '../../core/driver-streams';
+import { takeHold, type HoldRecord } from '../../core/holds';
+import type { Logger } from '../../../kernel/logger';
 import {
   VM_FORMAT,
   isAddableController,
@@ -51,6 +53,7 @@ import {
   findVm,
   namedObjects,
   parseDatastorePath,
+  refList,
   type DatastorePath,
 } from './inventory';
 import { ensurePoweredOff, ensurePoweredOn } from './snapshots';
@@ -66,7 +69,7 @@ import {
   type XmlObject,
   type XmlValue,
 } from './xml';
-import { adapterTypeOf, flatDescriptor, flatExtentOf } from './vmdk';
+import { adapterTypeOf, flatDescriptor, flatExtentOf, type AdapterType } from './vmdk';
 
 export async function restoreVm(
   engine: Engine,
@@ -194,7 +197,7 @@ async function deleteDisk(
   engine: Engine,
   dc: MoRef,
   file: DatastorePath,
-  ctx: DriverContext,
+  log: Logger,
 ): Promise<void> {
   const sc = await engine.vim.service();
   const name = datastorePathText(file);
@@ -217,7 +220,7 @@ async function deleteDisk(
           `deleting ${f}`,
         )
         .catch((err: unknown) =>
-          ctx.log.warn('driver.vsphere.cleanup_failed', { file: f, error: err }),
+          log.warn('driver.vsphere.cleanup_failed', { file: f, error: err }),
         );
     }
   }
@@ -481,7 +484,7 @@ export async function restoreAsNew(
       .catch((e: unknown) =>
         ctx.log.error('driver.vsphere.cleanup_failed', { vm: path, error: e }),
       );
-    for (const f of uploaded) await deleteDisk(engine, dc.ref, f, ctx).catch(() => undefined);
+    for (const f of uploaded) await deleteDisk(engine, dc.ref, f, ctx.log).catch(() => undefined);
     throw err;
   }
   return { restoredTarget: `vsphere:${path}` };
@@ -525,6 +528,47 @@ function mappedController(saved: SavedDevice[], now: SavedDevice[], key: number)
 
 // ---- in place ------------------------------------------------------------------------------
 
+/**
+ * The hold an in-place restore journals (DESIGN: crash-safe holds) before it stages anything:
+ * the VM it powers off, whether it ran, the staged copies, and everything needed to write them
+ * into the VM's disks. Its `stage` moves on as the restore does:
+ *
+ * - `staged`: before the point of no return (uploads under way, the VM being or already powered
+ *   off). Release: the staged copies are deleted and the VM is powered on again if it ran.
+ * - `writing`: past the point of no return (the disks' bytes are being replaced). Release:
+ *   the restore is finished from the staged copies (each copied into its disk again, the
+ *   configuration restored), then they are deleted and the VM ends in the power state the
+ *   restore asked for. A staged copy that is gone (nothing can finish the write) leaves the VM
+ *   powered off, logged, for the operator to restore again.
+ * - `written`: the disks are written. Release: the staged copies are deleted, the VM ends in the
+ *   power state asked for.
+ */
+export const IN_PLACE_HOLD = 'vsphere.in-place-restore';
+
+interface InPlaceDisk {
+  label: string;
+  /** Datastore path of the staged descriptor (its flat file beside it). */
+  staged: string;
+  /** Datastore path of the disk's backing descriptor, written over. */
+  backing: string;
+  capacityBytes: number;
+  adapterType: AdapterType;
+  thin: boolean;
+}
+
+export interface InPlaceHoldData extends Record<string, unknown> {
+  vm: string;
+  path: string;
+  datacenter: string;
+  wasRunning: boolean;
+  /** The power state the restore ends in: `running` powers the VM on, else it stays off. */
+  state?: string;
+  stage: 'staged' | 'writing' | 'written';
+  disks: InPlaceDisk[];
+  /** The ReconfigVM_Task spec that puts the configuration back. */
+  spec: XmlObject;
+}
+
 /** In place over `at` (a vApp's child found by its id), else over the VM at the point's path. */
 export async function restoreInPlace(
   engine: Engine,
@@ -547,7 +591,9 @@ export async function restoreInPlace(
     );
   }
   const current = parseDevices(child(child(props.config, 'hardware'), 'device'), `VM ${path}`);
-  const plan: { disk: SavedDisk; now: SavedDevice; backing: DatastorePath }[] = [];
+  const stamp = Date.now().toString(36);
+  const plan: { disk: SavedDisk; controllerType: string; dir: DatastorePath; base: string }[] = [];
+  const disks: InPlaceDisk[] = [];
   for (const disk of vm.disks.filter((d) => d.stream)) {
     streamOf(source, disk);
     const now =
@@ -571,47 +617,86 @@ export async function restoreInPlace(
     }
     const fileName = text(child(child(now.element, 'backing'), 'fileName'));
     if (!fileName) throw new DriverError(`disk "${disk.label}" of ${path} has no file backing`);
-    plan.push({ disk, now, backing: parseDatastorePath(fileName, path) });
+    const backing = parseDatastorePath(fileName, path);
+    const controllerType =
+      current.find((d) => d.key === now.controllerKey)?.type ?? 'VirtualLsiLogicController';
+    const dir: DatastorePath = {
+      datastore: backing.datastore,
+      path: backing.path.replace(/\/?[^/]*$/, ''),
+    };
+    const base = `stowage-restore-${stamp}-${plan.length}`;
+    plan.push({ disk, controllerType, dir, base });
+    disks.push({
+      label: disk.label,
+      staged: datastorePathText({ ...dir, path: `${dir.path ? `${dir.path}/` : ''}${base}.vmdk` }),
+      backing: datastorePathText(backing),
+      capacityBytes: disk.capacityBytes,
+      adapterType: adapterTypeOf(controllerType),
+      thin: disk.thinProvisioned ?? true,
+    });
   }
   ctx.expectBytes?.(plan.reduce((n, p) => n + p.disk.capacityBytes, 0));
   // Network remaps of the cards it has now, checked before anything changes.
   const nicEdits = await remappedNics(engine, dc.ref, current, props.network, options, path);
+  const spec: XmlObject = {
+    ...(vm.annotation !== undefined ? { annotation: vm.annotation } : {}),
+    numCPUs: vm.numCPU,
+    ...(vm.numCoresPerSocket ? { numCoresPerSocket: vm.numCoresPerSocket } : {}),
+    memoryMB: vm.memoryMB,
+    extraConfig: extraConfigDiff(vm.extraConfig, props.config),
+    ...(vm.firmware ? { firmware: vm.firmware } : {}),
+    ...(nicEdits.length ? { deviceChange: nicEdits } : {}),
+  };
+  let data: InPlaceHoldData = {
+    vm: ref.value,
+    path,
+    datacenter: datacenterPath,
+    wasRunning: power === 'poweredOn',
+    ...(options.state ? { state: options.state } : {}),
+    stage: 'staged',
+    disks,
+    spec,
+  };
+  // Journaled before anything is staged or powered off: an agent killed from here on leaves
+  // the record, and the next agent's sweep undoes or finishes the restore (releaseInPlaceHold).
+  const hold = await takeHold(ctx.holds, 'vsphere', IN_PLACE_HOLD, data);
+  const undo = async (powerOn: boolean) => {
+    await deleteStaged(engine, datacenterPath, dc.ref, disks, ctx.log);
+    if (powerOn && power === 'poweredOn') {
+      await ensurePoweredOn(engine, ref, path).catch((err: unknown) => {
+        hold?.abandon();
+        throw err;
+      });
+    }
+    await hold?.clear();
+  };
 
   // 1. Stage every disk beside its backing while the VM keeps running.
-  const stamp = Date.now().toString(36);
-  const staged: DatastorePath[] = [];
   try {
-    for (const [i, p] of plan.entries()) {
-      const dir: DatastorePath = {
-        datastore: p.backing.datastore,
-        path: p.backing.path.replace(/\/?[^/]*$/, ''),
-      };
-      const controller = current.find((d) => d.key === p.now.controllerKey);
-      staged.push(
-        await uploadDisk(
-          engine,
-          datacenterPath,
-          dir,
-          `stowage-restore-${stamp}-${i}`,
-          p.disk,
-          controller?.type ?? 'VirtualLsiLogicController',
-          source,
-          ctx,
-        ),
+    for (const p of plan) {
+      await uploadDisk(
+        engine,
+        datacenterPath,
+        p.dir,
+        p.base,
+        p.disk,
+        p.controllerType,
+        source,
+        ctx,
       );
     }
   } catch (err) {
-    for (const f of staged) await deleteDisk(engine, dc.ref, f, ctx);
+    await undo(false);
     throw err;
   }
 
-  // 2. Power off; if that fails, the VM is as it was.
+  // 2. Power off; if that fails, the VM is as it was (powered on again if it ran).
   try {
     ctx.phase(`powering ${path} off`);
     ctx.log.info('driver.vsphere.power_off_for_restore', { vm: path, was: power });
     await ensurePoweredOff(engine, ref, path);
   } catch (err) {
-    for (const f of staged) await deleteDisk(engine, dc.ref, f, ctx);
+    await undo(true).catch(() => undefined);
     throw err;
   }
 
@@ -620,54 +705,169 @@ export async function restoreInPlace(
   try {
     await ctx.pointOfNoReturn?.();
   } catch (err) {
-    for (const f of staged) await deleteDisk(engine, dc.ref, f, ctx);
-    if (power === 'poweredOn') await ensurePoweredOn(engine, ref, path);
+    await undo(true);
     throw err;
   }
-  const sc = await vim.service();
+  data = { ...data, stage: 'writing' };
+  await hold?.update(data);
   try {
-    for (const [i, p] of plan.entries()) {
-      ctx.phase(`writing disk ${p.disk.label}`);
-      if (!sc.virtualDiskManager) throw new Unsupported('this vSphere has no VirtualDiskManager');
-      await vim.runTask(
-        'CopyVirtualDisk_Task',
-        sc.virtualDiskManager,
-        {
-          sourceName: datastorePathText(staged[i]!),
-          sourceDatacenter: refXml(dc.ref),
-          destName: datastorePathText(p.backing),
-          destDatacenter: refXml(dc.ref),
-          force: true,
-        },
-        `writing disk ${p.disk.label} of ${path}`,
-      );
-      await fixDescriptor(engine, datacenterPath, p.backing, p.disk, p.now, current);
-    }
-    ctx.phase(`restoring the configuration of ${path}`);
-    const spec: XmlObject = {
-      ...(vm.annotation !== undefined ? { annotation: vm.annotation } : {}),
-      numCPUs: vm.numCPU,
-      ...(vm.numCoresPerSocket ? { numCoresPerSocket: vm.numCoresPerSocket } : {}),
-      memoryMB: vm.memoryMB,
-      extraConfig: extraConfigDiff(vm.extraConfig, props.config),
-      ...(vm.firmware ? { firmware: vm.firmware } : {}),
-      ...(nicEdits.length ? { deviceChange: nicEdits } : {}),
-    };
-    await vim.runTask('ReconfigVM_Task', ref, { spec }, `restoring the configuration of ${path}`);
+    await writeInPlace(engine, data, dc.ref, ctx.phase.bind(ctx));
   } catch (err) {
+    await deleteStaged(engine, datacenterPath, dc.ref, disks, ctx.log);
+    await hold?.clear();
     throw new DriverError(
       `the in-place restore of ${path} failed while replacing its disks (${(err as Error).message}); the VM is powered off and its disks may be partly written: restore it again`,
       { cause: err },
     );
-  } finally {
-    for (const f of staged) await deleteDisk(engine, dc.ref, f, ctx);
   }
+  data = { ...data, stage: 'written' };
+  await hold?.update(data);
+  await deleteStaged(engine, datacenterPath, dc.ref, disks, ctx.log);
   // A restored VM comes back powered off (as from a snapshot without memory) unless asked.
   if (options.state === 'running') {
     ctx.phase(`powering ${path} on`);
     await ensurePoweredOn(engine, ref, path);
   }
+  await hold?.clear();
   return { restoredTarget: `vsphere:${path}` };
+}
+
+/**
+ * Past the point of no return: each staged copy into its disk's backing
+ * (VirtualDiskManager.CopyVirtualDisk_Task, force), its descriptor checked, then the
+ * configuration (ReconfigVM_Task). Idempotent: a release runs it again after a kill.
+ */
+async function writeInPlace(
+  engine: Engine,
+  data: InPlaceHoldData,
+  dc: MoRef,
+  phase: (text: string) => void,
+): Promise<void> {
+  const { vim } = engine;
+  const sc = await vim.service();
+  const ref: MoRef = { type: 'VirtualMachine', value: data.vm };
+  for (const d of data.disks) {
+    phase(`writing disk ${d.label}`);
+    if (!sc.virtualDiskManager) throw new Unsupported('this vSphere has no VirtualDiskManager');
+    await vim.runTask(
+      'CopyVirtualDisk_Task',
+      sc.virtualDiskManager,
+      {
+        sourceName: d.staged,
+        sourceDatacenter: refXml(dc),
+        destName: d.backing,
+        destDatacenter: refXml(dc),
+        force: true,
+      },
+      `writing disk ${d.label} of ${data.path}`,
+    );
+    await fixDescriptor(engine, data.datacenter, d);
+  }
+  phase(`restoring the configuration of ${data.path}`);
+  await vim.runTask(
+    'ReconfigVM_Task',
+    ref,
+    { spec: data.spec },
+    `restoring the configuration of ${data.path}`,
+  );
+}
+
+async function deleteStaged(
+  engine: Engine,
+  dcPath: string,
+  dc: MoRef,
+  disks: InPlaceDisk[],
+  log: Logger,
+): Promise<void> {
+  for (const d of disks) {
+    const staged = parseDatastorePath(d.staged, 'staged disk');
+    const flat = { ...staged, path: staged.path.replace(/\.vmdk$/, '-flat.vmdk') };
+    // Nothing to delete (an upload that never started, a copy already deleted): skip it.
+    const [descriptor, bytes] = await Promise.all([
+      engine.files.size(dcPath, staged).catch(() => 0),
+      engine.files.size(dcPath, flat).catch(() => 0),
+    ]);
+    if (descriptor === undefined && bytes === undefined) continue;
+    await deleteDisk(engine, dc, staged, log);
+  }
+}
+
+/** Longest a release waits for tasks the killed agent left running on the VM (a power-off). */
+const RELEASE_TASK_WAIT_MS = 5 * 60_000;
+
+/**
+ * Releases an in-place restore a killed agent left (IN_PLACE_HOLD above says what each stage
+ * does). Waits first for the VM's tasks still running (a power-off the killed agent asked for
+ * goes on in vSphere), so it decides on the VM as it ends up. Idempotent; throws (keeping the
+ * record) when vSphere refuses a step.
+ */
+export async function releaseInPlaceHold(
+  engine: Engine,
+  record: HoldRecord,
+  log: Logger,
+): Promise<void> {
+  const data = record.data as InPlaceHoldData;
+  const { vim } = engine;
+  const ref: MoRef = { type: 'VirtualMachine', value: String(data.vm) };
+  const facts = { vm: data.path, stage: data.stage };
+  const dc = await datacenterParts(vim, data.datacenter);
+  let props: Record<string, XmlValue>;
+  try {
+    props = await vim.propsOf(ref, ['recentTask']);
+  } catch (err) {
+    if (!(err instanceof TargetNotFound)) throw err;
+    // The VM is gone: only the staged copies are left to remove.
+    await deleteStaged(engine, data.datacenter, dc.ref, data.disks, log);
+    return;
+  }
+  await waitForTasks(engine, refList(props.recentTask), data.path);
+  if (data.stage === 'writing') {
+    const missing: string[] = [];
+    for (const d of data.disks) {
+      const staged = parseDatastorePath(d.staged, 'staged disk');
+      const flat = { ...staged, path: staged.path.replace(/\.vmdk$/, '-flat.vmdk') };
+      if ((await engine.files.size(data.datacenter, flat)) === undefined) missing.push(d.label);
+    }
+    if (missing.length > 0) {
+      // Nothing can finish the write: the VM stays off rather than boot half-written disks.
+      log.error('driver.vsphere.in_place_unfinished', {
+        ...facts,
+        missing,
+        next: 'the VM is left powered off; restore it again',
+      });
+      await deleteStaged(engine, data.datacenter, dc.ref, data.disks, log);
+      return;
+    }
+    await ensurePoweredOff(engine, ref, data.path);
+    await writeInPlace(engine, data, dc.ref, () => undefined);
+    log.info('driver.vsphere.in_place_finished', facts);
+  }
+  await deleteStaged(engine, data.datacenter, dc.ref, data.disks, log);
+  const powerOn = data.stage === 'staged' ? data.wasRunning : data.state === 'running';
+  if (powerOn) await ensurePoweredOn(engine, ref, data.path);
+  log.info('driver.vsphere.hold_released', { ...facts, poweredOn: powerOn });
+}
+
+async function waitForTasks(engine: Engine, tasks: MoRef[], path: string): Promise<void> {
+  const deadline = Date.now() + RELEASE_TASK_WAIT_MS;
+  for (const task of tasks) {
+    for (;;) {
+      let state: string | undefined;
+      try {
+        state = text(child((await engine.vim.propsOf(task, ['info'])).info, 'state'));
+      } catch (err) {
+        if (err instanceof TargetNotFound) break;
+        throw err;
+      }
+      if (state !== 'queued' && state !== 'running') break;
+      if (Date.now() > deadline) {
+        throw new DriverError(
+          `VM ${path} still has task ${task.value} running after ${RELEASE_TASK_WAIT_MS / 1000} s; released later`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
 
 /** Edits moving the VM's cards from the networks `options.networks` names to their new ones. */
@@ -712,26 +912,19 @@ function capacityOf(device: SavedDevice): number {
  * writes it so; a server that copied the staged descriptor verbatim (the simulator copies files)
  * is given a correct one.
  */
-async function fixDescriptor(
-  engine: Engine,
-  dcPath: string,
-  backing: DatastorePath,
-  disk: SavedDisk,
-  device: SavedDevice,
-  devices: SavedDevice[],
-): Promise<void> {
+async function fixDescriptor(engine: Engine, dcPath: string, d: InPlaceDisk): Promise<void> {
+  const backing = parseDatastorePath(d.backing, `disk ${d.label}`);
   const base = backing.path.split('/').pop()!;
   const raw = await engine.files.readSmall(dcPath, backing);
-  const extent = flatExtentOf(base, raw?.toString('utf8'), `disk ${disk.label}`);
+  const extent = flatExtentOf(base, raw?.toString('utf8'), `disk ${d.label}`);
   const wanted = base.replace(/\.vmdk$/, '-flat.vmdk');
   if ('file' in extent && extent.file === wanted) return;
   if ('file' in extent && !extent.file.startsWith('stowage-restore-')) return;
-  const controller = devices.find((d) => d.key === device.controllerKey);
   const textOut = flatDescriptor({
     flatFile: wanted,
-    capacityBytes: disk.capacityBytes,
-    adapterType: adapterTypeOf(controller?.type ?? ''),
-    thin: disk.thinProvisioned ?? true,
+    capacityBytes: d.capacityBytes,
+    adapterType: d.adapterType,
+    thin: d.thin,
   });
   await engine.files.put(dcPath, backing, Buffer.from(textOut), Buffer.byteLength(textOut));
 }
@@ -864,7 +1057,7 @@ async function attachDisk(
       ctx.signal,
     );
   } catch (err) {
-    await deleteDisk(engine, dc.ref, descriptor, ctx);
+    await deleteDisk(engine, dc.ref, descriptor, ctx.log);
     throw err;
   }
   return { restoredTarget: `vsphere:${path}` };
