@@ -94,7 +94,7 @@ describe('local mode access', () => {
     );
   });
 
-  it('refuses rebinding hosts, foreign origins and bodies over 1 MiB', async () => {
+  it('refuses rebinding hosts, foreign origins, bodies over 1 MiB and bodies that are not JSON', async () => {
     const auth = stowage.apiHeaders();
     const host = `127.0.0.1:${stowage.port}`;
     const cases: Array<[number, Parameters<typeof raw>[1]]> = [
@@ -114,8 +114,22 @@ describe('local mode access', () => {
         {
           method: 'POST',
           path: '/backups',
-          headers: { ...auth, host, 'transfer-encoding': 'chunked' },
+          headers: {
+            ...auth,
+            host,
+            'transfer-encoding': 'chunked',
+            'content-type': 'application/json',
+          },
           body: Buffer.alloc((1 << 20) + 1, 0x20),
+        },
+      ],
+      [
+        415,
+        {
+          method: 'POST',
+          path: '/backups',
+          headers: { ...auth, host, 'content-type': 'text/plain' },
+          body: '{"target":"docker:web"}',
         },
       ],
     ];

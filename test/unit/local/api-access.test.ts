@@ -1,6 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,8 @@ import { startApiServer } from '../../../local/api-server';
 
 let server: Server;
 let port: number;
+/** The body timeout of this test's server: short, so a body that never comes is seen quickly. */
+const BODY_TIMEOUT_MS = 400;
 let handled = 0;
 const token = newApiToken();
 const tokenPath = '/data/api-token';
@@ -35,7 +37,7 @@ beforeAll(async () => {
     },
     0,
     '127.0.0.1',
-    { access: { token, tokenPath } },
+    { access: { token, tokenPath }, bodyTimeoutMs: BODY_TIMEOUT_MS },
   );
   port = (server.address() as AddressInfo).port;
 });
@@ -87,3 +89,107 @@ describe("local mode's API access", () => {
     }
   });
 });
+
+/**
+ * Writes `head` (and `body`, if any) on a raw connection and reads until the server closes it:
+ * the answer's status and JSON. It resolves only once the server has closed the connection.
+ */
+function raw(head: string, body?: string) {
+  return new Promise<{
+    status: number;
+    json: { error?: string; message?: string };
+  }>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString()));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const [, status] = /^HTTP\/1\.1 (\d{3})/.exec(text) ?? [];
+      const json = text.slice(text.indexOf('\r\n\r\n') + 4);
+      resolve({
+        status: Number(status ?? 0),
+        json: json ? (JSON.parse(json) as { error?: string }) : {},
+      });
+    });
+    socket.write(head.replace(/\n/g, '\r\n') + '\r\n');
+    if (body !== undefined) socket.write(body);
+    // The test never ends its side: only the server can close the connection.
+  });
+}
+
+describe("local mode's API bodies", () => {
+  const headers = () =>
+    `Host: 127.0.0.1:${port}\nAuthorization: Bearer ${token}\nContent-Type: application/json\n`;
+
+  it('refuses a body that is not JSON with 415 naming the content type, before the handler', async () => {
+    const before = handled;
+    for (const type of [
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'application/json; charset=utf-16',
+    ]) {
+      const res = await call({ ...goodHeaders(), 'content-type': type }, 'POST', '/backups');
+      expect(res.status).toBe(415);
+      expect(res.body.error).toBe('UnsupportedMediaType');
+      expect(res.body.message).toContain(type);
+    }
+    const none = await call(goodHeaders(), 'POST', '/backups');
+    expect(none.status).toBe(415);
+    expect(none.body.message).toContain('application/json');
+    expect(handled).toBe(before);
+    const json = await call(
+      { ...goodHeaders(), 'content-type': 'application/json; charset=UTF-8' },
+      'POST',
+      '/backups',
+    );
+    expect(json.status).toBe(200);
+  });
+
+  it('refuses a huge declared Content-Length with 413 and closes without reading the body', async () => {
+    const before = handled;
+    const res = await raw(
+      `POST /backups HTTP/1.1\n${headers()}Content-Length: 10737418240\n`,
+      '{"target":',
+    );
+
+    expect(res.status).toBe(413);
+    expect(res.json).toMatchObject({ error: 'PayloadTooLarge' });
+    expect(res.json.message).toContain('10737418240');
+    // Answered and closed by the server (raw() resolves only on close): it never waited for
+    // the 10 GiB, nor for the body timeout, which would have answered 408.
+    expect(handled).toBe(before);
+  });
+
+  it('answers 408 and closes when a declared body never arrives, or a chunked one never ends', async () => {
+    const before = handled;
+    const absent = await raw(`POST /backups HTTP/1.1\n${headers()}Content-Length: 100\n`, '{"ta');
+    const endless = await raw(
+      `POST /backups HTTP/1.1\n${headers()}Transfer-Encoding: chunked\n`,
+      '5\r\n{"tar\r\n',
+    );
+
+    for (const res of [absent, endless]) {
+      expect(res.status).toBe(408);
+      expect(res.json).toMatchObject({ error: 'RequestTimeout' });
+    }
+    expect(handled).toBe(before);
+    // And the server still serves.
+    expect((await call(goodHeaders())).status).toBe(200);
+  });
+
+  it('refuses a chunked body with 413 as soon as it passes 1 MiB', async () => {
+    const chunk = 'x'.repeat(64 * 1024);
+    const body = Array.from(
+      { length: 20 },
+      () => `${chunk.length.toString(16)}\r\n${chunk}\r\n`,
+    ).join('');
+    const res = await raw(`POST /backups HTTP/1.1\n${headers()}Transfer-Encoding: chunked\n`, body);
+
+    expect(res.status).toBe(413);
+    expect(res.json).toMatchObject({ error: 'PayloadTooLarge' });
+  });
+});
+
+function goodHeaders(): Record<string, string> {
+  return { host: `127.0.0.1:${port}`, authorization: `Bearer ${token}` };
+}
