@@ -109,8 +109,12 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
     '/points/deletions',
     async (d, r) => {
       const body = parseBody(r);
-      if (typeof body.recoveryPointId !== 'string' || body.recoveryPointId === '') {
-        throw new ValidationError('body must name the point: {"recoveryPointId": "rp-..."}');
+      if (
+        typeof body.recoveryPointId !== 'string' ||
+        body.recoveryPointId === '' ||
+        Object.keys(body).length !== 1
+      ) {
+        throw new ValidationError('body must name the point, alone: {"recoveryPointId": "rp-..."}');
       }
       return ok(await requestPrune(pruneDeps(d), { points: [body.recoveryPointId] }), 202);
     },

@@ -261,6 +261,12 @@ export async function requestPrune(
   agent: string;
   executionArn: string;
 }> {
+  const unknown = Object.keys(body).filter((k) => !['dryRun', 'points', 'repackBelow'].includes(k));
+  if (unknown.length) {
+    throw new ValidationError(
+      `unknown field ${unknown.join(', ')}; a prune takes dryRun, points and repackBelow`,
+    );
+  }
   if (body.dryRun !== undefined && typeof body.dryRun !== 'boolean') {
     throw new ValidationError('dryRun must be true or false');
   }

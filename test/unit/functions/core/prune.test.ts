@@ -149,6 +149,9 @@ describe('prune requests', () => {
         /repackBelow is a whole percentage from 0/,
       );
     }
+    await expect(
+      requestPrune(d, { dryRun: true, keepLast: 3 } as { dryRun: boolean }),
+    ).rejects.toThrow(/unknown field keepLast/);
     expect(await catalog.listJobs()).toEqual([]);
   });
 });
