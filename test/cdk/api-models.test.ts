@@ -140,6 +140,7 @@ const CLI_COMMANDS: string[][] = [
   ['rollback', 'docker:web'],
   ['prune'],
   ['prune', '--dry-run'],
+  ['prune', '--repack-below', '30'],
   [
     'policy',
     'create',
