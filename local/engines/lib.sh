@@ -24,6 +24,19 @@ install_packages() {
   log "packages: installed ${missing[*]}"
 }
 
+# close_inherited_fds: closes every file descriptor above 2 of the calling (sub)shell, before it
+# execs a daemon. A command run under `flock FILE ...` (the shared engine lock) hands the lock's
+# descriptor to everything it starts: a daemon that inherits it holds the lock for as long as it
+# runs. An lxd restarted that way kept /tmp/stowage-engines.lock locked for every session after.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2)); then eval "exec $fd>&-"; fi
+  done
+  return 0
+}
+
 # build_busybox_rootfs DIR: a minimal root file system in DIR (created), with users root and
 # app (1000) and an inittab whose init stays up (an LXD container stops at once without one).
 build_busybox_rootfs() {

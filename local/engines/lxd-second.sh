@@ -23,6 +23,8 @@ SHUTDOWN_TIMEOUT_S=60
 
 log() { printf 'lxd-second: %s\n' "$*"; }
 die() { printf 'lxd-second: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 [[ $# -eq 2 ]] || die "usage: $0 start|stop|stop-keep-storage DIR"
 action=$1
@@ -43,7 +45,7 @@ start)
   log "starting lxd with LXD_DIR=$dir (log in $dir.log)"
   # setsid: its own session, so a test runner killing its process group leaves it to `stop`.
   # From /: see setup-lxd.sh (a daemon whose working directory is removed breaks).
-  (cd / && LXD_DIR=$dir exec setsid nohup lxd --group root --logfile "$dir.log" >/dev/null 2>&1 </dev/null) &
+  (cd / && close_inherited_fds && LXD_DIR=$dir exec setsid nohup lxd --group root --logfile "$dir.log" >/dev/null 2>&1 </dev/null) &
   LXD_DIR=$dir lxd waitready --timeout "$READY_TIMEOUT_S" ||
     die "lxd in $dir was not ready within ${READY_TIMEOUT_S}s; see $dir.log"
   log "ready on $dir/unix.socket"

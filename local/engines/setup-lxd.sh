@@ -44,7 +44,7 @@ else
     # runner killing its children must not take the engine down with it).
     # From /: a daemon keeps its working directory, and one inside a checkout that is later removed
     # breaks (lxd's rsync of snapshots fails with getcwd: No such file or directory).
-    (cd / && exec setsid nohup lxd --group root >"$LXD_LOG" 2>&1 </dev/null) &
+    (cd / && close_inherited_fds && exec setsid nohup lxd --group root >"$LXD_LOG" 2>&1 </dev/null) &
   fi
   lxd waitready --timeout "$READY_TIMEOUT_S" || die "lxd was not ready within ${READY_TIMEOUT_S}s; see $LXD_LOG"
   log "lxd: ready"

@@ -68,7 +68,7 @@ fi
 rm -f "$STATE_DIR/url"
 log "simulator: starting on 127.0.0.1:$VCSIM_PORT (log in $VCSIM_LOG)"
 # setsid and from /: as dockerd, it must outlive the process group that ran this script.
-(cd / && exec setsid nohup "$BIN" -listen "127.0.0.1:$VCSIM_PORT" -user stowage \
+(cd / && close_inherited_fds && exec setsid nohup "$BIN" -listen "127.0.0.1:$VCSIM_PORT" -user stowage \
   -password-file "$STATE_DIR/password" -url-file "$STATE_DIR/url" >"$VCSIM_LOG" 2>&1 </dev/null) &
 echo $! >"$STATE_DIR/pid"
 deadline=$((SECONDS + 30))

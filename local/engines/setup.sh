@@ -53,7 +53,7 @@ else
     # runner killing its children must not take the engine down with it).
     # From /: a daemon keeps its working directory, and one inside a checkout that is later removed
     # breaks (lxd's rsync of snapshots fails with getcwd: No such file or directory).
-    (cd / && exec setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null) &
+    (cd / && close_inherited_fds && exec setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null) &
   fi
   deadline=$((SECONDS + PING_TIMEOUT_S))
   until ping_docker; do
