@@ -19,10 +19,21 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findBoundary } from '../../agents/repo/chunker';
+import { SEAL_OVERHEAD } from '../../agents/repo/codec';
+import { DEFAULT_CHUNKING } from '../../agents/repo/types';
 import { removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 
 const MiB = 1024 * 1024;
+/** The incremental's changes: 8 edits of EDIT random bytes, and a random MiB at INSERT_AT. */
+const EDIT = 64;
+const INSERT_AT = 24 * MiB;
+/**
+ * The most of a compressible run a chunk may store uncompressed: the codec samples 8 KiB every
+ * 128 KiB (agents/repo/codec.ts), so a shorter run can fall between samples.
+ */
+const UNPROBED = 136 * 1024;
 let root: string;
 let storeDir: string;
 let stowage: StowageProcess;
@@ -120,22 +131,53 @@ describe('path targets through the data path, with the repository in a directory
 
   it('stores only what changed on the second backup, even after an insertion in the middle', () => {
     const path = join(root, 'src', 'disk.img');
-    const image = readFileSync(path);
-    for (let i = 0; i < 8; i++)
-      randomBytes(64).copy(image, Math.floor((i + 0.5) * (image.length / 8)));
+    const before = readFileSync(path);
+    const image = Buffer.from(before);
+    const edits = Array.from({ length: 8 }, (_, i) => Math.floor((i + 0.5) * (image.length / 8)));
+    for (const at of edits) randomBytes(EDIT).copy(image, at);
     const inserted = Buffer.concat([
-      image.subarray(0, 24 * MiB),
+      image.subarray(0, INSERT_AT),
       randomBytes(MiB),
-      image.subarray(24 * MiB),
+      image.subarray(INSERT_AT),
     ]);
     writeFileSync(path, inserted);
 
     incremental = backup(`path:${path}`);
     expect(incremental.bytesRead).toBe(49 * MiB);
-    // 1 MiB inserted + 8 small changes, each re-storing the chunk around it: about 1 MiB in
-    // random or text regions, up to 4 MiB (maxSize) in zero runs, which then compress to nothing.
-    expect(incremental.bytesNew).toBeLessThan(34 * MiB);
-    expect(incremental.bytesStored).toBeLessThan(10 * MiB);
+    // What the incremental has to store, from the bytes themselves: the chunks of the new image
+    // (cut by the product's own chunker) that the first backup did not have. Those are the
+    // chunks around the 8 edits and the insertion; everything else deduplicates.
+    const old = new Set(chunksOf(before).map(([s, e]) => chunkId(before, s, e)));
+    const fresh = new Map<string, [number, number]>();
+    for (const [s, e] of chunksOf(inserted)) {
+      const id = chunkId(inserted, s, e);
+      if (!old.has(id)) fresh.set(id, [s, e]);
+    }
+    const newChunks = [...fresh.values()];
+    expect(incremental.bytesNew).toBe(newChunks.reduce((n, [s, e]) => n + e - s, 0));
+    // Each of the 9 changed places re-stores the chunk that holds it and, when it moved a cut
+    // point, its neighbour: at most 2 chunks each.
+    expect(newChunks.length).toBeLessThanOrEqual(2 * (edits.length + 1));
+
+    // Stored (sealed, in packs): a new chunk's random bytes cannot shrink; the rest of it (text,
+    // zeros) is compressed when any 8 KiB sample in every 128 KiB of it shrinks (codec.ts), so at
+    // most 136 KiB of it may go uncompressed, and text of one repeated line shrinks far below an
+    // eighth; plus the seal's frame per blob. Random bytes are where diskImage() put them, the
+    // edits and the inserted MiB.
+    const random = randomMask(inserted.length, edits);
+    const incompressible = newChunks.reduce((n, [s, e]) => n + countOnes(random, s, e), 0);
+    const atMost = newChunks.reduce((n, [s, e]) => {
+      const r = countOnes(random, s, e);
+      const rest = e - s - r;
+      return n + r + Math.min(rest, UNPROBED) + rest / 8 + SEAL_OVERHEAD;
+    }, 0);
+    console.log(
+      `path-journey incremental: ${newChunks.length} new chunks, ${incremental.bytesNew} bytes new, ${incremental.bytesStored} stored, bounds [${incompressible}, ${Math.ceil(atMost)}]`,
+    );
+    expect(incremental.bytesStored).toBeGreaterThanOrEqual(incompressible);
+    expect(incremental.bytesStored).toBeLessThanOrEqual(atMost);
+    // And that is a fraction of the first backup: only what changed.
+    expect(incremental.bytesStored).toBeLessThan(full.bytesStored);
   });
 
   it('restores the incremental point byte for byte to a new path', async () => {
@@ -257,6 +299,44 @@ describe('path targets through the data path, with the repository in a directory
     expect(existsSync(dest)).toBe(false);
   });
 });
+
+/** The chunks the repository cuts `buf` into (its default chunking), as [start, end). */
+function chunksOf(buf: Buffer): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let pos = 0; pos < buf.length;) {
+    const cut = findBoundary(buf, pos, buf.length, DEFAULT_CHUNKING);
+    const end = cut < 0 ? buf.length : cut;
+    out.push([pos, end]);
+    pos = end;
+  }
+  return out;
+}
+
+function chunkId(buf: Buffer, start: number, end: number): string {
+  return createHash('sha256').update(buf.subarray(start, end)).digest('hex');
+}
+
+/**
+ * 1 where the incremental image holds random bytes: diskImage()'s random regions (every third
+ * 4 MiB, from 0), the edits, and the MiB inserted at INSERT_AT (which moves what follows).
+ */
+function randomMask(length: number, edits: readonly number[]): Uint8Array {
+  const mask = new Uint8Array(length);
+  const moved = (at: number) => (at < INSERT_AT ? at : at + MiB);
+  for (let region = 0; region < 12; region += 3) {
+    const from = region * 4 * MiB;
+    for (let at = from; at < from + 4 * MiB; at++) mask[moved(at)] = 1;
+  }
+  for (const at of edits) for (let i = 0; i < EDIT; i++) mask[moved(at + i)] = 1;
+  mask.fill(1, INSERT_AT, INSERT_AT + MiB);
+  return mask;
+}
+
+function countOnes(mask: Uint8Array, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end; i++) n += mask[i]!;
+  return n;
+}
 
 /** Bytes of the first backup that repeat earlier chunks of the same image (the zero regions). */
 function countDuplicateBytes(point: Point): number {
