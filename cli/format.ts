@@ -262,6 +262,11 @@ export function pruneText(job: Job): string {
       ? `prune --dry-run: would delete ${p.pointsDeleted} recovery point(s) and ${p.packsFound} unreferenced pack(s) and repack ${p.packsRepacked ?? 0} pack(s) mostly garbage (copying ${bytes(p.bytesRewritten ?? 0)}), freeing about ${bytes(p.bytesFound)}`
       : `prune SUCCEEDED: deleted ${p.pointsDeleted} recovery point(s), ${p.packsDeleted} pack(s) (${p.chunksDeleted} unreferenced chunks; ${p.packsRepacked ?? 0} of the packs repacked, ${bytes(p.bytesRewritten ?? 0)} copied), freed ${bytes(p.bytesFreed)}`,
   ];
+  if (p.uncommittedDeleted) {
+    lines.push(
+      `${p.dryRun ? 'would delete' : 'deleted'} ${p.uncommittedDeleted} manifest(s) of backups that ended without their point (cancelled after the agent's success, or refused by the commit)`,
+    );
+  }
   if (p.points.length > 0) {
     lines.push(
       table([

@@ -465,6 +465,11 @@ export interface PrunePlan {
   busy: Array<{ recoveryPointId: string; jobId: string }>;
   /** Points kept, by count. */
   kept: number;
+  /**
+   * Points of ended backups that were never committed (no catalog point), also in
+   * `deletePoints`: the mark deletes their manifests where the agent wrote one.
+   */
+  uncommitted?: string[];
 }
 
 /** What a prune job records when it ends (the job's `prune` field). */
@@ -473,6 +478,8 @@ export interface PruneSummary {
   /** The points deleted (or, dry, that would be), with why; at most 200 listed. */
   points: Array<{ recoveryPointId: string; target: string; reasons: string[] }>;
   pointsDeleted: number;
+  /** Manifests of points never committed (a cancel after the agent's success) deleted. */
+  uncommittedDeleted?: number;
   pointsKept: number;
   busy: Array<{ recoveryPointId: string; jobId: string }>;
   /**

@@ -63,9 +63,48 @@ export async function retentionOf(deps: {
   return new Map(decisions.map((d) => [d.recoveryPointId, d]));
 }
 
+/** Jobs a prune plan looks at (newest first): busy points and uncommitted manifests. */
+const JOBS_READ = 10_000;
+/**
+ * How far before the previous prune a backup's end is looked at again: a manifest whose job
+ * ended before the previous prune began was that prune's to delete (its lease had ended, or it
+ * was kept busy and is seen again within this).
+ */
+const UNCOMMITTED_OVERLAP_MS = 24 * 60 * 60_000;
+/** Uncommitted points handed to one mark at most (the rest go to the next prune). */
+const MAX_UNCOMMITTED = 5000;
+
+/**
+ * Points of backups that ended without them: an item of an ended backup job that is not
+ * COMPLETED and has no catalog point. Its manifest, if the agent wrote one, is referenced by
+ * nothing in the catalog, yet the mark would read it and keep its chunks forever: the agent
+ * succeeded, then a cancel landed before commit-point (which then writes nothing), or
+ * commit-point refused the point. Nothing makes such a point COMPLETED later (commit-point
+ * completes items only while their job runs), so its manifest is garbage; the mark deletes it
+ * like an expired point's, never while a lease of the task that writes it is live.
+ */
+function uncommittedPoints(
+  jobs: readonly Job[],
+): Array<{ recoveryPointId: string; jobId: string }> {
+  const lastPrune = jobs.find(
+    (j) => j.kind === 'PRUNE' && j.status === 'SUCCEEDED' && j.prune && !j.prune.dryRun,
+  );
+  const since = lastPrune ? Date.parse(lastPrune.createdAt) - UNCOMMITTED_OVERLAP_MS : -Infinity;
+  const out: Array<{ recoveryPointId: string; jobId: string }> = [];
+  for (const job of jobs) {
+    if (job.kind !== 'BACKUP' || ACTIVE.includes(job.status)) continue;
+    if (Date.parse(job.endedAt ?? job.createdAt) < since) continue;
+    for (const item of job.items ?? []) {
+      if (item.status !== 'COMPLETED' && item.recoveryPointId) {
+        out.push({ recoveryPointId: item.recoveryPointId, jobId: job.jobId });
+      }
+    }
+  }
+  return out;
+}
+
 /** Points that a restore or verify not yet ended reads, with its job. */
-async function pointsInUse(catalog: Catalog): Promise<Map<string, string>> {
-  const jobs = await catalog.listJobs({ limit: 1000 });
+function pointsInUse(jobs: readonly Job[]): Map<string, string> {
   const reading = new Map<string, string>();
   for (const job of jobs) {
     if (!ACTIVE.includes(job.status)) continue;
@@ -104,7 +143,8 @@ export async function planPrune(
       .map((d) => ({ recoveryPointId: d.recoveryPointId, target: d.target, reasons: d.reasons }));
     kept = decisions.length - expired.length;
   }
-  const reading = await pointsInUse(deps.catalog);
+  const jobs = await deps.catalog.listJobs({ limit: JOBS_READ });
+  const reading = pointsInUse(jobs);
   const busy = expired
     .filter((e) => reading.has(e.recoveryPointId))
     .map((e) => ({ recoveryPointId: e.recoveryPointId, jobId: reading.get(e.recoveryPointId)! }));
@@ -112,11 +152,23 @@ export async function planPrune(
   if (!input.dryRun) {
     for (const e of going) await deps.catalog.deletePoint(e.recoveryPointId);
   }
+  // A retention prune also collects the manifests of points that were never committed.
+  const uncommitted: string[] = [];
+  if (!input.points) {
+    const goingIds = new Set(going.map((e) => e.recoveryPointId));
+    for (const u of uncommittedPoints(jobs)) {
+      if (uncommitted.length >= MAX_UNCOMMITTED) break;
+      if (goingIds.has(u.recoveryPointId) || uncommitted.includes(u.recoveryPointId)) continue;
+      if (await deps.catalog.getPoint(u.recoveryPointId)) continue;
+      uncommitted.push(u.recoveryPointId);
+    }
+  }
   return {
-    deletePoints: going.map((e) => e.recoveryPointId),
+    deletePoints: [...going.map((e) => e.recoveryPointId), ...uncommitted],
     expired: going,
     busy,
     kept: kept + busy.length,
+    uncommitted,
   };
 }
 
@@ -131,10 +183,12 @@ export function pruneSummary(
   // A point a job began to read between the plan and the mark keeps its manifest.
   const busy = new Set(mark.pointsKept.map((k) => k.recoveryPointId));
   const points = plan.expired.filter((e) => !busy.has(e.recoveryPointId));
+  const uncommitted = new Set(plan.uncommitted ?? []);
   return {
     dryRun,
     points: points.slice(0, LISTED),
     pointsDeleted: points.length,
+    uncommittedDeleted: mark.pointsDeleted.filter((id) => uncommitted.has(id)).length,
     pointsKept: plan.kept,
     busy: [...plan.busy, ...mark.pointsKept],
     packsFound: mark.packs,

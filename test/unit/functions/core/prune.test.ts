@@ -67,6 +67,98 @@ describe('prune plan', () => {
     expect(await deps.catalog.getPoint('rp-2')).toBeDefined();
   });
 
+  it('hands the mark the points of ended backups that were never committed, so their manifests go', async () => {
+    const deps = await setup();
+    // The agent succeeded (its manifest is in the store), then a cancel landed before
+    // commit-point: the item is CANCELLED and no catalog point exists.
+    await deps.catalog.createJob(
+      makeJob({
+        jobId: 'job-c',
+        status: 'CANCELLED',
+        endedAt: at(19),
+        recoveryPointId: 'rp-cancelled',
+        items: [
+          {
+            target: 'docker:web',
+            agent: 'site-1',
+            recoveryPointId: 'rp-cancelled',
+            status: 'CANCELLED',
+          },
+        ],
+      }),
+    );
+    // A backup of two targets: one committed (its point stays), one whose commit was refused.
+    await deps.catalog.createJob(
+      makeJob({
+        jobId: 'job-p',
+        status: 'PARTIALLY_FAILED',
+        endedAt: at(19),
+        items: [
+          { target: 'docker:web', agent: 'site-1', recoveryPointId: 'rp-5', status: 'COMPLETED' },
+          { target: 'docker:db', agent: 'site-1', recoveryPointId: 'rp-refused', status: 'FAILED' },
+        ],
+      }),
+    );
+    // Still running: its agent may be writing the manifest now.
+    await deps.catalog.createJob(
+      makeJob({ jobId: 'job-r', status: 'RUNNING', recoveryPointId: 'rp-running' }),
+    );
+
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: false });
+
+    expect(plan.uncommitted?.sort()).toEqual(['rp-cancelled', 'rp-refused']);
+    expect(plan.deletePoints.sort()).toEqual([
+      'rp-1',
+      'rp-2',
+      'rp-3',
+      'rp-cancelled',
+      'rp-refused',
+    ]);
+    // They are not listed as expired points: they never were points.
+    expect(plan.expired.map((e) => e.recoveryPointId).sort()).toEqual(['rp-1', 'rp-2', 'rp-3']);
+    expect(await deps.catalog.getPoint('rp-5')).toBeDefined();
+  });
+
+  it('looks for uncommitted points only since a day before the previous prune, and never for `points delete`', async () => {
+    const deps = await setup();
+    const cancelled = (jobId: string, rp: string, endedAt: string) =>
+      makeJob({
+        jobId,
+        status: 'CANCELLED',
+        createdAt: endedAt,
+        endedAt,
+        items: [
+          { target: 'docker:web', agent: 'site-1', recoveryPointId: rp, status: 'CANCELLED' },
+        ],
+      });
+    await deps.catalog.createJob(cancelled('job-old', 'rp-old', at(10)));
+    await deps.catalog.createJob({
+      ...makeJob({ jobId: 'job-prune', kind: 'PRUNE', status: 'SUCCEEDED', createdAt: at(15) }),
+      prune: {
+        dryRun: false,
+        points: [],
+        pointsDeleted: 0,
+        pointsKept: 0,
+        busy: [],
+        packsFound: 0,
+        bytesFound: 0,
+        packsDeleted: 0,
+        chunksDeleted: 0,
+        bytesFreed: 0,
+        packsRepacked: 0,
+        bytesRewritten: 0,
+        waitedFor: [],
+      },
+    });
+    await deps.catalog.createJob(cancelled('job-new', 'rp-new', at(18)));
+
+    const plan = await planPrune(deps, { jobId: 'job-1', dryRun: true });
+    expect(plan.uncommitted).toEqual(['rp-new']);
+
+    const named = await planPrune(deps, { jobId: 'job-2', dryRun: true, points: ['rp-db'] });
+    expect(named.deletePoints).toEqual(['rp-db']);
+  });
+
   it('deletes exactly the points `points delete` names, retention aside', async () => {
     const deps = await setup();
     const plan = await planPrune(deps, { jobId: 'job-1', dryRun: false, points: ['rp-db'] });
