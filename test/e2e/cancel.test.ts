@@ -206,7 +206,7 @@ describe('stowage cancel', () => {
     expect(State.Running).toBe(true);
     expect(await fingerprint(BIG, '/data')).toEqual(dataBefore);
     expect(await engineInventory(RUN)).toEqual(inventoryBefore);
-  });
+  }, 240_000); // a 400 MiB backup, then the restore's read: over a minute on a loaded machine
 
   it('answers a clear 409 for a job that ended', async () => {
     const done = stowage('backup', `docker:${HOOKED}`, '--wait');

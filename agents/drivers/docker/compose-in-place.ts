@@ -226,6 +226,8 @@ export async function restoreProjectInPlace(
       asides.push(await setAside(engine, existing, nameOf(existing), id, ctx.holds));
       checkAborted(ctx, what);
     }
+    // A cancel before this leaves the project as it was (the worker checks the job).
+    await ctx.pointOfNoReturn?.();
   } catch (err) {
     const failure = await putBackAll(asides, err).catch((e: unknown) => e);
     await removeProjectCreated(engine, created, ctx);

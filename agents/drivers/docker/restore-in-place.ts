@@ -413,6 +413,9 @@ export async function restoreInPlace(
     aside = await setAside(engine, existing, name, id, ctx.holds);
     try {
       checkAborted(ctx, what);
+      // The job is checked once more (the worker marks it past its point of no return, or
+      // throws if it ended): a cancel before this leaves the container as it was.
+      await ctx.pointOfNoReturn?.();
     } catch (err) {
       await putBackAll([aside], err);
     }

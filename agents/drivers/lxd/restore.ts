@@ -164,6 +164,10 @@ export async function restoreInstance(
     }
 
     if (existing) {
+      // The point of no return: a job that ended (cancelled) before it leaves the original as
+      // it was, and the import is removed below; after it the swap finishes whatever happens.
+      checkAborted(ctx, `restore of lxd:${name}`);
+      await ctx.pointOfNoReturn?.();
       ctx.phase('replacing the existing instance');
       await hold?.update({ ...record, phase: 'swap' });
       await removeInstance(engine, name);

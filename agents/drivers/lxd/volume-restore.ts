@@ -28,7 +28,7 @@ import type {
   RestoreOutcome,
   RestoreSource,
 } from '../../core/driver';
-import { consumeStream } from '../../core/driver-streams';
+import { checkAborted, consumeStream } from '../../core/driver-streams';
 import { takeHold, type Hold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
@@ -136,6 +136,9 @@ export async function restoreVolume(
       });
 
     if (existing) {
+      // The point of no return: a cancel before it leaves the volume as it was.
+      checkAborted(ctx, `restore of ${target}`);
+      await ctx.pointOfNoReturn?.();
       ctx.phase('replacing the existing volume');
       await swapIn(engine, pool, volume, importName, ctx);
     }

@@ -249,6 +249,8 @@ export async function restoreAsFile(
     }
     await handle.close();
     handle = undefined;
+    // In place, the move is the point of no return: a cancel before it leaves the file as it was.
+    if (inPlace) await ctx.pointOfNoReturn?.();
     await moveInto(partial, dest, inPlace, shown);
     await fsyncDir(dirname(dest));
   } catch (err) {

@@ -355,6 +355,8 @@ export async function restoreTree(
       await held.close();
     }
     checkAborted(ctx, what);
+    // In place, the swap is the point of no return: a cancel before it leaves the tree as it was.
+    if (inPlace) await ctx.pointOfNoReturn?.();
     ctx.phase(`moving into ${shown}`);
     await swapIn(parent, partialName, base, inPlace, ctx);
   } catch (err) {
