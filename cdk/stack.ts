@@ -141,14 +141,33 @@ export class StowageStack extends Stack {
     });
     catalog.grantReadWriteData(prunePlan.fn);
 
+    const queueUrlPrefix = `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`;
+    let startChecks: NodeFunction | undefined;
     const workflows = new Workflows(this, 'Workflows', {
       recordJob: recordJob.fn,
       prunePlan: prunePlan.fn,
       commitPoint: commitPoint.fn,
       siteQueues: queues.queues,
+      // --verify-every / --restore-test-every: the backup workflow starts a policy's checks.
+      startChecks: ({ verify, restore }) => {
+        startChecks = new NodeFunction(this, 'StartChecks', {
+          folder: FUNCTIONS.startChecks,
+          description:
+            "Stowage: starts the verifies and restore tests of a policy's every Nth run once its backup ended",
+          environment: {
+            TABLE_NAME: table.tableName,
+            VERIFY_STATE_MACHINE_ARN: verify.stateMachineArn,
+            RESTORE_STATE_MACHINE_ARN: restore.stateMachineArn,
+            SITE_QUEUE_URL_PREFIX: queueUrlPrefix,
+          },
+        });
+        catalog.grantReadWriteData(startChecks.fn);
+        verify.grantStartExecution(startChecks.fn);
+        restore.grantStartExecution(startChecks.fn);
+        return startChecks.fn;
+      },
     });
     const machines = Object.entries(workflows.machines) as [WorkflowName, StateMachine][];
-    const queueUrlPrefix = `https://sqs.${Aws.REGION}.${Aws.URL_SUFFIX}/${Aws.ACCOUNT_ID}/`;
 
     // What each policy's EventBridge Scheduler schedule invokes: one run of the policy.
     const runPolicy = new NodeFunction(this, 'RunPolicy', {
@@ -229,7 +248,7 @@ export class StowageStack extends Stack {
       deadLetterQueues: Object.fromEntries(queues.sites.map((s) => [s.site, s.deadLetterQueue])),
       // record-job announces the workflows' transitions; the API and run-policy those they make
       // (a job created PENDING, a workflow that could not start, a cancel).
-      jobEventSources: [recordJob.fn, api.fn, runPolicy.fn],
+      jobEventSources: [recordJob.fn, api.fn, runPolicy.fn, startChecks!.fn],
       alsoNotify: schedules.alarms,
     });
 
@@ -276,7 +295,14 @@ export class StowageStack extends Stack {
     this.store = store;
     this.dataKey = dataKey;
     this.siteQueues = queues;
-    this.functions = { api, recordJob, commitPoint, prunePlan, runPolicy };
+    this.functions = {
+      api,
+      recordJob,
+      commitPoint,
+      prunePlan,
+      runPolicy,
+      startChecks: startChecks!,
+    };
     this.policySchedules = schedules;
     this.workflows = workflows;
     this.httpApi = httpApi;

@@ -26,6 +26,7 @@ export interface JobUpdate {
   items?: JobItem[];
   prune?: Job['prune'];
   restoreTest?: Job['restoreTest'];
+  checks?: Job['checks'];
   pointOfNoReturnAt?: string;
   cancelRequestedAt?: string;
 }

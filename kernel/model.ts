@@ -92,6 +92,12 @@ export interface Job {
   /** The policy whose run started it. */
   policy?: string;
   /**
+   * A backup of a policy's every verifyEvery-th or restoreTestEvery-th run: the checks the
+   * backup workflow starts on its points once it ended (functions/core/checks.ts), and, once
+   * started, the jobs they are.
+   */
+  checks?: JobChecks;
+  /**
    * When an in-place restore passed its point of no return (the agent marks it, only while the
    * job is RUNNING): a cancel after that lets the restore finish instead of stopping it.
    */
@@ -103,6 +109,22 @@ export interface Job {
    * restore past its point of no return keeps running to its end and only records the ask.
    */
   cancelRequestedAt?: string;
+}
+
+/** The checks a policy's run asks for on the points of its backups (Job.checks). */
+export interface JobChecks {
+  /** Verify every point the backup completed. */
+  verify?: boolean;
+  /** Restore-test every Docker and LXD point it completed, with this probe if any. */
+  restoreTest?: boolean;
+  probe?: string;
+  /** The checks started (or that could not start, with why), one per point and kind. */
+  started?: Array<{
+    kind: 'VERIFY' | 'RESTORE_TEST';
+    recoveryPointId: string;
+    jobId?: string;
+    error?: string;
+  }>;
 }
 
 /**

@@ -80,6 +80,7 @@ export const FUNCTIONS = {
   commitPoint: 'commit-point',
   prunePlan: 'prune-plan',
   runPolicy: 'run-policy',
+  startChecks: 'start-checks',
 } as const;
 
 /**
@@ -90,6 +91,7 @@ export const ASL_SUBSTITUTIONS = {
   recordJobFunction: 'RecordJobFunctionArn',
   commitPointFunction: 'CommitPointFunctionArn',
   prunePlanFunction: 'PrunePlanFunctionArn',
+  startChecksFunction: 'StartChecksFunctionArn',
 } as const;
 
 /** EventBridge Scheduler: the group that holds one schedule per policy (AWS). */

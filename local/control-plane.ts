@@ -197,6 +197,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const recordJob = await import('../functions/record-job/handler');
     const commitPoint = await import('../functions/commit-point/handler');
     const prunePlan = await import('../functions/prune-plan/handler');
+    const startChecks = await import('../functions/start-checks/handler');
     const functionName = (folder: string) => `stowage-${folder}`;
     sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.recordJob)), (p) =>
       recordJob.handler(p as never),
@@ -207,11 +208,15 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.prunePlan)), (p) =>
       prunePlan.handler(p as never),
     );
+    sfn.registerFunction(sfn.functionArn(functionName(FUNCTIONS.startChecks)), (p) =>
+      startChecks.handler(p as never),
+    );
 
     const substitutions = {
       [ASL_SUBSTITUTIONS.recordJobFunction]: sfn.functionArn(functionName(FUNCTIONS.recordJob)),
       [ASL_SUBSTITUTIONS.commitPointFunction]: sfn.functionArn(functionName(FUNCTIONS.commitPoint)),
       [ASL_SUBSTITUTIONS.prunePlanFunction]: sfn.functionArn(functionName(FUNCTIONS.prunePlan)),
+      [ASL_SUBSTITUTIONS.startChecksFunction]: sfn.functionArn(functionName(FUNCTIONS.startChecks)),
     };
     for (const key of Object.keys(WORKFLOWS) as Array<keyof typeof WORKFLOWS>) {
       const definition = loadDefinition(WORKFLOWS[key].file, substitutions);
@@ -244,8 +249,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     writePrivateFile(agentConfigPath(options.dataDir), `${JSON.stringify(localConfig, null, 2)}\n`);
     // The policies' schedules: what EventBridge Scheduler does in AWS.
     const { requestBackup } = await import('../functions/core/requests/backup');
-    const { requestVerify } = await import('../functions/core/requests/verify');
-    const { requestRestoreTest } = await import('../functions/core/requests/restore-test');
     const { SfnWorkflows } = await import('../functions/adapters/sfn-workflows');
     const { newId } = await import('../kernel/ids');
     const { siteQueueName } = await import('../kernel/resources');
@@ -269,8 +272,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         jobObservers: jobObserversFromEnv(process.env, log),
       },
       requestBackup,
-      requestVerify,
-      requestRestoreTest,
       log,
       ...(Number.isFinite(tick) && tick > 0 ? { tickMs: tick } : {}),
     });

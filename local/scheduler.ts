@@ -7,21 +7,21 @@
  * is flagged on the policy (`stowage policy list`); a missed or failed run is flagged when the
  * policy is read (functions/core/policies.ts).
  *
- * `--verify-every N`: the jobs of every Nth run are watched, and once one has succeeded each of
- * its points is verified. `--restore-test-every N` likewise restore-tests each Docker and LXD
- * point of every Nth run (with the policy's probe).
+ * `--verify-every N` and `--restore-test-every N` are not the scheduler's business: runPolicy
+ * asks every Nth run's backup jobs for the checks, and the backup workflow starts them once a
+ * job ended (functions/core/checks.ts), here as in AWS.
  */
 import type { Logger } from '../kernel/logger';
+import type { JobChecks } from '../kernel/model';
 import { nextRunOf, runPolicy, type PolicyDeps } from '../functions/core/policies';
 import type { JobAccepted, RequestDeps } from '../functions/core/requests/launch';
 
 export interface SchedulerOptions {
   deps: PolicyDeps;
-  requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted>;
-  requestVerify(deps: RequestDeps, body: { recoveryPointId: string }): Promise<JobAccepted>;
-  requestRestoreTest?(
+  requestBackup(
     deps: RequestDeps,
-    body: { recoveryPointId: string; probe?: string },
+    body: unknown,
+    extra?: { checks?: JobChecks },
   ): Promise<JobAccepted>;
   log: Logger;
   /** How often the policies are looked at (default 5 s; tests use less). */
@@ -33,10 +33,6 @@ export const DEFAULT_TICK_MS = 5_000;
 export class LocalScheduler {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
-  /** Jobs of runs whose points are to be verified once they succeed. */
-  private readonly toVerify = new Set<string>();
-  /** Jobs of runs whose points are to be restore-tested once they succeed, with the probe. */
-  private readonly toRestoreTest = new Map<string, string | undefined>();
 
   constructor(private readonly options: SchedulerOptions) {}
 
@@ -81,62 +77,9 @@ export class LocalScheduler {
         due: due.toISOString(),
         jobs: run.jobs.map((j) => j.jobId),
         refused: run.refused,
+        verify: run.verify,
+        restoreTest: run.restoreTest,
       });
-      if (run.verify) for (const job of run.jobs) this.toVerify.add(job.jobId);
-      if (run.restoreTest && this.options.requestRestoreTest) {
-        for (const job of run.jobs) this.toRestoreTest.set(job.jobId, run.restoreTestProbe);
-      }
-    }
-    await this.restoreTestRuns();
-    for (const jobId of [...this.toVerify]) {
-      const job = await deps.catalog.getJob(jobId);
-      if (!job || ['FAILED', 'CANCELLED'].includes(job.status)) {
-        this.toVerify.delete(jobId);
-        continue;
-      }
-      if (job.status !== 'SUCCEEDED' && job.status !== 'PARTIALLY_FAILED') continue;
-      this.toVerify.delete(jobId);
-      for (const item of job.items ?? []) {
-        if (item.status !== 'COMPLETED') continue;
-        const verify = await this.options
-          .requestVerify(deps, { recoveryPointId: item.recoveryPointId })
-          .catch((err: unknown) => {
-            log.warn('scheduler.verify_not_started', { jobId, error: err });
-            return undefined;
-          });
-        if (verify)
-          log.info('scheduler.verify_started', { policy: job.policy, jobId: verify.jobId });
-      }
-    }
-  }
-
-  /** Restore-tests the Docker and LXD points of the runs waiting for it, once they succeeded. */
-  private async restoreTestRuns(): Promise<void> {
-    const { deps, log } = this.options;
-    const requestRestoreTest = this.options.requestRestoreTest;
-    if (!requestRestoreTest) return;
-    for (const [jobId, probe] of [...this.toRestoreTest]) {
-      const job = await deps.catalog.getJob(jobId);
-      if (!job || ['FAILED', 'CANCELLED'].includes(job.status)) {
-        this.toRestoreTest.delete(jobId);
-        continue;
-      }
-      if (job.status !== 'SUCCEEDED' && job.status !== 'PARTIALLY_FAILED') continue;
-      this.toRestoreTest.delete(jobId);
-      for (const item of job.items ?? []) {
-        const platform = item.target.slice(0, item.target.indexOf(':'));
-        if (item.status !== 'COMPLETED' || !['docker', 'lxd'].includes(platform)) continue;
-        const test = await requestRestoreTest(deps, {
-          recoveryPointId: item.recoveryPointId,
-          ...(probe !== undefined ? { probe } : {}),
-        }).catch((err: unknown) => {
-          log.warn('scheduler.restore_test_not_started', { jobId, error: err });
-          return undefined;
-        });
-        if (test) {
-          log.info('scheduler.restore_test_started', { policy: job.policy, jobId: test.jobId });
-        }
-      }
     }
   }
 }

@@ -26,6 +26,23 @@ export interface BackupExecutionInput {
   /** Always present (`{}` for the defaults): the ASL passes it on as it is. */
   options: BackupRequestOptions;
   items: BackupItemInput[];
+  /**
+   * A policy's every Nth run: the checks to start on the points once the job ended (the
+   * workflow's `Start checks`, functions/core/checks.ts). Absent: none.
+   */
+  checks?: { verify?: boolean; restoreTest?: boolean; probe?: string };
+}
+
+/** Payload of the start-checks Lambda (backup.asl.json, `Start checks`). */
+export interface StartChecksEvent {
+  jobId: string;
+}
+
+export interface StartChecksOutput {
+  jobId: string;
+  /** Checks started by this call, and checks that could not start (recorded on the job). */
+  started: number;
+  refused: number;
 }
 
 /** One target of a backup job: which agent backs it up, into which recovery point. */

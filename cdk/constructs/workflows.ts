@@ -29,6 +29,12 @@ export interface WorkflowsProps {
   readonly recordJob: IFunction;
   readonly commitPoint: IFunction;
   readonly prunePlan: IFunction;
+  /**
+   * Makes the start-checks function the backup machine invokes (a policy's every Nth run
+   * verifies and restore-tests its points), given the machines it starts: built after them and
+   * before the backup machine, so no machine and function depend on each other in a cycle.
+   */
+  readonly startChecks: (machines: { verify: StateMachine; restore: StateMachine }) => IFunction;
   /** The site queues the machines dispatch tasks to (never the DLQs). */
   readonly siteQueues: readonly IQueue[];
 }
@@ -42,6 +48,7 @@ export function placeholdersIn(asl: string): string[] {
 
 export class Workflows extends Construct {
   readonly machines: Readonly<Record<WorkflowName, StateMachine>>;
+  readonly startChecks: IFunction;
 
   constructor(scope: Construct, id: string, props: WorkflowsProps) {
     super(scope, id);
@@ -116,10 +123,14 @@ export class Workflows extends Construct {
       return machine;
     };
 
-    const names = Object.keys(WORKFLOWS) as WorkflowName[];
-    this.machines = Object.fromEntries(names.map((name) => [name, build(name)])) as Record<
+    const names = (Object.keys(WORKFLOWS) as WorkflowName[]).filter((n) => n !== 'backup');
+    const machines = Object.fromEntries(names.map((name) => [name, build(name)])) as Record<
       WorkflowName,
       StateMachine
     >;
+    this.startChecks = props.startChecks({ verify: machines.verify, restore: machines.restore });
+    functionsByPlaceholder[ASL_SUBSTITUTIONS.startChecksFunction] = this.startChecks;
+    machines.backup = build('backup');
+    this.machines = machines;
   }
 }

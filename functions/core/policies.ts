@@ -11,7 +11,7 @@
  * window (plus a minute), or a last run that failed.
  */
 import type { Catalog } from '../../kernel/catalog';
-import type { Job, Policy, RetentionRules } from '../../kernel/model';
+import type { Job, JobChecks, Policy, RetentionRules } from '../../kernel/model';
 import { NotFoundError, ValidationError } from '../../kernel/errors';
 import {
   checkTimezone,
@@ -22,6 +22,7 @@ import {
 import { checkTargetName, parseSelector, parseTarget, targetKey } from '../../kernel/targets';
 import type { BackupRequestOptions } from '../../statemachines/contracts';
 import { checkRetentionRules } from './retention';
+import { checksOfRun } from './checks';
 import type { JobAccepted, RequestDeps } from './requests/launch';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -314,10 +315,13 @@ export interface PolicyRun {
   jobs: JobAccepted[];
   /** Targets or selectors whose backup could not start, with why. */
   refused: Array<{ target: string; error: { name: string; message: string } }>;
-  /** Whether this run's backups are to be verified (every verifyEvery-th run). */
+  /**
+   * Whether this run's backups verify their points once they end (every verifyEvery-th run;
+   * the backup workflow starts it, core/checks.ts).
+   */
   verify: boolean;
   /**
-   * Whether this run's Docker and LXD points are to be restore-tested (every
+   * Whether this run's Docker and LXD points are restore-tested once its backups end (every
    * restoreTestEvery-th run), and with which probe.
    */
   restoreTest: boolean;
@@ -331,27 +335,37 @@ export interface PolicyRun {
 export async function runPolicy(
   deps: PolicyDeps,
   name: string,
-  requestBackup: (deps: RequestDeps, body: unknown) => Promise<JobAccepted>,
+  requestBackup: (
+    deps: RequestDeps,
+    body: unknown,
+    extra?: { checks?: JobChecks },
+  ) => Promise<JobAccepted>,
 ): Promise<PolicyRun> {
   const policy = await getPolicy(deps.catalog, name);
   const jobs: JobAccepted[] = [];
   const refused: PolicyRun['refused'] = [];
+  const runs = policy.runs + 1;
+  // Every Nth run's backups start their checks themselves once they end (core/checks.ts).
+  const checks = checksOfRun({ ...policy, runs });
   for (const target of policy.targets) {
     const selector = target.slice(target.indexOf(':') + 1).includes('=');
     try {
       jobs.push(
-        await requestBackup(deps, {
-          ...(selector ? { selector: target } : { target }),
-          ...policy.options,
-          policy: policy.name,
-        }),
+        await requestBackup(
+          deps,
+          {
+            ...(selector ? { selector: target } : { target }),
+            ...policy.options,
+            policy: policy.name,
+          },
+          checks ? { checks } : {},
+        ),
       );
     } catch (err) {
       const e = err as Error;
       refused.push({ target, error: { name: e.name, message: e.message } });
     }
   }
-  const runs = policy.runs + 1;
   const now = deps.clock.now();
   await deps.catalog.updatePolicy(name, {
     runs,
@@ -366,8 +380,8 @@ export async function runPolicy(
     policy: name,
     jobs,
     refused,
-    verify: policy.verifyEvery !== undefined && runs % policy.verifyEvery === 0,
-    restoreTest: policy.restoreTestEvery !== undefined && runs % policy.restoreTestEvery === 0,
-    ...(policy.restoreTestProbe ? { restoreTestProbe: policy.restoreTestProbe } : {}),
+    verify: checks?.verify === true,
+    restoreTest: checks?.restoreTest === true,
+    ...(checks?.probe !== undefined ? { restoreTestProbe: checks.probe } : {}),
   };
 }

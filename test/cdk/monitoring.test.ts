@@ -154,9 +154,11 @@ describe('the monitoring construct', () => {
     });
   });
 
-  it('lets record-job, the API and run-policy put events on the default bus as source stowage, and nothing else', () => {
-    const { recordJob, api, runPolicy } = stack.functions;
-    const roles = [recordJob, api, runPolicy].map((f) => [{ Ref: logicalId(f.fn.role!) }]);
+  it('lets record-job, the API, run-policy and start-checks put events on the default bus as source stowage, and nothing else', () => {
+    const { recordJob, api, runPolicy, startChecks } = stack.functions;
+    const roles = [recordJob, api, runPolicy, startChecks].map((f) => [
+      { Ref: logicalId(f.fn.role!) },
+    ]);
     const putters: Array<{ roles: unknown; statement: Json }> = [];
     for (const policy of Object.values(template.findResources('AWS::IAM::Policy'))) {
       const props = policy.Properties as Json;
@@ -169,7 +171,7 @@ describe('the monitoring construct', () => {
       }
     }
     expect(putters.map((p) => p.roles)).toEqual(expect.arrayContaining(roles));
-    expect(putters).toHaveLength(3);
+    expect(putters).toHaveLength(4);
     for (const { statement } of putters) {
       expect(statement.Action).toBe('events:PutEvents');
       expect(statement.Condition).toEqual({

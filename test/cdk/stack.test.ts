@@ -394,6 +394,7 @@ describe('Stowage stack', () => {
           [ASL_SUBSTITUTIONS.recordJobFunction]: arnOf(stack.functions.recordJob.fn),
           [ASL_SUBSTITUTIONS.commitPointFunction]: arnOf(stack.functions.commitPoint.fn),
           [ASL_SUBSTITUTIONS.prunePlanFunction]: arnOf(stack.functions.prunePlan.fn),
+          [ASL_SUBSTITUTIONS.startChecksFunction]: arnOf(stack.functions.startChecks.fn),
         };
         let substituted = staged;
         for (const [key, value] of Object.entries(props.DefinitionSubstitutions)) {
@@ -428,6 +429,7 @@ describe('Stowage stack', () => {
         [ASL_SUBSTITUTIONS.recordJobFunction]: stack.functions.recordJob.fn,
         [ASL_SUBSTITUTIONS.commitPointFunction]: stack.functions.commitPoint.fn,
         [ASL_SUBSTITUTIONS.prunePlanFunction]: stack.functions.prunePlan.fn,
+        [ASL_SUBSTITUTIONS.startChecksFunction]: stack.functions.startChecks.fn,
       };
       const queueArns = new Set(
         stack.siteQueues.queues.map((q) =>
@@ -554,6 +556,31 @@ describe('Stowage stack', () => {
       });
     });
 
+    it('lets start-checks, which the backup machine invokes, start verifies and restores and nothing else', () => {
+      const fn = stack.functions.startChecks;
+      const start = statementsOfRole(template, logicalId(stack, fn.role)).filter((s) =>
+        allows(s, 'states:StartExecution'),
+      );
+      expect(start.flatMap((s) => asArray(s.Resource))).toEqual(
+        expect.arrayContaining([
+          { Ref: logicalId(stack, stack.workflows.machines.verify) },
+          { Ref: logicalId(stack, stack.workflows.machines.restore) },
+        ]),
+      );
+      expect(start.flatMap((s) => asArray(s.Resource))).toHaveLength(2);
+      const env = template.toJSON().Resources[logicalId(stack, fn.fn)].Properties.Environment
+        .Variables as Record<string, unknown>;
+      expect(env).toMatchObject({
+        VERIFY_STATE_MACHINE_ARN: { Ref: logicalId(stack, stack.workflows.machines.verify) },
+        RESTORE_STATE_MACHINE_ARN: { Ref: logicalId(stack, stack.workflows.machines.restore) },
+      });
+      const asl = JSON.parse(
+        readFileSync(join(REPO_ROOT, 'statemachines', WORKFLOWS.backup.file), 'utf8'),
+      ) as { States: Record<string, { Next?: string; Default?: string }> };
+      expect(asl.States['Did any target succeed?']!.Default).toBe('Checks asked for?');
+      expect(asl.States['Start checks']!.Next).toBe('Backup succeeded');
+    });
+
     it('lets run-policy start backups and nothing else', () => {
       const statements = statementsOfRole(
         template,
@@ -568,7 +595,7 @@ describe('Stowage stack', () => {
 
   describe('functions', () => {
     it('run Node.js 22 on arm64 with 256 MB, 30 s and their own log group', () => {
-      template.resourceCountIs('AWS::Lambda::Function', 5);
+      template.resourceCountIs('AWS::Lambda::Function', 6);
       for (const fn of Object.values(stack.functions)) {
         expect(template.toJSON().Resources[logicalId(stack, fn.fn)].Properties).toMatchObject({
           Runtime: 'nodejs22.x',
@@ -1255,7 +1282,7 @@ describe('cdk synth', () => {
       const bundles = readdirSync(outdir).filter(
         (f) => f.startsWith('asset.') && existsSync(join(outdir, f, 'index.mjs')),
       );
-      expect(bundles).toHaveLength(5);
+      expect(bundles).toHaveLength(6);
     } finally {
       rmSync(outdir, { recursive: true, force: true });
     }

@@ -387,6 +387,60 @@ describe('backup workflow', () => {
   });
 });
 
+describe("a policy's every Nth run (--verify-every, --restore-test-every)", () => {
+  it('has the backup workflow start a verify and a restore test of the point once the job ended', async () => {
+    const created = await api('POST', '/policies', {
+      name: 'sm-checks',
+      targets: [`docker:web@${SITE}`],
+      schedule: 'rate(1 day)',
+      verifyEvery: 2,
+      restoreTestEvery: 2,
+      restoreTestProbe: 'true',
+    });
+    expect(created.status).toBe(201);
+    const run = async () => {
+      const res = await api<{ jobs: JobAccepted[] }>('POST', '/policies/sm-checks/runs');
+      expect(res.status).toBe(202);
+      const job = res.body.jobs[0]!;
+      await succeed(await nextTask());
+      expect((await jobWhenDone(job.jobId)).status).toBe('SUCCEEDED');
+      return job;
+    };
+
+    // Run 1 of 2: no checks, and the workflow never enters Start checks.
+    const first = await run();
+    const firstExecution = await executionOf(first.jobId);
+    const states = async (arn: string) =>
+      (
+        (await sfn.send(new GetExecutionHistoryCommand({ executionArn: arn }))).events ?? []
+      ).flatMap((e) => (e.stateEnteredEventDetails?.name ? [e.stateEnteredEventDetails.name] : []));
+    expect(await states(firstExecution.executionArn!)).not.toContain('Start checks');
+    expect((await catalog.getJob(first.jobId))?.checks).toBeUndefined();
+
+    // Run 2 of 2: the point is verified and restore-tested, started by the workflow itself.
+    const second = await run();
+    const tasks = [await nextMessage(), await nextMessage()].map((m) => m.task);
+    expect(tasks.map((t) => t.kind).sort()).toEqual(['RESTORE', 'VERIFY']);
+    for (const task of tasks) {
+      expect(task).toMatchObject({ recoveryPointId: second.recoveryPointId });
+    }
+    expect(tasks.find((t) => t.kind === 'RESTORE')).toMatchObject({
+      options: { test: { probe: ['sh', '-c', 'true'] } },
+    });
+    const execution = await executionOf(second.jobId);
+    expect(execution.status).toBe('SUCCEEDED');
+    expect(await states(execution.executionArn!)).toContain('Start checks');
+    const done = await catalog.getJob(second.jobId);
+    expect(done?.checks).toMatchObject({ verify: true, restoreTest: true, probe: 'true' });
+    expect(done?.checks?.started?.map((c) => c.kind).sort()).toEqual(['RESTORE_TEST', 'VERIFY']);
+    for (const check of done!.checks!.started!) {
+      expect(check.error).toBeUndefined();
+      expect((await catalog.getJob(check.jobId!))?.recoveryPointId).toBe(second.recoveryPointId);
+    }
+    await api('DELETE', '/policies/sm-checks');
+  });
+});
+
 describe('backup workflow over several targets (label selector)', () => {
   async function startSelectorBackup(): Promise<JobAccepted> {
     const res = await api<JobAccepted>('POST', '/backups', { selector: `docker:app=sm@${SITE}` });

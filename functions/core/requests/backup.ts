@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../../../kernel/errors';
-import type { Job, JobItem } from '../../../kernel/model';
+import type { Job, JobChecks, JobItem } from '../../../kernel/model';
 import { checkTargetName, parseSelector, parseTarget, targetKey } from '../../../kernel/targets';
 import type { BackupItemInput, BackupRequestOptions } from '../../../statemachines/contracts';
 import { parseRequestBody, platformOptions } from './body';
@@ -29,7 +29,15 @@ export const backupFields = {
     .optional(),
 };
 
-export async function requestBackup(deps: RequestDeps, body: unknown): Promise<JobAccepted> {
+/**
+ * `extra.checks`: what a policy's every Nth run asks for once the job ended (core/checks.ts);
+ * no request body can set it.
+ */
+export async function requestBackup(
+  deps: RequestDeps,
+  body: unknown,
+  extra: { checks?: JobChecks } = {},
+): Promise<JobAccepted> {
   const { fields, options: given } = parseRequestBody('backup', backupFields, body);
   const { target, selector, label, policy } = fields;
   if ((target === undefined) === (selector === undefined)) {
@@ -66,6 +74,7 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
     ...(ref ? { recoveryPointId: items[0]!.recoveryPointId } : {}),
     ...(label ? { label } : {}),
     ...(policy ? { policy } : {}),
+    ...(extra.checks ? { checks: extra.checks } : {}),
     items,
   };
   return launch(deps, job, () =>
@@ -84,6 +93,7 @@ export async function requestBackup(deps: RequestDeps, body: unknown): Promise<J
         queueUrl: deps.queueUrlFor(item.agent),
         recoveryPointId: item.recoveryPointId,
       })),
+      ...(extra.checks ? { checks: extra.checks } : {}),
     }),
   );
 }

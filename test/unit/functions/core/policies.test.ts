@@ -9,6 +9,7 @@ import {
   type Schedules,
 } from '../../../../functions/core/policies';
 import { requestBackup } from '../../../../functions/core/requests/backup';
+import { startChecks } from '../../../../functions/core/checks';
 import type { Policy } from '../../../../kernel/model';
 import { silentLogger } from '../../../../kernel/logger';
 import { LocalScheduler } from '../../../../local/scheduler';
@@ -123,38 +124,8 @@ describe('policies', () => {
 });
 
 describe('the local scheduler', () => {
-  function scheduler(
-    deps: PolicyDeps,
-    verifies: string[] = [],
-    restoreTests: Array<{ recoveryPointId: string; probe?: string }> = [],
-  ) {
-    return new LocalScheduler({
-      deps,
-      requestBackup,
-      requestRestoreTest: async (_d, body) => {
-        restoreTests.push(body);
-        return {
-          jobId: 'job-rt',
-          kind: 'RESTORE_TEST',
-          status: 'PENDING',
-          target: 't',
-          agent: 'a',
-          executionArn: 'x',
-        };
-      },
-      requestVerify: async (_d, body) => {
-        verifies.push(body.recoveryPointId);
-        return {
-          jobId: 'job-v',
-          kind: 'VERIFY',
-          status: 'PENDING',
-          target: 't',
-          agent: 'a',
-          executionArn: 'x',
-        };
-      },
-      log: silentLogger,
-    });
+  function scheduler(deps: PolicyDeps) {
+    return new LocalScheduler({ deps, requestBackup, log: silentLogger });
   }
 
   it('fires a rate one interval after the policy was made, then every interval', async () => {
@@ -190,8 +161,48 @@ describe('the local scheduler', () => {
     expect(workflows.backups).toHaveLength(2);
   });
 
-  it('verifies the points of every Nth run once its job succeeded', async () => {
-    const { catalog, deps, clock } = setup();
+  /** Ends every PENDING backup job as the workflow would, each item COMPLETED. */
+  async function succeedAll(catalog: PolicyDeps['catalog']) {
+    for (const job of await catalog.listJobs()) {
+      if (job.status !== 'PENDING' || job.kind !== 'BACKUP') continue;
+      const items = job.items!.map((item) => ({ ...item, status: 'COMPLETED' as const }));
+      await catalog.updateJob(job.jobId, { status: 'SUCCEEDED', items }, ['PENDING']);
+    }
+  }
+
+  function checkDeps(deps: PolicyDeps) {
+    const verifies: string[] = [];
+    const restoreTests: Array<{ recoveryPointId: string; probe?: string }> = [];
+    const accepted = (kind: 'VERIFY' | 'RESTORE_TEST', n: number) => ({
+      jobId: `job-${kind.toLowerCase()}-${n}`,
+      kind,
+      status: 'PENDING' as const,
+      target: 't',
+      agent: 'a',
+      executionArn: 'x',
+    });
+    return {
+      verifies,
+      restoreTests,
+      deps: {
+        ...deps,
+        requestVerify: async (_d: unknown, body: { recoveryPointId: string }) => {
+          verifies.push(body.recoveryPointId);
+          return accepted('VERIFY', verifies.length);
+        },
+        requestRestoreTest: async (
+          _d: unknown,
+          body: { recoveryPointId: string; probe?: string },
+        ) => {
+          restoreTests.push(body);
+          return accepted('RESTORE_TEST', restoreTests.length);
+        },
+      },
+    };
+  }
+
+  it("asks every Nth run's backups to verify their points, which they do once they succeeded", async () => {
+    const { catalog, workflows, deps, clock } = setup();
     await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
     await createPolicy(deps, {
       name: 'p',
@@ -199,30 +210,64 @@ describe('the local scheduler', () => {
       schedule: 'rate(1 minute)',
       verifyEvery: 2,
     });
-    const verifies: string[] = [];
-    const s = scheduler(deps, verifies);
-    const succeed = async () => {
-      for (const job of await catalog.listJobs()) {
-        if (job.status === 'PENDING') {
-          await catalog.updateJob(
-            job.jobId,
-            { status: 'SUCCEEDED', items: job.items!.map((i) => ({ ...i, status: 'COMPLETED' })) },
-            ['PENDING'],
-          );
-        }
-      }
-    };
+    const s = scheduler(deps);
+    const checks = checkDeps(deps);
     for (let i = 0; i < 4; i++) {
       clock.advance(60_000);
       await s.tick();
-      await succeed();
-      await s.tick();
+      await succeedAll(catalog);
     }
-    const points = (await catalog.listJobs())
-      .filter((j) => j.kind === 'BACKUP')
-      .reverse()
-      .map((j) => j.recoveryPointId);
-    expect(verifies).toEqual([points[1], points[3]]);
+    // Runs 2 and 4 carry the checks, to the workflow (AWS and local mode run the same ASL).
+    expect(workflows.backups.map((b) => b.checks)).toEqual([
+      undefined,
+      { verify: true },
+      undefined,
+      { verify: true },
+    ]);
+    const jobs = (await catalog.listJobs()).filter((j) => j.kind === 'BACKUP').reverse();
+    for (const job of jobs) await startChecks(checks.deps, job.jobId);
+    expect(checks.verifies).toEqual([jobs[1]!.recoveryPointId, jobs[3]!.recoveryPointId]);
+    // Recorded on the job; a retried call starts nothing twice.
+    expect((await catalog.getJob(jobs[1]!.jobId))?.checks?.started).toEqual([
+      { kind: 'VERIFY', recoveryPointId: jobs[1]!.recoveryPointId, jobId: 'job-verify-1' },
+    ]);
+    expect(await startChecks(checks.deps, jobs[1]!.jobId)).toMatchObject({ started: [] });
+    expect(checks.verifies).toHaveLength(2);
+  });
+
+  it('starts no check for a job that failed, and records a check that could not start', async () => {
+    const { catalog, deps, clock } = setup();
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, {
+      name: 'p',
+      targets: ['docker:web'],
+      schedule: 'rate(1 minute)',
+      verifyEvery: 1,
+    });
+    const run = await runPolicy(deps, 'p', requestBackup);
+    await catalog.updateJob(run.jobs[0]!.jobId, { status: 'FAILED' }, ['PENDING']);
+    const checks = checkDeps(deps);
+    expect(await startChecks(checks.deps, run.jobs[0]!.jobId)).toMatchObject({ started: [] });
+    clock.advance(60_000);
+    const second = await runPolicy(deps, 'p', requestBackup);
+    await succeedAll(catalog);
+    const refusing = {
+      ...checks.deps,
+      requestVerify: async () => {
+        throw new Error('agent gone');
+      },
+    };
+    const out = await startChecks(refusing, second.jobs[0]!.jobId);
+    expect(out.refused).toEqual([
+      {
+        kind: 'VERIFY',
+        recoveryPointId: second.jobs[0]!.recoveryPointId,
+        error: 'Error: agent gone',
+      },
+    ]);
+    expect((await catalog.getJob(second.jobs[0]!.jobId))?.checks?.started?.[0]?.error).toBe(
+      'Error: agent gone',
+    );
   });
 
   it('restore-tests the Docker and LXD points of every Nth run with the policy probe', async () => {
@@ -235,23 +280,22 @@ describe('the local scheduler', () => {
       restoreTestEvery: 3,
       restoreTestProbe: 'wget -qO- localhost',
     });
-    const tests: Array<{ recoveryPointId: string; probe?: string }> = [];
-    const s = scheduler(deps, [], tests);
+    const s = scheduler(deps);
+    const checks = checkDeps(deps);
     for (let i = 0; i < 3; i++) {
       clock.advance(60_000);
       await s.tick();
-      for (const job of await catalog.listJobs()) {
-        if (job.status !== 'PENDING') continue;
-        const items = job.items!.map((item) => ({ ...item, status: 'COMPLETED' as const }));
-        await catalog.updateJob(job.jobId, { status: 'SUCCEEDED', items }, ['PENDING']);
-      }
-      await s.tick();
+      await succeedAll(catalog);
     }
+    for (const job of await catalog.listJobs()) await startChecks(checks.deps, job.jobId);
     const dockerPoints = (await catalog.listJobs())
       .filter((j) => j.target === 'docker:web')
       .map((j) => j.recoveryPointId);
     // The third run's docker point only: path points are not restore-tested.
-    expect(tests).toEqual([{ recoveryPointId: dockerPoints[0], probe: 'wget -qO- localhost' }]);
+    expect(checks.restoreTests).toEqual([
+      { recoveryPointId: dockerPoints[0], probe: 'wget -qO- localhost' },
+    ]);
+    expect(checks.verifies).toEqual([]);
     expect((await catalog.getPolicy('p'))?.restoreTestEvery).toBe(3);
     await updatePolicy(deps, 'p', { restoreTestEvery: 0, restoreTestProbe: '' });
     const after = await catalog.getPolicy('p');
