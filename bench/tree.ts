@@ -4,17 +4,18 @@
  * directory store: the data path, no control plane) and by restic (reading the same volume's
  * host path) in the same run, both into a local directory: a full backup, then an incremental
  * after 1 % of the files were rewritten. Prints each time and the ratios; then one 1 MiB file
- * restored alone out of the volume's point (file-level restore), and with `--small N` the time
- * and peak RSS of a backup of N small files (a child process, so its RSS is its own).
+ * restored alone out of the volume's point (file-level restore). With `--small N`: N small files
+ * backed up by Stowage (a child process, so its peak RSS is its own) and by restic, full and
+ * again with nothing changed, times and peak RSS of both.
  *
  *   npm run bench:tree -- --size 1024 --files 3166     # the issue's volume (1 GiB, 3,166 files)
- *   npm run bench:tree -- --small 200000               # the agent's RSS on a tree of small files
+ *   npm run bench:tree -- --small 1000000              # a million small files
  *
  * Before each step every file is read once, so both tools find the volume in the page cache.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { mkdirSync, promises as fs, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -107,14 +108,18 @@ function restic(repo: string, ...a: string[]): number {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-async function smallChild(count: number): Promise<void> {
-  const dir = await fs.mkdtemp(join(tmpdir(), 'stowage-small-'));
-  const src = join(dir, 'src');
+/** Writes `count` small files (14 to 20 bytes each) under `src`, 1,000 to a directory. */
+function makeSmallFiles(src: string, count: number): void {
   for (let i = 0; i < count; i++) {
-    const d = join(src, `d${i % 1000}`);
-    if (i < 1000) await fs.mkdir(d, { recursive: true });
-    await fs.writeFile(join(d, `f${i}`), `small file ${i}\n`);
+    const d = join(src, `d${Math.floor(i / 1000)}`);
+    if (i % 1000 === 0) mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, `f${i}`), `small file ${i}\n`);
   }
+}
+
+/** The child of `--small`: backs up `src` twice (full, then nothing changed) in this process. */
+async function smallChild(src: string): Promise<void> {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'stowage-small-'));
   const repo = await Repository.open({
     store: new DirStore(join(dir, 'store')),
     keys: new StaticKey(randomBytes(32)),
@@ -127,38 +132,76 @@ async function smallChild(count: number): Promise<void> {
     parents: new MemoryParentRegistry(),
   };
   const full = await timed(() => runBackup(deps, task(`path:${src}`), run()));
+  const fullRss = process.resourceUsage().maxRSS / 1024;
   const incr = await timed(() => runBackup(deps, task(`path:${src}`), run()));
   await repo.close();
   await fs.rm(dir, { recursive: true, force: true });
   const rss = process.resourceUsage().maxRSS / 1024;
   console.log(
     JSON.stringify({
-      files: count,
       fullS: full.s,
       incrementalS: incr.s,
+      incrementalRead: incr.value.bytesRead,
+      fullPeakRssMiB: Math.round(fullRss),
       peakRssMiB: Math.round(rss),
     }),
   );
 }
 
-async function main(): Promise<void> {
-  if (args['small-child']) return smallChild(Number(args['small-child']));
-  if (args.small) {
+/** restic's time and peak RSS (GNU time) for one command. */
+function resticTimed(repo: string, ...a: string[]): { s: number; rssMiB: number } {
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', 'restic', '--no-cache', ...a], {
+    env: { ...process.env, RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo },
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  if (r.status !== 0) throw new Error(`restic ${a.join(' ')}: ${r.stderr}`);
+  const [s, kib] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { s: s!, rssMiB: Math.round(kib! / 1024) };
+}
+
+/**
+ * `--small N`: N small files, backed up by Stowage's runner in a child process (so its peak RSS
+ * is the backup's: tsx, the repository, the codec workers and the walk included) and by restic,
+ * full and then again with nothing changed.
+ */
+async function smallFiles(count: number): Promise<void> {
+  const work = await fs.mkdtemp(join('/var/tmp', 'stowage-bench-small-'));
+  try {
+    const src = join(work, 'src');
+    makeSmallFiles(src, count);
+    warm(src);
     const r = spawnSync(
       process.execPath,
-      [...process.execArgv, process.argv[1]!, '--small-child', args.small],
-      {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
+      [...process.execArgv, process.argv[1]!, '--small-child', src],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
     );
+    if (r.status !== 0) throw new Error(`the Stowage child failed (${r.status})`);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
-    console.log(
-      `tree of ${out.files} small files (path:, one process): full ${out.fullS!.toFixed(1)} s, ` +
-        `incremental (nothing changed) ${out.incrementalS!.toFixed(1)} s, peak RSS ${out.peakRssMiB} MiB`,
-    );
-    return;
+    const resticRepo = join(work, 'restic');
+    restic(resticRepo, 'init', '--repository-version', '2');
+    warm(src);
+    const rFull = resticTimed(resticRepo, 'backup', '--host', 'bench', src);
+    const rIncr = resticTimed(resticRepo, 'backup', '--host', 'bench', src);
+    console.log(`tree of ${count} small files (path:, into a directory store)`);
+    console.log('| | stowage | restic | stowage ÷ restic |');
+    console.log('| --- | ---: | ---: | ---: |');
+    const row = (what: string, a: number, b: number, unit: string) =>
+      console.log(
+        `| ${what} | ${a.toFixed(1)} ${unit} | ${b.toFixed(1)} ${unit} | ${(a / b).toFixed(2)}x |`,
+      );
+    row('full backup', out.fullS!, rFull.s, 's');
+    row('incremental, nothing changed', out.incrementalS!, rIncr.s, 's');
+    row('peak RSS (whole process)', out.peakRssMiB!, Math.max(rFull.rssMiB, rIncr.rssMiB), 'MiB');
+    console.log(`stowage's incremental read ${out.incrementalRead} bytes`);
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+async function main(): Promise<void> {
+  if (args['small-child']) return smallChild(args['small-child']);
+  if (args.small) return smallFiles(Number(args.small));
   const total = Number(args.size) * 1024 * 1024;
   const count = Number(args.files);
   const RUN = `stowage-bench-tree-${randomBytes(3).toString('hex')}`;

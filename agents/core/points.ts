@@ -18,7 +18,7 @@ import type {
   StoredTree,
   StreamInfo,
 } from './driver';
-import type { Repository, RepositoryWriter } from '../repo/repository';
+import { SMALL_FILE_MAX, type Repository, type RepositoryWriter } from '../repo/repository';
 import type { ChunkRef, StreamRecord } from '../repo/types';
 import { IntegrityError } from '../../kernel/errors';
 import { LogEvent } from '../../kernel/logger';
@@ -85,23 +85,38 @@ export class PointWriter implements BackupSink {
       }
     }
     const parent = this.parentTree(info.name);
-    const walked = await walkTree(
-      root,
-      {
-        file: async (read) =>
-          (await this.writer.writeFrom({ name: info.name, kind: TREE_KIND }, read, this.onBytes))
-            .chunks,
-        has: (chunks: readonly ChunkRef[]) => chunks.every((c) => this.writer.has(c.id)),
-      },
-      parent,
-      ctx,
-    );
+    const tree = this.writer.treeData(this.onBytes);
+    let walked: Awaited<ReturnType<typeof walkTree>>;
+    let chunks: ChunkRef[];
+    try {
+      walked = await walkTree(
+        root,
+        {
+          file: (read) => tree.file(read),
+          small: (read) => tree.small(read),
+          smallFile: SMALL_FILE_MAX,
+          reuse: (refs) => tree.reuse(refs),
+          has: (refs: readonly ChunkRef[]) => refs.every((c) => this.writer.has(c.id)),
+        },
+        parent,
+        ctx,
+      );
+    } catch (err) {
+      await tree.abandon();
+      throw err;
+    }
+    try {
+      chunks = await tree.end();
+    } catch (err) {
+      await discardIndex(walked.indexFile);
+      throw err;
+    }
     try {
       const data: StreamRecord = {
         name: info.name,
         kind: TREE_KIND,
         size: walked.size,
-        chunks: walked.chunks,
+        chunks,
       };
       const index = await this.writer.writeStream(
         { name: indexName, kind: TREE_INDEX_KIND },
@@ -188,7 +203,9 @@ export class PointReader implements RestoreSource {
   /** A tree stream's index entries, in walk order. */
   treeEntries(name: string): AsyncIterable<TreeEntry> {
     return readEntries(
-      this.repo.readStream(this.record(indexStreamName(name)), () => undefined, this.context),
+      this.repo.readStream(this.record(indexStreamName(name)), () => undefined, this.context, {
+        lean: true,
+      }),
     );
   }
 
@@ -197,13 +214,42 @@ export class PointReader implements RestoreSource {
     return {
       entries: () => this.treeEntries(name),
       forEachChunk: async (write, spans) => {
-        const chunks = spans
-          ? spans.flatMap(([first, count]) => record.chunks.slice(first, first + count))
-          : record.chunks;
-        const size = chunks.reduce((n, c) => n + c.length, 0);
+        if (!spans) {
+          await this.repo.forEachChunk(record, write, this.onBytes, this.context);
+          return;
+        }
+        // The spans' chunks are read as one stream; each piece is handed on with its offset in
+        // the data stream, split where a span ends.
+        const chunks: ChunkRef[] = [];
+        const placed: Array<{ from: number; at: number; length: number }> = [];
+        let at = 0;
+        let next = 0;
+        let from = 0;
+        for (const [first, count] of spans) {
+          for (; next < first; next++) at += record.chunks[next]!.length;
+          let length = 0;
+          for (; next < first + count; next++) {
+            const chunk = record.chunks[next]!;
+            chunks.push(chunk);
+            length += chunk.length;
+          }
+          placed.push({ from, at, length });
+          from += length;
+          at += length;
+        }
+        let k = 0;
         await this.repo.forEachChunk(
-          { ...record, chunks, size },
-          write,
+          { ...record, chunks, size: from },
+          async (bytes, offset, zero) => {
+            for (let done = 0; done < bytes.length;) {
+              const p = offset + done;
+              while (p >= placed[k]!.from + placed[k]!.length) k++;
+              const span = placed[k]!;
+              const n = Math.min(bytes.length - done, span.from + span.length - p);
+              await write(bytes.subarray(done, done + n), span.at + (p - span.from), zero);
+              done += n;
+            }
+          },
           this.onBytes,
           this.context,
         );

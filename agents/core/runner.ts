@@ -330,7 +330,9 @@ async function parentOf(
     return {
       recoveryPointId: id,
       streams: manifest.streams,
-      read: (record) => repo.readStream(record, () => undefined, `recovery point ${id}, `),
+      // Read beside the backup's own work: little memory, not speed.
+      read: (record) =>
+        repo.readStream(record, () => undefined, `recovery point ${id}, `, { lean: true }),
     };
   } catch (err) {
     log.info('agent.backup.no_parent', { parent: id, error: err });

@@ -125,6 +125,18 @@ export class ChunkRing {
     return span;
   }
 
+  /**
+   * The unchunked bytes as one chunk, held until released, wherever their content would cut
+   * them: a batch of small files (core/tree/backup.ts), which the caller keeps under maxSize.
+   */
+  nextWhole(): Span | undefined {
+    if (this.filled === this.pos) return undefined;
+    const span = { start: this.pos, end: this.filled };
+    this.pos = span.end;
+    this.held.push(span);
+    return span;
+  }
+
   /** Releases the oldest held span. */
   release(): void {
     this.held.shift();

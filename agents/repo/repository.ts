@@ -61,11 +61,32 @@ const RING_BYTES = 16 * 1024 * 1024;
 /** `writeFrom` asks for at most this much per read, so chunks are cut and dispatched as it goes. */
 const READ_BYTES = 2 * 1024 * 1024;
 /**
+ * Tree streams (RepositoryWriter.treeData): files of at most SMALL_FILE_MAX bytes are gathered
+ * into shared chunks of about BATCH_BYTES (at most BATCH_FILES files), so a tree of a million
+ * small files is a few hundred chunks, not a million blobs to hash, seal, pack and index. A
+ * batch stays under the chunker's maxSize (4 MiB: DEFAULT_CHUNKING, every repository's), so it
+ * is always one chunk.
+ */
+export const SMALL_FILE_MAX = 64 * 1024;
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_FILES = 1024;
+/**
  * Restore reads this many ranges ahead, each at most 8 MiB stored and 8 MiB plain (16 MiB cost
  * ~40 MB more RSS, no speed).
  */
 const PREFETCH_RANGES = 4;
 const MAX_RANGE_BYTES = 8 * 1024 * 1024;
+/**
+ * A lean read (ReadOptions): one range of at most 1 MiB ahead, so reading a tree's index beside
+ * a backup or a restore costs a few MiB, not the ~64 MiB of a fast stream read.
+ */
+const LEAN_PREFETCH = 1;
+const LEAN_RANGE_BYTES = 1024 * 1024;
+
+export interface ReadOptions {
+  /** Read with little memory (LEAN_PREFETCH): for an index read alongside other work. */
+  lean?: boolean;
+}
 
 export interface RepositoryConfig {
   version: 1;
@@ -127,8 +148,11 @@ export class Repository {
     record: StreamRecord,
     onBytes: (n: number) => void = () => undefined,
     context = '',
+    options: ReadOptions = {},
   ): Readable {
-    return Readable.from(this.readChunks(record, onBytes, context), { objectMode: false });
+    return Readable.from(this.readChunks(record, onBytes, context, options), {
+      objectMode: false,
+    });
   }
 
   /** Reads and verifies every chunk of a stream without keeping the bytes. */
@@ -356,9 +380,17 @@ export class Repository {
     record: StreamRecord,
     onBytes: (n: number) => void,
     context: string,
+    options: ReadOptions,
   ): AsyncGenerator<Buffer> {
     const integrity = integrityOf(record, context);
-    const steps = planRanges(record, this.index, integrity, this.zeroChunk);
+    const lean = options.lean === true;
+    const steps = planRanges(
+      record,
+      this.index,
+      integrity,
+      this.zeroChunk,
+      lean ? LEAN_RANGE_BYTES : MAX_RANGE_BYTES,
+    );
     const open = async (step: PlannedRange) => {
       const data = await this.fetchRange(step, integrity);
       const out = await this.pool.openRange(data, step.blobs);
@@ -366,8 +398,10 @@ export class Repository {
       return out.plain!;
     };
     let size = 0;
-    for await (const { step, result: plain } of prefetched(steps, (step) =>
-      'pack' in step ? open(step) : undefined,
+    for await (const { step, result: plain } of prefetched(
+      steps,
+      (step) => ('pack' in step ? open(step) : undefined),
+      lean ? LEAN_PREFETCH : PREFETCH_RANGES,
     )) {
       // A zero chunk's bytes are shared and never written: readers of a Readable do not modify
       // what they are given.
@@ -391,11 +425,12 @@ export class Repository {
 async function* prefetched<S, T>(
   steps: readonly S[],
   start: (step: S) => Promise<T> | undefined,
+  ahead = PREFETCH_RANGES,
 ): AsyncGenerator<{ step: S; result: T | undefined }> {
   const started: Array<Promise<T> | undefined> = [];
   let next = 0;
   for (let i = 0; i < steps.length; i++) {
-    while (next < steps.length && next < i + PREFETCH_RANGES) {
+    while (next < steps.length && next < i + ahead) {
       const promise = start(steps[next++]!);
       promise?.catch(() => undefined); // observed when its turn comes
       started.push(promise);
@@ -467,6 +502,7 @@ function planRanges(
   index: RepositoryIndex,
   integrity: (offset: number, why: string) => IntegrityError,
   zero: ZeroChunk,
+  maxRange = MAX_RANGE_BYTES,
 ): Array<PlannedRange | ZeroStep> {
   const steps: Array<PlannedRange | ZeroStep> = [];
   let streamOffset = 0;
@@ -491,8 +527,8 @@ function planRanges(
       current &&
       current.pack === loc.pack &&
       current.offset + current.length === loc.offset &&
-      current.length + loc.length <= MAX_RANGE_BYTES &&
-      plain + loc.rawLength <= MAX_RANGE_BYTES;
+      current.length + loc.length <= maxRange &&
+      plain + loc.rawLength <= maxRange;
     if (!contiguous) {
       current = { pack: loc.pack, offset: loc.offset, length: 0, streamOffset, blobs: [] };
       plain = 0;
@@ -626,35 +662,109 @@ export class RepositoryWriter {
     read: ByteReader,
     onBytes: (n: number) => void = () => undefined,
   ): Promise<StreamRecord> {
-    return this.writeChunks(info, async (ring, makeRoom) => {
-      let size = 0;
-      let reading: Promise<number> | undefined;
-      const startRead = () => {
-        const space = ring.space(READ_BYTES);
-        if (space) reading = read(space);
-        return reading !== undefined;
-      };
-      try {
-        for (;;) {
-          if (!reading && !startRead()) {
-            await makeRoom(true);
-            continue;
-          }
-          const n = await reading!;
-          reading = undefined;
-          ring.commit(n);
-          if (n === 0) return size;
-          size += n;
-          this.stats.bytesRead += n;
-          onBytes(n);
-          startRead();
-          await makeRoom(false);
+    return this.writeChunks(info, (ring, makeRoom) => this.fillFrom(ring, read, makeRoom, onBytes));
+  }
+
+  /**
+   * A tree's data stream (core/tree/backup.ts), written file by file: each file is cut into
+   * chunks of its own (a chunk never spans two files), and the next file is read while the
+   * last one's chunks are still being hashed and sealed, so a tree of many files keeps the
+   * workers as busy as one big file does. Call `end` once (or `abandon` on failure) before the
+   * writer stores another stream.
+   */
+  treeData(onBytes: (n: number) => void = () => undefined): TreeData {
+    const ring = this.freshRing();
+    const flow = new ChunkFlow(
+      ring,
+      (span) => this.storeChunk(ring, span),
+      () => this.throwIfUploadFailed(),
+    );
+    // The batch of small files being gathered: it becomes the chunk at `chunk` when it is cut,
+    // since nothing else is added to the chunk list while it is open.
+    let batch: { chunk: number; bytes: number; files: number } | undefined;
+    const closeBatch = async () => {
+      if (!batch) return;
+      batch = undefined;
+      await flow.cutWhole();
+    };
+    return {
+      file: async (read) => {
+        await closeBatch();
+        const first = flow.refs.length;
+        await this.fillFrom(ring, read, (full) => flow.makeRoom(full), onBytes);
+        await flow.dispatch(true);
+        return [first, flow.refs.length - first];
+      },
+      small: async (read) => {
+        batch ??= { chunk: flow.refs.length, bytes: 0, files: 0 };
+        const at = { chunk: batch.chunk, skip: batch.bytes };
+        // Below maxSize in all (BATCH_BYTES + SMALL_FILE_MAX), so makeRoom never cuts the batch.
+        const n = await this.fillFrom(ring, read, (full) => flow.makeRoom(full), onBytes);
+        if (n > SMALL_FILE_MAX) throw new Error(`a small file gave ${n} bytes`);
+        batch.bytes += n;
+        batch.files++;
+        if (batch.bytes >= BATCH_BYTES || batch.files >= BATCH_FILES) await closeBatch();
+        return at;
+      },
+      reuse: async (refs) => {
+        await closeBatch();
+        const first = flow.refs.length;
+        for (const ref of refs) flow.refs.push(ref);
+        return [first, refs.length];
+      },
+      end: async () => {
+        await closeBatch();
+        await flow.drain();
+        return flow.refs;
+      },
+      abandon: () => flow.abandon(),
+    };
+  }
+
+  /** Reads `read` into the ring until it returns 0, cutting as it goes; resolves the size. */
+  private async fillFrom(
+    ring: ChunkRing,
+    read: ByteReader,
+    makeRoom: (full: boolean) => Promise<void>,
+    onBytes: (n: number) => void,
+  ): Promise<number> {
+    let size = 0;
+    let reading: Promise<number> | undefined;
+    const startRead = () => {
+      const space = ring.space(READ_BYTES);
+      if (space) reading = read(space);
+      return reading !== undefined;
+    };
+    try {
+      for (;;) {
+        if (!reading && !startRead()) {
+          await makeRoom(true);
+          continue;
         }
-      } finally {
-        // A failure while a read is under way: let it finish before the ring is reused.
-        await reading?.catch(() => 0);
+        const n = await reading!;
+        reading = undefined;
+        ring.commit(n);
+        if (n === 0) return size;
+        size += n;
+        this.stats.bytesRead += n;
+        onBytes(n);
+        startRead();
+        await makeRoom(false);
       }
-    });
+    } finally {
+      // A failure while a read is under way: let it finish before the ring is reused.
+      await reading?.catch(() => 0);
+    }
+  }
+
+  private freshRing(): ChunkRing {
+    const ring = (this.ring ??= new ChunkRing(
+      Math.max(RING_BYTES, 4 * this.params.maxSize + ALIGN),
+      this.params,
+      ALIGN,
+    ));
+    ring.reset();
+    return ring;
   }
 
   /**
@@ -666,40 +776,23 @@ export class RepositoryWriter {
     info: { name: string; kind: string },
     fill: (ring: ChunkRing, makeRoom: (full: boolean) => Promise<void>) => Promise<number>,
   ): Promise<StreamRecord> {
-    const ring = (this.ring ??= new ChunkRing(
-      Math.max(RING_BYTES, 4 * this.params.maxSize + ALIGN),
-      this.params,
-      ALIGN,
-    ));
-    ring.reset();
-    const chunks: ChunkRef[] = [];
-    const inFlight: Array<Promise<ChunkRef>> = [];
-    // Chunks settle in order, so the oldest in flight is the ring's oldest held span.
-    const settleOldest = async () => {
-      chunks.push(await inFlight.shift()!);
-      ring.release();
-    };
-    const dispatch = async (final: boolean) => {
-      for (let span = ring.next(final); span; span = ring.next(final)) {
-        this.throwIfUploadFailed();
-        inFlight.push(this.storeChunk(ring, span));
-        if (inFlight.length >= MAX_CHUNKS_IN_FLIGHT) await settleOldest();
-      }
-    };
+    const ring = this.freshRing();
+    const flow = new ChunkFlow(
+      ring,
+      (span) => this.storeChunk(ring, span),
+      () => this.throwIfUploadFailed(),
+    );
     let size: number;
     try {
-      size = await fill(ring, async (full) => {
-        if (full) await settleOldest();
-        else await dispatch(false);
-      });
-      await dispatch(true);
-      while (inFlight.length > 0) await settleOldest();
+      size = await fill(ring, (full) => flow.makeRoom(full));
+      await flow.dispatch(true);
+      await flow.drain();
     } catch (err) {
       // Let the chunks already cut reach their pack, so flush() stores them for the retry.
-      await Promise.allSettled(inFlight);
+      await flow.abandon();
       throw err;
     }
-    return { name: info.name, kind: info.kind, size, chunks };
+    return { name: info.name, kind: info.kind, size, chunks: flow.refs };
   }
 
   /**
@@ -802,6 +895,89 @@ export class RepositoryWriter {
     if (this.uploadError) throw this.uploadError;
   }
 }
+
+/** See RepositoryWriter.treeData. */
+export interface TreeData {
+  /**
+   * Adds one file's bytes (`read` until it returns 0) as chunks of their own; resolves their
+   * span `[first, count]` in the stream's chunk list once they are cut, before they are stored.
+   */
+  file(read: ByteReader): Promise<[number, number]>;
+  /**
+   * Adds a file of at most SMALL_FILE_MAX bytes to the batch of small files being gathered into
+   * one chunk (cut at BATCH_BYTES or BATCH_FILES, or when anything else is added): the chunk's
+   * place in the chunk list and the bytes of it before this file's.
+   */
+  small(read: ByteReader): Promise<{ chunk: number; skip: number }>;
+  /** Adds chunks stored before (an unchanged file's): their span in the chunk list. */
+  reuse(chunks: readonly ChunkRef[]): Promise<[number, number]>;
+  /** Waits for every chunk to be hashed (and sealed into a pack if new): the chunk list. */
+  end(): Promise<ChunkRef[]>;
+  /** After a failure: lets the chunks already cut reach their pack, so a retry finds them. */
+  abandon(): Promise<void>;
+}
+
+/**
+ * Cuts the ring's bytes into chunks and keeps at most MAX_CHUNKS_IN_FLIGHT of them being
+ * stored. `refs` is the chunk list in stream order: a chunk's place is taken when it is cut and
+ * filled in when it settles. Chunks settle in order, so the oldest in flight is the ring's
+ * oldest held span.
+ */
+class ChunkFlow {
+  readonly refs: ChunkRef[] = [];
+  private readonly inFlight: Array<Promise<void>> = [];
+
+  constructor(
+    private readonly ring: ChunkRing,
+    private readonly store: (span: Span) => Promise<ChunkRef>,
+    private readonly check: () => void,
+  ) {}
+
+  private async settleOldest(): Promise<void> {
+    await this.inFlight.shift();
+    this.ring.release();
+  }
+
+  /** Cuts the chunks the ring's bytes complete (all of them when `final`) and stores them. */
+  async dispatch(final: boolean): Promise<void> {
+    for (let span = this.ring.next(final); span; span = this.ring.next(final)) {
+      await this.add(span);
+    }
+  }
+
+  /** Cuts all the ring's unchunked bytes as one chunk (a batch of small files). */
+  async cutWhole(): Promise<void> {
+    const span = this.ring.nextWhole();
+    if (span) await this.add(span);
+  }
+
+  private async add(span: Span): Promise<void> {
+    this.check();
+    const at = this.refs.length;
+    this.refs.push(PENDING_REF);
+    const stored = this.store(span).then((ref) => {
+      this.refs[at] = ref;
+    });
+    stored.catch(() => undefined); // observed when it is settled
+    this.inFlight.push(stored);
+    if (this.inFlight.length >= MAX_CHUNKS_IN_FLIGHT) await this.settleOldest();
+  }
+
+  /** After a write: cuts what it completed, or, when the ring is `full`, frees its oldest span. */
+  makeRoom(full: boolean): Promise<void> {
+    return full ? this.settleOldest() : this.dispatch(false);
+  }
+
+  async drain(): Promise<void> {
+    while (this.inFlight.length > 0) await this.settleOldest();
+  }
+
+  async abandon(): Promise<void> {
+    await Promise.allSettled(this.inFlight.splice(0));
+  }
+}
+
+const PENDING_REF: ChunkRef = Object.freeze({ id: '', length: 0 });
 
 export function openRepository(options: OpenOptions): Promise<Repository> {
   return Repository.open(options);

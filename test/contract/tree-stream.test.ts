@@ -210,4 +210,84 @@ describe('tree streams through the runner and the path driver', () => {
     await expect(pick(join(allowed, 'ok'))).resolves.toMatchObject({ files: 1 });
     expect(await fs.readdir(join(allowed, 'ok', 'a', 'b'))).toEqual(['f10']);
   });
+  it('gathers small files into shared chunks, takes them again when unchanged, and restores one alone', async () => {
+    const root = join(dir, 'small');
+    const files: string[] = [];
+    for (let i = 0; i < 600; i++) {
+      const d = join(root, `d${i % 7}`);
+      await fs.mkdir(d, { recursive: true });
+      const name = join(`d${i % 7}`, `s${i}`);
+      await fs.writeFile(join(root, name), randomBytes(1 + ((i * 997) % 5000)));
+      if (i % 50 === 0) await fs.writeFile(join(root, `d${i % 7}`, `empty${i}`), '');
+      files.push(name);
+    }
+    const target = `path:${root}`;
+    const small = (options: BackupTask['options'] = {}) =>
+      runBackup(
+        deps,
+        {
+          kind: 'BACKUP',
+          jobId: `job-${++seq}`,
+          itemIndex: 0,
+          recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
+          target,
+          options,
+        },
+        makeRun(),
+      );
+    const restoreAll = async (point: string, dest: string) => {
+      const task: RestoreTask = {
+        kind: 'RESTORE',
+        jobId: `job-${++seq}`,
+        recoveryPointId: point,
+        source: target,
+        target: `path:${dest}`,
+        inPlace: false,
+        options: {},
+      };
+      await runRestore(deps, task, makeRun());
+      return describeTree(dest);
+    };
+    const first = await small();
+    const size = (await Promise.all(files.map((f) => fs.stat(join(root, f))))).reduce(
+      (n, st) => n + st.size,
+      0,
+    );
+    expect(first.bytesRead).toBe(size);
+    // Far fewer chunks than files: they share chunks.
+    const data = (await readManifest(repo, first.recoveryPointId)).streams[0]!;
+    expect(data.chunks.length).toBeLessThan(10);
+    expect(await restoreAll(first.recoveryPointId, join(dir, 'small-r1'))).toEqual(
+      await describeTree(root),
+    );
+
+    // Nothing changed: every shared chunk is taken again, nothing is read.
+    const same = await small();
+    expect(same.bytesRead).toBe(0);
+
+    // One small file rewritten: it and the files sharing its chunk are read, no more.
+    const changed = join(root, files[300]!);
+    await fs.writeFile(changed, randomBytes(777));
+    const second = await small();
+    expect(second.bytesRead).toBeGreaterThanOrEqual(777);
+    expect(second.bytesRead).toBeLessThan(size / 2);
+    expect(await restoreAll(second.recoveryPointId, join(dir, 'small-r2'))).toEqual(
+      await describeTree(root),
+    );
+
+    // A file in the middle of a shared chunk, restored alone, reads only that chunk.
+    const manifest = await readManifest(repo, second.recoveryPointId);
+    let read = 0;
+    const reader = new PointReader(repo, manifest, (n) => (read += n));
+    const dest = join(dir, 'small-one');
+    await fs.mkdir(dest);
+    const pick = [files[301]!, files[450]!];
+    const ctx = { log: silentLogger, signal: new AbortController().signal, phase: () => undefined };
+    const result = await reader.restoreTree('tree', dest, ctx, { paths: pick });
+    expect(result.files).toBe(2);
+    expect(read).toBeLessThanOrEqual(2 * 1024 * 1024 + 64 * 1024);
+    for (const f of pick) {
+      expect(await fs.readFile(join(dest, f))).toEqual(await fs.readFile(join(root, f)));
+    }
+  });
 });

@@ -1,18 +1,34 @@
 /**
  * Backs up a directory of this host as a tree stream (format.ts): walks it in walk order, and
  * for each regular file either takes its chunks from the previous point of the same target (its
- * size, mtime, ctime and inode are those the previous point's index recorded, and every one of
- * those chunks is still stored) or reads it. Memory: one walk path, one read buffer (the data
- * path's ring) and the hard-link map (files with more than one link only); the index is spooled
- * to a temporary file and stored after the data stream, because one writer stores one stream at
- * a time.
+ * size, mtime, ctime and inode, from one lstat, are those the previous point's index recorded,
+ * and every one of those chunks is still stored: the file is not even opened) or reads it.
+ * Files are handed to the writer one after the other without waiting for their chunks to be
+ * stored (repo/repository.ts treeData), and small ones share chunks. Memory: one walk path, the
+ * data path's ring, the files waiting for a shared chunk (at most one chunk's, 1,024) and the
+ * hard-link map (files with more than one link only); the index is spooled to a temporary file
+ * and stored after the data stream, because one writer stores one stream at a time.
  *
  * A live tree changes while it is read: each file is read up to the size seen when it was opened
  * (a file that shrank is padded with zeros), and the index records that size; either way the
  * point is well-formed and a warning says which file. Entries that vanish between listing and
  * reading are left out with a warning, as are sockets and names that are not UTF-8.
  */
-import { constants, promises as fs, type BigIntStats } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  read as readCb,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  statSync,
+  promises as fs,
+  type BigIntStats,
+} from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -23,10 +39,21 @@ import { checkAborted } from '../driver-streams';
 import type { ChunkRef } from '../../repo/types';
 import { compareTreePaths, type TreeEntry, type TreeEntryType } from './format';
 
-/** What the point's writer offers the walk. */
+/** What the point's writer offers the walk: the data stream's chunk list, built file by file. */
 export interface TreeChunkSink {
-  /** Stores one file's bytes as whole chunks (a chunk never spans two files). */
-  file(read: ByteReader): Promise<ChunkRef[]>;
+  /**
+   * Adds one file's bytes as whole chunks (a chunk never spans two files); resolves their span
+   * `[first, count]` of the data stream's chunk list once they are cut (they are stored later).
+   */
+  file(read: ByteReader): Promise<[number, number]>;
+  /**
+   * Adds a file of at most `smallFile` bytes to a chunk shared with the small files around it:
+   * that chunk's place and the bytes of it before this file's.
+   */
+  small(read: ByteReader): Promise<{ chunk: number; skip: number }>;
+  readonly smallFile: number;
+  /** Adds an unchanged file's chunks, stored before: their span. */
+  reuse(chunks: readonly ChunkRef[]): Promise<[number, number]>;
   /** Whether every chunk is stored, or being stored by this writer (never a condemned one). */
   has(chunks: readonly ChunkRef[]): boolean;
 }
@@ -38,8 +65,7 @@ export interface ParentTree {
 }
 
 export interface TreeWalkResult {
-  /** The data stream's chunks, in order, and its size. */
-  chunks: ChunkRef[];
+  /** The data stream's size (its chunks are the sink's). */
   size: number;
   /** The spooled index (JSON lines); the caller stores it, then calls `discard`. */
   indexFile: string;
@@ -55,6 +81,14 @@ export interface TreeWalkResult {
 const MAX_WARNINGS = 100;
 /** Index lines are written to the spool file in batches of about this many bytes. */
 const SPOOL_BATCH = 256 * 1024;
+/**
+ * The walk's metadata calls and small files' reads are synchronous system calls (a few µs each
+ * on a local file system, where a round trip through libuv's thread pool costs tens, and more on
+ * a loaded host); it lets the event loop run (timers, heartbeats, worker results) every this many
+ * entries. Large files are read asynchronously, overlapping their chunking.
+ */
+const YIELD_EVERY = 512;
+const readAsync = promisify(readCb);
 
 export function errnoOf(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -141,8 +175,17 @@ function entryOf(path: string, type: TreeEntryType, st: BigIntStats): TreeEntry 
   };
 }
 
+/** See Walk.joinGroup. */
+interface Group {
+  /** The previous point's chunk, and the bytes of it the files so far account for. */
+  chunk: number;
+  ref: ChunkRef;
+  next: number;
+  /** In walk order: the group's files (with their path) and the entries between them. */
+  held: Array<TreeEntry | { entry: TreeEntry; abs: string }>;
+}
+
 class Walk {
-  readonly chunks: ChunkRef[] = [];
   size = 0;
   entries = 0;
   skipped = 0;
@@ -153,7 +196,10 @@ class Walk {
   private droppedWarnings = 0;
   /** `dev:ino` of files with several links → the path that carries their bytes. */
   private readonly links = new Map<string, string>();
+  /** Unchanged small files waiting for the rest of the previous point's chunk they share. */
+  private group: Group | undefined;
   private spool = '';
+  private sinceYield = 0;
   private readonly what: string;
 
   constructor(
@@ -184,6 +230,10 @@ class Walk {
   }
 
   private async emit(entry: TreeEntry): Promise<void> {
+    if (this.group) {
+      this.group.held.push(entry);
+      return;
+    }
     this.spool += `${JSON.stringify(entry)}\n`;
     this.entries++;
     if (this.spool.length >= SPOOL_BATCH) await this.flushSpool();
@@ -199,20 +249,21 @@ class Walk {
   async run(): Promise<void> {
     let st: BigIntStats;
     try {
-      st = await fs.stat(this.root, { bigint: true });
+      st = statSync(this.root, { bigint: true });
     } catch (err) {
       throw fsError(err, `reading ${this.root}`);
     }
     if (!st.isDirectory()) throw new DriverError(`${this.root} is not a directory`);
     await this.emit(entryOf('', 'dir', st));
     await this.dir(this.root, '');
+    await this.breakGroup();
     await this.flushSpool();
   }
 
   private async dir(abs: string, rel: string): Promise<void> {
     let names: Buffer[];
     try {
-      names = await fs.readdir(abs, { encoding: 'buffer' });
+      names = readdirSync(abs, { encoding: 'buffer' });
     } catch (err) {
       if (rel && (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR')) {
         this.warn(`${rel}/: vanished while the backup ran; recorded empty`);
@@ -223,6 +274,10 @@ class Walk {
     names.sort(Buffer.compare);
     for (const raw of names) {
       checkAborted(this.ctx, this.what);
+      if (++this.sinceYield >= YIELD_EVERY) {
+        this.sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       const base = raw.toString('utf8');
       const path = rel ? `${rel}/${base}` : base;
       if (!Buffer.from(base, 'utf8').equals(raw)) {
@@ -232,7 +287,7 @@ class Walk {
       const child = join(abs, base);
       let st: BigIntStats;
       try {
-        st = await fs.lstat(child, { bigint: true });
+        st = lstatSync(child, { bigint: true });
       } catch (err) {
         if (errnoOf(err) === 'ENOENT') {
           this.skip(path, 'vanished while the backup ran');
@@ -245,11 +300,11 @@ class Walk {
         await this.emit(entryOf(path, 'dir', st));
         await this.dir(child, path);
       } else if (type === 'file') {
-        await this.file(child, path);
+        if (!(await this.unchanged(child, path, st))) await this.file(child, path);
       } else if (type === 'symlink') {
         let target: string;
         try {
-          target = await fs.readlink(child);
+          target = readlinkSync(child);
         } catch (err) {
           if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'EINVAL') {
             this.skip(path, 'changed while the backup ran');
@@ -266,19 +321,111 @@ class Walk {
     }
   }
 
+  /**
+   * Records a file whose lstat matches the previous point's entry (and whose chunks are all
+   * stored) without opening it: an incremental costs a stat per unchanged file. Hard-linked
+   * files go through `file`, which tracks their links.
+   */
+  private async unchanged(abs: string, path: string, st: BigIntStats): Promise<boolean> {
+    if (!this.parent || st.nlink > 1n || st.size === 0n) return false;
+    const entry = entryOf(path, 'file', st);
+    entry.size = Number(st.size);
+    const before = await this.previous(entry);
+    if (!before) return false;
+    if (before.skip !== undefined || this.parentLength(before) !== entry.size) {
+      return this.joinGroup(entry, abs, before);
+    }
+    const refs = this.reusable(before, entry);
+    if (!refs) return false;
+    await this.breakGroup();
+    entry.chunks = await this.sink.reuse(refs);
+    entry.offset = this.size;
+    this.size += entry.size;
+    await this.emit(entry);
+    return true;
+  }
+
+  /** The plain length of the chunks the previous point's entry names. */
+  private parentLength(before: TreeEntry): number {
+    const [first, count] = before.chunks!;
+    let n = 0;
+    for (let i = first; i < first + count; i++) n += this.parent!.chunks[i]?.length ?? NaN;
+    return n;
+  }
+
+  /**
+   * An unchanged small file that shared a chunk with its neighbours in the previous point: the
+   * chunk is taken again only when all the files it holds turn up unchanged, one after the
+   * other (then the data stream is still the files' bytes in walk order); until then the file
+   * and the entries after it wait in the group. Anything else breaks the group, whose files are
+   * then read.
+   */
+  private async joinGroup(entry: TreeEntry, abs: string, before: TreeEntry): Promise<boolean> {
+    const [chunk, count] = before.chunks!;
+    const skip = before.skip ?? 0;
+    const ref = this.parent!.chunks[chunk];
+    if (count !== 1 || !ref || skip + entry.size! > ref.length) return false;
+    if (this.group && (this.group.chunk !== chunk || this.group.next !== skip)) {
+      await this.breakGroup();
+    }
+    if (!this.group) {
+      if (skip !== 0 || !this.sink.has([ref])) return false;
+      this.group = { chunk, ref, next: 0, held: [] };
+    }
+    const group = this.group;
+    group.held.push({ entry, abs });
+    group.next += entry.size!;
+    if (group.next === ref.length) await this.completeGroup();
+    return true;
+  }
+
+  /** Every file of the previous point's chunk turned up unchanged: the chunk is theirs again. */
+  private async completeGroup(): Promise<void> {
+    const group = this.group!;
+    this.group = undefined;
+    const [chunk] = await this.sink.reuse([group.ref]);
+    let skip = 0;
+    for (const item of group.held) {
+      if (!('abs' in item)) {
+        await this.emit(item);
+        continue;
+      }
+      const entry = item.entry;
+      entry.chunks = [chunk, 1];
+      if (skip > 0) entry.skip = skip;
+      entry.offset = this.size;
+      this.size += entry.size!;
+      skip += entry.size!;
+      this.filesReused++;
+      this.bytesReused += entry.size!;
+      await this.emit(entry);
+    }
+  }
+
+  /** The group cannot be completed: its files are read, its other entries recorded, in order. */
+  private async breakGroup(): Promise<void> {
+    const group = this.group;
+    if (!group) return;
+    this.group = undefined;
+    for (const item of group.held) {
+      if ('abs' in item) await this.file(item.abs, item.entry.path);
+      else await this.emit(item);
+    }
+  }
+
   private async file(abs: string, path: string): Promise<void> {
-    let handle: fs.FileHandle;
+    let fd: number;
     try {
       // O_NOFOLLOW/O_NONBLOCK: whatever replaced the file since it was listed is neither
       // followed nor allowed to block the walk.
-      handle = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return this.skip(path, 'vanished while the backup ran');
       if (errnoOf(err) === 'ELOOP') return this.skip(path, 'became a symlink while the backup ran');
       throw fsError(err, `reading ${abs}`);
     }
     try {
-      const st = await handle.stat({ bigint: true });
+      const st = fstatSync(fd, { bigint: true });
       if (!st.isFile()) return this.skip(path, 'changed type while the backup ran');
       const entry = entryOf(path, 'file', st);
       if (st.nlink > 1n) {
@@ -294,20 +441,34 @@ class Walk {
       const size = Number(st.size);
       entry.size = size;
       if (size > 0) {
-        const refs = (await this.reusable(entry)) ?? (await this.read(handle, path, size, st));
-        entry.chunks = [this.chunks.length, refs.length];
+        const before = await this.previous(entry);
+        const refs = before && before.skip === undefined && this.reusable(before, entry);
+        // Bytes go into the data stream now: the files waiting for their old chunk cannot wait.
+        await this.breakGroup();
+        if (refs) {
+          entry.chunks = await this.sink.reuse(refs);
+        } else if (size <= this.sink.smallFile) {
+          const at = await this.read(fd, path, size, st, true);
+          entry.chunks = [at.chunk, 1];
+          if (at.skip > 0) entry.skip = at.skip;
+        } else {
+          entry.chunks = await this.read(fd, path, size, st, false);
+        }
         entry.offset = this.size;
-        for (const ref of refs) this.chunks.push(ref);
         this.size += size;
       }
       await this.emit(entry);
     } finally {
-      await handle.close().catch(() => undefined);
+      try {
+        closeSync(fd);
+      } catch {
+        // nothing to do: the file was only read
+      }
     }
   }
 
-  /** The previous point's chunks of this file, if it is unchanged and they are all stored. */
-  private async reusable(entry: TreeEntry): Promise<ChunkRef[] | undefined> {
+  /** The previous point's entry of this file, if its metadata is unchanged and it has data. */
+  private async previous(entry: TreeEntry): Promise<TreeEntry | undefined> {
     if (!this.parent) return undefined;
     const before = await this.parent.cursor.find(entry.path);
     if (
@@ -321,8 +482,13 @@ class Walk {
     ) {
       return undefined;
     }
-    const [first, count] = before.chunks;
-    const refs = this.parent.chunks.slice(first, first + count);
+    return before;
+  }
+
+  /** The previous point's chunks of a file that had them to itself, if they are all stored. */
+  private reusable(before: TreeEntry, entry: TreeEntry): ChunkRef[] | undefined {
+    const [first, count] = before.chunks!;
+    const refs = this.parent!.chunks.slice(first, first + count);
     const length = refs.reduce((n, c) => n + c.length, 0);
     if (refs.length !== count || length !== entry.size || !this.sink.has(refs)) return undefined;
     this.filesReused++;
@@ -330,12 +496,27 @@ class Walk {
     return refs;
   }
 
-  private async read(
-    handle: fs.FileHandle,
+  private read(
+    fd: number,
     path: string,
     size: number,
     st: BigIntStats,
-  ): Promise<ChunkRef[]> {
+    small: true,
+  ): Promise<{ chunk: number; skip: number }>;
+  private read(
+    fd: number,
+    path: string,
+    size: number,
+    st: BigIntStats,
+    small: false,
+  ): Promise<[number, number]>;
+  private async read(
+    fd: number,
+    path: string,
+    size: number,
+    st: BigIntStats,
+    small: boolean,
+  ): Promise<[number, number] | { chunk: number; skip: number }> {
     let position = 0;
     let shrank = false;
     const read: ByteReader = async (into) => {
@@ -345,7 +526,9 @@ class Walk {
       let n = 0;
       if (!shrank) {
         try {
-          ({ bytesRead: n } = await handle.read(into, 0, want, position));
+          n = small
+            ? readSync(fd, into, 0, want, position)
+            : (await readAsync(fd, into, 0, want, position)).bytesRead;
         } catch (err) {
           throw fsError(err, `reading ${path}`);
         }
@@ -359,19 +542,19 @@ class Walk {
       position += n;
       return n;
     };
-    const refs = await this.sink.file(read);
+    const span = small ? await this.sink.small(read) : await this.sink.file(read);
     this.filesRead++;
     if (shrank) {
       this.warn(`${path}: shrank while being read; padded with zeros to ${size} bytes`);
     } else {
-      const after = await handle.stat({ bigint: true });
+      const after = fstatSync(fd, { bigint: true });
       if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) {
         this.warn(
           `${path}: changed while being read; stored its first ${size} bytes, which may mix old and new contents`,
         );
       }
     }
-    return refs;
+    return span;
   }
 }
 
@@ -413,7 +596,6 @@ export async function walkTree(
   }
   await out.close();
   return {
-    chunks: walk.chunks,
     size: walk.size,
     indexFile,
     entries: walk.entries,

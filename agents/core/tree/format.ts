@@ -3,10 +3,12 @@
  * directory, a `path:` directory) stored as TWO streams of a recovery point:
  *
  * - the data stream (kind `tree`): the contents of the tree's regular files, concatenated in
- *   walk order, where every file starts on a chunk boundary (each file is chunked on its own).
- *   So a file's content is a whole run of the stream's chunks, and a later backup can take an
- *   unchanged file's chunks from the previous point without reading it (restic's parent
- *   snapshot);
+ *   walk order. A file of more than 64 KiB starts on a chunk boundary and is chunked on its own,
+ *   so its content is a whole run of the stream's chunks; smaller files are gathered, several
+ *   to a chunk (about 1 MiB or 1,024 files), and their entry says where in that chunk they start
+ *   (`skip`). A later backup takes an unchanged file's chunks from the previous point without
+ *   reading it (restic's parent snapshot); a shared chunk only when every file in it is
+ *   unchanged (backup.ts), so the stream stays the files' bytes in walk order;
  * - the index stream (kind `tree-index`, named `<data stream>.index`): one JSON line per entry,
  *   in walk order (depth first, names sorted by their bytes, a directory before its contents;
  *   the root first, as `""`), with the metadata needed to rebuild it and, for a file, the span
@@ -41,7 +43,13 @@ export interface TreeEntry {
   size?: number;
   /** `[first chunk, count]` in the data stream's chunk list (files with content only). */
   chunks?: [number, number];
+  /** The file's first byte in the data stream. */
   offset?: number;
+  /**
+   * Small files share chunks (one chunk, `count` 1): the bytes of that chunk before this file's
+   * (absent when 0).
+   */
+  skip?: number;
   /** Hard link count when above 1 (the first path of such a file carries its bytes). */
   nlink?: number;
   /** Symlink: the target as written. Hardlink: the path (in this tree) of the file it names. */

@@ -32,8 +32,9 @@ export interface TreeSource {
   /** The index, in walk order (read anew on every call). */
   entries(): AsyncIterable<TreeEntry>;
   /**
-   * Hands the data stream's bytes to `write` in order: the whole stream, or only the chunk
-   * spans given (`[first, count]`, in order), as if they were one stream.
+   * Hands the data stream's bytes to `write` in order, each piece with its offset in the data
+   * stream: the whole stream, or only the chunk spans given (`[first, count]`, in order, not
+   * overlapping).
    */
   forEachChunk(write: ChunkWrite, spans?: ReadonlyArray<[number, number]>): Promise<void>;
 }
@@ -316,9 +317,14 @@ async function spansOf(
   for await (const entry of source.entries()) {
     if (entry.type !== 'file' || !entry.chunks || !paths.some((p) => isUnder(entry.path, p)))
       continue;
+    const [first, count] = entry.chunks;
     const last = spans[spans.length - 1];
-    if (last && last[0] + last[1] === entry.chunks[0]) last[1] += entry.chunks[1];
-    else spans.push([entry.chunks[0], entry.chunks[1]]);
+    // Small files share chunks: a file may start in the chunk the last span ends with.
+    if (last && first <= last[0] + last[1]) {
+      last[1] = Math.max(last[1], first + count - last[0]);
+    } else {
+      spans.push([first, count]);
+    }
   }
   return spans;
 }
@@ -364,11 +370,25 @@ export async function restoreTreeInto(
   const integrity = (why: string) =>
     new IntegrityError(`the tree's data and its index disagree: ${why}; run a verify on the point`);
   try {
-    await source.forEachChunk(async (bytes, _offset, zero) => {
+    await source.forEachChunk(async (bytes, offset, zero) => {
       let at = 0;
       while (at < bytes.length) {
         current ??= await nextDataFile();
-        if (!current) throw integrity('there are bytes after the last file');
+        if (!current) {
+          // Picked files: the rest of a chunk that later files share.
+          if (spans) return;
+          throw integrity('there are bytes after the last file');
+        }
+        const here = offset + at;
+        const want = (current.entry.offset ?? here) + current.position;
+        if (here < want && spans) {
+          // Picked files: bytes of the files they share a chunk with.
+          at += Math.min(want - here, bytes.length - at);
+          continue;
+        }
+        if (here !== want) {
+          throw integrity(`${current.entry.path} is at ${want} in its index, ${here} in the data`);
+        }
         const n = Math.min(current.size - current.position, bytes.length - at);
         await writer.write(current, bytes.subarray(at, at + n), zero);
         at += n;
