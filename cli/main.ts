@@ -260,7 +260,11 @@ const startCommand = program
       .argParser(Number),
   )
   .option('--no-agent', 'do not run an agent in this process')
-  .option('--store <dir>', 'keep the repository in this directory (default: the local S3 server)')
+  .option('--store <dir>', 'keep the repository in this directory (default: <data-dir>/store)')
+  .option(
+    '--s3-store',
+    "keep the repository in the local S3 server instead (the agent's S3 code path, as in AWS)",
+  )
   .option('--site <name>', 'site name of the embedded agent', 'local')
   .option(
     '--paths <dirs>',
@@ -276,6 +280,7 @@ addEngineFlags(startCommand).action(
     agent: boolean;
     site: string;
     store?: string;
+    s3Store?: boolean;
     paths?: string;
     concurrency: number;
     holdSweepSeconds?: number;
@@ -293,6 +298,7 @@ addEngineFlags(startCommand).action(
         ...(opts.paths !== undefined ? { paths: pathList(opts.paths) } : {}),
       },
       ...(opts.store ? { storeDir: opts.store } : {}),
+      ...(opts.s3Store ? { s3Store: true } : {}),
     });
     process.stdout.write(
       `Stowage is running in local mode.\n  API:      ${plane.apiUrl}\n  console:  ${

@@ -100,7 +100,7 @@ beforeAll(async () => {
   dataDir = tempDir('stowage-store-faults-');
   files = join(dataDir, 'files');
   mkdirSync(files, { recursive: true });
-  plane = await startTestPlane({ dataDir: join(dataDir, 'plane'), agent: false });
+  plane = await startTestPlane({ dataDir: join(dataDir, 'plane'), agent: false, s3Store: true });
   proxy = faultProxy(new URL(plane.endpoints.s3), seededRandom(SEED));
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;

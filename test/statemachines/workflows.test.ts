@@ -155,6 +155,8 @@ beforeAll(async () => {
   plane = await startTestPlane({
     dataDir,
     agent: false,
+    // The scripted agent stores manifests in the local S3 server, where commit-point looks.
+    s3Store: true,
     site: SITE,
     // Seconds instead of minutes, so heartbeat loss and its retries fit in a test.
     heartbeatSeconds: 1,
