@@ -4,6 +4,7 @@
  * 3 the API could not be reached; 4 a backup of several targets ended PARTIALLY_FAILED (some
  * points were made, some targets failed).
  */
+import { pollDelay } from './poll';
 import './warnings';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -107,12 +108,13 @@ async function waitForJob(
 ): Promise<Job> {
   // Progress goes to stderr whatever --json says: stdout keeps only the result.
   const progress = follow ? new ProgressReporter(process.stderr, jobId) : undefined;
+  const since = Date.now();
   try {
     for (;;) {
       const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
       progress?.update(job);
       if (TERMINAL.includes(job.status)) return job;
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, pollDelay(Date.now() - since)));
     }
   } finally {
     progress?.end();
