@@ -472,6 +472,142 @@ async function runTool(tool: Tool, data: Dataset, workDir: string): Promise<Tool
   return result;
 }
 
+// ---- through the product --------------------------------------------------------------------
+
+/** The same three steps run the way a user runs them (see runProduct). */
+interface ProductResult {
+  status: 'ok' | 'failed';
+  reason?: string;
+  full?: StepResult;
+  incr?: StepResult;
+  restore?: StepResult;
+  /** Each step's job, start to end as its record says (the data path and the control plane). */
+  jobSeconds: Partial<Record<'full' | 'incr' | 'restore', number>>;
+  storeBytes?: number;
+}
+
+interface JobRecord {
+  jobId: string;
+  status: string;
+  recoveryPointId?: string;
+  startedAt?: string;
+  endedAt?: string;
+  createdAt?: string;
+}
+
+/**
+ * The three steps through the installed `stowage` command (cli/bin.mjs, what `npm link` puts on
+ * the PATH, running the bundle `npm run build` made) against a `stowage start` in its own
+ * process with its default store: `stowage backup path:FILE --wait` twice and `stowage restore
+ * POINT --name FILE --wait`, each timed around the whole command (Node and CLI start-up, the API,
+ * the local Step Functions engine, the queue, the agent, commit-point and the CLI's polling
+ * included), and each job's own start-to-end time from its record.
+ */
+async function runProduct(data: Dataset, workDir: string): Promise<ProductResult> {
+  const result: ProductResult = { status: 'ok', jobSeconds: {} };
+  const dir = join(workDir, 'product');
+  await rm(dir, { recursive: true, force: true });
+  const dataDir = join(dir, 'data');
+  const restoreDir = join(dir, 'restore');
+  await mkdir(restoreDir, { recursive: true });
+  const bin = join(ROOT, 'cli/bin.mjs');
+  const start = spawn(process.execPath, [bin, 'start', '--data-dir', dataDir, '--port', '0'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, STOWAGE_FROM_SOURCE: '' },
+  });
+  let startErr = '';
+  start.stderr.setEncoding('utf8').on('data', (t: string) => (startErr += t.slice(-4096)));
+  try {
+    const api = await new Promise<string>((resolveUrl, reject) => {
+      let out = '';
+      start.stdout.setEncoding('utf8').on('data', (t: string) => {
+        out += t;
+        const m = /API:\s+(\S+)/.exec(out);
+        if (m) resolveUrl(m[1]!);
+      });
+      start.once('exit', (code) => reject(new Error(`stowage start exited ${code}: ${startErr}`)));
+    });
+    const cli = (...args: string[]): Command => ({
+      cmd: process.execPath,
+      args: [bin, ...args, '--json'],
+      cwd: ROOT,
+      env: { STOWAGE_DATA_DIR: dataDir, STOWAGE_API: api },
+    });
+    const jobSeconds = async (jobId: string) => {
+      const r = await exec(cli('job', jobId));
+      const job = JSON.parse(r.stdout) as JobRecord;
+      const from = job.startedAt ?? job.createdAt;
+      return from && job.endedAt ? (Date.parse(job.endedAt) - Date.parse(from)) / 1000 : NaN;
+    };
+    const step = async (
+      label: 'full' | 'incr' | 'restore',
+      c: Command,
+      bytes: number,
+      reads: string,
+    ): Promise<{ step: StepResult; job: JobRecord }> => {
+      await warm(reads);
+      await settle(workDir);
+      process.stderr.write(`  stowage through the product ${label} ... `);
+      const r = await exec(c, { logFile: join(dir, `${label}.log`) });
+      if (r.code !== 0) {
+        process.stderr.write(`exit ${r.code}\n`);
+        throw new StepFailed(`${label} exited ${r.code}: ${errorLine(r.stderr || r.stdout)}`);
+      }
+      const job = JSON.parse(r.stdout) as JobRecord;
+      result.jobSeconds[label] = await jobSeconds(job.jobId);
+      const out = {
+        bytes,
+        seconds: r.seconds,
+        mbPerSecond: bytes / 1e6 / r.seconds,
+        maxRssKiB: null,
+      };
+      process.stderr.write(
+        `${r.seconds.toFixed(1)} s (job ${result.jobSeconds[label]!.toFixed(1)} s), ${out.mbPerSecond.toFixed(0)} MB/s\n`,
+      );
+      return { step: out, job };
+    };
+    const full = await step(
+      'full',
+      cli('backup', `path:${data.full.path}`, '--wait'),
+      data.full.bytes,
+      data.full.path,
+    );
+    result.full = full.step;
+    const incr = await step(
+      'incr',
+      cli('backup', `path:${data.incr.path}`, '--wait'),
+      data.incr.bytes,
+      data.incr.path,
+    );
+    result.incr = incr.step;
+    const dest = join(restoreDir, 'incr.img');
+    const store = join(dataDir, 'store');
+    const restore = await step(
+      'restore',
+      cli('restore', incr.job.recoveryPointId!, '--name', dest, '--wait'),
+      data.incr.bytes,
+      store,
+    );
+    const sha = await sha256File(dest);
+    if (sha !== data.incr.sha256)
+      throw new StepFailed(
+        `restore returned wrong bytes (SHA-256 ${sha}, expected ${data.incr.sha256})`,
+      );
+    result.restore = restore.step;
+    result.storeBytes = (await treeSize(store)).bytes;
+  } catch (err) {
+    if (!(err instanceof StepFailed)) throw err;
+    result.status = 'failed';
+    result.reason = err.message;
+  } finally {
+    start.kill('SIGTERM');
+    await new Promise((r) => (start.exitCode !== null ? r(undefined) : start.once('exit', r)));
+    await rm(restoreDir, { recursive: true, force: true });
+  }
+  return result;
+}
+
 // ---- the table ------------------------------------------------------------------------------
 
 interface Row {
@@ -531,9 +667,41 @@ function ratio(a: ToolResult | undefined, b: ToolResult | undefined, row: Row): 
   return `${(x / y).toFixed(2)}x`;
 }
 
-function table(results: ToolResult[]): { text: string; rows: Record<string, unknown>[] } {
+/** The product's rows: its MB/s for a step against the peers' data-path MB/s for the same step. */
+const PRODUCT_ROWS: Array<{ label: string; step: 'full' | 'incr' | 'restore' }> = [
+  { label: 'full backup through the product, MB/s', step: 'full' },
+  { label: 'incremental backup through the product, MB/s', step: 'incr' },
+  { label: 'restore through the product, MB/s', step: 'restore' },
+];
+
+function table(
+  results: ToolResult[],
+  product?: ProductResult,
+): { text: string; rows: Record<string, unknown>[] } {
   const by = (t: ToolName): ToolResult | undefined => results.find((r) => r.tool === t);
   const header = ['metric', 'stowage', 'restic', 'borg', 'stowage÷restic', 'stowage÷borg'];
+  const productRows = product
+    ? PRODUCT_ROWS.map(({ label, step }) => {
+        const row: Row = {
+          label,
+          value: (r) => r[step]?.mbPerSecond,
+          format: (v) => v.toFixed(0),
+        };
+        const ours = product[step]?.mbPerSecond;
+        const vs = (peer: ToolResult | undefined) => {
+          const theirs = peer && peer.status !== 'n/a' ? row.value(peer) : undefined;
+          return ours !== undefined && theirs ? `${(ours / theirs).toFixed(2)}x` : 'n/a';
+        };
+        return [
+          label,
+          ours !== undefined ? ours.toFixed(0) : product.status,
+          cell(by('restic'), row),
+          cell(by('borg'), row),
+          vs(by('restic')),
+          vs(by('borg')),
+        ];
+      })
+    : [];
   const rows = ROWS.map((row) => [
     row.label,
     cell(by('stowage'), row),
@@ -542,6 +710,7 @@ function table(results: ToolResult[]): { text: string; rows: Record<string, unkn
     ratio(by('stowage'), by('restic'), row),
     ratio(by('stowage'), by('borg'), row),
   ]);
+  rows.splice(3, 0, ...productRows);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
     '| ' +
@@ -570,6 +739,7 @@ async function main(): Promise<void> {
       keep: { type: 'boolean', default: false },
       only: { type: 'string', default: TOOLS.join(',') },
       seed: { type: 'string', default: '1' },
+      product: { type: 'boolean', default: true },
     },
   });
   const only = values.only.split(',').map((s) => s.trim());
@@ -599,7 +769,11 @@ async function main(): Promise<void> {
     );
 
     const makers: Record<ToolName, () => Tool> = { stowage, restic, borg };
-    for (const name of selected) results.push(await runTool(makers[name](), data, workDir));
+    let product: ProductResult | undefined;
+    for (const name of selected) {
+      results.push(await runTool(makers[name](), data, workDir));
+      if (name === 'stowage' && values.product) product = await runProduct(data, workDir);
+    }
 
     const machine = {
       nproc: availableParallelism(),
@@ -615,7 +789,7 @@ async function main(): Promise<void> {
       (dataBytes < totalmem() / 2
         ? 'so every tool found it in the page cache: backups measure the tools, not the disk.'
         : 'but the data set may not fit in the page cache.');
-    const { text, rows } = table(results);
+    const { text, rows } = table(results, product);
 
     const out: string[] = [];
     out.push('');
@@ -640,6 +814,18 @@ async function main(): Promise<void> {
         'repository directory (keys and caches outside it are not counted).',
     );
     out.push(cacheNote);
+    if (product) {
+      const job = (k: 'full' | 'incr' | 'restore') => product.jobSeconds[k]?.toFixed(1) ?? '-';
+      const cmd = (k: 'full' | 'incr' | 'restore') => product[k]?.seconds.toFixed(1) ?? '-';
+      out.push(
+        'Through the product: each step timed around the installed `stowage` command against a ' +
+          '`stowage start` with its default store (CLI start-up, API, workflow, queue, agent, ' +
+          `commit and polling included); commands ${cmd('full')} / ${cmd('incr')} / ${cmd('restore')} s, ` +
+          `their jobs' own records ${job('full')} / ${job('incr')} / ${job('restore')} s (full / incremental / restore).`,
+      );
+      if (product.status !== 'ok')
+        out.push(`stowage through the product failed: ${product.reason}`);
+    }
     if (Math.max(loadAtStart, machine.loadAverage1m.atEnd) > machine.nproc / 2)
       out.push(
         'The machine was busy with other work during the run: absolute MB/s are low and ' +
@@ -666,6 +852,7 @@ async function main(): Promise<void> {
           },
           notes: [cacheNote],
           results,
+          product,
           table: rows,
         },
         null,
@@ -681,6 +868,7 @@ async function main(): Promise<void> {
     if (values.keep) process.stderr.write(`kept ${workDir}\n`);
     else {
       const doomed = selected.filter((t) => !failed.includes(t)).map((t) => join(workDir, t));
+      doomed.push(join(workDir, 'product'));
       if (ownWork && failed.length === 0) doomed.push(workDir);
       else if (ownWork) doomed.push(join(workDir, 'data'));
       for (const d of doomed) await rm(d, { recursive: true, force: true });

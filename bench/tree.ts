@@ -5,8 +5,9 @@
  * host path) in the same run, both into a local directory: a full backup, then an incremental
  * after 1 % of the files were rewritten. Prints each time and the ratios; then one 1 MiB file
  * restored alone out of the volume's point (file-level restore). With `--small N`: N small files
- * backed up by Stowage (a child process, so its peak RSS is its own) and by restic, full and
- * again with nothing changed, times and peak RSS of both.
+ * backed up by Stowage (a child process running the bundle, dist/bench-tree.mjs, as an agent runs
+ * dist/stowage.mjs, so its peak RSS is its own) and by restic, full and again with nothing
+ * changed, times and peak RSS of both. `--phases` prints where each backup's time goes.
  *
  *   npm run bench:tree -- --size 1024 --files 3166     # the issue's volume (1 GiB, 3,166 files)
  *   npm run bench:tree -- --small 1000000              # a million small files
@@ -16,7 +17,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, promises as fs, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
@@ -28,7 +29,7 @@ import { createPathDriver } from '../agents/drivers/path';
 import { StaticKey } from '../agents/repo/keys';
 import { Repository } from '../agents/repo/repository';
 import { DirStore } from '../agents/store/dir-store';
-import { silentLogger } from '../kernel/logger';
+import { createLogger, silentLogger, type Logger } from '../kernel/logger';
 import type { BackupTask } from '../statemachines/contracts';
 
 const { values: args } = parseArgs({
@@ -37,10 +38,30 @@ const { values: args } = parseArgs({
     files: { type: 'string', default: '3166' },
     small: { type: 'string' },
     'small-child': { type: 'string' },
+    phases: { type: 'boolean', default: false },
   },
 });
 
 const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+
+/**
+ * `--phases`: each phase of the agent's backups on stderr with the seconds since the last one
+ * (where a backup's time goes: holds, commit, image, each volume, the index, the manifest).
+ */
+function phaseLogger(): Logger {
+  let last = performance.now();
+  return createLogger({
+    service: 'bench',
+    level: 'info',
+    write: (line) => {
+      const { phase, step } = JSON.parse(line) as { phase?: string; step?: string };
+      if (!phase && !step) return;
+      const now = performance.now();
+      process.stderr.write(`  +${((now - last) / 1000).toFixed(2)} s before: ${phase ?? step}\n`);
+      last = now;
+    },
+  });
+}
 const IMAGE = 'stowage-test/busybox:latest';
 let seq = 0;
 
@@ -63,10 +84,13 @@ function task(target: string): BackupTask {
   };
 }
 
-async function timed<T>(f: () => Promise<T>): Promise<{ s: number; value: T }> {
+/** Wall seconds and this process's CPU seconds (its worker threads included) around `f`. */
+async function timed<T>(f: () => Promise<T>): Promise<{ s: number; cpu: number; value: T }> {
   const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
   const value = await f();
-  return { s: Number(process.hrtime.bigint() - t0) / 1e9, value };
+  const c = process.cpuUsage(c0);
+  return { s: Number(process.hrtime.bigint() - t0) / 1e9, cpu: (c.user + c.system) / 1e6, value };
 }
 
 function warm(dir: string): void {
@@ -148,16 +172,16 @@ async function smallChild(src: string): Promise<void> {
   );
 }
 
-/** restic's time and peak RSS (GNU time) for one command. */
-function resticTimed(repo: string, ...a: string[]): { s: number; rssMiB: number } {
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', 'restic', '--no-cache', ...a], {
+/** restic's wall and CPU seconds and peak RSS (GNU time) for one command. */
+function resticTimed(repo: string, ...a: string[]): { s: number; cpu: number; rssMiB: number } {
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', 'restic', '--no-cache', ...a], {
     env: { ...process.env, RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo },
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
   });
   if (r.status !== 0) throw new Error(`restic ${a.join(' ')}: ${r.stderr}`);
-  const [s, kib] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
-  return { s: s!, rssMiB: Math.round(kib! / 1024) };
+  const [s, user, sys, kib] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { s: s!, cpu: user! + sys!, rssMiB: Math.round(kib! / 1024) };
 }
 
 /**
@@ -171,11 +195,15 @@ async function smallFiles(count: number): Promise<void> {
     const src = join(work, 'src');
     makeSmallFiles(src, count);
     warm(src);
-    const r = spawnSync(
-      process.execPath,
-      [...process.execArgv, process.argv[1]!, '--small-child', src],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    // The child runs as the agent does, from the bundle (no TypeScript loader in its RSS). The
+    // build module is loaded here only: bundled into the child's own file, it would take the
+    // child's command line for its own.
+    const { build, DIST } = await import('../cli/build');
+    await build();
+    const r = spawnSync(process.execPath, [join(DIST, 'bench-tree.mjs'), '--small-child', src], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     if (r.status !== 0) throw new Error(`the Stowage child failed (${r.status})`);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
     const resticRepo = join(work, 'restic');
@@ -226,7 +254,7 @@ async function main(): Promise<void> {
     agent: 'bench',
     drivers: new Map([['docker', createDockerDriver()]]),
     repository: async () => repo,
-    log: silentLogger,
+    log: args.phases ? phaseLogger() : silentLogger,
     parents: new MemoryParentRegistry(),
   };
   const resticRepo = join(work, 'restic');
@@ -235,7 +263,7 @@ async function main(): Promise<void> {
     warm(mount);
     const sFull = await timed(() => runBackup(deps, task(`docker:${RUN}`), run()));
     warm(mount);
-    const rFull = restic(resticRepo, 'backup', '--host', 'bench', mount);
+    const rFull = resticTimed(resticRepo, 'backup', '--host', 'bench', mount);
     // 1 % of the files rewritten (new random bytes, same size).
     const changed = list.map((_, i) => i).filter((i) => i % 100 === 0);
     for (const i of changed) {
@@ -245,7 +273,7 @@ async function main(): Promise<void> {
     warm(mount);
     const sIncr = await timed(() => runBackup(deps, task(`docker:${RUN}`), run()));
     warm(mount);
-    const rIncr = restic(resticRepo, 'backup', '--host', 'bench', mount);
+    const rIncr = resticTimed(resticRepo, 'backup', '--host', 'bench', mount);
     const image = (r: typeof sFull.value) => r.streams.find((s) => s.name === 'image')?.size ?? 0;
     // One file of about 1 MiB, restored alone.
     const one = list.findIndex((n) => n > 900_000 && n < 1_400_000);
@@ -269,14 +297,24 @@ async function main(): Promise<void> {
     console.log(
       `Docker volume: ${mib(list.reduce((a, b) => a + b, 0))} MiB in ${count} files; ${changed.length} files (1 %) rewritten for the incremental`,
     );
-    console.log('| step | stowage s | restic s | stowage ÷ restic time |');
-    console.log('| --- | ---: | ---: | ---: |');
     console.log(
-      `| full backup | ${sFull.s.toFixed(2)} | ${rFull.toFixed(2)} | ${(sFull.s / rFull).toFixed(2)}x |`,
+      `load average at the end: ${loadavg()
+        .map((n) => n.toFixed(1))
+        .join(' ')}`,
     );
     console.log(
-      `| incremental, 1 % of files | ${sIncr.s.toFixed(2)} | ${rIncr.toFixed(2)} | ${(sIncr.s / rIncr).toFixed(2)}x |`,
+      '| step | stowage s | restic s | stowage ÷ restic time | stowage CPU s | restic CPU s | data path MB/s |',
     );
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    const rate = (r: typeof sFull) => (r.value.bytesRead / 1e6 / r.s).toFixed(0);
+    for (const [what, ours, theirs] of [
+      ['full backup', sFull, rFull],
+      ['incremental, 1 % of files', sIncr, rIncr],
+    ] as const) {
+      console.log(
+        `| ${what} | ${ours.s.toFixed(2)} | ${theirs.s.toFixed(2)} | ${(ours.s / theirs.s).toFixed(2)}x | ${ours.cpu.toFixed(1)} | ${theirs.cpu.toFixed(1)} | ${rate(ours)} |`,
+      );
+    }
     console.log(
       `incremental ÷ full (stowage): ${((sIncr.s / sFull.s) * 100).toFixed(0)} %; volume bytes read: full ${mib(sFull.value.bytesRead - image(sFull.value))} MiB, incremental ${mib(sIncr.value.bytesRead - image(sIncr.value))} MiB (the committed image, ${mib(image(sIncr.value))} MiB, is read each time)`,
     );

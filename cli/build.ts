@@ -28,6 +28,7 @@ export const ENTRIES = {
   'codec-worker': 'agents/repo/codec-worker.ts',
   's3-server': 'local/s3-server.ts',
   'bench-step': 'bench/stowage-step.ts',
+  'bench-tree': 'bench/tree.ts',
 } as const;
 
 export const DIST = `${ROOT}dist`;
