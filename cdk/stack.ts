@@ -10,11 +10,16 @@
  * and one role each; without it, the single DEFAULT_SITE. The MAINTENANCE_SITE is added to them:
  * prunes run on its agent, whose role alone may delete from the store.
  *
+ * The web console (console/, built into dist/console/ by `npm run build:console`, which must
+ * have run before synth) is deployed to S3 behind CloudFront with a config.json of this stack's
+ * values; people sign in through a Cognito user pool and call the API with identity-pool
+ * credentials (WebConsole, ConsoleSignIn).
+ *
  * Other context: `stowage:objectLock` (governance|compliance) and `stowage:objectLockDays`,
  * `stowage:noncurrentDays` (BackupBucket), `stowage:agentCaCertificateFile` or
  * `stowage:agentCaArn` (IAM Roles Anywhere for the agents, AgentAccess).
  */
-import { Aws, CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import { Aws, CfnOutput, Lazy, Stack, type StackProps } from 'aws-cdk-lib';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
@@ -28,12 +33,14 @@ import {
   positiveDays,
 } from './constructs/backup-bucket';
 import { CatalogTable } from './constructs/catalog-table';
+import { ConsoleSignIn } from './constructs/console-sign-in';
 import { DataKey } from './constructs/data-key';
 import { Monitoring } from './constructs/monitoring';
 import { NodeFunction } from './constructs/node-function';
 import { PolicySchedules } from './constructs/schedules';
 import { SiteQueues } from './constructs/site-queues';
 import { type WorkflowName, Workflows } from './constructs/workflows';
+import { cognitoIdentityOrigin, WebConsole } from './constructs/web-console';
 import { acknowledge, nagAttr } from './nag';
 
 export const SITES_CONTEXT_KEY = 'stowage:sites';
@@ -72,6 +79,8 @@ export class StowageStack extends Stack {
   readonly httpApi: HttpApi;
   readonly agentAccess: AgentAccess;
   readonly monitoring: Monitoring;
+  readonly consoleSignIn: ConsoleSignIn;
+  readonly webConsole: WebConsole;
 
   constructor(scope: Construct, id: string, props: StowageStackProps = {}) {
     super(scope, id, {
@@ -168,6 +177,15 @@ export class StowageStack extends Stack {
       },
     });
     const machines = Object.entries(workflows.machines) as [WorkflowName, StateMachine][];
+    // The web console's origin (its CloudFront distribution), made below: the API's CORS, the
+    // function's CONSOLE_ORIGIN and Cognito's callback URL name it before it exists.
+    const later: { webConsole?: WebConsole } = {};
+    const consoleOrigin = Lazy.string({
+      produce: () => {
+        if (!later.webConsole) throw new Error('the web console was not made');
+        return later.webConsole.origin;
+      },
+    });
 
     // What each policy's EventBridge Scheduler schedule invokes: one run of the policy.
     const runPolicy = new NodeFunction(this, 'RunPolicy', {
@@ -202,6 +220,8 @@ export class StowageStack extends Stack {
         SCHEDULE_ROLE_ARN: schedules.invokeRole.roleArn,
         // Prunes run on the maintenance site's agent: its role alone may delete.
         PRUNE_AGENT: MAINTENANCE_SITE,
+        // The one origin whose browser calls get CORS headers.
+        CONSOLE_ORIGIN: consoleOrigin,
       },
     });
     schedules.grantManage(api.fn);
@@ -230,7 +250,31 @@ export class StowageStack extends Stack {
       );
     }
 
-    const httpApi = new HttpApi(this, 'HttpApi', { handler: api.fn });
+    const httpApi = new HttpApi(this, 'HttpApi', { handler: api.fn, corsOrigin: consoleOrigin });
+
+    const signIn = new ConsoleSignIn(this, 'ConsoleSignIn', {
+      consoleOrigin,
+      operatorPolicy: httpApi.operatorPolicy,
+      viewerPolicy: httpApi.viewerPolicy,
+    });
+    const webConsole = new WebConsole(this, 'Console', {
+      connectOrigins: [
+        `https://${httpApi.restApi.restApiId}.execute-api.${Aws.REGION}.${Aws.URL_SUFFIX}`,
+        signIn.authDomainUrl,
+        cognitoIdentityOrigin(),
+      ],
+      config: {
+        mode: 'cloud',
+        region: Aws.REGION,
+        apiUrl: httpApi.url,
+        userPoolId: signIn.userPool.userPoolId,
+        userPoolClientId: signIn.client.userPoolClientId,
+        identityPoolId: signIn.identityPool.ref,
+        authDomain: signIn.authDomainUrl,
+      },
+      accessLogs: store.accessLogs,
+    });
+    later.webConsole = webConsole;
 
     const ca = agentCaFromContext(this);
     const agents = new AgentAccess(this, 'AgentAccess', {
@@ -257,6 +301,14 @@ export class StowageStack extends Stack {
       description: 'SNS topic of every Stowage alarm: subscribe to it',
     });
     new CfnOutput(this, 'ApiUrl', { value: httpApi.url, description: 'STOWAGE_API for the CLI' });
+    new CfnOutput(this, 'ConsoleUrl', {
+      value: `${webConsole.origin}/`,
+      description: 'The web console: sign in with a user of ConsoleUserPoolId',
+    });
+    new CfnOutput(this, 'ConsoleUserPoolId', {
+      value: signIn.userPool.userPoolId,
+      description: 'Cognito user pool of the console: add people to its operators or viewers group',
+    });
     new CfnOutput(this, 'TableName', { value: table.tableName });
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
     for (const { site, queue } of queues.sites) {
@@ -308,6 +360,8 @@ export class StowageStack extends Stack {
     this.httpApi = httpApi;
     this.agentAccess = agents;
     this.monitoring = monitoring;
+    this.consoleSignIn = signIn;
+    this.webConsole = webConsole;
   }
 }
 

@@ -12,11 +12,18 @@
  * Two managed policies are shipped for the people and scripts who call it: `operatorPolicy`
  * (every method) and `viewerPolicy` (GET only: lists, points, jobs, policies; nothing that starts,
  * changes or deletes anything).
+ *
+ * CORS admits one origin, the web console's CloudFront distribution (`corsOrigin`): API Gateway
+ * answers the preflights itself (MOCK OPTIONS methods, which by the Fetch standard carry no
+ * credentials), its own error answers (a bad signature's 403, a throttle's 429) carry the header
+ * so the console can read them, and the function adds it to its answers (CONSOLE_ORIGIN).
  */
-import { RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import {
   AccessLogFormat,
   AuthorizationType,
+  type CorsOptions,
+  ResponseType,
   EndpointType,
   LambdaIntegration,
   JsonSchemaVersion,
@@ -42,8 +49,20 @@ import { LOG_RETENTION } from '../project';
  */
 export const API_THROTTLING = { rateLimit: 50, burstLimit: 100 } as const;
 
+/**
+ * What the console's cross-origin calls need: its methods, and the SigV4 headers it signs (the
+ * payload hash is not sent: API Gateway does not need it). Preflights are cached ten minutes.
+ */
+export const API_CORS = {
+  allowMethods: ['GET', 'POST', 'PATCH', 'DELETE'],
+  allowHeaders: ['Authorization', 'Content-Type', 'X-Amz-Date', 'X-Amz-Security-Token'],
+  maxAgeSeconds: 600,
+} as const;
+
 export interface HttpApiProps {
   readonly handler: IFunction;
+  /** The one origin allowed to call the API from a browser (the console's), if any. */
+  readonly corsOrigin?: string;
 }
 
 export class HttpApi extends Construct {
@@ -66,6 +85,7 @@ export class HttpApi extends Construct {
       description: 'Stowage HTTP API (IAM auth)',
       endpointConfiguration: { types: [EndpointType.REGIONAL] },
       defaultMethodOptions: { authorizationType: AuthorizationType.IAM },
+      ...(props.corsOrigin ? { defaultCorsPreflightOptions: corsOptions(props.corsOrigin) } : {}),
       // API Gateway writes stage logs through one account-wide role (AWS::ApiGateway::Account);
       // without it the stage below cannot log. It is retained because other APIs in the account
       // may rely on the same setting after this stack is gone.
@@ -83,6 +103,31 @@ export class HttpApi extends Construct {
         throttlingBurstLimit: API_THROTTLING.burstLimit,
       },
     });
+
+    if (props.corsOrigin) {
+      // API Gateway's own refusals (unsigned, bad signature, denied, throttled, too large) reach
+      // the console readable, so it can say why instead of a bare network error.
+      for (const [id, type] of [
+        ['Cors4xx', ResponseType.DEFAULT_4XX],
+        ['Cors5xx', ResponseType.DEFAULT_5XX],
+      ] as const) {
+        this.restApi.addGatewayResponse(id, {
+          type,
+          responseHeaders: {
+            'Access-Control-Allow-Origin': `'${props.corsOrigin}'`,
+            Vary: "'Origin'",
+          },
+        });
+      }
+      acknowledge(
+        this.restApi,
+        'AwsSolutions-APIG4',
+        'Only the CORS preflights (OPTIONS) are unauthenticated: by the Fetch standard a ' +
+          'preflight carries no credentials. They are MOCK integrations that answer the CORS ' +
+          'headers for the console origin and never reach the function; every other method ' +
+          'needs SigV4.',
+      );
+    }
 
     // The stack outputs the URL once, as ApiUrl; drop RestApi's own unnamed copy.
     this.restApi.node.tryRemoveChild('Endpoint');
@@ -168,8 +213,10 @@ export class HttpApi extends Construct {
     acknowledge(
       this.restApi,
       'AwsSolutions-COG4',
-      'Callers authenticate with IAM (SigV4): the CLI and agents already hold AWS credentials, ' +
-        'and there is no user pool to sign in to.',
+      'Callers authenticate with IAM (SigV4), one way in for all: the CLI holds AWS ' +
+        "credentials, and the console's users sign in to the user pool and sign with the " +
+        "identity pool's credentials for their group's role (ConsoleSignIn), so a Cognito " +
+        'authorizer would be a second, weaker door (no per-method IAM policy).',
     );
     acknowledge(
       this.restApi,
@@ -188,4 +235,14 @@ export class HttpApi extends Construct {
   get url(): string {
     return this.restApi.url;
   }
+}
+
+function corsOptions(origin: string): CorsOptions {
+  return {
+    allowOrigins: [origin],
+    allowMethods: [...API_CORS.allowMethods],
+    allowHeaders: [...API_CORS.allowHeaders],
+    allowCredentials: false,
+    maxAge: Duration.seconds(API_CORS.maxAgeSeconds),
+  };
 }

@@ -42,7 +42,31 @@ function wire(): RequestDeps {
 
 export async function handler(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
   deps ??= wire();
-  return answer(deps, event);
+  return withCors(await answer(deps, event), event, process.env.CONSOLE_ORIGIN);
+}
+
+/**
+ * The CORS header of an answer to the web console in AWS: its origin (CloudFront) is not the
+ * API's, so the browser reads an answer only if it names that origin. Only the one configured
+ * origin is ever named (API Gateway answers the preflights itself; cdk/constructs/api.ts), and
+ * `Vary: Origin` keeps caches from handing one origin's answer to another. Local mode serves the
+ * console from the API's own origin and sets no CONSOLE_ORIGIN.
+ */
+export function withCors(
+  result: APIGatewayProxyResult,
+  event: Pick<APIGatewayProxyEvent, 'headers'>,
+  consoleOrigin: string | undefined,
+): APIGatewayProxyResult {
+  if (!consoleOrigin) return result;
+  const origin = Object.entries(event.headers ?? {}).find(
+    ([name]) => name.toLowerCase() === 'origin',
+  )?.[1];
+  const headers: Record<string, string | number | boolean> = {
+    ...(result.headers ?? {}),
+    vary: 'Origin',
+  };
+  if (origin === consoleOrigin) headers['access-control-allow-origin'] = consoleOrigin;
+  return { ...result, headers };
 }
 
 /** The handler over given dependencies (tests run it over an in-memory catalog). */

@@ -192,7 +192,8 @@ describe('Stowage stack', () => {
       ).PolicyDocument.Statement;
 
     it('blocks public access, is S3-encrypted, versioned, and aborts stale multipart uploads', () => {
-      template.resourceCountIs('AWS::S3::Bucket', 2);
+      // The store, its access logs, and the web console's files (web-console.test.ts).
+      template.resourceCountIs('AWS::S3::Bucket', 3);
       expect(bucketProps()).toMatchObject({
         PublicAccessBlockConfiguration: {
           BlockPublicAcls: true,
@@ -595,7 +596,8 @@ describe('Stowage stack', () => {
 
   describe('functions', () => {
     it('run Node.js 22 on arm64 with 256 MB, 30 s and their own log group', () => {
-      template.resourceCountIs('AWS::Lambda::Function', 6);
+      // The six and CDK's BucketDeployment function, which deploys the web console.
+      template.resourceCountIs('AWS::Lambda::Function', 7);
       for (const fn of Object.values(stack.functions)) {
         expect(template.toJSON().Resources[logicalId(stack, fn.fn)].Properties).toMatchObject({
           Runtime: 'nodejs22.x',
@@ -618,6 +620,7 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.api.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
         'BUCKET_NAME',
+        'CONSOLE_ORIGIN',
         'EVENT_BUS_NAME',
         'PRUNE_AGENT',
         'PRUNE_STATE_MACHINE_ARN',
@@ -821,7 +824,11 @@ describe('Stowage stack', () => {
   });
 
   describe('HTTP API', () => {
-    const methods = () => Object.values(template.findResources('AWS::ApiGateway::Method'));
+    // The CORS preflights (OPTIONS) are the console's; test/cdk/web-console.test.ts has them.
+    const methods = () =>
+      Object.values(template.findResources('AWS::ApiGateway::Method')).filter(
+        (m) => (m.Properties as Json).HttpMethod !== 'OPTIONS',
+      );
 
     it('has exactly the methods of the OpenAPI document, each behind IAM auth', () => {
       const operations = apiOperations();
@@ -992,9 +999,21 @@ describe('Stowage stack', () => {
       const deleters = identityStatements(template).filter(({ statement }) =>
         asArray(statement.Action).some((a) => a.startsWith('s3:Delete')),
       );
-      expect(deleters.map((d) => d.holder)).toEqual([
-        logicalId(stack, stack.agentAccess.policies[MAINTENANCE_SITE]!),
-      ]);
+      const store = logicalId(stack, stack.store.bucket);
+      expect(
+        deleters
+          .filter((d) => JSON.stringify(d.statement.Resource).includes(store))
+          .map((d) => d.holder),
+      ).toEqual([logicalId(stack, stack.agentAccess.policies[MAINTENANCE_SITE]!)]);
+      // The only other deleter is CDK's BucketDeployment, on the console's own bucket only.
+      const consoleFiles = logicalId(stack, stack.webConsole.bucket);
+      for (const other of deleters.filter(
+        (d) => !JSON.stringify(d.statement.Resource).includes(store),
+      )) {
+        for (const resource of asArray(other.statement.Resource)) {
+          expect(JSON.stringify(resource)).toContain(consoleFiles);
+        }
+      }
     });
 
     it("uses the store's key layout", () => {
@@ -1090,12 +1109,14 @@ describe('Stowage stack', () => {
       }
     });
 
-    it('outputs the API URL, table, bucket, data key, the API policies, the alarm topic, and each site queue URL and role', () => {
+    it('outputs the API URL, the console URL and user pool, table, bucket, data key, the API policies, the alarm topic, and each site queue URL and role', () => {
       const outputs = Object.keys(template.toJSON().Outputs).sort();
       expect(outputs).toEqual(
         [
           'AlarmTopicArn',
           'ApiUrl',
+          'ConsoleUrl',
+          'ConsoleUserPoolId',
           'BucketName',
           'DataKeyId',
           'TableName',
