@@ -3,6 +3,9 @@
  * mode at the API's own address so the console's origin is the API's origin: its calls are
  * same-origin and need no CORS, and the API's Origin rule (only its own origin) admits them.
  *
+ * `/config.json` tells the console which mode it runs in: here always `{"mode":"local"}` (the
+ * API token sign-in); in AWS the stack deploys one with `"mode":"cloud"` and its Cognito ids.
+ *
  * Only two shapes of path are files: `/` (index.html) and `/assets/<name>` where <name> is one
  * flat file name of letters, digits, `_`, `-` and `.` not starting with a dot. Everything else
  * goes to the API, so no path can reach outside dist/console/ (no `..`, no `/`, no
@@ -45,9 +48,13 @@ const TYPES: Record<string, string> = {
 
 const ASSET = /^\/assets\/([A-Za-z0-9_-][A-Za-z0-9_.-]*)$/;
 
+/** The console's mode file (console/src/cloud/config.ts reads it). */
+export const CONFIG_PATH = '/config.json';
+export const LOCAL_CONFIG = { mode: 'local' } as const;
+
 /** Whether `path` (a request's pathname, not decoded) names a console file. */
 export function isConsolePath(path: string): boolean {
-  return path === '/' || path === '/index.html' || ASSET.test(path);
+  return path === '/' || path === '/index.html' || path === CONFIG_PATH || ASSET.test(path);
 }
 
 /** Whether the console was built (its index.html exists). */
@@ -87,8 +94,6 @@ export function serveConsoleFile(
     );
     return true;
   }
-  const asset = ASSET.exec(pathname)?.[1];
-  const name = asset ? join('assets', asset) : 'index.html';
   const headers: Record<string, string> = {
     'content-security-policy': CONTENT_SECURITY_POLICY,
     'x-content-type-options': 'nosniff',
@@ -97,6 +102,19 @@ export function serveConsoleFile(
     'cross-origin-opener-policy': 'same-origin',
     'cross-origin-resource-policy': 'same-origin',
   };
+  if (pathname === CONFIG_PATH) {
+    const doc = JSON.stringify(LOCAL_CONFIG);
+    res.writeHead(200, {
+      ...headers,
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(doc)),
+      'cache-control': 'no-store',
+    });
+    res.end(req.method === 'HEAD' ? undefined : doc);
+    return true;
+  }
+  const asset = ASSET.exec(pathname)?.[1];
+  const name = asset ? join('assets', asset) : 'index.html';
   let body: Buffer;
   try {
     const root = realpathSync(dir);

@@ -1,6 +1,7 @@
 /**
- * The console's only way to Stowage: the HTTP API at the page's own origin (local mode serves
- * both), with the API token as `Authorization: Bearer`.
+ * The console's only way to Stowage: the HTTP API. In local mode it is at the page's own origin
+ * (local mode serves both), with the API token as `Authorization: Bearer`; in AWS the cloud
+ * session (cloud/session.ts) replaces the transport with SigV4-signed calls to API Gateway.
  *
  * Sign-in: `stowage start` prints a link `http://127.0.0.1:4780/#token=<token>`. A URL fragment
  * never leaves the browser (no request line, no Referer, no server log carries it); the page
@@ -40,21 +41,39 @@ export class ApiError extends Error {
   }
 }
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** Sends one request to the API: `path` is the API's path with its query, `body` JSON text. */
+export type Transport = (method: string, path: string, body?: string) => Promise<Response>;
+
+/** Local mode's: the page's own origin, with the API token. */
+const tokenTransport: Transport = (method, path, body) => {
   const headers: Record<string, string> = { accept: 'application/json' };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.authorization = `Bearer ${token}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
+  return fetch(path, {
+    method,
+    headers,
+    credentials: 'omit',
+    cache: 'no-store',
+    ...(body !== undefined ? { body } : {}),
+  });
+};
+
+let transport: Transport = tokenTransport;
+
+/** Replaces how requests are sent (the cloud session's signed calls). */
+export function useTransport(next: Transport): void {
+  transport = next;
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
-    res = await fetch(path, {
-      method,
-      headers,
-      credentials: 'omit',
-      cache: 'no-store',
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
+    res = await transport(method, path, body !== undefined ? JSON.stringify(body) : undefined);
   } catch (err) {
+    if (err instanceof Error && err.name === 'SignInError') {
+      throw new ApiError(401, 'SignInError', err.message);
+    }
     throw new ApiError(
       0,
       'Unreachable',
@@ -69,8 +88,18 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
     data = { message: text };
   }
   if (!res.ok) {
-    const { error, message } = (data ?? {}) as { error?: string; message?: string };
-    throw new ApiError(res.status, error ?? `HTTP${res.status}`, message ?? `HTTP ${res.status}`);
+    // The API's own errors carry `message`; API Gateway's refusals (a bad signature, a method
+    // the role may not call) carry `Message` or `message` only.
+    const { error, message, Message } = (data ?? {}) as {
+      error?: string;
+      message?: string;
+      Message?: string;
+    };
+    throw new ApiError(
+      res.status,
+      error ?? `HTTP${res.status}`,
+      message ?? Message ?? `HTTP ${res.status}`,
+    );
   }
   return data as T;
 }

@@ -70,6 +70,16 @@ describe('the console file server', () => {
     expect(js.headers['cache-control']).toMatch(/immutable/);
   });
 
+  it('tells the console it runs in local mode, even when the build holds a config.json', async () => {
+    writeFileSync(join(dir, 'config.json'), '{"mode":"cloud"}');
+    const config = await get('/config.json');
+    expect(config.status).toBe(200);
+    expect(JSON.parse(config.body)).toEqual({ mode: 'local' });
+    expect(config.headers['content-type']).toBe('application/json');
+    expect(config.headers['cache-control']).toBe('no-store');
+    expect((await get('/config.json', 'evil.example:80')).status).toBe(421);
+  });
+
   it('leaves every other path, and every other method, to the API', async () => {
     for (const path of ['/jobs', '/points/rp-1', '/assets/', '/assets/a/b.js', '/index.htm']) {
       expect((await get(path)).status).toBe(418);
@@ -122,6 +132,7 @@ describe('the console file server', () => {
 
   it('recognises console paths by shape only', () => {
     expect(isConsolePath('/')).toBe(true);
+    expect(isConsolePath('/config.json')).toBe(true);
     expect(isConsolePath('/assets/index-B-Xg6p48.js')).toBe(true);
     expect(isConsolePath('/assets/..')).toBe(false);
     expect(isConsolePath('/assets/.x')).toBe(false);
