@@ -9,6 +9,7 @@
  * (cli/bin.mjs, from the sources) against a small HTTP server that records what it is sent. The
  * console's are made by its own body builders (console/src/restore-form.ts, policy-form.ts).
  */
+import './console-build';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';

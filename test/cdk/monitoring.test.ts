@@ -3,6 +3,7 @@
  * every alarm going to the SNS topic, the agent-silent alarm per site, the failed-job alarm on
  * the EMF metric, and record-job's least-privilege events:PutEvents. Offline, no bundling.
  */
+import './console-build';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App, CfnElement } from 'aws-cdk-lib';

@@ -3,9 +3,9 @@
  * asserted on what matters: a private bucket only CloudFront reads, HTTPS only with strict
  * headers, the build and a config.json of the stack's own values deployed, a user pool nobody
  * signs up to, with MFA, whose groups alone lead to the API's roles, and CORS for the console's
- * origin only. The build is read at synth: CI runs `npm run build:console` before the tests, and
- * this file builds it if it is missing.
+ * origin only. The build is read at synth (./console-build.ts makes it if it is missing).
  */
+import './console-build';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,6 @@ import { CONSOLE_GROUPS, CONSOLE_PASSWORD_POLICY } from '../../cdk/constructs/co
 import { CONSOLE_BUILD_DIR, WebConsole } from '../../cdk/constructs/web-console';
 import { REPO_ROOT } from '../../cdk/project';
 import { SITES_CONTEXT_KEY, StowageStack } from '../../cdk/stack';
-import { buildConsole } from '../fixtures/browser';
 
 type Json = Record<string, unknown>;
 
@@ -59,7 +58,6 @@ const consoleOrigin = (before = '', after = '') => {
 };
 
 beforeAll(() => {
-  if (!existsSync(join(CONSOLE_BUILD_DIR, 'index.html'))) buildConsole();
   assembly = mkdtempSync(join(tmpdir(), 'stowage-console-cdk-'));
   const app = makeApp(assembly);
   stack = new StowageStack(app, 'Stowage');
