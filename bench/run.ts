@@ -484,6 +484,8 @@ interface ProductResult {
   /** Each step's job, start to end as its record says (the data path and the control plane). */
   jobSeconds: Partial<Record<'full' | 'incr' | 'restore', number>>;
   storeBytes?: number;
+  /** Run with `stowage start --s3-store` (the local S3 server) instead of the default store. */
+  s3: boolean;
 }
 
 interface JobRecord {
@@ -503,15 +505,16 @@ interface JobRecord {
  * the local Step Functions engine, the queue, the agent, commit-point and the CLI's polling
  * included), and each job's own start-to-end time from its record.
  */
-async function runProduct(data: Dataset, workDir: string): Promise<ProductResult> {
-  const result: ProductResult = { status: 'ok', jobSeconds: {} };
+async function runProduct(data: Dataset, workDir: string, s3 = false): Promise<ProductResult> {
+  const result: ProductResult = { status: 'ok', jobSeconds: {}, s3 };
   const dir = join(workDir, 'product');
   await rm(dir, { recursive: true, force: true });
   const dataDir = join(dir, 'data');
   const restoreDir = join(dir, 'restore');
   await mkdir(restoreDir, { recursive: true });
   const bin = join(ROOT, 'cli/bin.mjs');
-  const start = spawn(process.execPath, [bin, 'start', '--data-dir', dataDir, '--port', '0'], {
+  const startArgs = [bin, 'start', '--data-dir', dataDir, '--port', '0'];
+  const start = spawn(process.execPath, s3 ? [...startArgs, '--s3-store'] : startArgs, {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, STOWAGE_FROM_SOURCE: '' },
@@ -548,7 +551,7 @@ async function runProduct(data: Dataset, workDir: string): Promise<ProductResult
     ): Promise<{ step: StepResult; job: JobRecord }> => {
       await warm(reads);
       await settle(workDir);
-      process.stderr.write(`  stowage through the product ${label} ... `);
+      process.stderr.write(`  stowage through the product${s3 ? ' (S3)' : ''} ${label} ... `);
       const r = await exec(c, { logFile: join(dir, `${label}.log`) });
       if (r.code !== 0) {
         process.stderr.write(`exit ${r.code}\n`);
@@ -582,7 +585,7 @@ async function runProduct(data: Dataset, workDir: string): Promise<ProductResult
     );
     result.incr = incr.step;
     const dest = join(restoreDir, 'incr.img');
-    const store = join(dataDir, 'store');
+    const store = join(dataDir, s3 ? 's3' : 'store');
     const restore = await step(
       'restore',
       cli('restore', incr.job.recoveryPointId!, '--name', dest, '--wait'),
@@ -676,32 +679,33 @@ const PRODUCT_ROWS: Array<{ label: string; step: 'full' | 'incr' | 'restore' }> 
 
 function table(
   results: ToolResult[],
-  product?: ProductResult,
+  products: ProductResult[],
 ): { text: string; rows: Record<string, unknown>[] } {
   const by = (t: ToolName): ToolResult | undefined => results.find((r) => r.tool === t);
   const header = ['metric', 'stowage', 'restic', 'borg', 'stowage÷restic', 'stowage÷borg'];
-  const productRows = product
-    ? PRODUCT_ROWS.map(({ label, step }) => {
-        const row: Row = {
-          label,
-          value: (r) => r[step]?.mbPerSecond,
-          format: (v) => v.toFixed(0),
-        };
-        const ours = product[step]?.mbPerSecond;
-        const vs = (peer: ToolResult | undefined) => {
-          const theirs = peer && peer.status !== 'n/a' ? row.value(peer) : undefined;
-          return ours !== undefined && theirs ? `${(ours / theirs).toFixed(2)}x` : 'n/a';
-        };
-        return [
-          label,
-          ours !== undefined ? ours.toFixed(0) : product.status,
-          cell(by('restic'), row),
-          cell(by('borg'), row),
-          vs(by('restic')),
-          vs(by('borg')),
-        ];
-      })
-    : [];
+  const productRows = products.flatMap((product) =>
+    PRODUCT_ROWS.map(({ label: name, step }) => {
+      const label = product.s3 ? name.replace(', MB/s', ' (--s3-store), MB/s') : name;
+      const row: Row = {
+        label,
+        value: (r) => r[step]?.mbPerSecond,
+        format: (v) => v.toFixed(0),
+      };
+      const ours = product[step]?.mbPerSecond;
+      const vs = (peer: ToolResult | undefined) => {
+        const theirs = peer && peer.status !== 'n/a' ? row.value(peer) : undefined;
+        return ours !== undefined && theirs ? `${(ours / theirs).toFixed(2)}x` : 'n/a';
+      };
+      return [
+        label,
+        ours !== undefined ? ours.toFixed(0) : product.status,
+        cell(by('restic'), row),
+        cell(by('borg'), row),
+        vs(by('restic')),
+        vs(by('borg')),
+      ];
+    }),
+  );
   const rows = ROWS.map((row) => [
     row.label,
     cell(by('stowage'), row),
@@ -740,6 +744,7 @@ async function main(): Promise<void> {
       only: { type: 'string', default: TOOLS.join(',') },
       seed: { type: 'string', default: '1' },
       product: { type: 'boolean', default: true },
+      'product-s3': { type: 'boolean', default: false },
     },
   });
   const only = values.only.split(',').map((s) => s.trim());
@@ -769,10 +774,12 @@ async function main(): Promise<void> {
     );
 
     const makers: Record<ToolName, () => Tool> = { stowage, restic, borg };
-    let product: ProductResult | undefined;
+    const products: ProductResult[] = [];
     for (const name of selected) {
       results.push(await runTool(makers[name](), data, workDir));
-      if (name === 'stowage' && values.product) product = await runProduct(data, workDir);
+      if (name === 'stowage' && values.product) products.push(await runProduct(data, workDir));
+      if (name === 'stowage' && values['product-s3'])
+        products.push(await runProduct(data, workDir, true));
     }
 
     const machine = {
@@ -789,7 +796,7 @@ async function main(): Promise<void> {
       (dataBytes < totalmem() / 2
         ? 'so every tool found it in the page cache: backups measure the tools, not the disk.'
         : 'but the data set may not fit in the page cache.');
-    const { text, rows } = table(results, product);
+    const { text, rows } = table(results, products);
 
     const out: string[] = [];
     out.push('');
@@ -814,12 +821,12 @@ async function main(): Promise<void> {
         'repository directory (keys and caches outside it are not counted).',
     );
     out.push(cacheNote);
-    if (product) {
+    for (const product of products) {
       const job = (k: 'full' | 'incr' | 'restore') => product.jobSeconds[k]?.toFixed(1) ?? '-';
       const cmd = (k: 'full' | 'incr' | 'restore') => product[k]?.seconds.toFixed(1) ?? '-';
       out.push(
-        'Through the product: each step timed around the installed `stowage` command against a ' +
-          '`stowage start` with its default store (CLI start-up, API, workflow, queue, agent, ' +
+        `Through the product${product.s3 ? ' (--s3-store)' : ''}: each step timed around the installed ` +
+          `\`stowage\` command against a \`stowage start\` with ${product.s3 ? 'the local S3 server' : 'its default store'} (CLI start-up, API, workflow, queue, agent, ` +
           `commit and polling included); commands ${cmd('full')} / ${cmd('incr')} / ${cmd('restore')} s, ` +
           `their jobs' own records ${job('full')} / ${job('incr')} / ${job('restore')} s (full / incremental / restore).`,
       );
@@ -852,7 +859,7 @@ async function main(): Promise<void> {
           },
           notes: [cacheNote],
           results,
-          product,
+          products,
           table: rows,
         },
         null,
