@@ -33,6 +33,13 @@ export const BACKUP_BUCKET = {
  */
 export const MAINTENANCE_SITE = 'maintenance';
 
+/**
+ * What a site may be called: what an SQS queue name may hold (`stowage-site-<site>`), and never
+ * `#` or `/`, so the catalog's `SITE#<site>#...` keys of one site can never begin with another's
+ * (the site roles' dynamodb:LeadingKeys condition is `SITE#<site>#*`).
+ */
+export const SITE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
 export const SITE_QUEUE = {
   namePrefix: 'stowage-site-',
   /**

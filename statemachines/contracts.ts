@@ -309,7 +309,7 @@ export type RecordJobEvent =
    * A task an agent claimed is handed its run token (`lambda:invoke.waitForTaskToken`): the
    * Lambda stores it in the catalog under the claim, where the claiming agent picks it up.
    */
-  | { action: 'hand-over'; jobId: string; claimId: string; taskToken: string };
+  | { action: 'hand-over'; jobId: string; claimId: string; agent: string; taskToken: string };
 
 /** What Step Functions puts at a Catch's ResultPath. */
 export interface StatesError {

@@ -13,9 +13,12 @@
  * 2. The message is deleted once claimed: Step Functions, not the queue, re-dispatches a task
  *    whose agent died (after HeartbeatSeconds, with a new message), so a message is never
  *    re-delivered to run the same task twice.
- * 3. The workflow hands the claim a RUN token (through the catalog, under the claim id); its
- *    state has HeartbeatSeconds, so its clock starts now, when the task starts. The agent waits
- *    for it (the job checked again meanwhile) and runs the task, heartbeating the run token.
+ * 3. The workflow hands the claim a RUN token (through the catalog, on the claim's record under
+ *    this agent's site); its state has HeartbeatSeconds, so its clock starts now, when the task
+ *    starts. The agent waits for it (the job checked again meanwhile) and runs the task,
+ *    heartbeating the run token. Everything the agent writes about the task (the token taken,
+ *    progress, the point of no return, the end) goes to that claim record, never to the job's,
+ *    which its IAM role may only read (kernel/catalog.ts ClaimRef).
  * 4. While the task runs, the job is checked every `jobCheckMs`: a job that ended (cancelled)
  *    aborts the task, as does a heartbeat refused because the token is gone; past the point of
  *    no return of an in-place restore (`TaskRun.pointOfNoReturn`) nothing aborts it any more.
@@ -39,7 +42,7 @@ import {
   type SFNClient,
 } from '@aws-sdk/client-sfn';
 import { randomBytes } from 'node:crypto';
-import type { Catalog } from '../../kernel/catalog';
+import type { Catalog, ClaimRef } from '../../kernel/catalog';
 import { Cancelled } from '../../kernel/errors';
 import type { Logger } from '../../kernel/logger';
 import { LogEvent } from '../../kernel/logger';
@@ -180,6 +183,8 @@ export class AgentWorker {
     // The claim: only one agent, once, gets the task; a second delivery finds the token spent.
     const claimId = randomBytes(18).toString('base64url');
     const claim: TaskClaim = { claimId, agent: this.options.runner.agent };
+    // Everything this agent writes about the task goes to this claim's record, under its site.
+    const ref: ClaimRef = { site: this.options.runner.agent, jobId: task.jobId, claimId };
     try {
       await this.options.sfn.send(
         new SendTaskSuccessCommand({ taskToken: claimToken, output: JSON.stringify(claim) }),
@@ -200,7 +205,7 @@ export class AgentWorker {
     }
     // Step Functions re-dispatches a task whose agent dies; the queue never does.
     await this.deleteMessage(message);
-    const taskToken = await this.runTokenFor(task.jobId, claimId, log);
+    const taskToken = await this.runTokenFor(ref, log);
     if (!taskToken) return;
     let outcome: 'succeeded' | 'failed' | 'stopped' = 'stopped';
     try {
@@ -210,9 +215,9 @@ export class AgentWorker {
         log.warn(LogEvent.taskAbandoned, { reason: `${ended} before the task started` });
         return;
       }
-      outcome = await this.runClaimed(task, taskToken, log);
+      outcome = await this.runClaimed(task, ref, taskToken, log);
     } finally {
-      await this.endTask(task.jobId, claimId, outcome, log);
+      await this.endTask(ref, outcome, log);
     }
   }
 
@@ -221,14 +226,13 @@ export class AgentWorker {
    * cancel --wait` waits for). Retried briefly; the task's outcome does not depend on it.
    */
   private async endTask(
-    jobId: string,
-    claimId: string,
+    claim: ClaimRef,
     outcome: 'succeeded' | 'failed' | 'stopped',
     log: Logger,
   ): Promise<void> {
     for (let attempt = 1; attempt <= 3; attempt++) {
       try {
-        await this.options.catalog.endTask(jobId, claimId, {
+        await this.options.catalog.endTask(claim, {
           endedAt: new Date().toISOString(),
           outcome,
         });
@@ -244,7 +248,8 @@ export class AgentWorker {
   private async jobEnded(jobId: string, log: Logger): Promise<string | undefined> {
     let job;
     try {
-      job = await this.options.catalog.getJob(jobId);
+      // The job's record: an agent may read it, not other sites' claims.
+      job = await this.options.catalog.getJobRecord(jobId);
     } catch (err) {
       // The catalog unreachable is no reason to drop work; the tokens still guard it.
       log.warn('agent.job.check_failed', { error: err });
@@ -255,21 +260,14 @@ export class AgentWorker {
   }
 
   /** Waits for the workflow to hand the claim its run token; undefined when the task is off. */
-  private async runTokenFor(
-    jobId: string,
-    claimId: string,
-    log: Logger,
-  ): Promise<string | undefined> {
+  private async runTokenFor(claim: ClaimRef, log: Logger): Promise<string | undefined> {
+    const { jobId } = claim;
     const deadline = Date.now() + (this.options.handOverTimeoutMs ?? 60_000);
     let delay = 50;
     let nextJobCheck = Date.now() + 2000;
     for (;;) {
       try {
-        const token = await this.options.catalog.takeRunToken(
-          jobId,
-          claimId,
-          this.options.runner.agent,
-        );
+        const token = await this.options.catalog.takeRunToken(claim);
         if (token) return token;
       } catch (err) {
         log.warn('agent.task.hand_over_read_failed', { error: err });
@@ -297,22 +295,19 @@ export class AgentWorker {
   /** Runs a claimed task to its end and reports it; resolves how it ended. */
   private async runClaimed(
     task: AgentTask,
+    claim: ClaimRef,
     taskToken: string,
     log: Logger,
   ): Promise<'succeeded' | 'failed' | 'stopped'> {
     const abort = new AbortController();
     let pastNoReturn = false;
     const progress = new ProgressReporter(async (p) => {
-      // The job shows the latest progress of any of its items; a backup's item shows its own.
-      await this.options.catalog.updateJob(task.jobId, { progress: p }, ['RUNNING']);
-      if (task.kind === 'BACKUP' && Number.isInteger(task.itemIndex)) {
-        await this.options.catalog.updateJobItem(
-          task.jobId,
-          task.itemIndex,
-          { status: 'RUNNING', progress: p },
-          ['RUNNING'],
-        );
-      }
+      // On the claim: readers show it as the job's latest progress, and a backup's as its item's.
+      await this.options.catalog.reportProgress(
+        claim,
+        p,
+        task.kind === 'BACKUP' && Number.isInteger(task.itemIndex) ? task.itemIndex : undefined,
+      );
     });
     const stopFor = (reason: Error) => {
       if (pastNoReturn || abort.signal.aborted) return;
@@ -329,8 +324,9 @@ export class AgentWorker {
       });
     }, this.options.jobCheckMs ?? 2000);
     const pointOfNoReturn = async (): Promise<void> => {
-      // Checked last before the change that cannot be undone: the token alive, the job RUNNING
-      // and marked as past its point of no return (a cancel after this lets the task finish).
+      // Checked last before the change that cannot be undone: the token alive, and the claim
+      // marked past its point of no return unless a cancel marked it first (one conditional
+      // write each, so exactly one wins; a cancel after this lets the task finish).
       await this.options.sfn.send(new SendTaskHeartbeatCommand({ taskToken })).catch((err) => {
         if (isTokenGone(err)) {
           const gone = new Cancelled('the task token is gone (the job ended): nothing was changed');
@@ -338,12 +334,13 @@ export class AgentWorker {
           throw gone;
         }
       });
-      const marked = await this.options.catalog.updateJob(
-        task.jobId,
-        { pointOfNoReturnAt: new Date().toISOString() },
-        ['RUNNING'],
+      const marked = await this.options.catalog.markPointOfNoReturn(
+        claim,
+        new Date().toISOString(),
       );
-      if (!marked || abort.signal.aborted) {
+      // A job ended otherwise than by a cancel (which marks the claims first) is seen here.
+      const ended = marked ? await this.jobEnded(task.jobId, log) : undefined;
+      if (!marked || ended || abort.signal.aborted) {
         const cancelled = new Cancelled(
           `job ${task.jobId} ended before its point of no return: nothing was changed`,
         );

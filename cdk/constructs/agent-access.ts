@@ -15,12 +15,13 @@
  *   overwrite replaced anyway. No s3:DeleteObject, no gc/ marks;
  * - use the KMS data key, for the repository data key's encryption context only (the key policy
  *   names the roles, DataKey.allowUse);
- * - in the catalog: read and update job items (JOB#..., a job's progress, its claim tokens) and
- *   read, put, update, delete and query its own agent items (AGENT#<site>: its header and one
- *   item per target) only; dynamodb:LeadingKeys binds the
- *   agent item to the site, but job ids carry no site, so any site role may update a job whose
- *   id it knows (ids are random; a site learns only its own from its queue). Recovery points
- *   (POINT#) are written only by commit-point, after the state machine has the agent's result.
+ * - in the catalog (dynamodb:LeadingKeys): read job records (JOB#..., whether a job still runs);
+ *   update its own site's task claims only (SITE#<site>#JOB#<job>: take a run token, report
+ *   progress, mark a point of no return, record a task's end), which readers fold into the job;
+ *   and read, put, delete and query its own agent items (AGENT#<site>: its header and one item
+ *   per target). It writes no job record, no other site's claim and no other agent's items.
+ *   Recovery points (POINT#) are written only by commit-point, after the state machine has the
+ *   agent's result.
  *
  * The maintenance site's role (MAINTENANCE_SITE) is the only identity that may delete from the
  * store: the prune workflow runs there, and its role adds s3:DeleteObject on the prefixes a
@@ -211,17 +212,33 @@ export class AgentAccess extends Construct {
           conditions: DATA_KEY_USE_CONDITION,
         }),
         new PolicyStatement({
-          sid: 'ReadUpdateJobsAndOwnAgentItem',
-          actions: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+          sid: 'ReadJobRecords',
+          // Whether a task's job still runs (a cancel stops it). Job records are written by
+          // the control plane only.
+          actions: ['dynamodb:GetItem'],
+          resources: [table.tableArn],
+          conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*'] } },
+        }),
+        new PolicyStatement({
+          sid: 'UpdateOwnTaskClaims',
+          // Its claims' records (kernel/adapters/dynamodb-catalog.ts): take the run token, report
+          // progress, mark the point of no return, record the end. Site names hold no `#`
+          // (SiteQueues refuses them), so no other site's keys begin with this prefix.
+          actions: ['dynamodb:UpdateItem'],
           resources: [table.tableArn],
           conditions: {
-            'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*', `AGENT#${site}`] },
+            'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`SITE#${site}#*`] },
           },
         }),
         new PolicyStatement({
           sid: 'PublishOwnInventory',
           // One item per target: written, deleted when the target is gone, listed to compare.
-          actions: ['dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:Query'],
+          actions: [
+            'dynamodb:GetItem',
+            'dynamodb:PutItem',
+            'dynamodb:DeleteItem',
+            'dynamodb:Query',
+          ],
           resources: [table.tableArn],
           conditions: {
             'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },

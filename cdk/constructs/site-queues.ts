@@ -11,6 +11,7 @@ import { SITE_QUEUE, siteQueueName } from '../../kernel/resources';
 
 /** SQS queue names: at most 80 characters of [A-Za-z0-9_-]; the DLQ name is the longest. */
 const MAX_SITE_LENGTH = 80 - SITE_QUEUE.namePrefix.length - SITE_QUEUE.dlqSuffix.length;
+/** No `#` or `/`: the catalog keys a site role may write are `SITE#<site>#*` (agent-access.ts). */
 const SITE_PATTERN = /^[A-Za-z0-9_-]+$/;
 
 /**

@@ -9,10 +9,11 @@
  * so no Lambda task records anything after the cancel: a cancelled backup never gains a point
  * (commit-point refuses a job that is not active).
  *
- * An in-place restore past its point of no return (the agent marks `pointOfNoReturnAt` on the
- * job, conditionally on RUNNING, just before it swaps the target) is not cancelled: stopping it
- * there would leave the target half replaced. The answer says it finishes; the job records that
- * a cancel was asked. Both writes are conditional, so a cancel and the mark never both win.
+ * An in-place restore past its point of no return (the agent marks `pointOfNoReturnAt` on its
+ * claim, conditionally on no cancel having marked it, just before it swaps the target) is not
+ * cancelled: stopping it there would leave the target half replaced. The answer says it
+ * finishes; the job records that a cancel was asked. The catalog's cancel marks every claim
+ * first, conditionally the other way, so a cancel and the mark never both win.
  *
  * Cancelling a job that has ended is a ConflictError (409), naming how it ended.
  */

@@ -3,7 +3,7 @@
  * Step Functions may run a task twice, and a second call finds the job already where the first
  * left it. A job in a terminal state is never moved again.
  */
-import type { Catalog } from '../../kernel/catalog';
+import { SITE_NAME, type Catalog } from '../../kernel/catalog';
 import type {
   Job,
   JobItem,
@@ -64,21 +64,30 @@ export async function markJobStarted(
 }
 
 /**
- * Hands a claimed task's run token to the agent that claimed it (through the catalog, under the
- * claim id). A job that has ended (failed, cancelled) gets no token: its task must not run.
+ * Hands a claimed task's run token to the agent that claimed it (through the catalog, on the
+ * claim's record under the claiming site). A job that has ended (failed, cancelled) gets no
+ * token: its task must not run. The site is the one the claim names: a site's agent answers only
+ * claim tokens of its own queue, and a token handed to another site's record is one it cannot
+ * take (its role updates only its own site's records).
  */
 export async function handOverRunToken(
   deps: { catalog: Catalog },
-  input: { jobId: string; claimId: string; taskToken: string },
+  input: { jobId: string; claimId: string; agent: string; taskToken: string },
 ): Promise<void> {
   if (!/^[A-Za-z0-9_-]{8,128}$/.test(input.claimId)) {
     throw new ValidationError(`claim id ${JSON.stringify(input.claimId)} is not a claim id`);
+  }
+  if (typeof input.agent !== 'string' || !SITE_NAME.test(input.agent)) {
+    throw new ValidationError(`claim agent ${JSON.stringify(input.agent)} is not a site name`);
   }
   const job = await mustGet(deps.catalog, input.jobId);
   if (!ACTIVE.includes(job.status)) {
     throw new ConflictError(`job ${input.jobId} is ${job.status}: its task is not run`);
   }
-  await deps.catalog.putRunToken(input.jobId, input.claimId, input.taskToken);
+  await deps.catalog.putRunToken(
+    { site: input.agent, jobId: input.jobId, claimId: input.claimId },
+    input.taskToken,
+  );
 }
 
 /** Ends a restore or verify job that its agent finished. */

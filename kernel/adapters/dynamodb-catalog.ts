@@ -7,10 +7,15 @@
  *   agent       AGENT#<name>       AGENT    AGENTS    <name>   (its header: platforms, seenAt)
  *   inventory   AGENT#<name>       TARGET#<hash of target>#<part>   (one per target, or its parts)
  *   policy      POLICY#<name>      POLICY   POLICIES  <name>
- *   task claim  JOB#<jobId>        CLAIM#<claimId>       (a claimed task's run token, read once,
- *                                                         then who took it, when, how it ended)
+ *   task claim  SITE#<site>#JOB#<jobId>  CLAIM#<claimId>  (a claimed task's run token, read once,
+ *               then who took it, its progress, its point of no return, its end or its cancel)
  *
- * IAM for agents limits them to the JOB# and AGENT# partitions (dynamodb:LeadingKeys).
+ * The job item lists its claims (`taskClaims`, a string set of `<site>/<claimId>`, written by the
+ * hand-over) and is written by the control plane only; an agent writes only its own site's
+ * partitions, `AGENT#<site>` and `SITE#<site>#...` (its role's dynamodb:LeadingKeys), and reads
+ * job items. Readers fold the claims' reports into the job (kernel/catalog.ts withTaskReports),
+ * and lists read through a GSI keep only items of the partition they list (an agent could give
+ * an item of its own partition any GSI key, never another partition's key).
  */
 import { DynamoDBClient, ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
@@ -23,12 +28,21 @@ import {
   paginateQuery,
   type QueryCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import type { Catalog, JobItemUpdate, JobUpdate } from '../catalog';
+import {
+  SITE_NAME,
+  withTaskReports,
+  type Catalog,
+  type ClaimRef,
+  type JobItemUpdate,
+  type JobUpdate,
+  type TaskReport,
+} from '../catalog';
 import { createHash } from 'node:crypto';
 import type {
   AgentRecord,
   InventoryTarget,
   Job,
+  JobProgress,
   Policy,
   RecoveryPoint,
   TaskRecord,
@@ -43,10 +57,32 @@ const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: 'JOB' });
 const pointKey = (id: string) => ({ pk: `POINT#${id}`, sk: 'POINT' });
 const agentKey = (name: string) => ({ pk: `AGENT#${name}`, sk: 'AGENT' });
 const policyKey = (name: string) => ({ pk: `POLICY#${name}`, sk: 'POLICY' });
-const claimKey = (jobId: string, claimId: string) => ({
-  pk: `JOB#${jobId}`,
-  sk: `CLAIM#${claimId}`,
-});
+/** A claim's item, in its site's partition of the job; refuses a site no IAM condition could bind. */
+const claimKey = ({ site, jobId, claimId }: ClaimRef) => {
+  if (!SITE_NAME.test(site))
+    throw new ValidationError(`site ${JSON.stringify(site)} is not a site name`);
+  return { pk: `SITE#${site}#JOB#${jobId}`, sk: `CLAIM#${claimId}` };
+};
+/** How the job item lists a claim. */
+const claimName = (claim: ClaimRef) => `${claim.site}/${claim.claimId}`;
+const ACTIVE: readonly JobStatus[] = ['PENDING', 'RUNNING'];
+
+/** The claims a job item lists, as refs. */
+function claimsOf(item: Record<string, unknown>): ClaimRef[] {
+  const jobId = String(item.jobId);
+  const names = item.taskClaims instanceof Set ? [...(item.taskClaims as Set<string>)] : [];
+  return names.map((name) => {
+    const cut = name.indexOf('/');
+    return { site: name.slice(0, cut), jobId, claimId: name.slice(cut + 1) };
+  });
+}
+
+/** A job item as a Job: keys and the claim list dropped. */
+function jobOf(item: Record<string, unknown> | undefined): Job | undefined {
+  const job = strip<Job & { taskClaims?: unknown }>(item);
+  if (job) delete job.taskClaims;
+  return job;
+}
 
 /**
  * DynamoDB's limits on key values, in UTF-8 bytes: 2,048 for a partition key, 1,024 for a sort
@@ -141,15 +177,76 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async getJob(jobId: string): Promise<Job | undefined> {
+    const item = await this.jobItem(jobId);
+    return item && this.withTasks(item);
+  }
+
+  async getJobRecord(jobId: string): Promise<Job | undefined> {
+    return jobOf(await this.jobItem(jobId));
+  }
+
+  async listJobs(options: { limit?: number } = {}): Promise<Job[]> {
+    const items = await this.queryIndex('gsi1', 'gsi1pk', 'JOBS', options.limit ?? 100, 'JOB#');
+    // What agents report reaches an ended job's record when it ends (updateJob): only the
+    // jobs under way need their claims read.
+    return Promise.all(
+      items.map((item) =>
+        ACTIVE.includes(item.status as JobStatus) ? this.withTasks(item) : jobOf(item)!,
+      ),
+    );
+  }
+
+  /** The job item as stored (its claim list included), read consistently. */
+  private async jobItem(jobId: string): Promise<Record<string, unknown> | undefined> {
     if (!storableId(jobId)) return undefined;
     const out = await this.doc
       .send(new GetCommand({ TableName: this.tableName, Key: jobKey(jobId), ConsistentRead: true }))
       .catch(translate);
-    return strip<Job>(out.Item);
+    return out.Item;
   }
 
-  async listJobs(options: { limit?: number } = {}): Promise<Job[]> {
-    return this.queryIndex<Job>('gsi1', 'gsi1pk', 'JOBS', options.limit ?? 100);
+  /** The items of the claims the job item lists (one query per site), with their site. */
+  private async claimItems(
+    item: Record<string, unknown>,
+  ): Promise<{ site: string; claimId: string; item: Record<string, unknown> }[]> {
+    const claims = claimsOf(item);
+    if (claims.length === 0) return [];
+    const listed = new Set(claims.map(claimName));
+    const found: { site: string; claimId: string; item: Record<string, unknown> }[] = [];
+    for (const site of new Set(claims.map((c) => c.site))) {
+      const items = await this.queryAll({
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :claim)',
+        ExpressionAttributeValues: {
+          ':pk': claimKey({ site, jobId: String(item.jobId), claimId: '' }).pk,
+          ':claim': 'CLAIM#',
+        },
+      });
+      for (const claim of items) {
+        const claimId = String(claim.sk).slice('CLAIM#'.length);
+        // Only claims the job lists: an agent may create items in its own partition at will.
+        if (listed.has(`${site}/${claimId}`)) found.push({ site, claimId, item: claim });
+      }
+    }
+    return found;
+  }
+
+  /** What each claim the job item lists has reported. */
+  private async reportsOf(item: Record<string, unknown>): Promise<TaskReport[]> {
+    return (await this.claimItems(item)).map(({ site, claimId, item: claim }) => ({
+      claimId,
+      site,
+      ...(typeof claim.itemIndex === 'number' ? { itemIndex: claim.itemIndex } : {}),
+      ...(claim.progress ? { progress: claim.progress as JobProgress } : {}),
+      ...(typeof claim.pointOfNoReturnAt === 'string'
+        ? { pointOfNoReturnAt: claim.pointOfNoReturnAt }
+        : {}),
+      ...(typeof claim.endedAt === 'string' ? { endedAt: claim.endedAt } : {}),
+    }));
+  }
+
+  /** The job with what its tasks reported folded in. */
+  private async withTasks(item: Record<string, unknown>): Promise<Job> {
+    return withTaskReports(jobOf(item)!, await this.reportsOf(item));
   }
 
   async updateJob(
@@ -158,6 +255,13 @@ export class DynamoDbCatalog implements Catalog {
     whenStatus: readonly JobStatus[],
   ): Promise<Job | undefined> {
     if (!storableId(jobId)) return undefined;
+    if (update.status && !ACTIVE.includes(update.status) && update.progress === undefined) {
+      // The job ends: its record keeps the agents' last progress (a list reads no claims of an
+      // ended job).
+      const item = await this.jobItem(jobId);
+      const progress = item && withTaskReports(jobOf(item)!, await this.reportsOf(item)).progress;
+      if (progress) update = { ...update, progress };
+    }
     const names: Record<string, string> = { '#status': 'status' };
     const values: Record<string, unknown> = {};
     const sets: string[] = [];
@@ -184,7 +288,7 @@ export class DynamoDbCatalog implements Catalog {
           ReturnValues: 'ALL_NEW',
         }),
       );
-      return strip<Job>(out.Attributes);
+      return out.Attributes && this.withTasks(out.Attributes);
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException) return undefined;
       translate(err);
@@ -235,17 +339,49 @@ export class DynamoDbCatalog implements Catalog {
     jobId: string,
     end: { endedAt: string; error: NonNullable<Job['error']>; cancelRequestedAt: string },
   ): Promise<Job | undefined> {
-    // Items that complete while this reads make the condition fail: read again, a few times.
+    // Items that complete, or claims handed over, while this runs make the job's condition fail:
+    // read again, a few times.
     for (let attempt = 0; attempt < 5; attempt++) {
-      const job = await this.getJob(jobId);
-      if (!job) return undefined;
-      const open = (job.items ?? []).flatMap((item, i) => (item.status === 'COMPLETED' ? [] : [i]));
+      const item = await this.jobItem(jobId);
+      if (!item) return undefined;
+      const record = jobOf(item)!;
+      if (!ACTIVE.includes(record.status) || record.pointOfNoReturnAt) return undefined;
+      // Each claim first: cancelled unless its agent has marked it past its point of no return.
+      const claims = claimsOf(item);
+      for (const claim of claims) {
+        const passed = await this.doc
+          .send(
+            new UpdateCommand({
+              TableName: this.tableName,
+              Key: claimKey(claim),
+              UpdateExpression: 'SET #cancelled = if_not_exists(#cancelled, :at)',
+              ConditionExpression: 'attribute_not_exists(#noReturn)',
+              ExpressionAttributeNames: {
+                '#cancelled': 'cancelledAt',
+                '#noReturn': 'pointOfNoReturnAt',
+              },
+              ExpressionAttributeValues: { ':at': end.cancelRequestedAt },
+            }),
+          )
+          .then(
+            () => false,
+            (err: unknown) => {
+              if (err instanceof ConditionalCheckFailedException) return true;
+              return translate(err);
+            },
+          );
+        if (passed) return undefined;
+      }
+      const job = withTaskReports(record, await this.reportsOf(item));
+      const open = (job.items ?? []).flatMap((it, i) => (it.status === 'COMPLETED' ? [] : [i]));
       const names: Record<string, string> = {
         '#status': 'status',
         '#endedAt': 'endedAt',
         '#error': 'error',
         '#asked': 'cancelRequestedAt',
         '#noReturn': 'pointOfNoReturnAt',
+        '#claims': 'taskClaims',
+        ...(job.progress ? { '#progress': 'progress' } : {}),
         ...(open.length ? { '#items': 'items', '#istatus': 'status' } : {}),
       };
       const values: Record<string, unknown> = {
@@ -255,6 +391,8 @@ export class DynamoDbCatalog implements Catalog {
         ':asked': end.cancelRequestedAt,
         ':pending': 'PENDING',
         ':running': 'RUNNING',
+        ...(claims.length ? { ':claims': claims.length } : {}),
+        ...(job.progress ? { ':progress': job.progress } : {}),
         ...(open.length ? { ':completed': 'COMPLETED' } : {}),
       };
       const sets = [
@@ -262,12 +400,16 @@ export class DynamoDbCatalog implements Catalog {
         '#endedAt = :endedAt',
         '#error = :error',
         '#asked = :asked',
+        // Where the agents had got to stays on the record of the ended job.
+        ...(job.progress ? ['#progress = :progress'] : []),
         ...open.map((i) => `#items[${i}].#istatus = :cancelled`),
       ];
       const conditions = [
         'attribute_exists(pk)',
         '#status IN (:pending, :running)',
         'attribute_not_exists(#noReturn)',
+        // The claims cancelled above are all the job has: one handed over since gets its turn.
+        claims.length ? 'size(#claims) = :claims' : 'attribute_not_exists(#claims)',
         ...open.map((i) => `#items[${i}].#istatus <> :completed`),
       ];
       try {
@@ -282,13 +424,9 @@ export class DynamoDbCatalog implements Catalog {
             ReturnValues: 'ALL_NEW',
           }),
         );
-        return strip<Job>(out.Attributes);
+        return out.Attributes && this.withTasks(out.Attributes);
       } catch (err) {
         if (!(err instanceof ConditionalCheckFailedException)) translate(err);
-      }
-      const now = await this.getJob(jobId);
-      if (!now || !['PENDING', 'RUNNING'].includes(now.status) || now.pointOfNoReturnAt) {
-        return undefined;
       }
     }
     throw new TransientError(`job ${jobId} kept changing while it was cancelled; try again`);
@@ -347,9 +485,10 @@ export class DynamoDbCatalog implements Catalog {
   async listPoints(options: { target?: string; limit?: number } = {}): Promise<RecoveryPoint[]> {
     const limit = options.limit ?? 100;
     if (options.target && !keysFit({ gsi2pk: `TARGET#${options.target}` })) return [];
-    return options.target
-      ? this.queryIndex<RecoveryPoint>('gsi2', 'gsi2pk', `TARGET#${options.target}`, limit)
-      : this.queryIndex<RecoveryPoint>('gsi1', 'gsi1pk', 'POINTS', limit);
+    const items = options.target
+      ? await this.queryIndex('gsi2', 'gsi2pk', `TARGET#${options.target}`, limit, 'POINT#')
+      : await this.queryIndex('gsi1', 'gsi1pk', 'POINTS', limit, 'POINT#');
+    return items.map((item) => strip<RecoveryPoint>(item)!);
   }
 
   async deletePoint(recoveryPointId: string): Promise<void> {
@@ -469,7 +608,8 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async listPolicies(): Promise<Policy[]> {
-    return this.queryIndex<Policy>('gsi1', 'gsi1pk', 'POLICIES', 1000, true);
+    const items = await this.queryIndex('gsi1', 'gsi1pk', 'POLICIES', 1000, 'POLICY#', true);
+    return items.map((item) => strip<Policy>(item)!);
   }
 
   async deletePolicy(name: string): Promise<void> {
@@ -479,37 +619,68 @@ export class DynamoDbCatalog implements Catalog {
       .catch(translate);
   }
 
-  async putRunToken(jobId: string, claimId: string, taskToken: string): Promise<void> {
-    mustFit(claimKey(jobId, claimId), 'the job or claim id');
-    await this.doc
-      .send(
-        new PutCommand({
+  async putRunToken(claim: ClaimRef, taskToken: string): Promise<void> {
+    mustFit(claimKey(claim), 'the job or claim id');
+    if (!storableId(claim.jobId)) throw new ValidationError('the job id is too long');
+    // The job lists the claim first (a cancel then sees it), only while it is active.
+    try {
+      await this.doc.send(
+        new UpdateCommand({
           TableName: this.tableName,
-          Item: {
-            ...claimKey(jobId, claimId),
-            taskToken,
-            handedOverAt: new Date().toISOString(),
+          Key: jobKey(claim.jobId),
+          UpdateExpression: 'ADD #claims :claim',
+          ConditionExpression: 'attribute_exists(pk) AND #status IN (:pending, :running)',
+          ExpressionAttributeNames: { '#claims': 'taskClaims', '#status': 'status' },
+          ExpressionAttributeValues: {
+            ':claim': new Set([claimName(claim)]),
+            ':pending': 'PENDING',
+            ':running': 'RUNNING',
           },
         }),
-      )
-      .catch(translate);
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(
+          `job ${claim.jobId} has ended or does not exist: its task is not run`,
+          {
+            cause: err,
+          },
+        );
+      }
+      translate(err);
+    }
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: claimKey(claim),
+          UpdateExpression: 'SET taskToken = :token, handedOverAt = :now',
+          ConditionExpression: 'attribute_not_exists(cancelledAt)',
+          ExpressionAttributeValues: { ':token': taskToken, ':now': new Date().toISOString() },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) {
+        throw new ConflictError(`job ${claim.jobId} was cancelled: its task is not run`, {
+          cause: err,
+        });
+      }
+      translate(err);
+    }
   }
 
-  async takeRunToken(jobId: string, claimId: string, agent?: string): Promise<string | undefined> {
-    if (!keysFit(claimKey(jobId, claimId))) return undefined;
-    // An UpdateItem that removes the token (agents may Get/Put/Update their rows, not delete).
+  async takeRunToken(claim: ClaimRef): Promise<string | undefined> {
+    if (!keysFit(claimKey(claim))) return undefined;
+    // An UpdateItem that removes the token (agents may update their claims, not delete them).
     try {
       const out = await this.doc.send(
         new UpdateCommand({
           TableName: this.tableName,
-          Key: claimKey(jobId, claimId),
-          UpdateExpression: `REMOVE taskToken SET takenAt = :now${agent ? ', #agent = :agent' : ''}`,
+          Key: claimKey(claim),
+          UpdateExpression: 'REMOVE taskToken SET takenAt = :now, #agent = :agent',
           ConditionExpression: 'attribute_exists(taskToken)',
-          ...(agent ? { ExpressionAttributeNames: { '#agent': 'agent' } } : {}),
-          ExpressionAttributeValues: {
-            ':now': new Date().toISOString(),
-            ...(agent ? { ':agent': agent } : {}),
-          },
+          ExpressionAttributeNames: { '#agent': 'agent' },
+          ExpressionAttributeValues: { ':now': new Date().toISOString(), ':agent': claim.site },
           ReturnValues: 'ALL_OLD',
         }),
       );
@@ -521,17 +692,62 @@ export class DynamoDbCatalog implements Catalog {
     }
   }
 
-  async endTask(
-    jobId: string,
-    claimId: string,
-    end: { endedAt: string; outcome: NonNullable<TaskRecord['outcome']> },
-  ): Promise<void> {
-    if (!keysFit(claimKey(jobId, claimId))) return;
+  async reportProgress(claim: ClaimRef, progress: JobProgress, itemIndex?: number): Promise<void> {
+    if (!keysFit(claimKey(claim))) return;
+    const index = Number.isInteger(itemIndex) && itemIndex! >= 0 ? itemIndex : undefined;
     try {
       await this.doc.send(
         new UpdateCommand({
           TableName: this.tableName,
-          Key: claimKey(jobId, claimId),
+          Key: claimKey(claim),
+          UpdateExpression: `SET #progress = :progress${index === undefined ? '' : ', #item = :item'}`,
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeNames: {
+            '#progress': 'progress',
+            ...(index === undefined ? {} : { '#item': 'itemIndex' }),
+          },
+          ExpressionAttributeValues: {
+            ':progress': progress,
+            ...(index === undefined ? {} : { ':item': index }),
+          },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return;
+      translate(err);
+    }
+  }
+
+  async markPointOfNoReturn(claim: ClaimRef, at: string): Promise<boolean> {
+    if (!keysFit(claimKey(claim))) return false;
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: claimKey(claim),
+          UpdateExpression: 'SET #noReturn = if_not_exists(#noReturn, :at)',
+          ConditionExpression: 'attribute_exists(takenAt) AND attribute_not_exists(cancelledAt)',
+          ExpressionAttributeNames: { '#noReturn': 'pointOfNoReturnAt' },
+          ExpressionAttributeValues: { ':at': at },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      translate(err);
+    }
+  }
+
+  async endTask(
+    claim: ClaimRef,
+    end: { endedAt: string; outcome: NonNullable<TaskRecord['outcome']> },
+  ): Promise<void> {
+    if (!keysFit(claimKey(claim))) return;
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: claimKey(claim),
           UpdateExpression:
             'SET #ended = if_not_exists(#ended, :at), #outcome = if_not_exists(#outcome, :o)',
           ConditionExpression: 'attribute_exists(pk)',
@@ -546,18 +762,15 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async listTasks(jobId: string): Promise<TaskRecord[]> {
-    if (!storableId(jobId)) return [];
-    const items = await this.queryAll({
-      KeyConditionExpression: 'pk = :pk AND begins_with(sk, :claim)',
-      ExpressionAttributeValues: { ':pk': `JOB#${jobId}`, ':claim': 'CLAIM#' },
-    });
-    const tasks: TaskRecord[] = items.map((item) => {
-      const { sk, handedOverAt, agent, takenAt, endedAt, outcome } = item as Record<
+    const job = await this.jobItem(jobId);
+    if (!job) return [];
+    const tasks: TaskRecord[] = (await this.claimItems(job)).map(({ claimId, item }) => {
+      const { handedOverAt, agent, takenAt, endedAt, outcome } = item as Record<
         string,
         string | undefined
       >;
       return {
-        claimId: sk!.slice('CLAIM#'.length),
+        claimId,
         handedOverAt: handedOverAt ?? '',
         ...(agent ? { agent } : {}),
         ...(takenAt ? { takenAt } : {}),
@@ -625,15 +838,12 @@ export class DynamoDbCatalog implements Catalog {
   }
 
   async listAgents(): Promise<AgentRecord[]> {
-    const headers = await this.queryIndex<{ agent: string }>(
-      'gsi1',
-      'gsi1pk',
-      'AGENTS',
-      1000,
-      true,
-    );
+    const headers = await this.queryIndex('gsi1', 'gsi1pk', 'AGENTS', 1000, 'AGENT#', true);
     const agents: AgentRecord[] = [];
-    for (const { agent } of headers) {
+    for (const header of headers) {
+      // The header of its own partition: an agent writes its header, and could name another.
+      const agent = String(header.agent);
+      if (header.pk !== agentKey(agent).pk || header.sk !== 'AGENT') continue;
       const record = assembleAgent(await this.agentItems(agent));
       if (record) agents.push(record);
     }
@@ -667,14 +877,20 @@ export class DynamoDbCatalog implements Catalog {
     return items;
   }
 
-  private async queryIndex<T>(
+  /**
+   * Up to `limit` items of an index's partition, newest first unless `ascending`; only items of
+   * table partitions beginning with `pkPrefix` (an agent can give an item of its own partition
+   * any index key, so a list never takes an item from a partition it does not list).
+   */
+  private async queryIndex(
     index: string,
     keyName: string,
     keyValue: string,
     limit: number,
+    pkPrefix: string,
     ascending = false,
-  ): Promise<T[]> {
-    const items: T[] = [];
+  ): Promise<Record<string, unknown>[]> {
+    const items: Record<string, unknown>[] = [];
     let start: QueryCommandInput['ExclusiveStartKey'];
     do {
       const out = await this.doc
@@ -691,7 +907,9 @@ export class DynamoDbCatalog implements Catalog {
           }),
         )
         .catch(translate);
-      for (const item of out.Items ?? []) items.push(strip<T>(item) as T);
+      for (const item of out.Items ?? []) {
+        if (typeof item.pk === 'string' && item.pk.startsWith(pkPrefix)) items.push(item);
+      }
       start = out.LastEvaluatedKey;
     } while (start && items.length < limit);
     return items;

@@ -1034,21 +1034,31 @@ describe('Stowage stack', () => {
     });
 
     it.each(ALL_SITES)(
-      "binds site %s's catalog writes to job items and its own agent item",
+      "binds site %s's catalog writes to its own claims and agent items: job records it only reads",
       (site) => {
         const dynamo = statementsOf(site).filter((st) =>
           asArray(st.Action).some((a) => a.startsWith('dynamodb:')),
         );
         expect(dynamo).toEqual([
           expect.objectContaining({
-            Action: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+            Action: 'dynamodb:GetItem',
+            Resource: arnOf(stack.catalog.table),
+            Condition: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*'] } },
+          }),
+          expect.objectContaining({
+            Action: 'dynamodb:UpdateItem',
             Resource: arnOf(stack.catalog.table),
             Condition: {
-              'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*', `AGENT#${site}`] },
+              'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`SITE#${site}#*`] },
             },
           }),
           expect.objectContaining({
-            Action: ['dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:Query'],
+            Action: [
+              'dynamodb:DeleteItem',
+              'dynamodb:GetItem',
+              'dynamodb:PutItem',
+              'dynamodb:Query',
+            ],
             Resource: arnOf(stack.catalog.table),
             Condition: {
               'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },
@@ -1057,17 +1067,27 @@ describe('Stowage stack', () => {
         ]);
         const actions = dynamo.flatMap((st) => asArray(st.Action));
         expect(actions).not.toContain('dynamodb:Scan');
-        // Query and delete only in its own agent partition (its inventory's items).
+        expect(actions).not.toContain('dynamodb:BatchWriteItem');
+        expect(actions).not.toContain('dynamodb:TransactWriteItems');
+        // Every write names a partition of its own site: no statement lets it write a job record.
         for (const st of dynamo) {
           const acts = asArray(st.Action);
-          if (acts.includes('dynamodb:Query') || acts.includes('dynamodb:DeleteItem')) {
-            expect(st.Condition).toEqual({
-              'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`AGENT#${site}`] },
-            });
+          if (acts.some((a) => /Put|Update|Delete/.test(a))) {
+            const keys = Object.values(st.Condition ?? {}).flatMap((c) =>
+              asArray((c as Record<string, string[]>)['dynamodb:LeadingKeys']),
+            );
+            expect(keys.length).toBeGreaterThan(0);
+            for (const key of keys) expect([`AGENT#${site}`, `SITE#${site}#*`]).toContain(key);
           }
         }
       },
     );
+
+    it("refuses a site name that could reach into another site's catalog keys", () => {
+      for (const site of ['a#b', 'a/b', 'x'.repeat(65), '']) {
+        expect(() => makeStack({ [SITES_CONTEXT_KEY]: [site] })).toThrow(/site name/);
+      }
+    });
 
     it('without a CA, the roles trust the account (no Roles Anywhere resources)', () => {
       template.resourceCountIs('AWS::RolesAnywhere::TrustAnchor', 0);

@@ -79,7 +79,7 @@ async function claim(message: AgentTaskMessage): Promise<AgentTaskMessage> {
     new SendTaskSuccessCommand({ taskToken: message.taskToken, output: JSON.stringify(answer) }),
   );
   const runToken = await eventually(
-    () => catalog.takeRunToken(message.task.jobId, claimId),
+    () => catalog.takeRunToken({ site: SITE, jobId: message.task.jobId, claimId }),
     'the run token of the claim',
   );
   return { taskToken: runToken, task: message.task };

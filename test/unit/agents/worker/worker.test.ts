@@ -93,8 +93,11 @@ class FakeSfn {
       // The claim spends the token (a second delivery finds it gone), and the workflow hands
       // the claim its run token.
       this.gone.add(token);
-      const { claimId } = JSON.parse(String(command.input.output)) as { claimId: string };
-      await this.catalog.putRunToken(claim.jobId, claimId, claim.run);
+      const { claimId, agent } = JSON.parse(String(command.input.output)) as {
+        claimId: string;
+        agent: string;
+      };
+      await this.catalog.putRunToken({ site: agent, jobId: claim.jobId, claimId }, claim.run);
       return {};
     }
     if (op !== 'SendTaskHeartbeat' && this.failReports > 0) {

@@ -136,17 +136,39 @@ describe('cancelJob', () => {
     expect(workflows.stopped).toEqual([]);
   });
 
+  it("an agent's claim marked past its point of no return wins over the cancel, and a cancel's mark over the agent", async () => {
+    const job = await given({ kind: 'RESTORE', items: undefined });
+    const claim = { site: 'site-1', jobId: job.jobId, claimId: 'claim-aaaaaaaa' };
+    await catalog.putRunToken(claim, 'run-1');
+    await catalog.takeRunToken(claim);
+    expect(await catalog.markPointOfNoReturn(claim, clock.now())).toBe(true);
+
+    const answer = await cancelJob(deps, job.jobId);
+
+    expect(answer).toMatchObject({ cancelled: false, pastPointOfNoReturn: true });
+    expect(workflows.stopped).toEqual([]);
+
+    const other = await given({ jobId: 'job-other-restore', kind: 'RESTORE', items: undefined });
+    const late = { site: 'site-1', jobId: other.jobId, claimId: 'claim-bbbbbbbb' };
+    await catalog.putRunToken(late, 'run-2');
+    await catalog.takeRunToken(late);
+    expect((await cancelJob(deps, other.jobId)).cancelled).toBe(true);
+    expect(await catalog.markPointOfNoReturn(late, clock.now())).toBe(false);
+  });
+
   it('counts the tasks agents took and have not ended: settled only once they all ended', async () => {
     const job = await given();
-    await catalog.putRunToken(job.jobId, 'claim-aaaaaaaa', 'run-1');
-    await catalog.takeRunToken(job.jobId, 'claim-aaaaaaaa', 'site-1');
-    await catalog.putRunToken(job.jobId, 'claim-bbbbbbbb', 'run-2'); // handed over, never taken
+    const a = { site: 'site-1', jobId: job.jobId, claimId: 'claim-aaaaaaaa' };
+    await catalog.putRunToken(a, 'run-1');
+    await catalog.takeRunToken(a);
+    // Handed over, never taken.
+    await catalog.putRunToken({ ...a, claimId: 'claim-bbbbbbbb' }, 'run-2');
 
     const answer = await cancelJob(deps, job.jobId);
     expect(answer).toMatchObject({ tasksRunning: 1, tasksEnded: 0, settled: false });
     expect(answer.message).toContain('1 task is stopping');
 
-    await catalog.endTask(job.jobId, 'claim-aaaaaaaa', {
+    await catalog.endTask(a, {
       endedAt: clock.now(),
       outcome: 'stopped',
     });

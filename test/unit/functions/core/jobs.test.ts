@@ -61,26 +61,46 @@ function commitInput(job: Job, result: BackupResult, itemIndex = 0) {
 describe('handOverRunToken', () => {
   it('stores the run token under the claim for the claiming agent to take once', async () => {
     const job = await given({ status: 'RUNNING' });
-    await handOverRunToken(deps, { jobId: job.jobId, claimId: 'claim-12345', taskToken: 'run' });
-    expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBe('run');
-    expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBeUndefined();
+    const claim = { site: 'site-1', jobId: job.jobId, claimId: 'claim-12345' };
+    await handOverRunToken(deps, { ...claim, agent: 'site-1', taskToken: 'run' });
+    expect(await catalog.takeRunToken({ ...claim, site: 'site-2' })).toBeUndefined();
+    expect(await catalog.takeRunToken(claim)).toBe('run');
+    expect(await catalog.takeRunToken(claim)).toBeUndefined();
   });
 
   for (const status of TERMINAL_STATUSES) {
     it(`hands no token to a task of a ${status} job, so it never runs`, async () => {
       const job = await given({ status });
       await expect(
-        handOverRunToken(deps, { jobId: job.jobId, claimId: 'claim-12345', taskToken: 'run' }),
+        handOverRunToken(deps, {
+          jobId: job.jobId,
+          claimId: 'claim-12345',
+          agent: 'site-1',
+          taskToken: 'run',
+        }),
       ).rejects.toBeInstanceOf(ConflictError);
-      expect(await catalog.takeRunToken(job.jobId, 'claim-12345')).toBeUndefined();
+      expect(
+        await catalog.takeRunToken({ site: 'site-1', jobId: job.jobId, claimId: 'claim-12345' }),
+      ).toBeUndefined();
     });
   }
 
-  it('refuses a claim id that is not one (the agent wrote it)', async () => {
+  it('refuses a claim id or a site that is not one (the agent wrote them)', async () => {
     const job = await given({ status: 'RUNNING' });
     for (const claimId of ['', 'short', 'a/b/c/d/e/f', 'x'.repeat(129)]) {
       await expect(
-        handOverRunToken(deps, { jobId: job.jobId, claimId, taskToken: 'run' }),
+        handOverRunToken(deps, { jobId: job.jobId, claimId, agent: 'site-1', taskToken: 'run' }),
+      ).rejects.toBeInstanceOf(ValidationError);
+    }
+    // A site name with # or / could reach another site's keys.
+    for (const agent of ['', 'a#b', 'a/b', 'site-1#JOB#x', 'x'.repeat(65)]) {
+      await expect(
+        handOverRunToken(deps, {
+          jobId: job.jobId,
+          claimId: 'claim-12345',
+          agent,
+          taskToken: 'run',
+        }),
       ).rejects.toBeInstanceOf(ValidationError);
     }
   });
