@@ -21,12 +21,14 @@
  * check and IAM evaluation of the operator and viewer policies; CloudFront with Origin Access
  * Control serving the bucket and the response headers policy's headers; the real CORS
  * preflights (for routed requests Chromium's preflight is answered by Playwright itself, so the
- * MOCK OPTIONS methods are asserted only on the template, test/cdk/web-console.test.ts); and the
+ * MOCK OPTIONS methods are asserted on the template, test/cdk/web-console.test.ts, and the
+ * headers and methods the page really sends are checked against the stack's CORS lists here); and the
  * BucketDeployment's substitution of the stack's values into config.json.
  */
 import { request as httpRequest } from 'node:http';
 import type { Browser, BrowserContext, Page, Route } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { API_CORS } from '../../cdk/constructs/api';
 import { handlerWith } from '../../functions/api/handler';
 import { buildConsole, launchChromium, pageErrors, screenshot } from '../fixtures/browser';
 import { CloudFake, CONSOLE_ORIGIN, HOSTS, totp, type FakeUser } from '../fixtures/cloud-fake';
@@ -235,6 +237,26 @@ describe('the web console in cloud mode', () => {
       role: 'operators',
       status: 202,
     });
+    // Chromium's preflights are answered by Playwright for routed requests, so the stack's CORS
+    // rules are checked here instead against what the page really sent: every header a preflight
+    // must allow (set by the page, not CORS-safelisted) and every method are in API_CORS.
+    const byBrowser =
+      /^(host|connection|content-length|origin|referer|user-agent|accept-encoding|accept-language|sec-.*)$/;
+    const safelisted = /^(accept|content-language)$/;
+    const needed = new Set(
+      fake.calls.flatMap((c) => c.headers.filter((h) => !byBrowser.test(h) && !safelisted.test(h))),
+    );
+    expect([...needed].sort()).toEqual([
+      'authorization',
+      'content-type',
+      'x-amz-date',
+      'x-amz-security-token',
+    ]);
+    const allowed = API_CORS.allowHeaders.map((h) => h.toLowerCase());
+    for (const header of needed) expect(allowed).toContain(header);
+    for (const method of new Set(fake.calls.map((c) => c.method))) {
+      expect(['GET', ...API_CORS.allowMethods]).toContain(method);
+    }
     expect(errors).toEqual([]);
   });
 
