@@ -17,7 +17,9 @@
  *
  * Other context: `stowage:objectLock` (governance|compliance) and `stowage:objectLockDays`,
  * `stowage:noncurrentDays` (BackupBucket), `stowage:agentCaCertificateFile` or
- * `stowage:agentCaArn` (IAM Roles Anywhere for the agents, AgentAccess).
+ * `stowage:agentCaArn` (IAM Roles Anywhere for the agents, AgentAccess), `stowage:pruneSchedule`
+ * (the daily prune's EventBridge Scheduler expression in UTC, default `cron(0 4 * * ? *)`; `off`:
+ * none).
  */
 import { Aws, CfnOutput, Lazy, Stack, type StackProps } from 'aws-cdk-lib';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
@@ -194,12 +196,20 @@ export class StowageStack extends Stack {
       environment: {
         TABLE_NAME: table.tableName,
         BACKUP_STATE_MACHINE_ARN: workflows.machines.backup.stateMachineArn,
+        PRUNE_STATE_MACHINE_ARN: workflows.machines.prune.stateMachineArn,
         SITE_QUEUE_URL_PREFIX: queueUrlPrefix,
+        // The daily prune runs on the maintenance site's agent: its role alone may delete.
+        PRUNE_AGENT: MAINTENANCE_SITE,
       },
     });
     catalog.grantReadWriteData(runPolicy.fn);
     workflows.machines.backup.grantStartExecution(runPolicy.fn);
-    const schedules = new PolicySchedules(this, 'PolicySchedules', { target: runPolicy.fn });
+    workflows.machines.prune.grantStartExecution(runPolicy.fn);
+    const pruneSchedule = pruneScheduleFromContext(this);
+    const schedules = new PolicySchedules(this, 'PolicySchedules', {
+      target: runPolicy.fn,
+      ...(pruneSchedule ? { pruneSchedule } : {}),
+    });
 
     const api = new NodeFunction(this, 'Api', {
       folder: FUNCTIONS.api,
@@ -382,4 +392,20 @@ export function sitesFromContext(scope: Construct): string[] {
   throw new Error(
     `${SITES_CONTEXT_KEY} must be a list of site names, got ${JSON.stringify(value)}`,
   );
+}
+
+/** The daily prune's default expression: 04:00 UTC. */
+export const DEFAULT_PRUNE_SCHEDULE = 'cron(0 4 * * ? *)';
+
+/** `stowage:pruneSchedule`: an EventBridge Scheduler expression, `off`, or absent (the default). */
+function pruneScheduleFromContext(scope: Construct): string | undefined {
+  const value: unknown = scope.node.tryGetContext('stowage:pruneSchedule');
+  if (value === undefined) return DEFAULT_PRUNE_SCHEDULE;
+  if (value === 'off') return undefined;
+  if (typeof value !== 'string' || !/^(cron|rate)\(.+\)$/.test(value)) {
+    throw new Error(
+      `stowage:pruneSchedule must be an EventBridge Scheduler expression (cron(0 4 * * ? *), rate(1 day)) or off, not ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
 }

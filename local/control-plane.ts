@@ -44,6 +44,10 @@ import {
   type LocalCredentials,
 } from './access';
 import { LocalScheduler } from './scheduler';
+import { parseSchedule } from '../kernel/schedule';
+
+/** The daily prune in local mode (STOWAGE_PRUNE_SCHEDULE; `off`: none): 04:00 UTC, as in AWS. */
+const DEFAULT_PRUNE_SCHEDULE = 'cron(0 4 * * ? *)';
 import { LOCAL_AWS, startEmulators, type Emulators } from './emulators';
 import { LocalStepFunctions } from './sfn/engine';
 import { startSfnServer } from './sfn/server';
@@ -276,22 +280,38 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const { noSchedules } = await import('../functions/core/policies');
     const { jobObserversFromEnv } = await import('../functions/adapters/job-events');
     const tick = options.schedulerTickMs ?? Number(process.env.STOWAGE_SCHEDULER_TICK_MS);
+    const pruneSchedule = process.env.STOWAGE_PRUNE_SCHEDULE ?? DEFAULT_PRUNE_SCHEDULE;
+    const { runScheduledPrune } = await import('../functions/core/prune');
+    const schedulerDeps = {
+      catalog,
+      workflows: new SfnWorkflows({
+        backup: backupArn,
+        restore: restoreArn,
+        verify: verifyArn,
+        snapshot: snapshotArn,
+        prune: pruneArn,
+      }),
+      clock: systemClock,
+      newId,
+      queueUrlFor: (agent: string) => `${emulators.queueUrlPrefix}${siteQueueName(agent)}`,
+      schedules: noSchedules,
+      jobObservers: jobObserversFromEnv(process.env, log),
+    };
     const scheduler = new LocalScheduler({
-      deps: {
-        catalog,
-        workflows: new SfnWorkflows({
-          backup: backupArn,
-          restore: restoreArn,
-          verify: verifyArn,
-          snapshot: snapshotArn,
-          prune: pruneArn,
-        }),
-        clock: systemClock,
-        newId,
-        queueUrlFor: (agent) => `${emulators.queueUrlPrefix}${siteQueueName(agent)}`,
-        schedules: noSchedules,
-        jobObservers: jobObserversFromEnv(process.env, log),
-      },
+      ...(pruneSchedule !== 'off'
+        ? {
+            prune: {
+              schedule: parseSchedule(pruneSchedule).expression,
+              statePath: join(options.dataDir, 'scheduler', 'prune.json'),
+              run: () =>
+                runScheduledPrune({
+                  ...schedulerDeps,
+                  startPrune: (input) => schedulerDeps.workflows.startPrune(input),
+                }),
+            },
+          }
+        : {}),
+      deps: schedulerDeps,
       requestBackup,
       log,
       ...(Number.isFinite(tick) && tick > 0 ? { tickMs: tick } : {}),

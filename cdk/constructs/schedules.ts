@@ -3,20 +3,33 @@
  * deleted by the API with the policy (functions/adapters/eventbridge-schedules.ts), all in this
  * construct's schedule group. Each schedule invokes the run-policy Lambda through `invokeRole`,
  * which may invoke that one function and nothing else; the API may manage schedules of this group
- * only, and pass only that role, only to EventBridge Scheduler.
+ * only, and pass only that role, only to EventBridge Scheduler. The stack's daily prune is one
+ * more schedule of the group (`stowage_prune`, `stowage:pruneSchedule`), invoking the same
+ * function with `{"prune": true}`.
  */
 import { Aws, Duration, Stack } from 'aws-cdk-lib';
 import { Alarm, ComparisonOperator, Metric, TreatMissingData } from 'aws-cdk-lib/aws-cloudwatch';
 import { PolicyStatement, Role, ServicePrincipal, type IGrantable } from 'aws-cdk-lib/aws-iam';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
-import { CfnScheduleGroup } from 'aws-cdk-lib/aws-scheduler';
+import { CfnSchedule, CfnScheduleGroup } from 'aws-cdk-lib/aws-scheduler';
 import { Construct } from 'constructs';
 import { POLICY_SCHEDULES } from '../../kernel/resources';
 
 export interface PolicySchedulesProps {
   /** The run-policy function every schedule invokes. */
   readonly target: IFunction;
+  /**
+   * The daily prune's EventBridge Scheduler expression (UTC), e.g. `cron(0 4 * * ? *)`; absent:
+   * no scheduled prune. It invokes the same function with `{"prune": true}`.
+   */
+  readonly pruneSchedule?: string;
 }
+
+/**
+ * The daily prune's schedule name: `_` keeps it apart from any policy's schedule (policy names
+ * are lower-case letters, digits and `-`).
+ */
+export const PRUNE_SCHEDULE_NAME = 'stowage_prune';
 
 export class PolicySchedules extends Construct {
   readonly groupName: string;
@@ -24,6 +37,8 @@ export class PolicySchedules extends Construct {
   readonly invokeRole: Role;
   /** A run EventBridge Scheduler dropped (missed), and a run-policy invocation that failed. */
   readonly alarms: Alarm[];
+  /** The daily prune's schedule, when there is one. */
+  readonly prune?: CfnSchedule;
 
   constructor(scope: Construct, id: string, props: PolicySchedulesProps) {
     super(scope, id);
@@ -42,6 +57,24 @@ export class PolicySchedules extends Construct {
         resources: [props.target.functionArn],
       }),
     );
+    if (props.pruneSchedule) {
+      this.prune = new CfnSchedule(this, 'DailyPrune', {
+        name: PRUNE_SCHEDULE_NAME,
+        groupName: this.groupName,
+        description:
+          'Stowage: prune (retention, garbage collection, repack) on the maintenance agent',
+        scheduleExpression: props.pruneSchedule,
+        scheduleExpressionTimezone: 'UTC',
+        flexibleTimeWindow: { mode: 'OFF' },
+        target: {
+          arn: props.target.functionArn,
+          roleArn: this.invokeRole.roleArn,
+          input: JSON.stringify({ prune: true }),
+          retryPolicy: { maximumRetryAttempts: 2, maximumEventAgeInSeconds: 3600 },
+        },
+      });
+      this.prune.addDependency(this.group);
+    }
     const alarm = (id: string, description: string, metric: Metric) =>
       new Alarm(this, id, {
         alarmDescription: description,

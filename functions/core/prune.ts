@@ -405,3 +405,21 @@ export async function requestPrune(
     executionArn,
   };
 }
+
+/**
+ * The daily prune the scheduler runs (AWS: an EventBridge Scheduler schedule invoking run-policy
+ * with `{"prune": true}`; local mode: local/scheduler.ts): a prune with the default repack
+ * threshold. A prune still running (started by hand, or yesterday's waiting for a lease) is not
+ * an error: this one is skipped, and the answer says why. No agent to run it is an error (in
+ * AWS the run-policy alarm fires), since nothing is ever deleted then.
+ */
+export async function runScheduledPrune(
+  deps: PruneRequestDeps,
+): Promise<{ jobId: string } | { skipped: string }> {
+  try {
+    return { jobId: (await requestPrune(deps, {})).jobId };
+  } catch (err) {
+    if (err instanceof ConflictError) return { skipped: err.message };
+    throw err;
+  }
+}

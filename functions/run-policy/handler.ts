@@ -1,12 +1,15 @@
 /**
  * The target of every policy's EventBridge Scheduler schedule: one run of the policy (a backup
  * job per target or selector, resolved now), exactly as `stowage policy run` does. A policy
- * deleted since the schedule fired is nothing to run.
+ * deleted since the schedule fired is nothing to run. The stack's daily prune schedule invokes
+ * it too, with `{"prune": true}`: a prune on the maintenance agent (core/prune.ts
+ * runScheduledPrune).
  */
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
 import { noSchedules, runPolicy, type PolicyDeps } from '../core/policies';
 import { requestBackup } from '../core/requests/backup';
+import { runScheduledPrune } from '../core/prune';
 import { jobObserversFromEnv } from '../adapters/job-events';
 import { requireEnv } from '../shared/env';
 import { NotFoundError } from '../../kernel/errors';
@@ -27,18 +30,28 @@ function wire(): PolicyDeps {
       restore: unused,
       verify: unused,
       snapshot: unused,
-      prune: unused,
+      prune: requireEnv('PRUNE_STATE_MACHINE_ARN'),
     }),
     clock: systemClock,
     newId,
     queueUrlFor: (agent) => `${prefix}${siteQueueName(agent)}`,
     schedules: noSchedules,
     jobObservers: jobObserversFromEnv(process.env, log),
+    ...(process.env.PRUNE_AGENT ? { pruneAgent: process.env.PRUNE_AGENT } : {}),
   };
 }
 
-export async function handler(event: { policy?: unknown }): Promise<unknown> {
+export async function handler(event: { policy?: unknown; prune?: unknown }): Promise<unknown> {
   deps ??= wire();
+  if (event?.prune === true) {
+    const d = deps;
+    const out = await runScheduledPrune({
+      ...d,
+      startPrune: (input) => d.workflows.startPrune(input),
+    });
+    log.info('prune.scheduled', out);
+    return out;
+  }
   if (typeof event?.policy !== 'string') throw new Error('run-policy: the event names no policy');
   try {
     const run = await runPolicy(deps, event.policy, requestBackup);

@@ -500,8 +500,8 @@ describe('Stowage stack', () => {
       template.hasResourceProperties('AWS::Scheduler::ScheduleGroup', {
         Name: `${stack.stackName}-stowage-policies`,
       });
-      // Schedules are made per policy at run time, never in the template.
-      template.resourceCountIs('AWS::Scheduler::Schedule', 0);
+      // Policies' schedules are made at run time, never in the template: only the daily prune's.
+      template.resourceCountIs('AWS::Scheduler::Schedule', 1);
       const role = stack.policySchedules.invokeRole;
       template.hasResourceProperties('AWS::IAM::Role', {
         AssumeRolePolicyDocument: {
@@ -583,7 +583,7 @@ describe('Stowage stack', () => {
       expect(asl.States['Start checks']!.Next).toBe('Backup succeeded');
     });
 
-    it('lets run-policy start backups and nothing else', () => {
+    it('lets run-policy start backups and the daily prune, and nothing else', () => {
       const statements = statementsOfRole(
         template,
         logicalId(stack, stack.functions.runPolicy.role),
@@ -591,7 +591,27 @@ describe('Stowage stack', () => {
       const start = statements.filter((s) => allows(s, 'states:StartExecution'));
       expect(start.flatMap((s) => asArray(s.Resource))).toEqual([
         { Ref: logicalId(stack, stack.workflows.machines.backup) },
+        { Ref: logicalId(stack, stack.workflows.machines.prune) },
       ]);
+    });
+
+    it('prunes daily at 04:00 UTC on the maintenance agent through run-policy', () => {
+      template.hasResourceProperties('AWS::Scheduler::Schedule', {
+        Name: 'stowage_prune',
+        GroupName: stack.policySchedules.groupName,
+        ScheduleExpression: 'cron(0 4 * * ? *)',
+        ScheduleExpressionTimezone: 'UTC',
+        Target: {
+          Arn: { 'Fn::GetAtt': [logicalId(stack, stack.functions.runPolicy.fn), 'Arn'] },
+          RoleArn: {
+            'Fn::GetAtt': [logicalId(stack, stack.policySchedules.invokeRole), 'Arn'],
+          },
+          Input: JSON.stringify({ prune: true }),
+        },
+      });
+      const env = template.toJSON().Resources[logicalId(stack, stack.functions.runPolicy.fn)]
+        .Properties.Environment.Variables as Record<string, unknown>;
+      expect(env.PRUNE_AGENT).toBe('maintenance');
     });
   });
 
@@ -647,6 +667,8 @@ describe('Stowage stack', () => {
       expect(envOf(stack.functions.runPolicy.fn).sort()).toEqual([
         'BACKUP_STATE_MACHINE_ARN',
         'EVENT_BUS_NAME',
+        'PRUNE_AGENT',
+        'PRUNE_STATE_MACHINE_ARN',
         'SITE_QUEUE_URL_PREFIX',
         'TABLE_NAME',
       ]);

@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   createPolicy,
@@ -159,6 +162,47 @@ describe('the local scheduler', () => {
     clock.advance(1_000);
     await s.tick();
     expect(workflows.backups).toHaveLength(2);
+  });
+
+  it('prunes daily at its slot, once on start for slots missed while down, and remembers across restarts', async () => {
+    const { deps, clock } = setup(); // 12:00 UTC
+    const statePath = join(mkdtempSync(join(tmpdir(), 'stowage-sched-')), 'prune.json');
+    const prunes: string[] = [];
+    const make = () =>
+      new LocalScheduler({
+        deps,
+        requestBackup,
+        log: silentLogger,
+        prune: {
+          schedule: 'cron(0 4 * * ? *)',
+          statePath,
+          run: async () => {
+            prunes.push(deps.clock.now());
+            return { jobId: `job-prune-${prunes.length}` };
+          },
+        },
+      });
+    let s = make();
+    await s.tick(); // the first start: the first prune is at the next 04:00
+    clock.advance(15 * 3600_000 + 59 * 60_000); // 03:59 the next day
+    await s.tick();
+    expect(prunes).toEqual([]);
+    clock.advance(60_000);
+    await s.tick();
+    await s.tick();
+    expect(prunes).toEqual(['2026-12-07T04:00:00.000Z']);
+    // Down for three days: one prune on start, then the next at 04:00.
+    clock.advance(3 * 86400_000 + 3600_000);
+    s = make();
+    await s.tick();
+    await s.tick();
+    expect(prunes).toEqual(['2026-12-07T04:00:00.000Z', '2026-12-10T05:00:00.000Z']);
+    clock.advance(22 * 3600_000);
+    await s.tick();
+    expect(prunes).toHaveLength(2);
+    clock.advance(3600_000);
+    await s.tick();
+    expect(prunes).toHaveLength(3);
   });
 
   /** Ends every PENDING backup job as the workflow would, each item COMPLETED. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planPrune, requestPrune } from '../../../../functions/core/prune';
+import { planPrune, requestPrune, runScheduledPrune } from '../../../../functions/core/prune';
 import type { Policy } from '../../../../kernel/model';
 import { makeAgent, makeClock, makeJob, makePoint } from '../../../fixtures/factories';
 import { MemoryCatalog } from '../../../fixtures/memory-catalog';
@@ -223,6 +223,23 @@ describe('prune requests', () => {
         repackBelow: 50,
       },
     ]);
+  });
+
+  it('runs the scheduled prune, and skips it (not an error) while another prune runs', async () => {
+    const { catalog } = await setup();
+    await catalog.putAgent(makeAgent({ agent: 'a', seenAt: at(1) }));
+    const { deps: d, started } = deps(catalog);
+    const first = await runScheduledPrune(d);
+    expect(first).toEqual({ jobId: expect.stringMatching(/^job-/) });
+    expect(started).toEqual([expect.objectContaining({ dryRun: false, repackBelow: 50 })]);
+    expect(await runScheduledPrune(d)).toEqual({
+      skipped: expect.stringMatching(/still running; one prune runs at a time/),
+    });
+    // No agent to run it is an error (in AWS, the run-policy alarm fires): nothing is deleted.
+    const empty = deps((await setup()).catalog).deps;
+    await expect(runScheduledPrune({ ...empty, pruneAgent: 'maintenance' })).rejects.toThrow(
+      /has not reported/,
+    );
   });
 
   it('refuses bad input and unknown points before any job exists', async () => {
