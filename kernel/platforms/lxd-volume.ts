@@ -3,7 +3,15 @@
  */
 import { z } from 'zod';
 import { ValidationError } from '../errors';
-import { isValidPoolName, LXD_ENGINE, lxdBackupFlags, poolFlag, poolOption } from './lxd';
+import {
+  hasTree,
+  isValidPoolName,
+  LXD_ENGINE,
+  lxdBackupFlags,
+  poolFlag,
+  poolOption,
+  treeBytes,
+} from './lxd';
 import {
   planBytes,
   runsNow,
@@ -23,7 +31,10 @@ function planVolumeRestore(input: PlanInput): PlatformPlan {
   const { name, inPlace, point } = input;
   const snapshots = Number(point.summary.snapshots ?? 0);
   const stream = point.streams[0]?.name ?? 'volume-export';
-  const imported = `imported from the export (${planBytes(streamSize(input, stream))})${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}`;
+  const made = hasTree(input)
+    ? `created empty, then filled in its pool's directory from the point's trees (${planBytes(treeBytes(input))})`
+    : `imported from the export (${planBytes(streamSize(input, stream))})`;
+  const imported = `${made}${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}`;
   const volume = `custom volume ${name}`;
   const steps: PlanStep[] = [];
   if (inPlace && input.existing) {

@@ -16,6 +16,18 @@ import {
 } from './restore-plan';
 import type { CliFlag, EngineSpec, PlatformSpec } from './spec';
 
+/** Whether an instance or volume point was read on the host as tree streams (host-tree.ts). */
+export function hasTree(input: PlanInput): boolean {
+  return input.point.streams.some((s) => s.name === 'tree');
+}
+
+/** The bytes of a tree point's data streams (`tree`, `snapshot/NAME`), indexes left out. */
+export function treeBytes(input: PlanInput): number {
+  return input.point.streams
+    .filter((s) => !s.name.endsWith('.index'))
+    .reduce((n, s) => n + s.size, 0);
+}
+
 /**
  * An instance restore (agents/drivers/lxd restore.ts): the profiles it uses that the server
  * lacks, then the instance imported (under a temporary name first when in place, the original
@@ -29,6 +41,7 @@ function planInstanceRestore(input: PlanInput): PlatformPlan {
   const pool = typeof options.pool === 'string' ? options.pool : undefined;
   const devices = (options.devices ?? {}) as Record<string, Record<string, string>>;
   const exportSize = planBytes(streamSize(input, 'export'));
+  const treeSize = planBytes(treeBytes(input));
   const instance = `${type} ${name}`;
   const steps: PlanStep[] = [];
   if (profiles) {
@@ -38,7 +51,10 @@ function planInstanceRestore(input: PlanInput): PlatformPlan {
       detail: 'those the server lacks, from their recorded definitions',
     });
   }
-  const imported = `imported from the export (${exportSize})${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}${pool ? `, root disk in pool ${pool}` : ''}`;
+  const made = hasTree(input)
+    ? `created empty, then filled in its pool's directory from the point's trees (${treeSize})`
+    : `imported from the export (${exportSize})`;
+  const imported = `${made}${snapshots ? ` with its ${snapshots} snapshot(s)` : ''}${pool ? `, root disk in pool ${pool}` : ''}`;
   if (inPlace && input.existing) {
     steps.push({ action: 'create', what: `${type} under a temporary name`, detail: imported });
     if (runsNow(input)) steps.push({ action: 'stop', what: instance });

@@ -1,6 +1,13 @@
 /**
  * Backup of one LXD instance: its config, devices and profiles (with every referenced profile's
- * definition) as metadata, and one stream, `export` (lxd-backup-tar): LXD's own instance backup
+ * definition) as metadata, and its data one of two ways (the metadata's `read` says which):
+ *
+ * - `host` (a container on a `dir` pool whose directory this agent sees, host-tree.ts): the
+ *   instance's directory as the tree stream `tree` and each snapshot's as `snapshot/NAME`, so
+ *   files unchanged since the last point are not read again; the hold (freeze, stop) covers the
+ *   read of the instance's directory, snapshots are read before it;
+ * - `engine-api` (anything else, or optimized storage asked for), the stream `export`
+ *   (lxd-backup-tar): LXD's own instance backup
  * (`POST /1.0/instances/{name}/backups`, uncompressed so the chunk store can deduplicate it),
  * streamed from `GET .../backups/{b}/export`. The export holds the instance's snapshots unless
  * `snapshots: false` (LXD's `instance_only`), and is in the pool driver's optimized format only
@@ -16,6 +23,7 @@
  * - `stop`: stopped while LXD creates the backup, then started again.
  * The release (thaw, start) runs in `finally`: an instance running before is running after.
  */
+import { join } from 'node:path';
 import { DriverError, TargetNotFound } from '../../../kernel/errors';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
@@ -23,6 +31,15 @@ import { journaled } from '../../core/holds';
 import { translate } from './errors';
 import { exportBackup, optimizedOn } from './export';
 import { getPool } from './volume';
+import {
+  MAIN_TREE,
+  instanceDirs,
+  poolDir,
+  snapshotTree,
+  writeTreeOf,
+  type HostDirs,
+  type TreeRecord,
+} from './host-tree';
 import {
   EXPORT_KIND,
   EXPORT_STREAM,
@@ -87,6 +104,29 @@ export async function backupInstance(
   };
   checkAborted(ctx, `backup of lxd:${name}`);
 
+  const host =
+    sink.writeTree && !optimizedStorage && instance.type === 'container'
+      ? await instanceDirs(engine, await poolDir(engine, rootPool, ctx), name)
+      : undefined;
+  if (host) {
+    // In the pool's directory: files unchanged since the last point are not read again.
+    metadata.read = 'host';
+    metadata.trees = await backupTrees(engine, instance, snapshots, host, sink, ctx, consistency);
+    ctx.phase('done');
+    return {
+      metadata: metadata as unknown as Record<string, unknown>,
+      summary: {
+        type: instance.type,
+        state: instance.status.toLowerCase(),
+        profiles: instance.profiles.join(','),
+        snapshots: snapshots.length,
+        optimized: false,
+        read: 'host',
+        bytes: metadata.trees.reduce((n, t) => n + t.bytesRead, 0),
+      },
+    };
+  }
+  metadata.read = 'engine-api';
   const stored = await exportBackup(
     engine,
     {
@@ -112,6 +152,34 @@ export async function backupInstance(
       bytes: stored.size,
     },
   };
+}
+
+/**
+ * The instance's directory as the tree stream `tree` and each snapshot's as `snapshot/NAME`.
+ * Snapshots do not change: they are read first, outside the hold, which covers only the
+ * instance's own directory (frozen or stopped as asked, like LXD's backup creation).
+ */
+async function backupTrees(
+  engine: Engine,
+  instance: LxdInstance,
+  snapshots: string[],
+  host: HostDirs,
+  sink: BackupSink,
+  ctx: DriverContext,
+  consistency: 'live' | 'pause' | 'stop',
+): Promise<TreeRecord[]> {
+  const trees: TreeRecord[] = [];
+  for (const snapshot of snapshots) {
+    checkAborted(ctx, `backup of lxd:${instance.name}`);
+    ctx.phase(`reading snapshot ${snapshot}`);
+    const dir = join(host.snapshots, snapshot);
+    trees.push(await writeTreeOf(sink, snapshotTree(snapshot), dir, ctx));
+  }
+  await withConsistency(engine, instance, consistency, ctx, async () => {
+    ctx.phase('reading instance');
+    trees.push(await writeTreeOf(sink, MAIN_TREE, host.dir, ctx));
+  });
+  return trees;
 }
 
 /**
@@ -152,7 +220,7 @@ async function readProfiles(engine: Engine, instance: LxdInstance): Promise<LxdP
 }
 
 /** The storage pool of the root disk device (`path: /`), from the expanded devices. */
-function rootPoolOf(instance: LxdInstance): string | undefined {
+export function rootPoolOf(instance: LxdInstance): string | undefined {
   const devices = instance.expanded_devices ?? {};
   for (const device of Object.values(devices)) {
     if (device.type === 'disk' && device.path === '/' && device.pool) return device.pool;

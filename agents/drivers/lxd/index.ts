@@ -42,6 +42,13 @@ export interface LxdDriverOptions {
   log?: Logger;
   /** Whether stateful snapshots can work here (default: `criu check` on this host). */
   criuCheck?: CriuCheck;
+  /**
+   * Whether instances and custom volumes on `dir` pools are read and restored in the pool's
+   * directory on this host as tree streams (host-tree.ts). Default true (the agent runs as root
+   * beside LXD); false: everything goes through LXD's export and import, as for an LXD the
+   * agent cannot see the disks of.
+   */
+  hostAccess?: boolean;
 }
 
 export type { LxdBackupOptions };
@@ -49,7 +56,12 @@ export type { LxdBackupOptions };
 function engineOf(options: LxdDriverOptions): Engine {
   const socketPath = options.socketPath ?? DEFAULT_LXD_SOCKET;
   const project = options.project ?? 'default';
-  return { client: new LxdClient({ socketPath, project }), socketPath, project };
+  return {
+    client: new LxdClient({ socketPath, project }),
+    socketPath,
+    project,
+    hostAccess: options.hostAccess ?? true,
+  };
 }
 
 export function createLxdDriver(options: LxdDriverOptions = {}): Driver {

@@ -15,6 +15,11 @@ export interface Engine {
   client: LxdClient;
   socketPath: string;
   project: string;
+  /**
+   * Whether instances and volumes on `dir` pools may be read and written in the pool's directory
+   * on this host (host-tree.ts). Default (undefined) yes: the agent runs as root beside LXD.
+   */
+  hostAccess?: boolean;
 }
 
 /** The parts of `GET /1.0/instances/{name}` the driver reads. */
@@ -70,6 +75,20 @@ export interface LxdBackupMetadata {
   /** Whether the export is in the pool driver's optimized format (see export.ts). */
   optimizedStorage?: boolean;
   consistency: 'live' | 'pause' | 'stop';
+  /**
+   * How the instance was read (host-tree.ts): `host`, its pool's directory as tree streams
+   * (`tree` and `snapshot/NAME`); `engine-api` (or absent, older points), LXD's export.
+   */
+  read?: 'host' | 'engine-api';
+  /** Per tree stream, what was read from the host and what came from the last point. */
+  trees?: Array<{
+    stream: string;
+    entries: number;
+    filesRead: number;
+    filesReused: number;
+    bytesRead: number;
+    bytesReused: number;
+  }>;
 }
 
 /** LXD's rule for instance names (shared with the API's check of a restore's name). */

@@ -1,5 +1,8 @@
 /**
- * Restore of one LXD instance from its `export` stream.
+ * Restore of one LXD instance from its `export` stream, or from its tree streams (a point read
+ * on the host, host-tree.ts): then LXD makes the instance empty (`source: none`) and the trees
+ * are written into its directory, and its snapshots', in the pool's directory on this host
+ * (fillInstance), with the no-follow safety of every tree restore; the rest is the same.
  *
  * Under a new name: refuse (NameTaken) if the name exists; recreate the profiles the point
  * references and this server lacks (LXD refuses an import whose profiles are missing); import
@@ -17,6 +20,7 @@
  * profiles it added), so a retry starts clean.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
@@ -32,6 +36,17 @@ import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import { getPool, requirePool } from './volume';
 import { sandboxConfig, sandboxDevices } from './sandbox';
+import { rootPoolOf } from './backup';
+import {
+  INSTANCE_PATHS,
+  MAIN_TREE,
+  instanceDirs,
+  isTreePoint,
+  notOnHost,
+  poolDir,
+  requireMadeDir,
+  snapshotTree,
+} from './host-tree';
 import {
   EXPORT_STREAM,
   METADATA_FORMAT,
@@ -72,8 +87,11 @@ export async function restoreInstance(
       );
     }
   }
+  const tree = isTreePoint(source);
   const stream = source.streams.find((s) => s.name === EXPORT_STREAM);
-  if (!stream) throw new DriverError(`the recovery point has no ${EXPORT_STREAM} stream`);
+  if (!stream && !tree) {
+    throw new DriverError(`the recovery point has no ${EXPORT_STREAM} stream and no tree`);
+  }
   // A restore test's sandbox: every device but the root disk masked (sandbox.ts), started.
   const sandbox = options.sandbox === true;
   const overrides = sandbox
@@ -131,29 +149,40 @@ export async function restoreInstance(
       createdProfiles.push(profile.name);
     }
 
-    const headers: Record<string, string | number> = {
-      'X-LXD-name': importName,
-      'Content-Length': stream.size,
-    };
-    if (pool) headers['X-LXD-pool'] = pool;
+    if (tree) {
+      // Straight into the pool's directory: LXD makes the empty instance, the trees fill it.
+      if (pool !== undefined && !(await poolDir(engine, pool, ctx))) {
+        throw notOnHost(`the point of lxd:${metadata.name}`, pool);
+      }
+      ctx.phase('creating instance');
+      await createEmptyInstance(engine, metadata, importName, pool, ctx);
+      imported = true;
+      await fillInstance(engine, metadata, source, importName, ctx);
+    } else {
+      const headers: Record<string, string | number> = {
+        'X-LXD-name': importName,
+        'Content-Length': stream!.size,
+      };
+      if (pool) headers['X-LXD-pool'] = pool;
 
-    ctx.phase('importing instance');
-    ctx.expectBytes?.(stream.size);
-    const body = await source.openStream(EXPORT_STREAM);
-    const answer = await consumeStream(body, ctx, `import of lxd:${name}`, (s) =>
-      // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
-      withGuardedTar(s, { what: `import of lxd:${name}` }, (guarded) =>
-        engine.client.upload('/1.0/instances', guarded, headers),
-      ),
-    ).catch((err: unknown) => {
-      throw translate(err, `importing instance ${importName}`, engine.socketPath);
-    });
-    imported = true;
-    await engine.client
-      .wait(answer.operation, abortCheck(ctx, `restore of lxd:${name}`))
-      .catch((err: unknown) => {
+      ctx.phase('importing instance');
+      ctx.expectBytes?.(stream!.size);
+      const body = await source.openStream(EXPORT_STREAM);
+      const answer = await consumeStream(body, ctx, `import of lxd:${name}`, (s) =>
+        // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
+        withGuardedTar(s, { what: `import of lxd:${name}` }, (guarded) =>
+          engine.client.upload('/1.0/instances', guarded, headers),
+        ),
+      ).catch((err: unknown) => {
         throw translate(err, `importing instance ${importName}`, engine.socketPath);
       });
+      imported = true;
+      await engine.client
+        .wait(answer.operation, abortCheck(ctx, `restore of lxd:${name}`))
+        .catch((err: unknown) => {
+          throw translate(err, `importing instance ${importName}`, engine.socketPath);
+        });
+    }
 
     await restoreSnapshotExpiry(engine, importName, metadata.snapshotExpiry ?? {});
 
@@ -232,6 +261,128 @@ export async function releaseImport(engine: Engine, data: Record<string, unknown
   if (data.start === true && now && now.status !== 'Running') {
     await changeState(engine, name, now.status === 'Frozen' ? 'unfreeze' : 'start');
   }
+}
+
+/**
+ * The instance as LXD makes it from nothing (`source: none`: a directory holding only LXD's
+ * `backup.yaml`), with the point's profiles, devices (its root disk in `pool` when one is
+ * given) and config less LXD's volatile keys, which the fill sets (fillInstance).
+ */
+async function createEmptyInstance(
+  engine: Engine,
+  metadata: LxdBackupMetadata,
+  name: string,
+  pool: string | undefined,
+  ctx: DriverContext,
+): Promise<void> {
+  const devices = { ...metadata.devices };
+  if (pool !== undefined) {
+    const root = Object.keys(devices).find(
+      (d) => devices[d]!.type === 'disk' && devices[d]!.path === '/',
+    );
+    devices[root ?? 'root'] = { ...(root ? devices[root] : { type: 'disk', path: '/' }), pool };
+  }
+  try {
+    await engine.client.run(
+      'POST',
+      '/1.0/instances',
+      {
+        name,
+        type: metadata.type,
+        architecture: metadata.architecture,
+        profiles: metadata.profiles,
+        devices,
+        config: withoutVolatileKeys(metadata.config),
+        source: { type: 'none' },
+      },
+      abortCheck(ctx, `restore of lxd:${name}`),
+    );
+  } catch (err) {
+    throw translate(err, `creating instance ${name}`, engine.socketPath);
+  }
+}
+
+/** LXD's own keys of an instance (`volatile.*`: its uuid, idmaps, last state...). */
+function withoutVolatileKeys(config: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith('volatile.')));
+}
+
+/**
+ * The volatile keys a filled instance takes from the point: the idmap its files on disk are in
+ * (so LXD shifts them at start only if the new instance's map differs, never twice), whether a
+ * template is still to apply (a fresh `none` instance says `create`), and its base image.
+ */
+const CARRIED_VOLATILE = [
+  'volatile.last_state.idmap',
+  'volatile.apply_template',
+  'volatile.base_image',
+] as const;
+
+/**
+ * Fills an empty instance made by createEmptyInstance from the point's trees, in its pool's
+ * directory on this host: its volatile keys first (snapshots copy the config), then each
+ * snapshot (made empty by LXD, then filled), then the instance itself. `metadata.yaml`,
+ * `templates/` and `rootfs/` are written; LXD's `backup.yaml` stays LXD's.
+ */
+async function fillInstance(
+  engine: Engine,
+  metadata: LxdBackupMetadata,
+  source: RestoreSource,
+  name: string,
+  ctx: DriverContext,
+): Promise<void> {
+  if (!source.restoreTree) throw new DriverError('this restore source cannot read tree streams');
+  const what = `restore of lxd:${name}`;
+  const created = await getInstance(engine, name);
+  const pool = created ? rootPoolOf(created) : undefined;
+  const host = await instanceDirs(engine, await poolDir(engine, pool, ctx), name);
+  if (!host) throw notOnHost(`the point of lxd:${metadata.name}`, pool);
+
+  const current = await engine.client
+    .get<Record<string, unknown> & { config: Record<string, string> }>(instancePath(name))
+    .catch((err: unknown) => {
+      throw translate(err, `reading instance ${name}`, engine.socketPath);
+    });
+  const config = { ...current.config };
+  for (const key of CARRIED_VOLATILE) {
+    const value = metadata.config[key];
+    if (value === undefined) delete config[key];
+    else config[key] = value;
+  }
+  try {
+    await engine.client.run('PUT', instancePath(name), {
+      architecture: current.architecture,
+      config,
+      devices: current.devices,
+      ephemeral: current.ephemeral,
+      profiles: current.profiles,
+      stateful: current.stateful,
+      description: current.description,
+    });
+  } catch (err) {
+    throw translate(err, `setting the idmap of instance ${name}`, engine.socketPath);
+  }
+
+  for (const snapshot of metadata.snapshots ?? []) {
+    if (!source.streams.some((s) => s.name === snapshotTree(snapshot))) continue;
+    checkAborted(ctx, what);
+    ctx.phase(`restoring snapshot ${snapshot}`);
+    try {
+      await engine.client.run(
+        'POST',
+        `${instancePath(name)}/snapshots`,
+        { name: snapshot },
+        abortCheck(ctx, what),
+      );
+    } catch (err) {
+      throw translate(err, `creating snapshot ${snapshot} of ${name}`, engine.socketPath);
+    }
+    const dir = join(host.snapshots, snapshot);
+    await requireMadeDir(dir, `snapshot ${name}/${snapshot}`);
+    await source.restoreTree(snapshotTree(snapshot), dir, ctx, { paths: INSTANCE_PATHS });
+  }
+  ctx.phase('restoring instance');
+  await source.restoreTree(MAIN_TREE, host.dir, ctx, { paths: INSTANCE_PATHS });
 }
 
 /** A name for the in-place import, within LXD's 63 characters. */

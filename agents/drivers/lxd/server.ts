@@ -102,6 +102,7 @@ export function engineFor(engine: Engine, project: string): Engine {
     client: new LxdClient({ socketPath: engine.socketPath, project }),
     socketPath: engine.socketPath,
     project,
+    hostAccess: engine.hostAccess,
   };
 }
 

@@ -4,12 +4,15 @@
  * `volume-export`: LXD's own volume backup
  * (`POST /1.0/storage-pools/{pool}/volumes/custom/{name}/backups`, uncompressed), with the
  * volume's snapshots unless `snapshots: false` (LXD's `volume_only`), exactly as LXD does by
- * default. The LXD-side backup is always deleted afterwards (export.ts).
+ * default. The LXD-side backup is always deleted afterwards (export.ts). A filesystem volume on a
+ * `dir` pool this agent sees is read in the pool's directory instead, as tree streams (`tree`,
+ * `snapshot/NAME`; host-tree.ts), and restored the same way (volume-restore.ts).
  *
  * A volume is captured live: LXD copies it while instances that use it keep running
  * (crash-consistent). `pause`/`stop` would have to hold those instances; they are refused rather
  * than silently ignored.
  */
+import { join } from 'node:path';
 import { TargetNotFound, ValidationError } from '../../../kernel/errors';
 import { splitVolumeName } from '../../../kernel/platforms/lxd-volume';
 import type { BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
@@ -17,6 +20,7 @@ import { checkAborted } from '../../core/driver-streams';
 import type { LxdBackupOptions } from './backup';
 import { exportBackup, optimizedOn } from './export';
 import type { Engine } from './instance';
+import { MAIN_TREE, poolDir, snapshotTree, volumeDirs, writeTreeOf } from './host-tree';
 import {
   VOLUME_KIND,
   VOLUME_METADATA_FORMAT,
@@ -74,6 +78,36 @@ export async function backupVolume(
   }
   checkAborted(ctx, `backup of lxd-volume:${name}`);
 
+  const host =
+    sink.writeTree && !metadata.optimizedStorage && found.content_type === 'filesystem'
+      ? await volumeDirs(engine, await poolDir(engine, pool, ctx), volume)
+      : undefined;
+  if (host) {
+    // In the pool's directory: files unchanged since the last point are not read again.
+    metadata.read = 'host';
+    metadata.trees = [];
+    for (const snapshot of metadata.snapshots) {
+      checkAborted(ctx, `backup of lxd-volume:${name}`);
+      ctx.phase(`reading snapshot ${snapshot.name}`);
+      const dir = join(host.snapshots, snapshot.name);
+      metadata.trees.push(await writeTreeOf(sink, snapshotTree(snapshot.name), dir, ctx));
+    }
+    ctx.phase('reading volume');
+    metadata.trees.push(await writeTreeOf(sink, MAIN_TREE, host.dir, ctx));
+    ctx.phase('done');
+    return {
+      metadata: metadata as unknown as Record<string, unknown>,
+      summary: {
+        pool,
+        optimized: false,
+        contentType: found.content_type,
+        snapshots: metadata.snapshots.length,
+        read: 'host',
+        bytes: metadata.trees.reduce((n, t) => n + t.bytesRead, 0),
+      },
+    };
+  }
+  metadata.read = 'engine-api';
   const stored = await exportBackup(
     engine,
     {

@@ -18,6 +18,7 @@
  * (LXD 5.0 rewrites the profile before the rename and can leave it pointing nowhere).
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
@@ -29,6 +30,15 @@ import type {
   RestoreSource,
 } from '../../core/driver';
 import { checkAborted, consumeStream } from '../../core/driver-streams';
+import {
+  MAIN_TREE,
+  isTreePoint,
+  notOnHost,
+  poolDir,
+  requireMadeDir,
+  snapshotTree,
+  volumeDirs,
+} from './host-tree';
 import { takeHold, type Hold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
@@ -84,8 +94,11 @@ export async function restoreVolume(
       throw new ValidationError(`a custom volume restore cannot honour ${unsupported}`);
     }
   }
+  const tree = isTreePoint(source);
   const stream = source.streams.find((s) => s.name === VOLUME_STREAM);
-  if (!stream) throw new DriverError(`the recovery point has no ${VOLUME_STREAM} stream`);
+  if (!stream && !tree) {
+    throw new DriverError(`the recovery point has no ${VOLUME_STREAM} stream and no tree`);
+  }
 
   ctx.phase('checking the pool and the name');
   const poolInfo = await requirePool(engine, pool);
@@ -112,28 +125,39 @@ export async function restoreVolume(
   }
   const importName = existing ? temporaryName(volume) : volume;
 
+  const root = tree ? await poolDir(engine, pool, ctx) : undefined;
+  if (tree && !root)
+    throw notOnHost(`the point of lxd-volume:${metadata.pool}/${metadata.name}`, pool);
+
   let imported = false;
   try {
-    ctx.phase('importing volume');
-    ctx.expectBytes?.(stream.size);
-    const body = await source.openStream(VOLUME_STREAM);
-    const answer = await consumeStream(body, ctx, `import of ${target}`, (s) =>
-      // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
-      withGuardedTar(s, { what: `import of ${target}` }, (guarded) =>
-        engine.client.upload(`${poolPath(pool)}/volumes/custom`, guarded, {
-          'X-LXD-name': importName,
-          'Content-Length': stream.size,
-        }),
-      ),
-    ).catch((err: unknown) => {
-      throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
-    });
-    imported = true;
-    await engine.client
-      .wait(answer.operation, abortCheck(ctx, `restore of ${target}`))
-      .catch((err: unknown) => {
+    if (tree) {
+      ctx.phase('creating volume');
+      await createEmptyVolume(engine, metadata, pool, importName, ctx);
+      imported = true;
+      await fillVolume(engine, metadata, source, root!, pool, importName, ctx);
+    } else {
+      ctx.phase('importing volume');
+      ctx.expectBytes?.(stream!.size);
+      const body = await source.openStream(VOLUME_STREAM);
+      const answer = await consumeStream(body, ctx, `import of ${target}`, (s) =>
+        // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
+        withGuardedTar(s, { what: `import of ${target}` }, (guarded) =>
+          engine.client.upload(`${poolPath(pool)}/volumes/custom`, guarded, {
+            'X-LXD-name': importName,
+            'Content-Length': stream!.size,
+          }),
+        ),
+      ).catch((err: unknown) => {
         throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
       });
+      imported = true;
+      await engine.client
+        .wait(answer.operation, abortCheck(ctx, `restore of ${target}`))
+        .catch((err: unknown) => {
+          throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
+        });
+    }
 
     if (existing) {
       // The point of no return: a cancel before it leaves the volume as it was.
@@ -158,6 +182,83 @@ export async function restoreVolume(
     }
     throw err;
   }
+}
+
+/**
+ * The volume as LXD makes it empty, with the point's description and config (its volatile idmap
+ * keys too: they say which map the files a tree brings back are in, so LXD shifts them only when
+ * an instance with another map attaches it).
+ */
+async function createEmptyVolume(
+  engine: Engine,
+  metadata: LxdVolumeBackupMetadata,
+  pool: string,
+  name: string,
+  ctx: DriverContext,
+): Promise<void> {
+  try {
+    await engine.client.run(
+      'POST',
+      `${poolPath(pool)}/volumes/custom`,
+      {
+        name,
+        description: metadata.description,
+        config: metadata.config,
+        content_type: 'filesystem',
+      },
+      abortCheck(ctx, `restore of lxd-volume:${pool}/${name}`),
+    );
+  } catch (err) {
+    throw translate(err, `creating custom volume ${pool}/${name}`, engine.socketPath);
+  }
+}
+
+/**
+ * Fills an empty volume from the point's trees in its pool's directory on this host: each
+ * snapshot first (made by LXD from the still empty volume, with its description and expiry,
+ * then filled), then the volume itself.
+ */
+async function fillVolume(
+  engine: Engine,
+  metadata: LxdVolumeBackupMetadata,
+  source: RestoreSource,
+  root: string,
+  pool: string,
+  name: string,
+  ctx: DriverContext,
+): Promise<void> {
+  if (!source.restoreTree) throw new DriverError('this restore source cannot read tree streams');
+  const what = `restore of lxd-volume:${pool}/${name}`;
+  const host = await volumeDirs(engine, root, name);
+  if (!host) throw notOnHost(`the point of lxd-volume:${metadata.pool}/${metadata.name}`, pool);
+  for (const snapshot of metadata.snapshots) {
+    if (!source.streams.some((s) => s.name === snapshotTree(snapshot.name))) continue;
+    checkAborted(ctx, what);
+    ctx.phase(`restoring snapshot ${snapshot.name}`);
+    try {
+      await engine.client.run(
+        'POST',
+        `${volumePath(pool, name)}/snapshots`,
+        {
+          name: snapshot.name,
+          description: snapshot.description,
+          ...(snapshot.expiresAt ? { expires_at: snapshot.expiresAt } : {}),
+        },
+        abortCheck(ctx, what),
+      );
+    } catch (err) {
+      throw translate(
+        err,
+        `creating snapshot ${snapshot.name} of ${pool}/${name}`,
+        engine.socketPath,
+      );
+    }
+    const dir = join(host.snapshots, snapshot.name);
+    await requireMadeDir(dir, `snapshot ${pool}/${name}/${snapshot.name}`);
+    await source.restoreTree(snapshotTree(snapshot.name), dir, ctx);
+  }
+  ctx.phase('restoring volume');
+  await source.restoreTree(MAIN_TREE, host.dir, ctx);
 }
 
 /** A name for the in-place import or the set-aside original. */

@@ -52,6 +52,20 @@ export interface LxdVolumeBackupMetadata {
   volumeOnly: boolean;
   /** Whether the export is in the pool driver's optimized format (see export.ts). */
   optimizedStorage: boolean;
+  /**
+   * How the volume was read (host-tree.ts): `host`, its pool's directory as tree streams (`tree`
+   * and `snapshot/NAME`); `engine-api` (or absent, older points), LXD's export.
+   */
+  read?: 'host' | 'engine-api';
+  /** Per tree stream, what was read from the host and what came from the last point. */
+  trees?: Array<{
+    stream: string;
+    entries: number;
+    filesRead: number;
+    filesReused: number;
+    bytesRead: number;
+    bytesReused: number;
+  }>;
 }
 
 export function poolPath(pool: string): string {
