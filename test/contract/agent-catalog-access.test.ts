@@ -8,6 +8,8 @@
  * keys, and the job's record must be the control plane's alone, while readers still see the
  * agent's progress and point of no return.
  */
+// The stack deploys the web console's build: made once if it is missing.
+import '../cdk/console-build';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
