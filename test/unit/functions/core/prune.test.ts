@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { planPrune, requestPrune, runScheduledPrune } from '../../../../functions/core/prune';
+import {
+  planPrune,
+  pruneSummary,
+  requestPrune,
+  runScheduledPrune,
+} from '../../../../functions/core/prune';
 import type { Policy } from '../../../../kernel/model';
 import { makeAgent, makeClock, makeJob, makePoint } from '../../../fixtures/factories';
 import { MemoryCatalog } from '../../../fixtures/memory-catalog';
@@ -117,6 +122,32 @@ describe('prune plan', () => {
     // They are not listed as expired points: they never were points.
     expect(plan.expired.map((e) => e.recoveryPointId).sort()).toEqual(['rp-1', 'rp-2', 'rp-3']);
     expect(await deps.catalog.getPoint('rp-5')).toBeDefined();
+  });
+
+  it("counts the uncommitted manifests the mark deleted on the prune's record", () => {
+    const summary = pruneSummary(
+      false,
+      {
+        deletePoints: ['rp-1', 'rp-cancelled', 'rp-refused'],
+        expired: [{ recoveryPointId: 'rp-1', target: 'docker:web', reasons: ['expired'] }],
+        busy: [],
+        kept: 2,
+        uncommitted: ['rp-cancelled', 'rp-refused'],
+      },
+      {
+        markId: 'm',
+        // rp-refused never got a manifest: nothing to delete.
+        pointsDeleted: ['rp-1', 'rp-cancelled'],
+        pointsKept: [],
+        packs: 0,
+        bytes: 0,
+        heldBy: [],
+      },
+      undefined,
+      [],
+    );
+    expect(summary.pointsDeleted).toBe(1);
+    expect(summary.uncommittedDeleted).toBe(1);
   });
 
   it('looks for uncommitted points only since a day before the previous prune, and never for `points delete`', async () => {
