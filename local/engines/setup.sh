@@ -15,7 +15,8 @@ TEST_IMAGE=stowage-test/busybox:latest
 # util-linux-extra: fincore, which the agent asks whether a file is in the page cache before it
 # reads it (core/direct-io.ts). chromium: the web console's browser tests drive Debian's
 # Chromium with playwright-core (no browser can be downloaded here).
-PACKAGES=(docker.io busybox-static zstd xz-utils tar util-linux-extra chromium)
+# acl: setfacl, for the tree-stream test of POSIX ACLs (test/contract/tree-stream.test.ts).
+PACKAGES=(docker.io busybox-static zstd xz-utils tar util-linux-extra chromium acl)
 DOCKERD_LOG=/var/log/stowage-dockerd.log
 # dockerd answers in under a second once started; 30 s covers a cold first start.
 PING_TIMEOUT_S=30

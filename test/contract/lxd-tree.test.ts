@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { readManifest } from '../../agents/core/points';
@@ -32,6 +33,8 @@ const INSTANCE = `${RUN}-c1`;
 const VOLUME = `${RUN}-vol`;
 const POOL_DIR = '/var/lib/lxd/storage-pools/default';
 const IDMAP = 'volatile.last_state.idmap';
+/** A VFS_CAP_REVISION_2 capability, effective, permitting CAP_NET_RAW (bit 13). */
+const CAP_NET_RAW_EP = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 
 const instanceDir = (name: string) => join(POOL_DIR, 'containers', name);
 const instanceSnapshotDir = (name: string, snap: string) =>
@@ -111,6 +114,12 @@ describe('lxd instances and custom volumes as tree streams', () => {
     await fs.mkdir(data);
     await makeTree(data, 0.5);
     await shiftOwners(data, 100_000);
+    // A binary with a file capability (cap_net_raw+ep, as ping has in images) and a user xattr.
+    const bin = join(data, 'pingish');
+    await fs.writeFile(bin, randomBytes(1000), { mode: 0o755 });
+    await fs.chown(bin, 100_000, 100_000);
+    setAttributeSync(bin, 'security.capability', CAP_NET_RAW_EP);
+    setAttributeSync(bin, 'user.origin', 'lxd-tree test');
     await lxd.run('POST', `/1.0/instances/${INSTANCE}/snapshots`, { name: 'snap0' });
 
     await lxd.run('POST', '/1.0/storage-pools/default/volumes/custom', {
@@ -174,6 +183,10 @@ describe('lxd instances and custom volumes as tree streams', () => {
     const want1 = await describeTree(source);
     const wantSnap = await describeTree(join(instanceSnapshotDir(INSTANCE, 'snap0'), 'rootfs'));
     expect(want1['srv/app/hello']).toMatchObject({ uid: 101_000, gid: 101_000 });
+    expect(Object.keys((want1['data/pingish'] as { xattrs: object }).xattrs)).toEqual([
+      'security.capability',
+      'user.origin',
+    ]);
 
     const changed = [randomBytes(200_000), randomBytes(1_500_000), randomBytes(33)];
     await fs.writeFile(join(source, 'data/a/f9'), changed[0]!);

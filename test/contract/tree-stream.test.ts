@@ -5,10 +5,12 @@
  * the files that changed (bytes read as the job reports them) and still restores identically;
  * `fullRead` reads everything; a file-level restore reads only that file's chunks.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { PointReader, readManifest } from '../../agents/core/points';
@@ -289,5 +291,54 @@ describe('tree streams through the runner and the path driver', () => {
     for (const f of pick) {
       expect(await fs.readFile(join(dest, f))).toEqual(await fs.readFile(join(root, f)));
     }
+  });
+
+  it('keeps extended attributes and POSIX ACLs (user.*, an access ACL and a default ACL)', async () => {
+    const tree = join(dir, 'xattrs');
+    await fs.mkdir(join(tree, 'shared'), { recursive: true });
+    await fs.writeFile(join(tree, 'tagged'), 'x');
+    setAttributeSync(join(tree, 'tagged'), 'user.origin', Buffer.from([0, 1, 2, 255]));
+    setAttributeSync(join(tree, 'shared'), 'user.dir', 'yes');
+    // setfacl comes with Debian's acl package (local/engines/setup.sh installs it).
+    execFileSync('setfacl', ['-m', 'u:1234:rw,g:5678:r', join(tree, 'tagged')]);
+    execFileSync('setfacl', ['-d', '-m', 'u:1234:rwx', join(tree, 'shared')]);
+    const point = await runBackup(
+      deps,
+      {
+        kind: 'BACKUP',
+        jobId: `job-${++seq}`,
+        itemIndex: 0,
+        recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
+        target: `path:${tree}`,
+        options: {},
+      },
+      makeRun(),
+    );
+    const dest = join(dir, 'xattrs-restored');
+    await runRestore(
+      deps,
+      {
+        kind: 'RESTORE',
+        jobId: `job-${++seq}`,
+        recoveryPointId: point.recoveryPointId,
+        source: `path:${tree}`,
+        target: `path:${dest}`,
+        inPlace: false,
+        options: {},
+      },
+      makeRun(),
+    );
+    const want = await describeTree(tree);
+    expect(Object.keys(want['tagged'] as object)).toContain('xattrs');
+    expect(await describeTree(dest)).toEqual(want);
+    expect(getAttributeSync(join(dest, 'tagged'), 'user.origin')).toEqual(
+      Buffer.from([0, 1, 2, 255]),
+    );
+    const acl = (path: string) =>
+      execFileSync('getfacl', ['--omit-header', '--numeric', path], { encoding: 'utf8' });
+    expect(acl(join(dest, 'tagged'))).toBe(acl(join(tree, 'tagged')));
+    expect(acl(join(dest, 'tagged'))).toContain('user:1234:rw-');
+    expect(acl(join(dest, 'shared'))).toContain('default:user:1234:rwx');
+    expect(acl(join(dest, 'shared'))).toBe(acl(join(tree, 'shared')));
   });
 });

@@ -38,6 +38,7 @@ import type { ByteReader, DriverContext } from '../driver';
 import { checkAborted } from '../driver-streams';
 import type { ChunkRef } from '../../repo/types';
 import { compareTreePaths, type TreeEntry, type TreeEntryType } from './format';
+import { readXattrs } from './xattrs';
 
 /** What the point's writer offers the walk: the data stream's chunk list, built file by file. */
 export interface TreeChunkSink {
@@ -229,6 +230,17 @@ class Walk {
     this.ctx.log.warn(LogEvent.driverStep, { step: 'entry skipped', entry: path, reason });
   }
 
+  /** Adds the entry's extended attributes (xattrs.ts); one that cannot be read is warned of. */
+  private withXattrs(entry: TreeEntry, abs: string): TreeEntry {
+    try {
+      const xattrs = readXattrs(abs);
+      if (xattrs) entry.xattrs = xattrs;
+    } catch (err) {
+      this.warn(`${entry.path || '.'}: extended attributes not read (${String(err)})`);
+    }
+    return entry;
+  }
+
   private async emit(entry: TreeEntry): Promise<void> {
     if (this.group) {
       this.group.held.push(entry);
@@ -254,7 +266,7 @@ class Walk {
       throw fsError(err, `reading ${this.root}`);
     }
     if (!st.isDirectory()) throw new DriverError(`${this.root} is not a directory`);
-    await this.emit(entryOf('', 'dir', st));
+    await this.emit(this.withXattrs(entryOf('', 'dir', st), this.root));
     await this.dir(this.root, '');
     await this.breakGroup();
     await this.flushSpool();
@@ -297,7 +309,7 @@ class Walk {
       }
       const type = typeOf(st);
       if (type === 'dir') {
-        await this.emit(entryOf(path, 'dir', st));
+        await this.emit(this.withXattrs(entryOf(path, 'dir', st), child));
         await this.dir(child, path);
       } else if (type === 'file') {
         if (!(await this.unchanged(child, path, st))) await this.file(child, path);
@@ -314,7 +326,10 @@ class Walk {
         }
         await this.emit({ ...entryOf(path, 'symlink', st), link: target });
       } else if (type === 'fifo' || type === 'char' || type === 'block') {
-        await this.emit({ ...entryOf(path, type, st), rdev: Number(st.rdev) });
+        await this.emit({
+          ...this.withXattrs(entryOf(path, type, st), child),
+          rdev: Number(st.rdev),
+        });
       } else {
         this.skip(path, 'a socket is not data');
       }
@@ -427,7 +442,7 @@ class Walk {
     try {
       const st = fstatSync(fd, { bigint: true });
       if (!st.isFile()) return this.skip(path, 'changed type while the backup ran');
-      const entry = entryOf(path, 'file', st);
+      const entry = this.withXattrs(entryOf(path, 'file', st), abs);
       if (st.nlink > 1n) {
         entry.nlink = Number(st.nlink);
         const key = `${st.dev}:${st.ino}`;

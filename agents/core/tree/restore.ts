@@ -26,6 +26,7 @@ import type { ChunkWrite, DriverContext } from '../driver';
 import { checkAborted } from '../driver-streams';
 import { errnoOf } from './backup';
 import { deviceNumbers, isUnder, type TreeEntry } from './format';
+import { writeXattrs } from './xattrs';
 
 /** What the point's reader offers the restore. */
 export interface TreeSource {
@@ -64,6 +65,7 @@ interface OpenDir {
 
 interface OpenFile {
   entry: TreeEntry;
+  abs: string;
   handle: fs.FileHandle;
   position: number;
   size: number;
@@ -95,9 +97,27 @@ function checkName(path: string): void {
   }
 }
 
-async function applyAttributes(abs: string, entry: TreeEntry, symlink = false): Promise<void> {
+/**
+ * Sets an entry's extended attributes (xattrs.ts) after its owner (chown drops
+ * security.capability) and before its mode (an ACL's mask is the mode's group bits); those the
+ * destination's file system does not support are reported to `onRefused`. A symlink's are not
+ * set (Linux allows no user.* xattrs on one).
+ */
+function applyXattrs(abs: string, entry: TreeEntry, onRefused: (names: string[]) => void): void {
+  if (!entry.xattrs || entry.type === 'symlink') return;
+  const refused = writeXattrs(abs, entry.xattrs);
+  if (refused.length > 0) onRefused(refused);
+}
+
+async function applyAttributes(
+  abs: string,
+  entry: TreeEntry,
+  onRefused: (names: string[]) => void,
+  symlink = false,
+): Promise<void> {
   const time = seconds(entry.mtime);
   if (canChown()) await fs.lchown(abs, entry.uid, entry.gid);
+  applyXattrs(abs, entry, onRefused);
   // chown before chmod: chown clears setuid/setgid. A symlink's mode is not settable on Linux.
   if (!symlink) await fs.chmod(abs, entry.mode);
   await fs.lutimes(abs, time, time);
@@ -138,7 +158,7 @@ class TreeWriter {
   private async close(dir: OpenDir): Promise<void> {
     if (!dir.created || !dir.entry) return;
     try {
-      await applyAttributes(dir.abs, dir.entry);
+      await applyAttributes(dir.abs, dir.entry, this.refused);
     } catch (err) {
       throw fsError(err, `setting the mode, owner and times of ${dir.abs}`);
     }
@@ -210,7 +230,7 @@ class TreeWriter {
         this.result.entries++;
         this.result.files++;
         if ((entry.nlink ?? 1) > 1) this.linkable.add(entry.path);
-        const file: OpenFile = { entry, handle, position: 0, size: entry.size ?? 0 };
+        const file: OpenFile = { entry, abs, handle, position: 0, size: entry.size ?? 0 };
         if (file.size > 0) return file;
         await this.finish(file);
         return undefined;
@@ -233,7 +253,7 @@ class TreeWriter {
         if (!entry.link) throw refuse(entry.path, 'is a symlink to nothing');
         // Stored as written, never followed by this restore.
         await fs.symlink(entry.link, abs);
-        await applyAttributes(abs, entry, true);
+        await applyAttributes(abs, entry, this.refused, true);
         this.result.entries++;
         return undefined;
       }
@@ -250,7 +270,7 @@ class TreeWriter {
             ? [abs, 'p']
             : [abs, entry.type === 'char' ? 'c' : 'b', String(major), String(minor)];
         await promisify(execFile)('mknod', ['-m', '0600', ...args]);
-        await applyAttributes(abs, entry);
+        await applyAttributes(abs, entry, this.refused);
         this.result.entries++;
         return undefined;
       }
@@ -259,6 +279,21 @@ class TreeWriter {
         return undefined;
     }
   }
+
+  /** Xattrs the destination refused (its file system keeps none of that kind): logged once each. */
+  private readonly refusedNames = new Set<string>();
+  private readonly refused = (names: string[]): void => {
+    for (const name of names) {
+      if (this.refusedNames.has(name)) continue;
+      this.refusedNames.add(name);
+      this.ctx.log.warn(LogEvent.driverStep, {
+        step: 'extended attribute not restored',
+        root: this.root,
+        xattr: name,
+        reason: 'the destination file system does not support it',
+      });
+    }
+  };
 
   private skip(path: string, reason: string): void {
     this.result.skipped++;
@@ -288,6 +323,7 @@ class TreeWriter {
       await file.handle.truncate(file.size);
       const time = seconds(file.entry.mtime);
       if (canChown()) await file.handle.chown(file.entry.uid, file.entry.gid);
+      applyXattrs(file.abs, file.entry, this.refused);
       await file.handle.chmod(file.entry.mode);
       await file.handle.utimes(time, time);
     } catch (err) {
