@@ -302,35 +302,44 @@ describe('tree streams through the runner and the path driver', () => {
     // setfacl comes with Debian's acl package (local/engines/setup.sh installs it).
     execFileSync('setfacl', ['-m', 'u:1234:rw,g:5678:r', join(tree, 'tagged')]);
     execFileSync('setfacl', ['-d', '-m', 'u:1234:rwx', join(tree, 'shared')]);
-    const point = await runBackup(
-      deps,
-      {
-        kind: 'BACKUP',
-        jobId: `job-${++seq}`,
-        itemIndex: 0,
-        recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
-        target: `path:${tree}`,
-        options: {},
-      },
-      makeRun(),
-    );
+    const backupTree = () =>
+      runBackup(
+        deps,
+        {
+          kind: 'BACKUP',
+          jobId: `job-${++seq}`,
+          itemIndex: 0,
+          recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
+          target: `path:${tree}`,
+          options: {},
+        },
+        makeRun(),
+      );
+    const restoreTo = (point: string, to: string) =>
+      runRestore(
+        deps,
+        {
+          kind: 'RESTORE',
+          jobId: `job-${++seq}`,
+          recoveryPointId: point,
+          source: `path:${tree}`,
+          target: `path:${to}`,
+          inPlace: false,
+          options: {},
+        },
+        makeRun(),
+      );
+    const point = await backupTree();
     const dest = join(dir, 'xattrs-restored');
-    await runRestore(
-      deps,
-      {
-        kind: 'RESTORE',
-        jobId: `job-${++seq}`,
-        recoveryPointId: point.recoveryPointId,
-        source: `path:${tree}`,
-        target: `path:${dest}`,
-        inPlace: false,
-        options: {},
-      },
-      makeRun(),
-    );
+    await restoreTo(point.recoveryPointId, dest);
     const want = await describeTree(tree);
     expect(Object.keys(want['tagged'] as object)).toContain('xattrs');
     expect(await describeTree(dest)).toEqual(want);
+    // An incremental takes the unchanged file's xattrs from the last point without reading it.
+    const again = await backupTree();
+    expect(again.bytesRead).toBe(0);
+    await restoreTo(again.recoveryPointId, join(dir, 'xattrs-again'));
+    expect(await describeTree(join(dir, 'xattrs-again'))).toEqual(want);
     expect(getAttributeSync(join(dest, 'tagged'), 'user.origin')).toEqual(
       Buffer.from([0, 1, 2, 255]),
     );

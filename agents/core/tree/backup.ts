@@ -347,6 +347,8 @@ class Walk {
     entry.size = Number(st.size);
     const before = await this.previous(entry);
     if (!before) return false;
+    // Setting an xattr changes the ctime: an unchanged file's are the previous point's.
+    if (before.xattrs) entry.xattrs = before.xattrs;
     if (before.skip !== undefined || this.parentLength(before) !== entry.size) {
       return this.joinGroup(entry, abs, before);
     }
