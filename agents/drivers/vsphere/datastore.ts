@@ -13,6 +13,15 @@ import type { VimClient } from './vim';
 
 /** A descriptor is a few hundred bytes; anything this large is not one. */
 const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+/** One ranged GET's bytes in order (DatastoreFiles.openRange). */
+export interface RangeFeed {
+  /** The next piece as it came from the socket, or null once every byte asked for came. */
+  next(): Promise<Buffer | null>;
+  /** Ends the request; a later `next` rejects. */
+  cancel(): void;
+}
 
 export class DatastoreFiles {
   constructor(private readonly vim: VimClient) {}
@@ -50,44 +59,113 @@ export class DatastoreFiles {
     return readBody(res, MAX_DESCRIPTOR_BYTES);
   }
 
+  /**
+   * Bytes [start, start + length) of the file as they arrive: one ranged GET whose pieces (the
+   * socket's own buffers, never copied here) are kept until the caller takes them, so a reader
+   * that has several ranges under way reads ahead without a copy. What comes back is checked:
+   * the range asked for, exactly `length` bytes, or the feed fails.
+   */
+  openRange(
+    dcPath: string,
+    file: DatastorePath,
+    start: number,
+    length: number,
+    signal?: AbortSignal,
+  ): RangeFeed {
+    const end = start + length - 1;
+    const pieces: Buffer[] = [];
+    let taken = 0;
+    let received = 0;
+    let ended = false;
+    let failure: Error | undefined;
+    let wake: (() => void) | undefined;
+    let res: IncomingMessage | undefined;
+    const notify = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const fail = (err: Error) => {
+      failure ??= err;
+      res?.destroy();
+      notify();
+    };
+    this.send('GET', dcPath, file, { Range: `bytes=${start}-${end}` }, signal).then((r) => {
+      res = r;
+      if (failure) return void r.destroy();
+      try {
+        checkRange(r, file, start, end);
+      } catch (err) {
+        return fail(err as Error);
+      }
+      r.on('data', (piece: Buffer) => {
+        received += piece.length;
+        if (received > length) {
+          return fail(
+            new DriverError(`datastore ${show(file)}: more bytes than asked for at ${start}`),
+          );
+        }
+        pieces.push(piece);
+        notify();
+      });
+      r.on('end', () => {
+        if (received === length) ended = true;
+        else {
+          fail(
+            new TransientError(
+              `datastore ${show(file)}: the read at ${start} broke off after ${received} of ${length} bytes`,
+            ),
+          );
+        }
+        notify();
+      });
+      r.on('error', (err) => fail(err));
+      r.on('close', () => {
+        if (!ended) {
+          fail(
+            new TransientError(
+              `datastore ${show(file)}: the read at ${start} broke off after ${received} of ${length} bytes`,
+            ),
+          );
+        }
+      });
+    }, fail);
+    return {
+      async next() {
+        for (;;) {
+          if (failure) throw failure;
+          if (taken < pieces.length) {
+            const piece = pieces[taken]!;
+            pieces[taken++] = EMPTY;
+            if (taken === pieces.length) {
+              pieces.length = 0;
+              taken = 0;
+            }
+            return piece;
+          }
+          if (ended) return null;
+          await new Promise<void>((resolve) => (wake = resolve));
+        }
+      },
+      cancel() {
+        fail(new Error('the range read was cancelled'));
+      },
+    };
+  }
+
   /** Reads bytes [start, start + into.length) of the file into `into`, exactly. */
   async readRange(
     dcPath: string,
     file: DatastorePath,
     start: number,
-    into: Buffer,
+    into: Uint8Array,
     signal?: AbortSignal,
   ): Promise<void> {
-    const end = start + into.length - 1;
-    const res = await this.send('GET', dcPath, file, { Range: `bytes=${start}-${end}` }, signal);
-    if (res.statusCode === 200 && start !== 0) {
-      res.destroy();
-      throw new DriverError(`datastore ${show(file)}: the server ignored the byte range asked for`);
-    }
-    check(res, file, 'GET');
-    if (res.statusCode === 206) {
-      const range = String(res.headers['content-range'] ?? '');
-      const m = /^bytes (\d+)-(\d+)\//.exec(range);
-      if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
-        res.destroy();
-        throw new DriverError(
-          `datastore ${show(file)}: asked for bytes ${start}-${end}, got "${range.slice(0, 80)}"`,
-        );
-      }
-    }
+    const feed = this.openRange(dcPath, file, start, into.length, signal);
     let at = 0;
-    for await (const piece of res as AsyncIterable<Buffer>) {
-      if (at + piece.length > into.length) {
-        res.destroy();
-        throw new DriverError(`datastore ${show(file)}: more bytes than asked for at ${start}`);
-      }
-      piece.copy(into, at);
+    for (let piece = await feed.next(); piece; piece = await feed.next()) {
+      into.set(piece, at);
       at += piece.length;
-    }
-    if (at !== into.length) {
-      throw new TransientError(
-        `datastore ${show(file)}: the read at ${start} broke off after ${at} of ${into.length} bytes`,
-      );
     }
   }
 
@@ -137,6 +215,25 @@ export class DatastoreFiles {
 
 function show(file: DatastorePath): string {
   return `[${file.datastore}] ${file.path}`;
+}
+
+/** A ranged GET's answer must be exactly the range asked for. */
+function checkRange(res: IncomingMessage, file: DatastorePath, start: number, end: number): void {
+  if (res.statusCode === 200 && start !== 0) {
+    res.destroy();
+    throw new DriverError(`datastore ${show(file)}: the server ignored the byte range asked for`);
+  }
+  check(res, file, 'GET');
+  if (res.statusCode === 206) {
+    const range = String(res.headers['content-range'] ?? '');
+    const m = /^bytes (\d+)-(\d+)\//.exec(range);
+    if (!m || Number(m[1]) !== start || Number(m[2]) !== end) {
+      res.destroy();
+      throw new DriverError(
+        `datastore ${show(file)}: asked for bytes ${start}-${end}, got "${range.slice(0, 80)}"`,
+      );
+    }
+  }
 }
 
 function check(res: IncomingMessage, file: DatastorePath, method: string): void {

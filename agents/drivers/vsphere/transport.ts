@@ -16,7 +16,7 @@
 import { DriverError } from '../../../kernel/errors';
 import type { ByteReader } from '../../core/driver';
 import type { SavedDisk } from './config';
-import type { DatastoreFiles } from './datastore';
+import type { DatastoreFiles, RangeFeed } from './datastore';
 import { parseDatastorePath, type DatastorePath } from './inventory';
 import type { VimClient } from './vim';
 import { checkedInt, child, list, optText, refXml, type MoRef } from './xml';
@@ -95,16 +95,21 @@ export class DatastoreHttpTransport implements DiskTransport {
       rangeBytes: this.options.rangeBytes ?? RANGE_BYTES,
       parallel: this.options.parallel ?? PARALLEL_RANGES,
       signal,
-      fetch: (start, into, sig) => this.files.readRange(src.datacenterPath, flat, start, into, sig),
+      fetch: (start, length, sig) =>
+        this.files.openRange(src.datacenterPath, flat, start, length, sig),
     });
   }
 }
 
-type Piece = { zero: number } | { bytes: Buffer };
+/** A stretch of the disk in the order it is handed out: zeros, or one ranged GET's bytes. */
+type Stretch = { zero: number } | { feed: RangeFeed };
 
 /**
- * Hands out [0, capacity) in order: ranges past the file's end, or outside the allocated areas,
- * as zeros without a read; the others fetched `parallel` at a time ahead of the consumer.
+ * Hands out [0, capacity) in order: stretches past the file's end, or outside the allocated
+ * areas, as zeros without a read; the others as ranged GETs, `parallel` of them under way
+ * ahead of the consumer, whose bytes arrive in the socket's own buffers (RangeFeed) and are
+ * copied once, into the buffer the consumer offers (the chunking ring). A read fills its buffer
+ * whole unless the disk ends first.
  */
 export function rangedReader(o: {
   capacity: number;
@@ -113,71 +118,91 @@ export function rangedReader(o: {
   rangeBytes: number;
   parallel: number;
   signal: AbortSignal;
-  fetch: (start: number, into: Buffer, signal: AbortSignal) => Promise<void>;
+  fetch: (start: number, length: number, signal: AbortSignal) => RangeFeed;
 }): DiskReader {
   const stop = new AbortController();
   const onAbort = () => stop.abort(o.signal.reason);
   o.signal.addEventListener('abort', onAbort, { once: true });
   let next = 0;
   let fetched = 0;
-  const ahead: Promise<Piece>[] = [];
-  let current: Piece | undefined;
-  let at = 0;
+  let feeds = 0;
+  const ahead: Stretch[] = [];
+  let current: Stretch | undefined;
+  /** What is left of the current feed's last piece. */
+  let piece: Buffer | undefined;
 
   function hasData(start: number, end: number): boolean {
     if (!o.allocated) return true;
     return o.allocated.some((a) => a.start < end && a.start + a.length > start);
   }
 
+  function zeros(n: number): void {
+    const last = ahead[ahead.length - 1];
+    if (last && 'zero' in last) last.zero += n;
+    else ahead.push({ zero: n });
+  }
+
   function schedule(): void {
-    while (ahead.length < o.parallel && next < o.capacity) {
+    while (feeds < o.parallel && next < o.capacity) {
       const start = next;
       const end = Math.min(start + o.rangeBytes, o.capacity);
       next = end;
       const readEnd = Math.min(end, o.fileSize);
       if (readEnd <= start || !hasData(start, end)) {
-        ahead.push(Promise.resolve({ zero: end - start }));
+        zeros(end - start);
         continue;
       }
-      const buf = Buffer.alloc(end - start); // zeros past the file's end stay zeros
-      const p = o.fetch(start, buf.subarray(0, readEnd - start), stop.signal).then(() => {
-        fetched += readEnd - start;
-        return { bytes: buf };
-      });
-      // Not awaited until its turn: keep an early failure from being reported as unhandled.
-      p.catch(() => undefined);
-      ahead.push(p);
+      ahead.push({ feed: o.fetch(start, readEnd - start, stop.signal) });
+      feeds++;
+      if (readEnd < end) zeros(end - readEnd); // zeros past the file's end
     }
   }
 
   async function read(into: Uint8Array): Promise<number> {
-    for (;;) {
-      if (current) {
-        const length = 'zero' in current ? current.zero : current.bytes.length;
-        if (at < length) {
-          const n = Math.min(into.length, length - at);
-          if ('zero' in current) into.fill(0, 0, n);
-          else into.set(current.bytes.subarray(at, at + n));
-          at += n;
-          return n;
-        }
-        current = undefined;
+    let n = 0;
+    while (n < into.length) {
+      if (!current) {
+        schedule();
+        current = ahead.shift();
+        if (!current) break;
       }
-      schedule();
-      const p = ahead.shift();
-      if (!p) return 0;
-      current = await p;
-      at = 0;
+      if ('zero' in current) {
+        const k = Math.min(into.length - n, current.zero);
+        into.fill(0, n, n + k);
+        n += k;
+        current.zero -= k;
+        if (current.zero === 0) current = undefined;
+        continue;
+      }
+      if (!piece) {
+        const got = await current.feed.next();
+        if (got === null) {
+          current = undefined;
+          feeds--;
+          schedule();
+          continue;
+        }
+        piece = got;
+      }
+      const k = Math.min(into.length - n, piece.length);
+      into.set(k === piece.length ? piece : piece.subarray(0, k), n);
+      n += k;
+      fetched += k;
+      piece = k < piece.length ? piece.subarray(k) : undefined;
     }
+    return n;
   }
 
   return {
     read,
     fetched: () => fetched,
-    async close() {
+    close() {
       o.signal.removeEventListener('abort', onAbort);
       stop.abort(new Error('disk reader closed'));
-      await Promise.allSettled(ahead);
+      for (const s of [current, ...ahead]) if (s && 'feed' in s) s.feed.cancel();
+      ahead.length = 0;
+      current = undefined;
+      return Promise.resolve();
     },
   };
 }

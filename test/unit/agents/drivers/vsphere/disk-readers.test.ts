@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { deflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { streamOptimizedReader } from '../../../../../agents/drivers/vsphere/nfc';
+import type { RangeFeed } from '../../../../../agents/drivers/vsphere/datastore';
 import { rangedReader } from '../../../../../agents/drivers/vsphere/transport';
 import type { ByteReader } from '../../../../../agents/core/driver';
 
@@ -106,6 +107,18 @@ describe('streamOptimized VMDK unpacking (NFC)', () => {
   });
 });
 
+/** A range's bytes as DatastoreFiles.openRange hands them: pieces, then the end or a failure. */
+function feedOf(pieces: Buffer[], failure?: Error): RangeFeed {
+  let i = 0;
+  return {
+    next: () => {
+      if (i < pieces.length) return Promise.resolve(pieces[i++]!);
+      return failure ? Promise.reject(failure) : Promise.resolve(null);
+    },
+    cancel: () => undefined,
+  };
+}
+
 describe('ranged reader (datastore HTTP)', () => {
   it('fetches only the file and the allocated areas, zero-fills the rest to the capacity', async () => {
     const file = randomBytes(5 * 1024 + 300);
@@ -120,9 +133,14 @@ describe('ranged reader (datastore HTTP)', () => {
       rangeBytes: 1024,
       parallel: 3,
       signal: new AbortController().signal,
-      fetch: async (start, into) => {
+      fetch: (start, length) => {
         fetched.push(start);
-        file.copy(into, 0, start, start + into.length);
+        // The bytes in two pieces, as a socket hands them over.
+        const half = Math.floor(length / 2);
+        return feedOf([
+          file.subarray(start, start + half),
+          file.subarray(start + half, start + length),
+        ]);
       },
     });
     const out = await readAll(reader.read, 700);
@@ -142,9 +160,10 @@ describe('ranged reader (datastore HTTP)', () => {
       rangeBytes: 1024,
       parallel: 2,
       signal: new AbortController().signal,
-      fetch: async (start) => {
-        if (start === 2048) throw new Error('range 2048 failed');
-      },
+      fetch: (start, length) =>
+        start === 2048
+          ? feedOf([], new Error('range 2048 failed'))
+          : feedOf([Buffer.alloc(length)]),
     });
     await expect(readAll(reader.read, 1024)).rejects.toThrow('range 2048 failed');
     await reader.close();
