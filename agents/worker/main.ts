@@ -103,6 +103,10 @@ export interface AgentConfig {
   /** How often a running task's job is checked, so a cancel reaches it (default 2 s). */
   jobCheckMs?: number;
   waitTimeSeconds?: number;
+  /**
+   * How often the whole inventory is listed again besides on engine events (default 30 s, or
+   * $STOWAGE_INVENTORY_INTERVAL_MS: tests make it long to show that events alone deliver).
+   */
   inventoryIntervalMs?: number;
   /**
    * How often the hold journal is swept besides after every task (default 30 s, or
@@ -221,7 +225,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     catalog,
     agentLog,
     AGENT_VERSION,
-    config.inventoryIntervalMs,
+    config.inventoryIntervalMs ?? positiveEnv('STOWAGE_INVENTORY_INTERVAL_MS'),
     // At 1 s resolution: the agent-silent alarm looks at 30 s periods (cdk/constructs/monitoring.ts).
     () =>
       metrics.publish([{ name: METRICS.agentHeartbeats, unit: 'Count', value: 1, resolution: 1 }], {

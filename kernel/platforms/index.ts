@@ -12,7 +12,7 @@ import { path } from './path';
 import { vapp } from './vapp';
 import { vsphere } from './vsphere';
 import type { PlatformSpec } from './spec';
-import { planVmRestore } from './vsphere-plan';
+import { planVappRestore, planVmRestore } from './vsphere-plan';
 
 /** In the order `stowage targets` and the OpenAPI document list them. */
 export const PLATFORM_SPECS = [
@@ -22,7 +22,7 @@ export const PLATFORM_SPECS = [
   lxdVolume,
   lxdServer,
   { ...vsphere, planRestore: planVmRestore },
-  vapp,
+  { ...vapp, planRestore: planVappRestore },
   path,
 ] as const;
 

@@ -252,6 +252,47 @@ describe('vApp driver (vcsim)', () => {
     }
   });
 
+  it('imports a vApp restored as new into vCloud Director, in the VDC its point names, and puts its metadata back (vCD fake)', async () => {
+    const vcd = await startVcdFake();
+    vcd.vcenterUrl = sim.url;
+    const managed = createVappDriver({
+      url: sim.url,
+      user: sim.user,
+      passwordFile: sim.passwordFile,
+      vcd: { url: vcd.url, user: vcd.user, password: vcd.password },
+    });
+    try {
+      await createVapp('erp');
+      vcd.vapps.set('e1', makeFakeVapp({ id: 'e1', name: 'erp' }));
+      const point = makeMemoryPoint();
+      const out = await managed.backup('DC0/vapp/erp', point.sink, makeDriverContext());
+      await managed.restore(
+        out.metadata,
+        point.source(),
+        { name: 'DC0/vapp/erp2', inPlace: false },
+        makeDriverContext(),
+      );
+      const restored = (await sim.vim.retrieveAll('VirtualApp', ['name', 'vm'])).find(
+        (a) => text(a.props.name) === 'erp2',
+      )!;
+      const children = list(child(restored.props.vm, 'ManagedObjectReference')).map(
+        (r) => moRef(r)!.value,
+      );
+      expect(children).toHaveLength(2);
+      expect(vcd.imports.map((i) => [i.kind, i.vmMoRef])).toEqual([
+        ['importVmAsVApp', children[0]],
+        ['importVmIntoExistingVApp', children[1]],
+      ]);
+      const imported = [...vcd.vapps.values()].find((v) => v.name === 'erp2')!;
+      expect(imported).toMatchObject({ vdc: '/api/vdc/v1', vms: children });
+      expect(imported.metadata.map((m) => m.key)).toEqual(['owner', 'replicas']);
+      expect(imported.lease).toEqual(vcd.vapps.get('e1')!.lease);
+    } finally {
+      await managed.close();
+      await vcd.close();
+    }
+  });
+
   it('names a child that failed in the point, restores the others, and fails when every child fails', async () => {
     await createVapp('half');
     const db = (await vmState(sim, 'DC0/vm/half-db'))!;

@@ -3,8 +3,9 @@
  * (test/fixtures/vcd-fake.ts), built from the API's documented payloads: no vCD simulator
  * exists, so what is checked here is the client's side of the documented contract (login and
  * re-login, the query service, maintenance mode on and off around work that fails, metadata,
- * lease, networks, VDC quotas and org recorded, metadata and lease put back), not a real vCD's
- * behaviour.
+ * lease, networks, VDC quotas and org recorded, metadata and lease put back; the VDC's and org's
+ * settings put back through the admin views, the allocation model reported as fixed, a refusal
+ * reported; VMs imported as a new vApp through the admin extension), not a real vCD's behaviour.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { VcdClient } from '../../agents/drivers/vsphere/vcd';
@@ -18,6 +19,8 @@ beforeAll(async () => {
 });
 
 beforeEach(() => {
+  fake.forbidAdmin = false;
+  fake.imports.length = 0;
   fake.vapps.clear();
   fake.calls.length = 0;
   fake.vapps.set('a1', makeFakeVapp());
@@ -119,5 +122,98 @@ describe('vCloud Director client (against a fake built from the documented paylo
     const wrong = new VcdClient({ url: fake.url, user: fake.user, password: 'nope' });
     await expect(wrong.findVapp('shop')).rejects.toThrow(/refused the login/);
     wrong.close();
+  });
+
+  it('puts the metadata and quotas of the VDC and the metadata of the org back through the admin views, and reports the allocation model it cannot change', async () => {
+    const record = await client.record(await client.findVapp('shop'));
+    expect(record.vdc?.adminHref).toBe('/api/admin/vdc/v1');
+    expect(record.org?.adminHref).toBe('/api/admin/org/o1');
+    const quotas = structuredClone({
+      computeCapacity: fake.vdc.computeCapacity,
+      vmQuota: fake.vdc.vmQuota,
+      networkQuota: fake.vdc.networkQuota,
+    });
+    // What changed in vCD since the backup: metadata gone, quotas lowered, another model.
+    fake.metadata.set('/api/vdc/v1', []);
+    fake.metadata.set('/api/org/o1', []);
+    fake.vdc.vmQuota = 2;
+    fake.vdc.computeCapacity = {
+      cpu: { units: 'MHz', limit: 500 },
+      memory: { units: 'MB', limit: 1024 },
+    };
+    fake.vdc.allocationModel = 'AllocationPool';
+
+    const outcome = await client.putBackSettings(record);
+    expect(fake.metadata.get('/api/vdc/v1')!.map((m) => m.key)).toEqual(['cost-center']);
+    expect(fake.metadata.get('/api/org/o1')!.map((m) => m.key)).toEqual(['tier']);
+    expect({
+      computeCapacity: fake.vdc.computeCapacity,
+      vmQuota: fake.vdc.vmQuota,
+      networkQuota: fake.vdc.networkQuota,
+    }).toEqual(quotas);
+    expect(fake.vdc.allocationModel).toBe('AllocationPool');
+    expect(outcome.applied).toEqual([
+      'metadata of VDC acme-vdc',
+      'quotas of VDC acme-vdc',
+      'metadata of organisation acme',
+    ]);
+    expect(outcome.notApplied).toEqual([
+      expect.stringMatching(
+        /allocation model of VDC acme-vdc: it is AllocationPool, was AllocationVApp; .* only when a VDC is created/,
+      ),
+    ]);
+    // Nothing differs any more: the VDC is not written again.
+    const puts = fake.calls.filter((c) => c === 'PUT /api/admin/vdc/v1').length;
+    await client.putBackSettings(record);
+    expect(fake.calls.filter((c) => c === 'PUT /api/admin/vdc/v1')).toHaveLength(puts);
+  });
+
+  it('reports, and does not fail on, the org and VDC settings a user who is no administrator may not change', async () => {
+    const record = await client.record(await client.findVapp('shop'));
+    fake.forbidAdmin = true;
+    const outcome = await client.putBackSettings(record);
+    expect(outcome.applied).toEqual([]);
+    expect(outcome.notApplied).toEqual([
+      expect.stringMatching(/^metadata of VDC acme-vdc: backup@acme may not change it/),
+      expect.stringMatching(/^quotas of VDC acme-vdc: backup@acme may not change it/),
+      expect.stringMatching(/^metadata of organisation acme: backup@acme may not change it/),
+    ]);
+  });
+
+  it('imports vSphere VMs it does not manage as one new vApp in the recorded VDC, then puts the metadata back onto it', async () => {
+    const record = await client.record(await client.findVapp('shop'));
+    fake.vcenterUrl = 'https://vc.example.com/sdk';
+    const href = await client.importVapp(
+      'shop-restored',
+      '/api/vdc/v1',
+      ['vm-41', 'vm-42'],
+      'https://vc.example.com/sdk',
+    );
+    expect(fake.imports).toEqual([
+      {
+        kind: 'importVmAsVApp',
+        name: 'shop-restored',
+        sourceMove: true,
+        vmMoRef: 'vm-41',
+        vdc: { href: '/api/vdc/v1' },
+      },
+      {
+        kind: 'importVmIntoExistingVApp',
+        sourceMove: true,
+        vmMoRef: 'vm-42',
+        vApp: { href },
+      },
+    ]);
+    const imported = [...fake.vapps.values()].find((v) => v.name === 'shop-restored')!;
+    expect(imported).toMatchObject({ vdc: '/api/vdc/v1', vms: ['vm-41', 'vm-42'] });
+    await client.putBack(href, record);
+    expect(imported.metadata.map((m) => m.key)).toEqual(['owner', 'replicas']);
+    expect(imported.lease).toEqual(record.vapp.lease);
+    // A vSphere vCD does not know is refused, naming what it has.
+    await expect(
+      client.importVapp('x', '/api/vdc/v1', ['vm-1'], 'https://other.example.com/sdk'),
+    ).rejects.toThrow(
+      /no vCenter registered at other\.example\.com \(it has https:\/\/vc\.example\.com\/sdk\)/,
+    );
   });
 });

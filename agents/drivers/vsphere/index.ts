@@ -19,6 +19,7 @@ import { createSnapshotOps, snapshotsOf } from './snapshots';
 import { DatastoreHttpTransport, type DiskTransport } from './transport';
 import { NfcTransport } from './nfc';
 import { VimClient } from './vim';
+import { watchInventory } from './events';
 import { backupVapp, listVapps, putBackVcd, restoreVapp, underVcd, vappExists } from './vapp';
 import { VcdClient, type VcdOptions } from './vcd';
 import { moRef, text } from './xml';
@@ -61,14 +62,18 @@ export function passwordOf(
   return password;
 }
 
-function engineFor(options: VsphereDriverOptions): Engine {
-  const log = options.log ?? silentLogger;
-  const vim = new VimClient({
+function vimFor(options: VsphereDriverOptions): VimClient {
+  return new VimClient({
     url: options.url,
     user: options.user,
     password: passwordOf(options),
     ...(options.insecure ? { insecure: true } : {}),
   });
+}
+
+function engineFor(options: VsphereDriverOptions): Engine {
+  const log = options.log ?? silentLogger;
+  const vim = vimFor(options);
   return engineOf(vim, log, (files) =>
     options.transports
       ? options.transports(files, vim)
@@ -93,15 +98,17 @@ export function createVappDriver(
       underVcd(vcd, name, ctx, async (href) => {
         const out = await backupVapp(engine, name, sink, ctx, backupOptions);
         if (vcd && href) {
-          out.metadata.vcd = await vcd.record(href);
+          const record = await vcd.record(href);
+          out.metadata.vcd = record;
           out.summary.vcd = true;
+          if (record.vdc) out.summary.vcdVdc = record.vdc.name;
         }
         return out;
       }),
     restore: (metadata, source, restoreOptions, ctx) =>
       underVcd(vcd, restoreOptions.name, ctx, async (href) => {
         const out = await restoreVapp(engine, metadata, source, restoreOptions, ctx);
-        await putBackVcd(vcd, href, restoreOptions.name, metadata, ctx);
+        await putBackVcd(engine, vcd, href, restoreOptions.name, metadata, ctx, options.url);
         return out;
       }),
     async close() {
@@ -176,6 +183,9 @@ export function createVsphereDriver(
     restore: (metadata, source, restoreOptions, ctx) =>
       restoreVm(engine, metadata, source, restoreOptions, ctx),
     snapshots,
+    // VMs, vApps and folders: one watch serves the vapp driver's listing too (the inventory
+    // lists every driver again on any change). A session of its own, logged out when it stops.
+    watch: (onChange) => watchInventory({ vim: vimFor(options), log }, onChange),
     releaseHold: (record, holdLog) =>
       record.kind === IN_PLACE_HOLD
         ? releaseInPlaceHold(engine, record, holdLog)

@@ -627,25 +627,52 @@ export async function underVcd<T>(
   return out;
 }
 
-/** The vCD record a vApp point keeps (metadata.vcd), put back onto the restored vApp. */
+/**
+ * The vCD record a vApp point keeps (metadata.vcd), put back after a restore: a restored vApp
+ * that vCD does not manage (restored as new, or after vCD lost it) is first imported into the
+ * VDC the point names (VcdClient.importVapp: its VMs moved into one new vCD vApp of the same
+ * name); then the vApp's metadata and lease, and the VDC's and org's settings where vCD's API
+ * allows (VcdClient.putBackSettings; what it could not put back is logged, item by item).
+ */
 export async function putBackVcd(
+  engine: Engine,
   vcd: VcdClient | undefined,
   href: string | undefined,
   path: string,
   metadata: Record<string, unknown>,
   ctx: DriverContext,
+  vsphereUrl: string,
 ): Promise<void> {
   const record = metadata.vcd as VcdRecord | undefined;
   if (!record) return;
-  if (!vcd || !href) {
+  if (!vcd) {
     ctx.log.warn('driver.vsphere.vcd_not_put_back', {
       vapp: path,
-      reason: vcd
-        ? 'vCloud Director does not manage the restored vApp (import it in vCD); its vCD metadata is in the point'
-        : 'the agent has no --vcd-url; the point holds vCloud Director metadata',
+      reason: 'the agent has no --vcd-url; the point holds vCloud Director metadata',
     });
     return;
   }
+  let target = href;
+  if (!target) {
+    if (!record.vdc) {
+      ctx.log.warn('driver.vsphere.vcd_not_put_back', {
+        vapp: path,
+        reason: 'the point names no VDC to import the restored vApp into',
+      });
+      return;
+    }
+    const ref = await findVapp(engine, path);
+    if (!ref) throw new TargetNotFound(`the restored vApp ${path} is not in vSphere`);
+    const vms = refList((await engine.vim.propsOf(ref, ['vm'])).vm).map((r) => r.value);
+    ctx.phase(`vCloud Director: importing ${path} into VDC ${record.vdc.name}`);
+    target = await vcd.importVapp(splitVappPath(path).vapp, record.vdc.href, vms, vsphereUrl);
+    ctx.log.info('driver.vsphere.vcd_imported', { vapp: path, href: target, vms: vms.length });
+  }
   ctx.phase('vCloud Director: putting the metadata back');
-  await vcd.putBack(href, record);
+  await vcd.putBack(target, record);
+  const settings = await vcd.putBackSettings(record);
+  ctx.log.info('driver.vsphere.vcd_settings', { vapp: path, applied: settings.applied });
+  for (const item of settings.notApplied) {
+    ctx.log.warn('driver.vsphere.vcd_not_applied', { vapp: path, item });
+  }
 }

@@ -143,20 +143,30 @@ export class VimClient {
    * Calls `method` on `that`; `args` in the WSDL's order. Resolves the <returnval> (undefined for
    * a void method). Logs in first, and again once if the session expired.
    */
-  async call(method: string, that: MoRef, args: XmlObject = {}): Promise<XmlValue | undefined> {
+  async call(
+    method: string,
+    that: MoRef,
+    args: XmlObject = {},
+    /** Aborts the request (a long poll that is no longer wanted). */
+    signal?: AbortSignal,
+  ): Promise<XmlValue | undefined> {
     await this.service();
     const body = { _this: refXml(that), ...args };
     try {
-      return await this.post(method, body);
+      return await this.post(method, body, signal);
     } catch (err) {
       if (!(err instanceof VimFault) || err.faultType !== 'NotAuthenticated') throw err;
       this.cookie = undefined;
       await this.login();
-      return this.post(method, body);
+      return this.post(method, body, signal);
     }
   }
 
-  private async post(method: string, body: XmlObject): Promise<XmlValue | undefined> {
+  private async post(
+    method: string,
+    body: XmlObject,
+    signal?: AbortSignal,
+  ): Promise<XmlValue | undefined> {
     const envelope =
       '<?xml version="1.0" encoding="UTF-8"?>' +
       buildXml({
@@ -177,6 +187,7 @@ export class VimClient {
       url: this.sdk,
       headers,
       body: Buffer.from(envelope),
+      ...(signal ? { signal } : {}),
     });
     const setCookie = res.headers['set-cookie'];
     for (const c of setCookie ?? []) {

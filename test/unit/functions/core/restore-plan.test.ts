@@ -300,6 +300,45 @@ describe('planRestore: other platforms', () => {
     expect(outline(inPlace)[0]).toBe('stop VM DC0/vm/app');
     expect(plan.bytesRead).toBe(96 * MiB);
   });
+
+  it('vapp: every child VM and disk, every remap, and what vCloud Director gets back and does not', async () => {
+    await given(
+      {
+        target: 'vapp:DC0/vapp/shop',
+        streams: [stream('vm/0/disk/2000', 8 * MiB), stream('vm/1/disk/2000', 4 * MiB)],
+        summary: { vms: 2, vcd: true, vcdVdc: 'acme-vdc' },
+      },
+      { platforms: ['vapp'], targets: [] },
+    );
+
+    const plan = await planRestore(deps, {
+      recoveryPointId: 'rp-1',
+      name: 'DC0/vapp/shop2',
+      networks: { 'VM Network': 'dr-net' },
+      datastore: 'ds2',
+      plan: true,
+    });
+
+    expect(outline(plan)).toEqual([
+      'create vApp DC0/vapp/shop2',
+      'create VM 0 of vApp DC0/vapp/shop2',
+      'create vm/0/disk/2000 of VM 0 of vApp DC0/vapp/shop2',
+      'create VM 1 of vApp DC0/vapp/shop2',
+      'create vm/1/disk/2000 of VM 1 of vApp DC0/vapp/shop2',
+      'create the metadata of vApp DC0/vapp/shop2',
+      'remap datastore',
+      'remap networks',
+      'create vApp DC0/vapp/shop2 in vCloud Director',
+      'replace the vCloud Director metadata and lease of vApp DC0/vapp/shop2',
+      'replace the metadata and quotas of VDC acme-vdc, the metadata of its organisation',
+      'skip powering on vApp DC0/vapp/shop2',
+    ]);
+    expect(plan.steps.find((s) => s.action === 'remap' && s.what === 'networks')?.detail).toBe(
+      '{"VM Network":"dr-net"}',
+    );
+    expect(plan.notes.join(' ')).toMatch(/allocation model is not put back/);
+    expect(plan.bytesRead).toBe(12 * MiB);
+  });
 });
 
 describe('POST /restores with "plan": true', () => {
