@@ -1,5 +1,12 @@
 /** Human output of the CLI: tables and sizes. `--json` bypasses all of this. */
-import type { Job, JobItem, RecoveryPoint, RestoreTestRecord } from '../kernel/model';
+import type {
+  Job,
+  JobItem,
+  JobLog,
+  JobLogLine,
+  RecoveryPoint,
+  RestoreTestRecord,
+} from '../kernel/model';
 import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
 import type { RestoreTestOutcome } from '../statemachines/contracts';
 import type { SnapshotListing } from '../kernel/snapshots';
@@ -251,6 +258,21 @@ export function jobDetail(job: Job): string {
     lines.push('', itemsTable(job.items));
   }
   return lines.join('\n');
+}
+
+/** One line of a job's agent log: when, how bad, which task (target and agent), what. */
+export function logLineText(line: JobLogLine): string {
+  return `${line.at} ${line.level.toUpperCase().padEnd(5)} ${line.target} (${line.agent}) ${line.event}${line.text ? ` ${line.text}` : ''}`;
+}
+
+/** What a job's agent log left out: the tasks' caps and the answer's own. */
+export function jobLogNotes(log: JobLog): string[] {
+  return [
+    ...(log.omitted > 0 ? [`(${log.omitted} older lines not shown)`] : []),
+    ...(log.dropped > 0
+      ? [`(${log.dropped} lines past the agents' cap of 500 a task not kept)`]
+      : []),
+  ];
 }
 
 /** A prune job's outcome in words: what went (or, dry, would go), with why, and what it freed. */

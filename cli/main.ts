@@ -11,9 +11,10 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pkg from '../package.json' with { type: 'json' };
-import type { AgentRecord, Job } from '../kernel/model';
+import type { AgentRecord, Job, JobLog, JobLogLine } from '../kernel/model';
 import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
 import type { JobAccepted } from '../functions/core/requests/launch';
+
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
 import { ApiClient, ApiError, DEFAULT_API, DEFAULT_PORT, Unreachable } from './client';
@@ -23,6 +24,8 @@ import {
   bytes,
   itemsTable,
   jobDetail,
+  jobLogNotes,
+  logLineText,
   jobsTable,
   planText,
   pointsTable,
@@ -1113,16 +1116,63 @@ program
 
 program
   .command('job <id>')
-  .description('one job; --follow waits until it ends, showing progress')
+  .description(
+    "one job; --follow waits until it ends, showing progress; --log prints its agents' log lines",
+  )
   .option('--follow', 'follow progress until the job ends')
-  .action(async (id: string, opts: { follow?: boolean }, cmd: Command) => {
+  .option('--log', 'print the lines its agents logged (with --follow: as they come, until it ends)')
+  .action(async (id: string, opts: { follow?: boolean; log?: boolean }, cmd: Command) => {
     const api = client(cmd);
+    if (opts.log) {
+      const { job, log } = await printJobLog(cmd, api, id, Boolean(opts.follow));
+      if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
+      if (isJson(cmd)) print(cmd, log, () => '');
+      return;
+    }
     const job = opts.follow
       ? await waitForJob(cmd, api, id, true)
       : await api.get<Job>(`/jobs/${encodeURIComponent(id)}`);
     print(cmd, job, () => jobDetail(job));
     if (opts.follow && job.status !== 'SUCCEEDED') throw new JobFailed(job.status);
   });
+
+/**
+ * Prints a job's agent log (GET /jobs/{id}/log); following, every second until the job has
+ * ended, the lines not printed yet (a task's lines in order; tasks merged as they arrive). With
+ * --json nothing is printed here: the caller prints the last answer.
+ */
+async function printJobLog(
+  cmd: Command,
+  api: ApiClient,
+  jobId: string,
+  follow: boolean,
+): Promise<{ job: Job; log: JobLog }> {
+  const path = `/jobs/${encodeURIComponent(jobId)}`;
+  const seen = new Map<string, number>();
+  const human = !isJson(cmd);
+  for (;;) {
+    // The job first: a log read after it has ended holds every line its tasks wrote.
+    const job = await api.get<Job>(path);
+    const log = await api.get<JobLog>(`${path}/log`);
+    const ended = TERMINAL.includes(job.status);
+    if (human) {
+      // Per task, how many of its lines were printed: print the rest, in the answer's order.
+      const count = new Map<string, number>();
+      const fresh: JobLogLine[] = [];
+      for (const line of log.lines) {
+        const n = (count.get(line.claimId) ?? 0) + 1;
+        count.set(line.claimId, n);
+        if (n > (seen.get(line.claimId) ?? 0)) fresh.push(line);
+      }
+      for (const [claim, n] of count) seen.set(claim, n);
+      const notes = !follow || ended ? jobLogNotes(log) : [];
+      const text = [...fresh.map(logLineText), ...notes].join('\n');
+      if (text) process.stdout.write(`${text}\n`);
+    }
+    if (!follow || ended) return { job, log };
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
 
 interface Cancellation {
   jobId: string;

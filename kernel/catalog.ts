@@ -9,6 +9,7 @@ import type {
   JobProgress,
   Policy,
   RecoveryPoint,
+  TaskLogBatch,
   TaskRecord,
 } from './model';
 import type { JobStatus } from '../statemachines/contracts';
@@ -197,6 +198,14 @@ export interface Catalog {
   ): Promise<void>;
   /** Every task handed over for the job, oldest first. */
   listTasks(jobId: string): Promise<TaskRecord[]>;
+  /**
+   * Stores one batch of a task's log lines (agents/core/task-log.ts). Written once per claim
+   * and `seq`: a retried write of a batch that landed changes nothing. Written by the claim's
+   * agent, in its own site's partition of the job, as its other reports on the claim.
+   */
+  appendTaskLog(claim: ClaimRef, batch: TaskLogBatch): Promise<void>;
+  /** Every log batch of the claims the job lists, by claim id, then `seq`. */
+  listTaskLogs(jobId: string): Promise<TaskLogBatch[]>;
   putAgent(agent: AgentRecord): Promise<void>;
   getAgent(agent: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;

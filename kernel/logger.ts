@@ -20,7 +20,7 @@ export const LogEvent = {
   driverStep: 'driver.step',
 } as const;
 
-type Level = 'debug' | 'info' | 'warn' | 'error';
+export type Level = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 export interface Logger {
@@ -68,3 +68,29 @@ export function createLogger(options: LoggerOptions, keys: Record<string, unknow
 
 /** A logger that drops everything: for tests and for callers that take an optional logger. */
 export const silentLogger: Logger = createLogger({ service: 'silent', write: () => undefined });
+
+/** Receives a copy of what a tee'd logger logs (teeLogger). */
+export type LogSink = (level: Level, event: string, fields: Record<string, unknown>) => void;
+
+/**
+ * A logger that logs through `base` and hands a copy of every record to `sink`: the call's
+ * fields with the keys its children added (not `base`'s own keys). The agent keeps a task's log
+ * lines for the job this way (agents/core/task-log.ts). A sink that throws does not stop the log.
+ */
+export function teeLogger(base: Logger, sink: LogSink, keys: Record<string, unknown> = {}): Logger {
+  const emit = (level: Level, event: string, fields?: Record<string, unknown>) => {
+    base[level](event, fields);
+    try {
+      sink(level, event, { ...keys, ...fields });
+    } catch {
+      // The copy is a courtesy; the log line itself went out.
+    }
+  };
+  return {
+    debug: (e, f) => emit('debug', e, f),
+    info: (e, f) => emit('info', e, f),
+    warn: (e, f) => emit('warn', e, f),
+    error: (e, f) => emit('error', e, f),
+    child: (more) => teeLogger(base.child(more), sink, { ...keys, ...more }),
+  };
+}

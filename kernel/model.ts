@@ -142,6 +142,52 @@ export interface TaskRecord {
   outcome?: 'succeeded' | 'failed' | 'stopped';
 }
 
+/** One line an agent logged while it ran a task: what the job page and `stowage job --log` show. */
+export interface TaskLogLine {
+  /** ISO 8601, when the agent logged it. */
+  at: string;
+  level: 'info' | 'warn' | 'error';
+  /** The log event (`driver.step`, `agent.task.succeeded`, ...). */
+  event: string;
+  /** Its fields as `key=value` words, secrets masked, cut short (agents/core/task-log.ts). */
+  text: string;
+}
+
+/**
+ * A batch of one task's log lines as its agent flushed it (about once a second while the task
+ * runs, and when it ends): one catalog item each, written once, read back by claim and `seq`.
+ */
+export interface TaskLogBatch {
+  /** The task's claim (one per attempt: a retried task logs under its new claim). */
+  claimId: string;
+  /** 0, 1, 2, ... within the claim, in the order the agent wrote them. */
+  seq: number;
+  agent: string;
+  target: string;
+  lines: TaskLogLine[];
+  /** Lines the task logged past the cap, up to this batch (the agent counts, keeps none). */
+  dropped?: number;
+}
+
+/** A line of a job's agent log as the API answers it (GET /jobs/{id}/log). */
+export interface JobLogLine extends TaskLogLine {
+  agent: string;
+  target: string;
+  /** The task's claim: one per attempt, so a retried task's lines are told apart. */
+  claimId: string;
+}
+
+/** A job's agent log (functions/core/job-log.ts). */
+export interface JobLog {
+  jobId: string;
+  /** Oldest first: each task's lines in the order its agent logged them, tasks merged by time. */
+  lines: JobLogLine[];
+  /** Lines the agents logged past each task's cap and did not keep. */
+  dropped: number;
+  /** The oldest lines left out of this answer (it holds at most MAX_JOB_LOG_LINES). */
+  omitted: number;
+}
+
 export interface SnapshotJob {
   action: SnapshotAction;
   result?: SnapshotResult;

@@ -86,6 +86,11 @@ export interface RunnerDeps {
 export interface TaskRun {
   progress: ProgressReporter;
   signal: AbortSignal;
+  /**
+   * The task's logger (the worker's, which also keeps the lines for the job's log:
+   * task-log.ts); the runner's `deps.log` when absent.
+   */
+  log?: Logger;
   /** See DriverContext.pointOfNoReturn (the worker checks the job and its token). */
   pointOfNoReturn?: () => Promise<void>;
 }
@@ -101,16 +106,22 @@ function driverFor(deps: RunnerDeps, target: string): { driver: Driver; name: st
   return { driver, name: ref.name };
 }
 
+/** The logger of one task: the worker's for it, which keeps the job's log lines too. */
+const taskLogger = (deps: RunnerDeps, run: TaskRun): Logger => run.log ?? deps.log;
+
+/** Sets the task's phase and logs it (a step of the job's log). */
+function phase(run: TaskRun, log: Logger, text: string): void {
+  log.info(LogEvent.driverStep, { phase: text });
+  run.progress.setPhase(text);
+}
+
 function context(run: TaskRun, log: Logger, holds?: HoldTaker): DriverContext {
   return {
     ...(holds ? { holds } : {}),
     ...(run.pointOfNoReturn ? { pointOfNoReturn: run.pointOfNoReturn } : {}),
     log,
     signal: run.signal,
-    phase: (text) => {
-      log.info(LogEvent.driverStep, { phase: text });
-      run.progress.setPhase(text);
-    },
+    phase: (text) => phase(run, log, text),
     expectBytes: (total) => run.progress.expect(total),
   };
 }
@@ -201,7 +212,7 @@ export async function runBackup(
   task: BackupTask,
   run: TaskRun,
 ): Promise<BackupResult> {
-  const log = deps.log.child({
+  const log = taskLogger(deps, run).child({
     jobId: task.jobId,
     target: task.target,
     recoveryPointId: task.recoveryPointId,
@@ -252,7 +263,7 @@ async function backupUnderLease(
       context(run, log, deps.holds?.taker(task.jobId)),
       task.options ?? {},
     );
-    run.progress.setPhase('storing the last pack');
+    phase(run, log, 'storing the last pack');
     await writer.flush();
   } catch (err) {
     // Keep what was chunked so far: the retry finds it in the repository.
@@ -261,7 +272,7 @@ async function backupUnderLease(
       .catch((flushErr: unknown) => log.warn('agent.backup.flush_failed', { error: flushErr }));
     throw err;
   }
-  run.progress.setPhase('writing manifest');
+  phase(run, log, 'writing manifest');
   const completedAt = new Date().toISOString();
   const manifest: Manifest = {
     version: MANIFEST_VERSION,
@@ -346,11 +357,12 @@ async function openPoint(
   task: RestoreTask | VerifyTask,
   run: TaskRun,
 ): Promise<{ repo: Repository; manifest: Manifest; lease: Lease }> {
-  run.progress.setPhase('reading manifest');
+  const log = taskLogger(deps, run);
+  phase(run, log, 'reading manifest');
   const { repo, lease } = await openRepository(
     deps,
     { jobId: task.jobId, kind: task.kind, recoveryPointId: task.recoveryPointId },
-    deps.log,
+    log,
   );
   try {
     const manifest = await manifestOf(repo, task.recoveryPointId);
@@ -381,7 +393,7 @@ export async function runRestore(
   run: TaskRun,
 ): Promise<RestoreResult> {
   if (task.options?.test) return runRestoreTest(deps, task, task.options.test, run);
-  const log = deps.log.child({
+  const log = taskLogger(deps, run).child({
     jobId: task.jobId,
     target: task.target,
     recoveryPointId: task.recoveryPointId,
@@ -401,7 +413,7 @@ export async function runRestore(
   });
   if (options.list !== undefined) {
     // `stowage ls`: the index alone is read; nothing is written.
-    run.progress.setPhase('listing');
+    phase(run, log, 'listing');
     const listing = await listTree(reader, options.list).finally(() => lease.end());
     return done({ listing });
   }
@@ -448,7 +460,7 @@ async function runRestoreTest(
   test: RestoreTestRequest,
   run: TaskRun,
 ): Promise<RestoreResult> {
-  const log = deps.log.child({
+  const log = taskLogger(deps, run).child({
     jobId: task.jobId,
     target: task.target,
     recoveryPointId: task.recoveryPointId,
@@ -477,7 +489,7 @@ async function runRestoreTest(
       .finally(() => lease.end());
     restoreMs = Date.now() - started;
     if (test.probe) {
-      run.progress.setPhase('probing the sandbox');
+      phase(run, log, 'probing the sandbox');
       const timeout = test.probeTimeoutSeconds ?? DEFAULT_PROBE_TIMEOUT_SECONDS;
       const result = await sandbox.probe(name, test.probe, timeout, ctx);
       probe = {
@@ -492,7 +504,7 @@ async function runRestoreTest(
     failure = err;
   }
   const rtoMs = Date.now() - started;
-  run.progress.setPhase('removing the sandbox');
+  phase(run, log, 'removing the sandbox');
   const removed = await sandbox.remove(name, log).then(
     () => true,
     (err: unknown) => {
@@ -540,7 +552,7 @@ export async function runVerify(
   try {
     for (const stream of manifest.streams) {
       if (run.signal.aborted) throw new DriverError('verify abandoned: the task token expired');
-      run.progress.setPhase(`verifying ${stream.name}`);
+      phase(run, taskLogger(deps, run), `verifying ${stream.name}`);
       await repo.verifyStream(
         stream,
         (n) => run.progress.addBytes(n),
@@ -573,7 +585,11 @@ export async function runSnapshot(
   task: SnapshotTask,
   run: TaskRun,
 ): Promise<SnapshotResult> {
-  const log = deps.log.child({ jobId: task.jobId, target: task.target, action: task.action });
+  const log = taskLogger(deps, run).child({
+    jobId: task.jobId,
+    target: task.target,
+    action: task.action,
+  });
   const { driver, name } = driverFor(deps, task.target);
   const ops = driver.snapshots;
   if (!ops) {
@@ -595,7 +611,7 @@ export async function runSnapshot(
     if (!args.snapshot) throw new DriverError(`a snapshot ${task.action} task names no snapshot`);
     return args.snapshot;
   };
-  run.progress.setPhase('deleting expired snapshots');
+  phase(run, log, 'deleting expired snapshots');
   const pruned = await ops.pruneExpired(name, ctx);
   switch (task.action) {
     case 'create': {
@@ -660,7 +676,9 @@ export async function runPrune(
   const repo = await deps.repository();
   const ttl = deps.leaseTtlMs !== undefined ? { ttlMs: deps.leaseTtlMs } : {};
   if (task.phase === 'mark') {
-    run.progress.setPhase(
+    phase(
+      run,
+      taskLogger(deps, run),
       task.dryRun
         ? 'finding unreferenced and mostly unreferenced packs (dry run)'
         : 'repacking mostly unreferenced packs, marking unreferenced ones',
@@ -690,7 +708,7 @@ export async function runPrune(
     };
   }
   if (task.phase === 'sweep') {
-    run.progress.setPhase('sweeping unreferenced packs');
+    phase(run, taskLogger(deps, run), 'sweeping unreferenced packs');
     return sweepGarbage(repo, {
       markId: task.markId,
       heldBy: Array.isArray(task.heldBy) ? task.heldBy : [],

@@ -27,6 +27,10 @@
  * 5. Its result is reported with SendTaskSuccess / SendTaskFailure, retried with backoff while the
  *    service cannot be reached (the task is never run again to report it), and given up only when
  *    the token is gone.
+ * 6. What the task logs (the worker's lines, the runner's and its driver's) is also kept for the
+ *    job (core/task-log.ts): from the message's receipt, written to the catalog once the task is
+ *    claimed (a task that is not claimed here writes nothing), every second while it runs and
+ *    after it ended.
  * Connection errors of the poll back off; `stop` stops polling and drains the tasks under way.
  */
 import {
@@ -49,6 +53,7 @@ import { LogEvent } from '../../kernel/logger';
 import { SITE_QUEUE } from '../../kernel/resources';
 import type { AgentTask, AgentTaskMessage, TaskClaim } from '../../statemachines/contracts';
 import { ProgressReporter } from '../core/progress';
+import { TaskLog } from '../core/task-log';
 import { runTask, type RunnerDeps, type TaskRun } from '../core/runner';
 
 /** Runs one task; resolves its result (SendTaskSuccess output), rejects with its error. */
@@ -170,7 +175,23 @@ export class AgentWorker {
       return;
     }
     const { taskToken: claimToken, task } = parsed;
-    const log = this.log.child({ jobId: task.jobId, target: task.target, kind: task.kind });
+    const claimId = randomBytes(18).toString('base64url');
+    // Everything this agent writes about the task goes to this claim's record, under its site.
+    const ref: ClaimRef = { site: this.options.runner.agent, jobId: task.jobId, claimId };
+    const base = this.log.child({ jobId: task.jobId, target: task.target, kind: task.kind });
+    let writeFailed = false;
+    const taskLog = new TaskLog({
+      claimId,
+      agent: this.options.runner.agent,
+      target: task.target,
+      write: (batch) => this.options.catalog.appendTaskLog(ref, batch),
+      onWriteError: (err) => {
+        // Once per task on stderr; the lines are kept and written at the next flush.
+        if (!writeFailed) base.warn('agent.task.log_write_failed', { error: err });
+        writeFailed = true;
+      },
+    });
+    const log = taskLog.logger(base);
     log.info(LogEvent.taskReceived, { receiveCount: message.Attributes?.ApproximateReceiveCount });
 
     // The job first: a task whose job has ended (failed, cancelled) never runs.
@@ -181,10 +202,7 @@ export class AgentWorker {
       return;
     }
     // The claim: only one agent, once, gets the task; a second delivery finds the token spent.
-    const claimId = randomBytes(18).toString('base64url');
     const claim: TaskClaim = { claimId, agent: this.options.runner.agent };
-    // Everything this agent writes about the task goes to this claim's record, under its site.
-    const ref: ClaimRef = { site: this.options.runner.agent, jobId: task.jobId, claimId };
     try {
       await this.options.sfn.send(
         new SendTaskSuccessCommand({ taskToken: claimToken, output: JSON.stringify(claim) }),
@@ -205,6 +223,22 @@ export class AgentWorker {
     }
     // Step Functions re-dispatches a task whose agent dies; the queue never does.
     await this.deleteMessage(message);
+    // The task is this agent's: its log lines go to the job from now on.
+    taskLog.start();
+    try {
+      await this.runToEnd(task, ref, log, taskLog);
+    } finally {
+      await taskLog.close();
+    }
+  }
+
+  /** A claimed task: its run token, then the task itself, then its end on the claim. */
+  private async runToEnd(
+    task: AgentTask,
+    ref: ClaimRef,
+    log: Logger,
+    taskLog: TaskLog,
+  ): Promise<void> {
     const taskToken = await this.runTokenFor(ref, log);
     if (!taskToken) return;
     let outcome: 'succeeded' | 'failed' | 'stopped' = 'stopped';
@@ -215,7 +249,7 @@ export class AgentWorker {
         log.warn(LogEvent.taskAbandoned, { reason: `${ended} before the task started` });
         return;
       }
-      outcome = await this.runClaimed(task, ref, taskToken, log);
+      outcome = await this.runClaimed(task, ref, taskToken, log, taskLog);
     } finally {
       await this.endTask(ref, outcome, log);
     }
@@ -298,6 +332,7 @@ export class AgentWorker {
     claim: ClaimRef,
     taskToken: string,
     log: Logger,
+    taskLog: TaskLog,
   ): Promise<'succeeded' | 'failed' | 'stopped'> {
     const abort = new AbortController();
     let pastNoReturn = false;
@@ -353,7 +388,12 @@ export class AgentWorker {
     progress.start();
     let outcome: { ok: true; output: unknown } | { ok: false; error: Error };
     try {
-      const output = await this.execute(task, { progress, signal: abort.signal, pointOfNoReturn });
+      const output = await this.execute(task, {
+        progress,
+        signal: abort.signal,
+        pointOfNoReturn,
+        log,
+      });
       outcome = { ok: true, output };
     } catch (err) {
       outcome = { ok: false, error: err instanceof Error ? err : new Error(String(err)) };
@@ -370,6 +410,8 @@ export class AgentWorker {
           reason: (abort.signal.reason as Error | undefined)?.message ?? 'the task was stopped',
         });
       } else {
+        // The task's lines are in the job's log before its job can be seen to end.
+        await taskLog.flush();
         await this.report(taskToken, outcome, log);
       }
       if (!republished) await this.options.afterTask?.().catch(() => undefined);

@@ -8,7 +8,7 @@
  * moves it into sessionStorage (this tab only, gone when the tab closes) and drops it from the
  * address bar at once.
  */
-import type { AgentRecord, Job, Policy, RecoveryPoint } from '../../kernel/model';
+import type { AgentRecord, Job, JobLog, Policy, RecoveryPoint } from '../../kernel/model';
 
 const TOKEN_KEY = 'stowage.token';
 
@@ -161,6 +161,7 @@ export const Api = {
       'GET',
       `/jobs/${q(id)}/history`,
     ),
+  log: (id: string) => api<JobLog>('GET', `/jobs/${q(id)}/log`),
   cancel: (id: string) => api<unknown>('POST', `/jobs/${q(id)}/cancellation`, {}),
   agents: () => api<AgentRecord[]>('GET', '/agents'),
   points: (target?: string, limit = 1000) =>

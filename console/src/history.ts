@@ -1,9 +1,10 @@
 /**
  * A job's execution history turned into what the job page shows: the states the workflow went
  * through (entered, exited, how long, retried, failed), as the Step Functions console lists
- * them, and log lines (one per event, plus the job's own error and warnings). Pure.
+ * them, and log lines (one per event, the lines its agents logged, and the job's own error and
+ * warnings). Pure.
  */
-import type { Job } from '../../kernel/model';
+import type { Job, JobLogLine } from '../../kernel/model';
 import type { WorkflowEvent } from './api';
 
 export interface StateVisit {
@@ -61,10 +62,16 @@ export interface LogLine {
   at: string;
   level: 'info' | 'warn' | 'error';
   text: string;
+  /** Logged by an agent (GET /jobs/{id}/log), not the workflow. */
+  agent?: string;
 }
 
-/** The job's story, oldest first. */
-export function logLines(job: Job, events: readonly WorkflowEvent[]): LogLine[] {
+/** The job's story, oldest first: workflow events and its agents' lines, merged by time. */
+export function logLines(
+  job: Job,
+  events: readonly WorkflowEvent[],
+  agentLines: readonly JobLogLine[] = [],
+): LogLine[] {
   const lines: LogLine[] = [
     {
       at: job.createdAt,
@@ -87,6 +94,14 @@ export function logLines(job: Job, events: readonly WorkflowEvent[]): LogLine[] 
       at: e.timestamp,
       level: failed ? 'error' : e.type.includes('Retried') ? 'warn' : 'info',
       text: what,
+    });
+  }
+  for (const l of agentLines) {
+    lines.push({
+      at: l.at,
+      level: l.level,
+      agent: l.agent,
+      text: `${l.target} (${l.agent}) ${l.event}${l.text ? ` ${l.text}` : ''}`,
     });
   }
   for (const w of job.warnings ?? [])

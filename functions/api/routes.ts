@@ -3,6 +3,7 @@
  * functions; the handler adapts API Gateway events to `ApiRequest` and back.
  */
 import { getJobHistory } from '../core/history';
+import { getJobLog } from '../core/job-log';
 import { getJob, getPoint, listPoints, listSnapshotTargets, listTargets } from '../core/queries';
 import { cancelJob, cancellationStatus } from '../core/cancel';
 import { requestBackup } from '../core/requests/backup';
@@ -191,6 +192,7 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   ['GET', '/jobs', async (d, r) => ok(await d.catalog.listJobs({ limit: limitOf(r) }))],
   ['GET', '/jobs/{id}', async (d, _r, [id]) => ok(await getJob(d.catalog, id!))],
   ['GET', '/jobs/{id}/history', async (d, _r, [id]) => ok(await getJobHistory(d, id!))],
+  ['GET', '/jobs/{id}/log', async (d, _r, [id]) => ok(await getJobLog(d.catalog, id!))],
   ['POST', '/jobs/{id}/cancellation', async (d, _r, [id]) => ok(await cancelJob(d, id!), 202)],
   ['GET', '/jobs/{id}/cancellation', async (d, _r, [id]) => ok(await cancellationStatus(d, id!))],
 ];

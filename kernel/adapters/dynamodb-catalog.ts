@@ -9,6 +9,8 @@
  *   policy      POLICY#<name>      POLICY   POLICIES  <name>
  *   task claim  SITE#<site>#JOB#<jobId>  CLAIM#<claimId>  (a claimed task's run token, read once,
  *               then who took it, its progress, its point of no return, its end or its cancel)
+ *   task log    SITE#<site>#JOB#<jobId>  LOG#<claimId>#<seq, 6 digits>  (a batch of a claimed
+ *               task's log lines, written once by its agent)
  *
  * The job item lists its claims (`taskClaims`, a string set of `<site>/<claimId>`, written by the
  * hand-over) and is written by the control plane only; an agent writes only its own site's
@@ -45,6 +47,7 @@ import type {
   JobProgress,
   Policy,
   RecoveryPoint,
+  TaskLogBatch,
   TaskRecord,
 } from '../model';
 import { ConflictError, NotFoundError, TransientError, ValidationError } from '../errors';
@@ -63,6 +66,11 @@ const claimKey = ({ site, jobId, claimId }: ClaimRef) => {
     throw new ValidationError(`site ${JSON.stringify(site)} is not a site name`);
   return { pk: `SITE#${site}#JOB#${jobId}`, sk: `CLAIM#${claimId}` };
 };
+/** A batch of a claim's log lines, beside the claim in its site's partition of the job. */
+const taskLogKey = (claim: ClaimRef, seq: number) => ({
+  pk: claimKey(claim).pk,
+  sk: `LOG#${claim.claimId}#${String(seq).padStart(6, '0')}`,
+});
 /** How the job item lists a claim. */
 const claimName = (claim: ClaimRef) => `${claim.site}/${claim.claimId}`;
 const ACTIVE: readonly JobStatus[] = ['PENDING', 'RUNNING'];
@@ -779,6 +787,81 @@ export class DynamoDbCatalog implements Catalog {
       };
     });
     return tasks.sort((a, b) => a.handedOverAt.localeCompare(b.handedOverAt));
+  }
+
+  async appendTaskLog(claim: ClaimRef, batch: TaskLogBatch): Promise<void> {
+    const key = taskLogKey(claim, batch.seq);
+    mustFit(key, 'the job or claim id');
+    // An UpdateItem that creates the item (the agent role may update items of its own site's
+    // partitions, not put them), only if it is not there: a retried write of a batch that
+    // landed changes nothing.
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: key,
+          UpdateExpression:
+            'SET #agent = :agent, #target = :target, #lines = :lines, #dropped = :dropped',
+          ConditionExpression: 'attribute_not_exists(pk)',
+          ExpressionAttributeNames: {
+            '#agent': 'agent',
+            '#target': 'target',
+            '#lines': 'lines',
+            '#dropped': 'dropped',
+          },
+          ExpressionAttributeValues: {
+            ':agent': batch.agent,
+            ':target': batch.target,
+            ':lines': batch.lines,
+            ':dropped': batch.dropped ?? 0,
+          },
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return;
+      translate(err);
+    }
+  }
+
+  async listTaskLogs(jobId: string): Promise<TaskLogBatch[]> {
+    const job = await this.jobItem(jobId);
+    if (!job) return [];
+    const claims = claimsOf(job);
+    // Only the claims the job lists: an agent may create items in its own partition at will.
+    const listed = new Set(claims.map(claimName));
+    const batches: TaskLogBatch[] = [];
+    for (const site of new Set(claims.map((c) => c.site))) {
+      const items = await this.queryAll({
+        KeyConditionExpression: 'pk = :pk AND begins_with(sk, :log)',
+        ExpressionAttributeValues: {
+          ':pk': claimKey({ site, jobId, claimId: '' }).pk,
+          ':log': 'LOG#',
+        },
+      });
+      for (const item of items) {
+        const sk = item.sk as string;
+        const at = sk.lastIndexOf('#');
+        const claimId = sk.slice('LOG#'.length, at);
+        if (!listed.has(`${site}/${claimId}`)) continue;
+        const { agent, target, lines, dropped } = item as {
+          agent?: string;
+          target?: string;
+          lines?: TaskLogBatch['lines'];
+          dropped?: number;
+        };
+        batches.push({
+          claimId,
+          seq: Number(sk.slice(at + 1)),
+          agent: agent ?? '',
+          target: target ?? '',
+          lines: lines ?? [],
+          ...(dropped ? { dropped } : {}),
+        });
+      }
+    }
+    return batches.sort((a, b) =>
+      a.claimId !== b.claimId ? (a.claimId < b.claimId ? -1 : 1) : a.seq - b.seq,
+    );
   }
 
   /**

@@ -299,6 +299,11 @@ describe("a site's agent and the catalog", () => {
     // The job's record is the control plane's (the hand-over listed the claim; nothing else).
     const record = await control.getJobRecord(job.jobId);
     expect(record).toEqual(job);
+    // Its log lines went to its claim's partition too, and read back for the job.
+    const logged = (await control.listTaskLogs(job.jobId)).flatMap((b) => b.lines);
+    expect(logged.map((l) => l.event)).toEqual(
+      expect.arrayContaining(['agent.task.received', 'agent.task.succeeded']),
+    );
     const tasks = await control.listTasks(job.jobId);
     expect(tasks).toEqual([
       expect.objectContaining({ agent: SITE, outcome: 'succeeded', takenAt: expect.any(String) }),

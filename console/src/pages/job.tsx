@@ -18,6 +18,9 @@ const ACTIVE = ['PENDING', 'RUNNING'];
 export function JobPage({ jobId }: { jobId: string }) {
   const job = usePoll(() => Api.job(jobId), 1000, [jobId]);
   const history = usePoll(() => Api.history(jobId), 2000, [jobId]);
+  // The agents' lines arrive every second while the job runs; after it ended, rarely.
+  const active = !job.data || ACTIVE.includes(job.data.status);
+  const agentLog = usePoll(() => Api.log(jobId), active ? 1000 : 10_000, [jobId]);
   const [cancelError, setCancelError] = useState<ApiError>();
   const [cancelAnswer, setCancelAnswer] = useState<string>();
   const j = job.data;
@@ -139,14 +142,24 @@ export function JobPage({ jobId }: { jobId: string }) {
         </Section>
       ) : null}
       <Section title="Log" id="log">
-        <ErrorNote error={history.error} />
+        <ErrorNote error={history.error ?? agentLog.error} />
         <pre class="log">
-          {logLines(j, events).map((l, n) => (
-            <div key={n} class={`log-${l.level}`}>
+          {logLines(j, events, agentLog.data?.lines).map((l, n) => (
+            <div key={n} class={`log-${l.level}${l.agent ? ' log-agent' : ''}`}>
               {l.at.replace('T', ' ').replace('Z', '')} {l.text}
             </div>
           ))}
         </pre>
+        {agentLog.data && agentLog.data.dropped + agentLog.data.omitted > 0 ? (
+          <p class="muted">
+            {agentLog.data.omitted > 0
+              ? `${agentLog.data.omitted} older agent lines not shown. `
+              : ''}
+            {agentLog.data.dropped > 0
+              ? `${agentLog.data.dropped} agent lines past the cap of 500 a task were not kept.`
+              : ''}
+          </p>
+        ) : null}
       </Section>
       <Section title="Workflow states" id="states">
         {history.data?.executionArn ? <p class="mono muted">{history.data.executionArn}</p> : null}

@@ -173,6 +173,28 @@ describe('a job history on the job page', () => {
       'DriverError: boom',
     ]);
   });
+
+  it("puts its agents' lines among the workflow's events by time, a task's own lines in order", () => {
+    const job = makeJob({ createdAt: '2026-12-05T23:59:59.000Z' });
+    const agent = (at: string, event: string, text: string, level: 'info' | 'warn' = 'info') => ({
+      at,
+      level,
+      event,
+      text,
+      agent: 'local',
+      target: 'docker:web',
+      claimId: 'c1',
+    });
+    const lines = logLines(job, events.slice(0, 2), [
+      agent('2026-12-06T00:00:00.500Z', 'driver.step', 'volume data'),
+      agent('2026-12-06T00:00:00.500Z', 'driver.hook', 'exitCode=1', 'warn'),
+    ]);
+    expect(lines.filter((l) => l.agent).map((l) => [l.level, l.text])).toEqual([
+      ['info', 'docker:web (local) driver.step volume data'],
+      ['warn', 'docker:web (local) driver.hook exitCode=1'],
+    ]);
+    expect(lines.map((l) => l.at)).toEqual([...lines.map((l) => l.at)].sort());
+  });
 });
 
 describe('formats and routes', () => {

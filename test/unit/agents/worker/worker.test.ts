@@ -453,4 +453,70 @@ describe('AgentWorker', () => {
     expect(sfn.calls).toEqual([]);
     expect(task.runs).toEqual([]);
   });
+
+  it("keeps a claimed task's log lines for its job, in order and secrets masked, written before the task is answered", async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    const atAnswer: string[][] = [];
+    const send = sfn.send.bind(sfn);
+    sfn.send = async (command: Command) => {
+      if (
+        command.constructor.name === 'SendTaskSuccessCommand' &&
+        command.input.taskToken === 't1'
+      ) {
+        const batches = await sfn.catalog.listTaskLogs('job-1');
+        atAnswer.push(batches.flatMap((b) => b.lines.map((l) => `${l.event} ${l.text}`)));
+      }
+      return send(command);
+    };
+    startWorker(sqs, sfn, { execute: task.execute });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+
+    const { run } = await until(() => task.runs[0], 'the task to start');
+    run.log!.info('driver.step', { phase: 'creating snapshot' });
+    run.log!.child({ instance: 'c1' }).warn('driver.hook', { command: 'dump --password hunter2' });
+    task.finish({ done: true });
+    await until(() => sfn.reports().length === 1, 'the answer');
+
+    expect(atAnswer).toEqual([
+      [
+        'agent.task.received ',
+        'driver.step creating snapshot',
+        'driver.hook instance=c1 command="dump --password ***"',
+      ],
+    ]);
+    const [batch] = await sfn.catalog.listTaskLogs('job-1');
+    expect(batch).toMatchObject({ agent: 'test', target: 'lxd:c1', seq: 0 });
+    const [claim] = await sfn.catalog.listTasks('job-1');
+    expect(batch!.claimId).toBe(claim!.claimId);
+  });
+
+  it('writes no log for a task it did not claim', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute });
+    await dispatch(sqs, sfn, 'ended', snapshotTask({ jobId: 'old' }), 'CANCELLED');
+    sfn.gone.add('claim:spent');
+    await dispatch(sqs, sfn, 'spent', snapshotTask({ jobId: 'twice' }));
+
+    await until(() => sqs.deleted.length === 2, 'both messages to be dropped');
+    expect(await sfn.catalog.listTaskLogs('old')).toEqual([]);
+    expect(await sfn.catalog.listTaskLogs('twice')).toEqual([]);
+  });
+
+  it('runs and answers a task whose log cannot be written', async () => {
+    const sqs = new FakeSqs();
+    const sfn = new FakeSfn();
+    sfn.catalog.appendTaskLog = () => Promise.reject(new Error('the catalog is down'));
+    const task = scriptedTask();
+    startWorker(sqs, sfn, { execute: task.execute });
+    await dispatch(sqs, sfn, 't1', snapshotTask());
+
+    await until(() => task.runs.length === 1, 'the task to start');
+    task.finish({ done: true });
+    const [report] = await until(() => sfn.reports().length === 1 && sfn.reports(), 'the answer');
+    expect(report!.op).toBe('SendTaskSuccess');
+  });
 });
