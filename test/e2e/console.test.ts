@@ -149,6 +149,13 @@ describe('the web console', () => {
     await go('#/');
     const row = page.locator(`tr[data-job="${started.jobId}"]`);
     await row.locator('.status-running').waitFor({ timeout: 60_000 });
+    // While it runs, its page shows its agent's lines as they come (the hook still sleeps).
+    await go(`#/jobs/${started.jobId}`);
+    await page.locator('.log div.log-agent', { hasText: 'agent.task.received' }).waitFor();
+    expect(await page.locator('#job').textContent()).toContain('RUNNING');
+    await screenshot(page, SUITE, '03-job-page-running');
+    await go('#/');
+    await row.locator('.status-running').waitFor();
     await screenshot(page, SUITE, '03a-dashboard-before-cancel');
     await row.getByRole('button', { name: 'Cancel' }).click();
     const job = await waitForJob(started.jobId, 60_000);
@@ -245,6 +252,11 @@ describe('the web console', () => {
     // The job's page: its log lines and the workflow's states.
     await go(`#/jobs/${jobId}`);
     await page.locator('.log div', { hasText: 'job ended SUCCEEDED' }).waitFor();
+    // Its agent's own lines among them: the task taken, the restore's steps, the task's end.
+    await page.locator('.log div.log-agent', { hasText: 'agent.task.succeeded' }).waitFor();
+    expect(
+      await page.locator('.log div.log-agent', { hasText: 'agent.task.received' }).count(),
+    ).toBe(1);
     const states = page.locator('table.states tbody tr');
     await eventually(async () => ((await states.count()) >= 3 ? true : undefined), 'states');
     expect(await page.locator('table.states').textContent()).toMatch(/succeeded/);
