@@ -199,7 +199,14 @@ class Walk {
   private readonly links = new Map<string, string>();
   /** Unchanged small files waiting for the rest of the previous point's chunk they share. */
   private group: Group | undefined;
-  private spool = '';
+  /**
+   * Index lines waiting for the spool file, as bytes: a line's string dies as soon as it is
+   * copied here, instead of living in a long string until the next write, long enough for the
+   * garbage collector to move it (and a walk's worth of its likes) to the old generation, which
+   * it collects far less often (the peak RSS of an incremental of a million files).
+   */
+  private readonly spool = Buffer.allocUnsafe(SPOOL_BATCH);
+  private spooled = 0;
   private sinceYield = 0;
   private readonly what: string;
 
@@ -246,16 +253,21 @@ class Walk {
       this.group.held.push(entry);
       return;
     }
-    this.spool += `${JSON.stringify(entry)}\n`;
+    const line = `${JSON.stringify(entry)}\n`;
     this.entries++;
-    if (this.spool.length >= SPOOL_BATCH) await this.flushSpool();
+    if (this.spooled + Buffer.byteLength(line) > SPOOL_BATCH) await this.flushSpool();
+    if (Buffer.byteLength(line) > SPOOL_BATCH) {
+      await this.out.write(line);
+      return;
+    }
+    this.spooled += this.spool.write(line, this.spooled);
   }
 
   async flushSpool(): Promise<void> {
-    if (!this.spool) return;
-    const text = this.spool;
-    this.spool = '';
-    await this.out.write(text);
+    if (this.spooled === 0) return;
+    const n = this.spooled;
+    this.spooled = 0;
+    await this.out.write(this.spool, 0, n);
   }
 
   async run(): Promise<void> {

@@ -100,6 +100,8 @@ export function parseEntry(line: string): TreeEntry {
   return e as TreeEntry;
 }
 
+const DECODE_BYTES = 16 * 1024;
+
 /** Yields the entries of an index stream's bytes, line by line, in constant memory. */
 export async function* readEntries(
   bytes: AsyncIterable<Buffer | Uint8Array>,
@@ -108,16 +110,22 @@ export async function* readEntries(
   const decoder = new StringDecoder('utf8');
   let rest = '';
   for await (const piece of bytes) {
-    rest += decoder.write(Buffer.from(piece.buffer, piece.byteOffset, piece.length));
-    let nl = rest.indexOf('\n');
-    let start = 0;
-    while (nl !== -1) {
-      const line = rest.slice(start, nl);
-      if (line) yield parseEntry(line);
-      start = nl + 1;
-      nl = rest.indexOf('\n', start);
+    // Decoded a slice at a time: a string of a whole piece (up to a chunk, 4 MiB) would live
+    // while thousands of entries are parsed out of it, long enough to be moved to the old
+    // generation, and a million-file index would leave hundreds of MiB there to collect.
+    for (let at = 0; at < piece.length; at += DECODE_BYTES) {
+      const part = piece.subarray(at, Math.min(piece.length, at + DECODE_BYTES));
+      rest += decoder.write(Buffer.from(part.buffer, part.byteOffset, part.length));
+      let nl = rest.indexOf('\n');
+      let start = 0;
+      while (nl !== -1) {
+        const line = rest.slice(start, nl);
+        if (line) yield parseEntry(line);
+        start = nl + 1;
+        nl = rest.indexOf('\n', start);
+      }
+      rest = rest.slice(start);
     }
-    rest = rest.slice(start);
   }
   rest += decoder.end();
   if (rest.trim()) yield parseEntry(rest);
