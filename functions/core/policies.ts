@@ -24,6 +24,7 @@ import type { BackupRequestOptions } from '../../statemachines/contracts';
 import { checkRetentionRules } from './retention';
 import { checksOfRun } from './checks';
 import type { JobAccepted, RequestDeps } from './requests/launch';
+import { parseRequestBody, platformOptions } from './requests/body';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const MISSED_GRACE_MS = 60_000;
@@ -93,26 +94,32 @@ function checkRetention(raw: unknown): RetentionRules {
   }
 }
 
+/**
+ * A policy's backup options, read as a backup request's are (the platforms' own option
+ * schemas, strictly); whether each fits every target of the policy is checked with the
+ * targets (optionsFitTargets).
+ */
 function checkOptions(raw: unknown): BackupRequestOptions {
-  if (raw === undefined) return {};
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw bad('options must be an object');
-  const o = raw as Record<string, unknown>;
-  const allowed = [
-    'consistency',
-    'includeBinds',
-    'hooks',
-    'snapshots',
-    'optimizedStorage',
-    'fullRead',
-  ];
-  const unknown = Object.keys(o).filter((k) => !allowed.includes(k));
-  if (unknown.length)
-    throw bad(`unknown backup option ${unknown.join(', ')}; use ${allowed.join(', ')}`);
-  if (o.consistency !== undefined && !['live', 'pause', 'stop'].includes(o.consistency as string)) {
-    throw bad('consistency is live, pause or stop');
+  try {
+    return parseRequestBody('backup', {}, raw).options as BackupRequestOptions;
+  } catch (err) {
+    throw bad(`options: ${(err as Error).message}`);
   }
-  // The rest is checked as any backup request's, at each run (a bad hook fails that run).
-  return o as BackupRequestOptions;
+}
+
+/** Refuses options that a target's platform does not take ("disks apply to vSphere VMs, ..."). */
+function optionsFitTargets(options: BackupRequestOptions, targets: readonly string[]): void {
+  for (const t of targets) {
+    const platform = t.slice(t.indexOf(':') + 1).includes('=')
+      ? parseSelector(t).platform
+      : parseTarget(t).platform;
+    try {
+      platformOptions('backup', platform, options as Record<string, unknown>, t);
+    } catch (err) {
+      throw bad(`options: ${(err as Error).message} (target ${t})`);
+    }
+  }
 }
 
 function checkInteger(raw: unknown, what: string, min: number, max: number): number | undefined {
@@ -203,6 +210,7 @@ export async function createPolicy(
     updatedAt: now,
     runs: 0,
   };
+  optionsFitTargets(policy.options, policy.targets);
   await deps.catalog.createPolicy(policy);
   try {
     await deps.schedules.put(policy);
@@ -252,6 +260,7 @@ export async function updatePolicy(
   if (next.verifyEvery === 0) delete next.verifyEvery;
   if (next.restoreTestEvery === 0) delete next.restoreTestEvery;
   if (next.restoreTestProbe === '') delete next.restoreTestProbe;
+  optionsFitTargets(next.options, next.targets);
   await deps.catalog.replacePolicy(next);
   await deps.schedules.put(next);
   return next;

@@ -250,4 +250,18 @@ describe('openapi.json', () => {
     );
     expect(schema.additionalProperties).toBe(false);
   });
+
+  it("documents a policy's options as exactly the backup options", () => {
+    const components = (
+      doc as unknown as {
+        components: { schemas: Record<string, { properties: Record<string, unknown> }> };
+      }
+    ).components;
+    const options = components.schemas.PolicyRequest!.properties.options as {
+      properties: Record<string, unknown>;
+      additionalProperties?: boolean;
+    };
+    expect(Object.keys(options.properties).sort()).toEqual(Object.keys(BACKUP_OPTIONS).sort());
+    expect(options.additionalProperties).toBe(false);
+  });
 });

@@ -68,7 +68,9 @@ describe('policies', () => {
       [{ ...base, timezone: 'Nowhere/City' }, /time zone "Nowhere\/City" is not known/],
       [{ ...base, retention: { keepLast: 0 } }, /--keep-last must be a whole number of 1 or more/],
       [{ ...base, retention: { keepForever: 1 } }, /unknown retention rule keepForever/],
-      [{ ...base, options: { consistency: 'frozen' } }, /consistency is live, pause or stop/],
+      [{ ...base, options: { consistency: 'frozen' } }, /consistency/],
+      [{ ...base, options: { colour: 'red' } }, /options: .*colour/],
+      [{ ...base, options: { disks: { include: ['Hard disk 1'] } } }, /disks apply to vSphere VMs.*docker:web/],
       [{ ...base, verifyEvery: -1 }, /verifyEvery must be a whole number/],
       [{ ...base, color: 'red' }, /unknown field color/],
     ];
@@ -78,6 +80,22 @@ describe('policies', () => {
     expect(await catalog.listPolicies()).toEqual([]);
     await createPolicy(deps, base);
     await expect(createPolicy(deps, base)).rejects.toThrow(/exists already/);
+  });
+
+  it("takes each platform's backup options, as a backup request does, on create and update", async () => {
+    const { deps } = setup();
+    const p = await createPolicy(deps, {
+      name: 'vms',
+      targets: ['vsphere:DC0/vm/db'],
+      schedule: 'rate(1 day)',
+      options: { disks: { include: ['Hard disk 1'] } },
+    });
+    expect(p.options).toEqual({ disks: { include: ['Hard disk 1'] } });
+    await expect(
+      updatePolicy(deps, 'vms', { targets: ['vsphere:DC0/vm/db', 'docker:web'] }),
+    ).rejects.toThrow(/disks apply to vSphere VMs.*target docker:web/);
+    const q = await updatePolicy(deps, 'vms', { options: { disks: { exclude: ['Hard disk 2'] } } });
+    expect(q.options).toEqual({ disks: { exclude: ['Hard disk 2'] } });
   });
 
   it('runs one backup per target, records the policy on the jobs, and flags what could not start', async () => {
