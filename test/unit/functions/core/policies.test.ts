@@ -70,7 +70,10 @@ describe('policies', () => {
       [{ ...base, retention: { keepForever: 1 } }, /unknown retention rule keepForever/],
       [{ ...base, options: { consistency: 'frozen' } }, /consistency/],
       [{ ...base, options: { colour: 'red' } }, /options: .*colour/],
-      [{ ...base, options: { disks: { include: ['Hard disk 1'] } } }, /disks apply to vSphere VMs.*docker:web/],
+      [
+        { ...base, options: { disks: { include: ['Hard disk 1'] } } },
+        /disks apply to vSphere VMs.*docker:web/,
+      ],
       [{ ...base, verifyEvery: -1 }, /verifyEvery must be a whole number/],
       [{ ...base, color: 'red' }, /unknown field color/],
     ];
