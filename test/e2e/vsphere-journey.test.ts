@@ -11,12 +11,13 @@
  * disks under a snapshot, no CBT, no NFC export, no quiesce, plain HTTP only).
  */
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, removeDir, tempDir } from '../fixtures/local-plane';
 import { StowageProcess } from '../fixtures/stowage-process';
 import {
+  holdingProxy,
   createTestVapp,
   createTestVm,
   diskBytes,
@@ -359,6 +360,103 @@ describe('vSphere through the CLI (vcsim)', () => {
       `inventory figures: vsphere VM created listed in ${created} ms, running in ${started} ms, deleted gone in ${deleted} ms (whole listings hourly)\n`,
     );
   }, 60_000);
+
+  it('finishes an in-place restore whose agent was killed while the VM was powered off for it, once the agent is back', async () => {
+    // An agent of its own, talking to vcsim through a proxy that holds the first disk copy
+    // (CopyVirtualDisk_Task, right after the point of no return) unanswered: killed there.
+    const proxy = await holdingProxy(sim.url, /<CopyVirtualDisk_Task/);
+    const dir = join(root, 'killed');
+    const killable = new StowageProcess(
+      join(dir, 'data'),
+      [
+        '--store',
+        join(dir, 'store'),
+        '--vsphere-url',
+        proxy.url,
+        '--vsphere-user',
+        sim.user,
+        '--vsphere-password-file',
+        sim.passwordFile,
+        '--lxd-socket',
+        join(root, 'no-lxd.socket'),
+      ],
+      INVENTORY_BY_EVENTS,
+    );
+    try {
+      await killable.start();
+      const { ref, diskFiles } = await createTestVm(sim, 'journey-killed', DISKS);
+      await sim.vim.runTask('PowerOnVM_Task', ref, {}, 'test power on');
+      await killable.waitForTargets(['vsphere:DC0/vm/journey-killed']);
+      const backup = killable.cli('backup', 'vsphere:DC0/vm/journey-killed', '--wait');
+      expect(backup.code, backup.stderr).toBe(0);
+      const point = (backup.json as { recoveryPointId: string }).recoveryPointId;
+      for (const f of diskFiles) {
+        await sim.files.put(
+          'DC0',
+          { datastore: 'LocalDS_0', path: flatOf(f).replace('[LocalDS_0] ', '') },
+          randomBytes(MiB),
+          MiB,
+        );
+      }
+      const started = killable.cli('restore', point, '--in-place', '--state', 'running');
+      expect(started.code, started.stderr).toBe(0);
+      await proxy.held;
+      await killable.stop('SIGKILL');
+
+      // What the killed agent left: the VM powered off, its disks not written yet, staged copies.
+      expect((await state('DC0/vm/journey-killed')).power).toBe('poweredOff');
+      expect(
+        diskBytes(sim, diskFiles[0]!, DISKS[0]!.capacity).equals(expectedBytes(DISKS[0]!)),
+      ).toBe(false);
+      const staged = () =>
+        readdirSync(localFile(sim, '[LocalDS_0] journey-killed')).filter((n) =>
+          n.startsWith('stowage-restore-'),
+        );
+      expect(staged().length).toBeGreaterThan(0);
+      const journal = join(dir, 'data', 'holds');
+      const records = () =>
+        readdirSync(journal, { recursive: true }).filter((n) => String(n).endsWith('.json'));
+      expect(records()).toHaveLength(1);
+
+      // The next agent (same data directory, straight to vcsim) sweeps the journal before it
+      // reports ready and takes any task: it finishes the restore.
+      await proxy.close();
+      const direct = new StowageProcess(
+        join(dir, 'data'),
+        [
+          '--store',
+          join(dir, 'store'),
+          '--vsphere-url',
+          sim.url,
+          '--vsphere-user',
+          sim.user,
+          '--vsphere-password-file',
+          sim.passwordFile,
+          '--lxd-socket',
+          join(root, 'no-lxd.socket'),
+        ],
+        INVENTORY_BY_EVENTS,
+      );
+      await direct.start();
+      try {
+        await eventually(
+          async () => (records().length === 0 ? true : undefined),
+          'the hold released',
+          60_000,
+        );
+        expect((await state('DC0/vm/journey-killed')).power).toBe('poweredOn');
+        DISKS.forEach((d, i) =>
+          expect(diskBytes(sim, diskFiles[i]!, d.capacity).equals(expectedBytes(d))).toBe(true),
+        );
+        expect(staged()).toEqual([]);
+      } finally {
+        await direct.stop();
+      }
+    } finally {
+      await killable.stop();
+      await proxy.close();
+    }
+  }, 300_000);
 
   it('fails a backup whose disk read fails, and leaves no snapshot on the VM', async () => {
     const { diskFiles } = await createTestVm(sim, 'journey-broken', DISKS);
