@@ -4,7 +4,9 @@
  * directory store: the data path, no control plane) and by restic (reading the same volume's
  * host path) in the same run, both into a local directory: a full backup, then an incremental
  * after 1 % of the files were rewritten. Prints each time and the ratios; then one 1 MiB file
- * restored alone out of the volume's point (file-level restore). With `--small N`: N small files
+ * restored alone out of the volume's point (file-level restore); then the same for an LXD
+ * instance on the `dir` pool (its rootfs holding the same mix of files, read on the host by the lxd
+ * driver, restic reading the instance's directory; `--only docker|lxd` runs one). With `--small N`: N small files
  * backed up by Stowage (a child process running the bundle, dist/bench-tree.mjs, as an agent runs
  * dist/stowage.mjs, so its peak RSS is its own) and by restic, full and again with nothing
  * changed, times and peak RSS of both. `--phases` prints where each backup's time goes.
@@ -25,6 +27,8 @@ import { MemoryParentRegistry } from '../agents/core/parents';
 import { ProgressReporter } from '../agents/core/progress';
 import { runBackup, runRestore, type RunnerDeps } from '../agents/core/runner';
 import { createDockerDriver } from '../agents/drivers/docker';
+import { createLxdDriver } from '../agents/drivers/lxd';
+import { LxdClient } from '../agents/drivers/lxd/client';
 import { createPathDriver } from '../agents/drivers/path';
 import { StaticKey } from '../agents/repo/keys';
 import { Repository } from '../agents/repo/repository';
@@ -39,10 +43,14 @@ const { values: args } = parseArgs({
     small: { type: 'string' },
     'small-child': { type: 'string' },
     phases: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 
 const docker = new Docker({ socketPath: '/var/run/docker.sock' });
+const LXD_SOCKET = '/var/lib/lxd/unix.socket';
+/** The `dir` pool local/engines/setup-lxd.sh makes (its `source`). */
+const LXD_POOL_DIR = '/var/lib/lxd/storage-pools/default';
 
 /**
  * `--phases`: each phase of the agent's backups on stderr with the seconds since the last one
@@ -227,11 +235,92 @@ async function smallFiles(count: number): Promise<void> {
   }
 }
 
+/**
+ * The LXD instance rows: a running container on the `dir` pool whose rootfs holds the same mix of
+ * files under /data (owned by the container's root, host uid 100000, as LXD keeps it), backed up
+ * by the lxd driver reading the instance's directory on the host as a tree stream, and by restic
+ * reading the same directory; full, then after 1 % of the files were rewritten.
+ */
+async function lxdInstance(total: number, count: number, work: string): Promise<void> {
+  const lxd = new LxdClient({ socketPath: LXD_SOCKET, project: 'default' });
+  const name = `stowage-bench-${randomBytes(3).toString('hex')}`;
+  await lxd.run('POST', '/1.0/instances', {
+    name,
+    source: { type: 'image', alias: 'stowage-test/busybox' },
+  });
+  const dir = join(LXD_POOL_DIR, 'containers', name);
+  const data = join(dir, 'rootfs', 'data');
+  const list = sizes(total, count, 11);
+  const repo = await Repository.open({
+    store: new DirStore(join(work, 'stowage-lxd')),
+    keys: new StaticKey(randomBytes(32)),
+  });
+  const deps: RunnerDeps = {
+    agent: 'bench',
+    drivers: new Map([['lxd', createLxdDriver({ socketPath: LXD_SOCKET })]]),
+    repository: async () => repo,
+    log: args.phases ? phaseLogger() : silentLogger,
+    parents: new MemoryParentRegistry(),
+  };
+  const resticRepo = join(work, 'restic-lxd');
+  try {
+    await fill(data, list);
+    execFileSync('chown', ['-R', '100000:100000', data]);
+    await lxd.run('PUT', `/1.0/instances/${name}/state`, { action: 'start', timeout: -1 });
+    restic(resticRepo, 'init', '--repository-version', '2');
+    warm(dir);
+    const sFull = await timed(() => runBackup(deps, task(`lxd:${name}`), run()));
+    warm(dir);
+    const rFull = resticTimed(resticRepo, 'backup', '--host', 'bench', dir);
+    const changed = list.map((_, i) => i).filter((i) => i % 100 === 0);
+    for (const i of changed) {
+      await fs.writeFile(join(data, `d${i % 40}`, `e${i % 7}`, `f${i}.bin`), randomBytes(list[i]!));
+    }
+    warm(dir);
+    const sIncr = await timed(() => runBackup(deps, task(`lxd:${name}`), run()));
+    warm(dir);
+    const rIncr = resticTimed(resticRepo, 'backup', '--host', 'bench', dir);
+    const mib = (n: number) => (n / 1048576).toFixed(0);
+    console.log(
+      `LXD instance (dir pool, read on the host): ${mib(list.reduce((a, b) => a + b, 0))} MiB in ${count} files under /data plus the busybox rootfs; ${changed.length} files (1 %) rewritten for the incremental`,
+    );
+    console.log(
+      '| step | stowage s | restic s | stowage ÷ restic time | stowage CPU s | restic CPU s |',
+    );
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const [what, ours, theirs] of [
+      ['full backup', sFull, rFull],
+      ['incremental, 1 % of files', sIncr, rIncr],
+    ] as const) {
+      console.log(
+        `| ${what} | ${ours.s.toFixed(2)} | ${theirs.s.toFixed(2)} | ${(ours.s / theirs.s).toFixed(2)}x | ${ours.cpu.toFixed(1)} | ${theirs.cpu.toFixed(1)} |`,
+      );
+    }
+    console.log(
+      `incremental ÷ full (stowage): ${((sIncr.s / sFull.s) * 100).toFixed(0)} %; instance bytes read: full ${mib(sFull.value.bytesRead)} MiB, incremental ${mib(sIncr.value.bytesRead)} MiB (the rewritten files: ${mib(changed.reduce((n, i) => n + list[i]!, 0))} MiB)`,
+    );
+  } finally {
+    await repo.close();
+    await lxd
+      .run('PUT', `/1.0/instances/${name}/state`, { action: 'stop', force: true, timeout: -1 })
+      .catch(() => undefined);
+    await lxd.run('DELETE', `/1.0/instances/${name}`).catch(() => undefined);
+  }
+}
+
 async function main(): Promise<void> {
   if (args['small-child']) return smallChild(args['small-child']);
   if (args.small) return smallFiles(Number(args.small));
   const total = Number(args.size) * 1024 * 1024;
   const count = Number(args.files);
+  if (args.only === 'lxd') {
+    const work = await fs.mkdtemp(join('/var/tmp', 'stowage-bench-lxd-'));
+    try {
+      return await lxdInstance(total, count, work);
+    } finally {
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  }
   const RUN = `stowage-bench-tree-${randomBytes(3).toString('hex')}`;
   const work = await fs.mkdtemp(join('/var/tmp', 'stowage-bench-tree-'));
   const volume = `${RUN}-data`;
@@ -321,6 +410,7 @@ async function main(): Promise<void> {
     console.log(
       `file-level restore of one ${(list[one]! / 1048576).toFixed(2)} MiB file: ${fileRestore.s.toFixed(2)} s, ${mib(oneRun.progress.total)} MiB read`,
     );
+    if (args.only !== 'docker') await lxdInstance(total, count, work);
   } finally {
     await repo.close();
     await docker

@@ -14,7 +14,8 @@ source "$(dirname "$0")/lib.sh"
 
 SOCKET=/var/lib/lxd/unix.socket
 TEST_ALIAS=stowage-test/busybox
-PACKAGES=(lxd busybox-static tar)
+# btrfs-progs: mkfs.btrfs, for the btrfs pool of test/contract/lxd-btrfs.test.ts (a loop file LXD makes).
+PACKAGES=(lxd busybox-static tar btrfs-progs)
 LXD_LOG=/var/log/stowage-lxd.log
 # lxd answers in about a second once started; 60 s covers a cold first start (database creation).
 READY_TIMEOUT_S=60
