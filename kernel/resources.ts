@@ -136,3 +136,13 @@ export const JOB_EVENTS = {
   source: 'stowage',
   detailType: 'Job State Change',
 } as const;
+
+/**
+ * A policy whose expected run did not start within its window: one event per missed run, put by
+ * the check the stack schedules every `everyMinutes` (run-policy with `{"checkMissedRuns": true}`).
+ */
+export const POLICY_EVENTS = {
+  source: 'stowage',
+  detailType: 'Policy Run Missed',
+  everyMinutes: 15,
+} as const;

@@ -13,7 +13,7 @@ import { PolicyStatement, Role, ServicePrincipal, type IGrantable } from 'aws-cd
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { CfnSchedule, CfnScheduleGroup } from 'aws-cdk-lib/aws-scheduler';
 import { Construct } from 'constructs';
-import { POLICY_SCHEDULES } from '../../kernel/resources';
+import { POLICY_EVENTS, POLICY_SCHEDULES } from '../../kernel/resources';
 
 export interface PolicySchedulesProps {
   /** The run-policy function every schedule invokes. */
@@ -31,6 +31,9 @@ export interface PolicySchedulesProps {
  */
 export const PRUNE_SCHEDULE_NAME = 'stowage_prune';
 
+/** The missed-run check's schedule name (`_`: no policy's). */
+export const MISSED_RUN_CHECK_NAME = 'stowage_missed_runs';
+
 export class PolicySchedules extends Construct {
   readonly groupName: string;
   readonly group: CfnScheduleGroup;
@@ -39,6 +42,8 @@ export class PolicySchedules extends Construct {
   readonly alarms: Alarm[];
   /** The daily prune's schedule, when there is one. */
   readonly prune?: CfnSchedule;
+  /** The check that announces missed policy runs, every POLICY_EVENTS.everyMinutes. */
+  readonly missedRunCheck: CfnSchedule;
 
   constructor(scope: Construct, id: string, props: PolicySchedulesProps) {
     super(scope, id);
@@ -75,6 +80,22 @@ export class PolicySchedules extends Construct {
       });
       this.prune.addDependency(this.group);
     }
+    // Every policy's missed runs, announced on the bus (core/policies.ts announceMissedRuns).
+    this.missedRunCheck = new CfnSchedule(this, 'MissedRunCheck', {
+      name: MISSED_RUN_CHECK_NAME,
+      groupName: this.groupName,
+      description: 'Stowage: a Policy Run Missed event for each policy run that did not start',
+      scheduleExpression: `rate(${POLICY_EVENTS.everyMinutes} minutes)`,
+      flexibleTimeWindow: { mode: 'OFF' },
+      target: {
+        arn: props.target.functionArn,
+        roleArn: this.invokeRole.roleArn,
+        input: JSON.stringify({ checkMissedRuns: true }),
+        // A late check would announce runs of a window it does not cover: no retries of age.
+        retryPolicy: { maximumRetryAttempts: 2, maximumEventAgeInSeconds: 300 },
+      },
+    });
+    this.missedRunCheck.addDependency(this.group);
     const alarm = (id: string, description: string, metric: Metric) =>
       new Alarm(this, id, {
         alarmDescription: description,

@@ -10,7 +10,14 @@ import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge
 import type { Logger } from '../../kernel/logger';
 import { Metrics, noMetrics } from '../../kernel/metrics';
 import { METRICS } from '../../kernel/resources';
-import { noJobEvents, type JobEvent, type JobEvents, type JobObservers } from '../core/job-events';
+import {
+  eventSubject,
+  noJobEvents,
+  type JobEvent,
+  type JobEvents,
+  type JobObservers,
+  type PolicyEvent,
+} from '../core/job-events';
 
 /**
  * The observers a function's composition root wires from its environment: events on the bus
@@ -38,7 +45,7 @@ export class EventBridgeJobEvents implements JobEvents {
     private readonly client: EventBridgeClient = new EventBridgeClient({}),
   ) {}
 
-  async put(event: JobEvent): Promise<void> {
+  async put(event: JobEvent | PolicyEvent): Promise<void> {
     try {
       const out = await this.client.send(
         new PutEventsCommand({
@@ -57,17 +64,12 @@ export class EventBridgeJobEvents implements JobEvents {
       if (out.FailedEntryCount) {
         const entry = out.Entries?.[0];
         this.log.warn('job.event.not_put', {
-          jobId: event.detail.jobId,
-          status: event.detail.status,
+          ...eventSubject(event),
           error: { name: entry?.ErrorCode, message: entry?.ErrorMessage },
         });
       }
     } catch (err) {
-      this.log.warn('job.event.not_put', {
-        jobId: event.detail.jobId,
-        status: event.detail.status,
-        error: err,
-      });
+      this.log.warn('job.event.not_put', { ...eventSubject(event), error: err });
     }
   }
 }
@@ -79,7 +81,7 @@ export class FileJobEvents implements JobEvents {
     private readonly log: Logger,
   ) {}
 
-  async put(event: JobEvent): Promise<void> {
+  async put(event: JobEvent | PolicyEvent): Promise<void> {
     const line = JSON.stringify({
       time: event.time,
       source: event.source,
@@ -88,7 +90,7 @@ export class FileJobEvents implements JobEvents {
       detail: event.detail,
     });
     await appendFile(this.file, `${line}\n`, { mode: 0o600 }).catch((err: unknown) =>
-      this.log.warn('job.event.not_put', { jobId: event.detail.jobId, error: err }),
+      this.log.warn('job.event.not_put', { ...eventSubject(event), error: err }),
     );
   }
 }

@@ -12,7 +12,7 @@
  */
 import type { Job } from '../../kernel/model';
 import type { MetricDatum, Metrics } from '../../kernel/metrics';
-import { JOB_EVENTS, METRICS } from '../../kernel/resources';
+import { JOB_EVENTS, METRICS, POLICY_EVENTS } from '../../kernel/resources';
 import { TERMINAL_STATUSES } from '../../statemachines/contracts';
 
 /** The detail of a Job State Change event. */
@@ -44,9 +44,35 @@ export interface JobEvent {
   detail: JobStateChange;
 }
 
+/** The detail of a Policy Run Missed event (core/policies.ts announceMissedRuns). */
+export interface PolicyRunMissed {
+  policy: string;
+  /** The run that did not start within its window: a consumer keys on policy + dueAt. */
+  dueAt: string;
+  flexibleWindowMinutes: number;
+  schedule: string;
+  timezone: string;
+  message: string;
+}
+
+export interface PolicyEvent {
+  source: typeof POLICY_EVENTS.source;
+  detailType: typeof POLICY_EVENTS.detailType;
+  time: string;
+  resources: string[];
+  detail: PolicyRunMissed;
+}
+
+/** What is said of a put event in the adapters' logs. */
+export function eventSubject(event: JobEvent | PolicyEvent): Record<string, string> {
+  return 'jobId' in event.detail
+    ? { jobId: event.detail.jobId, status: event.detail.status }
+    : { policy: event.detail.policy, dueAt: event.detail.dueAt };
+}
+
 /** Port: where job events go (EventBridge in AWS, a file in local mode, nowhere in tests). */
 export interface JobEvents {
-  put(event: JobEvent): Promise<void>;
+  put(event: JobEvent | PolicyEvent): Promise<void>;
 }
 
 export const noJobEvents: JobEvents = { put: () => Promise.resolve() };

@@ -24,6 +24,8 @@ import type { BackupRequestOptions } from '../../statemachines/contracts';
 import { checkRetentionRules } from './retention';
 import { checksOfRun } from './checks';
 import type { JobAccepted, RequestDeps } from './requests/launch';
+import type { PolicyEvent } from './job-events';
+import { POLICY_EVENTS } from '../../kernel/resources';
 import { parseRequestBody, platformOptions } from './requests/body';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -317,6 +319,49 @@ export async function policyStatus(
     ...(last ? { lastStatus: last.status } : {}),
     ...(flags.length ? { flag: flags.join('; ') } : { flag: undefined }),
   };
+}
+
+/**
+ * Puts a Policy Run Missed event for every policy whose expected run should have started within
+ * its window (plus a minute) and became overdue during the last `everyMinutes`: the stack runs
+ * this every POLICY_EVENTS.everyMinutes, so each missed run is announced once (twice at most if
+ * EventBridge Scheduler delivers a check twice; consumers key on policy + dueAt), without
+ * writing anything to the policy (a check must never undo an update made meanwhile). A policy
+ * whose runs keep being missed is announced for the first missed run, and `stowage policy list`
+ * flags it until a run starts.
+ */
+export async function announceMissedRuns(
+  deps: PolicyDeps,
+  everyMinutes: number = POLICY_EVENTS.everyMinutes,
+): Promise<{ checked: number; announced: string[] }> {
+  const now = deps.clock.now();
+  const since = Date.parse(now) - everyMinutes * 60_000;
+  const announced: string[] = [];
+  const policies = await deps.catalog.listPolicies();
+  for (const policy of policies) {
+    const next = nextRunOf(policy);
+    if (!next) continue;
+    const overdueAt = next.getTime() + policy.flexibleWindowMinutes * 60_000 + MISSED_GRACE_MS;
+    if (overdueAt >= Date.parse(now) || overdueAt < since) continue;
+    const dueAt = next.toISOString();
+    const event: PolicyEvent = {
+      source: POLICY_EVENTS.source,
+      detailType: POLICY_EVENTS.detailType,
+      time: now,
+      resources: [],
+      detail: {
+        policy: policy.name,
+        dueAt,
+        flexibleWindowMinutes: policy.flexibleWindowMinutes,
+        schedule: policy.schedule,
+        timezone: policy.timezone,
+        message: `missed: the run of policy ${policy.name} due at ${dueAt} did not start`,
+      },
+    };
+    await deps.jobObservers?.events.put(event);
+    announced.push(policy.name);
+  }
+  return { checked: policies.length, announced };
 }
 
 export interface PolicyRun {

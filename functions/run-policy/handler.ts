@@ -7,7 +7,7 @@
  */
 import { DynamoDbCatalog } from '../../kernel/adapters/dynamodb-catalog';
 import { SfnWorkflows } from '../adapters/sfn-workflows';
-import { noSchedules, runPolicy, type PolicyDeps } from '../core/policies';
+import { announceMissedRuns, noSchedules, runPolicy, type PolicyDeps } from '../core/policies';
 import { requestBackup } from '../core/requests/backup';
 import { runScheduledPrune } from '../core/prune';
 import { jobObserversFromEnv } from '../adapters/job-events';
@@ -41,8 +41,17 @@ function wire(): PolicyDeps {
   };
 }
 
-export async function handler(event: { policy?: unknown; prune?: unknown }): Promise<unknown> {
+export async function handler(event: {
+  policy?: unknown;
+  prune?: unknown;
+  checkMissedRuns?: unknown;
+}): Promise<unknown> {
   deps ??= wire();
+  if (event?.checkMissedRuns === true) {
+    const out = await announceMissedRuns(deps);
+    if (out.announced.length) log.warn('policy.runs_missed', out);
+    return out;
+  }
   if (event?.prune === true) {
     const d = deps;
     const out = await runScheduledPrune({

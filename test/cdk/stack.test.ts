@@ -500,8 +500,9 @@ describe('Stowage stack', () => {
       template.hasResourceProperties('AWS::Scheduler::ScheduleGroup', {
         Name: `${stack.stackName}-stowage-policies`,
       });
-      // Policies' schedules are made at run time, never in the template: only the daily prune's.
-      template.resourceCountIs('AWS::Scheduler::Schedule', 1);
+      // Policies' schedules are made at run time, never in the template: only the daily prune's
+      // and the missed-run check's.
+      template.resourceCountIs('AWS::Scheduler::Schedule', 2);
       const role = stack.policySchedules.invokeRole;
       template.hasResourceProperties('AWS::IAM::Role', {
         AssumeRolePolicyDocument: {
@@ -612,6 +613,21 @@ describe('Stowage stack', () => {
       const env = template.toJSON().Resources[logicalId(stack, stack.functions.runPolicy.fn)]
         .Properties.Environment.Variables as Record<string, unknown>;
       expect(env.PRUNE_AGENT).toBe('maintenance');
+    });
+
+    it('checks for missed policy runs every 15 minutes, which run-policy announces on the bus', () => {
+      template.hasResourceProperties('AWS::Scheduler::Schedule', {
+        Name: 'stowage_missed_runs',
+        GroupName: stack.policySchedules.groupName,
+        ScheduleExpression: 'rate(15 minutes)',
+        Target: {
+          Arn: { 'Fn::GetAtt': [logicalId(stack, stack.functions.runPolicy.fn), 'Arn'] },
+          Input: JSON.stringify({ checkMissedRuns: true }),
+        },
+      });
+      const env = template.toJSON().Resources[logicalId(stack, stack.functions.runPolicy.fn)]
+        .Properties.Environment.Variables as Record<string, unknown>;
+      expect(env.EVENT_BUS_NAME).toBe('default');
     });
   });
 

@@ -179,7 +179,7 @@ describe('the job state changes the API makes', () => {
     const events: JobEvent[] = [];
     const lines: string[] = [];
     const observers: JobObservers = {
-      events: { put: async (e) => void events.push(e) },
+      events: { put: async (e) => void events.push(e as JobEvent) },
       metrics: new Metrics('Stowage', (line) => lines.push(line)),
     };
     const made = makeRequestDeps();

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  announceMissedRuns,
   createPolicy,
   deletePolicy,
   policyStatus,
@@ -15,6 +16,7 @@ import { requestBackup } from '../../../../functions/core/requests/backup';
 import { startChecks } from '../../../../functions/core/checks';
 import type { Policy } from '../../../../kernel/model';
 import { silentLogger } from '../../../../kernel/logger';
+import { Metrics } from '../../../../kernel/metrics';
 import { LocalScheduler } from '../../../../local/scheduler';
 import { makeAgent, makeClock } from '../../../fixtures/factories';
 import { makeRequestDeps } from '../../../fixtures/fake-workflows';
@@ -118,6 +120,53 @@ describe('policies', () => {
     const status = await policyStatus(deps, (await catalog.getPolicy('p'))!);
     expect(status.runs).toBe(1);
     expect(status.flag).toMatch(/docker:gone/);
+  });
+
+  it('announces each missed run once, on the bus, from the check the stack runs every 15 minutes', async () => {
+    const { catalog, deps, clock } = setup();
+    const events: unknown[] = [];
+    deps.jobObservers = {
+      events: { put: async (e) => void events.push(e) },
+      metrics: new Metrics('Stowage', () => undefined),
+    };
+    await catalog.putAgent(makeAgent({ agent: 'local', targets: ['docker:web'] }));
+    await createPolicy(deps, {
+      name: 'hourly',
+      targets: ['docker:web'],
+      schedule: 'rate(1 hour)',
+      flexibleWindowMinutes: 10,
+    });
+    await createPolicy(deps, { name: 'daily', targets: ['docker:web'], schedule: 'rate(1 day)' });
+    // Due at +1 h, overdue past its window and a minute's grace at +1 h 11 min.
+    clock.advance(3_600_000 + 10 * 60_000 + 30_000);
+    expect(await announceMissedRuns(deps)).toEqual({ checked: 2, announced: [] });
+    clock.advance(60_000);
+    expect(await announceMissedRuns(deps)).toEqual({ checked: 2, announced: ['hourly'] });
+    expect(events).toEqual([
+      {
+        source: 'stowage',
+        detailType: 'Policy Run Missed',
+        time: clock.now(),
+        resources: [],
+        detail: expect.objectContaining({
+          policy: 'hourly',
+          dueAt: '2026-12-06T13:00:00.000Z',
+          message: 'missed: the run of policy hourly due at 2026-12-06T13:00:00.000Z did not start',
+        }),
+      },
+    ]);
+    // The next checks, 15 and 30 minutes on, do not announce the same run again.
+    clock.advance(15 * 60_000);
+    expect((await announceMissedRuns(deps)).announced).toEqual([]);
+    // A run that starts clears it; the next one missed is announced in its turn.
+    await runPolicy(deps, 'hourly', requestBackup);
+    // Ran at +1 h 26.5 min: the next is due at +2 h, overdue at +2 h 11 min.
+    clock.advance(45 * 60_000);
+    expect((await announceMissedRuns(deps)).announced).toEqual(['hourly']);
+    const missed = events.filter(
+      (e) => (e as { detailType: string }).detailType === 'Policy Run Missed',
+    );
+    expect(missed).toHaveLength(2);
   });
 
   it('flags a run that is overdue past its window, and a last run that failed', async () => {
