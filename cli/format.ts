@@ -8,6 +8,7 @@ import type {
   RestoreTestRecord,
 } from '../kernel/model';
 import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
+import type { SnapshotRestorePlan } from '../functions/core/requests/snapshot';
 import type { RestoreTestOutcome } from '../statemachines/contracts';
 import type { SnapshotListing } from '../kernel/snapshots';
 import type { SnapshotSchedule } from '../statemachines/contracts';
@@ -320,4 +321,13 @@ export function planText(plan: RestorePlanAnswer): string {
     'nothing has been changed; run the same command without --plan to restore',
   ];
   return lines.join('\n');
+}
+
+export function snapshotPlanText(plan: SnapshotRestorePlan): string {
+  return [
+    `snapshot restore plan: ${plan.target} reverted to ${plan.snapshot} on agent ${plan.agent} (${plan.stateful ? 'with' : 'without'} memory; afterwards ${plan.stateAfter})`,
+    table(plan.steps.map((s) => [`  ${s.action}`, s.what, s.detail ?? ''])),
+    ...plan.notes.map((n) => `  note: ${n}`),
+    'nothing has been changed; run the same command without --plan to restore',
+  ].join('\n');
 }

@@ -14,6 +14,7 @@ import pkg from '../package.json' with { type: 'json' };
 import type { AgentRecord, Job, JobLog, JobLogLine } from '../kernel/model';
 import type { RestorePlanAnswer } from '../kernel/platforms/restore-plan';
 import type { JobAccepted } from '../functions/core/requests/launch';
+import type { SnapshotRestorePlan } from '../functions/core/requests/snapshot';
 
 import type { AgentConfig } from '../agents/worker/main';
 import type { LocalConfig } from '../local/control-plane';
@@ -28,6 +29,7 @@ import {
   logLineText,
   jobsTable,
   planText,
+  snapshotPlanText,
   pointsTable,
   pruneText,
   restoreTestText,
@@ -947,16 +949,25 @@ snapshot
       'stopped',
     ]),
   )
+  .option(
+    '--plan',
+    'show what the revert would do (stop, replace, start; the state after); change nothing',
+  )
   .option('--wait', 'wait for the job to finish')
-  .action(async (id: string, opts: { wait?: boolean; state?: string }, cmd: Command) => {
-    await startJob(
-      cmd,
-      '/snapshots/restores',
-      { snapshot: id, ...(opts.state ? { state: opts.state } : {}) },
-      opts.wait,
-      () => `restore to ${id}`,
-    );
-  });
+  .action(
+    async (id: string, opts: { wait?: boolean; state?: string; plan?: boolean }, cmd: Command) => {
+      const body = { snapshot: id, ...(opts.state ? { state: opts.state } : {}) };
+      if (opts.plan) {
+        const plan = await client(cmd).post<SnapshotRestorePlan>('/snapshots/restores', {
+          ...body,
+          plan: true,
+        });
+        print(cmd, plan, () => snapshotPlanText(plan));
+        return;
+      }
+      await startJob(cmd, '/snapshots/restores', body, opts.wait, () => `restore to ${id}`);
+    },
+  );
 
 snapshot
   .command('schedule <target>')

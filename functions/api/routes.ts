@@ -14,6 +14,7 @@ import {
   requestSnapshotCreate,
   requestSnapshotDelete,
   requestSnapshotExpiry,
+  planSnapshotRestore,
   requestSnapshotRestore,
   requestSnapshotSchedule,
 } from '../core/requests/snapshot';
@@ -177,7 +178,13 @@ export const ROUTES: ReadonlyArray<readonly [string, string, Route]> = [
   [
     'POST',
     '/snapshots/restores',
-    async (d, r) => ok(await requestSnapshotRestore(d, parseBody(r)), 202),
+    async (d, r) => {
+      const body = parseBody(r);
+      // A plan starts nothing: 200 with what the revert would do.
+      return body.plan === true
+        ? ok(await planSnapshotRestore(d, body))
+        : ok(await requestSnapshotRestore(d, body), 202);
+    },
   ],
   [
     'POST',

@@ -273,6 +273,15 @@ describe('vSphere through the CLI (vcsim)', () => {
     const points = ok('points', 'vsphere:DC0/vm/journey-snap') as Array<{ tier: string }>;
     expect(points.map((p) => p.tier)).toEqual(['snapshot']);
 
+    // The plan says the VM comes back off, and changes nothing.
+    const before = await state('DC0/vm/journey-snap');
+    const plan = ok('snapshot', 'restore', 'vsphere:DC0/vm/journey-snap/pre-0', '--plan') as {
+      stateAfter: string;
+      notes: string[];
+    };
+    expect(plan.stateAfter).toBe('stopped');
+    expect(plan.notes[0]).toMatch(/holds no memory: the vSphere VM comes back powered off/);
+    expect(await state('DC0/vm/journey-snap')).toEqual(before);
     ok('snapshot', 'restore', 'vsphere:DC0/vm/journey-snap/pre-0', '--wait');
     expect((await state('DC0/vm/journey-snap')).power).toBe('poweredOff');
     ok('snapshot', 'restore', 'vsphere:DC0/vm/journey-snap/pre-0', '--state', 'running', '--wait');

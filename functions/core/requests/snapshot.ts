@@ -50,6 +50,7 @@ const snapshotRestoreSchema = z
   .object({
     snapshot: z.string({ error: 'name the snapshot as TARGET/SNAPSHOT, e.g. "lxd:web/snap0"' }),
     state: z.enum(['running', 'stopped']).optional(),
+    plan: z.boolean().optional(),
   })
   .strict();
 
@@ -96,7 +97,12 @@ async function snapshotHolder(
 async function existingSnapshot(
   deps: RequestDeps,
   text: string,
-): Promise<{ agent: AgentRecord; target: string; name: string }> {
+): Promise<{
+  agent: AgentRecord;
+  target: string;
+  name: string;
+  info: NonNullable<AgentRecord['targets'][number]['snapshots']>[number];
+}> {
   const ref = parseSnapshotId(text);
   const { agent, snapshots } = await snapshotHolder(deps, ref.target);
   const key = targetKey(ref.target);
@@ -109,7 +115,7 @@ async function existingSnapshot(
       } (as agent ${agent.agent} last reported; \`stowage snapshot list ${key}\` lists them)`,
     );
   }
-  return { agent, target: key, name: ref.name };
+  return { agent, target: key, name: ref.name, info: found };
 }
 
 /** `stowage snapshot create`: a local snapshot named after `pattern` (default LXD's snap%d). */
@@ -144,14 +150,26 @@ export async function requestSnapshotDelete(
   return launchSnapshot(deps, found.agent, found.target, 'delete', { snapshot: found.name });
 }
 
-export async function requestSnapshotRestore(
-  deps: RequestDeps,
-  body: unknown,
-): Promise<JobAccepted> {
-  const { snapshot, state } = parseBody(snapshotRestoreSchema, body);
-  const ref = parseSnapshotId(snapshot);
+/** What `stowage snapshot restore --plan` shows: nothing changes. */
+export interface SnapshotRestorePlan {
+  plan: true;
+  snapshot: string;
+  target: string;
+  agent: string;
+  /** Whether the snapshot holds the workload's memory (a running state to come back to). */
+  stateful: boolean;
+  /** The state the target is in afterwards: running, stopped, or as before. */
+  stateAfter: 'running' | 'stopped' | 'as before';
+  steps: Array<{ action: 'stop' | 'replace' | 'start'; what: string; detail?: string }>;
+  notes: string[];
+}
+
+/** The body's snapshot, checked: its state flag only where the platform takes one. */
+function snapshotRestoreBody(body: unknown) {
+  const parsed = parseBody(snapshotRestoreSchema, body);
+  const ref = parseSnapshotId(parsed.snapshot);
   const spec = specOf(ref.target.platform);
-  if (state !== undefined && !spec.snapshotRestoreState) {
+  if (parsed.state !== undefined && !spec.snapshotRestoreState) {
     throw new ValidationError(
       `--state applies to the snapshots of ${PLATFORMS.map(specOf)
         .filter((s) => s.snapshotRestoreState)
@@ -159,11 +177,72 @@ export async function requestSnapshotRestore(
         .join(', ')}; ${spec.noun}s come back in the power state they had before`,
     );
   }
+  return { ...parsed, spec };
+}
+
+export async function requestSnapshotRestore(
+  deps: RequestDeps,
+  body: unknown,
+): Promise<JobAccepted> {
+  const { snapshot, state } = snapshotRestoreBody(body);
   const found = await existingSnapshot(deps, snapshot);
   return launchSnapshot(deps, found.agent, found.target, 'restore', {
     snapshot: found.name,
     ...(state ? { state } : {}),
   });
+}
+
+/**
+ * `POST /snapshots/restores` with `"plan": true`: what the revert would do, from the agent's
+ * inventory (the snapshot, whether it holds memory, the target's state now); nothing starts.
+ */
+export async function planSnapshotRestore(
+  deps: RequestDeps,
+  body: unknown,
+): Promise<SnapshotRestorePlan> {
+  const { snapshot, state, spec } = snapshotRestoreBody(body);
+  const found = await existingSnapshot(deps, snapshot);
+  const id = snapshotId(found.target, found.name);
+  const now = inventoryEntry(found.agent, found.target)?.state ?? 'unknown';
+  const stateful = found.info.stateful;
+  const notes: string[] = [];
+  let stateAfter: SnapshotRestorePlan['stateAfter'];
+  if (spec.snapshotRestoreState) {
+    // vSphere puts the VM in the snapshot's power state: off without memory, on with it.
+    stateAfter = state ?? (stateful ? 'running' : 'stopped');
+    if (!stateful && state === undefined) {
+      notes.push(
+        `${id} holds no memory: the ${spec.noun} comes back powered off; --state running powers it on`,
+      );
+    }
+  } else {
+    stateAfter = 'as before';
+    notes.push(`the ${spec.noun} comes back in the state it has now (${now})`);
+  }
+  notes.push(
+    `everything written to ${found.target} since ${found.info.createdAt} is lost; take a snapshot first (stowage snapshot create ${found.target}) to keep it`,
+  );
+  const steps: SnapshotRestorePlan['steps'] = [
+    { action: 'stop', what: found.target, detail: `now ${now}` },
+    { action: 'replace', what: found.target, detail: `reverted to ${found.name}` },
+  ];
+  if (stateAfter !== 'stopped') {
+    steps.push({
+      action: 'start',
+      what: found.target,
+      detail: stateAfter === 'running' ? 'running afterwards' : 'if it ran before',
+    });
+  }
+  return {
+    plan: true,
+    snapshot: id,
+    target: found.target,
+    agent: found.agent.agent,
+    stateful,
+    stateAfter,
+    steps,
+    notes,
+  };
 }
 
 export async function requestSnapshotExpiry(

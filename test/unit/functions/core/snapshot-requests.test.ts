@@ -2,6 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import type { RequestDeps } from '../../../../functions/core/requests/launch';
 import { requestRestore } from '../../../../functions/core/requests/restore';
 import {
+  planSnapshotRestore,
   requestSnapshotCreate,
   requestSnapshotDelete,
   requestSnapshotExpiry,
@@ -97,6 +98,44 @@ describe('snapshot requests', () => {
     await expect(
       requestSnapshotRestore(deps, { snapshot: 'lxd:web/snap0', state: 'running' }),
     ).rejects.toThrow(/--state applies to the snapshots of vSphere VMs; LXD instances come back/);
+  });
+
+  it('plans a revert without starting anything: a VM snapshot without memory comes back off', async () => {
+    const vm = await planSnapshotRestore(deps, {
+      snapshot: 'vsphere:DC0/vm/app/pre-0',
+      plan: true,
+    });
+    expect(vm).toMatchObject({
+      plan: true,
+      snapshot: 'vsphere:DC0/vm/app/pre-0',
+      target: 'vsphere:DC0/vm/app',
+      agent: 'site-1',
+      stateful: false,
+      stateAfter: 'stopped',
+    });
+    expect(vm.steps.map((s) => s.action)).toEqual(['stop', 'replace']);
+    expect(vm.notes[0]).toMatch(
+      /holds no memory: the vSphere VM comes back powered off; --state running/,
+    );
+    const on = await planSnapshotRestore(deps, {
+      snapshot: 'vsphere:DC0/vm/app/pre-0',
+      state: 'running',
+      plan: true,
+    });
+    expect(on).toMatchObject({ stateAfter: 'running' });
+    expect(on.steps.map((s) => s.action)).toEqual(['stop', 'replace', 'start']);
+    const ct = await planSnapshotRestore(deps, { snapshot: 'lxd:web/snap0', plan: true });
+    expect(ct).toMatchObject({ stateAfter: 'as before' });
+    expect(ct.notes.join(' ')).toMatch(/written to lxd:web since 2025-03-01T10:00:00.000Z is lost/);
+    await expect(
+      planSnapshotRestore(deps, { snapshot: 'lxd:web/snap0', state: 'running', plan: true }),
+    ).rejects.toThrow(/--state applies to the snapshots of vSphere VMs/);
+    await expect(
+      planSnapshotRestore(deps, { snapshot: 'lxd:web/nope', plan: true }),
+    ).rejects.toMatchObject({
+      name: 'SnapshotNotFound',
+    });
+    await expectNothingStarted();
   });
 
   it('refuses an unknown or expired snapshot, naming those that exist', async () => {
