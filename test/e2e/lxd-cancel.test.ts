@@ -3,8 +3,8 @@
  * `stowage start --no-agent` and a standalone `stowage agent` (its own process, so the test can
  * hold it still with SIGSTOP at a chosen moment), the CLI with --json, the real LXD.
  *
- * 1. Cancelled while it imports the point under a temporary name (before its point of no
- *    return): the job is CANCELLED, the instance is the same instance (same volatile.uuid),
+ * 1. Cancelled while it restores the point under a temporary name (before its point of no
+ *    return; the agent held still by SIGSTOP while the cancel is asked): the job is CANCELLED, the instance is the same instance (same volatile.uuid),
  *    running, with the same bytes, and no temporary instance or LXD backup is left.
  * 2. Cancelled just past its point of no return (the agent marked the job and is held still
  *    by SIGSTOP while `stowage cancel --wait` asks): nothing is cancelled, the restore finishes,
@@ -19,8 +19,8 @@ import { StowageProcess } from '../fixtures/stowage-process';
 
 const RUN = `stw-lxdcn-${randomBytes(3).toString('hex')}`;
 const NAME = `${RUN}-c1`;
-/** Enough that the import takes seconds: the cancel lands while the point is read. */
-const DATA_MIB = 300;
+/** Enough that filling the instance takes a while: the agent is held still in the middle. */
+const DATA_MIB = 1024;
 const FINGERPRINT = 'sha256sum /root/r.bin /root/marker';
 
 let dataDir: string;
@@ -90,7 +90,26 @@ describe('stowage cancel of an in-place LXD restore', () => {
       'the restore reading the point',
       120_000,
     );
-    const cancel = stowage('cancel', jobId, '--wait');
+    // Held still while it fills the new instance (a tree restore writes the pool's directory at
+    // disk speed, so an unheld one can reach its swap before a CLI process has started).
+    agent.kill('SIGSTOP');
+    let cancel;
+    try {
+      expect((await fetchJob(jobId)).pointOfNoReturnAt).toBeUndefined();
+      const asked = stowageProcess.cliAsync('cancel', jobId, '--wait');
+      await eventually(
+        async () =>
+          ((await fetchJob(jobId)) as Job & { cancelRequestedAt?: string }).cancelRequestedAt
+            ? true
+            : undefined,
+        'the cancel asked',
+        60_000,
+      );
+      agent.kill('SIGCONT');
+      cancel = await asked;
+    } finally {
+      agent.kill('SIGCONT');
+    }
 
     expect(cancel.code, `${cancel.stdout} ${cancel.stderr}`).toBe(0);
     expect(cancel.json).toMatchObject({ status: 'CANCELLED', cancelled: true, settled: true });
