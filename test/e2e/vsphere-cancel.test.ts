@@ -36,8 +36,8 @@ const VM = 'cancel-vm';
 const PATH = `DC0/vm/${VM}`;
 /** Large enough that staging takes seconds: the cancel lands while the point is read. */
 const DISKS: TestDisk[] = [
-  { capacity: 64 * MiB, bytes: randomBytes(64 * MiB) },
-  { capacity: 32 * MiB, bytes: randomBytes(32 * MiB) },
+  { capacity: 256 * MiB, bytes: randomBytes(256 * MiB) },
+  { capacity: 128 * MiB, bytes: randomBytes(128 * MiB) },
 ];
 
 let sim: Vcsim;
@@ -134,7 +134,7 @@ describe('stowage cancel of an in-place vSphere restore', () => {
       'the restore staging the disks',
       120_000,
     );
-    // Held still while it stages (vcsim stages 96 MiB faster than a CLI process starts), so the
+    // Held still while it stages (vcsim stages 384 MiB in a few seconds, faster than a CLI process starts and asks), so the
     // cancel lands before its point of no return.
     agent.kill('SIGSTOP');
     let cancel;
