@@ -92,24 +92,12 @@ describe('stowage cancel of an in-place LXD restore', () => {
     );
     // Held still while it fills the new instance (a tree restore writes the pool's directory at
     // disk speed, so an unheld one can reach its swap before a CLI process has started).
-    agent.kill('SIGSTOP');
-    let cancel;
-    try {
-      expect((await fetchJob(jobId)).pointOfNoReturnAt).toBeUndefined();
-      const asked = stowageProcess.cliAsync('cancel', jobId, '--wait');
-      await eventually(
-        async () =>
-          ((await fetchJob(jobId)) as Job & { cancelRequestedAt?: string }).cancelRequestedAt
-            ? true
-            : undefined,
-        'the cancel asked',
-        60_000,
-      );
-      agent.kill('SIGCONT');
-      cancel = await asked;
-    } finally {
-      agent.kill('SIGCONT');
-    }
+    const cancel = await stowageProcess.cancelWhileHeld(
+      agent,
+      jobId,
+      (job) => job.cancelRequestedAt !== undefined,
+      async () => expect((await fetchJob(jobId)).pointOfNoReturnAt).toBeUndefined(),
+    );
 
     expect(cancel.code, `${cancel.stdout} ${cancel.stderr}`).toBe(0);
     expect(cancel.json).toMatchObject({ status: 'CANCELLED', cancelled: true, settled: true });
@@ -141,27 +129,11 @@ describe('stowage cancel of an in-place LXD restore', () => {
       180_000,
     );
     // Held still, so the cancel finds the restore running past its point of no return.
-    agent.kill('SIGSTOP');
-    let cancel;
-    try {
-      const asked = stowageProcess.cliAsync('cancel', jobId, '--wait');
-      await eventually(
-        async () => {
-          const res = await fetch(
-            `http://127.0.0.1:${stowageProcess.port}/jobs/${jobId}/cancellation`,
-            { headers: stowageProcess.apiHeaders() },
-          );
-          const j = (await fetchJob(jobId)) as Job & { cancelRequestedAt?: string };
-          return res.ok && j.cancelRequestedAt ? true : undefined;
-        },
-        'the cancel asked',
-        60_000,
-      );
-      agent.kill('SIGCONT');
-      cancel = await asked;
-    } finally {
-      agent.kill('SIGCONT');
-    }
+    const cancel = await stowageProcess.cancelWhileHeld(
+      agent,
+      jobId,
+      (job) => job.cancelRequestedAt !== undefined,
+    );
 
     // Nothing was cancelled (exit non-zero), and the answer says the restore finished.
     expect(cancel.code).not.toBe(0);

@@ -136,21 +136,12 @@ describe('stowage cancel of an in-place vSphere restore', () => {
     );
     // Held still while it stages (vcsim stages 384 MiB in a few seconds, faster than a CLI process starts and asks), so the
     // cancel lands before its point of no return.
-    agent.kill('SIGSTOP');
-    let cancel;
-    try {
-      expect((await fetchJob(jobId)).pointOfNoReturnAt).toBeUndefined();
-      const asked = stowageProcess.cliAsync('cancel', jobId, '--wait');
-      await eventually(
-        async () => ((await fetchJob(jobId)).status === 'CANCELLED' ? true : undefined),
-        'the job cancelled',
-        60_000,
-      );
-      agent.kill('SIGCONT');
-      cancel = await asked;
-    } finally {
-      agent.kill('SIGCONT');
-    }
+    const cancel = await stowageProcess.cancelWhileHeld(
+      agent,
+      jobId,
+      (job) => job.status === 'CANCELLED',
+      async () => expect((await fetchJob(jobId)).pointOfNoReturnAt).toBeUndefined(),
+    );
 
     expect(cancel.code, `${cancel.stdout} ${cancel.stderr}`).toBe(0);
     expect(cancel.json).toMatchObject({ status: 'CANCELLED', cancelled: true, settled: true });
@@ -175,20 +166,11 @@ describe('stowage cancel of an in-place vSphere restore', () => {
       'the restore past its point of no return',
       180_000,
     );
-    agent.kill('SIGSTOP');
-    let cancel;
-    try {
-      const asked = stowageProcess.cliAsync('cancel', jobId, '--wait');
-      await eventually(
-        async () => ((await fetchJob(jobId)).cancelRequestedAt ? true : undefined),
-        'the cancel asked',
-        60_000,
-      );
-      agent.kill('SIGCONT');
-      cancel = await asked;
-    } finally {
-      agent.kill('SIGCONT');
-    }
+    const cancel = await stowageProcess.cancelWhileHeld(
+      agent,
+      jobId,
+      (job) => job.cancelRequestedAt !== undefined,
+    );
 
     expect(cancel.code).not.toBe(0);
     expect(cancel.json).toMatchObject({
