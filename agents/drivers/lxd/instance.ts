@@ -10,6 +10,7 @@ import type { DriverContext } from '../../core/driver';
 import { checkAborted } from '../../core/driver-streams';
 import type { LxdClient } from './client';
 import { isNotFound, translate } from './errors';
+import type { TreeRecord } from './host-tree';
 
 export interface Engine {
   client: LxdClient;
@@ -81,14 +82,7 @@ export interface LxdBackupMetadata {
    */
   read?: 'host' | 'engine-api';
   /** Per tree stream, what was read from the host and what came from the last point. */
-  trees?: Array<{
-    stream: string;
-    entries: number;
-    filesRead: number;
-    filesReused: number;
-    bytesRead: number;
-    bytesReused: number;
-  }>;
+  trees?: TreeRecord[];
 }
 
 /** LXD's rule for instance names (shared with the API's check of a restore's name). */

@@ -7,6 +7,7 @@
 import { ValidationError } from '../../../kernel/errors';
 import { isNotFound, translate } from './errors';
 import type { Engine } from './instance';
+import type { TreeRecord } from './host-tree';
 
 /** The parts of `GET /1.0/storage-pools/{pool}/volumes/custom/{name}` the driver reads. */
 export interface LxdVolume {
@@ -58,14 +59,7 @@ export interface LxdVolumeBackupMetadata {
    */
   read?: 'host' | 'engine-api';
   /** Per tree stream, what was read from the host and what came from the last point. */
-  trees?: Array<{
-    stream: string;
-    entries: number;
-    filesRead: number;
-    filesReused: number;
-    bytesRead: number;
-    bytesReused: number;
-  }>;
+  trees?: TreeRecord[];
 }
 
 export function poolPath(pool: string): string {
