@@ -19,7 +19,7 @@
 import type { Logger } from '../../../kernel/logger';
 import { LogEvent } from '../../../kernel/logger';
 import type { VimClient } from './vim';
-import { child, list, moRef, optText, refXml, type MoRef } from './xml';
+import { child, list, moRef, optText, refXml, viewObjectSpec, type MoRef } from './xml';
 
 /** What is watched: the properties the vsphere and vapp listings read, and the paths' parts. */
 export const WATCHED: ReadonlyArray<{ type: string; paths: string[] }> = [
@@ -92,19 +92,7 @@ export function watchInventory(options: InventoryWatchOptions, onChange: () => v
         {
           spec: {
             propSet: WATCHED.map((w) => ({ type: w.type, pathSet: w.paths })),
-            objectSet: [
-              {
-                obj: refXml(view),
-                skip: true,
-                selectSet: {
-                  '@_xsi:type': 'TraversalSpec',
-                  name: 'view',
-                  type: 'ContainerView',
-                  path: 'view',
-                  skip: false,
-                },
-              },
-            ],
+            objectSet: [viewObjectSpec(view)],
           },
           partialUpdates: false,
         },

@@ -18,6 +18,7 @@ import {
   parseXml,
   refXml,
   text,
+  viewObjectSpec,
   xsiType,
   type MoRef,
   type XmlObject,
@@ -233,19 +234,7 @@ export class VimClient {
     try {
       return await this.retrieve({
         propSet: [{ type, pathSet: paths }],
-        objectSet: [
-          {
-            obj: refXml(view),
-            skip: true,
-            selectSet: {
-              '@_xsi:type': 'TraversalSpec',
-              name: 'view',
-              type: 'ContainerView',
-              path: 'view',
-              skip: false,
-            },
-          },
-        ],
+        objectSet: [viewObjectSpec(view)],
       });
     } finally {
       await this.call('DestroyView', view).catch(() => undefined);

@@ -118,6 +118,21 @@ export function refXml(ref: MoRef): XmlObject {
   return { '@_type': ref.type, '#text': ref.value };
 }
 
+/** An ObjectSpec for every object a ContainerView holds (the view itself skipped). */
+export function viewObjectSpec(view: MoRef): XmlObject {
+  return {
+    obj: refXml(view),
+    skip: true,
+    selectSet: {
+      '@_xsi:type': 'TraversalSpec',
+      name: 'view',
+      type: 'ContainerView',
+      path: 'view',
+      skip: false,
+    },
+  };
+}
+
 /** Element `name` of `node` as text; a DriverError naming `what` when it is missing. */
 export function needText(node: XmlValue | undefined, name: string, what: string): string {
   const value = text(child(node, name));
