@@ -418,9 +418,12 @@ export class Repository {
 }
 
 /**
- * Runs `start` for each step in order, at most PREFETCH_RANGES ahead of the one being consumed,
- * and yields each step with its result, in order (`undefined` where `start` has nothing to do). A failure
- * surfaces when its step's turn comes; those started after it are left to settle unobserved.
+ * Runs `start` for each step in order, with at most `ahead` fetches (steps for which `start`
+ * returns a promise) under way beyond the one being consumed, and yields each step with its
+ * result, in order (`undefined` where `start` has nothing to do). Steps without a fetch (all-zero
+ * chunks) take no place in the window: a disk's long zero runs do not stall the fetches after
+ * them. A failure surfaces when its step's turn comes; those started after it are left to settle
+ * unobserved.
  */
 async function* prefetched<S, T>(
   steps: readonly S[],
@@ -429,15 +432,20 @@ async function* prefetched<S, T>(
 ): AsyncGenerator<{ step: S; result: T | undefined }> {
   const started: Array<Promise<T> | undefined> = [];
   let next = 0;
+  let pending = 0; // fetches started and not yet consumed
   for (let i = 0; i < steps.length; i++) {
-    while (next < steps.length && next < i + ahead) {
+    while (next < steps.length && (next <= i || pending < ahead)) {
       const promise = start(steps[next++]!);
-      promise?.catch(() => undefined); // observed when its turn comes
+      if (promise) {
+        promise.catch(() => undefined); // observed when its turn comes
+        pending++;
+      }
       started.push(promise);
     }
-    const result = await started[i];
+    const promise = started[i];
     started[i] = undefined;
-    yield { step: steps[i]!, result };
+    if (promise) pending--;
+    yield { step: steps[i]!, result: await promise };
   }
 }
 
