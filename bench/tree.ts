@@ -105,6 +105,67 @@ function warm(dir: string): void {
   execFileSync('sh', ['-c', `find "${dir}" -type f -exec cat {} + > /dev/null`]);
 }
 
+/** Bytes of a stream, read to its end and thrown away. */
+async function drain(stream: AsyncIterable<unknown>): Promise<number> {
+  let bytes = 0;
+  for await (const chunk of stream) bytes += (chunk as Uint8Array).length;
+  return bytes;
+}
+
+/**
+ * The engine's own export of a Docker volume, as the driver's fallback reads it: the tar of
+ * `GET /containers/{helper}/archive` of a stopped helper that mounts the volume read-only, read
+ * to its end and thrown away (helper made and removed outside the timing).
+ */
+async function dockerExport(volume: string): Promise<{ s: number; bytes: number }> {
+  const helper = await docker.createContainer({
+    Image: IMAGE,
+    Cmd: ['true'],
+    HostConfig: { Binds: [`${volume}:/vol:ro`] },
+  });
+  try {
+    const t0 = process.hrtime.bigint();
+    const bytes = await drain(
+      (await helper.getArchive({ path: '/vol' })) as AsyncIterable<unknown>,
+    );
+    return { s: Number(process.hrtime.bigint() - t0) / 1e9, bytes };
+  } finally {
+    await helper.remove({ force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * LXD's own export of an instance, as the driver's fallback reads it: a backup without snapshots
+ * and without compression made (`POST .../backups`, waited for), downloaded to its end and thrown
+ * away, then deleted (the delete not timed).
+ */
+async function lxdExport(lxd: LxdClient, name: string): Promise<{ s: number; bytes: number }> {
+  const path = `/1.0/instances/${name}/backups/bench-export`;
+  const t0 = process.hrtime.bigint();
+  await lxd.run('POST', `/1.0/instances/${name}/backups`, {
+    name: 'bench-export',
+    instance_only: true,
+    optimized_storage: false,
+    compression_algorithm: 'none',
+  });
+  try {
+    const bytes = await drain((await lxd.download(`${path}/export`)).stream);
+    return { s: Number(process.hrtime.bigint() - t0) / 1e9, bytes };
+  } finally {
+    await lxd.run('DELETE', path).catch(() => undefined);
+  }
+}
+
+/** The line comparing a full backup through the engine's API with the engine's own export. */
+function engineApiLine(
+  what: string,
+  exported: { s: number; bytes: number },
+  ours: { s: number; cpu: number },
+): string {
+  const rate = (s: number) => (exported.bytes / 1e6 / s).toFixed(0);
+  return `${what} through the engine's API (an agent without host access): full backup ${ours.s.toFixed(2)} s (${rate(ours.s)} MB/s, ${ours.cpu.toFixed(1)} CPU s) against the engine's own export of the same data, read and thrown away, ${exported.s.toFixed(2)} s (${rate(exported.s)} MB/s, ${(exported.bytes / 1048576).toFixed(0)} MiB): ${((exported.s / ours.s) * 100).toFixed(0)} % of the export's rate`;
+}
+
 /** Mixed sizes: many small files, some medium, a few large (log-uniform, 1 KiB .. 64 MiB). */
 function sizes(total: number, count: number, seed: number): number[] {
   let x = seed;
@@ -262,6 +323,16 @@ async function lxdInstance(total: number, count: number, work: string): Promise<
     log: args.phases ? phaseLogger() : silentLogger,
     parents: new MemoryParentRegistry(),
   };
+  const apiRepo = await Repository.open({
+    store: new DirStore(join(work, 'stowage-lxd-api')),
+    keys: new StaticKey(randomBytes(32)),
+  });
+  const apiDeps: RunnerDeps = {
+    ...deps,
+    drivers: new Map([['lxd', createLxdDriver({ socketPath: LXD_SOCKET, hostAccess: false })]]),
+    repository: async () => apiRepo,
+    parents: new MemoryParentRegistry(),
+  };
   const resticRepo = join(work, 'restic-lxd');
   try {
     await fill(data, list);
@@ -280,6 +351,11 @@ async function lxdInstance(total: number, count: number, work: string): Promise<
     const sIncr = await timed(() => runBackup(deps, task(`lxd:${name}`), run()));
     warm(dir);
     const rIncr = resticTimed(resticRepo, 'backup', '--host', 'bench', dir);
+    // The fallback for a pool the agent cannot see: LXD's export, through the API.
+    warm(dir);
+    const exported = await lxdExport(lxd, name);
+    warm(dir);
+    const api = await timed(() => runBackup(apiDeps, task(`lxd:${name}`), run()));
     const mib = (n: number) => (n / 1048576).toFixed(0);
     console.log(
       `LXD instance (dir pool, read on the host): ${mib(list.reduce((a, b) => a + b, 0))} MiB in ${count} files under /data plus the busybox rootfs; ${changed.length} files (1 %) rewritten for the incremental`,
@@ -296,11 +372,13 @@ async function lxdInstance(total: number, count: number, work: string): Promise<
         `| ${what} | ${ours.s.toFixed(2)} | ${theirs.s.toFixed(2)} | ${(ours.s / theirs.s).toFixed(2)}x | ${ours.cpu.toFixed(1)} | ${theirs.cpu.toFixed(1)} |`,
       );
     }
+    console.log(`${engineApiLine('LXD instance', exported, api)}`);
     console.log(
       `incremental ÷ full (stowage): ${((sIncr.s / sFull.s) * 100).toFixed(0)} %; instance bytes read: full ${mib(sFull.value.bytesRead)} MiB, incremental ${mib(sIncr.value.bytesRead)} MiB (the rewritten files: ${mib(changed.reduce((n, i) => n + list[i]!, 0))} MiB)`,
     );
   } finally {
     await repo.close();
+    await apiRepo.close();
     await lxd
       .run('PUT', `/1.0/instances/${name}/state`, { action: 'stop', force: true, timeout: -1 })
       .catch(() => undefined);
@@ -346,6 +424,16 @@ async function main(): Promise<void> {
     log: args.phases ? phaseLogger() : silentLogger,
     parents: new MemoryParentRegistry(),
   };
+  const apiRepo = await Repository.open({
+    store: new DirStore(join(work, 'stowage-api')),
+    keys: new StaticKey(randomBytes(32)),
+  });
+  const apiDeps: RunnerDeps = {
+    ...deps,
+    drivers: new Map([['docker', createDockerDriver({ hostAccess: false })]]),
+    repository: async () => apiRepo,
+    parents: new MemoryParentRegistry(),
+  };
   const resticRepo = join(work, 'restic');
   try {
     restic(resticRepo, 'init', '--repository-version', '2');
@@ -363,6 +451,11 @@ async function main(): Promise<void> {
     const sIncr = await timed(() => runBackup(deps, task(`docker:${RUN}`), run()));
     warm(mount);
     const rIncr = resticTimed(resticRepo, 'backup', '--host', 'bench', mount);
+    // The fallback for a volume the agent cannot see: dockerd's archive API through a helper.
+    warm(mount);
+    const exported = await dockerExport(volume);
+    warm(mount);
+    const api = await timed(() => runBackup(apiDeps, task(`docker:${RUN}`), run()));
     const image = (r: typeof sFull.value) => r.streams.find((s) => s.name === 'image')?.size ?? 0;
     // One file of about 1 MiB, restored alone.
     const one = list.findIndex((n) => n > 900_000 && n < 1_400_000);
@@ -407,12 +500,14 @@ async function main(): Promise<void> {
     console.log(
       `incremental ÷ full (stowage): ${((sIncr.s / sFull.s) * 100).toFixed(0)} %; volume bytes read: full ${mib(sFull.value.bytesRead - image(sFull.value))} MiB, incremental ${mib(sIncr.value.bytesRead - image(sIncr.value))} MiB (the committed image, ${mib(image(sIncr.value))} MiB, is read each time)`,
     );
+    console.log(engineApiLine('Docker volume', exported, api));
     console.log(
       `file-level restore of one ${(list[one]! / 1048576).toFixed(2)} MiB file: ${fileRestore.s.toFixed(2)} s, ${mib(oneRun.progress.total)} MiB read`,
     );
     if (args.only !== 'docker') await lxdInstance(total, count, work);
   } finally {
     await repo.close();
+    await apiRepo.close();
     await docker
       .getContainer(RUN)
       .remove({ force: true })
