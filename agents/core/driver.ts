@@ -62,6 +62,36 @@ export type ByteReader = (into: Uint8Array) => Promise<number>;
  */
 export type ChunkWrite = (bytes: Uint8Array, offset: number, zero: boolean) => Promise<void>;
 
+/** A stretch of a stream or a disk: `length` bytes from `start`. */
+export interface Area {
+  start: number;
+  length: number;
+}
+
+/**
+ * A block device's bytes for BackupSink.writeBlocks: `size` bytes in blocks of `blockBytes` (the
+ * last one may be shorter).
+ */
+export interface BlockSource {
+  size: number;
+  blockBytes: number;
+  /**
+   * Whether the block at `start` is unchanged since the parent point (from the engine's change
+   * tracking). Absent: no change information, every block is read.
+   */
+  unchanged?: (start: number, length: number) => boolean;
+  /** A reader of exactly the bytes of `areas` (whole blocks, in order), one after the other. */
+  open(areas: readonly Area[]): Promise<ByteReader>;
+}
+
+/** What a block device's backup did (BackupSink.writeBlocks). */
+export interface StoredBlocks extends StoredStream {
+  bytesRead: number;
+  /** Bytes whose chunks came from the parent point without being read. */
+  bytesReused: number;
+  parent?: string;
+}
+
 /** What a tree stream's backup did (agents/core/tree). */
 export interface StoredTree extends StoredStream {
   entries: number;
@@ -91,6 +121,18 @@ export interface BackupSink {
    * driver's tests) makes the driver read through the engine's API instead.
    */
   writeTree?(info: { name: string }, root: string, ctx: DriverContext): Promise<StoredTree>;
+  /**
+   * Stores a block device (a VM disk) so that no chunk spans two of its blocks, taking from the
+   * parent point's stream of the same name every block `source.unchanged` says is unchanged (and
+   * whose chunks are still stored), and reading the others through `source.open`. Optional: a
+   * sink without it gets the whole device through writeFrom.
+   */
+  writeBlocks?(info: StreamInfo, source: BlockSource): Promise<StoredBlocks>;
+  /**
+   * The metadata of the parent point: the last point of this target this agent made, which
+   * writeTree and writeBlocks take unchanged data from. Undefined when there is none.
+   */
+  parentMetadata?(): Record<string, unknown> | undefined;
 }
 
 export interface RestoreSource {

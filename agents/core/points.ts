@@ -9,11 +9,14 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type {
+  Area,
   BackupSink,
+  BlockSource,
   ByteReader,
   ChunkWrite,
   DriverContext,
   RestoreSource,
+  StoredBlocks,
   StoredStream,
   StoredTree,
   StreamInfo,
@@ -54,6 +57,7 @@ export interface Manifest {
 export interface ParentPoint {
   recoveryPointId: string;
   streams: readonly StreamRecord[];
+  metadata: Record<string, unknown>;
   read(record: StreamRecord): Readable;
 }
 
@@ -151,6 +155,76 @@ export class PointWriter implements BackupSink {
     };
   }
 
+  parentMetadata(): Record<string, unknown> | undefined {
+    return this.parent?.metadata;
+  }
+
+  async writeBlocks(info: StreamInfo, source: BlockSource): Promise<StoredBlocks> {
+    if (this.streams.some((s) => s.name === info.name)) {
+      throw new Error(`stream ${info.name} written twice in one recovery point`);
+    }
+    const { size, blockBytes } = source;
+    if (!Number.isSafeInteger(blockBytes) || blockBytes <= 0 || !(size >= 0)) {
+      throw new RangeError(`blocks of ${blockBytes} bytes over ${size} bytes`);
+    }
+    const parent = this.parent?.streams.find(
+      (s) => s.name === info.name && s.kind === info.kind && s.blockBytes === blockBytes,
+    );
+    const parentBlocks = parent && source.unchanged ? blocksOf(parent, blockBytes) : undefined;
+    // Which blocks come from the parent (their chunks) and which are read (runs of them).
+    const plan: Array<readonly ChunkRef[] | undefined> = [];
+    const areas: Area[] = [];
+    let bytesReused = 0;
+    for (let start = 0; start < size; start += blockBytes) {
+      const length = Math.min(blockBytes, size - start);
+      const refs = parentBlocks?.[plan.length];
+      if (
+        refs &&
+        refs.reduce((n, c) => n + c.length, 0) === length &&
+        source.unchanged!(start, length) &&
+        refs.every((c) => this.writer.has(c.id))
+      ) {
+        plan.push(refs);
+        bytesReused += length;
+        continue;
+      }
+      plan.push(undefined);
+      const last = areas[areas.length - 1];
+      if (last && last.start + last.length === start) last.length += length;
+      else areas.push({ start, length });
+    }
+    const read = await source.open(areas);
+    const blocks = this.writer.treeData(this.onBytes);
+    const readBefore = this.writer.stats.bytesRead;
+    let chunks: ChunkRef[];
+    try {
+      for (let i = 0; i < plan.length; i++) {
+        const refs = plan[i];
+        if (refs) await blocks.reuse(refs);
+        else await blocks.file(limitedTo(read, Math.min(blockBytes, size - i * blockBytes)));
+      }
+      chunks = await blocks.end();
+    } catch (err) {
+      await blocks.abandon();
+      throw err;
+    }
+    const bytesRead = this.writer.stats.bytesRead - readBefore;
+    if (bytesRead + bytesReused !== size) {
+      throw new Error(
+        `stream ${info.name}: ${bytesRead} bytes read and ${bytesReused} reused, not ${size}`,
+      );
+    }
+    this.streams.push({ name: info.name, kind: info.kind, size, chunks, blockBytes });
+    return {
+      name: info.name,
+      kind: info.kind,
+      size,
+      bytesRead,
+      bytesReused,
+      ...(bytesReused > 0 ? { parent: this.parent!.recoveryPointId } : {}),
+    };
+  }
+
   writeStream(info: StreamInfo, data: Readable): Promise<StoredStream> {
     return this.add(info, () => this.writer.writeStream(info, data, this.onBytes));
   }
@@ -167,6 +241,34 @@ export class PointWriter implements BackupSink {
     this.streams.push(record);
     return { name: record.name, kind: record.kind, size: record.size };
   }
+}
+
+/**
+ * The chunks of each block of a stream written by writeBlocks, or undefined when a chunk spans
+ * two blocks (then nothing of it can be taken block by block).
+ */
+function blocksOf(record: StreamRecord, blockBytes: number): ChunkRef[][] | undefined {
+  const blocks: ChunkRef[][] = [];
+  let offset = 0;
+  for (const chunk of record.chunks) {
+    const block = Math.floor(offset / blockBytes);
+    if (Math.floor((offset + chunk.length - 1) / blockBytes) !== block) return undefined;
+    (blocks[block] ??= []).push(chunk);
+    offset += chunk.length;
+  }
+  return offset === record.size ? blocks : undefined;
+}
+
+/** `read`, ending after `length` bytes (a block of a device read as runs of blocks). */
+function limitedTo(read: ByteReader, length: number): ByteReader {
+  let left = length;
+  return async (into) => {
+    if (left === 0) return 0;
+    const n = await read(into.length > left ? into.subarray(0, left) : into);
+    if (n === 0) throw new Error(`the device's reader ended ${left} bytes before a block's end`);
+    left -= n;
+    return n;
+  };
 }
 
 export async function readManifest(repo: Repository, recoveryPointId: string): Promise<Manifest> {

@@ -341,6 +341,7 @@ async function parentOf(
     return {
       recoveryPointId: id,
       streams: manifest.streams,
+      metadata: manifest.metadata,
       // Read beside the backup's own work: little memory, not speed.
       read: (record) =>
         repo.readStream(record, () => undefined, `recovery point ${id}, `, { lean: true }),

@@ -36,6 +36,11 @@ export interface StreamRecord {
   size: number;
   /** The stream is these chunks in order; each is verified against its id when read. */
   chunks: ChunkRef[];
+  /**
+   * Set on a block device's stream (a VM disk, core/points.ts writeBlocks): no chunk spans two
+   * blocks of this many bytes, so a later backup may take any unchanged block's chunks from here.
+   */
+  blockBytes?: number;
 }
 
 /** Where a stored chunk lives: a pack object and the sealed blob's place in it. */

@@ -9,7 +9,8 @@
  *   CreateSnapshot makes no delta disk and leaves the backing as it was, so a disk changed
  *   during the backup would change under the reader here, not on a real host;
  * - quiesced snapshots (no VMware Tools in simulated guests: CreateSnapshot ignores quiesce);
- * - CBT (QueryChangedDiskAreas is missing; the VMs do not track changes, so it is not asked);
+ * - CBT (QueryChangedDiskAreas is missing; the VMs do not track changes, so it is not asked;
+ *   vsphere-cbt.test.ts runs the incremental path with a ChangeTracking of the test's own);
  * - the NFC transport (no ExportSnapshot; its streamOptimized unpacking has unit tests);
  * - RenameSnapshot (snapshot expiry changes) and snapshot memory;
  * - CopyVirtualDisk_Task's own descriptor handling (the simulator copies files verbatim, and the

@@ -6,7 +6,7 @@
 import type { Logger } from '../../../kernel/logger';
 import { DatastoreFiles } from './datastore';
 import { loadPaths, refList, type Paths } from './inventory';
-import type { DiskTransport } from './transport';
+import { vimChangeTracking, type ChangeTracking, type DiskTransport } from './transport';
 import type { VimClient } from './vim';
 import { moRef, text, type MoRef, type XmlValue } from './xml';
 
@@ -15,6 +15,8 @@ export interface Engine {
   files: DatastoreFiles;
   /** Tried in order; the first that does not refuse a disk reads it. */
   transports: DiskTransport[];
+  /** Changed-block tracking (vSphere's own unless a test gives another). */
+  changes: ChangeTracking;
   log: Logger;
 }
 
@@ -89,7 +91,14 @@ export function engineOf(
   vim: VimClient,
   log: Logger,
   transports?: (files: DatastoreFiles) => DiskTransport[],
+  changes?: ChangeTracking,
 ): Engine {
   const files = new DatastoreFiles(vim);
-  return { vim, files, transports: transports ? transports(files) : [], log };
+  return {
+    vim,
+    files,
+    transports: transports ? transports(files) : [],
+    changes: changes ?? vimChangeTracking(vim),
+    log,
+  };
 }

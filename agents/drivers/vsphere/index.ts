@@ -16,7 +16,7 @@ import { engineOf, type Engine } from './engine';
 import { checkVmPath, findByPath, loadPaths, parseDatastorePath } from './inventory';
 import { IN_PLACE_HOLD, releaseInPlaceHold, restoreVm } from './restore';
 import { createSnapshotOps, snapshotsOf } from './snapshots';
-import { DatastoreHttpTransport, type DiskTransport } from './transport';
+import { DatastoreHttpTransport, type ChangeTracking, type DiskTransport } from './transport';
 import { NfcTransport } from './nfc';
 import { VimClient } from './vim';
 import { watchInventory } from './events';
@@ -37,6 +37,11 @@ export interface VsphereDriverOptions {
   log?: Logger;
   /** The disk transports in order of preference (default: datastore HTTP, then NFC). */
   transports?: (files: DatastoreFiles, vim: VimClient) => DiskTransport[];
+  /**
+   * Changed-block tracking (default: vSphere's, QueryChangedDiskAreas). For tests against the
+   * simulator, which has none.
+   */
+  changes?: (vim: VimClient) => ChangeTracking;
 }
 
 export function passwordOf(
@@ -74,10 +79,14 @@ function vimFor(options: VsphereDriverOptions): VimClient {
 function engineFor(options: VsphereDriverOptions): Engine {
   const log = options.log ?? silentLogger;
   const vim = vimFor(options);
-  return engineOf(vim, log, (files) =>
-    options.transports
-      ? options.transports(files, vim)
-      : [new DatastoreHttpTransport(files), new NfcTransport(vim)],
+  return engineOf(
+    vim,
+    log,
+    (files) =>
+      options.transports
+        ? options.transports(files, vim)
+        : [new DatastoreHttpTransport(files), new NfcTransport(vim)],
+    options.changes?.(vim),
   );
 }
 

@@ -30,7 +30,11 @@ export class NfcTransport implements DiskTransport {
 
   constructor(private readonly vim: VimClient) {}
 
+  /** An export is the whole disk, in order: it cannot skip to some areas. */
+  readonly partial = false;
+
   refuses(src: DiskSource): string | undefined {
+    if (src.only) return 'an NFC export reads the whole disk';
     return src.disk.fileName ? undefined : `disk "${src.disk.label}" has no file backing`;
   }
 

@@ -8,24 +8,24 @@
  * - Changed-block tracking (CBT) narrows any transport: when the VM has `changeTrackingEnabled`,
  *   QueryChangedDiskAreas(snapshot, deviceKey, offset, "*") names the areas that hold data, and
  *   the rest is handed on as zeros without being read (zero regions cost nothing). The point
- *   records each disk's changeId for the next backup's QueryChangedDiskAreas.
+ *   records each disk's changeId; the next backup asks QueryChangedDiskAreas with it for the
+ *   areas changed since, and reads only the 4 MiB blocks they touch (`only`), the others taken
+ *   from the last point (backup.ts). A transport that cannot read part of a disk (`partial`
+ *   false: NFC) reads it whole.
  * - `nfc` (nfc.ts): ExportSnapshot's HttpNfcLease, for disks whose backing is not a flat file.
  *
  * A reader hands the disk's bytes out in order, from offset 0 to its capacity, exactly.
  */
 import { DriverError } from '../../../kernel/errors';
-import type { ByteReader } from '../../core/driver';
+import type { Area, ByteReader } from '../../core/driver';
 import type { SavedDisk } from './config';
 import type { DatastoreFiles, RangeFeed } from './datastore';
 import { parseDatastorePath, type DatastorePath } from './inventory';
 import type { VimClient } from './vim';
-import { checkedInt, child, list, optText, refXml, type MoRef } from './xml';
+import { checkedInt, child, list, optText, refXml, type MoRef, type XmlValue } from './xml';
 import { flatExtentOf } from './vmdk';
 
-export interface Area {
-  start: number;
-  length: number;
-}
+export type { Area };
 
 export interface DiskSource {
   disk: SavedDisk;
@@ -36,6 +36,11 @@ export interface DiskSource {
   snapshot: MoRef;
   /** Areas that hold data, in order (from CBT); undefined: all of the disk may. */
   allocated?: Area[];
+  /**
+   * Read only these areas, in order, their bytes one after the other (the blocks an incremental
+   * reads); undefined: the whole disk.
+   */
+  only?: readonly Area[];
 }
 
 export interface DiskReader {
@@ -47,6 +52,8 @@ export interface DiskReader {
 
 export interface DiskTransport {
   readonly name: string;
+  /** Whether `open` honours DiskSource.only (reads some areas of a disk, not all of it). */
+  readonly partial: boolean;
   /** Undefined when it can read this disk, else why not (shown when no transport can). */
   refuses(src: DiskSource): string | undefined;
   open(src: DiskSource, signal: AbortSignal): Promise<DiskReader>;
@@ -58,6 +65,7 @@ export const PARALLEL_RANGES = 4;
 
 export class DatastoreHttpTransport implements DiskTransport {
   readonly name = 'datastore-http';
+  readonly partial = true;
 
   constructor(
     private readonly files: DatastoreFiles,
@@ -92,6 +100,7 @@ export class DatastoreHttpTransport implements DiskTransport {
       capacity: src.disk.capacityBytes,
       fileSize: size,
       ...(src.allocated ? { allocated: src.allocated } : {}),
+      ...(src.only ? { only: src.only } : {}),
       rangeBytes: this.options.rangeBytes ?? RANGE_BYTES,
       parallel: this.options.parallel ?? PARALLEL_RANGES,
       signal,
@@ -105,8 +114,8 @@ export class DatastoreHttpTransport implements DiskTransport {
 type Stretch = { zero: number } | { feed: RangeFeed };
 
 /**
- * Hands out [0, capacity) in order: stretches past the file's end, or outside the allocated
- * areas, as zeros without a read; the others as ranged GETs, `parallel` of them under way
+ * Hands out [0, capacity) in order (or only the areas `only` names, one after the other):
+ * stretches past the file's end, or outside the allocated areas, as zeros without a read; the others as ranged GETs, `parallel` of them under way
  * ahead of the consumer, whose bytes arrive in the socket's own buffers (RangeFeed) and are
  * copied once, into the buffer the consumer offers (the chunking ring). A read fills its buffer
  * whole unless the disk ends first.
@@ -115,15 +124,25 @@ export function rangedReader(o: {
   capacity: number;
   fileSize: number;
   allocated?: Area[];
+  only?: readonly Area[];
   rangeBytes: number;
   parallel: number;
   signal: AbortSignal;
   fetch: (start: number, length: number, signal: AbortSignal) => RangeFeed;
 }): DiskReader {
+  const spans = o.only ?? [{ start: 0, length: o.capacity }];
+  for (const a of spans) {
+    if (!(a.start >= 0 && a.length > 0 && a.start + a.length <= o.capacity)) {
+      throw new RangeError(
+        `area ${a.start}+${a.length} is not inside the disk (${o.capacity} bytes)`,
+      );
+    }
+  }
+  let span = 0;
   const stop = new AbortController();
   const onAbort = () => stop.abort(o.signal.reason);
   o.signal.addEventListener('abort', onAbort, { once: true });
-  let next = 0;
+  let next = spans[0]?.start ?? 0;
   let fetched = 0;
   let feeds = 0;
   const ahead: Stretch[] = [];
@@ -143,10 +162,12 @@ export function rangedReader(o: {
   }
 
   function schedule(): void {
-    while (feeds < o.parallel && next < o.capacity) {
+    while (feeds < o.parallel && span < spans.length) {
       const start = next;
-      const end = Math.min(start + o.rangeBytes, o.capacity);
+      const spanEnd = spans[span]!.start + spans[span]!.length;
+      const end = Math.min(start + o.rangeBytes, spanEnd);
       next = end;
+      if (end === spanEnd && ++span < spans.length) next = spans[span]!.start;
       const readEnd = Math.min(end, o.fileSize);
       if (readEnd <= start || !hasData(start, end)) {
         zeros(end - start);
@@ -204,6 +225,27 @@ export function rangedReader(o: {
       current = undefined;
       return Promise.resolve();
     },
+  };
+}
+
+/**
+ * Changed-block tracking, behind one small interface: vSphere's own (vimChangeTracking), or a
+ * test's where the simulator has none (it lacks QueryChangedDiskAreas).
+ */
+export interface ChangeTracking {
+  /**
+   * The disk's change id in the snapshot, from its backing there (`backing.changeId`), when the
+   * VM tracks changes; undefined: no CBT for this disk.
+   */
+  changeIdOf(backing: XmlValue | undefined, vmTracks: boolean, disk: SavedDisk): string | undefined;
+  /** The areas of the disk in `snapshot` changed since `changeId` ("*": all that hold data). */
+  changedAreas(vm: MoRef, snapshot: MoRef, disk: SavedDisk, changeId: string): Promise<Area[]>;
+}
+
+export function vimChangeTracking(vim: VimClient): ChangeTracking {
+  return {
+    changeIdOf: (backing, vmTracks) => (vmTracks ? optText(backing, 'changeId') : undefined),
+    changedAreas: (vm, snapshot, disk, changeId) => changedAreas(vim, vm, snapshot, disk, changeId),
   };
 }
 

@@ -9,7 +9,9 @@ import { deflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { streamOptimizedReader } from '../../../../../agents/drivers/vsphere/nfc';
 import type { RangeFeed } from '../../../../../agents/drivers/vsphere/datastore';
-import { rangedReader } from '../../../../../agents/drivers/vsphere/transport';
+import { changedAreas, rangedReader } from '../../../../../agents/drivers/vsphere/transport';
+import type { VimClient } from '../../../../../agents/drivers/vsphere/vim';
+import type { SavedDisk } from '../../../../../agents/drivers/vsphere/config';
 import type { ByteReader } from '../../../../../agents/core/driver';
 
 const SECTOR = 512;
@@ -153,6 +155,51 @@ describe('ranged reader (datastore HTTP)', () => {
     expect(reader.fetched()).toBe(2048);
   });
 
+  it('reads only the areas asked for, one after the other, past-the-file parts as zeros', async () => {
+    const file = randomBytes(10 * 1024);
+    const fetched: Array<[number, number]> = [];
+    const reader = rangedReader({
+      capacity: 16 * 1024,
+      fileSize: file.length,
+      only: [
+        { start: 1024, length: 2048 },
+        { start: 8192, length: 4096 },
+      ],
+      rangeBytes: 1024,
+      parallel: 2,
+      signal: new AbortController().signal,
+      fetch: (start, length) => {
+        fetched.push([start, length]);
+        return feedOf([file.subarray(start, start + length)]);
+      },
+    });
+    const out = await readAll(reader.read, 900);
+    await reader.close();
+    const want = Buffer.concat([
+      file.subarray(1024, 3072),
+      file.subarray(8192, 10240),
+      Buffer.alloc(2048), // past the file's end
+    ]);
+    expect(out.equals(want)).toBe(true);
+    expect(fetched.sort((a, b) => a[0] - b[0])).toEqual([
+      [1024, 1024],
+      [2048, 1024],
+      [8192, 1024],
+      [9216, 1024],
+    ]);
+    expect(() =>
+      rangedReader({
+        capacity: 4096,
+        fileSize: 4096,
+        only: [{ start: 3072, length: 2048 }],
+        rangeBytes: 1024,
+        parallel: 1,
+        signal: new AbortController().signal,
+        fetch: () => feedOf([]),
+      }),
+    ).toThrow('is not inside the disk');
+  });
+
   it('reports a failed range as the read error', async () => {
     const reader = rangedReader({
       capacity: 4096,
@@ -167,5 +214,72 @@ describe('ranged reader (datastore HTTP)', () => {
     });
     await expect(readAll(reader.read, 1024)).rejects.toThrow('range 2048 failed');
     await reader.close();
+  });
+});
+
+describe('QueryChangedDiskAreas (CBT) answers', () => {
+  const disk = { label: 'Hard disk 1', key: 2000, capacityBytes: 64 * 1024 } as SavedDisk;
+  /** A VimClient answering DiskChangeInfo as the API reference documents it. */
+  function vimAnswering(answers: Array<Record<string, unknown>>) {
+    const asked: Array<Record<string, unknown>> = [];
+    const vim = {
+      call: (method: string, _ref: unknown, args: Record<string, unknown>) => {
+        expect(method).toBe('QueryChangedDiskAreas');
+        asked.push(args);
+        return Promise.resolve(answers.shift());
+      },
+    } as unknown as VimClient;
+    return { vim, asked };
+  }
+  const vm = { type: 'VirtualMachine', value: 'vm-1' };
+  const snapshot = { type: 'VirtualMachineSnapshot', value: 'snapshot-2' };
+
+  it('walks the disk answer by answer and collects the changed areas', async () => {
+    const { vim, asked } = vimAnswering([
+      {
+        startOffset: '0',
+        length: String(32 * 1024),
+        changedArea: [
+          { start: '0', length: '4096' },
+          { start: '8192', length: '512' },
+        ],
+      },
+      {
+        startOffset: String(32 * 1024),
+        length: String(32 * 1024),
+        changedArea: { start: '40960', length: '1024' },
+      },
+    ]);
+    const areas = await changedAreas(vim, vm, snapshot, disk, '52 3c/7');
+    expect(areas).toEqual([
+      { start: 0, length: 4096 },
+      { start: 8192, length: 512 },
+      { start: 40960, length: 1024 },
+    ]);
+    expect(asked.map((a) => [a.startOffset, a.changeId, a.deviceKey])).toEqual([
+      [0, '52 3c/7', 2000],
+      [32 * 1024, '52 3c/7', 2000],
+    ]);
+  });
+
+  it('refuses answers that do not follow the question or lie outside the disk', async () => {
+    const wrongStart = vimAnswering([{ startOffset: '512', length: '1024' }]);
+    await expect(changedAreas(wrongStart.vim, vm, snapshot, disk, '*')).rejects.toThrow(
+      'answered offset 512',
+    );
+    const outside = vimAnswering([
+      {
+        startOffset: '0',
+        length: String(64 * 1024),
+        changedArea: { start: String(64 * 1024 - 10), length: '20' },
+      },
+    ]);
+    await expect(changedAreas(outside.vim, vm, snapshot, disk, '*')).rejects.toThrow(
+      'lies outside',
+    );
+    const notNumber = vimAnswering([{ startOffset: '0', length: 'lots' }]);
+    await expect(changedAreas(notNumber.vim, vm, snapshot, disk, '*')).rejects.toThrow(
+      'not an integer',
+    );
   });
 });
