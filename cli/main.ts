@@ -119,7 +119,7 @@ async function waitForJob(
       const job = await api.get<Job>(`/jobs/${encodeURIComponent(jobId)}`);
       progress?.update(job);
       if (TERMINAL.includes(job.status)) return job;
-      await new Promise((r) => setTimeout(r, pollDelay(Date.now() - since)));
+      await new Promise((r) => setTimeout(r, pollDelay(Date.now() - since, job.progress)));
     }
   } finally {
     progress?.end();

@@ -13,4 +13,32 @@ describe('the CLI waiting for a job', () => {
       last = delay;
     }
   });
+
+  it('looks again by the time the ETA says the bytes are moved, and every 100 ms once they are', () => {
+    const now = Date.parse('2026-12-07T01:00:10.000Z');
+    const progress = {
+      phase: 'reading',
+      bytesDone: 600,
+      bytesTotal: 1000,
+      rate: 100,
+      etaSeconds: 4,
+      updatedAt: '2026-12-07T01:00:09.000Z',
+    };
+    // A minute in, a twentieth would be 1 s; the ETA says the reading ends in 3 s: 1 s.
+    expect(pollDelay(60_000, progress, now)).toBe(1000);
+    // Reported 4 s left 3.7 s ago: look again in 300 ms.
+    expect(pollDelay(60_000, { ...progress, updatedAt: '2026-12-07T01:00:06.300Z' }, now)).toBe(
+      300,
+    );
+    // Past its ETA, or every byte moved: every 100 ms.
+    expect(pollDelay(60_000, { ...progress, updatedAt: '2026-12-07T01:00:01.000Z' }, now)).toBe(
+      100,
+    );
+    expect(pollDelay(60_000, { ...progress, bytesDone: 1000 }, now)).toBe(100);
+    // Without a total, a rate or a readable time: as without progress.
+    const { bytesTotal: _t, ...noTotal } = progress;
+    expect(pollDelay(60_000, noTotal, now)).toBe(1000);
+    expect(pollDelay(60_000, { ...progress, rate: 0 }, now)).toBe(1000);
+    expect(pollDelay(60_000, { ...progress, updatedAt: 'soon' }, now)).toBe(1000);
+  });
 });
