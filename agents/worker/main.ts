@@ -261,6 +261,14 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     },
   });
   worker.start();
+  // Opened now rather than by the first task (its index read, its codec threads started: ~0.2 s
+  // here), so a job does not wait for it; a failure is the first task's to report again.
+  void openRepo().catch((err: unknown) =>
+    agentLog.warn('agent.repository.open_failed', {
+      error: err,
+      effect: 'the first task opens it again and fails with the reason if it still cannot',
+    }),
+  );
   return {
     site: config.site,
     platforms: [...drivers.keys()],
