@@ -13,27 +13,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { readManifest } from '../../agents/core/points';
-import { ProgressReporter } from '../../agents/core/progress';
-import { runBackup, runRestore, type RunnerDeps, type TaskRun } from '../../agents/core/runner';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createDockerDriver } from '../../agents/drivers/docker';
-import { StaticKey } from '../../agents/repo/keys';
 import { Repository } from '../../agents/repo/repository';
-import { DirStore } from '../../agents/store/dir-store';
 import { silentLogger } from '../../kernel/logger';
 import type { BackupResult, RestoreTask } from '../../statemachines/contracts';
 import { docker, ensureTestImage, removeByPrefix, TEST_IMAGE } from '../fixtures/docker';
 import { describeTree, makeTree } from '../fixtures/tree';
+import { dirRepository, makeRun } from '../fixtures/runner';
 
 const RUN = `stowage-tt-${randomBytes(4).toString('hex')}`;
 const CONTAINER = `${RUN}-app`;
 const VOLUME = `${RUN}-data`;
-
-function makeRun(): TaskRun {
-  return {
-    progress: new ProgressReporter(async () => undefined, 60_000),
-    signal: new AbortController().signal,
-  };
-}
 
 async function mountpoint(volume: string): Promise<string> {
   return ((await docker.getVolume(volume).inspect()) as { Mountpoint: string }).Mountpoint;
@@ -86,11 +77,7 @@ describe('docker volumes as tree streams', () => {
       HostConfig: { Binds: [`${VOLUME}:/data`] },
     });
     await docker.getContainer(CONTAINER).start();
-    repo = await Repository.open({
-      store: new DirStore(join(dir, 'store')),
-      keys: new StaticKey(randomBytes(32)),
-      workers: 2,
-    });
+    repo = await dirRepository(dir);
     deps = {
       agent: 'local',
       drivers: new Map([['docker', createDockerDriver()]]),

@@ -19,14 +19,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Driver } from '../../agents/core/driver';
-import { ProgressReporter } from '../../agents/core/progress';
-import {
-  runBackup,
-  runPrune,
-  runRestore,
-  type RunnerDeps,
-  type TaskRun,
-} from '../../agents/core/runner';
+import { runBackup, runPrune, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createPathDriver } from '../../agents/drivers/path';
 import { StaticKey } from '../../agents/repo/keys';
 import { Repository } from '../../agents/repo/repository';
@@ -37,6 +30,7 @@ import { LEASES_PREFIX, PACKS_PREFIX } from '../../kernel/object-layout';
 import { silentLogger } from '../../kernel/logger';
 import type { PruneMarkResult, PruneSweepResult } from '../../statemachines/contracts';
 import { makePrng, MiB, prngBytes } from '../fixtures/data';
+import { makeRun } from '../fixtures/runner';
 
 const SEED = Number(process.env.STOWAGE_GC_SEED ?? 20261206);
 const ROUNDS = 12;
@@ -109,13 +103,6 @@ interface Committed {
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function makeRun(): TaskRun {
-  return {
-    progress: new ProgressReporter(async () => undefined, 60_000),
-    signal: new AbortController().signal,
-  };
-}
 
 describe('garbage collection under concurrent backups', () => {
   let dir: string;

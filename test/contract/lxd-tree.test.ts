@@ -17,16 +17,14 @@ import { setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { readManifest } from '../../agents/core/points';
-import { ProgressReporter } from '../../agents/core/progress';
-import { runBackup, runRestore, type RunnerDeps, type TaskRun } from '../../agents/core/runner';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createLxdDriver, createLxdVolumeDriver } from '../../agents/drivers/lxd';
-import { StaticKey } from '../../agents/repo/keys';
 import { Repository } from '../../agents/repo/repository';
-import { DirStore } from '../../agents/store/dir-store';
 import { silentLogger } from '../../kernel/logger';
 import type { BackupResult, RestoreTask } from '../../statemachines/contracts';
 import { LXD_SOCKET, launchInstance, lxd, removeInstance, sh } from '../fixtures/lxd';
 import { describeTree, makeTree } from '../fixtures/tree';
+import { dirRepository, makeRun } from '../fixtures/runner';
 
 const RUN = `st-lt-${randomBytes(3).toString('hex')}`;
 const INSTANCE = `${RUN}-c1`;
@@ -42,13 +40,6 @@ const instanceSnapshotDir = (name: string, snap: string) =>
 const volumeDir = (name: string) => join(POOL_DIR, 'custom', `default_${name}`);
 const volumeSnapshotDir = (name: string, snap: string) =>
   join(POOL_DIR, 'custom-snapshots', `default_${name}`, snap);
-
-function makeRun(): TaskRun {
-  return {
-    progress: new ProgressReporter(async () => undefined, 60_000),
-    signal: new AbortController().signal,
-  };
-}
 
 interface TreeStat {
   stream: string;
@@ -132,11 +123,7 @@ describe('lxd instances and custom volumes as tree streams', () => {
     });
     await fs.writeFile(join(volumeDir(VOLUME), 'after-snapshot'), randomBytes(5000));
 
-    repo = await Repository.open({
-      store: new DirStore(join(dir, 'store')),
-      keys: new StaticKey(randomBytes(32)),
-      workers: 2,
-    });
+    repo = await dirRepository(dir);
     deps = {
       agent: 'local',
       drivers: new Map([

@@ -14,22 +14,13 @@ import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { PointReader, readManifest } from '../../agents/core/points';
-import { ProgressReporter } from '../../agents/core/progress';
-import { runBackup, runRestore, type RunnerDeps, type TaskRun } from '../../agents/core/runner';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createPathDriver } from '../../agents/drivers/path';
-import { StaticKey } from '../../agents/repo/keys';
 import { Repository } from '../../agents/repo/repository';
-import { DirStore } from '../../agents/store/dir-store';
 import { describeTree, makeTree } from '../fixtures/tree';
 import { silentLogger } from '../../kernel/logger';
 import type { BackupResult, BackupTask, RestoreTask } from '../../statemachines/contracts';
-
-function makeRun(): TaskRun {
-  return {
-    progress: new ProgressReporter(async () => undefined, 60_000),
-    signal: new AbortController().signal,
-  };
-}
+import { dirRepository, makeRun } from '../fixtures/runner';
 
 describe('tree streams through the runner and the path driver', () => {
   let dir: string;
@@ -68,11 +59,7 @@ describe('tree streams through the runner and the path driver', () => {
     src = join(dir, 'src');
     await fs.mkdir(src);
     total = await makeTree(src);
-    repo = await Repository.open({
-      store: new DirStore(join(dir, 'store')),
-      keys: new StaticKey(randomBytes(32)),
-      workers: 2,
-    });
+    repo = await dirRepository(dir);
     deps = {
       agent: 'local',
       drivers: new Map([['path', createPathDriver()]]),

@@ -19,15 +19,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Area } from '../../agents/core/driver';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { readManifest } from '../../agents/core/points';
-import { ProgressReporter } from '../../agents/core/progress';
-import { runBackup, runRestore, type RunnerDeps, type TaskRun } from '../../agents/core/runner';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createVsphereDriver } from '../../agents/drivers/vsphere';
 import { DISK_BLOCK_BYTES } from '../../agents/drivers/vsphere/backup';
 import type { SavedVm } from '../../agents/drivers/vsphere/config';
 import type { ChangeTracking } from '../../agents/drivers/vsphere/transport';
-import { StaticKey } from '../../agents/repo/keys';
 import { Repository } from '../../agents/repo/repository';
-import { DirStore } from '../../agents/store/dir-store';
 import { silentLogger } from '../../kernel/logger';
 import type { BackupResult, BackupTask } from '../../statemachines/contracts';
 import {
@@ -39,6 +36,7 @@ import {
   vmState,
   type Vcsim,
 } from '../fixtures/vcsim';
+import { dirRepository, makeRun } from '../fixtures/runner';
 
 const MiB = 1024 * 1024;
 const CAPACITY = 24 * MiB;
@@ -61,13 +59,6 @@ class FakeTracking implements ChangeTracking {
     if (!areas) return Promise.reject(new Error(`FileFault: change id ${id} is not valid`));
     return Promise.resolve(areas);
   }
-}
-
-function makeRun(): TaskRun {
-  return {
-    progress: new ProgressReporter(async () => undefined, 60_000),
-    signal: new AbortController().signal,
-  };
 }
 
 describe('vSphere incrementals by changed-block tracking (vcsim, a fake CBT)', () => {
@@ -128,11 +119,7 @@ describe('vSphere incrementals by changed-block tracking (vcsim, a fake CBT)', (
   beforeAll(async () => {
     sim = await startVcsim();
     dir = await fs.mkdtemp(join(tmpdir(), 'stowage-vsphere-cbt-'));
-    repo = await Repository.open({
-      store: new DirStore(join(dir, 'store')),
-      keys: new StaticKey(randomBytes(32)),
-      workers: 2,
-    });
+    repo = await dirRepository(dir);
     deps = {
       agent: 'local',
       drivers: new Map([
