@@ -16,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -44,6 +44,8 @@ interface Exec {
   code: number;
   seconds: number;
   maxRssKiB: number | null;
+  /** User plus system CPU seconds of the step's process tree (time's report), when timed. */
+  cpuSeconds: number | null;
   stdout: string;
   stderr: string;
 }
@@ -74,10 +76,14 @@ async function exec(
   });
   const seconds = (performance.now() - started) / 1000;
   let maxRssKiB: number | null = null;
+  let cpuSeconds: number | null = null;
   if (options.timed && timeFile) {
     const report = await readFile(timeFile, 'utf8').catch(() => '');
     const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(report);
     maxRssKiB = m ? Number(m[1]) : null;
+    const user = /User time \(seconds\): ([\d.]+)/.exec(report);
+    const system = /System time \(seconds\): ([\d.]+)/.exec(report);
+    cpuSeconds = user && system ? Number(user[1]) + Number(system[1]) : null;
   }
   if (options.logFile) {
     await writeFile(
@@ -86,7 +92,22 @@ async function exec(
         `--- stdout\n${stdout}\n--- stderr\n${stderr}`,
     );
   }
-  return { code, seconds, maxRssKiB, stdout, stderr };
+  return { code, seconds, maxRssKiB, cpuSeconds, stdout, stderr };
+}
+
+/**
+ * User plus system CPU seconds a running process has used so far, all its threads (Linux
+ * /proc/PID/stat, utime and stime in clock ticks of 1/100 s); null where it cannot be read.
+ */
+function processCpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
 }
 
 /** The line of a failed step's stderr that says what went wrong (not a stack frame). */
@@ -368,6 +389,8 @@ interface StepResult {
   seconds: number;
   mbPerSecond: number;
   maxRssKiB: number | null;
+  /** CPU seconds (user + system, every thread and child) of the step, when timed. */
+  cpuSeconds?: number | null;
 }
 
 interface ToolResult {
@@ -427,8 +450,12 @@ async function runTool(tool: Tool, data: Dataset, workDir: string): Promise<Tool
       seconds: r.seconds,
       mbPerSecond: bytes / 1e6 / r.seconds,
       maxRssKiB: r.maxRssKiB,
+      cpuSeconds: r.cpuSeconds,
     };
-    process.stderr.write(`${r.seconds.toFixed(1)} s, ${step.mbPerSecond.toFixed(0)} MB/s\n`);
+    process.stderr.write(
+      `${r.seconds.toFixed(1)} s, ${step.mbPerSecond.toFixed(0)} MB/s` +
+        (r.cpuSeconds !== null ? `, ${r.cpuSeconds.toFixed(1)} CPU s\n` : '\n'),
+    );
     return step;
   };
 
@@ -552,7 +579,9 @@ async function runProduct(data: Dataset, workDir: string, s3 = false): Promise<P
       await warm(reads);
       await settle(workDir);
       process.stderr.write(`  stowage through the product${s3 ? ' (S3)' : ''} ${label} ... `);
+      const cpuBefore = processCpuSeconds(start.pid);
       const r = await exec(c, { logFile: join(dir, `${label}.log`) });
+      const cpuAfter = processCpuSeconds(start.pid);
       if (r.code !== 0) {
         process.stderr.write(`exit ${r.code}\n`);
         throw new StepFailed(`${label} exited ${r.code}: ${errorLine(r.stderr || r.stdout)}`);
@@ -564,9 +593,12 @@ async function runProduct(data: Dataset, workDir: string, s3 = false): Promise<P
         seconds: r.seconds,
         mbPerSecond: bytes / 1e6 / r.seconds,
         maxRssKiB: null,
+        // stowage start's own process (agent and control plane), not the CLI's.
+        cpuSeconds: cpuBefore !== null && cpuAfter !== null ? cpuAfter - cpuBefore : null,
       };
       process.stderr.write(
-        `${r.seconds.toFixed(1)} s (job ${result.jobSeconds[label]!.toFixed(1)} s), ${out.mbPerSecond.toFixed(0)} MB/s\n`,
+        `${r.seconds.toFixed(1)} s (job ${result.jobSeconds[label]!.toFixed(1)} s), ${out.mbPerSecond.toFixed(0)} MB/s` +
+          (out.cpuSeconds !== null ? `, stowage start ${out.cpuSeconds.toFixed(1)} CPU s\n` : '\n'),
       );
       return { step: out, job };
     };
@@ -648,6 +680,14 @@ const ROWS: Row[] = [
         : undefined,
     format: (v) => (v / MiB).toFixed(1),
   },
+  ...(['full', 'incr', 'restore'] as const).map((step): Row => ({
+    label: `${{ full: 'full backup', incr: 'incremental backup', restore: 'restore' }[step]}, CPU s per GiB (lower is better)`,
+    value: (r) => {
+      const s = r[step];
+      return s?.cpuSeconds ? s.cpuSeconds / (s.bytes / 2 ** 30) : undefined;
+    },
+    format: (v) => v.toFixed(2),
+  })),
   {
     label: 'peak RSS of any step, MiB (lower is better)',
     value: (r) => (r.peakRssKiB ? r.peakRssKiB * 1024 : undefined),
@@ -824,11 +864,16 @@ async function main(): Promise<void> {
     for (const product of products) {
       const job = (k: 'full' | 'incr' | 'restore') => product.jobSeconds[k]?.toFixed(1) ?? '-';
       const cmd = (k: 'full' | 'incr' | 'restore') => product[k]?.seconds.toFixed(1) ?? '-';
+      const cpu = (k: 'full' | 'incr' | 'restore') => {
+        const step = product[k];
+        return step?.cpuSeconds ? (step.cpuSeconds / (step.bytes / 2 ** 30)).toFixed(2) : '-';
+      };
       out.push(
         `Through the product${product.s3 ? ' (--s3-store)' : ''}: each step timed around the installed ` +
           `\`stowage\` command against a \`stowage start\` with ${product.s3 ? 'the local S3 server' : 'its default store'} (CLI start-up, API, workflow, queue, agent, ` +
           `commit and polling included); commands ${cmd('full')} / ${cmd('incr')} / ${cmd('restore')} s, ` +
-          `their jobs' own records ${job('full')} / ${job('incr')} / ${job('restore')} s (full / incremental / restore).`,
+          `their jobs' own records ${job('full')} / ${job('incr')} / ${job('restore')} s (full / incremental / restore), ` +
+          `stowage start's CPU ${cpu('full')} / ${cpu('incr')} / ${cpu('restore')} s per GiB.`,
       );
       if (product.status !== 'ok')
         out.push(`stowage through the product failed: ${product.reason}`);
