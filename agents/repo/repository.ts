@@ -501,9 +501,13 @@ interface ZeroStep {
 }
 
 /**
- * Groups consecutive chunks stored back to back in one pack into one ranged read, at most
- * MAX_RANGE_BYTES stored and (but for a single larger chunk) as many plain; all-zero chunks
- * become steps of their own.
+ * Groups consecutive chunks of the stream that lie close together in one pack into one ranged
+ * read: the range spans at most `maxRange` stored bytes and (but for a single larger chunk) holds
+ * as many plain; all-zero chunks become steps of their own. The chunks need not be back to back
+ * nor in stream order inside the pack: a writer's codec threads finish chunks out of order, so a
+ * pack holds a stream's chunks shuffled within a few places, and reading them one range each
+ * cost a restore ~850 reads and worker round trips for 1.5 GiB instead of ~150. The bytes between
+ * them (other chunks) are read and not used.
  */
 function planRanges(
   record: StreamRecord,
@@ -515,11 +519,22 @@ function planRanges(
   const steps: Array<PlannedRange | ZeroStep> = [];
   let streamOffset = 0;
   let current: PlannedRange | undefined;
+  // The current range's blobs at their offsets in the pack, and its span there.
+  let placed: Array<{ at: number; blob: PlannedRange['blobs'][number] }> = [];
+  let start = 0;
+  let end = 0;
   let plain = 0;
+  const close = () => {
+    if (!current) return;
+    current.offset = start;
+    current.length = end - start;
+    for (const { at, blob } of placed) blob.offset = at - start;
+    current = undefined;
+  };
   for (const chunk of record.chunks) {
     if (chunk.id === zero.id && chunk.length === zero.length) {
+      close();
       steps.push({ streamOffset, length: chunk.length });
-      current = undefined;
       streamOffset += chunk.length;
       continue;
     }
@@ -531,27 +546,29 @@ function planRanges(
         `chunk ${chunk.id} is ${loc.rawLength} bytes in the index, ${chunk.length} in the manifest`,
       );
     }
-    const contiguous =
-      current &&
+    const joins =
+      current !== undefined &&
       current.pack === loc.pack &&
-      current.offset + current.length === loc.offset &&
-      current.length + loc.length <= maxRange &&
+      Math.max(end, loc.offset + loc.length) - Math.min(start, loc.offset) <= maxRange &&
       plain + loc.rawLength <= maxRange;
-    if (!contiguous) {
-      current = { pack: loc.pack, offset: loc.offset, length: 0, streamOffset, blobs: [] };
+    if (!joins) {
+      close();
+      current = { pack: loc.pack, offset: 0, length: 0, streamOffset, blobs: [] };
+      placed = [];
+      start = loc.offset;
+      end = loc.offset;
       plain = 0;
       steps.push(current);
     }
-    current!.blobs.push({
-      id: chunk.id,
-      offset: loc.offset - current!.offset,
-      length: loc.length,
-      rawLength: loc.rawLength,
-    });
-    current!.length += loc.length;
+    const blob = { id: chunk.id, offset: 0, length: loc.length, rawLength: loc.rawLength };
+    current!.blobs.push(blob);
+    placed.push({ at: loc.offset, blob });
+    start = Math.min(start, loc.offset);
+    end = Math.max(end, loc.offset + loc.length);
     plain += loc.rawLength;
     streamOffset += chunk.length;
   }
+  close();
   return steps;
 }
 

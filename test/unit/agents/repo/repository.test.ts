@@ -172,6 +172,41 @@ describe('writing from a reader and reading chunk by chunk', () => {
     expect(buffers.size).toBeLessThanOrEqual(7);
   });
 
+  it('reads chunks that a pack holds out of stream order in a few ranged reads, not one each', async () => {
+    // Ranged reads of packs, counted.
+    class CountingStore extends MemoryStore {
+      ranged = 0;
+      override get(key: string, range?: { offset: number; length: number }) {
+        if (range && key.startsWith(PACKS_PREFIX)) this.ranged++;
+        return super.get(key, range);
+      }
+    }
+    const store = new CountingStore();
+    const repo = await openRepo(store);
+    const data = prngBytes(16 * MiB, 9);
+    const { record } = await backup(repo, data);
+    expect(record.chunks.length).toBeGreaterThanOrEqual(8);
+    // The same chunks with each pair swapped: their blobs lie in the pack in the other order.
+    const pieces = chunkRanges(record).map((c) => data.subarray(c.start, c.end));
+    const order = record.chunks.map((_, i) =>
+      i % 2 === 0 ? Math.min(i + 1, record.chunks.length - 1) : i - 1,
+    );
+    const swapped: StreamRecord = { ...record, chunks: order.map((i) => record.chunks[i]!) };
+    const expected = Buffer.concat(order.map((i) => pieces[i]!));
+
+    const copy = Buffer.alloc(expected.length);
+    await repo.forEachChunk(swapped, (bytes, offset) => {
+      copy.set(bytes, offset);
+      return Promise.resolve();
+    });
+    expect(copy.equals(expected)).toBe(true);
+    // 16 MiB of random chunks: two or three ranges of at most 8 MiB, whatever their order.
+    expect(store.ranged).toBeLessThanOrEqual(4);
+    store.ranged = 0;
+    expect((await readAll(repo.readStream(swapped))).equals(expected)).toBe(true);
+    expect(store.ranged).toBeLessThanOrEqual(4);
+  });
+
   it('gives back a maxSize chunk of zeros from its id alone: its blob is never read', async () => {
     const store = new MemoryStore();
     const repo = await openRepo(store);
