@@ -200,11 +200,12 @@ describe('writing from a reader and reading chunk by chunk', () => {
       return Promise.resolve();
     });
     expect(copy.equals(expected)).toBe(true);
-    // 16 MiB of random chunks: two or three ranges of at most 8 MiB, whatever their order.
-    expect(store.ranged).toBeLessThanOrEqual(4);
+    // 16 MiB of random chunks (~14) in one pack: ranges of at most 8 MiB each, a few more where
+    // the writer's own shuffle stretches a range (3 to 5 in 12 runs); one a chunk would be ~14.
+    expect(store.ranged).toBeLessThanOrEqual(7);
     store.ranged = 0;
     expect((await readAll(repo.readStream(swapped))).equals(expected)).toBe(true);
-    expect(store.ranged).toBeLessThanOrEqual(4);
+    expect(store.ranged).toBeLessThanOrEqual(7);
   });
 
   it('gives back a maxSize chunk of zeros from its id alone: its blob is never read', async () => {
