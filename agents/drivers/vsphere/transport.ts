@@ -18,6 +18,8 @@
  */
 import { DriverError } from '../../../kernel/errors';
 import type { Area, ByteReader } from '../../core/driver';
+import { copyBytes } from '../../core/shared-copy';
+import { YoungCollector } from '../../core/young-gc';
 import type { SavedDisk } from './config';
 import type { DatastoreFiles, RangeFeed } from './datastore';
 import { parseDatastorePath, type DatastorePath } from './inventory';
@@ -145,6 +147,7 @@ export function rangedReader(o: {
   let next = spans[0]?.start ?? 0;
   let fetched = 0;
   let feeds = 0;
+  const young = new YoungCollector();
   const ahead: Stretch[] = [];
   let current: Stretch | undefined;
   /** What is left of the current feed's last piece. */
@@ -204,9 +207,10 @@ export function rangedReader(o: {
           continue;
         }
         piece = got;
+        young.taken(got.length);
       }
       const k = Math.min(into.length - n, piece.length);
-      into.set(k === piece.length ? piece : piece.subarray(0, k), n);
+      copyBytes(into, n, k === piece.length ? piece : piece.subarray(0, k));
       n += k;
       fetched += k;
       piece = k < piece.length ? piece.subarray(k) : undefined;

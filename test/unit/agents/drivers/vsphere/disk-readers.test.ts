@@ -4,11 +4,14 @@
  * of datastore HTTP (zeros past the file's end and outside CBT's allocated areas, never fetched).
  */
 import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { deflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { streamOptimizedReader } from '../../../../../agents/drivers/vsphere/nfc';
-import type { RangeFeed } from '../../../../../agents/drivers/vsphere/datastore';
+import { DatastoreFiles, type RangeFeed } from '../../../../../agents/drivers/vsphere/datastore';
+import { HttpClient } from '../../../../../agents/drivers/vsphere/http';
 import { changedAreas, rangedReader } from '../../../../../agents/drivers/vsphere/transport';
 import type { VimClient } from '../../../../../agents/drivers/vsphere/vim';
 import type { SavedDisk } from '../../../../../agents/drivers/vsphere/config';
@@ -281,5 +284,75 @@ describe('QueryChangedDiskAreas (CBT) answers', () => {
     await expect(changedAreas(notNumber.vim, vm, snapshot, disk, '*')).rejects.toThrow(
       'not an integer',
     );
+  });
+});
+
+describe('datastore ranged GETs over HTTP (DatastoreFiles.openRange)', () => {
+  /** A /folder server with Range support, writing each answer in uneven pieces. */
+  async function folderServer(file: Buffer): Promise<{ server: Server; files: DatastoreFiles }> {
+    const server = createServer((req, res) => {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''));
+      if (!m) return void res.writeHead(400).end();
+      const [start, end] = [Number(m[1]), Number(m[2])];
+      res.writeHead(206, {
+        'Content-Range': `bytes ${start}-${end}/${file.length}`,
+        'Content-Length': String(end - start + 1),
+      });
+      const body = file.subarray(start, end + 1);
+      const write = (at: number): void => {
+        if (at >= body.length) return void res.end();
+        const n = 1000 + (at % 7919);
+        if (res.write(body.subarray(at, at + n))) setImmediate(() => write(at + n));
+        else res.once('drain', () => write(at + n));
+      };
+      write(0);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/sdk`);
+    const vim = { sdk: base, http: new HttpClient(base), cookieHeader: () => Promise.resolve({}) };
+    return { server, files: new DatastoreFiles(vim as unknown as VimClient) };
+  }
+
+  it('hands every byte of ranges read ahead and taken late (held back, then resumed) into a shared ring', async () => {
+    // Three ranges of 3 MiB under way at once, each several times what a range holds before it
+    // pauses; the reader takes them in order, so the later ones wait paused meanwhile.
+    const file = randomBytes(9 * 1024 * 1024 + 12345);
+    const { server, files } = await folderServer(file);
+    try {
+      const reader = rangedReader({
+        capacity: file.length + 4096,
+        fileSize: file.length,
+        rangeBytes: 3 * 1024 * 1024,
+        parallel: 3,
+        signal: new AbortController().signal,
+        fetch: (start, length, signal) =>
+          files.openRange(
+            'DC0',
+            { datastore: 'ds', path: 'vm/disk-flat.vmdk' },
+            start,
+            length,
+            signal,
+          ),
+      });
+      // Into shared memory at odd offsets, as the chunking ring takes them.
+      const ring = new Uint8Array(new SharedArrayBuffer(1024 * 1024 + 8));
+      const parts: Buffer[] = [];
+      for (let i = 0; ; i++) {
+        const at = i % 8;
+        const n = await reader.read(ring.subarray(at, at + 333_333));
+        if (n === 0) break;
+        parts.push(Buffer.from(ring.subarray(at, at + n)));
+        if (i % 4 === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      await reader.close();
+      const out = Buffer.concat(parts);
+      expect(out.length).toBe(file.length + 4096);
+      expect(out.subarray(0, file.length).equals(file)).toBe(true);
+      expect(out.subarray(file.length).every((b) => b === 0)).toBe(true);
+      expect(reader.fetched()).toBe(file.length);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });
