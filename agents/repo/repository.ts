@@ -26,6 +26,7 @@ import { CONFIG_KEY, manifestKey, packKey, packListKey } from '../../kernel/obje
 import { IntegrityError } from '../../kernel/errors';
 import { CHUNKER_VERSION } from './chunker';
 import { ALIGN, alignedBuffer } from '../core/direct-io';
+import { copyBytes } from '../core/shared-copy';
 import { ChunkRing, type Span } from './chunk-ring';
 import {
   DEFAULT_COMPRESSION_LEVEL,
@@ -882,7 +883,8 @@ export class RepositoryWriter {
       alignedBuffer(PACK_TARGET_BYTES + this.params.maxSize + SEAL_OVERHEAD);
     const length = frame.length + ciphertext.length;
     pack.body.set(frame.subarray(0, FRAME_HEAD), pack.size);
-    pack.body.set(ciphertext, pack.size + FRAME_HEAD);
+    // From the shared ring: without V8's byte-by-byte copy (core/shared-copy.ts).
+    copyBytes(pack.body, pack.size + FRAME_HEAD, ciphertext);
     pack.body.set(frame.subarray(FRAME_HEAD), pack.size + FRAME_HEAD + ciphertext.length);
     pack.blobs.push({ id, offset: pack.size, length, rawLength });
     pack.size += length;
