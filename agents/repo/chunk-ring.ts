@@ -20,6 +20,7 @@
  * the tail is placed so that it ends on such a boundary.
  */
 import { alignedMemory } from '../core/direct-io';
+import { copyBytes } from '../core/shared-copy';
 import { findBoundary } from './chunker';
 import type { ChunkingParams } from './types';
 
@@ -106,7 +107,8 @@ export class ChunkRing {
   write(piece: Uint8Array, offset: number): number {
     const space = this.space(piece.length - offset, false);
     if (!space) return 0;
-    space.set(piece.subarray(offset, offset + space.length));
+    // Into shared memory from anywhere: without V8's byte-by-byte copy (core/shared-copy.ts).
+    copyBytes(space, 0, piece.subarray(offset, offset + space.length));
     this.commit(space.length);
     return space.length;
   }

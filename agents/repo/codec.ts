@@ -13,6 +13,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { Compressor, Decompressor } from 'zstd-napi';
 import { createRequire } from 'node:module';
 import { IntegrityError } from '../../kernel/errors';
+import { copyBytes } from '../core/shared-copy';
 
 export const BLOB_VERSION = 1;
 const FLAG_ZSTD = 1;
@@ -162,15 +163,17 @@ export function sealInPlace(
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(Buffer.concat([frame.subarray(0, HEADER), aad]));
   // GCM is a stream mode: each slice's ciphertext is as long as the slice, and once encrypted a
-  // slice of the plaintext is not read again, so writing over it in place is safe.
+  // slice of the plaintext is not read again, so writing over it in place is safe. `plain` is
+  // mostly a span of the writer's shared ring that starts anywhere: copyBytes keeps V8 off its
+  // byte-by-byte copy into shared memory (core/shared-copy.ts).
   let written = 0;
   for (let i = 0; i < body.length; i += CIPHER_SLICE) {
     const out = cipher.update(body.subarray(i, Math.min(body.length, i + CIPHER_SLICE)));
-    plain.set(out, written);
+    copyBytes(plain, written, out);
     written += out.length;
   }
   const final = cipher.final();
-  plain.set(final, written);
+  copyBytes(plain, written, final);
   written += final.length;
   frame.set(cipher.getAuthTag(), FRAME_HEAD);
   return { frame, length: written };

@@ -206,6 +206,19 @@ describe('sealInPlace', () => {
     expect(sealBlob(data, KEY, aad).length).toBe(sealed.length);
   });
 
+  it.each([0, 1, 2, 3, 4, 5, 6, 7])(
+    'seals in place at offset %i modulo 8 of shared memory, where the ciphertext is copied in around V8’s byte-by-byte path',
+    (offset) => {
+      for (const data of [prngBytes(600 * 1024 + 5, 20 + offset), Buffer.alloc(MiB + 9, 'log ')]) {
+        const aad = idBytes(sha256Hex(data));
+        const shared = new Uint8Array(new SharedArrayBuffer(data.length + 16), offset, data.length);
+        shared.set(data);
+        const sealed = sealedInPlace(shared, aad);
+        expect(openBlob(sealed, KEY, aad).equals(data)).toBe(true);
+      }
+    },
+  );
+
   it('compresses only when it pays, like sealBlob', () => {
     const text = Buffer.alloc(MiB, 'abc');
     const random = prngBytes(MiB, 9);
