@@ -1,16 +1,23 @@
 /**
- * A young-generation collection every so many bytes, for a thread that takes a stream of
- * short-lived Buffers from sockets (an HTTP body arrives as 64 KiB Buffers, two of them for each
- * piece: the socket's read and the HTTP parser's copy).
+ * How V8 collects garbage in a thread that takes a stream of short-lived Buffers from sockets
+ * (an HTTP body arrives as 64 KiB Buffers, two of them for each piece: the socket's read and the
+ * HTTP parser's copy), such as the vSphere datastore read.
  *
- * Why: V8 frees a dead Buffer's memory only when it collects the generation the Buffer lives in,
- * and lets tens of MiB of young Buffers pile up before it collects the young generation for them;
- * meanwhile, on a small heap (the agent's is ~15 MB), it starts full (mark-compact) collections
- * back to back: ~37 per GiB of a datastore read, ~25 a second, each marking on every helper
- * thread (perf of bench/vsphere.ts). A young collection every 8 MiB (0.1-0.5 ms each: little of
- * the young generation is alive) frees the Buffers before that: ~9 full collections per GiB
- * read, and 2.3-2.4 -> 1.45-1.75 CPU-s per GiB (A/B, load 5). During a VM backup V8 still runs ~10
- * a second. codec-worker.ts does the same for its cipher output.
+ * Measured with perf and --trace-gc on bench/vsphere.ts: while those Buffers churn, V8 starts one
+ * incremental (concurrent) mark-compact after another on the agent's small heap (~15 MB): ~25 a
+ * second, ~37 per GiB of a datastore read and ~100 per GiB of a VM backup, each marking on every
+ * V8 helper thread: ~1.3 CPU-s per GiB of a backup, a sixth of its CPU. So, once such a stream
+ * starts:
+ *
+ * - the young generation is collected every 8 MiB taken (0.1-0.5 ms each: little of it is alive),
+ *   which frees the Buffers before they pile up (codec-worker.ts does the same for its cipher
+ *   output): a read's full collections ~37 -> ~9 per GiB, its CPU 2.3-2.4 -> 1.45-1.75 CPU-s/GiB
+ *   (A/B, load 5);
+ * - incremental marking is turned off for the process (V8's flag, like --expose-gc in pool.ts, set
+ *   once and left so): full collections then run only when the old generation or the external
+ *   memory really reaches its limit, as one short atomic pause (~25 ms on this heap; the agent
+ *   has no pause-time goal): a VM backup's full collections 120 -> 9 per 2 GiB, its CPU 8.67 ->
+ *   7.37 CPU-s/GiB (A/B on a quiet machine).
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -19,10 +26,11 @@ type Collect = (options: { type: 'minor' }) => void;
 
 let collect: Collect | undefined | null;
 
-/** V8's `gc` for this thread (exposed by the flag to contexts made after it is set). */
+/** Sets the flags (once) and gives V8's `gc` (exposed to contexts made after the flag is set). */
 function collector(): Collect | undefined {
   if (collect === undefined) {
     try {
+      setFlagsFromString('--no-incremental-marking');
       setFlagsFromString('--expose-gc');
       collect = runInNewContext('gc') as Collect;
     } catch {
@@ -35,7 +43,9 @@ function collector(): Collect | undefined {
 export class YoungCollector {
   private since = 0;
 
-  constructor(private readonly everyBytes = 8 * 1024 * 1024) {}
+  constructor(private readonly everyBytes = 8 * 1024 * 1024) {
+    collector();
+  }
 
   /** Counts `n` bytes taken from sockets; collects the young generation every `everyBytes`. */
   taken(n: number): void {
