@@ -21,6 +21,7 @@
 import { execFile } from 'node:child_process';
 import { constants, promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
+import { copyBytes } from './shared-copy';
 
 /** Alignment of memory, offsets and lengths for every direct transfer. */
 export const ALIGN = 4096;
@@ -108,8 +109,13 @@ export const STAGE_BYTES = 8 * 1024 * 1024;
 const freeStages: Uint8Array[] = [];
 const MAX_FREE_STAGES = 2 * STAGES;
 
+/**
+ * A stage: aligned, and not shared memory. Pieces come from shared buffers (a restore's ranges
+ * are opened by worker threads), and V8 copies between two shared buffers byte by byte when they
+ * lie differently modulo 8 (most pieces); into plain memory, copyBytes keeps it a memcpy.
+ */
 function takeStage(): Uint8Array {
-  return freeStages.pop() ?? new Uint8Array(alignedMemory(STAGE_BYTES), 0, STAGE_BYTES);
+  return freeStages.pop() ?? alignedBuffer(STAGE_BYTES);
 }
 
 export interface SequentialWriterOptions {
@@ -194,7 +200,7 @@ export class SequentialWriter {
     }
     for (let at = 0; at < bytes.length;) {
       const n = Math.min(bytes.length - at, STAGE_BYTES - this.fill);
-      this.stages[this.current]!.set(bytes.subarray(at, at + n), this.fill);
+      copyBytes(this.stages[this.current]!, this.fill, bytes.subarray(at, at + n));
       this.fill += n;
       at += n;
       if (this.fill === STAGE_BYTES) await this.flush(STAGE_BYTES);

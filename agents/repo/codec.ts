@@ -236,7 +236,8 @@ export function openBlobInto(
     let written = 0;
     for (let i = 0; i < body.length; i += CIPHER_SLICE) {
       const plain = decipher.update(body.subarray(i, Math.min(body.length, i + CIPHER_SLICE)));
-      plainTo.set(plain, written);
+      // `plainTo` is shared memory (a restore's range or slot): copyBytes, not V8's byte path.
+      copyBytes(plainTo, written, plain);
       written += plain.length;
     }
     plainTo.set(decipher.final(), written);
