@@ -195,13 +195,18 @@ export class PointWriter implements BackupSink {
     }
     const read = await source.open(areas);
     const blocks = this.writer.treeData(this.onBytes);
+    const whole = blockBytes <= this.writer.maxChunkBytes;
     const readBefore = this.writer.stats.bytesRead;
     let chunks: ChunkRef[];
     try {
       for (let i = 0; i < plan.length; i++) {
         const refs = plan[i];
         if (refs) await blocks.reuse(refs);
-        else await blocks.file(limitedTo(read, Math.min(blockBytes, size - i * blockBytes)));
+        else {
+          const block = limitedTo(read, Math.min(blockBytes, size - i * blockBytes));
+          // A block that fits in a chunk is one, not scanned for cut points (TreeData.block).
+          await (whole ? blocks.block(block) : blocks.file(block));
+        }
       }
       chunks = await blocks.end();
     } catch (err) {

@@ -653,6 +653,11 @@ export class RepositoryWriter {
     });
   }
 
+  /** The largest chunk this repository's chunker cuts (a `TreeData.block` may be this long). */
+  get maxChunkBytes(): number {
+    return this.params.maxSize;
+  }
+
   /** Stores a stream given as pieces: each is copied into the chunking ring once. */
   writeStream(
     info: { name: string; kind: string },
@@ -719,6 +724,22 @@ export class RepositoryWriter {
         const first = flow.refs.length;
         await this.fillFrom(ring, read, (full) => flow.makeRoom(full), onBytes);
         await flow.dispatch(true);
+        return [first, flow.refs.length - first];
+      },
+      block: async (read) => {
+        await closeBatch();
+        const first = flow.refs.length;
+        // Never cut while filling (only wait for room): the block is one chunk, not scanned.
+        const n = await this.fillFrom(
+          ring,
+          read,
+          (full) => (full ? flow.makeRoom(true) : Promise.resolve()),
+          onBytes,
+        );
+        if (n > this.params.maxSize) {
+          throw new RangeError(`a block of ${n} bytes is larger than a chunk may be`);
+        }
+        await flow.cutWhole();
         return [first, flow.refs.length - first];
       },
       small: async (read) => {
@@ -930,6 +951,12 @@ export interface TreeData {
    * span `[first, count]` in the stream's chunk list once they are cut, before they are stored.
    */
   file(read: ByteReader): Promise<[number, number]>;
+  /**
+   * Adds `read`'s bytes, at most the chunker's maxSize, as one chunk, cut where it ends and not
+   * scanned for content-defined cut points (a fixed-size block of a VM disk, as Proxmox Backup
+   * Server cuts VM images): its span in the chunk list (no chunk when it is empty).
+   */
+  block(read: ByteReader): Promise<[number, number]>;
   /**
    * Adds a file of at most SMALL_FILE_MAX bytes to the batch of small files being gathered into
    * one chunk (cut at BATCH_BYTES or BATCH_FILES, or when anything else is added): the chunk's

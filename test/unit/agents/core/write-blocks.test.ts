@@ -85,6 +85,8 @@ describe('writing a block device block by block', () => {
       });
       expect(first.asked).toEqual([[{ start: 0, length: disk.length }]]);
       expect(first.record.blockBytes).toBe(BLOCK);
+      // A block no larger than the chunker's largest chunk is one chunk, not scanned for cuts.
+      expect(first.record.chunks.map((c) => c.length)).toEqual([...Array(5).fill(BLOCK), MiB]);
       let offset = 0;
       for (const c of first.record.chunks) {
         expect(Math.floor(offset / BLOCK)).toBe(Math.floor((offset + c.length - 1) / BLOCK));
@@ -146,6 +148,38 @@ describe('writing a block device block by block', () => {
         () => true,
       );
       expect(other.stored.bytesReused).toBe(0);
+    } finally {
+      await repo.close();
+    }
+  });
+
+  it('cuts blocks larger than a chunk where the chunker cuts, inside each block', async () => {
+    const repo = await Repository.open({
+      store: new MemoryStore(),
+      keys: new StaticKey(randomBytes(32)),
+      workers: 1,
+    });
+    try {
+      const disk = randomBytes(2 * 2 * BLOCK + 3 * MiB);
+      const writer = repo.writer();
+      const sink = new PointWriter(writer, () => undefined);
+      await sink.writeBlocks(info, {
+        size: disk.length,
+        blockBytes: 2 * BLOCK,
+        open: opener(disk, []),
+      });
+      await writer.flush();
+      const record = sink.streams[0]!;
+      expect(record.chunks.length).toBeGreaterThan(3);
+      let offset = 0;
+      for (const c of record.chunks) {
+        expect(c.length).toBeLessThanOrEqual(BLOCK);
+        expect(Math.floor(offset / (2 * BLOCK))).toBe(
+          Math.floor((offset + c.length - 1) / (2 * BLOCK)),
+        );
+        offset += c.length;
+      }
+      expect((await contents(repo, record)).equals(disk)).toBe(true);
     } finally {
       await repo.close();
     }
