@@ -15,6 +15,8 @@ export class InventoryPublisher {
   private unwatch: Array<() => void> = [];
   private running?: Promise<void>;
   private again = false;
+  /** Each platform's last listing that succeeded, kept while its engine cannot be listed. */
+  private readonly lastListed = new Map<string, InventoryTarget[]>();
 
   constructor(
     private readonly agent: string,
@@ -63,9 +65,21 @@ export class InventoryPublisher {
     const targets: InventoryTarget[] = [];
     for (const driver of this.drivers.values()) {
       try {
-        targets.push(...(await driver.listTargets()));
+        const listed = await driver.listTargets();
+        this.lastListed.set(driver.platform, listed);
+        targets.push(...listed);
       } catch (err) {
-        this.log.warn('agent.inventory.driver_failed', { platform: driver.platform, error: err });
+        // An engine that cannot be listed for a moment (restarting, say) keeps the targets it
+        // had, marked: a backup asked meanwhile reaches this agent, which reports the engine's
+        // own error, instead of being refused as a target that does not exist.
+        const kept = this.lastListed.get(driver.platform) ?? [];
+        this.log.warn('agent.inventory.driver_failed', {
+          platform: driver.platform,
+          error: err,
+          kept: kept.length,
+        });
+        const listing = `failed at ${new Date().toISOString()}: ${String((err as Error)?.message ?? err).slice(0, 160)}`;
+        targets.push(...kept.map((t) => ({ ...t, details: { ...t.details, listing } })));
       }
     }
     try {
