@@ -8,10 +8,11 @@
  * which a server may serve one call at a time), one filter over a ContainerView of the root
  * folder (VirtualMachine, VirtualApp and Folder: the properties a listing shows, and the
  * names and parents paths are made of), then WaitForUpdatesEx in a loop with the version each
- * answer gives. The first answer is the state as it is (no callback); every later one that
- * holds a change calls back, debounced. `maxWaitSeconds` bounds each poll so a dead connection
- * is found. Any failure (vCenter restarted, the session expired) starts over with backoff and
- * calls back once the watch is back, since changes may have been missed meanwhile.
+ * answer gives. The first answer is the state as it is, and calls back once (a VM made between
+ * the agent's first listing and this answer would otherwise wait for the next whole listing);
+ * every later one that holds a change calls back, debounced. `maxWaitSeconds` bounds each poll so a dead connection
+ * is found. Any failure (vCenter restarted, the session expired) starts over with backoff, and
+ * the watch's first answer then calls back, since changes may have been missed meanwhile.
  *
  * The watch logs in with a session of its own (`vim`, a client the caller gives it and this
  * module logs out), so it outlives nothing the driver's jobs use.
@@ -65,7 +66,7 @@ export function watchInventory(options: InventoryWatchOptions, onChange: () => v
   };
 
   /** One collector, polled until something fails; resolves only when stopped. */
-  const follow = async (isRetry: boolean): Promise<void> => {
+  const follow = async (): Promise<void> => {
     const sc = await vim.service();
     const collector = moRef(
       await vim.call('CreatePropertyCollector', sc.propertyCollector, {}, abort.signal),
@@ -112,8 +113,9 @@ export function watchInventory(options: InventoryWatchOptions, onChange: () => v
         if (first) {
           first = false;
           retryMs = RETRY_MIN_MS;
-          // Back after a failure: whatever changed meanwhile was missed.
-          if (isRetry) changed();
+          // The state as it is now: whatever changed since the caller's own listing (made before
+          // this watch was set up), or since a failure, would be missed without a call back.
+          changed();
         } else if (changes) changed();
       }
     } finally {
@@ -127,9 +129,9 @@ export function watchInventory(options: InventoryWatchOptions, onChange: () => v
   };
 
   void (async () => {
-    for (let isRetry = false; !abort.signal.aborted; isRetry = true) {
+    while (!abort.signal.aborted) {
       try {
-        await follow(isRetry);
+        await follow();
       } catch (err) {
         if (abort.signal.aborted) break;
         log.warn(LogEvent.driverStep, {
