@@ -20,7 +20,6 @@ import { fileURLToPath } from 'node:url';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { StateMachineDefinition } from 'aws-local-stepfunctions';
 import { DynamoDbCatalog } from '../kernel/adapters/dynamodb-catalog';
-import { markJobFailed } from '../functions/core/jobs';
 import { createLogger, LogEvent, type Logger } from '../kernel/logger';
 import { systemClock } from '../kernel/ids';
 import { ASL_SUBSTITUTIONS, DEFAULT_SITE, FUNCTIONS, WORKFLOWS } from '../kernel/resources';
@@ -44,6 +43,7 @@ import {
   type LocalCredentials,
 } from './access';
 import { LocalScheduler } from './scheduler';
+import { settleInterrupted } from './interrupted';
 import { parseSchedule } from '../kernel/schedule';
 
 /** The daily prune in local mode (STOWAGE_PRUNE_SCHEDULE; `off`: none): 04:00 UTC, as in AWS. */
@@ -155,6 +155,7 @@ export function chooseStore(
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const log = options.log ?? createLogger({ service: 'stowage-local' });
+  const startedAt = systemClock.now();
   const site = options.site ?? DEFAULT_SITE;
   const heartbeatSeconds = options.heartbeatSeconds ?? positiveEnv('STOWAGE_HEARTBEAT_SECONDS');
   // New on every start: the credentials of a previous start (or the s3rver default) stop working.
@@ -249,16 +250,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       sfn.register(WORKFLOWS[key].localName, definition);
     }
 
-    // Jobs whose execution died with the previous process can never finish: say so.
     const catalog = new DynamoDbCatalog(emulators.tableName);
-    for (const orphan of sfn.orphans) {
-      const { jobId } = JSON.parse(orphan.input) as { jobId?: string };
-      if (!jobId) continue;
-      await markJobFailed({ catalog, clock: systemClock }, jobId, {
-        name: 'Interrupted',
-        message: 'the local control plane stopped while this job ran; run it again',
-      }).catch(() => undefined);
-    }
 
     const localConfig: LocalConfig = {
       region: LOCAL_AWS.region,
@@ -297,6 +289,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       schedules: noSchedules,
       jobObservers: jobObserversFromEnv(process.env, log),
     };
+    // The work the previous process left: jobs that can never finish end Interrupted, and
+    // checks a finished backup asked for are started (local/interrupted.ts).
+    await settleInterrupted(
+      { ...schedulerDeps, log },
+      {
+        orphans: sfn.orphans,
+        hasExecutionNamed: (name) => sfn.hasExecutionNamed(name),
+        backupStateMachineArn: backupArn,
+        startedAt,
+      },
+    );
     const scheduler = new LocalScheduler({
       ...(pruneSchedule !== 'off'
         ? {

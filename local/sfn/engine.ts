@@ -122,6 +122,12 @@ export class LocalStepFunctions {
     }
   }
 
+  /** Whether an execution named `name` was ever started (of any state machine). */
+  hasExecutionNamed(name: string): boolean {
+    for (const record of this.executions.values()) if (record.name === name) return true;
+    return false;
+  }
+
   /** Makes `handler` answer lambda:invoke tasks whose FunctionName is `functionArn`. */
   registerFunction(functionArn: string, handler: LambdaHandler): void {
     this.lambdas.set(functionArn, handler);
