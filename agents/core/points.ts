@@ -201,8 +201,11 @@ export class PointWriter implements BackupSink {
     try {
       for (let i = 0; i < plan.length; i++) {
         const refs = plan[i];
-        if (refs) await blocks.reuse(refs);
-        else {
+        if (refs) {
+          await blocks.reuse(refs);
+          // Done without being read: the progress against the disk's size counts it.
+          this.onBytes(Math.min(blockBytes, size - i * blockBytes));
+        } else {
           const block = limitedTo(read, Math.min(blockBytes, size - i * blockBytes));
           // A block that fits in a chunk is one, not scanned for cut points (TreeData.block).
           await (whole ? blocks.block(block) : blocks.file(block));

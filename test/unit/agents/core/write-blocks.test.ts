@@ -46,7 +46,8 @@ async function write(
   unchanged?: (start: number, length: number) => boolean,
 ) {
   const writer = repo.writer();
-  const sink = new PointWriter(writer, () => undefined, parent);
+  let progressed = 0;
+  const sink = new PointWriter(writer, (n) => (progressed += n), parent);
   const asked: Area[][] = [];
   const stored = await sink.writeBlocks(info, {
     size: disk.length,
@@ -55,7 +56,7 @@ async function write(
     open: opener(disk, asked),
   });
   await writer.flush();
-  return { stored, record: sink.streams[0]!, asked };
+  return { stored, record: sink.streams[0]!, asked, progressed };
 }
 
 const parentOf = (record: StreamRecord): ParentPoint => ({
@@ -116,6 +117,10 @@ describe('writing a block device block by block', () => {
         bytesReused: disk.length - 2 * BLOCK,
         parent: 'rp-parent',
       });
+      // The job's progress covers the whole disk, the blocks taken from the parent included: a
+      // bar against the disk's capacity ends at 100 %.
+      expect(first.progressed).toBe(disk.length);
+      expect(second.progressed).toBe(disk.length);
       expect((await contents(repo, second.record)).equals(next)).toBe(true);
 
       // A parent cut otherwise (a chunk across a block edge) gives nothing: all is read.
