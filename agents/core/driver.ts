@@ -161,6 +161,13 @@ export interface RestoreSource {
   treeEntries?(name: string): AsyncIterable<TreeEntry>;
   /** Tree streams as the tar an engine's API takes, under `prefix/` (agents/core/tree/tar.ts). */
   treeAsTar?(name: string, prefix: string): Readable;
+  /**
+   * Small files and tree streams one after the other as one tar (tar.ts treesAsTar): an
+   * archive in an engine's own layout, e.g. an LXD instance's export for LXD's import.
+   */
+  treesAsTar?(
+    parts: ReadonlyArray<{ file: string; content: Buffer } | { stream: string; prefix: string }>,
+  ): Readable;
 }
 
 export interface DriverContext {

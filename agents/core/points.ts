@@ -34,7 +34,7 @@ import {
   type TreeEntry,
 } from './tree/format';
 import { restoreTreeInto, type TreeSource } from './tree/restore';
-import { treeAsTar } from './tree/tar';
+import { treeAsTar, treesAsTar } from './tree/tar';
 
 export const MANIFEST_VERSION = 2;
 
@@ -378,6 +378,14 @@ export class PointReader implements RestoreSource {
 
   treeAsTar(name: string, prefix: string): Readable {
     return treeAsTar(this.treeSource(name), prefix);
+  }
+
+  treesAsTar(
+    parts: ReadonlyArray<{ file: string; content: Buffer } | { stream: string; prefix: string }>,
+  ): Readable {
+    return treesAsTar(
+      parts.map((p) => ('file' in p ? p : { tree: this.treeSource(p.stream), prefix: p.prefix })),
+    );
   }
 
   private get context(): string {

@@ -4,12 +4,13 @@
  * incremental after a few files changed reads only those files (bytes read as the job reports
  * them, less the image stream), and both points restore byte-identical into new volumes,
  * straight into their directories on the host; an agent without host access restores the same
- * point through dockerd's archive API, and backs up through it.
+ * point through dockerd's archive API (extended attributes included), and backs up through it.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
 import { readManifest } from '../../agents/core/points';
@@ -24,6 +25,8 @@ import { dirRepository, makeRun } from '../fixtures/runner';
 
 const RUN = `stowage-tt-${randomBytes(4).toString('hex')}`;
 const CONTAINER = `${RUN}-app`;
+/** A VFS_CAP_REVISION_2 capability, effective, permitting CAP_NET_RAW (bit 13). */
+const CAP_NET_RAW_EP = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const VOLUME = `${RUN}-data`;
 
 async function mountpoint(volume: string): Promise<string> {
@@ -69,6 +72,12 @@ describe('docker volumes as tree streams', () => {
     dir = await fs.mkdtemp(join(tmpdir(), 'stowage-dtree-'));
     await docker.createVolume({ Name: VOLUME, Labels: { 'io.stowage.test': RUN } });
     await makeTree(await mountpoint(VOLUME), 0.5);
+    // A binary with a file capability (as ping has) and a user xattr with a binary value: both
+    // restores keep them, the one through dockerd's archive API as PAX records.
+    const bin = join(await mountpoint(VOLUME), 'a/pingish');
+    await fs.writeFile(bin, randomBytes(1000), { mode: 0o755 });
+    setAttributeSync(bin, 'security.capability', CAP_NET_RAW_EP);
+    setAttributeSync(bin, 'user.origin', Buffer.from([0, 1, 2, 255]));
     await docker.createContainer({
       name: CONTAINER,
       Image: TEST_IMAGE,
@@ -138,9 +147,14 @@ describe('docker volumes as tree streams', () => {
     const point = (await backup()).recoveryPointId;
     await restore(point, `${RUN}-api`, apiDeps);
     // A tar keeps mtimes to the second, and dockerd's untar writes a sparse file's holes.
+    const want = await describeTree(source, { seconds: true, dense: true });
+    expect(Object.keys((want['a/pingish'] as { xattrs: object }).xattrs)).toEqual([
+      'security.capability',
+      'user.origin',
+    ]);
     expect(
       await describeTree(await mountpoint(`${RUN}-api_${VOLUME}`), { seconds: true, dense: true }),
-    ).toEqual(await describeTree(source, { seconds: true, dense: true }));
+    ).toEqual(want);
 
     const viaApi = await runBackup(
       apiDeps,

@@ -5,11 +5,12 @@
  * the files that changed (bytes read as the job reports them) and still restores identically;
  * `fullRead` reads everything; a file-level restore reads only that file's chunks.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryParentRegistry } from '../../agents/core/parents';
@@ -336,5 +337,66 @@ describe('tree streams through the runner and the path driver', () => {
     expect(acl(join(dest, 'tagged'))).toContain('user:1234:rw-');
     expect(acl(join(dest, 'shared'))).toContain('default:user:1234:rwx');
     expect(acl(join(dest, 'shared'))).toBe(acl(join(tree, 'shared')));
+
+    // As the tar an engine's API takes (LXD's import unpacks it with GNU tar, dockerd with Go's
+    // archive/tar): the same attributes, a binary value and the ACLs included, as PAX records.
+    const reader = new PointReader(repo, await readManifest(repo, point.recoveryPointId), () => 0);
+    const unpacked = join(dir, 'xattrs-tar');
+    await fs.mkdir(unpacked);
+    const tar = spawn(
+      'tar',
+      ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-xpf', '-', '-C', unpacked],
+      { stdio: ['pipe', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => tar.on('close', resolve));
+    await pipeline(reader.treeAsTar('tree', 'vol'), tar.stdin);
+    expect(await exited, stderr).toBe(0);
+    expect(stderr).toBe('');
+    const seconds = { seconds: true };
+    expect(await describeTree(join(unpacked, 'vol'), seconds)).toEqual(
+      await describeTree(tree, seconds),
+    );
+    expect(getAttributeSync(join(unpacked, 'vol/tagged'), 'user.origin')).toEqual(
+      Buffer.from([0, 1, 2, 255]),
+    );
+    expect(acl(join(unpacked, 'vol/shared'))).toBe(acl(join(tree, 'shared')));
+  });
+
+  it('gives every kind of entry as a tar that GNU tar unpacks identically, long and non-ASCII names too', async () => {
+    const tree = join(dir, 'tar-src');
+    await fs.mkdir(tree);
+    await makeTree(tree, 0.2);
+    const deep = join(tree, 'd'.repeat(90), 'é'.repeat(40), 'x'.repeat(120));
+    await fs.mkdir(deep, { recursive: true });
+    await fs.writeFile(join(deep, 'ü-file'), randomBytes(3000));
+    await fs.symlink('t'.repeat(150), join(tree, 'long-link'));
+    const point = await runBackup(
+      deps,
+      {
+        kind: 'BACKUP',
+        jobId: `job-${++seq}`,
+        itemIndex: 0,
+        recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
+        target: `path:${tree}`,
+        options: {},
+      },
+      makeRun(),
+    );
+    const reader = new PointReader(repo, await readManifest(repo, point.recoveryPointId), () => 0);
+    const unpacked = join(dir, 'tar-out');
+    await fs.mkdir(unpacked);
+    const tar = spawn('tar', ['--numeric-owner', '-xpf', '-', '-C', unpacked], {
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => tar.on('close', resolve));
+    await pipeline(reader.treeAsTar('tree', 'vol'), tar.stdin);
+    expect(await exited, stderr).toBe(0);
+    // A tar keeps mtimes to the second and writes holes as zeros.
+    const as = { seconds: true, dense: true };
+    expect(await describeTree(join(unpacked, 'vol'), as)).toEqual(await describeTree(tree, as));
   });
 });

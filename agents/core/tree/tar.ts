@@ -1,95 +1,182 @@
 /**
- * A tree stream as a POSIX tar, for restores that go through an engine's API (a volume the agent
- * cannot see on its host: a remote engine, a volume driver that is not `local`). The archive is
- * what the engine's own export would have been: `<prefix>/` with the root's attributes, then
- * every entry below it, hard links as `link` entries, numeric owners, PAX records where ustar
- * cannot say it. Built while the data is read: memory stays at the pipe's buffers.
+ * Tree streams as a POSIX tar (pax interchange format), for restores that go through an engine's
+ * API (a volume the agent cannot see on its host: a remote engine, a volume driver that is not
+ * `local`; an LXD pool of another driver, through LXD's import). The archive is what the engine's
+ * own export would have been: `<prefix>/` with the root's attributes, then every entry below it,
+ * hard links as links to the first path, numeric owners, and a PAX extended header where ustar
+ * cannot say it: long or non-ASCII names and link targets, sizes from 8 GiB, large ids, times
+ * outside ustar's range, and extended attributes and ACLs as `SCHILY.xattr.<name>` records, which
+ * GNU tar (LXD's unpack) and Go's archive/tar (dockerd's) apply. Built while the data is read:
+ * memory stays at the pipe's buffers.
+ *
+ * Written here rather than with tar-stream: its PAX writer takes text only (an xattr value, a
+ * file capability, is bytes) and counts a record's length in characters, not bytes.
  */
-import { Readable } from 'node:stream';
-import tar from 'tar-stream';
+import { once } from 'node:events';
+import { PassThrough, type Readable } from 'node:stream';
 import { IntegrityError } from '../../../kernel/errors';
 import { deviceNumbers, type TreeEntry } from './format';
 import type { TreeSource } from './restore';
 
-type Pack = ReturnType<typeof tar.pack>;
-type EntrySink = ReturnType<Pack['entry']>;
-type Header = Parameters<Pack['entry']>[0] & { pax?: Record<string, string> };
+const BLOCK = 512;
+/** The largest values ustar's octal fields hold: size and mtime 11 digits, ids and devices 7. */
+const MAX_11 = 0o77777777777;
+const MAX_7 = 0o7777777;
 
-/** The ustar size field holds 8 GiB - 1; ids 7 octal digits; tar-stream's mtime 32 bits. */
-const USTAR_MAX_SIZE = 0o77777777777;
-const USTAR_MAX_ID = 0o7777777;
-const USTAR_MAX_MTIME = 2 ** 31 - 1;
+const TYPEFLAG: Record<TreeEntry['type'], string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+};
 
-function headerOf(entry: TreeEntry, name: string, prefix: string): Header {
-  const type =
-    entry.type === 'dir'
-      ? 'directory'
-      : entry.type === 'hardlink'
-        ? 'link'
-        : entry.type === 'char'
-          ? 'character-device'
-          : entry.type === 'block'
-            ? 'block-device'
-            : entry.type;
-  const seconds = Math.floor(Number(BigInt(entry.mtime) / 1_000_000n) / 1000);
-  const header: Header = {
+/** A PAX extended header's records: `<len> <key>=<value>\n`, `len` counting the whole record. */
+export function paxRecords(records: ReadonlyArray<readonly [string, Buffer]>): Buffer {
+  return Buffer.concat(
+    records.map(([key, value]) => {
+      const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+      let length = body.length + 1;
+      while (String(length).length + body.length !== length) {
+        length = body.length + String(length).length;
+      }
+      return Buffer.concat([Buffer.from(String(length)), body]);
+    }),
+  );
+}
+
+function octal(block: Buffer, offset: number, width: number, value: number): void {
+  // `width` bytes: digits, then a NUL.
+  block.write(value.toString(8).padStart(width - 1, '0'), offset, width - 1, 'ascii');
+  block[offset + width - 1] = 0;
+}
+
+const isAscii = (text: string) => /^[\x20-\x7e]*$/.test(text);
+
+/** `name` as ustar's prefix and name fields, or undefined when it does not fit them. */
+function splitName(name: string): { prefix: string; name: string } | undefined {
+  if (!isAscii(name)) return undefined;
+  if (name.length <= 100) return { prefix: '', name };
+  // Split at a slash so that the name part is at most 100 bytes and the prefix at most 155.
+  for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) {
+    if (i <= 155 && name.length - i - 1 <= 100 && name.length - i - 1 > 0) {
+      return { prefix: name.slice(0, i), name: name.slice(i + 1) };
+    }
+  }
+  return undefined;
+}
+
+interface Fields {
+  name: string;
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+}
+
+/** One ustar header block; fields that do not fit are left for the PAX header before it. */
+function ustarHeader(f: Fields): Buffer {
+  const block = Buffer.alloc(BLOCK);
+  const split = splitName(f.name) ?? { prefix: '', name: 'PaxPath' };
+  block.write(split.name, 0, 100, 'ascii');
+  octal(block, 100, 8, f.mode & 0o7777);
+  octal(block, 108, 8, f.uid <= MAX_7 ? f.uid : 0);
+  octal(block, 116, 8, f.gid <= MAX_7 ? f.gid : 0);
+  octal(block, 124, 12, f.size <= MAX_11 ? f.size : 0);
+  octal(block, 136, 12, f.mtime >= 0 && f.mtime <= MAX_11 ? f.mtime : 0);
+  block.write(f.typeflag, 156, 1, 'ascii');
+  if (f.linkname !== undefined && f.linkname.length <= 100 && isAscii(f.linkname)) {
+    block.write(f.linkname, 157, 100, 'ascii');
+  }
+  block.write('ustar\x0000', 257, 8, 'ascii');
+  octal(block, 329, 8, f.devmajor !== undefined && f.devmajor <= MAX_7 ? f.devmajor : 0);
+  octal(block, 337, 8, f.devminor !== undefined && f.devminor <= MAX_7 ? f.devminor : 0);
+  block.write(split.prefix, 345, 155, 'ascii');
+  // The checksum is the sum of the header's bytes with its own field read as spaces.
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  block.write(`${sum.toString(8).padStart(6, '0')}\x00 `, 148, 8, 'ascii');
+  return block;
+}
+
+/** What ustar cannot hold of `f` (and `xattrs`, base64 values), as PAX records. */
+function paxOf(f: Fields, xattrs: Record<string, string> | undefined): Array<[string, Buffer]> {
+  const records: Array<[string, Buffer]> = [];
+  if (!splitName(f.name)) records.push(['path', Buffer.from(f.name)]);
+  if (f.linkname !== undefined && (f.linkname.length > 100 || !isAscii(f.linkname))) {
+    records.push(['linkpath', Buffer.from(f.linkname)]);
+  }
+  if (f.size > MAX_11) records.push(['size', Buffer.from(String(f.size))]);
+  if (f.uid > MAX_7) records.push(['uid', Buffer.from(String(f.uid))]);
+  if (f.gid > MAX_7) records.push(['gid', Buffer.from(String(f.gid))]);
+  if (f.mtime < 0 || f.mtime > MAX_11) records.push(['mtime', Buffer.from(String(f.mtime))]);
+  for (const [name, value] of Object.entries(xattrs ?? {})) {
+    records.push([`SCHILY.xattr.${name}`, Buffer.from(value, 'base64')]);
+  }
+  return records;
+}
+
+function fieldsOf(entry: TreeEntry, name: string, prefix: string): Fields {
+  const f: Fields = {
     name,
-    type,
+    typeflag: TYPEFLAG[entry.type],
     mode: entry.mode,
     uid: entry.uid,
     gid: entry.gid,
     size: entry.type === 'file' ? (entry.size ?? 0) : 0,
-    mtime: new Date(Math.min(Math.max(seconds, 0), USTAR_MAX_MTIME) * 1000),
+    mtime: Math.floor(Number(BigInt(entry.mtime) / 1_000_000n) / 1000),
   };
-  const pax: Record<string, string> = {};
-  if ((header.size ?? 0) > USTAR_MAX_SIZE) pax.size = String(header.size);
-  if (entry.uid > USTAR_MAX_ID) pax.uid = String(entry.uid);
-  if (entry.gid > USTAR_MAX_ID) pax.gid = String(entry.gid);
-  if (seconds < 0 || seconds > USTAR_MAX_MTIME) pax.mtime = String(seconds);
-  if (Object.keys(pax).length > 0) header.pax = pax;
   if (entry.link !== undefined) {
-    header.linkname = entry.type === 'hardlink' ? `${prefix}/${entry.link}` : entry.link;
+    f.linkname = entry.type === 'hardlink' ? `${prefix}/${entry.link}` : entry.link;
   }
   if (entry.type === 'char' || entry.type === 'block') {
     const { major, minor } = deviceNumbers(entry.rdev ?? 0);
-    header.devmajor = major;
-    header.devminor = minor;
+    f.devmajor = major;
+    f.devminor = minor;
   }
-  return header;
+  return f;
 }
 
-async function write(sink: EntrySink, chunk: Buffer): Promise<void> {
-  if (sink.write(chunk)) return;
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = () => {
-      sink.off('close', onClose);
-      resolve();
-    };
-    const onClose = () => {
-      sink.off('drain', onDrain);
-      reject(new Error('the tar stream was closed'));
-    };
-    sink.once('drain', onDrain);
-    sink.once('close', onClose);
-  });
+/** Zero bytes that pad `size` bytes of data to a whole block. */
+function padding(size: number): Buffer {
+  return Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
 }
 
-function entryDone(pack: Pack, header: Header): { sink: EntrySink; done: Promise<void> } {
-  let settle!: { resolve: () => void; reject: (err: Error) => void };
-  const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
-  done.catch(() => undefined);
-  const sink = pack.entry(header, (err?: Error | null) =>
-    err ? settle.reject(err) : settle.resolve(),
-  );
-  sink.on('error', () => undefined);
-  return { sink, done };
+type Write = (bytes: Buffer) => Promise<void>;
+
+/** The headers of one entry: a PAX header first when ustar cannot hold all of it. */
+async function writeHeaders(write: Write, f: Fields, xattrs?: Record<string, string>) {
+  const records = paxOf(f, xattrs);
+  if (records.length > 0) {
+    const body = paxRecords(records);
+    await write(
+      ustarHeader({
+        name: 'PaxHeader',
+        typeflag: 'x',
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: body.length,
+        mtime: Math.min(Math.max(f.mtime, 0), MAX_11),
+      }),
+    );
+    await write(Buffer.concat([body, padding(body.length)]));
+  }
+  await write(ustarHeader(f));
 }
 
-/** The tree under `prefix/` as a tar stream (`prefix` without slashes at either end). */
-export function treeAsTar(source: TreeSource, prefix: string): Readable {
-  const pack = tar.pack();
+/** Writes the tree's entries under `prefix/`, their bytes as the data stream gives them. */
+async function writeTree(write: Write, source: TreeSource, prefix: string): Promise<void> {
   const index = source.entries()[Symbol.asyncIterator]();
-  let current: { sink: EntrySink; done: Promise<void>; left: number; path: string } | undefined;
+  let current: { left: number; size: number; path: string } | undefined;
   const nameOf = (entry: TreeEntry) =>
     entry.path === '' ? `${prefix}/` : `${prefix}/${entry.path}${entry.type === 'dir' ? '/' : ''}`;
   const nextDataFile = async () => {
@@ -97,38 +184,75 @@ export function treeAsTar(source: TreeSource, prefix: string): Readable {
       const next = await index.next();
       if (next.done) return undefined;
       const entry = next.value;
-      const { sink, done } = entryDone(pack, headerOf(entry, nameOf(entry), prefix));
-      const size = entry.type === 'file' ? (entry.size ?? 0) : 0;
-      if (size > 0) return { sink, done, left: size, path: entry.path };
-      sink.end(undefined);
-      await done;
+      const f = fieldsOf(entry, nameOf(entry), prefix);
+      // Linux keeps no user.* xattrs on a symlink, and restores skip them (restore.ts).
+      await writeHeaders(write, f, entry.type === 'symlink' ? undefined : entry.xattrs);
+      if (f.size > 0) return { left: f.size, size: f.size, path: entry.path };
     }
   };
-  const produce = async () => {
-    await source.forEachChunk(async (bytes) => {
-      let at = 0;
-      while (at < bytes.length) {
-        current ??= await nextDataFile();
-        if (!current) throw new IntegrityError("the tree's data outlasts its index");
-        const n = Math.min(current.left, bytes.length - at);
-        // The bytes are valid only until this write resolves; the archive keeps what it is given.
-        await write(current.sink, Buffer.from(bytes.subarray(at, at + n)));
-        current.left -= n;
-        at += n;
-        if (current.left === 0) {
-          current.sink.end(undefined);
-          await current.done;
-          current = undefined;
-        }
+  await source.forEachChunk(async (bytes) => {
+    let at = 0;
+    while (at < bytes.length) {
+      current ??= await nextDataFile();
+      if (!current) throw new IntegrityError("the tree's data outlasts its index");
+      const n = Math.min(current.left, bytes.length - at);
+      // The bytes are valid only until this write resolves: the pipe keeps a copy.
+      await write(Buffer.from(bytes.subarray(at, at + n)));
+      current.left -= n;
+      at += n;
+      if (current.left === 0) {
+        await write(padding(current.size));
+        current = undefined;
       }
-    });
-    if (current) throw new IntegrityError(`the tree's data ends inside ${current.path}`);
-    const last = await nextDataFile();
-    if (last) throw new IntegrityError(`the tree's data ends before ${last.path}`);
-    pack.finalize();
+    }
+  });
+  if (current) throw new IntegrityError(`the tree's data ends inside ${current.path}`);
+  const last = await nextDataFile();
+  if (last) throw new IntegrityError(`the tree's data ends before ${last.path}`);
+}
+
+/** The tree under `prefix/` as a tar stream (`prefix` without slashes at either end). */
+export function treeAsTar(source: TreeSource, prefix: string): Readable {
+  return treesAsTar([{ tree: source, prefix }]);
+}
+
+/** A part of treesAsTar's archive: a small file given whole, or a tree under `prefix/`. */
+export type TarPart =
+  { file: string; content: Buffer; mode?: number } | { tree: TreeSource; prefix: string };
+
+/**
+ * Files and trees one after the other as one tar stream: an archive in an engine's own layout
+ * (an LXD instance's export: `backup/index.yaml`, each snapshot's tree, its container's).
+ */
+export function treesAsTar(parts: readonly TarPart[]): Readable {
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  const write: Write = async (bytes) => {
+    if (out.destroyed) throw new Error('the tar stream was closed');
+    if (!out.write(bytes)) {
+      await Promise.race([once(out, 'drain'), once(out, 'close')]);
+      if (out.destroyed) throw new Error('the tar stream was closed');
+    }
   };
-  produce().catch((err: unknown) =>
-    pack.destroy(err instanceof Error ? err : new Error(String(err))),
-  );
-  return Readable.from(pack, { objectMode: false });
+  (async () => {
+    for (const part of parts) {
+      if ('file' in part) {
+        await writeHeaders(write, {
+          name: part.file,
+          typeflag: '0',
+          mode: part.mode ?? 0o644,
+          uid: 0,
+          gid: 0,
+          size: part.content.length,
+          mtime: Math.floor(Date.now() / 1000),
+        });
+        await write(Buffer.concat([part.content, padding(part.content.length)]));
+      } else {
+        await writeTree(write, part.tree, part.prefix);
+      }
+    }
+    // The end of the archive: two zero blocks.
+    await write(Buffer.alloc(2 * BLOCK));
+    out.end();
+  })().catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+  return out;
 }
