@@ -7,7 +7,8 @@
  * them on disk, shifted for an unprivileged container, modes, hard links, sparse files, mtimes)
  * into new instances whose idmap keys say the files are already shifted, so the restored
  * instance starts with the same ids on disk. The same for a custom volume with a snapshot. An
- * agent without host access backs up through LXD's export and refuses to restore a tree point.
+ * agent without host access backs up through LXD's export and restores a tree point through LXD's
+ * import (the point's trees as LXD's own export), as an agent with host access does into a btrfs pool.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -29,6 +30,7 @@ import { dirRepository, makeRun } from '../fixtures/runner';
 const RUN = `st-lt-${randomBytes(3).toString('hex')}`;
 const INSTANCE = `${RUN}-c1`;
 const VOLUME = `${RUN}-vol`;
+const BTRFS_POOL = `${RUN}-bt`;
 const POOL_DIR = '/var/lib/lxd/storage-pools/default';
 const IDMAP = 'volatile.last_state.idmap';
 /** A VFS_CAP_REVISION_2 capability, effective, permitting CAP_NET_RAW (bit 13). */
@@ -81,7 +83,13 @@ describe('lxd instances and custom volumes as tree streams', () => {
       },
       makeRun(),
     );
-  const restore = (point: string, source: string, target: string, on = deps) => {
+  const restore = (
+    point: string,
+    source: string,
+    target: string,
+    on = deps,
+    options: RestoreTask['options'] = {},
+  ) => {
     const task: RestoreTask = {
       kind: 'RESTORE',
       jobId: `job-${++seq}`,
@@ -89,7 +97,7 @@ describe('lxd instances and custom volumes as tree streams', () => {
       source,
       target,
       inPlace: false,
-      options: {},
+      options,
     };
     return runRestore(on, task, makeRun());
   };
@@ -153,6 +161,7 @@ describe('lxd instances and custom volumes as tree streams', () => {
       }
       await lxd.run('DELETE', path).catch(() => undefined);
     }
+    await lxd.run('DELETE', `/1.0/storage-pools/${BTRFS_POOL}`).catch(() => undefined);
     if (dir) await fs.rm(dir, { recursive: true, force: true });
   }, 120_000);
 
@@ -225,7 +234,7 @@ describe('lxd instances and custom volumes as tree streams', () => {
     expect(await describeTree(volumeSnapshotDir(`${RUN}-v1`, 'v0'))).toEqual(wantSnap);
   }, 300_000);
 
-  it('backs up through the export without host access, and will not restore a tree point there', async () => {
+  it("backs up through the export without host access, and restores a tree point there through LXD's import", async () => {
     const apiDeps: RunnerDeps = {
       ...deps,
       drivers: new Map([['lxd', createLxdDriver({ socketPath: LXD_SOCKET, hostAccess: false })]]),
@@ -236,11 +245,40 @@ describe('lxd instances and custom volumes as tree streams', () => {
     expect((await readManifest(repo, viaApi.recoveryPointId)).metadata.read).toBe('engine-api');
 
     const tree = (await backup(`lxd:${INSTANCE}`)).recoveryPointId;
-    await expect(restore(tree, `lxd:${INSTANCE}`, `lxd:${RUN}-refused`, apiDeps)).rejects.toThrow(
-      /dir pool this agent sees/,
+    // A tar keeps mtimes to the second and writes a sparse file's holes as zeros.
+    const asTar = { seconds: true, dense: true };
+    const want = await describeTree(join(instanceDir(INSTANCE), 'rootfs'), asTar);
+    const wantSnap = await describeTree(
+      join(instanceSnapshotDir(INSTANCE, 'snap0'), 'rootfs'),
+      asTar,
+    );
+    await restore(tree, `lxd:${INSTANCE}`, `lxd:${RUN}-imported`, apiDeps);
+    const got = `${RUN}-imported`;
+    expect((await lxd.get<{ status: string }>(`/1.0/instances/${got}`)).status).toBe('Running');
+    // The same ids on disk as the original's, and LXD did not shift them again.
+    expect((await config(got))[IDMAP]).toBe((await config(INSTANCE))[IDMAP]);
+    // File capabilities and user xattrs included (PAX records LXD's unpack applies).
+    expect(await describeTree(join(instanceDir(got), 'rootfs'), asTar)).toEqual(want);
+    expect(await describeTree(join(instanceSnapshotDir(got, 'snap0'), 'rootfs'), asTar)).toEqual(
+      wantSnap,
+    );
+    expect(await sh(got, 'stat -c "%u:%g" /srv/app/hello')).toBe('1000:1000\n');
+
+    // Into a pool of another driver (btrfs, a loop file LXD makes), with host access: the same.
+    await lxd.run('POST', '/1.0/storage-pools', {
+      name: BTRFS_POOL,
+      driver: 'btrfs',
+      config: { size: '1GiB' },
+    });
+    const onBtrfs = `${RUN}-btrfs`;
+    await restore(tree, `lxd:${INSTANCE}`, `lxd:${onBtrfs}`, deps, { pool: BTRFS_POOL });
+    const btrfsDir = join('/var/lib/lxd/storage-pools', BTRFS_POOL);
+    expect(await describeTree(join(btrfsDir, 'containers', onBtrfs, 'rootfs'), asTar)).toEqual(
+      want,
     );
     expect(
-      (await lxd.get<string[]>('/1.0/instances')).some((u) => u.endsWith(`${RUN}-refused`)),
-    ).toBe(false);
+      await describeTree(join(btrfsDir, 'containers-snapshots', onBtrfs, 'snap0', 'rootfs'), asTar),
+    ).toEqual(wantSnap);
+    expect((await lxd.get<{ status: string }>(`/1.0/instances/${onBtrfs}`)).status).toBe('Running');
   }, 300_000);
 });

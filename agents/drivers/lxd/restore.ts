@@ -35,6 +35,8 @@ import { takeHold } from '../../core/holds';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import { getPool, requirePool } from './volume';
+import { importArchive } from './tree-import';
+import { TREE_KIND } from '../../core/tree/format';
 import { sandboxConfig, sandboxDevices } from './sandbox';
 import { rootPoolOf } from './backup';
 import {
@@ -149,15 +151,37 @@ export async function restoreInstance(
       createdProfiles.push(profile.name);
     }
 
-    if (tree) {
+    const into = tree ? (pool ?? (await profilesRootPool(engine, metadata.profiles))) : undefined;
+    if (tree && (await poolDir(engine, into, ctx))) {
       // Straight into the pool's directory: LXD makes the empty instance, the trees fill it.
-      if (pool !== undefined && !(await poolDir(engine, pool, ctx))) {
-        throw notOnHost(`the point of lxd:${metadata.name}`, pool);
-      }
       ctx.phase('creating instance');
       await createEmptyInstance(engine, metadata, importName, pool, ctx);
       imported = true;
       await fillInstance(engine, metadata, source, importName, ctx);
+    } else if (tree) {
+      // A pool this agent cannot write: the trees as LXD's own export, through its import.
+      if (!source.treesAsTar || into === undefined)
+        throw notOnHost(`the point of lxd:${metadata.name}`, into);
+      const target = await requirePool(engine, into);
+      ctx.phase('importing instance');
+      ctx.expectBytes?.(
+        source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0),
+      );
+      const archive = importArchive(metadata, source, target);
+      const answer = await consumeStream(archive, ctx, `import of lxd:${name}`, (s) =>
+        engine.client.upload('/1.0/instances', s, {
+          'X-LXD-name': importName,
+          'X-LXD-pool': into,
+        }),
+      ).catch((err: unknown) => {
+        throw translate(err, `importing instance ${importName}`, engine.socketPath);
+      });
+      imported = true;
+      await engine.client
+        .wait(answer.operation, abortCheck(ctx, `restore of lxd:${name}`))
+        .catch((err: unknown) => {
+          throw translate(err, `importing instance ${importName}`, engine.socketPath);
+        });
     } else {
       const headers: Record<string, string | number> = {
         'X-LXD-name': importName,
@@ -383,6 +407,25 @@ async function fillInstance(
   }
   ctx.phase('restoring instance');
   await source.restoreTree(MAIN_TREE, host.dir, ctx, { paths: INSTANCE_PATHS });
+}
+
+/**
+ * The pool LXD puts an instance's root disk in when neither the restore nor its devices say:
+ * the root disk of its profiles, the last one that has one winning, as LXD expands them.
+ */
+async function profilesRootPool(
+  engine: Engine,
+  profiles: readonly string[],
+): Promise<string | undefined> {
+  let pool: string | undefined;
+  for (const name of profiles) {
+    const profile = await getProfile(engine, name);
+    const root = Object.values(profile?.devices ?? {}).find(
+      (d) => d.type === 'disk' && d.path === '/' && typeof d.pool === 'string',
+    );
+    if (root) pool = root.pool;
+  }
+  return pool;
 }
 
 /** A name for the in-place import, within LXD's 63 characters. */
