@@ -232,6 +232,27 @@ describe('lxd instances and custom volumes as tree streams', () => {
     );
     expect(await describeTree(volumeDir(`${RUN}-v1`))).toEqual(want);
     expect(await describeTree(volumeSnapshotDir(`${RUN}-v1`, 'v0'))).toEqual(wantSnap);
+
+    // An agent without host access: through LXD's import of the trees as its own export.
+    const apiDeps: RunnerDeps = {
+      ...deps,
+      drivers: new Map([
+        ['lxd-volume', createLxdVolumeDriver({ socketPath: LXD_SOCKET, hostAccess: false })],
+      ]),
+    };
+    await restore(
+      first.recoveryPointId,
+      `lxd-volume:default/${VOLUME}`,
+      `lxd-volume:default/${RUN}-v2`,
+      apiDeps,
+    );
+    const asTar = { seconds: true, dense: true };
+    expect(await describeTree(volumeDir(`${RUN}-v2`), asTar)).toEqual(
+      await describeTree(volumeDir(`${RUN}-v1`), asTar),
+    );
+    expect(await describeTree(volumeSnapshotDir(`${RUN}-v2`, 'v0'), asTar)).toEqual(
+      await describeTree(volumeSnapshotDir(`${RUN}-v1`, 'v0'), asTar),
+    );
   }, 300_000);
 
   it("backs up through the export without host access, and restores a tree point there through LXD's import", async () => {

@@ -1,5 +1,5 @@
 /**
- * A tree point of an LXD instance (read on the host, host-tree.ts) restored through LXD's own
+ * A tree point of an LXD instance or custom volume (read on the host, host-tree.ts) restored through LXD's own
  * import, where the agent cannot write the pool's directory: a pool of another driver (btrfs,
  * zfs, lvm...), a `dir` pool whose source it cannot see, an agent without host access. The
  * point's trees become the archive LXD's non-optimized export is, which LXD unpacks into a pool
@@ -8,6 +8,8 @@
  *   backup/index.yaml              what the export says of itself (below)
  *   backup/snapshots/<SNAPSHOT>/   each snapshot's directory (its tree stream)
  *   backup/container/              the instance's directory (`tree`)
+ *
+ * and for a custom volume `backup/volume-snapshots/<SNAPSHOT>/` and `backup/volume/`.
  *
  * index.yaml is written as JSON (YAML parsers read JSON): the instance's name, type and pool,
  * the snapshots in the archive, `optimized: false`, and under `config` the records LXD's own
@@ -20,6 +22,7 @@
 import type { Readable } from 'node:stream';
 import type { RestoreSource } from '../../core/driver';
 import type { LxdBackupMetadata, LxdProfile } from './instance';
+import type { LxdVolumeBackupMetadata } from './volume';
 import { MAIN_TREE, snapshotTree } from './host-tree';
 
 /** What LXD says of a pool (GET /1.0/storage-pools/NAME). */
@@ -113,6 +116,58 @@ export function importIndex(
     },
   };
   return Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
+}
+
+/**
+ * The archive LXD's custom volume import takes (`POST .../volumes/custom`), as its own
+ * non-optimized export is: backup/index.yaml, backup/volume-snapshots/NAME/, backup/volume/.
+ */
+export function volumeImportArchive(
+  metadata: LxdVolumeBackupMetadata,
+  source: RestoreSource,
+  pool: PoolRecord,
+): Readable {
+  if (!source.treesAsTar) throw new Error('this restore source cannot read tree streams as a tar');
+  const snapshots = metadata.snapshots.filter((s) =>
+    source.streams.some((stream) => stream.name === snapshotTree(s.name)),
+  );
+  const index = {
+    name: metadata.name,
+    backend: pool.driver,
+    pool: pool.name,
+    snapshots: snapshots.map((s) => s.name),
+    optimized: false,
+    optimized_header: false,
+    type: 'custom',
+    config: {
+      volume: {
+        name: metadata.name,
+        type: 'custom',
+        content_type: metadata.contentType,
+        description: metadata.description,
+        config: metadata.config,
+        project: metadata.project,
+        location: 'none',
+        created_at: NEVER,
+      },
+      volume_snapshots: snapshots.map((s) => ({
+        name: s.name,
+        description: s.description,
+        content_type: metadata.contentType,
+        config: metadata.config,
+        expires_at: s.expiresAt ?? NEVER,
+        created_at: NEVER,
+      })),
+    },
+  };
+  return source.treesAsTar([
+    { file: 'backup/index.yaml', content: Buffer.from(`${JSON.stringify(index, null, 2)}\n`) },
+    ...snapshots.map((s) => ({
+      stream: snapshotTree(s.name),
+      prefix: `backup/volume-snapshots/${s.name}`,
+    })),
+    { stream: MAIN_TREE, prefix: 'backup/volume' },
+  ]);
 }
 
 /** The archive LXD's import takes, made from the point's trees as it is read. */

@@ -40,6 +40,8 @@ import {
   volumeDirs,
 } from './host-tree';
 import { takeHold, type Hold } from '../../core/holds';
+import { TREE_KIND } from '../../core/tree/format';
+import { volumeImportArchive } from './tree-import';
 import { translate } from './errors';
 import { checkOptimizedTarget } from './export';
 import {
@@ -126,16 +128,34 @@ export async function restoreVolume(
   const importName = existing ? temporaryName(volume) : volume;
 
   const root = tree ? await poolDir(engine, pool, ctx) : undefined;
-  if (tree && !root)
+  if (tree && !root && !source.treesAsTar)
     throw notOnHost(`the point of lxd-volume:${metadata.pool}/${metadata.name}`, pool);
 
   let imported = false;
   try {
-    if (tree) {
+    if (tree && root) {
       ctx.phase('creating volume');
       await createEmptyVolume(engine, metadata, pool, importName, ctx);
       imported = true;
-      await fillVolume(engine, metadata, source, root!, pool, importName, ctx);
+      await fillVolume(engine, metadata, source, root, pool, importName, ctx);
+    } else if (tree) {
+      // A pool this agent cannot write: the trees as LXD's own export, through its import.
+      ctx.phase('importing volume');
+      ctx.expectBytes?.(
+        source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0),
+      );
+      const archive = volumeImportArchive(metadata, source, poolInfo);
+      const answer = await consumeStream(archive, ctx, `import of ${target}`, (s) =>
+        engine.client.upload(`${poolPath(pool)}/volumes/custom`, s, { 'X-LXD-name': importName }),
+      ).catch((err: unknown) => {
+        throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
+      });
+      imported = true;
+      await engine.client
+        .wait(answer.operation, abortCheck(ctx, `restore of ${target}`))
+        .catch((err: unknown) => {
+          throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
+        });
     } else {
       ctx.phase('importing volume');
       ctx.expectBytes?.(stream!.size);
