@@ -3,11 +3,21 @@
  * /var/lib/lxd/disks; mkfs.btrfs from Debian's btrfs-progs, which local/engines/setup-lxd.sh
  * installs): an instance backed up with `optimizedStorage` is LXD's btrfs send stream (the
  * metadata says so), restores byte-identical into a btrfs pool under a new name, with its
- * snapshot, and is refused before anything is made for a `dir` pool. Pool and instances carry the
+ * snapshot, and is refused before anything is made for a `dir` pool. Without optimizedStorage the
+ * instance is read on the host in the pool's mount as trees, an incremental reads only the new
+ * file, and the point restores through LXD's import. Pool and instances carry the
  * run's prefix and are removed in afterAll.
  */
 import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryParentRegistry } from '../../agents/core/parents';
+import { readManifest } from '../../agents/core/points';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
+import { silentLogger } from '../../kernel/logger';
+import { dirRepository, makeRun } from '../fixtures/runner';
 import { createLxdDriver } from '../../agents/drivers/lxd';
 import { makeMemoryPoint, makeDriverContext } from '../fixtures/memory-point';
 import { LXD_SOCKET, lxd, namesAt, removeInstance, sh } from '../fixtures/lxd';
@@ -87,5 +97,77 @@ describe('lxd optimized storage on a btrfs pool', () => {
       ),
     ).rejects.toThrow(/can only be restored into a btrfs pool/);
     expect(await namesAt('/1.0/instances')).not.toContain(`${RUN}-dir`);
+  }, 300_000);
+
+  it("reads an instance on the btrfs pool on the host as trees, then only what changed, and restores it through LXD's import", async () => {
+    const name = `${RUN}-t1`;
+    await lxd.run('POST', '/1.0/instances', {
+      name,
+      profiles: ['default'],
+      devices: { root: { type: 'disk', path: '/', pool: POOL } },
+      source: { type: 'image', alias: 'stowage-test/busybox' },
+    });
+    await lxd.run('PUT', `/1.0/instances/${name}/state`, { action: 'start', timeout: -1 });
+    await sh(name, FILES);
+    await lxd.run('POST', `/1.0/instances/${name}/snapshots`, { name: 'snap0' });
+    const dir = await fs.mkdtemp(join(tmpdir(), 'stowage-lbt-'));
+    const repo = await dirRepository(dir);
+    try {
+      const deps: RunnerDeps = {
+        agent: 'local',
+        drivers: new Map([['lxd', driver]]),
+        repository: async () => repo,
+        log: silentLogger,
+        parents: new MemoryParentRegistry(),
+      };
+      let seq = 0;
+      const backup = () =>
+        runBackup(
+          deps,
+          {
+            kind: 'BACKUP',
+            jobId: `job-${++seq}`,
+            itemIndex: 0,
+            recoveryPointId: `rp-${String(seq).padStart(4, '0')}`,
+            target: `lxd:${name}`,
+            options: {},
+          },
+          makeRun(),
+        );
+      const first = await backup();
+      expect((await readManifest(repo, first.recoveryPointId)).metadata).toMatchObject({
+        read: 'host',
+        rootPoolDriver: 'btrfs',
+      });
+      await sh(name, 'head -c 100000 /dev/urandom > /data/sub/changed');
+      const second = await backup();
+      // The incremental read the one new file, not the instance.
+      expect(second.bytesRead).toBe(100_000);
+      const want = await sh(name, LIST);
+
+      const copy = `${RUN}-t2`;
+      await runRestore(
+        deps,
+        {
+          kind: 'RESTORE',
+          jobId: `job-${++seq}`,
+          recoveryPointId: second.recoveryPointId,
+          source: `lxd:${name}`,
+          target: `lxd:${copy}`,
+          inPlace: false,
+          options: {},
+        },
+        makeRun(),
+      );
+      expect(await sh(copy, LIST)).toBe(want);
+      expect(await namesAt(`/1.0/instances/${copy}/snapshots`)).toEqual(['snap0']);
+      expect(
+        (await lxd.get<{ expanded_devices: { root: { pool: string } } }>(`/1.0/instances/${copy}`))
+          .expanded_devices.root.pool,
+      ).toBe(POOL);
+    } finally {
+      await repo.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   }, 300_000);
 });

@@ -106,7 +106,7 @@ export async function backupInstance(
 
   const host =
     sink.writeTree && !optimizedStorage && instance.type === 'container'
-      ? await instanceDirs(engine, await poolDir(engine, rootPool, ctx), name)
+      ? await instanceDirs(engine, await poolDir(engine, rootPool, ctx, 'read'), name)
       : undefined;
   if (host) {
     // In the pool's directory: files unchanged since the last point are not read again.

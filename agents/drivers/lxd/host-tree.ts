@@ -29,7 +29,7 @@
  * the export it has always been; the point records which (`read`).
  */
 import { promises as fs } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { LogEvent } from '../../../kernel/logger';
 import { DriverError, Unsupported } from '../../../kernel/errors';
 import type { BackupSink, DriverContext, RestoreSource, StoredTree } from '../../core/driver';
@@ -82,11 +82,24 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** The `dir` pool's directory on this host, when the agent may read and write it there. */
+/** statfs's f_type of a btrfs file system. */
+const BTRFS_MAGIC = 0x9123683e;
+
+/**
+ * The pool's directory on this host, when the agent may read it there (`read`: a backup) or
+ * also write it (`write`: a restore). A `dir` pool's is its `source`. A `btrfs` pool is one file
+ * system LXD keeps mounted at `<LXD's directory>/storage-pools/<pool>` (its source is a device
+ * or a loop file), every instance, volume and snapshot a subvolume in it with the same layout as
+ * a `dir` pool's, so a backup reads it there too; a restore does not write it, since LXD makes a
+ * btrfs snapshot read-only (LXD's import does that restore: tree-import.ts). LXD's directory is
+ * the one holding its socket; the mount is checked to be btrfs. zfs and lvm keep an instance
+ * mounted only while it runs, so those go through LXD's API.
+ */
 export async function poolDir(
   engine: Engine,
   pool: string | undefined,
   ctx: DriverContext,
+  purpose: 'read' | 'write' = 'write',
 ): Promise<string | undefined> {
   if (engine.hostAccess === false || pool === undefined) return undefined;
   let found: PoolConfig;
@@ -98,15 +111,20 @@ export async function poolDir(
   }
   const source = found.config?.source;
   let real: string | undefined;
+  let reason = found.driver === 'dir' ? 'source not visible' : `driver ${found.driver}`;
   if (found.driver === 'dir' && source && isAbsolute(source)) {
     real = await fs.realpath(source).catch(() => undefined);
+  } else if (found.driver === 'btrfs' && purpose === 'read') {
+    const mount = join(dirname(engine.socketPath), 'storage-pools', pool);
+    const fsType = await fs.statfs(mount).then(
+      (st) => st.type,
+      () => undefined,
+    );
+    if (fsType === BTRFS_MAGIC) real = await fs.realpath(mount).catch(() => undefined);
+    else reason = `driver btrfs, not mounted at ${mount}`;
   }
   if (!real || !(await isDirectory(real))) {
-    ctx.log.info(LogEvent.driverStep, {
-      step: 'pool through the LXD API',
-      pool,
-      reason: found.driver !== 'dir' ? `driver ${found.driver}` : 'source not visible',
-    });
+    ctx.log.info(LogEvent.driverStep, { step: 'pool through the LXD API', pool, reason });
     return undefined;
   }
   return real;

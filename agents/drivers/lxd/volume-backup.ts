@@ -80,7 +80,7 @@ export async function backupVolume(
 
   const host =
     sink.writeTree && !metadata.optimizedStorage && found.content_type === 'filesystem'
-      ? await volumeDirs(engine, await poolDir(engine, pool, ctx), volume)
+      ? await volumeDirs(engine, await poolDir(engine, pool, ctx, 'read'), volume)
       : undefined;
   if (host) {
     // In the pool's directory: files unchanged since the last point are not read again.
