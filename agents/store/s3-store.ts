@@ -3,9 +3,14 @@
  *
  * - `put` of a stream goes up as a lib-storage multipart Upload of PART_SIZE parts, QUEUE_SIZE in
  *   flight, so memory stays near (QUEUE_SIZE + 1) × PART_SIZE whatever the stream's size; a
- *   stream shorter than one part, like a Buffer, becomes one PutObject. S3 only shows an object
- *   once its upload completes, which gives the port's "whole or not at all" (s3rver does not:
- *   it writes in place, see test/contract/s3-store.test.ts).
+ *   stream shorter than one part becomes one PutObject. A Buffer (a pack: 16 MiB and one sealed
+ *   chunk) up to SINGLE_PUT_BYTES is always one PutObject: one request instead of four, which the
+ *   caller's retry (retry.ts) can resend whole. As a multipart upload, a part's transient failure
+ *   made lib-storage abort the upload, and where the abort failed too (s3rver has no
+ *   AbortMultipartUpload) it rejected with the abort's MethodNotAllowed, a permanent error that
+ *   failed the backup (test/e2e/store-faults.test.ts in CI). S3 only shows an object once its
+ *   upload completes, which gives the port's "whole or not at all" (s3rver does not: it writes
+ *   in place, see test/contract/s3-store.test.ts).
  * - Every put is a conditional write, `If-None-Match: *` (on PutObject, and on
  *   CompleteMultipartUpload for a multipart upload): S3 refuses to replace an object (412
  *   PreconditionFailed → ObjectExists), and the bucket policy of the AWS stack refuses agents' writes
@@ -45,6 +50,8 @@ import {
 
 /** 16 MiB × S3's 10,000-part limit caps one object at 156 GiB. */
 const PART_SIZE = 16 * 1024 * 1024;
+/** A Buffer up to this size is one PutObject (S3 takes up to 5 GiB in one). */
+const SINGLE_PUT_BYTES = 128 * 1024 * 1024;
 const QUEUE_SIZE = 4;
 /** DeleteObjects takes at most 1,000 keys per request. */
 const DELETE_BATCH = 1000;
@@ -66,7 +73,7 @@ export class S3Store implements ObjectStore {
 
   async put(key: string, body: Readable | Buffer): Promise<void> {
     // One request, which the SDK can resend on its own (a Buffer can be replayed).
-    if (Buffer.isBuffer(body) && body.length <= PART_SIZE) {
+    if (Buffer.isBuffer(body) && body.length <= SINGLE_PUT_BYTES) {
       try {
         await this.client.send(
           new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, IfNoneMatch: '*' }),

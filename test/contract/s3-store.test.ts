@@ -122,9 +122,12 @@ describe('S3Store conditional writes', () => {
 
     await store.put('small', Buffer.from('one request'));
     await store.put('large', Readable.from([randomBytes(20 * 1024 * 1024)]));
+    // A pack-sized Buffer (over one part) is one request too: the caller can resend it whole.
+    await store.put('pack', randomBytes(20 * 1024 * 1024));
 
     expect(seen.get('PutObjectCommand')).toEqual([
       expect.objectContaining({ Key: 'small', IfNoneMatch: '*' }),
+      expect.objectContaining({ Key: 'pack', IfNoneMatch: '*' }),
     ]);
     expect(seen.get('CompleteMultipartUploadCommand')).toEqual([
       expect.objectContaining({ Key: 'large', IfNoneMatch: '*' }),
