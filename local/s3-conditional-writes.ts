@@ -1,4 +1,7 @@
 /**
+ * What local mode's S3 server (s3rver) lacks of S3 and the product relies on: conditional writes
+ * (below) and AbortMultipartUpload (abortUploads).
+ *
  * S3's conditional writes for local mode's S3 server. s3rver ignores `If-None-Match: *` and
  * replaces the object; S3 refuses with 412 PreconditionFailed, and the product relies on that
  * (agents/store/s3-store.ts: every key is written once). This middleware, put in front of
@@ -10,6 +13,8 @@
  * never makes two (its keys are random or per point), and the directory store, which has link(2),
  * keeps even that promise.
  */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type S3rver from 's3rver';
 
 interface KoaContext {
@@ -25,6 +30,7 @@ interface KoaContext {
 
 interface ObjectStoreOfS3rver {
   existsObject(bucket: string, key: string): Promise<boolean>;
+  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
 }
 
 type Middleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
@@ -49,6 +55,49 @@ export function refuseOverwrites(server: S3rver): void {
       return;
     }
     await next();
+  });
+}
+
+/** s3rver's upload ids: 16 random bytes in hex (controllers/object.js initiateMultipartUpload). */
+const UPLOAD_ID = /^[0-9a-f]{32}$/;
+
+/**
+ * AbortMultipartUpload, which s3rver lacks (it answers 405 MethodNotAllowed): removes the
+ * upload's parts and answers 204, or 404 NoSuchUpload for an id it does not hold for that key, as
+ * S3 does. Without it lib-storage, which aborts an upload whose part failed, rejected with the
+ * abort's 405 instead of the part's error, and the parts stayed on disk. Behind the server's
+ * access-key gate (./access.ts), like every request.
+ */
+export function abortUploads(server: S3rver): void {
+  const koa = server as unknown as {
+    middleware: Middleware[];
+    context: { store: ObjectStoreOfS3rver };
+  };
+  const store = koa.context.store;
+  koa.middleware.unshift(async (ctx, next) => {
+    const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+    if (ctx.method !== 'DELETE' || !('uploadId' in ctx.query) || !match) return next();
+    const bucket = decodeURIComponent(match[1]!);
+    const key = decodeURIComponent(match[2]!);
+    const uploadId = String(ctx.query.uploadId);
+    let dir: string | undefined;
+    if (UPLOAD_ID.test(uploadId) && !bucket.includes('..') && !bucket.includes('\\')) {
+      dir = join(store.getResourcePath(bucket, undefined, 'uploads'), uploadId);
+      const owner = await readFile(join(dir, 'key'), 'utf8').catch(() => undefined);
+      if (owner !== key) dir = undefined;
+    }
+    if (!dir) {
+      ctx.status = 404;
+      ctx.set('x-amz-error-code', 'NoSuchUpload');
+      ctx.type = 'application/xml';
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code>' +
+        '<Message>The specified upload does not exist.</Message></Error>';
+      return;
+    }
+    await rm(dir, { recursive: true, force: true });
+    ctx.status = 204;
+    ctx.body = '';
   });
 }
 

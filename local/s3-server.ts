@@ -6,7 +6,7 @@
  */
 import type { Server } from 'node:http';
 import S3rver from 's3rver';
-import { refuseOverwrites } from './s3-conditional-writes';
+import { abortUploads, refuseOverwrites } from './s3-conditional-writes';
 import AWSAccount from 's3rver/lib/models/account.js';
 import { requireAccessKey } from './access';
 
@@ -19,6 +19,7 @@ const server = new S3rver({
   configureBuckets: [{ name: bucket!, configs: [] }],
 });
 refuseOverwrites(server);
+abortUploads(server);
 const accessKeyId = process.env.STOWAGE_S3_ACCESS_KEY_ID;
 if (!accessKeyId) throw new Error('STOWAGE_S3_ACCESS_KEY_ID must be set');
 // s3rver knows one account; its key is this start's, and the built-in S3RVER key is gone.

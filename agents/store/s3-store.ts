@@ -6,9 +6,10 @@
  *   stream shorter than one part becomes one PutObject. A Buffer (a pack: 16 MiB and one sealed
  *   chunk) up to SINGLE_PUT_BYTES is always one PutObject: one request instead of four, which the
  *   caller's retry (retry.ts) can resend whole. As a multipart upload, a part's transient failure
- *   made lib-storage abort the upload, and where the abort failed too (s3rver has no
- *   AbortMultipartUpload) it rejected with the abort's MethodNotAllowed, a permanent error that
- *   failed the backup (test/e2e/store-faults.test.ts in CI). S3 only shows an object once its
+ *   made lib-storage abort the upload, and where the abort failed too (s3rver had no
+ *   AbortMultipartUpload: local/s3-conditional-writes.ts adds it) it rejected with the abort's
+ *   MethodNotAllowed, a permanent error that failed the backup (test/e2e/store-faults.test.ts in
+ *   CI). S3 only shows an object once its
  *   upload completes, which gives the port's "whole or not at all" (s3rver does not: it writes
  *   in place, see test/contract/s3-store.test.ts).
  * - Every put is a conditional write, `If-None-Match: *` (on PutObject, and on
@@ -83,8 +84,8 @@ export class S3Store implements ObjectStore {
       }
       return;
     }
-    // When the body fails, lib-storage aborts the multipart upload and, if the abort fails too
-    // (s3rver has no AbortMultipartUpload), rejects with the abort's error: keep the body's.
+    // When the body fails, lib-storage aborts the multipart upload and, if the abort fails too,
+    // rejects with the abort's error: keep the body's.
     let bodyError: unknown;
     if (!Buffer.isBuffer(body)) body.on('error', (err) => (bodyError ??= err));
     const upload = new Upload({

@@ -17,7 +17,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CreateBucketCommand, DeleteBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  DeleteBucketCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3ClientConfig, S3Store } from '../../agents/store/s3-store';
 import { isTransient } from '../../agents/store/retry';
@@ -133,6 +141,56 @@ describe('S3Store conditional writes', () => {
       expect.objectContaining({ Key: 'large', IfNoneMatch: '*' }),
     ]);
     await store.deletePrefix('');
+    await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+    s3.destroy();
+  });
+});
+
+describe('the local S3 server', () => {
+  it('aborts a multipart upload as S3 does (s3rver alone answers 405), and then knows it no more', async () => {
+    const s3 = new S3Client(
+      s3ClientConfig({
+        ...LOCAL_AWS,
+        credentials: emulators.credentials,
+        endpoint: emulators.endpoints.s3,
+        maxAttempts: 1,
+      }),
+    );
+    const bucket = `abort-${++buckets}`;
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const { UploadId } = await s3.send(
+      new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'k' }),
+    );
+    await s3.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: 'k',
+        UploadId,
+        PartNumber: 1,
+        Body: randomBytes(1024),
+      }),
+    );
+    // Another key's abort of this upload, and an id that is no upload id: both unknown.
+    await expect(
+      s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'other', UploadId })),
+    ).rejects.toMatchObject({ name: 'NoSuchUpload' });
+    await expect(
+      s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'k', UploadId: '../x' })),
+    ).rejects.toMatchObject({ name: 'NoSuchUpload' });
+    await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'k', UploadId }));
+    await expect(
+      s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: 'k', UploadId })),
+    ).rejects.toMatchObject({ name: 'NoSuchUpload' });
+    await expect(
+      s3.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: bucket,
+          Key: 'k',
+          UploadId,
+          MultipartUpload: { Parts: [{ PartNumber: 1, ETag: 'x' }] },
+        }),
+      ),
+    ).rejects.toBeDefined();
     await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
     s3.destroy();
   });
