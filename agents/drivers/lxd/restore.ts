@@ -21,6 +21,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
@@ -158,45 +159,32 @@ export async function restoreInstance(
       await createEmptyInstance(engine, metadata, importName, pool, ctx);
       imported = true;
       await fillInstance(engine, metadata, source, importName, ctx);
-    } else if (tree) {
-      // A pool this agent cannot write: the trees as LXD's own export, through its import.
-      if (!source.treesAsTar || into === undefined)
-        throw notOnHost(`the point of lxd:${metadata.name}`, into);
-      const target = await requirePool(engine, into);
-      ctx.phase('importing instance');
-      ctx.expectBytes?.(
-        source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0),
-      );
-      const archive = importArchive(metadata, source, target);
-      const answer = await consumeStream(archive, ctx, `import of lxd:${name}`, (s) =>
-        engine.client.upload('/1.0/instances', s, {
-          'X-LXD-name': importName,
-          'X-LXD-pool': into,
-        }),
-      ).catch((err: unknown) => {
-        throw translate(err, `importing instance ${importName}`, engine.socketPath);
-      });
-      imported = true;
-      await engine.client
-        .wait(answer.operation, abortCheck(ctx, `restore of lxd:${name}`))
-        .catch((err: unknown) => {
-          throw translate(err, `importing instance ${importName}`, engine.socketPath);
-        });
     } else {
-      const headers: Record<string, string | number> = {
-        'X-LXD-name': importName,
-        'Content-Length': stream!.size,
-      };
-      if (pool) headers['X-LXD-pool'] = pool;
-
+      // Through LXD's import: the point's export, or, for a tree point into a pool this agent
+      // cannot write, its trees as LXD's own export (tree-import.ts).
+      const headers: Record<string, string | number> = { 'X-LXD-name': importName };
+      let body: Readable;
+      let bytes: number;
+      if (tree) {
+        if (!source.treesAsTar || into === undefined)
+          throw notOnHost(`the point of lxd:${metadata.name}`, into);
+        headers['X-LXD-pool'] = into;
+        body = importArchive(metadata, source, await requirePool(engine, into));
+        bytes = source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0);
+      } else {
+        headers['Content-Length'] = stream!.size;
+        if (pool) headers['X-LXD-pool'] = pool;
+        body = await source.openStream(EXPORT_STREAM);
+        bytes = stream!.size;
+      }
       ctx.phase('importing instance');
-      ctx.expectBytes?.(stream!.size);
-      const body = await source.openStream(EXPORT_STREAM);
-      const answer = await consumeStream(body, ctx, `import of lxd:${name}`, (s) =>
+      ctx.expectBytes?.(bytes);
+      const what = `import of lxd:${name}`;
+      const upload = (s: Readable) => engine.client.upload('/1.0/instances', s, headers);
+      const answer = await consumeStream(body, ctx, what, (s) =>
         // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
-        withGuardedTar(s, { what: `import of lxd:${name}` }, (guarded) =>
-          engine.client.upload('/1.0/instances', guarded, headers),
-        ),
+        // The archive made here from the point's trees is not one to guard against.
+        tree ? upload(s) : withGuardedTar(s, { what }, upload),
       ).catch((err: unknown) => {
         throw translate(err, `importing instance ${importName}`, engine.socketPath);
       });

@@ -19,6 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { withGuardedTar } from '../../core/tar-guard';
 import { DriverError, NameTaken, ValidationError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
@@ -138,36 +139,29 @@ export async function restoreVolume(
       await createEmptyVolume(engine, metadata, pool, importName, ctx);
       imported = true;
       await fillVolume(engine, metadata, source, root, pool, importName, ctx);
-    } else if (tree) {
-      // A pool this agent cannot write: the trees as LXD's own export, through its import.
-      ctx.phase('importing volume');
-      ctx.expectBytes?.(
-        source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0),
-      );
-      const archive = volumeImportArchive(metadata, source, poolInfo);
-      const answer = await consumeStream(archive, ctx, `import of ${target}`, (s) =>
-        engine.client.upload(`${poolPath(pool)}/volumes/custom`, s, { 'X-LXD-name': importName }),
-      ).catch((err: unknown) => {
-        throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
-      });
-      imported = true;
-      await engine.client
-        .wait(answer.operation, abortCheck(ctx, `restore of ${target}`))
-        .catch((err: unknown) => {
-          throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
-        });
     } else {
+      // Through LXD's import: the point's export, or, for a tree point into a pool this agent
+      // cannot write, its trees as LXD's own export (tree-import.ts).
+      const headers: Record<string, string | number> = { 'X-LXD-name': importName };
+      let body: Readable;
+      if (tree) {
+        body = volumeImportArchive(metadata, source, poolInfo);
+        ctx.expectBytes?.(
+          source.streams.filter((s) => s.kind === TREE_KIND).reduce((n, s) => n + s.size, 0),
+        );
+      } else {
+        headers['Content-Length'] = stream!.size;
+        body = await source.openStream(VOLUME_STREAM);
+        ctx.expectBytes?.(stream!.size);
+      }
       ctx.phase('importing volume');
-      ctx.expectBytes?.(stream!.size);
-      const body = await source.openStream(VOLUME_STREAM);
-      const answer = await consumeStream(body, ctx, `import of ${target}`, (s) =>
+      const what = `import of ${target}`;
+      const upload = (s: Readable) =>
+        engine.client.upload(`${poolPath(pool)}/volumes/custom`, s, headers);
+      const answer = await consumeStream(body, ctx, what, (s) =>
         // LXD stores the upload before it unpacks it: a hostile archive never arrives whole.
-        withGuardedTar(s, { what: `import of ${target}` }, (guarded) =>
-          engine.client.upload(`${poolPath(pool)}/volumes/custom`, guarded, {
-            'X-LXD-name': importName,
-            'Content-Length': stream!.size,
-          }),
-        ),
+        // The archive made here from the point's trees is not one to guard against.
+        tree ? upload(s) : withGuardedTar(s, { what }, upload),
       ).catch((err: unknown) => {
         throw translate(err, `importing custom volume ${pool}/${importName}`, engine.socketPath);
       });
