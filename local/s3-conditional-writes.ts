@@ -37,25 +37,53 @@ type Middleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
 
 /** Puts the If-None-Match check first in `server`'s middleware (call before `run`). */
 export function refuseOverwrites(server: S3rver): void {
-  const koa = server as unknown as {
-    middleware: Middleware[];
-    context: { store: ObjectStoreOfS3rver };
-  };
-  const store = koa.context.store;
-  koa.middleware.unshift(async (ctx, next) => {
+  const { store } = first(server, async (ctx, next) => {
     const target = conditionalCreate(ctx);
     if (target && (await store.existsObject(target.bucket, target.key))) {
-      ctx.status = 412;
-      ctx.set('x-amz-error-code', 'PreconditionFailed');
-      ctx.type = 'application/xml';
-      ctx.body =
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>' +
-        '<Message>At least one of the pre-conditions you specified did not hold</Message>' +
-        '<Condition>If-None-Match</Condition></Error>';
+      answerError(
+        ctx,
+        412,
+        'PreconditionFailed',
+        'At least one of the pre-conditions you specified did not hold',
+        '<Condition>If-None-Match</Condition>',
+      );
       return;
     }
     await next();
   });
+}
+
+/** Puts `middleware` first in s3rver's (call before `run`); gives s3rver's store. */
+function first(server: S3rver, middleware: Middleware): { store: ObjectStoreOfS3rver } {
+  const koa = server as unknown as {
+    middleware: Middleware[];
+    context: { store: ObjectStoreOfS3rver };
+  };
+  koa.middleware.unshift(middleware);
+  return { store: koa.context.store };
+}
+
+/** Answers an S3 error document. */
+function answerError(
+  ctx: KoaContext,
+  status: number,
+  code: string,
+  message: string,
+  extra = '',
+): void {
+  ctx.status = status;
+  ctx.set('x-amz-error-code', code);
+  ctx.type = 'application/xml';
+  ctx.body =
+    `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code>` +
+    `<Message>${message}</Message>${extra}</Error>`;
+}
+
+/** The bucket and key a path-style request names, or undefined. */
+function objectOf(ctx: KoaContext): { bucket: string; key: string } | undefined {
+  const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+  if (!match) return undefined;
+  return { bucket: decodeURIComponent(match[1]!), key: decodeURIComponent(match[2]!) };
 }
 
 /** s3rver's upload ids: 16 random bytes in hex (controllers/object.js initiateMultipartUpload). */
@@ -69,16 +97,10 @@ const UPLOAD_ID = /^[0-9a-f]{32}$/;
  * access-key gate (./access.ts), like every request.
  */
 export function abortUploads(server: S3rver): void {
-  const koa = server as unknown as {
-    middleware: Middleware[];
-    context: { store: ObjectStoreOfS3rver };
-  };
-  const store = koa.context.store;
-  koa.middleware.unshift(async (ctx, next) => {
-    const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
-    if (ctx.method !== 'DELETE' || !('uploadId' in ctx.query) || !match) return next();
-    const bucket = decodeURIComponent(match[1]!);
-    const key = decodeURIComponent(match[2]!);
+  const { store } = first(server, async (ctx, next) => {
+    const object = objectOf(ctx);
+    if (ctx.method !== 'DELETE' || !('uploadId' in ctx.query) || !object) return next();
+    const { bucket, key } = object;
     const uploadId = String(ctx.query.uploadId);
     let dir: string | undefined;
     if (UPLOAD_ID.test(uploadId) && !bucket.includes('..') && !bucket.includes('\\')) {
@@ -87,12 +109,7 @@ export function abortUploads(server: S3rver): void {
       if (owner !== key) dir = undefined;
     }
     if (!dir) {
-      ctx.status = 404;
-      ctx.set('x-amz-error-code', 'NoSuchUpload');
-      ctx.type = 'application/xml';
-      ctx.body =
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code>' +
-        '<Message>The specified upload does not exist.</Message></Error>';
+      answerError(ctx, 404, 'NoSuchUpload', 'The specified upload does not exist.');
       return;
     }
     await rm(dir, { recursive: true, force: true });
@@ -107,7 +124,5 @@ function conditionalCreate(ctx: KoaContext): { bucket: string; key: string } | u
   const putObject = ctx.method === 'PUT' && !('partNumber' in ctx.query);
   const completeUpload = ctx.method === 'POST' && 'uploadId' in ctx.query;
   if (!putObject && !completeUpload) return undefined;
-  const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
-  if (!match) return undefined;
-  return { bucket: decodeURIComponent(match[1]!), key: decodeURIComponent(match[2]!) };
+  return objectOf(ctx);
 }
