@@ -28,13 +28,15 @@ export const ALIGN = 4096;
 
 const WASM_PAGE = 64 * 1024;
 
-/** The one part of WebAssembly used here (the project's TypeScript libs do not declare it). */
+/** A WebAssembly.Memory: the one part of WebAssembly used here (the project's TypeScript libs do not declare it). */
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+}
+
 const { Memory } = (
   globalThis as unknown as {
     WebAssembly: {
-      Memory: new (size: { initial: number; maximum: number; shared: boolean }) => {
-        buffer: ArrayBuffer | SharedArrayBuffer;
-      };
+      Memory: new (size: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
     };
   }
 ).WebAssembly;
@@ -44,7 +46,15 @@ const alignedBuffers = new WeakSet<ArrayBufferLike>();
 
 /** `bytes` (rounded up to 64 KiB) of zeroed, page-aligned memory that threads can share. */
 export function alignedMemory(bytes: number): SharedArrayBuffer {
-  return pageAligned(bytes, true) as SharedArrayBuffer;
+  return alignedWasmMemory(bytes).buffer as SharedArrayBuffer;
+}
+
+/**
+ * The same, as the WebAssembly.Memory it is, for a module that works on it in place (the
+ * chunking ring's scan, agents/repo/gear-scan.wat).
+ */
+export function alignedWasmMemory(bytes: number): WasmMemory {
+  return pageAligned(bytes, true);
 }
 
 /**
@@ -53,14 +63,14 @@ export function alignedMemory(bytes: number): SharedArrayBuffer {
  * then writes with O_DIRECT without a copy.
  */
 export function alignedBuffer(bytes: number): Buffer {
-  return Buffer.from(pageAligned(bytes, false), 0, bytes);
+  return Buffer.from(pageAligned(bytes, false).buffer, 0, bytes);
 }
 
-function pageAligned(bytes: number, shared: boolean): ArrayBufferLike {
+function pageAligned(bytes: number, shared: boolean): WasmMemory {
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
-  const buffer = new Memory({ initial: pages, maximum: pages, shared }).buffer;
-  alignedBuffers.add(buffer);
-  return buffer;
+  const memory = new Memory({ initial: pages, maximum: pages, shared });
+  alignedBuffers.add(memory.buffer);
+  return memory;
 }
 
 /** Whether `view` starts at an ALIGN boundary of memory from alignedMemory or alignedBuffer. */

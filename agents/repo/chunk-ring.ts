@@ -1,9 +1,9 @@
 /**
  * The writer's chunking buffer: a ring in a SharedArrayBuffer. Files are read straight into it
- * (`space`/`commit`) and other sources' pieces are copied in once (`write`);
- * the calling thread finds the cut points on it (findBoundary) and the codec workers hash and
- * seal each chunk straight from it, so a chunk's bytes are never copied out, transferred or
- * collected.
+ * (`space`/`commit`) and other sources' pieces are copied in once (`write`); the calling thread
+ * finds the cut points on it (findBoundary, whose scan is WebAssembly reading the ring's memory in
+ * place) and the codec workers hash and seal each chunk straight from it, so a chunk's bytes are
+ * never copied out, transferred or collected.
  *
  * Invariants:
  *  - a chunk is one contiguous span, never wrapping around the end: when the write position
@@ -19,9 +19,9 @@
  * starts and ends at multiples of it, so a file can be read into it with O_DIRECT: after a wrap
  * the tail is placed so that it ends on such a boundary.
  */
-import { alignedMemory } from '../core/direct-io';
+import { alignedWasmMemory } from '../core/direct-io';
 import { copyBytes } from '../core/shared-copy';
-import { findBoundary } from './chunker';
+import { findBoundary, GEAR_TABLE_BYTES, gearScanner, type Scan } from './chunker';
 import type { ChunkingParams } from './types';
 
 export interface Span {
@@ -40,6 +40,8 @@ export class ChunkRing {
   private readonly held: Span[] = [];
   /** Whether the last `space()` is still being filled (until `commit`). */
   private reserved = false;
+  /** The chunker's scan in WebAssembly, over this ring's memory (its table after the ring). */
+  private readonly scan: Scan;
 
   constructor(
     size: number,
@@ -48,8 +50,11 @@ export class ChunkRing {
   ) {
     if (size < 4 * params.maxSize + align - 1)
       throw new RangeError('the ring must hold 4 × maxSize bytes (and one alignment)');
-    this.buffer = alignedMemory(size);
+    const tableAt = Math.ceil(size / 4) * 4;
+    const memory = alignedWasmMemory(tableAt + GEAR_TABLE_BYTES);
+    this.buffer = memory.buffer as SharedArrayBuffer;
     this.view = new Uint8Array(this.buffer, 0, size);
+    this.scan = gearScanner(memory, tableAt);
   }
 
   get heldSpans(): number {
@@ -120,7 +125,7 @@ export class ChunkRing {
   next(final: boolean): Span | undefined {
     const available = this.filled - this.pos;
     if (available === 0 || (available < this.params.maxSize && !final)) return undefined;
-    const found = findBoundary(this.view, this.pos, this.filled, this.params);
+    const found = findBoundary(this.view, this.pos, this.filled, this.params, this.scan);
     const span = { start: this.pos, end: found < 0 ? this.filled : found };
     this.pos = span.end;
     this.held.push(span);

@@ -1,11 +1,23 @@
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { alignedWasmMemory } from '../../../../agents/core/direct-io';
 import {
   CHUNKER_VERSION,
   chunkStream,
   findBoundary,
+  GEAR_TABLE_BYTES,
+  gearScanner,
   isAllZero,
+  scanJs,
+  type Scan,
 } from '../../../../agents/repo/chunker';
+import {
+  compileWat,
+  GEAR_SCAN_MODULE,
+  GEAR_SCAN_WAT,
+  moduleSource,
+} from '../../../../cli/build-wasm';
 import { DEFAULT_CHUNKING, type ChunkingParams } from '../../../../agents/repo/types';
 
 const MiB = 1024 * 1024;
@@ -63,10 +75,14 @@ async function chunkAll(
 }
 
 /** The reference cut points: findBoundary over the whole input held in memory. */
-function referenceCuts(data: Uint8Array, params: ChunkingParams = DEFAULT_CHUNKING): number[] {
+function referenceCuts(
+  data: Uint8Array,
+  params: ChunkingParams = DEFAULT_CHUNKING,
+  scan: Scan = scanJs,
+): number[] {
   const cuts: number[] = [];
   for (let pos = 0; pos < data.length;) {
-    const cut = findBoundary(data, pos, data.length, params);
+    const cut = findBoundary(data, pos, data.length, params, scan);
     pos = cut < 0 ? data.length : cut;
     cuts.push(pos);
   }
@@ -364,24 +380,44 @@ function naiveBoundary(
   return limit - start >= params.maxSize ? limit : -1;
 }
 
+/**
+ * `data` copied into a WebAssembly memory at `offset`, and gearScanner's scan over it (its table
+ * after the data): the view findBoundary takes with that scan.
+ */
+function inWasmMemory(data: Uint8Array, offset = 0): { view: Uint8Array; scan: Scan } {
+  const tableAt = Math.ceil((offset + data.length) / 4) * 4;
+  const memory = alignedWasmMemory(tableAt + GEAR_TABLE_BYTES);
+  const view = new Uint8Array(memory.buffer, offset, data.length);
+  view.set(data);
+  return { view, scan: gearScanner(memory, tableAt) };
+}
+
+/** Runs of zeros of `shortest` to `longest` bytes, `maxGap` apart at most, over random bytes. */
+function withZeroRuns(length: number, shortest: number, longest: number, maxGap: number) {
+  const data = randomBytes(length, 77);
+  const next = makeUniform(78);
+  let runs = 0;
+  for (let at = Math.floor(next() * maxGap); at < length; runs++) {
+    const run = shortest + Math.floor(next() * (longest - shortest));
+    data.fill(0, at, Math.min(length, at + run));
+    at += run + 1 + Math.floor(next() * maxGap);
+  }
+  expect(runs).toBeGreaterThan(2);
+  return data;
+}
+
+// The scan checks for a zero run once per 4 KiB block, so runs must outlast a block and end
+// inside a scan (and at its end) for the skip to matter: runs of 5 KiB .. 600 KiB with random
+// gaps, and runs longer than maxSize.
+const ZERO_RUNS = [
+  ['runs ending inside chunks', 5 * 1024, 600 * 1024, 256 * 1024],
+  ['runs longer than maxSize', maxSize, 3 * maxSize, 2 * MiB],
+] as const;
+
 describe('findBoundary over zero runs', () => {
-  // The scan checks for a zero run once per 4 KiB block, so runs must outlast a block and end
-  // inside a scan (and at its end) for the skip to matter: runs of 5 KiB .. 600 KiB with random
-  // gaps, and runs longer than maxSize.
-  it.each([
-    ['runs ending inside chunks', 5 * 1024, 600 * 1024, 256 * 1024],
-    ['runs longer than maxSize', maxSize, 3 * maxSize, 2 * MiB],
-  ])('cuts where the byte-at-a-time rule cuts, with %s', (_name, shortest, longest, maxGap) => {
+  it.each(ZERO_RUNS)('cuts where the byte-at-a-time rule cuts, with %s', (_name, ...run) => {
     const length = 24 * MiB;
-    const data = randomBytes(length, 77);
-    const next = makeUniform(78);
-    let runs = 0;
-    for (let at = Math.floor(next() * maxGap); at < length; runs++) {
-      const run = shortest + Math.floor(next() * (longest - shortest));
-      data.fill(0, at, Math.min(length, at + run));
-      at += run + 1 + Math.floor(next() * maxGap);
-    }
-    expect(runs).toBeGreaterThan(2);
+    const data = withZeroRuns(length, ...run);
     for (let pos = 0; pos < length;) {
       const cut = findBoundary(data, pos, length, DEFAULT_CHUNKING);
       expect(cut).toBe(naiveBoundary(data, pos, length, DEFAULT_CHUNKING));
@@ -421,3 +457,59 @@ describe('isAllZero', () => {
 
 /** Cut points of `randomBytes(8 MiB, 2016)` under CHUNKER_VERSION 1 and DEFAULT_CHUNKING. */
 const GOLDEN_CUTS = [1612967, 1947245, 3322888, 4387473, 5447431, 6309007, 7548536, 8388608];
+
+describe('the scan in WebAssembly (gearScanner)', () => {
+  it('is gear-scan.wat as wabt compiles it (npm run build:wasm rewrites it)', async () => {
+    const bytes = await compileWat(GEAR_SCAN_WAT);
+    expect(readFileSync(GEAR_SCAN_MODULE, 'utf8')).toBe(moduleSource(bytes));
+  });
+
+  it('keeps the version 1 boundaries of a fixed input', () => {
+    const { view, scan } = inWasmMemory(randomBytes(8 * MiB, 2016));
+    expect(referenceCuts(view, DEFAULT_CHUNKING, scan)).toEqual(GOLDEN_CUTS);
+  });
+
+  it.each(ZERO_RUNS)('cuts where the byte-at-a-time rule cuts, with %s', (_name, ...run) => {
+    const length = 24 * MiB;
+    const data = withZeroRuns(length, ...run);
+    const { view, scan } = inWasmMemory(data, 3);
+    for (let pos = 0; pos < length;) {
+      const cut = findBoundary(view, pos, length, DEFAULT_CHUNKING, scan);
+      expect(cut).toBe(naiveBoundary(data, pos, length, DEFAULT_CHUNKING));
+      pos = cut < 0 ? length : cut;
+    }
+  });
+
+  it('cuts where the JavaScript scan cuts, text and random, at any offset in memory', () => {
+    const text = Buffer.from('log line 0123456789 abcdef\n'.repeat(40_000));
+    for (const data of [randomBytes(512 * 1024, 9), text]) {
+      for (let offset = 0; offset < 9; offset++) {
+        const { view, scan } = inWasmMemory(data, offset);
+        expect(referenceCuts(view, SMALL, scan)).toEqual(referenceCuts(data, SMALL));
+      }
+    }
+  });
+
+  it('returns -1 before its cut is available and the same cut for any end after it', () => {
+    // Every end modulo 8: the last bytes go through the scan's tail loop.
+    const data = randomBytes(64 * 1024, 5);
+    const { view, scan } = inWasmMemory(data, 1);
+    for (let start = 0; start < 1000; start += 97) {
+      const cut = findBoundary(data, start, data.length, SMALL);
+      for (let end = start; end <= start + SMALL.maxSize + 10; end++) {
+        expect(findBoundary(view, start, end, SMALL, scan)).toBe(end < cut ? -1 : cut);
+      }
+    }
+  });
+
+  it('refuses a view of other memory, a span past its view, and a table that does not fit', () => {
+    const { view, scan } = inWasmMemory(randomBytes(16 * 1024, 3));
+    expect(() => findBoundary(new Uint8Array(16 * 1024), 0, 16 * 1024, SMALL, scan)).toThrow(
+      RangeError,
+    );
+    expect(() => scan(view.subarray(0, 100), 0, 200, -1, 0)).toThrow(RangeError);
+    const memory = alignedWasmMemory(64 * 1024);
+    expect(() => gearScanner(memory, 64 * 1024 - GEAR_TABLE_BYTES + 4)).toThrow(RangeError);
+    expect(() => gearScanner(memory, 2)).toThrow(RangeError);
+  });
+});
