@@ -27,6 +27,7 @@ import { IntegrityError } from '../../kernel/errors';
 import { CHUNKER_VERSION } from './chunker';
 import { ALIGN, alignedBuffer } from '../core/direct-io';
 import { copyBytes } from '../core/shared-copy';
+import { YoungCollector } from '../core/young-gc';
 import { ChunkRing, type Span } from './chunk-ring';
 import {
   DEFAULT_COMPRESSION_LEVEL,
@@ -658,7 +659,11 @@ export class RepositoryWriter {
     return this.params.maxSize;
   }
 
-  /** Stores a stream given as pieces: each is copied into the chunking ring once. */
+  /**
+   * Stores a stream given as pieces: each is copied into the chunking ring once. The pieces are
+   * mostly a socket's (an engine's export, an image): short-lived Buffers that would otherwise
+   * keep V8 marking its old generation (core/young-gc.ts).
+   */
   writeStream(
     info: { name: string; kind: string },
     source: AsyncIterable<Buffer | Uint8Array>,
@@ -666,11 +671,13 @@ export class RepositoryWriter {
   ): Promise<StreamRecord> {
     return this.writeChunks(info, async (ring, makeRoom) => {
       let size = 0;
+      let young: YoungCollector | undefined;
       for await (const piece of source) {
         const buf = piece as Uint8Array;
         size += buf.length;
         this.stats.bytesRead += buf.length;
         onBytes(buf.length);
+        (young ??= new YoungCollector()).taken(buf.length);
         // The piece is copied into the ring before the next one is asked for.
         for (let offset = 0; offset < buf.length;) {
           const n = ring.write(buf, offset);
