@@ -7,9 +7,11 @@ import type { JobProgress } from '../kernel/model';
  * about 0.1 s (a fixed 500 ms cost a backup of a few seconds a tenth of its time), a long one
  * costs the API one request a second, and the end is seen at most 5 % late.
  *
- * With the job's `progress`, never past the end its ETA predicts (from when the agent reported
- * it), and every 100 ms once every byte is moved (only the point's commit is left): the end of a
- * job of a few seconds is then seen within about 0.1 s, not a twentieth of its time late.
+ * With the job's `progress`, the next look is when its ETA predicts the end (from when the agent
+ * reported it), at most 0.5 s away while the bytes still move (or a twentieth of the wait, if
+ * longer), and every 100 ms once every byte is moved (only the point's commit is left): the end
+ * of a job of a few seconds is then seen within about 0.1 s, and the API (which shares the local
+ * agent's event loop in `stowage start`) is not asked ten times a second while the bytes move.
  */
 export function pollDelay(waitedMs: number, progress?: JobProgress, now = Date.now()): number {
   const base = Math.min(1000, Math.max(100, waitedMs / 20));
@@ -19,5 +21,6 @@ export function pollDelay(waitedMs: number, progress?: JobProgress, now = Date.n
   if (progress.etaSeconds === undefined || !(progress.rate > 0) || Number.isNaN(reported)) {
     return base;
   }
-  return Math.min(base, Math.max(100, reported + progress.etaSeconds * 1000 - now));
+  const untilEnd = reported + progress.etaSeconds * 1000 - now;
+  return Math.min(Math.max(base, 500), Math.max(100, untilEnd));
 }

@@ -14,7 +14,7 @@ describe('the CLI waiting for a job', () => {
     }
   });
 
-  it('looks again by the time the ETA says the bytes are moved, and every 100 ms once they are', () => {
+  it('looks again by the time the ETA says the bytes are moved (at most 0.5 s early on), and every 100 ms once they are', () => {
     const now = Date.parse('2026-12-07T01:00:10.000Z');
     const progress = {
       phase: 'reading',
@@ -30,6 +30,9 @@ describe('the CLI waiting for a job', () => {
     expect(pollDelay(60_000, { ...progress, updatedAt: '2026-12-07T01:00:06.300Z' }, now)).toBe(
       300,
     );
+    // Early in the job, the ETA seconds away: every 0.5 s, not every 100 ms.
+    expect(pollDelay(300, progress, now)).toBe(500);
+    expect(pollDelay(300, { ...progress, updatedAt: '2026-12-07T01:00:06.200Z' }, now)).toBe(200);
     // Past its ETA, or every byte moved: every 100 ms.
     expect(pollDelay(60_000, { ...progress, updatedAt: '2026-12-07T01:00:01.000Z' }, now)).toBe(
       100,
