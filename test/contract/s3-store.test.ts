@@ -23,6 +23,8 @@ import {
   CreateBucketCommand,
   CreateMultipartUploadCommand,
   DeleteBucketCommand,
+  DeleteObjectCommand,
+  PutObjectCommand,
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -147,6 +149,57 @@ describe('S3Store conditional writes', () => {
 });
 
 describe('the local S3 server', () => {
+  it('refuses a create-only put over an existing key only once it has read the body', async () => {
+    // Answered before the body was read, Node closed the connection under a client still writing
+    // it (after 100 Continue), which then failed with EPIPE instead of the 412 (1 put in ~300).
+    const s3 = new S3Client(
+      s3ClientConfig({
+        ...LOCAL_AWS,
+        credentials: emulators.credentials,
+        endpoint: emulators.endpoints.s3,
+        maxAttempts: 1,
+      }),
+    );
+    const events: string[] = [];
+    s3.middlewareStack.add(
+      (next) => async (args) => {
+        const out = await next(args);
+        events.push(`answer ${(out.response as { statusCode: number }).statusCode}`);
+        return out;
+      },
+      // Below the deserializer, which throws on an error status: the raw answer.
+      { step: 'deserialize', name: 'rawAnswers', priority: 'low' },
+    );
+    const bucket = `refuse-${++buckets}`;
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'k', Body: 'first' }));
+    events.length = 0;
+    // 3 MiB (over the size from which the SDK asks for 100 Continue), the last 2 MiB 300 ms late.
+    async function* slowly() {
+      yield randomBytes(1024 * 1024);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      yield randomBytes(2 * 1024 * 1024);
+      events.push('body sent');
+    }
+
+    await expect(
+      s3.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: 'k',
+          Body: Readable.from(slowly()),
+          ContentLength: 3 * 1024 * 1024,
+          IfNoneMatch: '*',
+        }),
+      ),
+    ).rejects.toMatchObject({ name: 'PreconditionFailed' });
+
+    expect(events).toEqual(['body sent', 'answer 412']);
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'k' }));
+    await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
+    s3.destroy();
+  });
+
   it('aborts a multipart upload as S3 does (s3rver alone answers 405), and then knows it no more', async () => {
     const s3 = new S3Client(
       s3ClientConfig({
