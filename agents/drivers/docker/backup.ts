@@ -37,6 +37,7 @@ import {
   checkAborted,
   inspectByName,
   removeImageRef,
+  writeEngineGet,
   writeToSink,
   type Engine,
   STOP_GRACE_S,
@@ -338,19 +339,15 @@ export async function capture(
       engine.socketPath,
       { volume: volume.name, readOnly: true, target, log: ctx.log, holds: ctx.holds },
       async (helper) => {
-        let archive: Readable;
-        try {
-          // Entries are `vol/...`: the layout HELPER_MOUNT documents.
-          archive = (await helper.getArchive({ path: HELPER_MOUNT })) as Readable;
-        } catch (err) {
-          throw translate(err, `reading volume ${volume.name}`, engine.socketPath);
-        }
-        await writeToSink(
+        // Entries are `vol/...`: the layout HELPER_MOUNT documents.
+        await writeEngineGet(
+          engine,
+          archiveOf(helper.id),
           sink,
           { name: `volume/${volume.name}`, kind: 'volume-tar' },
-          archive,
           ctx,
           what,
+          `reading volume ${volume.name}`,
         );
       },
     );
@@ -398,14 +395,16 @@ export async function capture(
           return;
         }
         const index = binds.length;
-        let archive: Readable;
-        try {
-          archive = (await helper.getArchive({ path: HELPER_MOUNT })) as Readable;
-        } catch (err) {
-          throw translate(err, `reading bind mount ${source}`, engine.socketPath);
-        }
         const info = { name: `${prefix}bind/${index}`, kind: 'bind-tar' };
-        await writeToSink(sink, info, archive, ctx, what);
+        await writeEngineGet(
+          engine,
+          archiveOf(helper.id),
+          sink,
+          info,
+          ctx,
+          what,
+          `reading bind mount ${source}`,
+        );
         binds.push({
           index,
           source,
@@ -417,6 +416,11 @@ export async function capture(
     );
   }
   return { image, imageId, binds };
+}
+
+/** dockerd's archive API for the helper's mount (GET /containers/{id}/archive). */
+function archiveOf(helperId: string): string {
+  return `/containers/${encodeURIComponent(helperId)}/archive?path=${encodeURIComponent(HELPER_MOUNT)}`;
 }
 
 export async function backupContainer(

@@ -3,9 +3,16 @@
  * rules, lookups that tell "absent" from "failed", and the hand-over of a dockerd stream to the
  * sink with abort and clean-up wired in.
  */
-import { checkAborted, consumeStream } from '../../core/driver-streams';
+import { checkAborted, consumeStream, writeFrom } from '../../core/driver-streams';
+import {
+  AnswerCutShort,
+  getOverUnixSocket,
+  MalformedAnswer,
+  type HttpAnswer,
+} from '../../core/http-answer';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
+import { DriverError, TransientError, isStowageError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type { BackupSink, DriverContext, StoredStream, StreamInfo } from '../../core/driver';
 import type { InspectJson } from './config';
@@ -110,4 +117,77 @@ export function writeToSink(
   what: string,
 ): Promise<StoredStream> {
   return consumeStream(stream, ctx, what, (s) => sink.writeStream(info, s));
+}
+
+/** How much of an error answer's text is read for its message. */
+const ERROR_TEXT_BYTES = 64 * 1024;
+
+/**
+ * Stores the body of dockerd's answer to `GET target` (an archive, an image), read from its
+ * socket straight into the sink's memory (core/http-answer.ts: one copy, no Buffer per socket
+ * read). An error answer becomes what `translate` makes of it, as dockerode's would; the job's
+ * abandonment closes the connection and is reported as itself; an answer cut short is worth a
+ * retry (TransientError) and a malformed one is not (DriverError).
+ */
+export async function writeEngineGet(
+  engine: Engine,
+  target: string,
+  sink: BackupSink,
+  info: StreamInfo,
+  ctx: DriverContext,
+  what: string,
+  action: string,
+): Promise<StoredStream> {
+  checkAborted(ctx, what);
+  let answer: HttpAnswer;
+  try {
+    answer = await getOverUnixSocket(engine.socketPath, target, ctx.signal);
+  } catch (err) {
+    checkAborted(ctx, what);
+    throw failed(err, action, engine.socketPath);
+  }
+  try {
+    if (answer.status !== 200) {
+      const text = await answer.text(ERROR_TEXT_BYTES).catch(() => '');
+      throw translate(answerError(answer.status, text), action, engine.socketPath);
+    }
+    const read = (into: Uint8Array) =>
+      answer.read(into).catch((err: unknown) => {
+        checkAborted(ctx, what);
+        throw failed(err, action, engine.socketPath);
+      });
+    return await writeFrom(sink, info, read);
+  } finally {
+    answer.close();
+  }
+}
+
+/** A failure of the exchange itself (not an error answer) as a StowageError. */
+function failed(err: unknown, action: string, socketPath: string) {
+  if (isStowageError(err)) return err;
+  if (err instanceof AnswerCutShort) {
+    return new TransientError(
+      `${action}: dockerd's answer broke off midway (${err.message}); retry`,
+      {
+        cause: err,
+      },
+    );
+  }
+  if (err instanceof MalformedAnswer) {
+    return new DriverError(`${action}: dockerd's answer is not valid HTTP (${err.message})`, {
+      cause: err,
+    });
+  }
+  return translate(err, action, socketPath);
+}
+
+/** An error answer shaped as dockerode's errors are (statusCode, json), for `translate`. */
+function answerError(status: number, text: string): Error {
+  let json: unknown = Buffer.from(text);
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON: the text itself is the message
+  }
+  return Object.assign(new Error(`(HTTP code ${status})`), { statusCode: status, json });
 }
