@@ -77,7 +77,10 @@ type Framing = 'chunked' | 'close';
 type BodyState = 'size' | 'data' | 'crlf' | 'trailer' | 'length' | 'close' | 'done';
 
 interface PendingRead {
-  into: Uint8Array;
+  /** The reader's memory as a Buffer: Buffer#copy is a plain memmove, where a TypedArray's set
+   * into shared memory (the chunking ring is a shared WebAssembly.Memory) copies with relaxed
+   * atomics, 2-4x slower (11 % of the main thread's samples). */
+  into: Buffer;
   filled: number;
   resolve: (n: number) => void;
   reject: (err: unknown) => void;
@@ -268,7 +271,7 @@ class Exchange {
     let n = Math.min(bytes.length - at, read.into.length - read.filled);
     if (this.state !== 'close') n = Math.min(n, this.remaining);
     if (n > 0) {
-      read.into.set(bytes.subarray(at, at + n), read.filled);
+      bytes.copy(read.into, read.filled, at, at + n);
       read.filled += n;
     }
     return n;
@@ -307,7 +310,8 @@ class Exchange {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.state === 'done') return Promise.resolve(0);
     return new Promise<number>((resolve, reject) => {
-      this.pending = { into, filled: 0, resolve, reject, flushing: false };
+      const buffer = Buffer.from(into.buffer, into.byteOffset, into.byteLength);
+      this.pending = { into: buffer, filled: 0, resolve, reject, flushing: false };
       try {
         const rest = this.rest;
         this.rest = undefined;
