@@ -117,13 +117,21 @@ describe('the web console', () => {
     let shot = false;
     const deadline = Date.now() + 180_000;
     while (Date.now() < deadline) {
-      const progress = row.locator('.progress');
       if ((await row.count()) === 0 && seen.length) break; // it ended
-      if ((await progress.count()) > 0) {
-        const done = Number(await progress.getAttribute('data-bytes-done'));
+      // Read in one step: a bar looked up, then read, may be gone in between (the job ended),
+      // and the read would wait its 30 s for it.
+      const bar = await row
+        .locator('.progress')
+        .evaluateAll((els) =>
+          els[0]
+            ? { done: els[0].getAttribute('data-bytes-done'), text: els[0].textContent }
+            : null,
+        );
+      if (bar) {
+        const done = Number(bar.done);
         if (done > 0 && done !== seen.at(-1)) seen.push(done);
         if (!shot && seen.length >= 2) {
-          expect(await progress.textContent()).toMatch(/\/s/);
+          expect(bar.text).toMatch(/\/s/);
           await screenshot(page, SUITE, '02-dashboard-backup-running');
           shot = true;
         }

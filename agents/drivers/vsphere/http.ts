@@ -57,6 +57,14 @@ export class HttpClient {
       else if (Buffer.isBuffer(body)) outgoing.end(body);
       else {
         body.on('error', (err) => outgoing.destroy(err));
+        // A body destroyed without an error (a caller giving up: a cancelled restore) ends no
+        // request: without this, the request waited for the rest of its body for ever.
+        body.on('close', () => {
+          if (!body.readableEnded && !outgoing.destroyed) {
+            const err = new Error('the request body was closed before its end');
+            outgoing.destroy(Object.assign(err, { name: 'AbortError' }));
+          }
+        });
         body.pipe(outgoing);
       }
     });
