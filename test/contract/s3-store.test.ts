@@ -26,6 +26,7 @@ import {
   DeleteObjectCommand,
   PutObjectCommand,
   S3Client,
+  type S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -43,14 +44,20 @@ let buckets = 0;
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'stowage-s3-store-'));
   emulators = await startEmulators(dataDir, { dynamodb: 0, s3: 0, sqs: 0 }, newLocalCredentials());
-  client = new S3Client(
+  client = localS3();
+});
+
+/** A client of the local S3 server with this file's credentials. */
+function localS3(extra: S3ClientConfig = {}): S3Client {
+  return new S3Client(
     s3ClientConfig({
       ...LOCAL_AWS,
       credentials: emulators.credentials,
       endpoint: emulators.endpoints.s3,
+      ...extra,
     }),
   );
-});
+}
 
 afterAll(async () => {
   client?.destroy();
@@ -118,13 +125,7 @@ describe('S3Store conditional writes', () => {
   }
 
   it('asks S3 to create, never to replace: If-None-Match * on PutObject and on completing a multipart upload', async () => {
-    const s3 = new S3Client(
-      s3ClientConfig({
-        ...LOCAL_AWS,
-        credentials: emulators.credentials,
-        endpoint: emulators.endpoints.s3,
-      }),
-    );
+    const s3 = localS3();
     const bucket = `conditional-${++buckets}`;
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const seen = recording(s3);
@@ -152,14 +153,7 @@ describe('the local S3 server', () => {
   it('refuses a create-only put over an existing key only once it has read the body', async () => {
     // Answered before the body was read, Node closed the connection under a client still writing
     // it (after 100 Continue), which then failed with EPIPE instead of the 412 (1 put in ~300).
-    const s3 = new S3Client(
-      s3ClientConfig({
-        ...LOCAL_AWS,
-        credentials: emulators.credentials,
-        endpoint: emulators.endpoints.s3,
-        maxAttempts: 1,
-      }),
-    );
+    const s3 = localS3({ maxAttempts: 1 });
     const events: string[] = [];
     s3.middlewareStack.add(
       (next) => async (args) => {
@@ -201,14 +195,7 @@ describe('the local S3 server', () => {
   });
 
   it('aborts a multipart upload as S3 does (s3rver alone answers 405), and then knows it no more', async () => {
-    const s3 = new S3Client(
-      s3ClientConfig({
-        ...LOCAL_AWS,
-        credentials: emulators.credentials,
-        endpoint: emulators.endpoints.s3,
-        maxAttempts: 1,
-      }),
-    );
+    const s3 = localS3({ maxAttempts: 1 });
     const bucket = `abort-${++buckets}`;
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     const { UploadId } = await s3.send(
