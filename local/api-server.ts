@@ -240,6 +240,10 @@ export async function startApiServer(
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
+    // Idle connections are kept longer than clients keep them (undici: 4 s, from the 5 s hint):
+    // a server closing first races a client's next request on that connection ("other side
+    // closed", seen once in a CI run). close() still ends idle connections at once.
+    server.keepAliveTimeout = 65_000;
     server.listen(port, host, () => resolve());
   });
   return server;
