@@ -45,6 +45,12 @@ export interface StreamInfo {
   name: string;
   /** What the bytes are: `docker-image-tar`, `volume-tar`, `disk`, `file`... */
   kind: string;
+  /**
+   * What the bytes were made from, in the driver's words, recorded with the stream so a later
+   * backup can take the stream whole from this point when its source is the same
+   * (BackupSink.reuseParent). Only writeStream and writeFrom record it.
+   */
+  source?: string;
 }
 
 export interface StoredStream extends StreamInfo {
@@ -133,6 +139,16 @@ export interface BackupSink {
    * writeTree and writeBlocks take unchanged data from. Undefined when there is none.
    */
   parentMetadata?(): Record<string, unknown> | undefined;
+  /**
+   * Takes the parent point's stream of the same name and kind whole, without reading anything,
+   * when `accept` takes the source it was recorded with (StreamInfo.source) and every one of its
+   * chunks is still stored: resolves it with that source. Undefined otherwise: the driver then
+   * makes the stream and writes it. Optional: a sink without it has no parent.
+   */
+  reuseParent?(
+    info: StreamInfo,
+    accept: (source: string) => boolean,
+  ): Promise<(StoredStream & { source: string; parent: string }) | undefined>;
 }
 
 export interface RestoreSource {

@@ -159,6 +159,44 @@ export class PointWriter implements BackupSink {
     return this.parent?.metadata;
   }
 
+  reuseParent(
+    info: StreamInfo,
+    accept: (source: string) => boolean,
+  ): Promise<(StoredStream & { source: string; parent: string }) | undefined> {
+    if (this.streams.some((s) => s.name === info.name)) {
+      return Promise.reject(new Error(`stream ${info.name} written twice in one recovery point`));
+    }
+    const parent = this.parent;
+    const record = parent?.streams.find((s) => s.name === info.name && s.kind === info.kind);
+    const source = record?.source;
+    if (
+      !parent ||
+      !record ||
+      source === undefined ||
+      !accept(source) ||
+      !record.chunks.every((c) => this.writer.has(c.id)) ||
+      record.chunks.reduce((n, c) => n + c.length, 0) !== record.size
+    ) {
+      return Promise.resolve(undefined);
+    }
+    this.streams.push({
+      name: info.name,
+      kind: info.kind,
+      size: record.size,
+      chunks: [...record.chunks],
+      source,
+    });
+    // Done without being read: the progress against the target's size counts it.
+    this.onBytes(record.size);
+    return Promise.resolve({
+      name: info.name,
+      kind: info.kind,
+      size: record.size,
+      source,
+      parent: parent.recoveryPointId,
+    });
+  }
+
   async writeBlocks(info: StreamInfo, source: BlockSource): Promise<StoredBlocks> {
     if (this.streams.some((s) => s.name === info.name)) {
       throw new Error(`stream ${info.name} written twice in one recovery point`);
@@ -246,6 +284,7 @@ export class PointWriter implements BackupSink {
       throw new Error(`stream ${info.name} written twice in one recovery point`);
     }
     const record = await write();
+    if (info.source !== undefined) record.source = info.source;
     this.streams.push(record);
     return { name: record.name, kind: record.kind, size: record.size };
   }

@@ -41,6 +41,11 @@ export interface StreamRecord {
    * blocks of this many bytes, so a later backup may take any unchanged block's chunks from here.
    */
   blockBytes?: number;
+  /**
+   * What the stream was made from, in its driver's words (BackupSink.reuseParent): a later
+   * backup whose driver finds the same source takes this stream's chunks without reading it.
+   */
+  source?: string;
 }
 
 /** Where a stored chunk lives: a pack object and the sealed blob's place in it. */

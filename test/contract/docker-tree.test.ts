@@ -2,7 +2,8 @@
  * Docker volumes as tree streams, against the real dockerd, through the agent's runner and a
  * directory store: the volume is read on the host (the point records `read: 'host'`), an
  * incremental after a few files changed reads only those files (bytes read as the job reports
- * them, less the image stream), and both points restore byte-identical into new volumes,
+ * them: the container's image, its writable layer unchanged, is taken from the first point, and
+ * committed again once a file in it changed), and the points restore byte-identical into new volumes,
  * straight into their directories on the host; an agent without host access restores the same
  * point through dockerd's archive API (extended attributes included), and backs up through it.
  */
@@ -19,7 +20,7 @@ import { createDockerDriver } from '../../agents/drivers/docker';
 import { Repository } from '../../agents/repo/repository';
 import { silentLogger } from '../../kernel/logger';
 import type { BackupResult, RestoreTask } from '../../statemachines/contracts';
-import { docker, ensureTestImage, removeByPrefix, TEST_IMAGE } from '../fixtures/docker';
+import { docker, ensureTestImage, execIn, removeByPrefix, TEST_IMAGE } from '../fixtures/docker';
 import { describeTree, makeTree } from '../fixtures/tree';
 import { dirRepository, makeRun } from '../fixtures/runner';
 
@@ -127,14 +128,38 @@ describe('docker volumes as tree streams', () => {
     await fs.writeFile(join(source, 'new-file'), changed[2]!);
     await fs.rm(join(source, 'a/f11'));
     const second = await backup();
-    expect(volumeBytesRead(second)).toBe(changed.reduce((n, b) => n + b.length, 0));
+    // The container's writable layer is as it was: its image stream is the first point's, not
+    // committed and read again, so the bytes read are the changed files' alone.
+    const manifest2 = await readManifest(repo, second.recoveryPointId);
+    const imageOf = (m: typeof manifest) => m.streams.find((s) => s.name === 'image')!;
+    expect(imageOf(manifest).source).toMatch(/"layer":"[0-9a-f]{64}"/);
+    expect(imageOf(manifest2)).toEqual(imageOf(manifest));
+    expect(manifest2.metadata).toMatchObject({
+      image: manifest.metadata.image,
+      imageId: manifest.metadata.imageId,
+      imageFrom: first.recoveryPointId,
+    });
+    expect(second.bytesRead).toBe(changed.reduce((n, b) => n + b.length, 0));
     expect(volumeBytesRead(first)).toBeGreaterThan(60 * 1024 * 1024);
     const want2 = await describeTree(source);
+
+    // A file written in the container's own filesystem: the next point commits it.
+    const marker = randomBytes(16).toString('hex');
+    await execIn(CONTAINER, ['sh', '-c', `echo ${marker} > /srv-marker`]);
+    const third = await backup();
+    const manifest3 = await readManifest(repo, third.recoveryPointId);
+    expect(manifest3.metadata.imageFrom).toBeUndefined();
+    expect(manifest3.metadata.imageId).not.toBe(manifest.metadata.imageId);
+    expect(imageOf(manifest3).source).not.toBe(imageOf(manifest).source);
+    expect(third.bytesRead).toBe(imageOf(manifest3).size);
 
     await restore(first.recoveryPointId, `${RUN}-r1`);
     expect(await describeTree(await mountpoint(`${RUN}-r1_${VOLUME}`))).toEqual(want1);
     await restore(second.recoveryPointId, `${RUN}-r2`);
     expect(await describeTree(await mountpoint(`${RUN}-r2_${VOLUME}`))).toEqual(want2);
+    await expect(execIn(`${RUN}-r2`, ['ls', '/srv-marker'])).rejects.toThrow(/exited 1/);
+    await restore(third.recoveryPointId, `${RUN}-r3`);
+    expect(await execIn(`${RUN}-r3`, ['cat', '/srv-marker'])).toBe(`${marker}\n`);
   }, 240_000);
 
   it('restores a tree point through the engine API where the agent has no host access, and backs up through it', async () => {

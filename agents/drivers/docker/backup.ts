@@ -1,6 +1,7 @@
 /**
  * Backup of one container: its inspect JSON, its filesystem as a committed image (`docker
- * commit`, then `docker save`), each named or anonymous volume as a tar read through a helper
+ * commit`, then `docker save`; taken whole from the parent point instead when the container's
+ * writable layer is unchanged since, layer.ts), each named or anonymous volume as a tar read through a helper
  * container, and with `includeBinds` each bind-mounted host directory the same way.
  *
  * Streams, in order: `image` (docker-image-tar), `volume/<name>` (volume-tar) per volume, then
@@ -47,6 +48,7 @@ import { HELPER_MOUNT, withVolumeHelper } from './helper';
 import { hostDirOfBind, hostDirOfVolume } from './host-tree';
 import { runHooks, type HookRecord } from './hooks';
 import { journaled, takeHold } from '../../core/holds';
+import { layerFingerprint, parseImageSource } from './layer';
 /**
  * A docker repository path component for a container name: lowercase, separators collapsed,
  * no separator at either end (container names allow `A_b.-c`, repositories do not).
@@ -249,6 +251,8 @@ async function takeQuiesce(
 export interface Captured {
   image: string;
   imageId: string;
+  /** The parent point the image stream was taken from (the writable layer unchanged). */
+  imageFrom?: string;
   binds: BindRecord[];
 }
 
@@ -283,44 +287,11 @@ export async function capture(
   const prefix = naming?.streamPrefix ?? '';
   const what = `backup of ${target}`;
   checkAborted(ctx, what);
-  ctx.phase('committing image');
-  const repo = imageRepoFor(name);
-  const tag = randomBytes(6).toString('hex');
-  const image = `${repo}:${tag}`;
-  let imageId: string;
-  const imageHold = await takeHold(ctx.holds, 'docker', 'docker.image', { ref: image });
-  try {
-    // pause (live mode): dockerd freezes the processes for the commit and thaws them itself,
-    // even on error. In pause and stop modes the container is already frozen or stopped.
-    const committed = (await engine.docker.getContainer(inspect.Id).commit({
-      repo,
-      tag,
-      pause: commitPause,
-      comment: `stowage backup of ${target}`,
-    })) as { Id: string };
-    imageId = committed.Id;
-  } catch (err) {
-    imageHold?.abandon(); // dockerd may have committed it all the same: the sweep looks
-    if (statusOf(err) === 404) throw notFound(name);
-    throw translate(err, `committing container ${name}`, engine.socketPath);
-  }
-  ctx.log.debug(LogEvent.driverStep, { step: 'committed', image, imageId });
-
-  try {
-    checkAborted(ctx, what);
-    ctx.phase('saving image');
-    let saved: Readable;
-    try {
-      saved = (await engine.docker.getImage(image).get()) as Readable;
-    } catch (err) {
-      throw translate(err, `saving image ${image}`, engine.socketPath);
-    }
-    const info = { name: `${prefix}image`, kind: 'docker-image-tar' };
-    await writeToSink(sink, info, saved, ctx, what);
-  } finally {
-    if (await removeImageRef(engine, image, ctx)) await imageHold?.clear();
-    else imageHold?.abandon();
-  }
+  const { image, imageId, imageFrom } = await imageStream(engine, inspect, commitPause, sink, ctx, {
+    target,
+    prefix,
+  });
+  const imageOf = { image, imageId, ...(imageFrom ? { imageFrom } : {}) };
 
   for (const volume of volumes) {
     checkAborted(ctx, what);
@@ -354,7 +325,7 @@ export async function capture(
   }
 
   const binds: BindRecord[] = [];
-  if (!includeBinds) return { image, imageId, binds };
+  if (!includeBinds) return { ...imageOf, binds };
   const bindMounts = (inspect.Mounts ?? [])
     .filter((m) => m.Type === 'bind' && m.Source && m.Destination)
     .sort((a, b) => String(a.Destination).localeCompare(String(b.Destination)));
@@ -415,7 +386,85 @@ export async function capture(
       },
     );
   }
-  return { image, imageId, binds };
+  return { ...imageOf, binds };
+}
+
+/**
+ * The container's filesystem as the `image` stream: taken whole from the parent point when the
+ * writable layer is as it was then (layer.ts), else committed (`docker commit`) and saved
+ * (`docker save`), the temporary tag removed after.
+ */
+async function imageStream(
+  engine: Engine,
+  inspect: InspectJson,
+  commitPause: boolean,
+  sink: BackupSink,
+  ctx: DriverContext,
+  naming: { target: string; prefix: string },
+): Promise<{ image: string; imageId: string; imageFrom?: string }> {
+  const name = inspect.Name.replace(/^\//, '');
+  const what = `backup of ${naming.target}`;
+  const info = { name: `${naming.prefix}image`, kind: 'docker-image-tar' };
+  ctx.phase('looking at the writable layer');
+  const layer = sink.reuseParent ? await layerFingerprint(engine, inspect, ctx) : undefined;
+  if (layer !== undefined && sink.reuseParent) {
+    const reused = await sink.reuseParent(
+      info,
+      (source) => parseImageSource(source)?.layer === layer,
+    );
+    const from = reused && parseImageSource(reused.source);
+    if (reused && from) {
+      ctx.log.info(LogEvent.driverStep, {
+        step: 'image unchanged: taken from the parent point',
+        stream: info.name,
+        parent: reused.parent,
+        imageId: from.imageId,
+      });
+      return { image: from.image, imageId: from.imageId, imageFrom: reused.parent };
+    }
+  }
+
+  ctx.phase('committing image');
+  const repo = imageRepoFor(name);
+  const tag = randomBytes(6).toString('hex');
+  const image = `${repo}:${tag}`;
+  let imageId: string;
+  const imageHold = await takeHold(ctx.holds, 'docker', 'docker.image', { ref: image });
+  try {
+    // pause (live mode): dockerd freezes the processes for the commit and thaws them itself,
+    // even on error. In pause and stop modes the container is already frozen or stopped.
+    const committed = (await engine.docker.getContainer(inspect.Id).commit({
+      repo,
+      tag,
+      pause: commitPause,
+      comment: `stowage backup of ${naming.target}`,
+    })) as { Id: string };
+    imageId = committed.Id;
+  } catch (err) {
+    imageHold?.abandon(); // dockerd may have committed it all the same: the sweep looks
+    if (statusOf(err) === 404) throw notFound(name);
+    throw translate(err, `committing container ${name}`, engine.socketPath);
+  }
+  ctx.log.debug(LogEvent.driverStep, { step: 'committed', image, imageId });
+
+  try {
+    checkAborted(ctx, what);
+    ctx.phase('saving image');
+    let saved: Readable;
+    try {
+      saved = (await engine.docker.getImage(image).get()) as Readable;
+    } catch (err) {
+      throw translate(err, `saving image ${image}`, engine.socketPath);
+    }
+    // The layer's fingerprint was taken before the commit: a change in between makes the next
+    // backup commit again, never take an image older than the layer it names.
+    const source = layer !== undefined ? JSON.stringify({ layer, image, imageId }) : undefined;
+    await writeToSink(sink, { ...info, ...(source ? { source } : {}) }, saved, ctx, what);
+  } finally {
+    if (await removeImageRef(engine, image, ctx)) await imageHold?.clear();
+    else imageHold?.abandon();
+  }
+  return { image, imageId };
 }
 
 /** dockerd's archive API for the helper's mount (GET /containers/{id}/archive). */
@@ -490,6 +539,7 @@ export async function backupContainer(
     container: inspect,
     image: captured.image,
     imageId: captured.imageId,
+    ...(captured.imageFrom ? { imageFrom: captured.imageFrom } : {}),
     originalImage: inspect.Config?.Image ?? '',
     volumes,
     wasRunning,

@@ -60,6 +60,11 @@ export interface DockerBackupMetadata {
   /** The committed image as saved in the `image` stream (`stowage/<name>:<id>`). */
   image: string;
   imageId: string;
+  /**
+   * The earlier point whose `image` stream this one took whole, the container's writable layer
+   * being unchanged since (layer.ts); `image` and `imageId` are then that point's.
+   */
+  imageFrom?: string;
   /** `Config.Image` of the container: the image it was created from. */
   originalImage: string;
   volumes: VolumeRecord[];
