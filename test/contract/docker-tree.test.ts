@@ -140,6 +140,8 @@ describe('docker volumes as tree streams', () => {
       imageFrom: first.recoveryPointId,
     });
     expect(second.bytesRead).toBe(changed.reduce((n, b) => n + b.length, 0));
+    expect(second.summary.imageFrom).toBe(first.recoveryPointId);
+    expect(first.summary.imageFrom).toBeUndefined();
     expect(volumeBytesRead(first)).toBeGreaterThan(60 * 1024 * 1024);
     const want2 = await describeTree(source);
 

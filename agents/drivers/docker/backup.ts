@@ -556,6 +556,8 @@ export async function backupContainer(
       state: inspect.State?.Status ?? 'unknown',
       consistency,
       ...(options.includeBinds ? { binds: captured.binds.length } : {}),
+      // The writable layer unchanged: the image is that point's, not committed again.
+      ...(captured.imageFrom ? { imageFrom: captured.imageFrom } : {}),
       ...(hooks.length > 0 ? { hooks: hooks.length } : {}),
     },
   };
