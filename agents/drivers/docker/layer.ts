@@ -18,10 +18,11 @@
  * there is no fingerprint: the image is committed and saved as before.
  */
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { lstatSync, readdirSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { LogEvent } from '../../../kernel/logger';
 import type { DriverContext } from '../../core/driver';
+import { checkAborted } from '../../core/driver-streams';
 import type { InspectJson } from './config';
 import type { Engine } from './engine';
 
@@ -36,6 +37,9 @@ export interface ImageSource {
   image: string;
   imageId: string;
 }
+
+/** Entries looked at between two turns of the event loop. */
+const YIELD_EVERY = 512;
 
 const FINGERPRINT = /^[0-9a-f]{64}$/;
 const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
@@ -84,32 +88,41 @@ export async function layerFingerprint(
   const hash = createHash('sha256');
   hash.update(`${FINGERPRINT_VERSION}\0${inspect.Id}\0${String(inspect.Image)}\0`);
   hash.update(JSON.stringify(inspect.Config ?? null));
+  const slash = Buffer.from('/');
   try {
-    const top = await fs.lstat(upper, { bigint: true });
+    const top = lstatSync(upper, { bigint: true });
     if (!top.isDirectory()) return undefined;
     let entries = 0;
-    const walk = async (dir: string, rel: string): Promise<void> => {
-      const names = (await fs.readdir(dir)).sort();
+    // Names as bytes (a name need not be UTF-8); one system call each, as the tree walk makes
+    // them, letting the event loop run (and a cancel land) every YIELD_EVERY entries.
+    const walk = async (dir: Buffer, rel: Buffer): Promise<void> => {
+      const names = readdirSync(dir, { encoding: 'buffer' }).sort(Buffer.compare);
       for (const name of names) {
-        const path = join(dir, name);
-        const relPath = rel ? `${rel}/${name}` : name;
-        const st = await fs.lstat(path, { bigint: true });
-        entries++;
+        if (++entries % YIELD_EVERY === 0) {
+          await new Promise((resolve) => setImmediate(resolve));
+          checkAborted(ctx, 'looking at the writable layer');
+        }
+        const path = Buffer.concat([dir, slash, name]);
+        const relPath = rel.length > 0 ? Buffer.concat([rel, slash, name]) : name;
+        const st = lstatSync(path, { bigint: true });
+        hash.update('\n');
+        hash.update(relPath);
         hash.update(
-          `\n${relPath}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.mtimeNs}\0` +
+          `\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.mtimeNs}\0` +
             `${st.ctimeNs}\0${st.ino}\0${st.rdev}`,
         );
         if (st.isDirectory()) await walk(path, relPath);
       }
     };
-    await walk(upper, '');
+    await walk(Buffer.from(upper), Buffer.alloc(0));
     // The top directory last: an entry added or removed at the top while walking changes it.
-    const after = await fs.lstat(upper, { bigint: true });
+    const after = lstatSync(upper, { bigint: true });
     if (after.ctimeNs !== top.ctimeNs) throw new Error('the layer changed while it was read');
     hash.update(`\n.\0${top.mode}\0${top.uid}\0${top.gid}\0${top.mtimeNs}\0${top.ctimeNs}`);
     ctx.log.debug(LogEvent.driverStep, { step: 'writable layer looked at', entries });
     return hash.digest('hex');
   } catch (err) {
+    if (ctx.signal.aborted) throw err;
     // An entry gone or replaced under the walk, or a layer this agent cannot read: commit.
     ctx.log.info(LogEvent.driverStep, {
       step: 'writable layer not fingerprinted',

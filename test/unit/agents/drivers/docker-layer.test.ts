@@ -5,7 +5,7 @@
  * container, its image or its configuration; where the agent cannot see an overlay2 layer there
  * is none. The image source a stream records is read back only when it is wholly well-formed.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,28 @@ describe("a container's writable layer", () => {
     ]);
     for (const other of others) expect(other).not.toBe(base);
     expect(new Set(others).size).toBe(3);
+  });
+
+  it('stops at a cancel during a long walk, rather than answer that there is none', async () => {
+    await fs.mkdir(join(upper, 'many'));
+    for (let i = 0; i < 600; i++) await fs.writeFile(join(upper, 'many', `f${i}`), '');
+    const controller = new AbortController();
+    controller.abort(new Error('cancelled by the operator'));
+    await expect(
+      layerFingerprint(engine, inspectOf(), makeDriverContext({ signal: controller.signal })),
+    ).rejects.toThrow(/cancelled by the operator|abandoned/);
+    await fs.rm(join(upper, 'many'), { recursive: true });
+  });
+
+  it('tells apart names that are not UTF-8', async () => {
+    const dir = Buffer.from(upper);
+    const name = (byte: number) => Buffer.concat([dir, Buffer.from('/x'), Buffer.from([byte])]);
+    writeFileSync(name(0xff), '');
+    const before = await fingerprint();
+    renameSync(name(0xff), name(0xfe));
+    // The same inode and size: only the name's bytes (and the ctimes) differ.
+    expect(await fingerprint()).not.toBe(before);
+    rmSync(name(0xfe));
   });
 
   it('has none where the agent cannot see an overlay2 layer', async () => {
