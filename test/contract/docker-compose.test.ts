@@ -17,7 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupSink } from '../../agents/core/driver';
+import { MemoryParentRegistry } from '../../agents/core/parents';
+import { readManifest } from '../../agents/core/points';
+import { runBackup, runRestore, type RunnerDeps } from '../../agents/core/runner';
 import { createComposeDriver } from '../../agents/drivers/docker';
+import { silentLogger } from '../../kernel/logger';
+import type { RestoreTask } from '../../statemachines/contracts';
 import {
   docker,
   engineInventory,
@@ -32,6 +37,7 @@ import {
   type MemoryPoint,
   makeDriverContext as makeContext,
 } from '../fixtures/memory-point';
+import { dirRepository, makeRun } from '../fixtures/runner';
 import { describeDriverContract } from './driver-suite';
 
 const RUN = `stowage-tc-${randomBytes(4).toString('hex')}`;
@@ -425,6 +431,73 @@ describe('docker-compose driver', () => {
       await docker.getContainer(web).start();
     }
   }, 30_000);
+
+  it("takes each container's image from the last point while its writable layer is unchanged, and commits the one that changed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), `${RUN}-repo-`));
+    const repo = await dirRepository(dir);
+    const deps: RunnerDeps = {
+      agent: 'local',
+      drivers: new Map([['docker-compose', driver]]),
+      repository: async () => repo,
+      log: silentLogger,
+      parents: new MemoryParentRegistry(),
+    };
+    let seq = 0;
+    const backup = async () => {
+      const id = `rp-${RUN}-${++seq}`;
+      await runBackup(
+        deps,
+        {
+          kind: 'BACKUP',
+          jobId: `job-${seq}`,
+          itemIndex: 0,
+          recoveryPointId: id,
+          target: `docker-compose:${PROJECT}`,
+          options: {},
+        },
+        makeRun(),
+      );
+      const manifest = await readManifest(repo, id);
+      const images = Object.fromEntries(
+        manifest.streams
+          .filter((st) => st.kind === 'docker-image-tar')
+          .map((st) => [st.name.split('/')[1], st]),
+      );
+      return { id, images };
+    };
+    try {
+      const first = await backup();
+      expect(Object.keys(first.images)).toEqual(['db', 'agent', 'api', 'web']);
+      const second = await backup();
+      expect(second.images).toEqual(first.images);
+
+      const marker = randomBytes(8).toString('hex');
+      await execIn(containerOf(PROJECT, 'web'), ['sh', '-c', `echo ${marker} > /web-marker`]);
+      const third = await backup();
+      for (const service of ['db', 'agent', 'api']) {
+        expect(third.images[service], service).toEqual(first.images[service]);
+      }
+      expect(third.images.web!.source).not.toBe(first.images.web!.source);
+
+      const copy = `${RUN}-img`;
+      const task: RestoreTask = {
+        kind: 'RESTORE',
+        jobId: `job-${++seq}`,
+        recoveryPointId: third.id,
+        source: `docker-compose:${PROJECT}`,
+        target: `docker-compose:${copy}`,
+        inPlace: false,
+        options: {},
+      };
+      await runRestore(deps, task, makeRun());
+      expect(await states(copy)).toEqual(ALL_RUNNING);
+      expect(await execIn(containerOf(copy, 'web'), ['cat', '/web-marker'])).toBe(`${marker}\n`);
+      await expect(execIn(containerOf(copy, 'api'), ['ls', '/web-marker'])).rejects.toThrow();
+    } finally {
+      await repo.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
 
 // Last: its in-place case leaves the project's data changed.
