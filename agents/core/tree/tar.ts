@@ -12,7 +12,6 @@
  * Written here rather than with tar-stream: its PAX writer takes text only (an xattr value, a
  * file capability, is bytes) and counts a record's length in characters, not bytes.
  */
-import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import { IntegrityError } from '../../../kernel/errors';
 import { deviceNumbers, type TreeEntry } from './format';
@@ -211,6 +210,23 @@ async function writeTree(write: Write, source: TreeSource, prefix: string): Prom
   if (last) throw new IntegrityError(`the tree's data ends before ${last.path}`);
 }
 
+/**
+ * Resolves at the stream's next 'drain' or 'close', and leaves no listener behind: a tar of many
+ * GiB waits here thousands of times (racing two `events.once` left the loser's listeners on the
+ * stream each time, an ever longer list).
+ */
+function drainedOrClosed(out: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('close', done);
+  });
+}
+
 /** The tree under `prefix/` as a tar stream (`prefix` without slashes at either end). */
 export function treeAsTar(source: TreeSource, prefix: string): Readable {
   return treesAsTar([{ tree: source, prefix }]);
@@ -229,7 +245,7 @@ export function treesAsTar(parts: readonly TarPart[]): Readable {
   const write: Write = async (bytes) => {
     if (out.destroyed) throw new Error('the tar stream was closed');
     if (!out.write(bytes)) {
-      await Promise.race([once(out, 'drain'), once(out, 'close')]);
+      await drainedOrClosed(out);
       if (out.destroyed) throw new Error('the tar stream was closed');
     }
   };
