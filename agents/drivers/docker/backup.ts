@@ -22,7 +22,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { Readable } from 'node:stream';
 import { DriverError, TargetNotFound } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
@@ -39,7 +38,6 @@ import {
   inspectByName,
   removeImageRef,
   writeEngineGet,
-  writeToSink,
   type Engine,
   STOP_GRACE_S,
 } from './engine';
@@ -450,16 +448,19 @@ async function imageStream(
   try {
     checkAborted(ctx, what);
     ctx.phase('saving image');
-    let saved: Readable;
-    try {
-      saved = (await engine.docker.getImage(image).get()) as Readable;
-    } catch (err) {
-      throw translate(err, `saving image ${image}`, engine.socketPath);
-    }
     // The layer's fingerprint was taken before the commit: a change in between makes the next
     // backup commit again, never take an image older than the layer it names.
     const source = layer !== undefined ? JSON.stringify({ layer, image, imageId }) : undefined;
-    await writeToSink(sink, { ...info, ...(source ? { source } : {}) }, saved, ctx, what);
+    // `image` is `stowage/<a-z0-9->:<hex>` (imageRepoFor): nothing in it to escape in a path.
+    await writeEngineGet(
+      engine,
+      `/images/${image}/get`,
+      sink,
+      { ...info, ...(source ? { source } : {}) },
+      ctx,
+      what,
+      `saving image ${image}`,
+    );
   } finally {
     if (await removeImageRef(engine, image, ctx)) await imageHold?.clear();
     else imageHold?.abandon();
