@@ -22,6 +22,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import type { Readable } from 'node:stream';
 import { DriverError, TargetNotFound } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
 import type { BackupOptions, BackupOutcome, BackupSink, DriverContext } from '../../core/driver';
@@ -38,6 +39,7 @@ import {
   inspectByName,
   removeImageRef,
   writeEngineGet,
+  writeToSink,
   type Engine,
   STOP_GRACE_S,
 } from './engine';
@@ -448,19 +450,16 @@ async function imageStream(
   try {
     checkAborted(ctx, what);
     ctx.phase('saving image');
+    let saved: Readable;
+    try {
+      saved = (await engine.docker.getImage(image).get()) as Readable;
+    } catch (err) {
+      throw translate(err, `saving image ${image}`, engine.socketPath);
+    }
     // The layer's fingerprint was taken before the commit: a change in between makes the next
     // backup commit again, never take an image older than the layer it names.
     const source = layer !== undefined ? JSON.stringify({ layer, image, imageId }) : undefined;
-    // `image` is `stowage/<a-z0-9->:<hex>` (imageRepoFor): nothing in it to escape in a path.
-    await writeEngineGet(
-      engine,
-      `/images/${image}/get`,
-      sink,
-      { ...info, ...(source ? { source } : {}) },
-      ctx,
-      what,
-      `saving image ${image}`,
-    );
+    await writeToSink(sink, { ...info, ...(source ? { source } : {}) }, saved, ctx, what);
   } finally {
     if (await removeImageRef(engine, image, ctx)) await imageHold?.clear();
     else imageHold?.abandon();

@@ -10,6 +10,7 @@ import {
   MalformedAnswer,
   type HttpAnswer,
 } from '../../core/http-answer';
+import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { DriverError, TransientError, isStowageError } from '../../../kernel/errors';
 import { LogEvent } from '../../../kernel/logger';
@@ -107,6 +108,16 @@ export async function removeImageRef(
 }
 
 export { checkAborted, consumeStream };
+
+export function writeToSink(
+  sink: BackupSink,
+  info: StreamInfo,
+  stream: Readable,
+  ctx: DriverContext,
+  what: string,
+): Promise<StoredStream> {
+  return consumeStream(stream, ctx, what, (s) => sink.writeStream(info, s));
+}
 
 /** How much of an error answer's text is read for its message. */
 const ERROR_TEXT_BYTES = 64 * 1024;
