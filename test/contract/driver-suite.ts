@@ -131,10 +131,16 @@ export interface DriverContract {
   readonly backup: { outcome: BackupOutcome; point: MemoryPoint };
 }
 
-/** Where a case interferes with a backup: `act` runs after `piece` pieces of `stream`. */
+/**
+ * Where a case interferes with a backup: `act` runs once `bytes` of `stream` have been handed on
+ * (after the piece that reaches them). Bytes, not pieces: a stream read from a socket comes in
+ * pieces of whatever size each read found, so a midway counted in pieces of the good backup may
+ * lie past the end of the same stream in fewer, larger pieces (a backup that then was not
+ * abandoned at all, as happened once in CI).
+ */
 interface Interference {
   stream: string;
-  piece: number;
+  bytes: number;
   act: () => Promise<void>;
 }
 
@@ -149,10 +155,15 @@ function makePoint(at?: Interference): MemoryPoint & { pieces: Map<string, numbe
     writeStream(info: StreamInfo, data: Readable) {
       if (!at || info.name !== at.stream) return point.sink.writeStream(info, data);
       async function* interfered() {
-        let piece = 0;
+        let bytes = 0;
+        let acted = false;
         for await (const chunk of data) {
           yield chunk as Buffer;
-          if (++piece === at!.piece) await at!.act();
+          bytes += (chunk as Buffer).length;
+          if (!acted && bytes >= at!.bytes) {
+            acted = true;
+            await at!.act();
+          }
         }
       }
       return point.sink.writeStream(info, Readable.from(interfered(), { objectMode: false }));
@@ -161,17 +172,20 @@ function makePoint(at?: Interference): MemoryPoint & { pieces: Map<string, numbe
   return { ...point, sink, pieces };
 }
 
-/** The stream to interfere with and where: midway through the first (or last) one of several pieces. */
+/**
+ * The stream to interfere with and where: half way through the first (or last) one of several
+ * pieces in the good backup, by its size there.
+ */
 function midway(
   streams: string[],
-  pieces: Map<string, number>,
+  good: { pieces: Map<string, number>; bytes: Map<string, Buffer> },
   which: 'first' | 'last',
   chosen?: string,
-): { stream: string; piece: number } {
-  const long = streams.filter((s) => (pieces.get(s) ?? 0) >= 2);
+): { stream: string; bytes: number } {
+  const long = streams.filter((s) => (good.pieces.get(s) ?? 0) >= 2);
   const candidates = long.length > 0 ? long : streams;
   const stream = chosen ?? ((which === 'first' ? candidates[0] : candidates.at(-1)) as string);
-  return { stream, piece: Math.max(1, Math.ceil((pieces.get(stream) ?? 1) / 2)) };
+  return { stream, bytes: Math.max(1, Math.ceil((good.bytes.get(stream)?.length ?? 0) / 2)) };
 }
 
 /** `healthy` with `stream` failing its integrity check midway (64 KiB pieces: memory-point). */
@@ -281,7 +295,7 @@ export function describeDriverContract(
         async () => {
           // Arrange
           const before = { leftovers: await f.leftovers(), state: await f.state(f.target) };
-          const where = midway(streams, pieces, 'last', chosen);
+          const where = midway(streams, { pieces, bytes: good.bytes }, 'last', chosen);
           const broke = new Error(`the store went away while storing ${where.stream}`);
           let during: unknown;
           const point = makePoint({
@@ -309,7 +323,7 @@ export function describeDriverContract(
         async () => {
           // Arrange
           const before = { leftovers: await f.leftovers(), state: await f.state(f.target) };
-          const where = midway(streams, pieces, 'first', chosen);
+          const where = midway(streams, { pieces, bytes: good.bytes }, 'first', chosen);
           const abandon = new AbortController();
           let during: unknown;
           const point = makePoint({
