@@ -83,11 +83,8 @@ export class PointWriter implements BackupSink {
 
   async writeTree(info: { name: string }, root: string, ctx: DriverContext): Promise<StoredTree> {
     const indexName = indexStreamName(info.name);
-    for (const name of [info.name, indexName]) {
-      if (this.streams.some((s) => s.name === name)) {
-        throw new Error(`stream ${name} written twice in one recovery point`);
-      }
-    }
+    this.checkNew(info.name);
+    this.checkNew(indexName);
     const parent = this.parentTree(info.name);
     const tree = this.writer.treeData(this.onBytes);
     let walked: Awaited<ReturnType<typeof walkTree>>;
@@ -159,13 +156,11 @@ export class PointWriter implements BackupSink {
     return this.parent?.metadata;
   }
 
-  reuseParent(
+  async reuseParent(
     info: StreamInfo,
     accept: (source: string) => boolean,
   ): Promise<(StoredStream & { source: string; parent: string }) | undefined> {
-    if (this.streams.some((s) => s.name === info.name)) {
-      return Promise.reject(new Error(`stream ${info.name} written twice in one recovery point`));
-    }
+    this.checkNew(info.name);
     const parent = this.parent;
     const record = parent?.streams.find((s) => s.name === info.name && s.kind === info.kind);
     const source = record?.source;
@@ -177,7 +172,7 @@ export class PointWriter implements BackupSink {
       !record.chunks.every((c) => this.writer.has(c.id)) ||
       record.chunks.reduce((n, c) => n + c.length, 0) !== record.size
     ) {
-      return Promise.resolve(undefined);
+      return undefined;
     }
     this.streams.push({
       name: info.name,
@@ -188,19 +183,17 @@ export class PointWriter implements BackupSink {
     });
     // Done without being read: the progress against the target's size counts it.
     this.onBytes(record.size);
-    return Promise.resolve({
+    return {
       name: info.name,
       kind: info.kind,
       size: record.size,
       source,
       parent: parent.recoveryPointId,
-    });
+    };
   }
 
   async writeBlocks(info: StreamInfo, source: BlockSource): Promise<StoredBlocks> {
-    if (this.streams.some((s) => s.name === info.name)) {
-      throw new Error(`stream ${info.name} written twice in one recovery point`);
-    }
+    this.checkNew(info.name);
     const { size, blockBytes } = source;
     if (!Number.isSafeInteger(blockBytes) || blockBytes <= 0 || !(size >= 0)) {
       throw new RangeError(`blocks of ${blockBytes} bytes over ${size} bytes`);
@@ -279,10 +272,15 @@ export class PointWriter implements BackupSink {
     return this.add(info, () => this.writer.writeFrom(info, read, this.onBytes));
   }
 
-  private async add(info: StreamInfo, write: () => Promise<StreamRecord>): Promise<StoredStream> {
-    if (this.streams.some((s) => s.name === info.name)) {
-      throw new Error(`stream ${info.name} written twice in one recovery point`);
+  /** Each stream name once in a point. */
+  private checkNew(name: string): void {
+    if (this.streams.some((s) => s.name === name)) {
+      throw new Error(`stream ${name} written twice in one recovery point`);
     }
+  }
+
+  private async add(info: StreamInfo, write: () => Promise<StreamRecord>): Promise<StoredStream> {
+    this.checkNew(info.name);
     const record = await write();
     if (info.source !== undefined) record.source = info.source;
     this.streams.push(record);

@@ -1,8 +1,9 @@
 /**
  * Backup of one container: its inspect JSON, its filesystem as a committed image (`docker
  * commit`, then `docker save`; taken whole from the parent point instead when the container's
- * writable layer is unchanged since, layer.ts), each named or anonymous volume as a tar read through a helper
- * container, and with `includeBinds` each bind-mounted host directory the same way.
+ * writable layer is unchanged since, layer.ts), each named or anonymous volume as a tar read
+ * through a helper container, and with `includeBinds` each bind-mounted host directory the same
+ * way.
  *
  * Streams, in order: `image` (docker-image-tar), `volume/<name>` (volume-tar) per volume, then
  * `bind/<index>` (bind-tar) per captured bind mount.
@@ -48,7 +49,7 @@ import { HELPER_MOUNT, withVolumeHelper } from './helper';
 import { hostDirOfBind, hostDirOfVolume } from './host-tree';
 import { runHooks, type HookRecord } from './hooks';
 import { journaled, takeHold } from '../../core/holds';
-import { layerFingerprint, parseImageSource } from './layer';
+import { layerFingerprint, parseImageSource, type ImageSource } from './layer';
 /**
  * A docker repository path component for a container name: lowercase, separators collapsed,
  * no separator at either end (container names allow `A_b.-c`, repositories do not).
@@ -287,11 +288,7 @@ export async function capture(
   const prefix = naming?.streamPrefix ?? '';
   const what = `backup of ${target}`;
   checkAborted(ctx, what);
-  const { image, imageId, imageFrom } = await imageStream(engine, inspect, commitPause, sink, ctx, {
-    target,
-    prefix,
-  });
-  const imageOf = { image, imageId, ...(imageFrom ? { imageFrom } : {}) };
+  const imageOf = await imageStream(engine, inspect, commitPause, sink, ctx, { target, prefix });
 
   for (const volume of volumes) {
     checkAborted(ctx, what);
@@ -408,11 +405,11 @@ async function imageStream(
   ctx.phase('looking at the writable layer');
   const layer = sink.reuseParent ? await layerFingerprint(engine, inspect, ctx) : undefined;
   if (layer !== undefined && sink.reuseParent) {
-    const reused = await sink.reuseParent(
-      info,
-      (source) => parseImageSource(source)?.layer === layer,
-    );
-    const from = reused && parseImageSource(reused.source);
+    let from: ImageSource | undefined;
+    const reused = await sink.reuseParent(info, (source) => {
+      from = parseImageSource(source);
+      return from?.layer === layer;
+    });
     if (reused && from) {
       ctx.log.info(LogEvent.driverStep, {
         step: 'image unchanged: taken from the parent point',
